@@ -1,0 +1,37 @@
+//! The custom resource types: `SecurityProvider` and `ProviderConnection` (group `secprov.dev`).
+//! Types only; behaviour lives in `backend` and `controller`.
+
+pub mod common;
+pub mod provider_connection;
+pub mod security_provider;
+
+pub use common::{ConditionStatus, SecretKeyRef};
+pub use provider_connection::{ProviderConnection, ProviderConnectionSpec, ProviderConnectionStatus};
+pub use security_provider::{SecurityProvider, SecurityProviderSpec, SecurityProviderStatus};
+
+/// API group of every kind this operator serves.
+pub const GROUP: &str = "secprov.dev";
+/// Finalizer that makes deletion wait for the remote cleanup.
+pub const FINALIZER: &str = "secprov.dev/cleanup";
+/// Annotation whose changed value triggers a remote refresh (echoed in `status.lastHandledRefreshAt`).
+pub const REFRESH_ANNOTATION: &str = "secprov.dev/refresh-requested-at";
+/// Annotation that suspends remote writes while set to "true".
+pub const PAUSED_ANNOTATION: &str = "secprov.dev/paused";
+
+/// Every CRD this operator owns, in the order they are printed and stored in `crds/`.
+pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
+    use kube::CustomResourceExt;
+    vec![ProviderConnection::crd(), SecurityProvider::crd()]
+}
+
+/// Every CRD as one YAML stream: the exact content of `crds/secprov.dev.yaml` and the output
+/// of `secprov-operator crd`.
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    let mut out = String::new();
+    for crd in crds() {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,466 @@
+//! `SecurityProvider`: one security identity provider in a remote system.
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Desired state of a security identity provider. Exactly one of `coveo`, `keystone` or
+/// `jitsudo` is set, and it must match the backend of the referenced ProviderConnection.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "secprov.dev",
+    version = "v1alpha1",
+    kind = "SecurityProvider",
+    plural = "securityproviders",
+    shortname = "secprov",
+    category = "secprov",
+    namespaced,
+    status = "SecurityProviderStatus",
+    doc = "A security identity provider of a remote system (Coveo Security Cache, OpenStack Keystone OS-FEDERATION or JITSudo), kept in the declared state by secprov-operator.",
+    printcolumn(name = "Backend", type_ = "string", json_path = ".status.backend"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.currentStatus.type"),
+    printcolumn(name = "Entities", type_ = "integer", json_path = ".status.statistics.totalNumberOfEntities"),
+    printcolumn(name = "In Error", type_ = "integer", json_path = ".status.statistics.numberOfEntitiesInError"),
+    printcolumn(name = "Last Refresh", type_ = "date", json_path = ".status.lastRefreshOperation.timestamp"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("!has(self.spec.keystone) || has(self.spec.providerId) || size(self.metadata.name) <= 64").message("Keystone identity provider ids are at most 64 characters: set spec.providerId when metadata.name is longer")
+)]
+#[x_kube(validation = Rule::new("[has(self.coveo), has(self.keystone), has(self.jitsudo)].filter(b, b).size() == 1").message("exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set"))]
+#[x_kube(validation = Rule::new("has(self.providerId) == has(oldSelf.providerId) && (!has(self.providerId) || self.providerId == oldSelf.providerId)").message("spec.providerId is immutable: it names the remote provider; create a new SecurityProvider instead"))]
+#[x_kube(validation = Rule::new("!has(self.keystone) || !has(self.providerId) || size(self.providerId) <= 64").message("spec.providerId is at most 64 characters for Keystone identity providers"))]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityProviderSpec {
+    /// Name of the ProviderConnection, in the same namespace, that says which remote system and
+    /// credentials to use.
+    #[schemars(length(min = 1, max = 253))]
+    pub connection_ref: String,
+
+    /// Id of the provider in the remote system. Defaults to metadata.name. Immutable. At most
+    /// 255 characters (Coveo) or 64 (Keystone). `Email Security Provider` is reserved by Coveo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    #[x_kube(validation = Rule::new("self != 'Email Security Provider'").message("'Email Security Provider' is Coveo's built-in provider and is reserved; reference it in coveo.cascadingSecurityProviders instead"))]
+    pub provider_id: Option<String>,
+
+    /// Human-readable name shown in the remote admin console. Defaults to the provider id.
+    /// For JITSudo this is the provider's unique `name`, by which it is found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub display_name: Option<String>,
+
+    /// What happens to the remote provider when this object is deleted: `Delete` (default)
+    /// removes it, `Orphan` leaves it in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+
+    /// `Manage` (default) creates, updates and deletes the remote provider; `Observe` only
+    /// reads its status and never writes or deletes anything remotely.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management_policy: Option<ManagementPolicy>,
+
+    /// Take over a remote provider with this id that already exists and was not created by
+    /// this object. Without it such a provider is left alone and reported as `AlreadyExists`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt: Option<bool>,
+
+    /// Coveo Security Cache provider settings. Requires a ProviderConnection with `coveo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coveo: Option<CoveoProviderSpec>,
+
+    /// OpenStack Keystone OS-FEDERATION identity provider settings. Requires a
+    /// ProviderConnection with `keystone`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keystone: Option<KeystoneProviderSpec>,
+
+    /// JITSudo tenant identity provider settings. Requires a ProviderConnection with `jitsudo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitsudo: Option<JitsudoProviderSpec>,
+}
+
+/// What to do with the remote provider when the SecurityProvider is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Delete the remote provider (a provider already gone counts as deleted).
+    #[default]
+    Delete,
+    /// Leave the remote provider untouched.
+    Orphan,
+}
+
+/// How much control the operator takes over the remote provider.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ManagementPolicy {
+    /// Create, update (including drift correction) and delete per deletionPolicy.
+    #[default]
+    Manage,
+    /// Read and report only; never write or delete remotely.
+    Observe,
+}
+
+/// Settings of a Coveo security identity provider (`SecurityProviderModel`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CoveoProviderSpec {
+    /// Provider type. Defaults to `EXPANDED`, the type for secured Push sources whose
+    /// identities arrive through the Push API.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub provider_type: Option<CoveoProviderType>,
+
+    /// Whether the provider needs a dedicated crawler node. Coveo's Push examples send
+    /// `false`, the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_required: Option<bool>,
+
+    /// Whether identity names are case-sensitive (when false, `acme\jdoe` equals `acme\JDOE`).
+    /// Defaults to false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case_sensitive: Option<bool>,
+
+    /// Connector-specific, non-secret parameters (name to value).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub parameters: BTreeMap<String, String>,
+
+    /// Sources or providers that use this provider; for a secured Push source:
+    /// `{type: SOURCE, id: <source id>}`. A resource may be referenced only once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    #[x_kube(validation = Rule::new("self.all(r, self.exists_one(o, o.type == r.type && o.id == r.id))").message("coveo.referencedBy must not reference the same resource twice (Coveo rejects it with SECURITY_PROVIDER_INVALID_CONFIGURATION)"))]
+    pub referenced_by: Vec<CoveoReference>,
+
+    /// Providers this one cascades to, compared by id. Coveo recommends cascading to the
+    /// built-in `{id: Email Security Provider, type: EMAIL}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    #[x_kube(validation = Rule::new("self.all(c, self.exists_one(o, o.id == c.id))").message("coveo.cascadingSecurityProviders must not list the same provider id twice"))]
+    pub cascading_security_providers: Vec<CoveoCascadingProvider>,
+}
+
+/// A resource that uses this provider.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CoveoReference {
+    /// Kind of the referencing resource.
+    #[serde(rename = "type")]
+    pub reference_type: CoveoReferenceType,
+    /// Id of the referencing resource (for a source: its id, not its name).
+    #[schemars(length(min = 1, max = 255))]
+    pub id: String,
+}
+
+/// Kind of a resource that references a provider.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CoveoReferenceType {
+    /// A Coveo source.
+    Source,
+    /// Another security identity provider.
+    SecurityProvider,
+}
+
+/// A provider that this provider cascades to.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CoveoCascadingProvider {
+    /// Id of the provider cascaded to; it must exist in the organization.
+    #[schemars(length(min = 1, max = 255))]
+    pub id: String,
+    /// Type of the provider cascaded to, e.g. `EMAIL`.
+    #[serde(rename = "type")]
+    pub provider_type: CoveoProviderType,
+}
+
+/// Coveo security provider types (`SecurityProviderType` in Coveo's Security Cache API).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[allow(missing_docs)]
+pub enum CoveoProviderType {
+    #[serde(rename = "ACTIVE_DIRECTORY2")]
+    ActiveDirectory2,
+    Box,
+    Claims,
+    ClaimsToEmail,
+    Confluence,
+    #[serde(rename = "CONFLUENCE2")]
+    Confluence2,
+    Custom,
+    Database,
+    DropboxForBusiness,
+    Email,
+    #[default]
+    Expanded,
+    File,
+    GoogleDriveDomainWide,
+    GenericRest,
+    Graphql,
+    #[serde(rename = "JIRA2")]
+    Jira2,
+    Jive,
+    KhorosCommunity,
+    MicrosoftDynamics,
+    #[serde(rename = "OFFICE365")]
+    Office365,
+    Salesforce,
+    Servicenow,
+    Sharepoint,
+    SharepointOnline,
+    Sitecore,
+    Slack,
+    Zendesk,
+}
+
+impl CoveoProviderType {
+    /// The wire name, e.g. `EXPANDED`.
+    pub fn as_wire(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
+/// Settings of an OpenStack Keystone OS-FEDERATION identity provider.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KeystoneProviderSpec {
+    /// Free-text description. Defaults to empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 255))]
+    pub description: Option<String>,
+
+    /// Whether federated users may authenticate through this provider. Defaults to true here
+    /// (Keystone itself defaults to false). Disabling revokes the provider's tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+
+    /// Remote (entity) ids of the identity provider, e.g. a SAML entityID. Globally unique
+    /// across all identity providers of the cloud; at most 64 characters each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50), inner(length(max = 64)))]
+    #[x_kube(validation = Rule::new("self.all(r, size(r) >= 1 && size(r) <= 64)").message("each keystone.remoteIds entry must be 1 to 64 characters"))]
+    #[x_kube(validation = Rule::new("self.all(r, self.exists_one(o, o == r))").message("keystone.remoteIds must not contain duplicates"))]
+    pub remote_ids: Vec<String>,
+
+    /// Minutes that federated group memberships are kept; unset uses the Keystone default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub authorization_ttl: Option<i64>,
+
+    /// Domain the federated users land in. Set only at creation (Keystone creates a domain when
+    /// omitted); immutable afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("keystone.domainId is immutable: Keystone sets it only at creation"))]
+    pub domain_id: Option<String>,
+}
+
+/// Settings of a JITSudo tenant identity provider.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JitsudoProviderSpec {
+    /// Kind of identity provider. Set at creation; JITSudo's update does not change it.
+    pub provider_type: JitsudoProviderType,
+
+    /// Provider-specific configuration object, sent as JITSudo's `config`. Put no secrets here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub config: Option<serde_json::Value>,
+
+    /// Whether the provider is enabled. Defaults to true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// JITSudo `provider_type` values.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum JitsudoProviderType {
+    #[default]
+    AwsIdentityCenter,
+    Okta,
+    AzureAd,
+    GoogleWorkspace,
+    Slack,
+    Github,
+    Pagerduty,
+    CustomScim,
+}
+
+impl JitsudoProviderType {
+    /// The wire name, e.g. `okta`.
+    pub fn as_wire(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
+fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "description": "Provider-specific configuration object, sent as JITSudo's `config`. Put no secrets here.",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+/// Observed state of a security identity provider, as last read from the remote system.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityProviderStatus {
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`: the remote provider exists, matches the spec and is healthy. `Synced`: the last
+    /// reconcile reached the remote system and applied the spec. `Reconciling`/`Stalled` follow
+    /// kstatus for GitOps tools.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+
+    /// Backend of the connection: `coveo`, `keystone` or `jitsudo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+
+    /// Id of the provider in the remote system (a UUID for JITSudo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_id: Option<String>,
+
+    /// Current activity of the remote provider (Coveo `currentStatus`; for Keystone
+    /// `ENABLED`/`DISABLED`; for JITSudo the `sync_status`, upper-cased).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_status: Option<CurrentStatus>,
+
+    /// The last refresh of the provider's identities (Coveo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refresh_operation: Option<LastRefreshOperation>,
+
+    /// Identity counts of the provider (Coveo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistics: Option<Statistics>,
+
+    /// Keystone-specific observed state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keystone: Option<KeystoneStatus>,
+
+    /// JITSudo-specific observed state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitsudo: Option<JitsudoStatus>,
+
+    /// Value of the `secprov.dev/refresh-requested-at` annotation whose refresh was triggered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_refresh_at: Option<String>,
+}
+
+/// Current activity of the remote provider.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CurrentStatus {
+    /// Status type as reported remotely, e.g. `IDLE`, `REFRESHING`, `ERROR`. Unknown values are
+    /// passed through.
+    #[serde(rename = "type")]
+    pub status_type: String,
+    /// Kind of refresh in progress, when refreshing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_type: Option<String>,
+}
+
+/// The last refresh operation of a Coveo provider.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastRefreshOperation {
+    /// Kind of refresh, e.g. `SECURITY_PROVIDER_REFRESH`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_type: Option<String>,
+    /// When it ran, RFC 3339 (Coveo reports epoch milliseconds or a date-time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+    /// Identities processed by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number_of_entities_processed: Option<i64>,
+    /// Outcome, when Coveo reports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+}
+
+/// Identity counts of a Coveo provider.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Statistics {
+    /// Identities per state (`UP_TO_DATE`, `NOT_UPDATED`, `OUT_OF_DATE`, `IN_ERROR`, `DISABLED`).
+    #[serde(default)]
+    pub number_of_entities_by_state: BTreeMap<String, i64>,
+    /// Identities in error.
+    #[serde(default)]
+    pub number_of_entities_in_error: i64,
+    /// All identities of the provider.
+    #[serde(default)]
+    pub total_number_of_entities: i64,
+}
+
+/// Keystone-specific observed state.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeystoneStatus {
+    /// Whether the identity provider is enabled remotely.
+    pub enabled: bool,
+    /// Remote ids as stored by Keystone.
+    #[serde(default)]
+    pub remote_ids: Vec<String>,
+    /// Domain the provider maps users into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_id: Option<String>,
+    /// Link to the provider resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_link: Option<String>,
+    /// Link to the provider's protocols.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocols_link: Option<String>,
+}
+
+/// JITSudo-specific observed state.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JitsudoStatus {
+    /// Provider type as stored remotely.
+    pub provider_type: String,
+    /// `pending`, `syncing`, `synced` or `failed` (unknown values passed through).
+    pub sync_status: String,
+    /// End of the last synchronisation, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_synced_at: Option<String>,
+    /// Error of the last failed synchronisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_error: Option<String>,
+}
+
+impl SecurityProvider {
+    /// The id of the provider in the remote system: `spec.providerId`, else metadata.name.
+    pub fn provider_id(&self) -> String {
+        self.spec
+            .provider_id
+            .clone()
+            .or_else(|| self.metadata.name.clone())
+            .unwrap_or_default()
+    }
+
+    /// The display name: `spec.displayName`, else the provider id.
+    pub fn display_name(&self) -> String {
+        self.spec.display_name.clone().unwrap_or_else(|| self.provider_id())
+    }
+
+    /// True when the operator must never write to the remote system for this object.
+    pub fn observe_only(&self) -> bool {
+        self.spec.management_policy.unwrap_or_default() == ManagementPolicy::Observe
+    }
+
+    /// The effective deletion policy.
+    pub fn deletion_policy(&self) -> DeletionPolicy {
+        self.spec.deletion_policy.unwrap_or_default()
+    }
+}

@@ -1,0 +1,356 @@
+//! HTTP concerns shared by every backend: TLS, a timeout on every request, a per-connection
+//! token bucket and concurrency cap, and retries with exponential backoff and full jitter for
+//! idempotent calls only, honouring `Retry-After` in both its forms.
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rand::Rng;
+use reqwest::header::HeaderMap;
+use tokio::sync::Semaphore;
+
+use crate::error::{RemoteError, RemoteErrorKind};
+
+/// Retry schedule for idempotent calls.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts in total, the first included.
+    pub max_attempts: u32,
+    /// Backoff ceiling of the first retry.
+    pub base_delay: Duration,
+    /// Largest backoff ceiling.
+    pub max_delay: Duration,
+    /// A `Retry-After` longer than this is not waited for in-process: the error goes back to
+    /// the controller, which requeues the object after that delay instead.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(5),
+            max_retry_after: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Full-jitter delay before retry number `retry` (0-based): uniform in
+    /// `[0, min(max_delay, base_delay * 2^retry)]`.
+    pub fn backoff(&self, retry: u32, rng: &mut impl Rng) -> Duration {
+        let ceiling = self
+            .base_delay
+            .saturating_mul(2u32.saturating_pow(retry.min(16)))
+            .min(self.max_delay);
+        let nanos = ceiling.as_nanos().min(u64::MAX as u128) as u64;
+        Duration::from_nanos(rng.random_range(0..=nanos))
+    }
+}
+
+/// Settings of one connection's HTTP client.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// Timeout of every single request.
+    pub timeout: Duration,
+    /// Extra trusted CA certificates, PEM.
+    pub ca_bundle_pem: Option<Vec<u8>>,
+    /// Sustained requests per second.
+    pub requests_per_second: u32,
+    /// Burst above the sustained rate.
+    pub burst: u32,
+    /// Requests in flight at once.
+    pub max_concurrency: u32,
+    /// Retry schedule.
+    pub retry: RetryPolicy,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            timeout: Duration::from_secs(30),
+            ca_bundle_pem: None,
+            requests_per_second: 20,
+            burst: 40,
+            max_concurrency: 16,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// A response whose status the caller interprets.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl HttpResponse {
+    /// True for 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// Parsed `Retry-After`.
+    pub fn retry_after(&self) -> Option<Duration> {
+        retry_after(&self.headers, jiff::Timestamp::now())
+    }
+
+    /// First value of a header, as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    }
+}
+
+/// Counts of requests, for tests and metrics.
+pub type RequestObserver = Arc<dyn Fn(&'static str, &'static str, Option<u16>, Duration) + Send + Sync>;
+
+/// One connection's HTTP client. Cheap to share behind an `Arc`.
+pub struct HttpClient {
+    backend: &'static str,
+    client: reqwest::Client,
+    limiter: DefaultDirectRateLimiter,
+    in_flight: Semaphore,
+    retry: RetryPolicy,
+    observer: Option<RequestObserver>,
+}
+
+impl HttpClient {
+    /// Builds a client. TLS verification is always on; `ca_bundle_pem` adds trust anchors.
+    pub fn new(backend: &'static str, options: &HttpOptions) -> Result<Self, String> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("secprov-operator/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(Duration::from_secs(60));
+        if let Some(pem) = &options.ca_bundle_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| format!("caBundle is not a valid PEM bundle: {e}"))?;
+            if certs.is_empty() {
+                return Err("caBundle contains no certificate".into());
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder.build().map_err(|e| format!("cannot build HTTP client: {e}"))?;
+        let rps = NonZeroU32::new(options.requests_per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(options.burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        Ok(HttpClient {
+            backend,
+            client,
+            limiter: RateLimiter::direct(Quota::per_second(rps).allow_burst(burst)),
+            in_flight: Semaphore::new(options.max_concurrency.max(1) as usize),
+            retry: options.retry.clone(),
+            observer: None,
+        })
+    }
+
+    /// Calls `observer(backend, operation, status, duration)` after every attempt.
+    pub fn with_observer(mut self, observer: RequestObserver) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// The underlying client, to build requests.
+    pub fn inner(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Sends a request built by `build`, retrying idempotent calls on transport failures, 429
+    /// and 5xx. Returns the final response whatever its status; `Err` only when no response
+    /// arrived.
+    pub async fn send(
+        &self,
+        operation: &'static str,
+        idempotent: bool,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<HttpResponse, RemoteError> {
+        let mut retry = 0u32;
+        loop {
+            let outcome = self.attempt(operation, &build).await;
+            let retry_delay = match &outcome {
+                Ok(resp) if resp.status == 429 || resp.status >= 500 => resp.retry_after(),
+                Ok(_) => return outcome,
+                Err(_) => None,
+            };
+            if !idempotent || retry + 1 >= self.retry.max_attempts {
+                return outcome;
+            }
+            let delay = match retry_delay {
+                Some(after) if after > self.retry.max_retry_after => return outcome,
+                Some(after) => after,
+                None => self.retry.backoff(retry, &mut rand::rng()),
+            };
+            tracing::debug!(backend = self.backend, operation, retry, ?delay, "retrying remote call");
+            tokio::time::sleep(delay).await;
+            retry += 1;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        operation: &'static str,
+        build: &impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<HttpResponse, RemoteError> {
+        // The semaphore is never closed, so acquire only fails if it were; treat as unavailable.
+        let _permit = self.in_flight.acquire().await.map_err(|_| {
+            RemoteError::transport(self.backend, operation, RemoteErrorKind::Unavailable, "client shut down")
+        })?;
+        self.limiter.until_ready().await;
+        let started = Instant::now();
+        let result = async {
+            let response = build(&self.client).send().await?;
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let body = response.bytes().await?;
+            Ok::<_, reqwest::Error>(HttpResponse { status, headers, body })
+        }
+        .await;
+        if let Some(observer) = &self.observer {
+            observer(self.backend, operation, result.as_ref().ok().map(|r| r.status), started.elapsed());
+        }
+        result.map_err(|e| transport_error(self.backend, operation, &e))
+    }
+}
+
+/// Describes a transport failure without echoing request details (headers carry credentials).
+fn transport_error(backend: &'static str, operation: &'static str, e: &reqwest::Error) -> RemoteError {
+    let (kind, what) = if e.is_timeout() {
+        (RemoteErrorKind::Timeout, "request timed out")
+    } else if e.is_connect() {
+        (RemoteErrorKind::Unavailable, "cannot connect")
+    } else if e.is_body() || e.is_decode() {
+        (RemoteErrorKind::Unavailable, "connection failed while reading the response")
+    } else {
+        (RemoteErrorKind::Unavailable, "request failed")
+    };
+    let host = e.url().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
+    let mut source = std::error::Error::source(e);
+    let mut cause = String::new();
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    let message = if cause.is_empty() { format!("{what} ({host})") } else { format!("{what} ({host}): {cause}") };
+    RemoteError::transport(backend, operation, kind, message)
+}
+
+/// Parses `Retry-After` as delay-seconds or an HTTP-date (relative to `now`).
+pub fn retry_after(headers: &HeaderMap, now: jiff::Timestamp) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
+    let delta = when.as_millisecond() - now.as_millisecond();
+    Some(Duration::from_millis(delta.max(0) as u64))
+}
+
+/// Joins a base URL and path segments, percent-encoding each segment (ids may contain spaces
+/// or slashes).
+pub fn url_with_segments(base: &url::Url, segments: &[&str]) -> url::Url {
+    let mut url = base.clone();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty();
+        for segment in segments {
+            path.push(segment);
+        }
+    }
+    url
+}
+
+/// Parses a connection endpoint: https, or http only for loopback hosts.
+pub fn parse_endpoint(endpoint: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(endpoint).map_err(|e| format!("endpoint {endpoint:?} is not a URL: {e}"))?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback(&url) => Ok(url),
+        "http" => Err(format!(
+            "endpoint {endpoint:?} uses http:// with a non-loopback host; use https://"
+        )),
+        other => Err(format!("endpoint {endpoint:?} has unsupported scheme {other:?}")),
+    }
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Truncates a remote message so a large HTML error page doesn't end up in a condition.
+pub fn short_text(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let mut out: String = text.chars().take(300).collect();
+    if text.chars().count() > 300 {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderValue, RETRY_AFTER};
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    #[test]
+    fn retry_after_accepts_seconds_and_http_dates() {
+        let now: jiff::Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        assert_eq!(retry_after(&headers("7"), now), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(&headers("Mon, 23 Nov 2026 10:00:30 GMT"), now), Some(Duration::from_secs(30)));
+        assert_eq!(retry_after(&headers("Mon, 23 Nov 2026 09:00:00 GMT"), now), Some(Duration::ZERO));
+        assert_eq!(retry_after(&headers("soon"), now), None);
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn backoff_is_full_jitter_under_a_growing_capped_ceiling() {
+        let policy = RetryPolicy::default();
+        let mut rng = rand::rng();
+        for retry in 0..10 {
+            let ceiling = (policy.base_delay * 2u32.pow(retry)).min(policy.max_delay);
+            for _ in 0..50 {
+                assert!(policy.backoff(retry, &mut rng) <= ceiling);
+            }
+        }
+        // Full jitter spreads values over the whole range instead of clustering at the ceiling.
+        let samples: Vec<_> = (0..200).map(|_| policy.backoff(3, &mut rng)).collect();
+        assert!(samples.iter().any(|d| *d < Duration::from_millis(400)));
+        assert!(samples.iter().any(|d| *d > Duration::from_millis(1200)));
+    }
+
+    #[test]
+    fn endpoints_must_be_https_unless_loopback() {
+        assert!(parse_endpoint("https://platform.cloud.coveo.com").is_ok());
+        assert!(parse_endpoint("http://127.0.0.1:8080").is_ok());
+        assert!(parse_endpoint("http://localhost:8080").is_ok());
+        assert!(parse_endpoint("http://[::1]:8080").is_ok());
+        let err = parse_endpoint("http://platform.cloud.coveo.com").unwrap_err();
+        assert!(err.contains("non-loopback"), "{err}");
+        assert!(parse_endpoint("ftp://x").is_err());
+        assert!(parse_endpoint("not a url").is_err());
+    }
+
+    #[test]
+    fn url_segments_are_percent_encoded() {
+        let base = url::Url::parse("http://127.0.0.1:1/rest/organizations/").unwrap();
+        let url = url_with_segments(&base, &["org", "securityproviders", "Email Security Provider"]);
+        assert_eq!(url.as_str(), "http://127.0.0.1:1/rest/organizations/org/securityproviders/Email%20Security%20Provider");
+        let url = url_with_segments(&base, &["a/b"]);
+        assert_eq!(url.as_str(), "http://127.0.0.1:1/rest/organizations/a%2Fb");
+    }
+}

@@ -1,0 +1,201 @@
+//! Remote systems behind one trait. The controller only sees [`ProviderBackend`],
+//! [`ProviderConfig`] (the normalized, comparable configuration) and [`ObservedProvider`].
+use async_trait::async_trait;
+
+use crate::api::provider_connection::BackendKind;
+use crate::api::security_provider::{
+    CurrentStatus, JitsudoStatus, KeystoneStatus, LastRefreshOperation, Statistics,
+};
+use crate::error::RemoteError;
+
+pub mod coveo;
+pub mod http;
+
+/// Normalized configuration of one provider, desired or observed. Two values are equal exactly
+/// when no remote update is needed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProviderConfig {
+    Coveo(coveo::CoveoConfig),
+}
+
+impl ProviderConfig {
+    /// Backend this configuration belongs to.
+    pub fn backend(&self) -> BackendKind {
+        match self {
+            ProviderConfig::Coveo(_) => BackendKind::Coveo,
+        }
+    }
+
+    /// Names of the spec fields whose observed value differs from the desired one (`self` is
+    /// desired). Empty means in sync.
+    pub fn diff(&self, observed: &ProviderConfig) -> Vec<&'static str> {
+        match (self, observed) {
+            (ProviderConfig::Coveo(d), ProviderConfig::Coveo(o)) => d.diff(o),
+            #[allow(unreachable_patterns)]
+            _ => vec!["backend"],
+        }
+    }
+}
+
+/// How the remote system judges the provider's health.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RemoteHealth {
+    /// Usable.
+    Healthy,
+    /// Being set up or synchronised for the first time; check again soon.
+    Progressing { reason: &'static str, message: String },
+    /// Exists but is failing or disabled.
+    Degraded { reason: &'static str, message: String },
+}
+
+/// What the remote system reports about a provider, to mirror into the CR status.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct RemoteState {
+    pub current_status: Option<CurrentStatus>,
+    pub last_refresh_operation: Option<LastRefreshOperation>,
+    pub statistics: Option<Statistics>,
+    pub keystone: Option<KeystoneStatus>,
+    pub jitsudo: Option<JitsudoStatus>,
+}
+
+/// One provider as read from the remote system.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedProvider {
+    /// Id in the remote system (for JITSudo a server-assigned UUID).
+    pub remote_id: String,
+    /// Normalized configuration, comparable with the desired one.
+    pub config: ProviderConfig,
+    /// Status to mirror.
+    pub state: RemoteState,
+    /// Health as judged from the remote status.
+    pub health: RemoteHealth,
+}
+
+/// Identifies the provider a SecurityProvider manages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderKey {
+    /// The declared id (`spec.providerId` or metadata.name); for JITSudo the provider name.
+    pub id: String,
+    /// The remote id recorded in status by an earlier reconcile, if any.
+    pub known_remote_id: Option<String>,
+}
+
+/// Operations every remote system offers. Implementations map remote errors to
+/// [`RemoteError`] and treat "already gone" on delete as success.
+#[async_trait]
+pub trait ProviderBackend: Send + Sync {
+    /// Which remote system this is.
+    fn kind(&self) -> BackendKind;
+
+    /// Reads the provider; `None` when it does not exist.
+    async fn observe(&self, key: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError>;
+
+    /// Creates the provider with the desired configuration.
+    async fn create(&self, key: &ProviderKey, desired: &ProviderConfig) -> Result<ObservedProvider, RemoteError>;
+
+    /// Brings an existing provider to the desired configuration.
+    async fn update(
+        &self,
+        key: &ProviderKey,
+        observed: &ObservedProvider,
+        desired: &ProviderConfig,
+    ) -> Result<ObservedProvider, RemoteError>;
+
+    /// Deletes the provider. Returns false when it was already gone.
+    async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError>;
+
+    /// Starts a refresh of the provider's identities. Returns false when the remote system has
+    /// no refresh operation.
+    async fn refresh(&self, remote_id: &str) -> Result<bool, RemoteError>;
+
+    /// Lists every provider of the connection.
+    async fn list(&self) -> Result<Vec<ObservedProvider>, RemoteError>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building a backend from a ProviderConnection
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::SecretKeyRef;
+use crate::api::provider_connection::ProviderConnectionSpec;
+
+/// Secret values a connection needs, keyed by (Secret name, key). Debug never prints values.
+#[derive(Clone, Default)]
+pub struct SecretValues(HashMap<(String, String), String>);
+
+impl std::fmt::Debug for SecretValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+impl SecretValues {
+    /// Records the value of one Secret key.
+    pub fn insert(&mut self, reference: &SecretKeyRef, value: String) {
+        self.0.insert((reference.name.clone(), reference.key.clone()), value);
+    }
+
+    /// The value of a Secret key, if resolved.
+    pub fn get(&self, reference: &SecretKeyRef) -> Option<&str> {
+        self.0.get(&(reference.name.clone(), reference.key.clone())).map(String::as_str)
+    }
+}
+
+/// Every Secret key a connection reads.
+pub fn secret_refs(spec: &ProviderConnectionSpec) -> Vec<&SecretKeyRef> {
+    let mut refs = Vec::new();
+    if let Some(coveo) = &spec.coveo {
+        refs.push(&coveo.api_key_secret_ref);
+    }
+    if let Some(ca) = &spec.ca_bundle_secret_ref {
+        refs.push(ca);
+    }
+    refs
+}
+
+/// HTTP settings of a connection, with defaults.
+pub fn http_options(spec: &ProviderConnectionSpec, secrets: &SecretValues) -> HttpOptionsResult {
+    let defaults = http::HttpOptions::default();
+    let limits = spec.rate_limit.as_ref();
+    Ok(http::HttpOptions {
+        timeout: spec.timeout_seconds.map(|s| Duration::from_secs(s.into())).unwrap_or(defaults.timeout),
+        ca_bundle_pem: match &spec.ca_bundle_secret_ref {
+            Some(r) => Some(secrets.get(r).ok_or_else(|| missing(r))?.as_bytes().to_vec()),
+            None => None,
+        },
+        requests_per_second: limits.and_then(|l| l.requests_per_second).unwrap_or(defaults.requests_per_second),
+        burst: limits.and_then(|l| l.burst).unwrap_or(defaults.burst),
+        max_concurrency: limits.and_then(|l| l.max_concurrency).unwrap_or(defaults.max_concurrency),
+        retry: defaults.retry,
+    })
+}
+
+type HttpOptionsResult = Result<http::HttpOptions, String>;
+
+fn missing(r: &SecretKeyRef) -> String {
+    format!("Secret {:?} key {:?} was not resolved", r.name, r.key)
+}
+
+/// Builds the backend client of a connection. Errors are plain text for the InvalidConnection
+/// condition and never contain secret values.
+pub fn connect(
+    spec: &ProviderConnectionSpec,
+    secrets: &SecretValues,
+    observer: Option<http::RequestObserver>,
+) -> Result<Arc<dyn ProviderBackend>, String> {
+    let options = http_options(spec, secrets)?;
+    let with_observer = |client: http::HttpClient| match &observer {
+        Some(o) => client.with_observer(o.clone()),
+        None => client,
+    };
+    if let Some(coveo) = &spec.coveo {
+        let api_key = secrets.get(&coveo.api_key_secret_ref).ok_or_else(|| missing(&coveo.api_key_secret_ref))?;
+        let client = coveo::CoveoClient::new(coveo.endpoint(), &coveo.organization_id, api_key.to_owned(), &options)?
+            .map_http(with_observer);
+        return Ok(Arc::new(client));
+    }
+    Err("the connection has no backend block".into())
+}

@@ -1,0 +1,172 @@
+//! Shared state of the controller: clients, caches of connections and Secret metadata, built
+//! backends, and per-object failure counts for backoff.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, ResourceExt};
+
+use crate::api::{ProviderConnection, SecurityProvider};
+use crate::backend::{self, ProviderBackend, SecretValues};
+use crate::error::Error;
+use crate::metrics::Metrics;
+
+/// Tunables of the controller.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How often an in-sync object is re-read from the remote system.
+    pub resync_interval: Duration,
+    /// How soon an object whose remote state is still settling (creating, refreshing) is
+    /// read again.
+    pub progress_interval: Duration,
+    /// Objects reconciled at once.
+    pub concurrency: u16,
+    /// Watch only this namespace (all when None).
+    pub namespace: Option<String>,
+    /// Longest backoff after repeated transient failures.
+    pub max_backoff: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            resync_interval: Duration::from_secs(300),
+            progress_interval: Duration::from_secs(10),
+            concurrency: 16,
+            namespace: None,
+            max_backoff: Duration::from_secs(300),
+        }
+    }
+}
+
+struct CachedBackend {
+    fingerprint: String,
+    backend: Arc<dyn ProviderBackend>,
+}
+
+/// Everything a reconcile needs besides the object.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub connections: Store<ProviderConnection>,
+    pub secrets: Store<PartialObjectMeta<Secret>>,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    backends: Mutex<HashMap<ObjectRef<ProviderConnection>, CachedBackend>>,
+    failures: Mutex<HashMap<ObjectRef<SecurityProvider>, u32>>,
+}
+
+impl Context {
+    /// A context over the given caches.
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        connections: Store<ProviderConnection>,
+        secrets: Store<PartialObjectMeta<Secret>>,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Context {
+            client,
+            settings,
+            connections,
+            secrets,
+            recorder,
+            metrics,
+            backends: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The ProviderConnection named by a SecurityProvider, from the cache.
+    pub fn connection_of(&self, sp: &SecurityProvider) -> Result<Arc<ProviderConnection>, Error> {
+        let namespace = sp.namespace().unwrap_or_default();
+        let reference = ObjectRef::new(&sp.spec.connection_ref).within(&namespace);
+        self.connections
+            .get(&reference)
+            .ok_or_else(|| Error::ConnectionNotFound(sp.spec.connection_ref.clone()))
+    }
+
+    /// The backend client of a connection, built once per version of the connection and of
+    /// the Secrets it reads (so a rotated key is picked up at the next reconcile).
+    pub async fn backend_for(&self, connection: &ProviderConnection) -> Result<Arc<dyn ProviderBackend>, Error> {
+        let namespace = connection.namespace().unwrap_or_default();
+        let name = connection.name_any();
+        let refs = backend::secret_refs(&connection.spec);
+        let mut fingerprint = format!(
+            "{}/{}",
+            connection.uid().unwrap_or_default(),
+            connection.metadata.generation.unwrap_or_default()
+        );
+        for r in &refs {
+            let meta = self
+                .secrets
+                .get(&ObjectRef::new(&r.name).within(&namespace))
+                .ok_or_else(|| Error::SecretNotFound(r.name.clone()))?;
+            fingerprint.push_str(&format!("/{}={}", r.name, meta.resource_version().unwrap_or_default()));
+        }
+        let key = ObjectRef::from_obj(connection);
+        if let Some(cached) = self.lock_backends().get(&key)
+            && cached.fingerprint == fingerprint
+        {
+            return Ok(cached.backend.clone());
+        }
+
+        let secrets_api: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+        let mut values = SecretValues::default();
+        for r in &refs {
+            let secret = secrets_api
+                .get_opt(&r.name)
+                .await?
+                .ok_or_else(|| Error::SecretNotFound(r.name.clone()))?;
+            let value = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(&r.key))
+                .and_then(|v| String::from_utf8(v.0.clone()).ok())
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| Error::SecretKeyMissing { name: r.name.clone(), key: r.key.clone() })?;
+            values.insert(r, value);
+        }
+        let backend = backend::connect(&connection.spec, &values, Some(self.metrics.request_observer()))
+            .map_err(|message| Error::InvalidConnection { name, message })?;
+        self.lock_backends().insert(key, CachedBackend { fingerprint, backend: backend.clone() });
+        Ok(backend)
+    }
+
+    fn lock_backends(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<ProviderConnection>, CachedBackend>> {
+        // A poisoned lock only means another reconcile panicked mid-insert; the map is still
+        // consistent (single inserts), so keep using it.
+        self.backends.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a transient failure and returns the delay before the next attempt:
+    /// exponential from 1 s with full jitter, capped by `max_backoff`.
+    pub fn backoff_after_failure(&self, object: &ObjectRef<SecurityProvider>) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let count = failures.entry(object.clone()).or_insert(0);
+        *count = count.saturating_add(1);
+        let ceiling = Duration::from_secs(1)
+            .saturating_mul(2u32.saturating_pow((*count - 1).min(16)))
+            .min(self.settings.max_backoff);
+        let millis = ceiling.as_millis() as u64;
+        Duration::from_millis(millis / 2 + rand::random_range(0..=millis / 2))
+    }
+
+    /// Forgets the failures of an object after a success.
+    pub fn reset_failures(&self, object: &ObjectRef<SecurityProvider>) {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(object);
+    }
+
+    /// The resync delay with ±10 % jitter, so objects created together don't resync together.
+    pub fn resync_delay(&self) -> Duration {
+        let base = self.settings.resync_interval.as_millis() as u64;
+        let spread = base / 10;
+        Duration::from_millis(base - spread + rand::random_range(0..=2 * spread))
+    }
+}

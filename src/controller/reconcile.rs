@@ -1,0 +1,371 @@
+//! One reconcile of a SecurityProvider: validate -> resolve connection and credentials ->
+//! observe -> plan -> apply -> status. Deletion goes through the finalizer.
+use std::sync::Arc;
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use super::context::Context;
+use super::plan::{Plan, PlanInput, plan};
+use super::status::{self, Outcome, OutcomeResult, compute_status};
+use crate::api::security_provider::DeletionPolicy;
+use crate::api::{FINALIZER, PAUSED_ANNOTATION, REFRESH_ANNOTATION, SecurityProvider, SecurityProviderStatus};
+use crate::backend::{self, ProviderBackend, ProviderConfig, ProviderKey, RemoteHealth};
+use crate::error::Error;
+
+/// Annotation set just before a remote create and removed once the remote id is recorded in
+/// status. If the operator dies in between, the next reconcile knows the provider it finds is
+/// its own (not someone else's) and adopts it instead of creating a second one.
+pub const CREATE_PENDING_ANNOTATION: &str = "secprov.dev/create-pending";
+/// Field manager of every write.
+pub const FIELD_MANAGER: &str = "secprov-operator";
+
+/// Entry point for the kube-runtime Controller.
+#[instrument(skip_all, fields(object = %format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any())))]
+pub async fn reconcile(sp: Arc<SecurityProvider>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let namespace = sp.namespace().ok_or_else(|| Error::InvalidSpec("SecurityProvider must be namespaced".into()))?;
+    let api: Api<SecurityProvider> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, sp, |event| async {
+        match event {
+            finalizer::Event::Apply(sp) => apply(sp, &ctx, &api).await,
+            finalizer::Event::Cleanup(sp) => cleanup(sp, &ctx, &api).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::from(e),
+        other => Error::InvalidSpec(other.to_string()),
+    });
+    let (label, reason) = match &result {
+        Ok(_) => ("success", "Reconciled"),
+        Err(e) => ("error", e.reason()),
+    };
+    ctx.metrics.reconciled(label, reason, started.elapsed());
+    result
+}
+
+/// Requeue policy for errors that escaped `apply`/`cleanup` (Kubernetes API failures).
+pub fn error_policy(sp: Arc<SecurityProvider>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff_after_failure(&ObjectRef::from_obj(&*sp));
+    warn!(object = %sp.name_any(), reason = error.reason(), %error, ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+fn is_paused(sp: &SecurityProvider) -> bool {
+    sp.annotations().get(PAUSED_ANNOTATION).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+fn create_pending(sp: &SecurityProvider) -> bool {
+    sp.annotations().contains_key(CREATE_PENDING_ANNOTATION)
+}
+
+/// What `sync` did, for Events.
+#[derive(Debug, Default)]
+struct Effects {
+    created: bool,
+    updated: Option<Vec<&'static str>>,
+    refreshed: bool,
+}
+
+async fn apply(sp: Arc<SecurityProvider>, ctx: &Context, api: &Api<SecurityProvider>) -> Result<Action, Error> {
+    let object = ObjectRef::from_obj(&*sp);
+    let mut outcome = Outcome {
+        backend: sp.spec.backend(),
+        remote_id: sp.status.as_ref().and_then(|s| s.remote_id.clone()),
+        observed: None,
+        result: OutcomeResult::Synced { reason: "ReconcileSuccess", message: String::new() },
+        refresh_handled: None,
+    };
+    let mut effects = Effects::default();
+    let mut retry_after = None;
+    if let Err(error) = sync(&sp, ctx, api, &mut outcome, &mut effects).await {
+        if matches!(error, Error::Kube(_)) {
+            return Err(error);
+        }
+        retry_after = error.retry_after();
+        outcome.result = OutcomeResult::Failed {
+            reason: error.reason(),
+            message: error.to_string(),
+            terminal: error.is_terminal(),
+        };
+    }
+
+    let new_status = compute_status(sp.status.as_ref(), sp.metadata.generation, &outcome, jiff::Timestamp::now());
+    if sp.status.as_ref() != Some(&new_status) {
+        patch_status(api, &sp, &new_status).await?;
+        ctx.metrics.status_patched();
+    }
+    if create_pending(&sp) && new_status.remote_id.is_some() {
+        clear_create_pending(api, &sp).await?;
+    }
+    let ready = status::find(Some(&new_status), status::READY).map(|c| c.status == "True");
+    ctx.metrics.set_ready(&format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any()), ready);
+    publish_events(ctx, &sp, &effects, &new_status).await;
+
+    Ok(match &outcome.result {
+        OutcomeResult::Failed { terminal: true, .. } => {
+            ctx.reset_failures(&object);
+            Action::await_change()
+        }
+        OutcomeResult::Failed { terminal: false, .. } => {
+            let backoff = ctx.backoff_after_failure(&object);
+            Action::requeue(retry_after.map_or(backoff, |after| after.max(backoff)))
+        }
+        _ => {
+            ctx.reset_failures(&object);
+            let settling = outcome.observed.as_ref().is_some_and(|o| {
+                matches!(o.health, RemoteHealth::Progressing { .. })
+                    || backend::coveo::is_refreshing(o.state.current_status.as_ref())
+                    || o.state.jitsudo.as_ref().is_some_and(|j| matches!(j.sync_status.as_str(), "pending" | "syncing"))
+            });
+            Action::requeue(if settling { ctx.settings.progress_interval } else { ctx.resync_delay() })
+        }
+    })
+}
+
+/// The remote part of a reconcile. Fills `outcome` as it goes, so that a failure midway still
+/// reports what was learnt.
+async fn sync(
+    sp: &SecurityProvider,
+    ctx: &Context,
+    api: &Api<SecurityProvider>,
+    outcome: &mut Outcome,
+    effects: &mut Effects,
+) -> Result<(), Error> {
+    let desired = desired_config(sp)?;
+    let connection = ctx.connection_of(sp)?;
+    check_backend_match(sp, &connection)?;
+    let backend = ctx.backend_for(&connection).await?;
+
+    let key = ProviderKey { id: sp.provider_id(), known_remote_id: outcome.remote_id.clone() };
+    let mut observed = backend.observe(&key).await?;
+    let owned = outcome.remote_id.is_some() || create_pending(sp);
+    let decision = plan(&PlanInput {
+        desired: &desired,
+        observed: observed.as_ref(),
+        owned,
+        adopt: sp.spec.adopt.unwrap_or(false),
+        observe_only: sp.observe_only(),
+        paused: is_paused(sp),
+    });
+    if let Some(o) = &observed
+        && !matches!(decision, Plan::Blocked { .. })
+    {
+        outcome.remote_id = Some(o.remote_id.clone());
+    }
+    outcome.observed = observed.clone();
+
+    match decision {
+        Plan::Create => {
+            mark_create_pending(api, sp).await?;
+            let created = backend.create(&key, &desired).await?;
+            info!(remote_id = %created.remote_id, "created remote provider");
+            outcome.remote_id = Some(created.remote_id.clone());
+            observed = Some(created);
+            effects.created = true;
+        }
+        Plan::Update { fields } => {
+            let current = observed.as_ref().ok_or_else(|| Error::InvalidSpec("update planned without observation".into()))?;
+            let updated = backend.update(&key, current, &desired).await?;
+            info!(remote_id = %updated.remote_id, ?fields, "updated remote provider");
+            observed = Some(updated);
+            effects.updated = Some(fields);
+        }
+        Plan::InSync => {}
+        Plan::Withheld { reason, message, .. } => {
+            outcome.result = OutcomeResult::Withheld { reason, message };
+        }
+        Plan::Blocked { reason, message } => {
+            outcome.observed = None;
+            outcome.result = OutcomeResult::Blocked { reason, message };
+            return Ok(());
+        }
+    }
+    outcome.observed = observed.clone();
+
+    if let Some(current) = &observed
+        && let Some(value) = refresh_to_handle(sp)
+    {
+        if !backend::coveo::is_refreshing(current.state.current_status.as_ref()) {
+            if backend.refresh(&current.remote_id).await? {
+                effects.refreshed = true;
+                outcome.observed = backend.observe(&key).await?.or(observed);
+            }
+        }
+        outcome.refresh_handled = Some(value);
+    }
+
+    if matches!(outcome.result, OutcomeResult::Synced { .. }) {
+        outcome.result = if sp.observe_only() {
+            OutcomeResult::Synced { reason: super::plan::REASON_OBSERVE_ONLY, message: "observing only; the remote provider matches the spec".into() }
+        } else {
+            OutcomeResult::Synced { reason: "ReconcileSuccess", message: "the remote provider matches the spec".into() }
+        };
+    }
+    Ok(())
+}
+
+/// The refresh annotation value, when it asks for a refresh not handled yet and writes are
+/// allowed.
+fn refresh_to_handle(sp: &SecurityProvider) -> Option<String> {
+    let value = sp.annotations().get(REFRESH_ANNOTATION)?;
+    let handled = sp.status.as_ref().and_then(|s| s.last_handled_refresh_at.as_ref());
+    (handled != Some(value) && !sp.observe_only() && !is_paused(sp)).then(|| value.clone())
+}
+
+/// The desired remote configuration from the spec.
+pub fn desired_config(sp: &SecurityProvider) -> Result<ProviderConfig, Error> {
+    backend::coveo::desired_config(sp).ok_or_else(|| {
+        Error::InvalidSpec("exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into())
+    })
+}
+
+fn check_backend_match(sp: &SecurityProvider, connection: &crate::api::ProviderConnection) -> Result<(), Error> {
+    let wanted = sp.spec.backend();
+    let have = connection.spec.backend().ok_or_else(|| Error::InvalidConnection {
+        name: connection.name_any(),
+        message: "exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into(),
+    })?;
+    match wanted {
+        Some(w) if w == have => Ok(()),
+        Some(w) => Err(Error::BackendMismatch {
+            provider: w.as_str().into(),
+            connection: connection.name_any(),
+            connection_backend: have.as_str().into(),
+        }),
+        None => Err(Error::InvalidSpec("exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into())),
+    }
+}
+
+async fn mark_create_pending(api: &Api<SecurityProvider>, sp: &SecurityProvider) -> Result<(), Error> {
+    if create_pending(sp) {
+        return Ok(());
+    }
+    let patch = json!({"metadata": {"annotations": {CREATE_PENDING_ANNOTATION: jiff::Timestamp::now().to_string()}}});
+    api.patch_metadata(&sp.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+async fn clear_create_pending(api: &Api<SecurityProvider>, sp: &SecurityProvider) -> Result<(), Error> {
+    let patch = json!({"metadata": {"annotations": {CREATE_PENDING_ANNOTATION: null}}});
+    api.patch_metadata(&sp.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+async fn patch_status(api: &Api<SecurityProvider>, sp: &SecurityProvider, status: &SecurityProviderStatus) -> Result<(), Error> {
+    let patch = json!({
+        "apiVersion": "secprov.dev/v1alpha1",
+        "kind": "SecurityProvider",
+        "status": status,
+    });
+    api.patch_status(&sp.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}
+
+async fn cleanup(sp: Arc<SecurityProvider>, ctx: &Context, api: &Api<SecurityProvider>) -> Result<Action, Error> {
+    let remote_id = sp
+        .status
+        .as_ref()
+        .and_then(|s| s.remote_id.clone())
+        .or_else(|| create_pending(&sp).then(|| sp.provider_id()));
+    let Some(remote_id) = remote_id else {
+        // Never created or adopted by this object: nothing remote is ours to delete.
+        return Ok(Action::await_change());
+    };
+    if sp.observe_only() || sp.deletion_policy() == DeletionPolicy::Orphan {
+        info!(%remote_id, "leaving remote provider in place (deletionPolicy Orphan or managementPolicy Observe)");
+        publish(ctx, &sp, EventType::Normal, "Orphaned", "Delete", format!("left remote provider {remote_id:?} in place")).await;
+        return Ok(Action::await_change());
+    }
+    let result = async {
+        if is_paused(&sp) {
+            return Err(Error::InvalidSpec(
+                "deletion of the remote provider waits until the secprov.dev/paused annotation is removed".into(),
+            ));
+        }
+        let connection = ctx.connection_of(&sp)?;
+        let backend: Arc<dyn ProviderBackend> = ctx.backend_for(&connection).await?;
+        Ok(backend.delete(&remote_id).await?)
+    }
+    .await;
+    match result {
+        Ok(existed) => {
+            info!(%remote_id, existed, "deleted remote provider");
+            let note = if existed { format!("deleted remote provider {remote_id:?}") } else { format!("remote provider {remote_id:?} was already gone") };
+            publish(ctx, &sp, EventType::Normal, "Deleted", "Delete", note).await;
+            ctx.metrics.set_ready(&format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any()), None);
+            Ok(Action::await_change())
+        }
+        Err(error) => {
+            let outcome = Outcome {
+                backend: sp.spec.backend(),
+                remote_id: Some(remote_id),
+                observed: None,
+                result: OutcomeResult::Failed {
+                    reason: error.reason(),
+                    message: format!("cannot delete the remote provider: {error}; fix the cause, or set deletionPolicy: Orphan to keep it"),
+                    terminal: false,
+                },
+                refresh_handled: None,
+            };
+            let new_status = compute_status(sp.status.as_ref(), sp.metadata.generation, &outcome, jiff::Timestamp::now());
+            if sp.status.as_ref() != Some(&new_status) {
+                patch_status(api, &sp, &new_status).await?;
+                ctx.metrics.status_patched();
+                publish(ctx, &sp, EventType::Warning, error.reason(), "Delete", error.to_string()).await;
+            }
+            Err(error)
+        }
+    }
+}
+
+async fn publish_events(ctx: &Context, sp: &SecurityProvider, effects: &Effects, new_status: &SecurityProviderStatus) {
+    if effects.created {
+        let id = new_status.remote_id.clone().unwrap_or_default();
+        publish(ctx, sp, EventType::Normal, "Created", "Create", format!("created remote provider {id:?}")).await;
+    }
+    if let Some(fields) = &effects.updated {
+        // Same generation as already synced: the spec didn't change, so the remote drifted.
+        let prev_synced_generation = sp
+            .status
+            .as_ref()
+            .filter(|s| status::find(Some(s), status::SYNCED).is_some_and(|c| c.status == "True"))
+            .and_then(|s| s.observed_generation);
+        let (reason, note) = if prev_synced_generation.is_some() && prev_synced_generation == sp.metadata.generation {
+            ("DriftCorrected", format!("remote provider had drifted in {}; restored", fields.join(", ")))
+        } else {
+            ("Updated", format!("updated remote provider fields {}", fields.join(", ")))
+        };
+        publish(ctx, sp, EventType::Normal, reason, "Update", note).await;
+    }
+    if effects.refreshed {
+        publish(ctx, sp, EventType::Normal, "RefreshTriggered", "Refresh", "triggered a refresh of the provider's identities".into()).await;
+    }
+    // Failures and blocks: one Warning per change of the Synced condition, not per retry.
+    let old = status::find(sp.status.as_ref(), status::SYNCED);
+    if let Some(new) = status::find(Some(new_status), status::SYNCED)
+        && new.status != "True"
+        && old.is_none_or(|o| o.reason != new.reason || o.message != new.message)
+    {
+        publish(ctx, sp, EventType::Warning, &new.reason, "Reconcile", new.message.clone()).await;
+    }
+}
+
+async fn publish(ctx: &Context, sp: &SecurityProvider, type_: EventType, reason: &str, action: &str, note: String) {
+    let reference: ObjectReference = sp.object_ref(&());
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        warn!(error = %e, reason, "cannot publish event");
+    }
+}

@@ -1,0 +1,331 @@
+//! Computing the status from a reconcile's outcome: a pure function. The result depends only
+//! on the previous status and the outcome, so an unchanged world yields an identical status
+//! and no write (condition timestamps move only when a condition's status flips).
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::ConditionStatus;
+use crate::api::provider_connection::BackendKind;
+use crate::api::security_provider::SecurityProviderStatus;
+use crate::backend::{ObservedProvider, RemoteHealth};
+
+/// Condition types.
+pub const READY: &str = "Ready";
+pub const SYNCED: &str = "Synced";
+/// kstatus: present (True) only while work is in progress.
+pub const RECONCILING: &str = "Reconciling";
+/// kstatus: present (True) only while progress is impossible without a change.
+pub const STALLED: &str = "Stalled";
+
+/// What happened in one reconcile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    /// Backend of the provider, once known.
+    pub backend: Option<BackendKind>,
+    /// Remote id of the provider this object owns (created, adopted or observed).
+    pub remote_id: Option<String>,
+    /// The latest remote view, after any write.
+    pub observed: Option<ObservedProvider>,
+    /// The result.
+    pub result: OutcomeResult,
+    /// Refresh annotation value whose refresh was triggered now.
+    pub refresh_handled: Option<String>,
+}
+
+/// The result of one reconcile.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OutcomeResult {
+    /// The remote provider matches the spec (after a create or update, or already).
+    Synced { reason: &'static str, message: String },
+    /// Differences were found and deliberately not written.
+    Withheld { reason: &'static str, message: String },
+    /// Managing the provider is impossible until something changes.
+    Blocked { reason: &'static str, message: String },
+    /// An error stopped the reconcile.
+    Failed { reason: &'static str, message: String, terminal: bool },
+}
+
+/// Builds the new status. `now` is used only for conditions that change status.
+pub fn compute_status(
+    previous: Option<&SecurityProviderStatus>,
+    generation: Option<i64>,
+    outcome: &Outcome,
+    now: jiff::Timestamp,
+) -> SecurityProviderStatus {
+    let empty = SecurityProviderStatus::default();
+    let prev = previous.unwrap_or(&empty);
+    let mut status = SecurityProviderStatus {
+        observed_generation: generation,
+        backend: outcome.backend.map(|b| b.as_str().to_owned()).or_else(|| prev.backend.clone()),
+        last_handled_refresh_at: outcome.refresh_handled.clone().or_else(|| prev.last_handled_refresh_at.clone()),
+        ..Default::default()
+    };
+
+    // Remote fields: mirror the latest observation; keep the last known values when the
+    // remote system could not be read this time.
+    let transient_failure = matches!(outcome.result, OutcomeResult::Failed { terminal: false, .. });
+    match &outcome.observed {
+        Some(observed) => {
+            status.remote_id = outcome.remote_id.clone();
+            status.current_status = observed.state.current_status.clone();
+            status.last_refresh_operation = observed.state.last_refresh_operation.clone();
+            status.statistics = observed.state.statistics.clone();
+            status.keystone = observed.state.keystone.clone();
+            status.jitsudo = observed.state.jitsudo.clone();
+        }
+        None if transient_failure => {
+            status.remote_id = outcome.remote_id.clone().or_else(|| prev.remote_id.clone());
+            status.current_status = prev.current_status.clone();
+            status.last_refresh_operation = prev.last_refresh_operation.clone();
+            status.statistics = prev.statistics.clone();
+            status.keystone = prev.keystone.clone();
+            status.jitsudo = prev.jitsudo.clone();
+        }
+        None => status.remote_id = outcome.remote_id.clone(),
+    }
+
+    let (synced, ready, reconciling, stalled) = conditions_for(prev, outcome);
+    let mut conditions = Vec::new();
+    for (type_, value) in [(READY, Some(ready)), (SYNCED, Some(synced)), (RECONCILING, reconciling), (STALLED, stalled)] {
+        if let Some((cstatus, reason, message)) = value {
+            conditions.push(condition(&prev.conditions, type_, cstatus, reason, &message, generation, now));
+        }
+    }
+    status.conditions = conditions;
+    status
+}
+
+type ConditionValue = (ConditionStatus, String, String);
+
+fn conditions_for(
+    prev: &SecurityProviderStatus,
+    outcome: &Outcome,
+) -> (ConditionValue, ConditionValue, Option<ConditionValue>, Option<ConditionValue>) {
+    let health_ready = |observed: &ObservedProvider| -> ConditionValue {
+        match &observed.health {
+            RemoteHealth::Healthy => (ConditionStatus::True, "Available".into(), "the remote provider exists and matches the spec".into()),
+            RemoteHealth::Progressing { reason, message } => (ConditionStatus::False, (*reason).into(), message.clone()),
+            RemoteHealth::Degraded { reason, message } => (ConditionStatus::False, (*reason).into(), message.clone()),
+        }
+    };
+    let progressing = outcome
+        .observed
+        .as_ref()
+        .and_then(|o| match &o.health {
+            RemoteHealth::Progressing { reason, message } => Some((ConditionStatus::True, (*reason).to_owned(), message.clone())),
+            _ => None,
+        });
+    match &outcome.result {
+        OutcomeResult::Synced { reason, message } => {
+            let synced = (ConditionStatus::True, (*reason).to_owned(), message.clone());
+            let ready = match &outcome.observed {
+                Some(o) => health_ready(o),
+                None => (ConditionStatus::Unknown, "NotObserved".into(), "the remote provider has not been read yet".into()),
+            };
+            (synced, ready, progressing, None)
+        }
+        OutcomeResult::Withheld { reason, message } => {
+            let synced = (ConditionStatus::False, (*reason).to_owned(), message.clone());
+            let ready = match &outcome.observed {
+                Some(o) => health_ready(o),
+                None => (ConditionStatus::False, (*reason).to_owned(), message.clone()),
+            };
+            (synced, ready, progressing, None)
+        }
+        OutcomeResult::Blocked { reason, message } => {
+            let value = (ConditionStatus::False, (*reason).to_owned(), message.clone());
+            (value.clone(), value.clone(), None, Some(value))
+        }
+        OutcomeResult::Failed { reason, message, terminal: true } => {
+            let value = (ConditionStatus::False, (*reason).to_owned(), message.clone());
+            (value.clone(), value.clone(), None, Some(value))
+        }
+        OutcomeResult::Failed { reason, message, terminal: false } => {
+            let value = (ConditionStatus::False, (*reason).to_owned(), message.clone());
+            // A passing failure says nothing new about the provider itself: keep Ready as it was.
+            let ready = prev
+                .conditions
+                .iter()
+                .find(|c| c.type_ == READY)
+                .map(|c| (parse_status(&c.status), c.reason.clone(), c.message.clone()))
+                .unwrap_or_else(|| value.clone());
+            let reconciling = (ConditionStatus::True, (*reason).to_owned(), format!("retrying: {message}"));
+            (value, ready, Some(reconciling), None)
+        }
+    }
+}
+
+fn parse_status(s: &str) -> ConditionStatus {
+    match s {
+        "True" => ConditionStatus::True,
+        "False" => ConditionStatus::False,
+        _ => ConditionStatus::Unknown,
+    }
+}
+
+/// A condition whose `lastTransitionTime` is kept from `previous` unless its status flips.
+pub fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: ConditionStatus,
+    reason: String,
+    message: &str,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) -> Condition {
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status.as_str())
+        .map(|c| c.last_transition_time.clone())
+        // The API server stores whole seconds; round now so the stored value reads back equal.
+        .unwrap_or_else(|| Time(jiff::Timestamp::from_second(now.as_second()).unwrap_or(now)));
+    Condition {
+        type_: type_.to_owned(),
+        status: status.as_str().to_owned(),
+        reason,
+        message: message.to_owned(),
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// The condition of a type, if present.
+pub fn find<'a>(status: Option<&'a SecurityProviderStatus>, type_: &str) -> Option<&'a Condition> {
+    status?.conditions.iter().find(|c| c.type_ == type_)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::security_provider::{CoveoProviderSpec, CurrentStatus, Statistics};
+    use crate::backend::coveo::CoveoConfig;
+    use crate::backend::{ProviderConfig, RemoteState};
+
+    fn t(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn observed(health: RemoteHealth, total: i64) -> ObservedProvider {
+        ObservedProvider {
+            remote_id: "p".into(),
+            config: ProviderConfig::Coveo(CoveoConfig::desired("p", "p", &CoveoProviderSpec::default())),
+            state: RemoteState {
+                current_status: Some(CurrentStatus { status_type: "IDLE".into(), refresh_type: None }),
+                statistics: Some(Statistics { total_number_of_entities: total, ..Default::default() }),
+                ..Default::default()
+            },
+            health,
+        }
+    }
+
+    fn synced(observed: Option<ObservedProvider>) -> Outcome {
+        Outcome {
+            backend: Some(BackendKind::Coveo),
+            remote_id: Some("p".into()),
+            observed,
+            result: OutcomeResult::Synced { reason: "ReconcileSuccess", message: "in sync".into() },
+            refresh_handled: None,
+        }
+    }
+
+    fn cond<'a>(s: &'a SecurityProviderStatus, type_: &str) -> Option<&'a Condition> {
+        s.conditions.iter().find(|c| c.type_ == type_)
+    }
+
+    #[test]
+    fn healthy_synced_provider_is_ready_and_mirrors_remote_fields() {
+        let s = compute_status(None, Some(3), &synced(Some(observed(RemoteHealth::Healthy, 10))), t("2026-01-01T00:00:00Z"));
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(s.backend.as_deref(), Some("coveo"));
+        assert_eq!(s.remote_id.as_deref(), Some("p"));
+        assert_eq!(s.statistics.as_ref().unwrap().total_number_of_entities, 10);
+        let ready = cond(&s, READY).unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Available"));
+        assert_eq!(ready.observed_generation, Some(3));
+        assert_eq!(cond(&s, SYNCED).unwrap().status, "True");
+        assert!(cond(&s, RECONCILING).is_none() && cond(&s, STALLED).is_none());
+    }
+
+    #[test]
+    fn same_outcome_later_gives_an_identical_status() {
+        let outcome = synced(Some(observed(RemoteHealth::Healthy, 10)));
+        let first = compute_status(None, Some(1), &outcome, t("2026-01-01T00:00:00Z"));
+        let second = compute_status(Some(&first), Some(1), &outcome, t("2026-01-01T05:00:00Z"));
+        assert_eq!(first, second, "no timestamp may move while nothing changes");
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_status_flips() {
+        let first = compute_status(None, Some(1), &synced(Some(observed(RemoteHealth::Healthy, 1))), t("2026-01-01T00:00:00Z"));
+        // A message/reason change without a status flip keeps the time.
+        let changed = compute_status(Some(&first), Some(1), &synced(Some(observed(RemoteHealth::Healthy, 2))), t("2026-01-02T00:00:00Z"));
+        assert_eq!(cond(&changed, READY).unwrap().last_transition_time, cond(&first, READY).unwrap().last_transition_time);
+        let degraded = RemoteHealth::Degraded { reason: "RemoteError", message: "ERROR".into() };
+        let flipped = compute_status(Some(&changed), Some(1), &synced(Some(observed(degraded, 2))), t("2026-01-03T00:00:00Z"));
+        let ready = cond(&flipped, READY).unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "RemoteError"));
+        assert_eq!(ready.last_transition_time.0, t("2026-01-03T00:00:00Z"));
+    }
+
+    #[test]
+    fn terminal_failure_stalls_and_unreadies() {
+        let prev = compute_status(None, Some(1), &synced(Some(observed(RemoteHealth::Healthy, 1))), t("2026-01-01T00:00:00Z"));
+        let outcome = Outcome {
+            observed: None,
+            result: OutcomeResult::Failed { reason: "RemoteInvalidConfiguration", message: "id too long".into(), terminal: true },
+            ..synced(None)
+        };
+        let s = compute_status(Some(&prev), Some(2), &outcome, t("2026-01-02T00:00:00Z"));
+        for type_ in [READY, SYNCED, STALLED] {
+            let c = cond(&s, type_).unwrap();
+            assert_eq!(c.reason, "RemoteInvalidConfiguration", "{type_}");
+            assert_eq!(c.message, "id too long");
+        }
+        assert_eq!(cond(&s, READY).unwrap().status, "False");
+        assert_eq!(cond(&s, STALLED).unwrap().status, "True");
+    }
+
+    #[test]
+    fn transient_failure_keeps_ready_and_last_known_remote_fields() {
+        let prev = compute_status(None, Some(1), &synced(Some(observed(RemoteHealth::Healthy, 7))), t("2026-01-01T00:00:00Z"));
+        let outcome = Outcome {
+            observed: None,
+            remote_id: None,
+            result: OutcomeResult::Failed { reason: "RemoteUnavailable", message: "503".into(), terminal: false },
+            ..synced(None)
+        };
+        let s = compute_status(Some(&prev), Some(1), &outcome, t("2026-01-02T00:00:00Z"));
+        assert_eq!(cond(&s, READY), cond(&prev, READY));
+        assert_eq!(cond(&s, SYNCED).unwrap().status, "False");
+        assert_eq!(cond(&s, RECONCILING).unwrap().status, "True");
+        assert_eq!(s.statistics, prev.statistics);
+        assert_eq!(s.remote_id.as_deref(), Some("p"));
+    }
+
+    #[test]
+    fn progressing_remote_sets_reconciling() {
+        let progressing = RemoteHealth::Progressing { reason: "RemoteCreating", message: "creating".into() };
+        let s = compute_status(None, Some(1), &synced(Some(observed(progressing, 0))), t("2026-01-01T00:00:00Z"));
+        assert_eq!(cond(&s, READY).unwrap().status, "False");
+        assert_eq!(cond(&s, RECONCILING).unwrap().reason, "RemoteCreating");
+    }
+
+    #[test]
+    fn blocked_is_stalled_without_remote_id() {
+        let outcome = Outcome {
+            remote_id: None,
+            observed: Some(observed(RemoteHealth::Healthy, 1)),
+            result: OutcomeResult::Blocked { reason: "AlreadyExists", message: "taken".into() },
+            ..synced(None)
+        };
+        let s = compute_status(None, Some(1), &outcome, t("2026-01-01T00:00:00Z"));
+        assert_eq!(s.remote_id, None);
+        assert_eq!(cond(&s, READY).unwrap().reason, "AlreadyExists");
+        assert_eq!(cond(&s, STALLED).unwrap().status, "True");
+    }
+
+    #[test]
+    fn stored_transition_time_has_whole_seconds() {
+        let s = compute_status(None, Some(1), &synced(None), t("2026-01-01T00:00:00.750Z"));
+        assert_eq!(cond(&s, READY).unwrap().last_transition_time.0, t("2026-01-01T00:00:00Z"));
+    }
+}

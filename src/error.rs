@@ -1,0 +1,248 @@
+//! The one error type of the operator. Every variant has a stable CamelCase `reason()` used
+//! for condition reasons, Event reasons and metric labels alike, and says whether retrying
+//! without a change can help (`is_terminal`).
+use std::time::Duration;
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can stop a reconcile.
+#[derive(thiserror::Error, Debug)]
+pub enum Error {
+    /// The object's spec cannot be acted on (caught before any remote call).
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+
+    /// The referenced ProviderConnection does not exist.
+    #[error("ProviderConnection {0:?} not found in this namespace")]
+    ConnectionNotFound(String),
+
+    /// The ProviderConnection exists but cannot be used.
+    #[error("ProviderConnection {name:?} is invalid: {message}")]
+    InvalidConnection { name: String, message: String },
+
+    /// The provider's backend block does not match its connection's backend.
+    #[error("spec.{provider} does not match ProviderConnection {connection:?}, which is a {connection_backend} connection")]
+    BackendMismatch { provider: String, connection: String, connection_backend: String },
+
+    /// A referenced Secret does not exist.
+    #[error("Secret {0:?} not found in this namespace")]
+    SecretNotFound(String),
+
+    /// A referenced Secret lacks the key or its value is unusable.
+    #[error("Secret {name:?} has no usable key {key:?}")]
+    SecretKeyMissing { name: String, key: String },
+
+    /// The remote system answered with an error or could not be reached.
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[source] Box<kube::Error>),
+}
+
+impl From<kube::Error> for Error {
+    fn from(e: kube::Error) -> Self {
+        Error::Kube(Box::new(e))
+    }
+}
+
+impl Error {
+    /// Stable CamelCase reason for conditions, Events and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::ConnectionNotFound(_) => "ConnectionNotFound",
+            Error::InvalidConnection { .. } => "InvalidConnection",
+            Error::BackendMismatch { .. } => "BackendMismatch",
+            Error::SecretNotFound(_) => "SecretNotFound",
+            Error::SecretKeyMissing { .. } => "SecretKeyMissing",
+            Error::Remote(e) => e.kind.reason(),
+            Error::Kube(_) => "KubernetesApiError",
+        }
+    }
+
+    /// True when retrying cannot help until the user changes something (the spec, the
+    /// connection or a Secret, all of which are watched and trigger a new reconcile).
+    pub fn is_terminal(&self) -> bool {
+        match self {
+            Error::InvalidSpec(_)
+            | Error::ConnectionNotFound(_)
+            | Error::InvalidConnection { .. }
+            | Error::BackendMismatch { .. }
+            | Error::SecretNotFound(_)
+            | Error::SecretKeyMissing { .. } => true,
+            Error::Remote(e) => e.kind.is_terminal(),
+            Error::Kube(_) => false,
+        }
+    }
+
+    /// How long the remote system asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Remote(e) => e.retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Classification of a remote failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemoteErrorKind {
+    /// The remote system rejected the configuration (Coveo
+    /// `SECURITY_PROVIDER_INVALID_CONFIGURATION`, HTTP 400/422).
+    InvalidConfiguration,
+    /// Credentials were refused (401).
+    Unauthorized,
+    /// Credentials lack a privilege, or tenant/credential mismatch (403).
+    Forbidden,
+    /// The object already exists or conflicts with another (409).
+    Conflict,
+    /// Not found where it had to exist (404 on update or refresh).
+    NotFound,
+    /// Other 4xx: the request is wrong and repeating it won't help.
+    Rejected,
+    /// 429 or a throttling error code.
+    RateLimited,
+    /// 5xx or a connection failure.
+    Unavailable,
+    /// No response within the timeout.
+    Timeout,
+    /// A 2xx response whose body could not be understood.
+    BadResponse,
+}
+
+impl RemoteErrorKind {
+    /// Stable CamelCase reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            RemoteErrorKind::InvalidConfiguration => "RemoteInvalidConfiguration",
+            RemoteErrorKind::Unauthorized => "RemoteUnauthorized",
+            RemoteErrorKind::Forbidden => "RemoteForbidden",
+            RemoteErrorKind::Conflict => "RemoteConflict",
+            RemoteErrorKind::NotFound => "RemoteNotFound",
+            RemoteErrorKind::Rejected => "RemoteRejected",
+            RemoteErrorKind::RateLimited => "RemoteRateLimited",
+            RemoteErrorKind::Unavailable => "RemoteUnavailable",
+            RemoteErrorKind::Timeout => "RemoteTimeout",
+            RemoteErrorKind::BadResponse => "RemoteBadResponse",
+        }
+    }
+
+    /// 4xx (other than 429) mean the request itself is wrong: do not retry until something
+    /// changes. Everything else is worth retrying with backoff.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RemoteErrorKind::InvalidConfiguration
+                | RemoteErrorKind::Unauthorized
+                | RemoteErrorKind::Forbidden
+                | RemoteErrorKind::Conflict
+                | RemoteErrorKind::NotFound
+                | RemoteErrorKind::Rejected
+        )
+    }
+
+    /// Classification of an HTTP status without a more specific error code.
+    pub fn from_status(status: u16) -> Self {
+        match status {
+            400 | 422 => RemoteErrorKind::Rejected,
+            401 => RemoteErrorKind::Unauthorized,
+            403 => RemoteErrorKind::Forbidden,
+            404 => RemoteErrorKind::NotFound,
+            409 => RemoteErrorKind::Conflict,
+            408 => RemoteErrorKind::Timeout,
+            429 => RemoteErrorKind::RateLimited,
+            500..=599 => RemoteErrorKind::Unavailable,
+            _ => RemoteErrorKind::Rejected,
+        }
+    }
+}
+
+/// A failed remote call, with what the remote system said. Never carries credentials: it is
+/// built from status, error code and the remote message only. The request id is kept for logs
+/// but left out of the message, so a repeated failure yields an identical condition message
+/// (and no status write).
+#[derive(thiserror::Error, Debug, Clone)]
+#[error("{backend} {operation} failed{}: {message}", self.detail_suffix())]
+pub struct RemoteError {
+    /// Backend name (`coveo`, `keystone`, `jitsudo`).
+    pub backend: &'static str,
+    /// Operation name (`get`, `create`, `update`, `delete`, `refresh`, `list`, `authenticate`).
+    pub operation: &'static str,
+    /// What kind of failure it is.
+    pub kind: RemoteErrorKind,
+    /// HTTP status, when a response arrived.
+    pub status: Option<u16>,
+    /// Remote error code, e.g. `SECURITY_PROVIDER_INVALID_CONFIGURATION`.
+    pub code: Option<String>,
+    /// Remote message or a description of the transport failure.
+    pub message: String,
+    /// Remote request id, for support tickets.
+    pub request_id: Option<String>,
+    /// `Retry-After` from the response.
+    pub retry_after: Option<Duration>,
+}
+
+impl RemoteError {
+    /// A remote error without an HTTP response.
+    pub fn transport(backend: &'static str, operation: &'static str, kind: RemoteErrorKind, message: impl Into<String>) -> Self {
+        RemoteError {
+            backend,
+            operation,
+            kind,
+            status: None,
+            code: None,
+            message: message.into(),
+            request_id: None,
+            retry_after: None,
+        }
+    }
+
+    fn detail_suffix(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(status) = self.status {
+            parts.push(format!("HTTP {status}"));
+        }
+        if let Some(code) = &self.code {
+            parts.push(code.clone());
+        }
+        if parts.is_empty() { String::new() } else { format!(" ({})", parts.join(", ")) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_error_message_names_status_code_and_request() {
+        let e = RemoteError {
+            backend: "coveo",
+            operation: "create",
+            kind: RemoteErrorKind::InvalidConfiguration,
+            status: Some(400),
+            code: Some("SECURITY_PROVIDER_INVALID_CONFIGURATION".into()),
+            message: "id too long".into(),
+            request_id: Some("r-1".into()),
+            retry_after: None,
+        };
+        assert_eq!(
+            e.to_string(),
+            "coveo create failed (HTTP 400, SECURITY_PROVIDER_INVALID_CONFIGURATION): id too long"
+        );
+        let err = Error::from(e);
+        assert_eq!(err.reason(), "RemoteInvalidConfiguration");
+        assert!(err.is_terminal());
+    }
+
+    #[test]
+    fn rate_limits_and_outages_are_retried_client_errors_are_not() {
+        assert!(!RemoteErrorKind::from_status(429).is_terminal());
+        assert!(!RemoteErrorKind::from_status(503).is_terminal());
+        assert!(RemoteErrorKind::from_status(400).is_terminal());
+        assert!(RemoteErrorKind::from_status(403).is_terminal());
+        assert_eq!(RemoteErrorKind::from_status(409), RemoteErrorKind::Conflict);
+    }
+}

@@ -1,0 +1,14 @@
+//! secprov-operator: declares security identity providers of SaaS systems as Kubernetes
+//! resources and reconciles them against the remote APIs.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod backend;
+pub mod controller;
+pub mod error;
+pub mod metrics;
+pub mod server;
+pub mod simulator;
+pub mod telemetry;
+
+pub use error::{Error, Result};
