@@ -46,5 +46,6 @@ async fn readyz(State(state): State<ServerState>) -> impl IntoResponse {
 /// Serves the endpoints on `addr` until the task is dropped.
 pub async fn serve(addr: SocketAddr, state: ServerState) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
     axum::serve(listener, router(state)).await
 }

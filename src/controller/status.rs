@@ -133,11 +133,13 @@ fn conditions_for(
         }
         OutcomeResult::Blocked { reason, message } => {
             let value = (ConditionStatus::False, (*reason).to_owned(), message.clone());
-            (value.clone(), value.clone(), None, Some(value))
+            let stalled = (ConditionStatus::True, (*reason).to_owned(), message.clone());
+            (value.clone(), value, None, Some(stalled))
         }
         OutcomeResult::Failed { reason, message, terminal: true } => {
             let value = (ConditionStatus::False, (*reason).to_owned(), message.clone());
-            (value.clone(), value.clone(), None, Some(value))
+            let stalled = (ConditionStatus::True, (*reason).to_owned(), message.clone());
+            (value.clone(), value, None, Some(stalled))
         }
         OutcomeResult::Failed { reason, message, terminal: false } => {
             let value = (ConditionStatus::False, (*reason).to_owned(), message.clone());

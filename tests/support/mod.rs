@@ -1,0 +1,266 @@
+//! End-to-end harness: a real control plane (tests/controlplane/up.sh, once per test run),
+//! real `kubectl`, the real `secprov-operator run` binary as a subprocess, and in-process
+//! simulators. Each test gets its own namespace and its own operator scoped to it.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The kubeconfig of the shared control plane: `SECPROV_E2E_KUBECONFIG` when set (make test
+/// starts one), otherwise one started (or reused) under target/e2e-controlplane.
+pub fn kubeconfig() -> &'static Path {
+    static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
+    KUBECONFIG.get_or_init(|| {
+        let path = match std::env::var("SECPROV_E2E_KUBECONFIG") {
+            Ok(p) if !p.is_empty() => PathBuf::from(p),
+            _ => {
+                let dir = repo().join("target/e2e-controlplane");
+                let out = Command::new("bash")
+                    .arg(repo().join("tests/controlplane/up.sh"))
+                    .arg(&dir)
+                    .stderr(Stdio::inherit())
+                    .output()
+                    .expect("run tests/controlplane/up.sh");
+                assert!(out.status.success(), "tests/controlplane/up.sh failed");
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                PathBuf::from(stdout.lines().last().expect("up.sh prints the kubeconfig path").trim())
+            }
+        };
+        let crds = repo().join("crds");
+        run_kubectl(&path, &["apply", "--server-side", "--force-conflicts", "-f", crds.to_str().unwrap()], None)
+            .expect("apply crds/");
+        run_kubectl(
+            &path,
+            &["wait", "--for=condition=Established", "--timeout=60s", "crd/securityproviders.secprov.dev", "crd/providerconnections.secprov.dev"],
+            None,
+        )
+        .expect("CRDs established");
+        path
+    })
+}
+
+fn run_kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    let mut cmd = Command::new("kubectl");
+    cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run kubectl: {e}"))?;
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).map_err(|e| e.to_string())?;
+    }
+    let out: Output = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "kubectl {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        ))
+    }
+}
+
+/// A namespace of its own for one test.
+pub struct TestNamespace {
+    pub name: String,
+}
+
+impl TestNamespace {
+    pub fn new(prefix: &str) -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        kubectl(&["create", "namespace", &name]).expect("create namespace");
+        TestNamespace { name }
+    }
+
+    /// kubectl with `-n <namespace>`.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        kubectl(&full)
+    }
+
+    /// `kubectl apply -f -` of a manifest.
+    pub fn apply(&self, yaml: &str) -> Result<String, String> {
+        run_kubectl(kubeconfig(), &["-n", &self.name, "apply", "-f", "-"], Some(yaml))
+    }
+
+    /// The object as JSON.
+    pub fn get_json(&self, resource: &str) -> Option<Value> {
+        self.kubectl(&["get", resource, "-o", "json"]).ok().and_then(|s| serde_json::from_str(&s).ok())
+    }
+
+    /// `kubectl wait --for=condition=<c>`.
+    pub fn wait_condition(&self, resource: &str, condition: &str, timeout: &str) -> Result<String, String> {
+        self.kubectl(&["wait", &format!("--for=condition={condition}"), &format!("--timeout={timeout}"), resource])
+    }
+
+    /// Events of an object, as (reason, message) pairs.
+    pub fn events_for(&self, name: &str) -> Vec<(String, String)> {
+        let json = self
+            .kubectl(&["get", "events", "--field-selector", &format!("involvedObject.name={name}"), "-o", "json"])
+            .ok()
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+            .unwrap_or(Value::Null);
+        json["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|e| (e["reason"].as_str().unwrap_or("").to_owned(), e["message"].as_str().unwrap_or("").to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// kubectl against the shared control plane.
+pub fn kubectl(args: &[&str]) -> Result<String, String> {
+    run_kubectl(kubeconfig(), args, None)
+}
+
+/// A running `secprov-operator run`, killed on drop.
+pub struct Operator {
+    child: Option<Child>,
+    pub log: PathBuf,
+    pub metrics_port: u16,
+    args: Vec<String>,
+}
+
+impl Operator {
+    /// Starts the operator watching one namespace.
+    pub fn start(namespace: &str, extra: &[&str]) -> Self {
+        let log = repo().join(format!("target/e2e-logs/{namespace}.log"));
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        let mut args: Vec<String> = vec!["run".into(), "--namespace".into(), namespace.into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut op = Operator { child: None, log, metrics_port: 0, args };
+        op.spawn();
+        op
+    }
+
+    fn spawn(&mut self) {
+        self.metrics_port = free_port();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_secprov-operator"))
+            .args(&self.args)
+            .arg("--metrics-addr")
+            .arg(format!("127.0.0.1:{}", self.metrics_port))
+            .env("KUBECONFIG", kubeconfig())
+            .env("RUST_LOG", "info,secprov=debug")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start secprov-operator");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a graceful exit; returns whether it exited by itself in time.
+    pub fn terminate(&mut self, timeout: Duration) -> bool {
+        let Some(mut child) = self.child.take() else { return true };
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// Starts it again with the same arguments.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// The operator's /metrics text.
+    pub fn metrics(&self) -> String {
+        http_get(self.metrics_port, "/metrics").unwrap_or_default()
+    }
+
+    /// Sum of one metric family's samples whose line contains every `filters` string.
+    pub fn metric_sum(&self, name: &str, filters: &[&str]) -> f64 {
+        self.metrics()
+            .lines()
+            .filter(|l| l.starts_with(name) && filters.iter().all(|f| l.contains(f)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Minimal HTTP/1.1 GET on loopback.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+}
+
+/// Polls `check` until it returns Some or `timeout` passes.
+pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// An example manifest with the simulator endpoint of the demo replaced by `endpoint`.
+pub fn example(path: &str, endpoint: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("examples").join(path)).expect("read example");
+    text.replace("http://127.0.0.1:18089", endpoint)
+}
+
+/// A condition of an object's status.
+pub fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
+    obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)
+}
