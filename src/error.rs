@@ -22,8 +22,14 @@ pub enum Error {
     InvalidConnection { name: String, message: String },
 
     /// The provider's backend block does not match its connection's backend.
-    #[error("spec.{provider} does not match ProviderConnection {connection:?}, which is a {connection_backend} connection")]
-    BackendMismatch { provider: String, connection: String, connection_backend: String },
+    #[error(
+        "spec.{provider} does not match ProviderConnection {connection:?}, which is a {connection_backend} connection"
+    )]
+    BackendMismatch {
+        provider: String,
+        connection: String,
+        connection_backend: String,
+    },
 
     /// A referenced Secret does not exist.
     #[error("Secret {0:?} not found in this namespace")]
@@ -187,7 +193,12 @@ pub struct RemoteError {
 
 impl RemoteError {
     /// A remote error without an HTTP response.
-    pub fn transport(backend: &'static str, operation: &'static str, kind: RemoteErrorKind, message: impl Into<String>) -> Self {
+    pub fn transport(
+        backend: &'static str,
+        operation: &'static str,
+        kind: RemoteErrorKind,
+        message: impl Into<String>,
+    ) -> Self {
         RemoteError {
             backend,
             operation,
@@ -208,7 +219,11 @@ impl RemoteError {
         if let Some(code) = &self.code {
             parts.push(code.clone());
         }
-        if parts.is_empty() { String::new() } else { format!(" ({})", parts.join(", ")) }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", parts.join(", "))
+        }
     }
 }
 

@@ -13,7 +13,11 @@ use secprov::metrics::Metrics;
 use secprov::server::{self, ServerState};
 
 #[derive(Parser, Debug)]
-#[command(name = "secprov-operator", version, about = "Declare SaaS security identity providers as Kubernetes resources")]
+#[command(
+    name = "secprov-operator",
+    version,
+    about = "Declare SaaS security identity providers as Kubernetes resources"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -88,7 +92,13 @@ async fn main() -> anyhow::Result<()> {
         Command::Simulate { backend } => {
             secprov::telemetry::init(false);
             match backend {
-                SimulateBackend::Coveo { listen, organization_id, api_key, refresh_duration, latency } => {
+                SimulateBackend::Coveo {
+                    listen,
+                    organization_id,
+                    api_key,
+                    refresh_duration,
+                    latency,
+                } => {
                     let config = secprov::simulator::coveo::CoveoSimConfig {
                         organization_id,
                         api_key,
@@ -105,10 +115,15 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     secprov::telemetry::init(args.log_json);
-    let client = kube::Client::try_default().await.context("cannot build a Kubernetes client from the kubeconfig")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot build a Kubernetes client from the kubeconfig")?;
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
-    let state = ServerState { metrics: metrics.clone(), ready: ready.clone() };
+    let state = ServerState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
     let addr = args.metrics_addr;
     tokio::spawn(async move {
         if let Err(e) = server::serve(addr, state).await {

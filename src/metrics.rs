@@ -55,9 +55,17 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("secprov");
         let reconciles = Family::<ReconcileLabels, Counter>::default();
-        registry.register("reconciles", "Reconciles by result (success, error) and reason", reconciles.clone());
+        registry.register(
+            "reconciles",
+            "Reconciles by result (success, error) and reason",
+            reconciles.clone(),
+        );
         let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        registry.register("reconcile_duration_seconds", "Duration of one reconcile", reconcile_duration.clone());
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of one reconcile",
+            reconcile_duration.clone(),
+        );
         let remote_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "remote_requests",
@@ -65,11 +73,23 @@ impl Metrics {
             remote_requests.clone(),
         );
         let remote_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        registry.register("remote_request_duration_seconds", "Duration of one remote request", remote_duration.clone());
+        registry.register(
+            "remote_request_duration_seconds",
+            "Duration of one remote request",
+            remote_duration.clone(),
+        );
         let status_patches = Counter::default();
-        registry.register("status_patches", "Status writes to the Kubernetes API", status_patches.clone());
+        registry.register(
+            "status_patches",
+            "Status writes to the Kubernetes API",
+            status_patches.clone(),
+        );
         let ready = Family::<ReadyLabels, Gauge>::default();
-        registry.register("security_providers", "SecurityProviders by Ready condition status", ready.clone());
+        registry.register(
+            "security_providers",
+            "SecurityProviders by Ready condition status",
+            ready.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -85,7 +105,10 @@ impl Metrics {
     /// Counts one reconcile.
     pub fn reconciled(&self, result: &str, reason: &str, duration: Duration) {
         self.reconciles
-            .get_or_create(&ReconcileLabels { result: result.into(), reason: reason.into() })
+            .get_or_create(&ReconcileLabels {
+                result: result.into(),
+                reason: reason.into(),
+            })
             .inc();
         self.reconcile_duration.observe(duration.as_secs_f64());
     }
@@ -102,25 +125,42 @@ impl Metrics {
 
     /// Records the Ready state of an object (None when it is gone).
     pub fn set_ready(&self, object: &str, ready: Option<bool>) {
-        let mut map = self.ready_by_object.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self
+            .ready_by_object
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         match ready {
             Some(r) => map.insert(object.to_owned(), r),
             None => map.remove(object),
         };
         let ready_count = map.values().filter(|r| **r).count() as i64;
         let total = map.len() as i64;
-        self.ready.get_or_create(&ReadyLabels { ready: "True".into() }).set(ready_count);
-        self.ready.get_or_create(&ReadyLabels { ready: "False".into() }).set(total - ready_count);
+        self.ready
+            .get_or_create(&ReadyLabels {
+                ready: "True".into(),
+            })
+            .set(ready_count);
+        self.ready
+            .get_or_create(&ReadyLabels {
+                ready: "False".into(),
+            })
+            .set(total - ready_count);
     }
 
     /// An observer for backend HTTP clients.
     pub fn request_observer(self: &std::sync::Arc<Self>) -> RequestObserver {
         let metrics = self.clone();
         std::sync::Arc::new(move |backend, operation, status, duration| {
-            let status = status.map(|s| s.to_string()).unwrap_or_else(|| "error".into());
+            let status = status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "error".into());
             metrics
                 .remote_requests
-                .get_or_create(&RequestLabels { backend: backend.into(), operation: operation.into(), status })
+                .get_or_create(&RequestLabels {
+                    backend: backend.into(),
+                    operation: operation.into(),
+                    status,
+                })
                 .inc();
             metrics.remote_duration.observe(duration.as_secs_f64());
         })

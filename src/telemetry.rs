@@ -7,7 +7,9 @@ pub fn init(json: bool) {
         .unwrap_or_else(|_| EnvFilter::new("info,kube=warn,hyper=warn,reqwest=warn"));
     let registry = tracing_subscriber::registry().with(filter);
     if json {
-        registry.with(fmt::layer().json().with_current_span(false)).init();
+        registry
+            .with(fmt::layer().json().with_current_span(false))
+            .init();
     } else {
         registry.with(fmt::layer().with_target(false)).init();
     }

@@ -20,15 +20,23 @@ struct Env {
 
 /// A namespace with the example connection pointing at a fresh simulator, and an operator.
 fn setup(prefix: &str, operator_args: &[&str]) -> Env {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let sim = rt
         .block_on(CoveoSimulator::start(
             "127.0.0.1:0".parse().unwrap(),
-            CoveoSimConfig { refresh_duration: Duration::from_millis(300), ..CoveoSimConfig::new(ORG, API_KEY) },
+            CoveoSimConfig {
+                refresh_duration: Duration::from_millis(300),
+                ..CoveoSimConfig::new(ORG, API_KEY)
+            },
         ))
         .unwrap();
     let ns = TestNamespace::new(prefix);
-    let connection = example("coveo/00-connection.yaml", &sim.base_url()).replace("demo-api-key", API_KEY);
+    let connection =
+        example("coveo/00-connection.yaml", &sim.base_url()).replace("demo-api-key", API_KEY);
     ns.apply(&connection).unwrap();
     let mut args = vec!["--progress-interval", "500ms"];
     if !operator_args.contains(&"--resync-interval") {
@@ -36,7 +44,12 @@ fn setup(prefix: &str, operator_args: &[&str]) -> Env {
     }
     args.extend_from_slice(operator_args);
     let operator = Operator::start(&ns.name, &args);
-    Env { ns, sim, operator, _rt: rt }
+    Env {
+        ns,
+        sim,
+        operator,
+        _rt: rt,
+    }
 }
 
 fn provider_manifest(name: &str, display: &str, extra_spec: &str) -> String {
@@ -64,11 +77,15 @@ fn wait_ready(env: &Env, name: &str) -> Value {
     env.ns
         .wait_condition(&format!("securityprovider/{name}"), "Ready", "60s")
         .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", env.operator.log_text()));
-    env.ns.get_json(&format!("securityprovider/{name}")).unwrap()
+    env.ns
+        .get_json(&format!("securityprovider/{name}"))
+        .unwrap()
 }
 
 fn resource_version(env: &Env, name: &str) -> String {
-    env.ns.get_json(&format!("securityprovider/{name}")).unwrap()["metadata"]["resourceVersion"]
+    env.ns
+        .get_json(&format!("securityprovider/{name}"))
+        .unwrap()["metadata"]["resourceVersion"]
         .as_str()
         .unwrap()
         .to_owned()
@@ -78,93 +95,181 @@ fn resource_version(env: &Env, name: &str) -> String {
 /// currentStatus.
 fn assert_status_matches_remote(status: &Value, remote: &Value) {
     assert_eq!(status["statistics"], remote["statistics"], "statistics");
-    assert_eq!(status["currentStatus"]["type"], remote["currentStatus"]["type"], "currentStatus");
+    assert_eq!(
+        status["currentStatus"]["type"], remote["currentStatus"]["type"],
+        "currentStatus"
+    );
     let op = &remote["lastRefreshOperation"];
     if op.is_object() {
-        assert_eq!(status["lastRefreshOperation"]["operationType"], op["operationType"]);
-        assert_eq!(status["lastRefreshOperation"]["numberOfEntitiesProcessed"], op["numberOfEntitiesProcessed"]);
-        let millis = op["timestamp"].as_i64().expect("simulator reports epoch millis");
-        let expected = jiff::Timestamp::from_millisecond(millis).unwrap().to_string();
-        assert_eq!(status["lastRefreshOperation"]["timestamp"].as_str(), Some(expected.as_str()));
+        assert_eq!(
+            status["lastRefreshOperation"]["operationType"],
+            op["operationType"]
+        );
+        assert_eq!(
+            status["lastRefreshOperation"]["numberOfEntitiesProcessed"],
+            op["numberOfEntitiesProcessed"]
+        );
+        let millis = op["timestamp"]
+            .as_i64()
+            .expect("simulator reports epoch millis");
+        let expected = jiff::Timestamp::from_millisecond(millis)
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            status["lastRefreshOperation"]["timestamp"].as_str(),
+            Some(expected.as_str())
+        );
     }
 }
 
 #[test]
 fn example_is_created_updated_with_one_put_and_deleted_with_one_delete() {
     let env = setup("coveo-lifecycle", &[]);
-    env.ns.apply(&example("coveo/10-securityprovider.yaml", &env.sim.base_url())).unwrap();
+    env.ns
+        .apply(&example(
+            "coveo/10-securityprovider.yaml",
+            &env.sim.base_url(),
+        ))
+        .unwrap();
     let obj = wait_ready(&env, "push-source-provider");
 
-    let remote = env.sim.provider("push-source-provider").expect("created remotely");
-    assert_eq!(remote["displayName"], "My Secured Push Source Security Identity Provider");
-    assert_eq!(remote["referencedBy"][0]["id"], "demo-org-rp5rxzbdz753uhndklv2ztkfgy");
+    let remote = env
+        .sim
+        .provider("push-source-provider")
+        .expect("created remotely");
+    assert_eq!(
+        remote["displayName"],
+        "My Secured Push Source Security Identity Provider"
+    );
+    assert_eq!(
+        remote["referencedBy"][0]["id"],
+        "demo-org-rp5rxzbdz753uhndklv2ztkfgy"
+    );
     assert_eq!(env.sim.operation_count("create"), 1, "exactly one create");
     let status = &obj["status"];
     assert_eq!(status["remoteId"], "push-source-provider");
     assert_eq!(status["backend"], "coveo");
     assert_eq!(status["observedGeneration"], obj["metadata"]["generation"]);
     // Let the simulator's creation lifecycle settle, then compare with what it reports.
-    let settled = eventually(Duration::from_secs(20), "status to match the simulator", || {
-        let obj = env.ns.get_json("securityprovider/push-source-provider")?;
-        let remote = env.sim.provider("push-source-provider")?;
-        (obj["status"]["statistics"] == remote["statistics"]
-            && obj["status"]["currentStatus"]["type"] == remote["currentStatus"]["type"]
-            && obj["status"]["lastRefreshOperation"]["numberOfEntitiesProcessed"]
-                == remote["lastRefreshOperation"]["numberOfEntitiesProcessed"])
-            .then_some((obj, remote))
-    });
+    let settled = eventually(
+        Duration::from_secs(20),
+        "status to match the simulator",
+        || {
+            let obj = env.ns.get_json("securityprovider/push-source-provider")?;
+            let remote = env.sim.provider("push-source-provider")?;
+            (obj["status"]["statistics"] == remote["statistics"]
+                && obj["status"]["currentStatus"]["type"] == remote["currentStatus"]["type"]
+                && obj["status"]["lastRefreshOperation"]["numberOfEntitiesProcessed"]
+                    == remote["lastRefreshOperation"]["numberOfEntitiesProcessed"])
+                .then_some((obj, remote))
+        },
+    );
     assert_status_matches_remote(&settled.0["status"], &settled.1);
     let synced = condition(&settled.0, "Synced").unwrap();
     assert_eq!(synced["status"], "True");
 
     // Statistics changed remotely show up in status at the next resync.
-    env.sim.set_statistics("push-source-provider", [("UP_TO_DATE".to_string(), 40), ("IN_ERROR".to_string(), 2)].into());
+    env.sim.set_statistics(
+        "push-source-provider",
+        [("UP_TO_DATE".to_string(), 40), ("IN_ERROR".to_string(), 2)].into(),
+    );
     eventually(Duration::from_secs(15), "new statistics in status", || {
         let obj = env.ns.get_json("securityprovider/push-source-provider")?;
-        (obj["status"]["statistics"]["totalNumberOfEntities"] == 42 && obj["status"]["statistics"]["numberOfEntitiesInError"] == 2)
+        (obj["status"]["statistics"]["totalNumberOfEntities"] == 42
+            && obj["status"]["statistics"]["numberOfEntitiesInError"] == 2)
             .then_some(())
     });
 
     // A spec change causes exactly one PUT.
     let puts_before = env.sim.request_count("PUT");
     env.ns
-        .kubectl(&["patch", "securityprovider/push-source-provider", "--type=merge", "-p", r#"{"spec":{"displayName":"Renamed provider"}}"#])
+        .kubectl(&[
+            "patch",
+            "securityprovider/push-source-provider",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"displayName":"Renamed provider"}}"#,
+        ])
         .unwrap();
-    eventually(Duration::from_secs(20), "displayName updated remotely", || {
-        (env.sim.provider("push-source-provider")?["displayName"] == "Renamed provider").then_some(())
-    });
-    eventually(Duration::from_secs(10), "observedGeneration to follow", || {
-        let obj = env.ns.get_json("securityprovider/push-source-provider")?;
-        (obj["status"]["observedGeneration"] == obj["metadata"]["generation"]).then_some(())
-    });
+    eventually(
+        Duration::from_secs(20),
+        "displayName updated remotely",
+        || {
+            (env.sim.provider("push-source-provider")?["displayName"] == "Renamed provider")
+                .then_some(())
+        },
+    );
+    eventually(
+        Duration::from_secs(10),
+        "observedGeneration to follow",
+        || {
+            let obj = env.ns.get_json("securityprovider/push-source-provider")?;
+            (obj["status"]["observedGeneration"] == obj["metadata"]["generation"]).then_some(())
+        },
+    );
     std::thread::sleep(Duration::from_secs(5)); // a couple of resyncs
-    assert_eq!(env.sim.request_count("PUT") - puts_before, 1, "exactly one PUT for one spec change");
+    assert_eq!(
+        env.sim.request_count("PUT") - puts_before,
+        1,
+        "exactly one PUT for one spec change"
+    );
     let events = env.ns.events_for("push-source-provider");
     assert!(events.iter().any(|(r, _)| r == "Created"), "{events:?}");
-    assert!(events.iter().any(|(r, m)| r == "Updated" && m.contains("displayName")), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|(r, m)| r == "Updated" && m.contains("displayName")),
+        "{events:?}"
+    );
 
     // Deletion goes through the finalizer and causes exactly one DELETE.
-    env.ns.kubectl(&["delete", "securityprovider/push-source-provider", "--timeout=60s"]).unwrap();
-    assert!(env.sim.provider("push-source-provider").is_none(), "deleted remotely");
+    env.ns
+        .kubectl(&[
+            "delete",
+            "securityprovider/push-source-provider",
+            "--timeout=60s",
+        ])
+        .unwrap();
+    assert!(
+        env.sim.provider("push-source-provider").is_none(),
+        "deleted remotely"
+    );
     assert_eq!(env.sim.request_count("DELETE"), 1, "exactly one DELETE");
-    assert!(env.ns.get_json("securityprovider/push-source-provider").is_none());
+    assert!(
+        env.ns
+            .get_json("securityprovider/push-source-provider")
+            .is_none()
+    );
     assert_eq!(env.sim.operation_count("create"), 1, "never created twice");
 }
 
 #[test]
 fn orphan_policy_keeps_the_remote_provider() {
     let env = setup("coveo-orphan", &[]);
-    env.ns.apply(&provider_manifest("kept", "Kept", "  deletionPolicy: Orphan\n")).unwrap();
+    env.ns
+        .apply(&provider_manifest(
+            "kept",
+            "Kept",
+            "  deletionPolicy: Orphan\n",
+        ))
+        .unwrap();
     wait_ready(&env, "kept");
-    env.ns.kubectl(&["delete", "securityprovider/kept", "--timeout=60s"]).unwrap();
+    env.ns
+        .kubectl(&["delete", "securityprovider/kept", "--timeout=60s"])
+        .unwrap();
     assert_eq!(env.sim.request_count("DELETE"), 0);
-    assert!(env.sim.provider("kept").is_some(), "remote provider left in place");
+    assert!(
+        env.sim.provider("kept").is_some(),
+        "remote provider left in place"
+    );
 }
 
 #[test]
 fn ten_quiet_resyncs_cause_no_writes_anywhere() {
     let env = setup("coveo-quiet", &["--resync-interval", "1s"]);
-    env.ns.apply(&provider_manifest("quiet", "Quiet", "")).unwrap();
+    env.ns
+        .apply(&provider_manifest("quiet", "Quiet", ""))
+        .unwrap();
     wait_ready(&env, "quiet");
     // Wait until the creation lifecycle has settled and status caught up with it.
     eventually(Duration::from_secs(20), "status settled", || {
@@ -183,8 +288,16 @@ fn ten_quiet_resyncs_cause_no_writes_anywhere() {
     assert_eq!(env.sim.request_count("PUT"), 0, "no remote update at rest");
     assert_eq!(env.sim.request_count("POST"), 0, "no remote create at rest");
     assert_eq!(env.sim.request_count("DELETE"), 0);
-    assert_eq!(resource_version(&env, "quiet"), rv, "no write of any kind to the object at rest");
-    assert_eq!(env.operator.metric_sum("secprov_status_patches_total", &[]), patches, "no status patches at rest");
+    assert_eq!(
+        resource_version(&env, "quiet"),
+        rv,
+        "no write of any kind to the object at rest"
+    );
+    assert_eq!(
+        env.operator.metric_sum("secprov_status_patches_total", &[]),
+        patches,
+        "no status patches at rest"
+    );
 }
 
 #[test]
@@ -217,54 +330,110 @@ fn invalid_manifests_are_rejected_by_the_api_server_with_clear_messages() {
         ),
     ];
     for (manifest, expected) in cases {
-        let err = env.ns.apply(&manifest).expect_err(&format!("manifest should be rejected:\n{manifest}"));
+        let err = env
+            .ns
+            .apply(&manifest)
+            .expect_err(&format!("manifest should be rejected:\n{manifest}"));
         assert!(err.contains(expected), "expected {expected:?} in:\n{err}");
     }
     // providerId is immutable once set.
-    env.ns.apply(&provider_manifest("immutable", "I", "  providerId: first-id\n")).unwrap();
-    let err = env.ns.apply(&provider_manifest("immutable", "I", "  providerId: second-id\n")).unwrap_err();
+    env.ns
+        .apply(&provider_manifest(
+            "immutable",
+            "I",
+            "  providerId: first-id\n",
+        ))
+        .unwrap();
+    let err = env
+        .ns
+        .apply(&provider_manifest(
+            "immutable",
+            "I",
+            "  providerId: second-id\n",
+        ))
+        .unwrap_err();
     assert!(err.contains("spec.providerId is immutable"), "{err}");
-    assert_eq!(env.sim.operation_count("create"), 1, "only the valid manifest reached the remote system");
+    assert_eq!(
+        env.sim.operation_count("create"),
+        1,
+        "only the valid manifest reached the remote system"
+    );
 }
 
 #[test]
 fn remote_configuration_error_is_terminal_until_the_spec_changes() {
     let env = setup("coveo-terminal", &[]);
-    let manifest = provider_manifest("bad-cascade", "Bad", "").replace("id: Email Security Provider", "id: Missing Provider");
+    let manifest = provider_manifest("bad-cascade", "Bad", "")
+        .replace("id: Email Security Provider", "id: Missing Provider");
     env.ns.apply(&manifest).unwrap();
-    let obj = eventually(Duration::from_secs(30), "Ready=False with the remote reason", || {
-        let obj = env.ns.get_json("securityprovider/bad-cascade")?;
-        (condition(&obj, "Ready")?["reason"] == "RemoteInvalidConfiguration").then_some(obj)
-    });
+    let obj = eventually(
+        Duration::from_secs(30),
+        "Ready=False with the remote reason",
+        || {
+            let obj = env.ns.get_json("securityprovider/bad-cascade")?;
+            (condition(&obj, "Ready")?["reason"] == "RemoteInvalidConfiguration").then_some(obj)
+        },
+    );
     let ready = condition(&obj, "Ready").unwrap();
     assert_eq!(ready["status"], "False");
     let message = ready["message"].as_str().unwrap();
-    assert!(message.contains("SECURITY_PROVIDER_INVALID_CONFIGURATION"), "{message}");
-    assert!(message.contains("Missing Provider"), "the remote message is shown: {message}");
+    assert!(
+        message.contains("SECURITY_PROVIDER_INVALID_CONFIGURATION"),
+        "{message}"
+    );
+    assert!(
+        message.contains("Missing Provider"),
+        "the remote message is shown: {message}"
+    );
     assert_eq!(condition(&obj, "Stalled").unwrap()["status"], "True");
     let posts = env.sim.request_count("POST");
     assert_eq!(posts, 1, "one create attempt");
     std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(env.sim.request_count("POST"), posts, "terminal errors are not retried");
+    assert_eq!(
+        env.sim.request_count("POST"),
+        posts,
+        "terminal errors are not retried"
+    );
     let events = env.ns.events_for("bad-cascade");
-    assert_eq!(events.iter().filter(|(r, _)| r == "RemoteInvalidConfiguration").count(), 1, "one Warning, not one per retry: {events:?}");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|(r, _)| r == "RemoteInvalidConfiguration")
+            .count(),
+        1,
+        "one Warning, not one per retry: {events:?}"
+    );
 
     // Fixing the spec retries at once.
-    env.ns.apply(&provider_manifest("bad-cascade", "Bad", "")).unwrap();
+    env.ns
+        .apply(&provider_manifest("bad-cascade", "Bad", ""))
+        .unwrap();
     wait_ready(&env, "bad-cascade");
 }
 
 #[test]
 fn missing_secret_is_reported_and_a_late_secret_triggers_reconcile() {
     let env = setup("coveo-late-secret", &[]);
-    env.ns.kubectl(&["delete", "secret", "coveo-api-key"]).unwrap();
-    env.ns.apply(&provider_manifest("late", "Late", "")).unwrap();
+    env.ns
+        .kubectl(&["delete", "secret", "coveo-api-key"])
+        .unwrap();
+    env.ns
+        .apply(&provider_manifest("late", "Late", ""))
+        .unwrap();
     eventually(Duration::from_secs(30), "SecretNotFound", || {
         let obj = env.ns.get_json("securityprovider/late")?;
         (condition(&obj, "Ready")?["reason"] == "SecretNotFound").then_some(())
     });
     // A wrong key first: the remote refuses it, terminal until the Secret changes.
-    env.ns.kubectl(&["create", "secret", "generic", "coveo-api-key", "--from-literal=apiKey=wrong-key"]).unwrap();
+    env.ns
+        .kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            "coveo-api-key",
+            "--from-literal=apiKey=wrong-key",
+        ])
+        .unwrap();
     eventually(Duration::from_secs(30), "RemoteUnauthorized", || {
         let obj = env.ns.get_json("securityprovider/late")?;
         (condition(&obj, "Ready")?["reason"] == "RemoteUnauthorized").then_some(())
@@ -275,18 +444,30 @@ fn missing_secret_is_reported_and_a_late_secret_triggers_reconcile() {
     );
     env.ns.apply(&fixed).unwrap();
     wait_ready(&env, "late");
-    assert!(!env.operator.log_text().contains(API_KEY), "the API key never appears in logs");
-    assert!(!env.operator.log_text().contains("wrong-key"), "nor a wrong one");
+    assert!(
+        !env.operator.log_text().contains(API_KEY),
+        "the API key never appears in logs"
+    );
+    assert!(
+        !env.operator.log_text().contains("wrong-key"),
+        "nor a wrong one"
+    );
 }
 
 #[test]
 fn operator_restart_converges_without_duplicates() {
     let mut env = setup("coveo-restart", &["--concurrency", "2"]);
     let names: Vec<String> = (0..8).map(|i| format!("p{i}")).collect();
-    let manifests: String = names.iter().map(|n| provider_manifest(n, n, "")).collect::<Vec<_>>().join("---\n");
+    let manifests: String = names
+        .iter()
+        .map(|n| provider_manifest(n, n, ""))
+        .collect::<Vec<_>>()
+        .join("---\n");
     env.ns.apply(&manifests).unwrap();
     // Crash it mid-rollout, twice.
-    eventually(Duration::from_secs(30), "first creates", || (env.sim.provider_ids().len() >= 2).then_some(()));
+    eventually(Duration::from_secs(30), "first creates", || {
+        (env.sim.provider_ids().len() >= 2).then_some(())
+    });
     env.operator.kill();
     env.operator.restart();
     std::thread::sleep(Duration::from_millis(700));
@@ -294,8 +475,16 @@ fn operator_restart_converges_without_duplicates() {
     for n in &names {
         wait_ready(&env, n);
     }
-    assert_eq!(env.sim.provider_ids().len(), names.len(), "exactly one remote provider per CR");
-    assert_eq!(env.sim.operation_count("create") as usize, names.len(), "no duplicate create");
+    assert_eq!(
+        env.sim.provider_ids().len(),
+        names.len(),
+        "exactly one remote provider per CR"
+    );
+    assert_eq!(
+        env.sim.operation_count("create") as usize,
+        names.len(),
+        "no duplicate create"
+    );
 
     // A clean restart with everything converged writes nothing.
     std::thread::sleep(Duration::from_secs(2));
@@ -303,8 +492,16 @@ fn operator_restart_converges_without_duplicates() {
     env.sim.reset_counters();
     env.operator.restart();
     std::thread::sleep(Duration::from_secs(5));
-    assert!(env.sim.request_count("GET") >= names.len() as u64, "the new operator observed everything");
-    assert_eq!(env.sim.request_count("PUT") + env.sim.request_count("POST") + env.sim.request_count("DELETE"), 0);
+    assert!(
+        env.sim.request_count("GET") >= names.len() as u64,
+        "the new operator observed everything"
+    );
+    assert_eq!(
+        env.sim.request_count("PUT")
+            + env.sim.request_count("POST")
+            + env.sim.request_count("DELETE"),
+        0
+    );
     let after: Vec<String> = names.iter().map(|n| resource_version(&env, n)).collect();
     assert_eq!(rvs, after, "no Kubernetes writes after a restart");
 }
@@ -312,9 +509,17 @@ fn operator_restart_converges_without_duplicates() {
 #[test]
 fn refresh_annotation_triggers_one_refresh_and_is_echoed() {
     let env = setup("coveo-refresh", &[]);
-    env.ns.apply(&provider_manifest("fresh", "Fresh", "")).unwrap();
+    env.ns
+        .apply(&provider_manifest("fresh", "Fresh", ""))
+        .unwrap();
     wait_ready(&env, "fresh");
-    env.ns.kubectl(&["annotate", "securityprovider/fresh", "secprov.dev/refresh-requested-at=2026-11-23T10:00:00Z"]).unwrap();
+    env.ns
+        .kubectl(&[
+            "annotate",
+            "securityprovider/fresh",
+            "secprov.dev/refresh-requested-at=2026-11-23T10:00:00Z",
+        ])
+        .unwrap();
     let obj = eventually(Duration::from_secs(20), "refresh handled", || {
         let obj = env.ns.get_json("securityprovider/fresh")?;
         (obj["status"]["lastHandledRefreshAt"] == "2026-11-23T10:00:00Z").then_some(obj)
@@ -326,18 +531,25 @@ fn refresh_annotation_triggers_one_refresh_and_is_echoed() {
         let remote = env.sim.provider("fresh")?;
         (obj["status"]["currentStatus"]["type"] == "IDLE"
             && remote["lastRefreshOperation"]["operationType"] == "SECURITY_PROVIDER_REFRESH"
-            && obj["status"]["lastRefreshOperation"]["operationType"] == "SECURITY_PROVIDER_REFRESH")
+            && obj["status"]["lastRefreshOperation"]["operationType"]
+                == "SECURITY_PROVIDER_REFRESH")
             .then_some(())
     });
     let _ = obj;
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(env.sim.operation_count("refresh"), 1, "a handled annotation is not refreshed again");
+    assert_eq!(
+        env.sim.operation_count("refresh"),
+        1,
+        "a handled annotation is not refreshed again"
+    );
 }
 
 #[test]
 fn drift_is_restored_with_an_event_naming_the_fields() {
     let env = setup("coveo-drift", &[]);
-    env.ns.apply(&provider_manifest("drifty", "Drifty", "")).unwrap();
+    env.ns
+        .apply(&provider_manifest("drifty", "Drifty", ""))
+        .unwrap();
     wait_ready(&env, "drifty");
     env.sim.mutate_provider("drifty", |p| {
         p["displayName"] = "Edited in the console".into();
@@ -349,10 +561,16 @@ fn drift_is_restored_with_an_event_naming_the_fields() {
     });
     let events = eventually(Duration::from_secs(10), "DriftCorrected event", || {
         let events = env.ns.events_for("drifty");
-        events.iter().any(|(r, _)| r == "DriftCorrected").then_some(events)
+        events
+            .iter()
+            .any(|(r, _)| r == "DriftCorrected")
+            .then_some(events)
     });
     let (_, message) = events.iter().find(|(r, _)| r == "DriftCorrected").unwrap();
-    assert!(message.contains("displayName") && message.contains("caseSensitive"), "{message}");
+    assert!(
+        message.contains("displayName") && message.contains("caseSensitive"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -372,16 +590,32 @@ fn existing_remote_provider_needs_explicit_adoption() {
             .unwrap();
     });
     env.sim.reset_counters();
-    env.ns.apply(&provider_manifest("handmade", "Managed", "")).unwrap();
+    env.ns
+        .apply(&provider_manifest("handmade", "Managed", ""))
+        .unwrap();
     let obj = eventually(Duration::from_secs(20), "AlreadyExists", || {
         let obj = env.ns.get_json("securityprovider/handmade")?;
         (condition(&obj, "Ready")?["reason"] == "AlreadyExists").then_some(obj)
     });
-    assert!(condition(&obj, "Ready").unwrap()["message"].as_str().unwrap().contains("spec.adopt"));
-    assert_eq!(env.sim.request_count("PUT") + env.sim.request_count("POST"), 0, "not touched");
+    assert!(
+        condition(&obj, "Ready").unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.adopt")
+    );
+    assert_eq!(
+        env.sim.request_count("PUT") + env.sim.request_count("POST"),
+        0,
+        "not touched"
+    );
     // Deleting an object that never owned the provider must not delete it.
-    env.ns.apply(&provider_manifest("handmade", "Managed", "  adopt: true\n")).unwrap();
+    env.ns
+        .apply(&provider_manifest("handmade", "Managed", "  adopt: true\n"))
+        .unwrap();
     wait_ready(&env, "handmade");
-    assert_eq!(env.sim.provider("handmade").unwrap()["displayName"], "Managed");
+    assert_eq!(
+        env.sim.provider("handmade").unwrap()["displayName"],
+        "Managed"
+    );
     assert_eq!(env.sim.request_count("PUT"), 1);
 }

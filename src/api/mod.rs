@@ -6,7 +6,9 @@ pub mod provider_connection;
 pub mod security_provider;
 
 pub use common::{ConditionStatus, SecretKeyRef};
-pub use provider_connection::{ProviderConnection, ProviderConnectionSpec, ProviderConnectionStatus};
+pub use provider_connection::{
+    ProviderConnection, ProviderConnectionSpec, ProviderConnectionStatus,
+};
 pub use security_provider::{SecurityProvider, SecurityProviderSpec, SecurityProviderStatus};
 
 /// API group of every kind this operator serves.
@@ -19,7 +21,8 @@ pub const REFRESH_ANNOTATION: &str = "secprov.dev/refresh-requested-at";
 pub const PAUSED_ANNOTATION: &str = "secprov.dev/paused";
 
 /// Every CRD this operator owns, in the order they are printed and stored in `crds/`.
-pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+pub fn crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
     use kube::CustomResourceExt;
     vec![ProviderConnection::crd(), SecurityProvider::crd()]

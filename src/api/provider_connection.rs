@@ -8,8 +8,7 @@ use super::common::SecretKeyRef;
 
 /// CEL rule shared by every endpoint field: https, or http only to a loopback host.
 const ENDPOINT_RULE: &str = "self.startsWith('https://') || self.matches('^http://(127\\\\.[0-9]+\\\\.[0-9]+\\\\.[0-9]+|localhost|\\\\[::1\\\\])(:[0-9]+)?(/.*)?$')";
-const ENDPOINT_MESSAGE: &str =
-    "endpoint must be an https:// URL (http:// is accepted only for loopback hosts such as 127.0.0.1 or localhost)";
+const ENDPOINT_MESSAGE: &str = "endpoint must be an https:// URL (http:// is accepted only for loopback hosts such as 127.0.0.1 or localhost)";
 
 /// Connection to one remote system: exactly one of `coveo`, `keystone` or `jitsudo`.
 /// Credentials come from Secrets in the same namespace.
@@ -25,8 +24,16 @@ const ENDPOINT_MESSAGE: &str =
     status = "ProviderConnectionStatus",
     doc = "Connection settings and credentials for one remote system that SecurityProviders are reconciled against.",
     printcolumn(name = "Backend", type_ = "string", json_path = ".status.backend"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("[has(self.coveo), has(self.keystone), has(self.jitsudo)].filter(b, b).size() == 1").message("exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set"))]
 #[serde(rename_all = "camelCase")]

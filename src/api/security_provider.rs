@@ -153,7 +153,9 @@ pub struct CoveoReference {
 }
 
 /// Kind of a resource that references a provider.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CoveoReferenceType {
     /// A Coveo source.
@@ -451,7 +453,10 @@ impl SecurityProvider {
 
     /// The display name: `spec.displayName`, else the provider id.
     pub fn display_name(&self) -> String {
-        self.spec.display_name.clone().unwrap_or_else(|| self.provider_id())
+        self.spec
+            .display_name
+            .clone()
+            .unwrap_or_else(|| self.provider_id())
     }
 
     /// True when the operator must never write to the remote system for this object.

@@ -9,8 +9,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::http::{HttpClient, HttpOptions, HttpResponse, parse_endpoint, short_text, url_with_segments};
-use super::{ObservedProvider, ProviderBackend, ProviderConfig, ProviderKey, RemoteHealth, RemoteState};
+use super::http::{
+    HttpClient, HttpOptions, HttpResponse, parse_endpoint, short_text, url_with_segments,
+};
+use super::{
+    ObservedProvider, ProviderBackend, ProviderConfig, ProviderKey, RemoteHealth, RemoteState,
+};
 use crate::api::provider_connection::BackendKind;
 use crate::api::security_provider::{
     CoveoProviderSpec, CurrentStatus, LastRefreshOperation, SecurityProvider, Statistics,
@@ -106,18 +110,36 @@ impl CoveoConfig {
             parameters: self
                 .parameters
                 .iter()
-                .map(|(k, v)| (k.clone(), ParameterWire { value: Some(v.clone()), sensitive: Some(false) }))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        ParameterWire {
+                            value: Some(v.clone()),
+                            sensitive: Some(false),
+                        },
+                    )
+                })
                 .collect(),
             referenced_by: self
                 .referenced_by
                 .iter()
-                .map(|(t, id)| ReferenceWire { reference_type: t.clone(), id: id.clone() })
+                .map(|(t, id)| ReferenceWire {
+                    reference_type: t.clone(),
+                    id: id.clone(),
+                })
                 .collect(),
             cascading_security_providers: self
                 .cascading
                 .iter()
                 .map(|(id, t)| {
-                    (id.clone(), CascadingWire { id: id.clone(), name: None, provider_type: Some(t.clone()) })
+                    (
+                        id.clone(),
+                        CascadingWire {
+                            id: id.clone(),
+                            name: None,
+                            provider_type: Some(t.clone()),
+                        },
+                    )
                 })
                 .collect(),
         }
@@ -125,13 +147,20 @@ impl CoveoConfig {
 }
 
 fn reference_type_wire(t: crate::api::security_provider::CoveoReferenceType) -> String {
-    serde_json::to_value(t).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    serde_json::to_value(t)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// Builds the desired configuration of a SecurityProvider whose spec has a `coveo` block.
 pub fn desired_config(sp: &SecurityProvider) -> Option<ProviderConfig> {
     let spec = sp.spec.coveo.as_ref()?;
-    Some(ProviderConfig::Coveo(CoveoConfig::desired(&sp.provider_id(), &sp.display_name(), spec)))
+    Some(ProviderConfig::Coveo(CoveoConfig::desired(
+        &sp.provider_id(),
+        &sp.display_name(),
+        spec,
+    )))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -234,7 +263,9 @@ impl TimestampWire {
     pub fn to_rfc3339(&self) -> Option<String> {
         let ts = match self {
             TimestampWire::EpochMillis(ms) => jiff::Timestamp::from_millisecond(*ms).ok()?,
-            TimestampWire::EpochMillisFloat(ms) => jiff::Timestamp::from_millisecond(*ms as i64).ok()?,
+            TimestampWire::EpochMillisFloat(ms) => {
+                jiff::Timestamp::from_millisecond(*ms as i64).ok()?
+            }
             TimestampWire::Text(s) => parse_date_time(s)?,
         };
         Some(ts.to_string())
@@ -249,7 +280,11 @@ fn parse_date_time(s: &str) -> Option<jiff::Timestamp> {
         return jiff::Timestamp::from_millisecond(ms).ok();
     }
     // A date-time without offset is taken as UTC.
-    s.parse::<jiff::civil::DateTime>().ok()?.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp())
+    s.parse::<jiff::civil::DateTime>()
+        .ok()?
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
 }
 
 /// `currentStatus`.
@@ -284,14 +319,22 @@ struct ErrorWire {
 }
 
 /// Turns a non-success response into a [`RemoteError`].
-pub fn parse_error(operation: &'static str, status: u16, headers: &reqwest::header::HeaderMap, body: &[u8]) -> RemoteError {
+pub fn parse_error(
+    operation: &'static str,
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    body: &[u8],
+) -> RemoteError {
     let parsed: Option<ErrorWire> = serde_json::from_slice(body).ok();
     let (code, message, body_request_id) = match parsed {
         Some(e) => {
-            let code = e
-                .error_code
-                .or(e.error_type)
-                .or_else(|| e.code.map(|c| c.as_str().map(str::to_owned).unwrap_or_else(|| c.to_string())));
+            let code = e.error_code.or(e.error_type).or_else(|| {
+                e.code.map(|c| {
+                    c.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| c.to_string())
+                })
+            });
             let message = e.message.or(e.detail);
             (code, message, e.request_id)
         }
@@ -309,7 +352,9 @@ pub fn parse_error(operation: &'static str, status: u16, headers: &reqwest::head
     };
     let kind = match code.as_deref() {
         Some(INVALID_CONFIGURATION) => RemoteErrorKind::InvalidConfiguration,
-        Some(c) if c.contains("TOO_MANY_REQUESTS") || c.contains("THROTTL") => RemoteErrorKind::RateLimited,
+        Some(c) if c.contains("TOO_MANY_REQUESTS") || c.contains("THROTTL") => {
+            RemoteErrorKind::RateLimited
+        }
         _ => RemoteErrorKind::from_status(status),
     };
     let request_id = headers
@@ -333,7 +378,11 @@ pub fn parse_error(operation: &'static str, status: u16, headers: &reqwest::head
 pub fn observed_from_wire(wire: ProviderWire) -> ObservedProvider {
     let config = CoveoConfig {
         id: wire.id.clone(),
-        display_name: wire.display_name.clone().or_else(|| wire.name.clone()).unwrap_or_else(|| wire.id.clone()),
+        display_name: wire
+            .display_name
+            .clone()
+            .or_else(|| wire.name.clone())
+            .unwrap_or_else(|| wire.id.clone()),
         provider_type: wire.provider_type.clone().unwrap_or_default(),
         node_required: wire.node_required.unwrap_or(false),
         case_sensitive: wire.case_sensitive.unwrap_or(false),
@@ -358,9 +407,12 @@ pub fn observed_from_wire(wire: ProviderWire) -> ObservedProvider {
             .collect(),
     };
     let statistics = wire.statistics.map(|s| {
-        let in_error = s
-            .number_of_entities_in_error
-            .unwrap_or_else(|| s.number_of_entities_by_state.get("IN_ERROR").copied().unwrap_or(0));
+        let in_error = s.number_of_entities_in_error.unwrap_or_else(|| {
+            s.number_of_entities_by_state
+                .get("IN_ERROR")
+                .copied()
+                .unwrap_or(0)
+        });
         let total = s
             .total_number_of_entities
             .unwrap_or_else(|| s.number_of_entities_by_state.values().sum());
@@ -377,13 +429,21 @@ pub fn observed_from_wire(wire: ProviderWire) -> ObservedProvider {
         result: op.result,
     });
     let current_status = wire.current_status.and_then(|c| {
-        c.status_type.map(|t| CurrentStatus { status_type: t, refresh_type: c.refresh_type })
+        c.status_type.map(|t| CurrentStatus {
+            status_type: t,
+            refresh_type: c.refresh_type,
+        })
     });
     let health = health_of(current_status.as_ref());
     ObservedProvider {
         remote_id: wire.id,
         config: ProviderConfig::Coveo(config),
-        state: RemoteState { current_status, last_refresh_operation, statistics, ..Default::default() },
+        state: RemoteState {
+            current_status,
+            last_refresh_operation,
+            statistics,
+            ..Default::default()
+        },
         health,
     }
 }
@@ -391,7 +451,9 @@ pub fn observed_from_wire(wire: ProviderWire) -> ObservedProvider {
 /// Maps `currentStatus.type` to health. The set of values is open: unknown values count as
 /// healthy, so a new remote state never blocks a rollout.
 pub fn health_of(current: Option<&CurrentStatus>) -> RemoteHealth {
-    let Some(current) = current else { return RemoteHealth::Healthy };
+    let Some(current) = current else {
+        return RemoteHealth::Healthy;
+    };
     match current.status_type.as_str() {
         "CREATING" => RemoteHealth::Progressing {
             reason: "RemoteCreating",
@@ -436,7 +498,12 @@ impl std::fmt::Debug for CoveoClient {
 
 impl CoveoClient {
     /// A client for `endpoint` (https, or http on loopback) and one organization.
-    pub fn new(endpoint: &str, organization_id: &str, api_key: String, options: &HttpOptions) -> Result<Self, String> {
+    pub fn new(
+        endpoint: &str,
+        organization_id: &str,
+        api_key: String,
+        options: &HttpOptions,
+    ) -> Result<Self, String> {
         let base = parse_endpoint(endpoint)?;
         if api_key.trim().is_empty() {
             return Err("the API key is empty".into());
@@ -483,9 +550,17 @@ impl CoveoClient {
             .await
     }
 
-    fn decode<T: serde::de::DeserializeOwned>(operation: &'static str, resp: &HttpResponse) -> Result<T, RemoteError> {
+    fn decode<T: serde::de::DeserializeOwned>(
+        operation: &'static str,
+        resp: &HttpResponse,
+    ) -> Result<T, RemoteError> {
         serde_json::from_slice(&resp.body).map_err(|e| {
-            RemoteError::transport(BACKEND, operation, RemoteErrorKind::BadResponse, format!("unexpected response body: {e}"))
+            RemoteError::transport(
+                BACKEND,
+                operation,
+                RemoteErrorKind::BadResponse,
+                format!("unexpected response body: {e}"),
+            )
         })
     }
 
@@ -495,7 +570,15 @@ impl CoveoClient {
 
     /// `GET /securityproviders/{id}`; None on 404.
     pub async fn get(&self, id: &str) -> Result<Option<ProviderWire>, RemoteError> {
-        let resp = self.call("get", true, reqwest::Method::GET, self.url(&["securityproviders", id]), None).await?;
+        let resp = self
+            .call(
+                "get",
+                true,
+                reqwest::Method::GET,
+                self.url(&["securityproviders", id]),
+                None,
+            )
+            .await?;
         match resp.status {
             404 => Ok(None),
             _ if resp.is_success() => Self::decode("get", &resp).map(Some),
@@ -506,21 +589,47 @@ impl CoveoClient {
     /// `POST /securityproviders`. Not retried: a lost response may mean it was created.
     pub async fn create(&self, request: &ProviderRequest) -> Result<ProviderWire, RemoteError> {
         let body = serde_json::to_value(request).unwrap_or_default();
-        let resp = self.call("create", false, reqwest::Method::POST, self.url(&["securityproviders"]), Some(&body)).await?;
-        if resp.is_success() { Self::decode("create", &resp) } else { Err(Self::fail("create", &resp)) }
+        let resp = self
+            .call(
+                "create",
+                false,
+                reqwest::Method::POST,
+                self.url(&["securityproviders"]),
+                Some(&body),
+            )
+            .await?;
+        if resp.is_success() {
+            Self::decode("create", &resp)
+        } else {
+            Err(Self::fail("create", &resp))
+        }
     }
 
     /// `PUT /securityproviders/{id}` (a full replacement, so safe to retry).
     pub async fn update(&self, request: &ProviderRequest) -> Result<ProviderWire, RemoteError> {
         let body = serde_json::to_value(request).unwrap_or_default();
         let url = self.url(&["securityproviders", &request.id]);
-        let resp = self.call("update", true, reqwest::Method::PUT, url, Some(&body)).await?;
-        if resp.is_success() { Self::decode("update", &resp) } else { Err(Self::fail("update", &resp)) }
+        let resp = self
+            .call("update", true, reqwest::Method::PUT, url, Some(&body))
+            .await?;
+        if resp.is_success() {
+            Self::decode("update", &resp)
+        } else {
+            Err(Self::fail("update", &resp))
+        }
     }
 
     /// `DELETE /securityproviders/{id}`; false when it was already gone.
     pub async fn delete(&self, id: &str) -> Result<bool, RemoteError> {
-        let resp = self.call("delete", true, reqwest::Method::DELETE, self.url(&["securityproviders", id]), None).await?;
+        let resp = self
+            .call(
+                "delete",
+                true,
+                reqwest::Method::DELETE,
+                self.url(&["securityproviders", id]),
+                None,
+            )
+            .await?;
         match resp.status {
             404 => Ok(false),
             _ if resp.is_success() => Ok(true),
@@ -530,8 +639,20 @@ impl CoveoClient {
 
     /// `POST /securitycache/{id}/refresh`.
     pub async fn refresh(&self, id: &str) -> Result<(), RemoteError> {
-        let resp = self.call("refresh", false, reqwest::Method::POST, self.url(&["securitycache", id, "refresh"]), None).await?;
-        if resp.is_success() { Ok(()) } else { Err(Self::fail("refresh", &resp)) }
+        let resp = self
+            .call(
+                "refresh",
+                false,
+                reqwest::Method::POST,
+                self.url(&["securitycache", id, "refresh"]),
+                None,
+            )
+            .await?;
+        if resp.is_success() {
+            Ok(())
+        } else {
+            Err(Self::fail("refresh", &resp))
+        }
     }
 
     /// All providers, via `GET /securityproviders/page`, following pages until exhausted.
@@ -542,7 +663,9 @@ impl CoveoClient {
             url.query_pairs_mut()
                 .append_pair("page", &page.to_string())
                 .append_pair("perPage", &LIST_PAGE_SIZE.to_string());
-            let resp = self.call("list", true, reqwest::Method::GET, url, None).await?;
+            let resp = self
+                .call("list", true, reqwest::Method::GET, url, None)
+                .await?;
             if !resp.is_success() {
                 return Err(Self::fail("list", &resp));
             }
@@ -571,7 +694,11 @@ impl ProviderBackend for CoveoClient {
         Ok(self.get(&key.id).await?.map(observed_from_wire))
     }
 
-    async fn create(&self, _key: &ProviderKey, desired: &ProviderConfig) -> Result<ObservedProvider, RemoteError> {
+    async fn create(
+        &self,
+        _key: &ProviderKey,
+        desired: &ProviderConfig,
+    ) -> Result<ObservedProvider, RemoteError> {
         let ProviderConfig::Coveo(config) = desired;
         let created = CoveoClient::create(self, &config.to_request()).await?;
         // POST may answer without status fields; read the provider back for a complete view.
@@ -613,7 +740,9 @@ impl ProviderBackend for CoveoClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::security_provider::{CoveoCascadingProvider, CoveoProviderType, CoveoReference, CoveoReferenceType};
+    use crate::api::security_provider::{
+        CoveoCascadingProvider, CoveoProviderType, CoveoReference, CoveoReferenceType,
+    };
 
     /// The sample response of Coveo's "Get the status of a security identity provider" page.
     pub const SEED_000_SAMPLE: &str = r#"{
@@ -684,10 +813,18 @@ mod tests {
         changed.display_name = "Other".into();
         changed.case_sensitive = true;
         changed.referenced_by.insert(("SOURCE".into(), "s2".into()));
-        assert_eq!(changed.diff(&base), vec!["displayName", "caseSensitive", "referencedBy"]);
+        assert_eq!(
+            changed.diff(&base),
+            vec!["displayName", "caseSensitive", "referencedBy"]
+        );
         let mut cascading = base.clone();
-        cascading.cascading.insert(EMAIL_SECURITY_PROVIDER.into(), "SOMETHING_ELSE".into());
-        assert!(cascading.diff(&base).is_empty(), "cascading providers are compared by id only");
+        cascading
+            .cascading
+            .insert(EMAIL_SECURITY_PROVIDER.into(), "SOMETHING_ELSE".into());
+        assert!(
+            cascading.diff(&base).is_empty(),
+            "cascading providers are compared by id only"
+        );
         cascading.cascading.clear();
         assert_eq!(cascading.diff(&base), vec!["cascadingSecurityProviders"]);
     }
@@ -697,15 +834,24 @@ mod tests {
         let json = r#"{"id":"p","parameters":{"a":{"value":"1","sensitive":false},"secret":{"value":"****","sensitive":true}}}"#;
         let observed = observed_from_wire(serde_json::from_str(json).unwrap());
         let ProviderConfig::Coveo(config) = observed.config;
-        assert_eq!(config.parameters, BTreeMap::from([("a".to_string(), "1".to_string())]));
+        assert_eq!(
+            config.parameters,
+            BTreeMap::from([("a".to_string(), "1".to_string())])
+        );
     }
 
     #[test]
     fn timestamps_are_accepted_as_millis_or_date_time() {
         for (raw, expected) in [
             (r#"1513008128699"#, Some("2017-12-11T16:02:08.699Z")),
-            (r#""2017-12-11T16:02:08.699Z""#, Some("2017-12-11T16:02:08.699Z")),
-            (r#""2017-12-11T17:02:08.699+01:00""#, Some("2017-12-11T16:02:08.699Z")),
+            (
+                r#""2017-12-11T16:02:08.699Z""#,
+                Some("2017-12-11T16:02:08.699Z"),
+            ),
+            (
+                r#""2017-12-11T17:02:08.699+01:00""#,
+                Some("2017-12-11T16:02:08.699Z"),
+            ),
             (r#""2017-12-11T16:02:08""#, Some("2017-12-11T16:02:08Z")),
             (r#""1513008128699""#, Some("2017-12-11T16:02:08.699Z")),
             (r#""yesterday""#, None),
@@ -719,7 +865,10 @@ mod tests {
     fn unknown_fields_and_enum_values_are_tolerated() {
         let json = r#"{"id":"p","type":"SOMETHING_NEW","futureField":{"x":1},"currentStatus":{"type":"WARMING_UP","extra":1}}"#;
         let observed = observed_from_wire(serde_json::from_str(json).unwrap());
-        assert_eq!(observed.state.current_status.as_ref().unwrap().status_type, "WARMING_UP");
+        assert_eq!(
+            observed.state.current_status.as_ref().unwrap().status_type,
+            "WARMING_UP"
+        );
         assert_eq!(observed.health, RemoteHealth::Healthy);
     }
 
@@ -730,11 +879,36 @@ mod tests {
         assert_eq!(e.kind, RemoteErrorKind::InvalidConfiguration);
         assert_eq!(e.code.as_deref(), Some(INVALID_CONFIGURATION));
         assert_eq!(e.message, "Your security identity provider id is too long.");
-        let e = parse_error("get", 403, &headers, br#"{"type":"ACCESS_DENIED","detail":"no privilege"}"#);
-        assert_eq!((e.kind, e.code.as_deref(), e.message.as_str()), (RemoteErrorKind::Forbidden, Some("ACCESS_DENIED"), "no privilege"));
-        let e = parse_error("get", 401, &headers, br#"{"code":"INVALID_TOKEN","message":"expired"}"#);
-        assert_eq!((e.kind, e.code.as_deref()), (RemoteErrorKind::Unauthorized, Some("INVALID_TOKEN")));
-        let e = parse_error("get", 502, &headers, b"<html><body>Bad gateway</body></html>");
+        let e = parse_error(
+            "get",
+            403,
+            &headers,
+            br#"{"type":"ACCESS_DENIED","detail":"no privilege"}"#,
+        );
+        assert_eq!(
+            (e.kind, e.code.as_deref(), e.message.as_str()),
+            (
+                RemoteErrorKind::Forbidden,
+                Some("ACCESS_DENIED"),
+                "no privilege"
+            )
+        );
+        let e = parse_error(
+            "get",
+            401,
+            &headers,
+            br#"{"code":"INVALID_TOKEN","message":"expired"}"#,
+        );
+        assert_eq!(
+            (e.kind, e.code.as_deref()),
+            (RemoteErrorKind::Unauthorized, Some("INVALID_TOKEN"))
+        );
+        let e = parse_error(
+            "get",
+            502,
+            &headers,
+            b"<html><body>Bad gateway</body></html>",
+        );
         assert_eq!(e.kind, RemoteErrorKind::Unavailable);
         assert!(e.message.contains("Bad gateway"), "{}", e.message);
         let mut waf = reqwest::header::HeaderMap::new();
@@ -747,11 +921,32 @@ mod tests {
 
     #[test]
     fn health_follows_current_status() {
-        let status = |t: &str| CurrentStatus { status_type: t.into(), refresh_type: None };
-        assert!(matches!(health_of(Some(&status("ERROR"))), RemoteHealth::Degraded { reason: "RemoteError", .. }));
-        assert!(matches!(health_of(Some(&status("DISABLED"))), RemoteHealth::Degraded { reason: "RemoteSuspended", .. }));
-        assert!(matches!(health_of(Some(&status("CREATING"))), RemoteHealth::Progressing { .. }));
-        assert_eq!(health_of(Some(&status("REFRESHING"))), RemoteHealth::Healthy);
+        let status = |t: &str| CurrentStatus {
+            status_type: t.into(),
+            refresh_type: None,
+        };
+        assert!(matches!(
+            health_of(Some(&status("ERROR"))),
+            RemoteHealth::Degraded {
+                reason: "RemoteError",
+                ..
+            }
+        ));
+        assert!(matches!(
+            health_of(Some(&status("DISABLED"))),
+            RemoteHealth::Degraded {
+                reason: "RemoteSuspended",
+                ..
+            }
+        ));
+        assert!(matches!(
+            health_of(Some(&status("CREATING"))),
+            RemoteHealth::Progressing { .. }
+        ));
+        assert_eq!(
+            health_of(Some(&status("REFRESHING"))),
+            RemoteHealth::Healthy
+        );
         assert!(is_refreshing(Some(&status("PENDING_REFRESH"))));
         assert!(!is_refreshing(Some(&status("IDLE"))));
     }
@@ -764,7 +959,13 @@ mod tests {
         assert_eq!(body["type"], "EXPANDED");
         assert_eq!(body["nodeRequired"], false);
         assert_eq!(body["referencedBy"][0]["type"], "SOURCE");
-        assert_eq!(body["cascadingSecurityProviders"][EMAIL_SECURITY_PROVIDER]["type"], "EMAIL");
-        assert_eq!(body["cascadingSecurityProviders"][EMAIL_SECURITY_PROVIDER]["id"], EMAIL_SECURITY_PROVIDER);
+        assert_eq!(
+            body["cascadingSecurityProviders"][EMAIL_SECURITY_PROVIDER]["type"],
+            "EMAIL"
+        );
+        assert_eq!(
+            body["cascadingSecurityProviders"][EMAIL_SECURITY_PROVIDER]["id"],
+            EMAIL_SECURITY_PROVIDER
+        );
     }
 }

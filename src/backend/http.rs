@@ -101,12 +101,16 @@ impl HttpResponse {
 
     /// First value of a header, as text.
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
     }
 }
 
 /// Counts of requests, for tests and metrics.
-pub type RequestObserver = Arc<dyn Fn(&'static str, &'static str, Option<u16>, Duration) + Send + Sync>;
+pub type RequestObserver =
+    Arc<dyn Fn(&'static str, &'static str, Option<u16>, Duration) + Send + Sync>;
 
 /// One connection's HTTP client. Cheap to share behind an `Arc`.
 pub struct HttpClient {
@@ -136,7 +140,9 @@ impl HttpClient {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        let client = builder.build().map_err(|e| format!("cannot build HTTP client: {e}"))?;
+        let client = builder
+            .build()
+            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
         let rps = NonZeroU32::new(options.requests_per_second.max(1)).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(options.burst.max(1)).unwrap_or(NonZeroU32::MIN);
         Ok(HttpClient {
@@ -185,7 +191,13 @@ impl HttpClient {
                 Some(after) => after,
                 None => self.retry.backoff(retry, &mut rand::rng()),
             };
-            tracing::debug!(backend = self.backend, operation, retry, ?delay, "retrying remote call");
+            tracing::debug!(
+                backend = self.backend,
+                operation,
+                retry,
+                ?delay,
+                "retrying remote call"
+            );
             tokio::time::sleep(delay).await;
             retry += 1;
         }
@@ -198,7 +210,12 @@ impl HttpClient {
     ) -> Result<HttpResponse, RemoteError> {
         // The semaphore is never closed, so acquire only fails if it were; treat as unavailable.
         let _permit = self.in_flight.acquire().await.map_err(|_| {
-            RemoteError::transport(self.backend, operation, RemoteErrorKind::Unavailable, "client shut down")
+            RemoteError::transport(
+                self.backend,
+                operation,
+                RemoteErrorKind::Unavailable,
+                "client shut down",
+            )
         })?;
         self.limiter.until_ready().await;
         let started = Instant::now();
@@ -207,41 +224,68 @@ impl HttpClient {
             let status = response.status().as_u16();
             let headers = response.headers().clone();
             let body = response.bytes().await?;
-            Ok::<_, reqwest::Error>(HttpResponse { status, headers, body })
+            Ok::<_, reqwest::Error>(HttpResponse {
+                status,
+                headers,
+                body,
+            })
         }
         .await;
         if let Some(observer) = &self.observer {
-            observer(self.backend, operation, result.as_ref().ok().map(|r| r.status), started.elapsed());
+            observer(
+                self.backend,
+                operation,
+                result.as_ref().ok().map(|r| r.status),
+                started.elapsed(),
+            );
         }
         result.map_err(|e| transport_error(self.backend, operation, &e))
     }
 }
 
 /// Describes a transport failure without echoing request details (headers carry credentials).
-fn transport_error(backend: &'static str, operation: &'static str, e: &reqwest::Error) -> RemoteError {
+fn transport_error(
+    backend: &'static str,
+    operation: &'static str,
+    e: &reqwest::Error,
+) -> RemoteError {
     let (kind, what) = if e.is_timeout() {
         (RemoteErrorKind::Timeout, "request timed out")
     } else if e.is_connect() {
         (RemoteErrorKind::Unavailable, "cannot connect")
     } else if e.is_body() || e.is_decode() {
-        (RemoteErrorKind::Unavailable, "connection failed while reading the response")
+        (
+            RemoteErrorKind::Unavailable,
+            "connection failed while reading the response",
+        )
     } else {
         (RemoteErrorKind::Unavailable, "request failed")
     };
-    let host = e.url().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
+    let host = e
+        .url()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
     let mut source = std::error::Error::source(e);
     let mut cause = String::new();
     while let Some(s) = source {
         cause = s.to_string();
         source = s.source();
     }
-    let message = if cause.is_empty() { format!("{what} ({host})") } else { format!("{what} ({host}): {cause}") };
+    let message = if cause.is_empty() {
+        format!("{what} ({host})")
+    } else {
+        format!("{what} ({host}): {cause}")
+    };
     RemoteError::transport(backend, operation, kind, message)
 }
 
 /// Parses `Retry-After` as delay-seconds or an HTTP-date (relative to `now`).
 pub fn retry_after(headers: &HeaderMap, now: jiff::Timestamp) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
@@ -265,14 +309,17 @@ pub fn url_with_segments(base: &url::Url, segments: &[&str]) -> url::Url {
 
 /// Parses a connection endpoint: https, or http only for loopback hosts.
 pub fn parse_endpoint(endpoint: &str) -> Result<url::Url, String> {
-    let url = url::Url::parse(endpoint).map_err(|e| format!("endpoint {endpoint:?} is not a URL: {e}"))?;
+    let url = url::Url::parse(endpoint)
+        .map_err(|e| format!("endpoint {endpoint:?} is not a URL: {e}"))?;
     match url.scheme() {
         "https" => Ok(url),
         "http" if is_loopback(&url) => Ok(url),
         "http" => Err(format!(
             "endpoint {endpoint:?} uses http:// with a non-loopback host; use https://"
         )),
-        other => Err(format!("endpoint {endpoint:?} has unsupported scheme {other:?}")),
+        other => Err(format!(
+            "endpoint {endpoint:?} has unsupported scheme {other:?}"
+        )),
     }
 }
 
@@ -310,9 +357,18 @@ mod tests {
     #[test]
     fn retry_after_accepts_seconds_and_http_dates() {
         let now: jiff::Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
-        assert_eq!(retry_after(&headers("7"), now), Some(Duration::from_secs(7)));
-        assert_eq!(retry_after(&headers("Mon, 23 Nov 2026 10:00:30 GMT"), now), Some(Duration::from_secs(30)));
-        assert_eq!(retry_after(&headers("Mon, 23 Nov 2026 09:00:00 GMT"), now), Some(Duration::ZERO));
+        assert_eq!(
+            retry_after(&headers("7"), now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            retry_after(&headers("Mon, 23 Nov 2026 10:00:30 GMT"), now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            retry_after(&headers("Mon, 23 Nov 2026 09:00:00 GMT"), now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(retry_after(&headers("soon"), now), None);
         assert_eq!(retry_after(&HeaderMap::new(), now), None);
     }
@@ -348,8 +404,14 @@ mod tests {
     #[test]
     fn url_segments_are_percent_encoded() {
         let base = url::Url::parse("http://127.0.0.1:1/rest/organizations/").unwrap();
-        let url = url_with_segments(&base, &["org", "securityproviders", "Email Security Provider"]);
-        assert_eq!(url.as_str(), "http://127.0.0.1:1/rest/organizations/org/securityproviders/Email%20Security%20Provider");
+        let url = url_with_segments(
+            &base,
+            &["org", "securityproviders", "Email Security Provider"],
+        );
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:1/rest/organizations/org/securityproviders/Email%20Security%20Provider"
+        );
         let url = url_with_segments(&base, &["a/b"]);
         assert_eq!(url.as_str(), "http://127.0.0.1:1/rest/organizations/a%2Fb");
     }

@@ -43,9 +43,15 @@ pub enum RemoteHealth {
     /// Usable.
     Healthy,
     /// Being set up or synchronised for the first time; check again soon.
-    Progressing { reason: &'static str, message: String },
+    Progressing {
+        reason: &'static str,
+        message: String,
+    },
     /// Exists but is failing or disabled.
-    Degraded { reason: &'static str, message: String },
+    Degraded {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 /// What the remote system reports about a provider, to mirror into the CR status.
@@ -91,7 +97,11 @@ pub trait ProviderBackend: Send + Sync {
     async fn observe(&self, key: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError>;
 
     /// Creates the provider with the desired configuration.
-    async fn create(&self, key: &ProviderKey, desired: &ProviderConfig) -> Result<ObservedProvider, RemoteError>;
+    async fn create(
+        &self,
+        key: &ProviderKey,
+        desired: &ProviderConfig,
+    ) -> Result<ObservedProvider, RemoteError>;
 
     /// Brings an existing provider to the desired configuration.
     async fn update(
@@ -135,12 +145,15 @@ impl std::fmt::Debug for SecretValues {
 impl SecretValues {
     /// Records the value of one Secret key.
     pub fn insert(&mut self, reference: &SecretKeyRef, value: String) {
-        self.0.insert((reference.name.clone(), reference.key.clone()), value);
+        self.0
+            .insert((reference.name.clone(), reference.key.clone()), value);
     }
 
     /// The value of a Secret key, if resolved.
     pub fn get(&self, reference: &SecretKeyRef) -> Option<&str> {
-        self.0.get(&(reference.name.clone(), reference.key.clone())).map(String::as_str)
+        self.0
+            .get(&(reference.name.clone(), reference.key.clone()))
+            .map(String::as_str)
     }
 }
 
@@ -161,14 +174,27 @@ pub fn http_options(spec: &ProviderConnectionSpec, secrets: &SecretValues) -> Ht
     let defaults = http::HttpOptions::default();
     let limits = spec.rate_limit.as_ref();
     Ok(http::HttpOptions {
-        timeout: spec.timeout_seconds.map(|s| Duration::from_secs(s.into())).unwrap_or(defaults.timeout),
+        timeout: spec
+            .timeout_seconds
+            .map(|s| Duration::from_secs(s.into()))
+            .unwrap_or(defaults.timeout),
         ca_bundle_pem: match &spec.ca_bundle_secret_ref {
-            Some(r) => Some(secrets.get(r).ok_or_else(|| missing(r))?.as_bytes().to_vec()),
+            Some(r) => Some(
+                secrets
+                    .get(r)
+                    .ok_or_else(|| missing(r))?
+                    .as_bytes()
+                    .to_vec(),
+            ),
             None => None,
         },
-        requests_per_second: limits.and_then(|l| l.requests_per_second).unwrap_or(defaults.requests_per_second),
+        requests_per_second: limits
+            .and_then(|l| l.requests_per_second)
+            .unwrap_or(defaults.requests_per_second),
         burst: limits.and_then(|l| l.burst).unwrap_or(defaults.burst),
-        max_concurrency: limits.and_then(|l| l.max_concurrency).unwrap_or(defaults.max_concurrency),
+        max_concurrency: limits
+            .and_then(|l| l.max_concurrency)
+            .unwrap_or(defaults.max_concurrency),
         retry: defaults.retry,
     })
 }
@@ -192,9 +218,16 @@ pub fn connect(
         None => client,
     };
     if let Some(coveo) = &spec.coveo {
-        let api_key = secrets.get(&coveo.api_key_secret_ref).ok_or_else(|| missing(&coveo.api_key_secret_ref))?;
-        let client = coveo::CoveoClient::new(coveo.endpoint(), &coveo.organization_id, api_key.to_owned(), &options)?
-            .map_http(with_observer);
+        let api_key = secrets
+            .get(&coveo.api_key_secret_ref)
+            .ok_or_else(|| missing(&coveo.api_key_secret_ref))?;
+        let client = coveo::CoveoClient::new(
+            coveo.endpoint(),
+            &coveo.organization_id,
+            api_key.to_owned(),
+            &options,
+        )?
+        .map_http(with_observer);
         return Ok(Arc::new(client));
     }
     Err("the connection has no backend block".into())

@@ -93,7 +93,10 @@ impl Context {
 
     /// The backend client of a connection, built once per version of the connection and of
     /// the Secrets it reads (so a rotated key is picked up at the next reconcile).
-    pub async fn backend_for(&self, connection: &ProviderConnection) -> Result<Arc<dyn ProviderBackend>, Error> {
+    pub async fn backend_for(
+        &self,
+        connection: &ProviderConnection,
+    ) -> Result<Arc<dyn ProviderBackend>, Error> {
         let namespace = connection.namespace().unwrap_or_default();
         let name = connection.name_any();
         let refs = backend::secret_refs(&connection.spec);
@@ -107,7 +110,11 @@ impl Context {
                 .secrets
                 .get(&ObjectRef::new(&r.name).within(&namespace))
                 .ok_or_else(|| Error::SecretNotFound(r.name.clone()))?;
-            fingerprint.push_str(&format!("/{}={}", r.name, meta.resource_version().unwrap_or_default()));
+            fingerprint.push_str(&format!(
+                "/{}={}",
+                r.name,
+                meta.resource_version().unwrap_or_default()
+            ));
         }
         let key = ObjectRef::from_obj(connection);
         if let Some(cached) = self.lock_backends().get(&key)
@@ -130,16 +137,31 @@ impl Context {
                 .and_then(|v| String::from_utf8(v.0.clone()).ok())
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
-                .ok_or_else(|| Error::SecretKeyMissing { name: r.name.clone(), key: r.key.clone() })?;
+                .ok_or_else(|| Error::SecretKeyMissing {
+                    name: r.name.clone(),
+                    key: r.key.clone(),
+                })?;
             values.insert(r, value);
         }
-        let backend = backend::connect(&connection.spec, &values, Some(self.metrics.request_observer()))
-            .map_err(|message| Error::InvalidConnection { name, message })?;
-        self.lock_backends().insert(key, CachedBackend { fingerprint, backend: backend.clone() });
+        let backend = backend::connect(
+            &connection.spec,
+            &values,
+            Some(self.metrics.request_observer()),
+        )
+        .map_err(|message| Error::InvalidConnection { name, message })?;
+        self.lock_backends().insert(
+            key,
+            CachedBackend {
+                fingerprint,
+                backend: backend.clone(),
+            },
+        );
         Ok(backend)
     }
 
-    fn lock_backends(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<ProviderConnection>, CachedBackend>> {
+    fn lock_backends(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<ProviderConnection>, CachedBackend>> {
         // A poisoned lock only means another reconcile panicked mid-insert; the map is still
         // consistent (single inserts), so keep using it.
         self.backends.lock().unwrap_or_else(|e| e.into_inner())
@@ -160,7 +182,10 @@ impl Context {
 
     /// Forgets the failures of an object after a success.
     pub fn reset_failures(&self, object: &ObjectRef<SecurityProvider>) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(object);
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(object);
     }
 
     /// The resync delay with ±10 % jitter, so objects created together don't resync together.

@@ -63,7 +63,10 @@ fn trigger_fingerprint(sp: &SecurityProvider) -> Option<u64> {
 /// each changed object. The first full list only fills the cache (every provider is reconciled
 /// at start anyway); afterwards an object triggers when its resourceVersion changes, which
 /// also catches changes made while a watch was being re-established.
-fn dependency_triggers<K, S, F>(events: S, mut dependents: F) -> impl Stream<Item = ObjectRef<SecurityProvider>> + Send
+fn dependency_triggers<K, S, F>(
+    events: S,
+    mut dependents: F,
+) -> impl Stream<Item = ObjectRef<SecurityProvider>> + Send
 where
     K: Resource + Clone + Send + 'static,
     K::DynamicType: Default + Eq + Hash + Clone,
@@ -99,11 +102,18 @@ where
 }
 
 /// Providers in `namespace` whose `connectionRef` is one of `connections`.
-fn providers_using(store: &Store<SecurityProvider>, namespace: &str, connections: &[String]) -> Vec<ObjectRef<SecurityProvider>> {
+fn providers_using(
+    store: &Store<SecurityProvider>,
+    namespace: &str,
+    connections: &[String],
+) -> Vec<ObjectRef<SecurityProvider>> {
     store
         .state()
         .iter()
-        .filter(|sp| sp.namespace().as_deref() == Some(namespace) && connections.contains(&sp.spec.connection_ref))
+        .filter(|sp| {
+            sp.namespace().as_deref() == Some(namespace)
+                && connections.contains(&sp.spec.connection_ref)
+        })
         .map(|sp| ObjectRef::from_obj(sp.as_ref()))
         .collect()
 }
@@ -142,7 +152,11 @@ pub async fn run(
             .modify(strip)
             .reflect(connection_writer),
         move |conn: &ProviderConnection| {
-            providers_using(&providers_for_connections, &conn.namespace().unwrap_or_default(), &[conn.name_any()])
+            providers_using(
+                &providers_for_connections,
+                &conn.namespace().unwrap_or_default(),
+                &[conn.name_any()],
+            )
         },
     );
 
@@ -171,8 +185,21 @@ pub async fn run(
         },
     );
 
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "secprov-operator".into(), instance: std::env::var("POD_NAME").ok() });
-    let ctx = Arc::new(Context::new(client, settings.clone(), connections.clone(), secrets.clone(), recorder, metrics));
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "secprov-operator".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    );
+    let ctx = Arc::new(Context::new(
+        client,
+        settings.clone(),
+        connections.clone(),
+        secrets.clone(),
+        recorder,
+        metrics,
+    ));
 
     // Dependencies must be cached before the first reconcile, or a provider whose connection
     // simply hasn't been listed yet would be reported as ConnectionNotFound.

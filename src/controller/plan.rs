@@ -13,9 +13,16 @@ pub enum Plan {
     InSync,
     /// Differences exist but policy forbids writing (observe-only or paused); reported, not
     /// applied.
-    Withheld { reason: &'static str, message: String, fields: Vec<&'static str> },
+    Withheld {
+        reason: &'static str,
+        message: String,
+        fields: Vec<&'static str>,
+    },
     /// The provider cannot be managed by this object as things stand.
-    Blocked { reason: &'static str, message: String },
+    Blocked {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 /// Everything the decision depends on.
@@ -77,7 +84,10 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     if input.observe_only {
         return Plan::Withheld {
             reason: REASON_OBSERVE_ONLY,
-            message: format!("remote differs from spec in {}; managementPolicy Observe never writes", fields.join(", ")),
+            message: format!(
+                "remote differs from spec in {}; managementPolicy Observe never writes",
+                fields.join(", ")
+            ),
             fields,
         };
     }
@@ -102,7 +112,11 @@ mod tests {
     use crate::backend::{RemoteHealth, RemoteState};
 
     fn desired(display: &str) -> ProviderConfig {
-        ProviderConfig::Coveo(CoveoConfig::desired("p", display, &CoveoProviderSpec::default()))
+        ProviderConfig::Coveo(CoveoConfig::desired(
+            "p",
+            display,
+            &CoveoProviderSpec::default(),
+        ))
     }
 
     fn observed(display: &str) -> ObservedProvider {
@@ -115,7 +129,14 @@ mod tests {
     }
 
     fn input<'a>(d: &'a ProviderConfig, o: Option<&'a ObservedProvider>) -> PlanInput<'a> {
-        PlanInput { desired: d, observed: o, owned: true, adopt: false, observe_only: false, paused: false }
+        PlanInput {
+            desired: d,
+            observed: o,
+            owned: true,
+            adopt: false,
+            observe_only: false,
+            paused: false,
+        }
     }
 
     #[test]
@@ -130,7 +151,12 @@ mod tests {
         let same = observed("P");
         assert_eq!(plan(&input(&d, Some(&same))), Plan::InSync);
         let other = observed("Old");
-        assert_eq!(plan(&input(&d, Some(&other))), Plan::Update { fields: vec!["displayName"] });
+        assert_eq!(
+            plan(&input(&d, Some(&other))),
+            Plan::Update {
+                fields: vec!["displayName"]
+            }
+        );
     }
 
     #[test]
@@ -139,9 +165,20 @@ mod tests {
         let o = observed("Old");
         let mut i = input(&d, Some(&o));
         i.owned = false;
-        assert!(matches!(plan(&i), Plan::Blocked { reason: REASON_ALREADY_EXISTS, .. }));
+        assert!(matches!(
+            plan(&i),
+            Plan::Blocked {
+                reason: REASON_ALREADY_EXISTS,
+                ..
+            }
+        ));
         i.adopt = true;
-        assert_eq!(plan(&i), Plan::Update { fields: vec!["displayName"] });
+        assert_eq!(
+            plan(&i),
+            Plan::Update {
+                fields: vec!["displayName"]
+            }
+        );
     }
 
     #[test]
@@ -151,9 +188,24 @@ mod tests {
         let mut i = input(&d, Some(&o));
         i.observe_only = true;
         i.owned = false;
-        assert!(matches!(plan(&i), Plan::Withheld { reason: REASON_OBSERVE_ONLY, .. }));
-        let i = PlanInput { observed: None, ..i };
-        assert!(matches!(plan(&i), Plan::Blocked { reason: REASON_NOT_FOUND, .. }));
+        assert!(matches!(
+            plan(&i),
+            Plan::Withheld {
+                reason: REASON_OBSERVE_ONLY,
+                ..
+            }
+        ));
+        let i = PlanInput {
+            observed: None,
+            ..i
+        };
+        assert!(matches!(
+            plan(&i),
+            Plan::Blocked {
+                reason: REASON_NOT_FOUND,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -162,11 +214,25 @@ mod tests {
         let o = observed("Old");
         let mut i = input(&d, Some(&o));
         i.paused = true;
-        assert!(matches!(plan(&i), Plan::Withheld { reason: REASON_PAUSED, ref fields, .. } if fields == &vec!["displayName"]));
-        let i = PlanInput { observed: None, ..i };
-        assert!(matches!(plan(&i), Plan::Withheld { reason: REASON_PAUSED, .. }));
+        assert!(
+            matches!(plan(&i), Plan::Withheld { reason: REASON_PAUSED, ref fields, .. } if fields == &vec!["displayName"])
+        );
+        let i = PlanInput {
+            observed: None,
+            ..i
+        };
+        assert!(matches!(
+            plan(&i),
+            Plan::Withheld {
+                reason: REASON_PAUSED,
+                ..
+            }
+        ));
         let same = observed("P");
-        let i = PlanInput { observed: Some(&same), ..i };
+        let i = PlanInput {
+            observed: Some(&same),
+            ..i
+        };
         assert_eq!(plan(&i), Plan::InSync);
     }
 }

@@ -17,7 +17,9 @@ use super::context::Context;
 use super::plan::{Plan, PlanInput, plan};
 use super::status::{self, Outcome, OutcomeResult, compute_status};
 use crate::api::security_provider::DeletionPolicy;
-use crate::api::{FINALIZER, PAUSED_ANNOTATION, REFRESH_ANNOTATION, SecurityProvider, SecurityProviderStatus};
+use crate::api::{
+    FINALIZER, PAUSED_ANNOTATION, REFRESH_ANNOTATION, SecurityProvider, SecurityProviderStatus,
+};
 use crate::backend::{self, ProviderBackend, ProviderConfig, ProviderKey, RemoteHealth};
 use crate::error::Error;
 
@@ -32,7 +34,9 @@ pub const FIELD_MANAGER: &str = "secprov-operator";
 #[instrument(skip_all, fields(object = %format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any())))]
 pub async fn reconcile(sp: Arc<SecurityProvider>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let namespace = sp.namespace().ok_or_else(|| Error::InvalidSpec("SecurityProvider must be namespaced".into()))?;
+    let namespace = sp
+        .namespace()
+        .ok_or_else(|| Error::InvalidSpec("SecurityProvider must be namespaced".into()))?;
     let api: Api<SecurityProvider> = Api::namespaced(ctx.client.clone(), &namespace);
     let result = finalizer(&api, FINALIZER, sp, |event| async {
         match event {
@@ -62,7 +66,9 @@ pub fn error_policy(sp: Arc<SecurityProvider>, error: &Error, ctx: Arc<Context>)
 }
 
 fn is_paused(sp: &SecurityProvider) -> bool {
-    sp.annotations().get(PAUSED_ANNOTATION).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    sp.annotations()
+        .get(PAUSED_ANNOTATION)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
 fn create_pending(sp: &SecurityProvider) -> bool {
@@ -77,13 +83,20 @@ struct Effects {
     refreshed: bool,
 }
 
-async fn apply(sp: Arc<SecurityProvider>, ctx: &Context, api: &Api<SecurityProvider>) -> Result<Action, Error> {
+async fn apply(
+    sp: Arc<SecurityProvider>,
+    ctx: &Context,
+    api: &Api<SecurityProvider>,
+) -> Result<Action, Error> {
     let object = ObjectRef::from_obj(&*sp);
     let mut outcome = Outcome {
         backend: sp.spec.backend(),
         remote_id: sp.status.as_ref().and_then(|s| s.remote_id.clone()),
         observed: None,
-        result: OutcomeResult::Synced { reason: "ReconcileSuccess", message: String::new() },
+        result: OutcomeResult::Synced {
+            reason: "ReconcileSuccess",
+            message: String::new(),
+        },
         refresh_handled: None,
     };
     let mut effects = Effects::default();
@@ -100,7 +113,12 @@ async fn apply(sp: Arc<SecurityProvider>, ctx: &Context, api: &Api<SecurityProvi
         };
     }
 
-    let new_status = compute_status(sp.status.as_ref(), sp.metadata.generation, &outcome, jiff::Timestamp::now());
+    let new_status = compute_status(
+        sp.status.as_ref(),
+        sp.metadata.generation,
+        &outcome,
+        jiff::Timestamp::now(),
+    );
     if sp.status.as_ref() != Some(&new_status) {
         patch_status(api, &sp, &new_status).await?;
         ctx.metrics.status_patched();
@@ -109,7 +127,10 @@ async fn apply(sp: Arc<SecurityProvider>, ctx: &Context, api: &Api<SecurityProvi
         clear_create_pending(api, &sp).await?;
     }
     let ready = status::find(Some(&new_status), status::READY).map(|c| c.status == "True");
-    ctx.metrics.set_ready(&format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any()), ready);
+    ctx.metrics.set_ready(
+        &format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any()),
+        ready,
+    );
     publish_events(ctx, &sp, &effects, &new_status).await;
 
     Ok(match &outcome.result {
@@ -117,7 +138,9 @@ async fn apply(sp: Arc<SecurityProvider>, ctx: &Context, api: &Api<SecurityProvi
             ctx.reset_failures(&object);
             Action::await_change()
         }
-        OutcomeResult::Failed { terminal: false, .. } => {
+        OutcomeResult::Failed {
+            terminal: false, ..
+        } => {
             let backoff = ctx.backoff_after_failure(&object);
             Action::requeue(retry_after.map_or(backoff, |after| after.max(backoff)))
         }
@@ -126,9 +149,16 @@ async fn apply(sp: Arc<SecurityProvider>, ctx: &Context, api: &Api<SecurityProvi
             let settling = outcome.observed.as_ref().is_some_and(|o| {
                 matches!(o.health, RemoteHealth::Progressing { .. })
                     || backend::coveo::is_refreshing(o.state.current_status.as_ref())
-                    || o.state.jitsudo.as_ref().is_some_and(|j| matches!(j.sync_status.as_str(), "pending" | "syncing"))
+                    || o.state
+                        .jitsudo
+                        .as_ref()
+                        .is_some_and(|j| matches!(j.sync_status.as_str(), "pending" | "syncing"))
             });
-            Action::requeue(if settling { ctx.settings.progress_interval } else { ctx.resync_delay() })
+            Action::requeue(if settling {
+                ctx.settings.progress_interval
+            } else {
+                ctx.resync_delay()
+            })
         }
     })
 }
@@ -147,7 +177,10 @@ async fn sync(
     check_backend_match(sp, &connection)?;
     let backend = ctx.backend_for(&connection).await?;
 
-    let key = ProviderKey { id: sp.provider_id(), known_remote_id: outcome.remote_id.clone() };
+    let key = ProviderKey {
+        id: sp.provider_id(),
+        known_remote_id: outcome.remote_id.clone(),
+    };
     let mut observed = backend.observe(&key).await?;
     let owned = outcome.remote_id.is_some() || create_pending(sp);
     let decision = plan(&PlanInput {
@@ -175,14 +208,18 @@ async fn sync(
             effects.created = true;
         }
         Plan::Update { fields } => {
-            let current = observed.as_ref().ok_or_else(|| Error::InvalidSpec("update planned without observation".into()))?;
+            let current = observed
+                .as_ref()
+                .ok_or_else(|| Error::InvalidSpec("update planned without observation".into()))?;
             let updated = backend.update(&key, current, &desired).await?;
             info!(remote_id = %updated.remote_id, ?fields, "updated remote provider");
             observed = Some(updated);
             effects.updated = Some(fields);
         }
         Plan::InSync => {}
-        Plan::Withheld { reason, message, .. } => {
+        Plan::Withheld {
+            reason, message, ..
+        } => {
             outcome.result = OutcomeResult::Withheld { reason, message };
         }
         Plan::Blocked { reason, message } => {
@@ -207,9 +244,15 @@ async fn sync(
 
     if matches!(outcome.result, OutcomeResult::Synced { .. }) {
         outcome.result = if sp.observe_only() {
-            OutcomeResult::Synced { reason: super::plan::REASON_OBSERVE_ONLY, message: "observing only; the remote provider matches the spec".into() }
+            OutcomeResult::Synced {
+                reason: super::plan::REASON_OBSERVE_ONLY,
+                message: "observing only; the remote provider matches the spec".into(),
+            }
         } else {
-            OutcomeResult::Synced { reason: "ReconcileSuccess", message: "the remote provider matches the spec".into() }
+            OutcomeResult::Synced {
+                reason: "ReconcileSuccess",
+                message: "the remote provider matches the spec".into(),
+            }
         };
     }
     Ok(())
@@ -219,23 +262,34 @@ async fn sync(
 /// allowed.
 fn refresh_to_handle(sp: &SecurityProvider) -> Option<String> {
     let value = sp.annotations().get(REFRESH_ANNOTATION)?;
-    let handled = sp.status.as_ref().and_then(|s| s.last_handled_refresh_at.as_ref());
+    let handled = sp
+        .status
+        .as_ref()
+        .and_then(|s| s.last_handled_refresh_at.as_ref());
     (handled != Some(value) && !sp.observe_only() && !is_paused(sp)).then(|| value.clone())
 }
 
 /// The desired remote configuration from the spec.
 pub fn desired_config(sp: &SecurityProvider) -> Result<ProviderConfig, Error> {
     backend::coveo::desired_config(sp).ok_or_else(|| {
-        Error::InvalidSpec("exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into())
+        Error::InvalidSpec(
+            "exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into(),
+        )
     })
 }
 
-fn check_backend_match(sp: &SecurityProvider, connection: &crate::api::ProviderConnection) -> Result<(), Error> {
+fn check_backend_match(
+    sp: &SecurityProvider,
+    connection: &crate::api::ProviderConnection,
+) -> Result<(), Error> {
     let wanted = sp.spec.backend();
-    let have = connection.spec.backend().ok_or_else(|| Error::InvalidConnection {
-        name: connection.name_any(),
-        message: "exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into(),
-    })?;
+    let have = connection
+        .spec
+        .backend()
+        .ok_or_else(|| Error::InvalidConnection {
+            name: connection.name_any(),
+            message: "exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into(),
+        })?;
     match wanted {
         Some(w) if w == have => Ok(()),
         Some(w) => Err(Error::BackendMismatch {
@@ -243,37 +297,67 @@ fn check_backend_match(sp: &SecurityProvider, connection: &crate::api::ProviderC
             connection: connection.name_any(),
             connection_backend: have.as_str().into(),
         }),
-        None => Err(Error::InvalidSpec("exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into())),
+        None => Err(Error::InvalidSpec(
+            "exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into(),
+        )),
     }
 }
 
-async fn mark_create_pending(api: &Api<SecurityProvider>, sp: &SecurityProvider) -> Result<(), Error> {
+async fn mark_create_pending(
+    api: &Api<SecurityProvider>,
+    sp: &SecurityProvider,
+) -> Result<(), Error> {
     if create_pending(sp) {
         return Ok(());
     }
     let patch = json!({"metadata": {"annotations": {CREATE_PENDING_ANNOTATION: jiff::Timestamp::now().to_string()}}});
-    api.patch_metadata(&sp.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    api.patch_metadata(
+        &sp.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
     Ok(())
 }
 
-async fn clear_create_pending(api: &Api<SecurityProvider>, sp: &SecurityProvider) -> Result<(), Error> {
+async fn clear_create_pending(
+    api: &Api<SecurityProvider>,
+    sp: &SecurityProvider,
+) -> Result<(), Error> {
     let patch = json!({"metadata": {"annotations": {CREATE_PENDING_ANNOTATION: null}}});
-    api.patch_metadata(&sp.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    api.patch_metadata(
+        &sp.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
     Ok(())
 }
 
-async fn patch_status(api: &Api<SecurityProvider>, sp: &SecurityProvider, status: &SecurityProviderStatus) -> Result<(), Error> {
+async fn patch_status(
+    api: &Api<SecurityProvider>,
+    sp: &SecurityProvider,
+    status: &SecurityProviderStatus,
+) -> Result<(), Error> {
     let patch = json!({
         "apiVersion": "secprov.dev/v1alpha1",
         "kind": "SecurityProvider",
         "status": status,
     });
-    api.patch_status(&sp.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
+    api.patch_status(
+        &sp.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     Ok(())
 }
 
-async fn cleanup(sp: Arc<SecurityProvider>, ctx: &Context, api: &Api<SecurityProvider>) -> Result<Action, Error> {
+async fn cleanup(
+    sp: Arc<SecurityProvider>,
+    ctx: &Context,
+    api: &Api<SecurityProvider>,
+) -> Result<Action, Error> {
     let remote_id = sp
         .status
         .as_ref()
@@ -285,7 +369,15 @@ async fn cleanup(sp: Arc<SecurityProvider>, ctx: &Context, api: &Api<SecurityPro
     };
     if sp.observe_only() || sp.deletion_policy() == DeletionPolicy::Orphan {
         info!(%remote_id, "leaving remote provider in place (deletionPolicy Orphan or managementPolicy Observe)");
-        publish(ctx, &sp, EventType::Normal, "Orphaned", "Delete", format!("left remote provider {remote_id:?} in place")).await;
+        publish(
+            ctx,
+            &sp,
+            EventType::Normal,
+            "Orphaned",
+            "Delete",
+            format!("left remote provider {remote_id:?} in place"),
+        )
+        .await;
         return Ok(Action::await_change());
     }
     let result = async {
@@ -302,9 +394,16 @@ async fn cleanup(sp: Arc<SecurityProvider>, ctx: &Context, api: &Api<SecurityPro
     match result {
         Ok(existed) => {
             info!(%remote_id, existed, "deleted remote provider");
-            let note = if existed { format!("deleted remote provider {remote_id:?}") } else { format!("remote provider {remote_id:?} was already gone") };
+            let note = if existed {
+                format!("deleted remote provider {remote_id:?}")
+            } else {
+                format!("remote provider {remote_id:?} was already gone")
+            };
             publish(ctx, &sp, EventType::Normal, "Deleted", "Delete", note).await;
-            ctx.metrics.set_ready(&format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any()), None);
+            ctx.metrics.set_ready(
+                &format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any()),
+                None,
+            );
             Ok(Action::await_change())
         }
         Err(error) => {
@@ -314,26 +413,54 @@ async fn cleanup(sp: Arc<SecurityProvider>, ctx: &Context, api: &Api<SecurityPro
                 observed: None,
                 result: OutcomeResult::Failed {
                     reason: error.reason(),
-                    message: format!("cannot delete the remote provider: {error}; fix the cause, or set deletionPolicy: Orphan to keep it"),
+                    message: format!(
+                        "cannot delete the remote provider: {error}; fix the cause, or set deletionPolicy: Orphan to keep it"
+                    ),
                     terminal: false,
                 },
                 refresh_handled: None,
             };
-            let new_status = compute_status(sp.status.as_ref(), sp.metadata.generation, &outcome, jiff::Timestamp::now());
+            let new_status = compute_status(
+                sp.status.as_ref(),
+                sp.metadata.generation,
+                &outcome,
+                jiff::Timestamp::now(),
+            );
             if sp.status.as_ref() != Some(&new_status) {
                 patch_status(api, &sp, &new_status).await?;
                 ctx.metrics.status_patched();
-                publish(ctx, &sp, EventType::Warning, error.reason(), "Delete", error.to_string()).await;
+                publish(
+                    ctx,
+                    &sp,
+                    EventType::Warning,
+                    error.reason(),
+                    "Delete",
+                    error.to_string(),
+                )
+                .await;
             }
             Err(error)
         }
     }
 }
 
-async fn publish_events(ctx: &Context, sp: &SecurityProvider, effects: &Effects, new_status: &SecurityProviderStatus) {
+async fn publish_events(
+    ctx: &Context,
+    sp: &SecurityProvider,
+    effects: &Effects,
+    new_status: &SecurityProviderStatus,
+) {
     if effects.created {
         let id = new_status.remote_id.clone().unwrap_or_default();
-        publish(ctx, sp, EventType::Normal, "Created", "Create", format!("created remote provider {id:?}")).await;
+        publish(
+            ctx,
+            sp,
+            EventType::Normal,
+            "Created",
+            "Create",
+            format!("created remote provider {id:?}"),
+        )
+        .await;
     }
     if let Some(fields) = &effects.updated {
         // Same generation as already synced: the spec didn't change, so the remote drifted.
@@ -342,15 +469,34 @@ async fn publish_events(ctx: &Context, sp: &SecurityProvider, effects: &Effects,
             .as_ref()
             .filter(|s| status::find(Some(s), status::SYNCED).is_some_and(|c| c.status == "True"))
             .and_then(|s| s.observed_generation);
-        let (reason, note) = if prev_synced_generation.is_some() && prev_synced_generation == sp.metadata.generation {
-            ("DriftCorrected", format!("remote provider had drifted in {}; restored", fields.join(", ")))
+        let (reason, note) = if prev_synced_generation.is_some()
+            && prev_synced_generation == sp.metadata.generation
+        {
+            (
+                "DriftCorrected",
+                format!(
+                    "remote provider had drifted in {}; restored",
+                    fields.join(", ")
+                ),
+            )
         } else {
-            ("Updated", format!("updated remote provider fields {}", fields.join(", ")))
+            (
+                "Updated",
+                format!("updated remote provider fields {}", fields.join(", ")),
+            )
         };
         publish(ctx, sp, EventType::Normal, reason, "Update", note).await;
     }
     if effects.refreshed {
-        publish(ctx, sp, EventType::Normal, "RefreshTriggered", "Refresh", "triggered a refresh of the provider's identities".into()).await;
+        publish(
+            ctx,
+            sp,
+            EventType::Normal,
+            "RefreshTriggered",
+            "Refresh",
+            "triggered a refresh of the provider's identities".into(),
+        )
+        .await;
     }
     // Failures and blocks: one Warning per change of the Synced condition, not per retry.
     let old = status::find(sp.status.as_ref(), status::SYNCED);
@@ -358,13 +504,34 @@ async fn publish_events(ctx: &Context, sp: &SecurityProvider, effects: &Effects,
         && new.status != "True"
         && old.is_none_or(|o| o.reason != new.reason || o.message != new.message)
     {
-        publish(ctx, sp, EventType::Warning, &new.reason, "Reconcile", new.message.clone()).await;
+        publish(
+            ctx,
+            sp,
+            EventType::Warning,
+            &new.reason,
+            "Reconcile",
+            new.message.clone(),
+        )
+        .await;
     }
 }
 
-async fn publish(ctx: &Context, sp: &SecurityProvider, type_: EventType, reason: &str, action: &str, note: String) {
+async fn publish(
+    ctx: &Context,
+    sp: &SecurityProvider,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
     let reference: ObjectReference = sp.object_ref(&());
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
     if let Err(e) = ctx.recorder.publish(&event, &reference).await {
         warn!(error = %e, reason, "cannot publish event");
     }

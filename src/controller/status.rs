@@ -35,13 +35,26 @@ pub struct Outcome {
 #[derive(Clone, Debug, PartialEq)]
 pub enum OutcomeResult {
     /// The remote provider matches the spec (after a create or update, or already).
-    Synced { reason: &'static str, message: String },
+    Synced {
+        reason: &'static str,
+        message: String,
+    },
     /// Differences were found and deliberately not written.
-    Withheld { reason: &'static str, message: String },
+    Withheld {
+        reason: &'static str,
+        message: String,
+    },
     /// Managing the provider is impossible until something changes.
-    Blocked { reason: &'static str, message: String },
+    Blocked {
+        reason: &'static str,
+        message: String,
+    },
     /// An error stopped the reconcile.
-    Failed { reason: &'static str, message: String, terminal: bool },
+    Failed {
+        reason: &'static str,
+        message: String,
+        terminal: bool,
+    },
 }
 
 /// Builds the new status. `now` is used only for conditions that change status.
@@ -55,14 +68,26 @@ pub fn compute_status(
     let prev = previous.unwrap_or(&empty);
     let mut status = SecurityProviderStatus {
         observed_generation: generation,
-        backend: outcome.backend.map(|b| b.as_str().to_owned()).or_else(|| prev.backend.clone()),
-        last_handled_refresh_at: outcome.refresh_handled.clone().or_else(|| prev.last_handled_refresh_at.clone()),
+        backend: outcome
+            .backend
+            .map(|b| b.as_str().to_owned())
+            .or_else(|| prev.backend.clone()),
+        last_handled_refresh_at: outcome
+            .refresh_handled
+            .clone()
+            .or_else(|| prev.last_handled_refresh_at.clone()),
         ..Default::default()
     };
 
     // Remote fields: mirror the latest observation; keep the last known values when the
     // remote system could not be read this time.
-    let transient_failure = matches!(outcome.result, OutcomeResult::Failed { terminal: false, .. });
+    let transient_failure = matches!(
+        outcome.result,
+        OutcomeResult::Failed {
+            terminal: false,
+            ..
+        }
+    );
     match &outcome.observed {
         Some(observed) => {
             status.remote_id = outcome.remote_id.clone();
@@ -85,9 +110,22 @@ pub fn compute_status(
 
     let (synced, ready, reconciling, stalled) = conditions_for(prev, outcome);
     let mut conditions = Vec::new();
-    for (type_, value) in [(READY, Some(ready)), (SYNCED, Some(synced)), (RECONCILING, reconciling), (STALLED, stalled)] {
+    for (type_, value) in [
+        (READY, Some(ready)),
+        (SYNCED, Some(synced)),
+        (RECONCILING, reconciling),
+        (STALLED, stalled),
+    ] {
         if let Some((cstatus, reason, message)) = value {
-            conditions.push(condition(&prev.conditions, type_, cstatus, reason, &message, generation, now));
+            conditions.push(condition(
+                &prev.conditions,
+                type_,
+                cstatus,
+                reason,
+                &message,
+                generation,
+                now,
+            ));
         }
     }
     status.conditions = conditions;
@@ -99,50 +137,94 @@ type ConditionValue = (ConditionStatus, String, String);
 fn conditions_for(
     prev: &SecurityProviderStatus,
     outcome: &Outcome,
-) -> (ConditionValue, ConditionValue, Option<ConditionValue>, Option<ConditionValue>) {
+) -> (
+    ConditionValue,
+    ConditionValue,
+    Option<ConditionValue>,
+    Option<ConditionValue>,
+) {
     let health_ready = |observed: &ObservedProvider| -> ConditionValue {
         match &observed.health {
-            RemoteHealth::Healthy => (ConditionStatus::True, "Available".into(), "the remote provider exists and matches the spec".into()),
-            RemoteHealth::Progressing { reason, message } => (ConditionStatus::False, (*reason).into(), message.clone()),
-            RemoteHealth::Degraded { reason, message } => (ConditionStatus::False, (*reason).into(), message.clone()),
+            RemoteHealth::Healthy => (
+                ConditionStatus::True,
+                "Available".into(),
+                "the remote provider exists and matches the spec".into(),
+            ),
+            RemoteHealth::Progressing { reason, message } => {
+                (ConditionStatus::False, (*reason).into(), message.clone())
+            }
+            RemoteHealth::Degraded { reason, message } => {
+                (ConditionStatus::False, (*reason).into(), message.clone())
+            }
         }
     };
-    let progressing = outcome
-        .observed
-        .as_ref()
-        .and_then(|o| match &o.health {
-            RemoteHealth::Progressing { reason, message } => Some((ConditionStatus::True, (*reason).to_owned(), message.clone())),
-            _ => None,
-        });
+    let progressing = outcome.observed.as_ref().and_then(|o| match &o.health {
+        RemoteHealth::Progressing { reason, message } => {
+            Some((ConditionStatus::True, (*reason).to_owned(), message.clone()))
+        }
+        _ => None,
+    });
     match &outcome.result {
         OutcomeResult::Synced { reason, message } => {
             let synced = (ConditionStatus::True, (*reason).to_owned(), message.clone());
             let ready = match &outcome.observed {
                 Some(o) => health_ready(o),
-                None => (ConditionStatus::Unknown, "NotObserved".into(), "the remote provider has not been read yet".into()),
+                None => (
+                    ConditionStatus::Unknown,
+                    "NotObserved".into(),
+                    "the remote provider has not been read yet".into(),
+                ),
             };
             (synced, ready, progressing, None)
         }
         OutcomeResult::Withheld { reason, message } => {
-            let synced = (ConditionStatus::False, (*reason).to_owned(), message.clone());
+            let synced = (
+                ConditionStatus::False,
+                (*reason).to_owned(),
+                message.clone(),
+            );
             let ready = match &outcome.observed {
                 Some(o) => health_ready(o),
-                None => (ConditionStatus::False, (*reason).to_owned(), message.clone()),
+                None => (
+                    ConditionStatus::False,
+                    (*reason).to_owned(),
+                    message.clone(),
+                ),
             };
             (synced, ready, progressing, None)
         }
         OutcomeResult::Blocked { reason, message } => {
-            let value = (ConditionStatus::False, (*reason).to_owned(), message.clone());
+            let value = (
+                ConditionStatus::False,
+                (*reason).to_owned(),
+                message.clone(),
+            );
             let stalled = (ConditionStatus::True, (*reason).to_owned(), message.clone());
             (value.clone(), value, None, Some(stalled))
         }
-        OutcomeResult::Failed { reason, message, terminal: true } => {
-            let value = (ConditionStatus::False, (*reason).to_owned(), message.clone());
+        OutcomeResult::Failed {
+            reason,
+            message,
+            terminal: true,
+        } => {
+            let value = (
+                ConditionStatus::False,
+                (*reason).to_owned(),
+                message.clone(),
+            );
             let stalled = (ConditionStatus::True, (*reason).to_owned(), message.clone());
             (value.clone(), value, None, Some(stalled))
         }
-        OutcomeResult::Failed { reason, message, terminal: false } => {
-            let value = (ConditionStatus::False, (*reason).to_owned(), message.clone());
+        OutcomeResult::Failed {
+            reason,
+            message,
+            terminal: false,
+        } => {
+            let value = (
+                ConditionStatus::False,
+                (*reason).to_owned(),
+                message.clone(),
+            );
             // A passing failure says nothing new about the provider itself: keep Ready as it was.
             let ready = prev
                 .conditions
@@ -150,7 +232,11 @@ fn conditions_for(
                 .find(|c| c.type_ == READY)
                 .map(|c| (parse_status(&c.status), c.reason.clone(), c.message.clone()))
                 .unwrap_or_else(|| value.clone());
-            let reconciling = (ConditionStatus::True, (*reason).to_owned(), format!("retrying: {message}"));
+            let reconciling = (
+                ConditionStatus::True,
+                (*reason).to_owned(),
+                format!("retrying: {message}"),
+            );
             (value, ready, Some(reconciling), None)
         }
     }
@@ -209,10 +295,20 @@ mod tests {
     fn observed(health: RemoteHealth, total: i64) -> ObservedProvider {
         ObservedProvider {
             remote_id: "p".into(),
-            config: ProviderConfig::Coveo(CoveoConfig::desired("p", "p", &CoveoProviderSpec::default())),
+            config: ProviderConfig::Coveo(CoveoConfig::desired(
+                "p",
+                "p",
+                &CoveoProviderSpec::default(),
+            )),
             state: RemoteState {
-                current_status: Some(CurrentStatus { status_type: "IDLE".into(), refresh_type: None }),
-                statistics: Some(Statistics { total_number_of_entities: total, ..Default::default() }),
+                current_status: Some(CurrentStatus {
+                    status_type: "IDLE".into(),
+                    refresh_type: None,
+                }),
+                statistics: Some(Statistics {
+                    total_number_of_entities: total,
+                    ..Default::default()
+                }),
                 ..Default::default()
             },
             health,
@@ -224,7 +320,10 @@ mod tests {
             backend: Some(BackendKind::Coveo),
             remote_id: Some("p".into()),
             observed,
-            result: OutcomeResult::Synced { reason: "ReconcileSuccess", message: "in sync".into() },
+            result: OutcomeResult::Synced {
+                reason: "ReconcileSuccess",
+                message: "in sync".into(),
+            },
             refresh_handled: None,
         }
     }
@@ -235,13 +334,21 @@ mod tests {
 
     #[test]
     fn healthy_synced_provider_is_ready_and_mirrors_remote_fields() {
-        let s = compute_status(None, Some(3), &synced(Some(observed(RemoteHealth::Healthy, 10))), t("2026-01-01T00:00:00Z"));
+        let s = compute_status(
+            None,
+            Some(3),
+            &synced(Some(observed(RemoteHealth::Healthy, 10))),
+            t("2026-01-01T00:00:00Z"),
+        );
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(s.backend.as_deref(), Some("coveo"));
         assert_eq!(s.remote_id.as_deref(), Some("p"));
         assert_eq!(s.statistics.as_ref().unwrap().total_number_of_entities, 10);
         let ready = cond(&s, READY).unwrap();
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Available"));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "Available")
+        );
         assert_eq!(ready.observed_generation, Some(3));
         assert_eq!(cond(&s, SYNCED).unwrap().status, "True");
         assert!(cond(&s, RECONCILING).is_none() && cond(&s, STALLED).is_none());
@@ -257,23 +364,56 @@ mod tests {
 
     #[test]
     fn transition_time_moves_only_when_status_flips() {
-        let first = compute_status(None, Some(1), &synced(Some(observed(RemoteHealth::Healthy, 1))), t("2026-01-01T00:00:00Z"));
+        let first = compute_status(
+            None,
+            Some(1),
+            &synced(Some(observed(RemoteHealth::Healthy, 1))),
+            t("2026-01-01T00:00:00Z"),
+        );
         // A message/reason change without a status flip keeps the time.
-        let changed = compute_status(Some(&first), Some(1), &synced(Some(observed(RemoteHealth::Healthy, 2))), t("2026-01-02T00:00:00Z"));
-        assert_eq!(cond(&changed, READY).unwrap().last_transition_time, cond(&first, READY).unwrap().last_transition_time);
-        let degraded = RemoteHealth::Degraded { reason: "RemoteError", message: "ERROR".into() };
-        let flipped = compute_status(Some(&changed), Some(1), &synced(Some(observed(degraded, 2))), t("2026-01-03T00:00:00Z"));
+        let changed = compute_status(
+            Some(&first),
+            Some(1),
+            &synced(Some(observed(RemoteHealth::Healthy, 2))),
+            t("2026-01-02T00:00:00Z"),
+        );
+        assert_eq!(
+            cond(&changed, READY).unwrap().last_transition_time,
+            cond(&first, READY).unwrap().last_transition_time
+        );
+        let degraded = RemoteHealth::Degraded {
+            reason: "RemoteError",
+            message: "ERROR".into(),
+        };
+        let flipped = compute_status(
+            Some(&changed),
+            Some(1),
+            &synced(Some(observed(degraded, 2))),
+            t("2026-01-03T00:00:00Z"),
+        );
         let ready = cond(&flipped, READY).unwrap();
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "RemoteError"));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "RemoteError")
+        );
         assert_eq!(ready.last_transition_time.0, t("2026-01-03T00:00:00Z"));
     }
 
     #[test]
     fn terminal_failure_stalls_and_unreadies() {
-        let prev = compute_status(None, Some(1), &synced(Some(observed(RemoteHealth::Healthy, 1))), t("2026-01-01T00:00:00Z"));
+        let prev = compute_status(
+            None,
+            Some(1),
+            &synced(Some(observed(RemoteHealth::Healthy, 1))),
+            t("2026-01-01T00:00:00Z"),
+        );
         let outcome = Outcome {
             observed: None,
-            result: OutcomeResult::Failed { reason: "RemoteInvalidConfiguration", message: "id too long".into(), terminal: true },
+            result: OutcomeResult::Failed {
+                reason: "RemoteInvalidConfiguration",
+                message: "id too long".into(),
+                terminal: true,
+            },
             ..synced(None)
         };
         let s = compute_status(Some(&prev), Some(2), &outcome, t("2026-01-02T00:00:00Z"));
@@ -288,11 +428,20 @@ mod tests {
 
     #[test]
     fn transient_failure_keeps_ready_and_last_known_remote_fields() {
-        let prev = compute_status(None, Some(1), &synced(Some(observed(RemoteHealth::Healthy, 7))), t("2026-01-01T00:00:00Z"));
+        let prev = compute_status(
+            None,
+            Some(1),
+            &synced(Some(observed(RemoteHealth::Healthy, 7))),
+            t("2026-01-01T00:00:00Z"),
+        );
         let outcome = Outcome {
             observed: None,
             remote_id: None,
-            result: OutcomeResult::Failed { reason: "RemoteUnavailable", message: "503".into(), terminal: false },
+            result: OutcomeResult::Failed {
+                reason: "RemoteUnavailable",
+                message: "503".into(),
+                terminal: false,
+            },
             ..synced(None)
         };
         let s = compute_status(Some(&prev), Some(1), &outcome, t("2026-01-02T00:00:00Z"));
@@ -305,8 +454,16 @@ mod tests {
 
     #[test]
     fn progressing_remote_sets_reconciling() {
-        let progressing = RemoteHealth::Progressing { reason: "RemoteCreating", message: "creating".into() };
-        let s = compute_status(None, Some(1), &synced(Some(observed(progressing, 0))), t("2026-01-01T00:00:00Z"));
+        let progressing = RemoteHealth::Progressing {
+            reason: "RemoteCreating",
+            message: "creating".into(),
+        };
+        let s = compute_status(
+            None,
+            Some(1),
+            &synced(Some(observed(progressing, 0))),
+            t("2026-01-01T00:00:00Z"),
+        );
         assert_eq!(cond(&s, READY).unwrap().status, "False");
         assert_eq!(cond(&s, RECONCILING).unwrap().reason, "RemoteCreating");
     }
@@ -316,7 +473,10 @@ mod tests {
         let outcome = Outcome {
             remote_id: None,
             observed: Some(observed(RemoteHealth::Healthy, 1)),
-            result: OutcomeResult::Blocked { reason: "AlreadyExists", message: "taken".into() },
+            result: OutcomeResult::Blocked {
+                reason: "AlreadyExists",
+                message: "taken".into(),
+            },
             ..synced(None)
         };
         let s = compute_status(None, Some(1), &outcome, t("2026-01-01T00:00:00Z"));
@@ -328,6 +488,9 @@ mod tests {
     #[test]
     fn stored_transition_time_has_whole_seconds() {
         let s = compute_status(None, Some(1), &synced(None), t("2026-01-01T00:00:00.750Z"));
-        assert_eq!(cond(&s, READY).unwrap().last_transition_time.0, t("2026-01-01T00:00:00Z"));
+        assert_eq!(
+            cond(&s, READY).unwrap().last_transition_time.0,
+            t("2026-01-01T00:00:00Z")
+        );
     }
 }

@@ -34,15 +34,37 @@ pub fn kubeconfig() -> &'static Path {
                     .expect("run tests/controlplane/up.sh");
                 assert!(out.status.success(), "tests/controlplane/up.sh failed");
                 let stdout = String::from_utf8_lossy(&out.stdout);
-                PathBuf::from(stdout.lines().last().expect("up.sh prints the kubeconfig path").trim())
+                PathBuf::from(
+                    stdout
+                        .lines()
+                        .last()
+                        .expect("up.sh prints the kubeconfig path")
+                        .trim(),
+                )
             }
         };
         let crds = repo().join("crds");
-        run_kubectl(&path, &["apply", "--server-side", "--force-conflicts", "-f", crds.to_str().unwrap()], None)
-            .expect("apply crds/");
         run_kubectl(
             &path,
-            &["wait", "--for=condition=Established", "--timeout=60s", "crd/securityproviders.secprov.dev", "crd/providerconnections.secprov.dev"],
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "-f",
+                crds.to_str().unwrap(),
+            ],
+            None,
+        )
+        .expect("apply crds/");
+        run_kubectl(
+            &path,
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/securityproviders.secprov.dev",
+                "crd/providerconnections.secprov.dev",
+            ],
             None,
         )
         .expect("CRDs established");
@@ -53,11 +75,22 @@ pub fn kubeconfig() -> &'static Path {
 fn run_kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
     let mut cmd = Command::new("kubectl");
     cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run kubectl: {e}"))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run kubectl: {e}"))?;
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).map_err(|e| e.to_string())?;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .map_err(|e| e.to_string())?;
     }
     let out: Output = child.wait_with_output().map_err(|e| e.to_string())?;
     if out.status.success() {
@@ -98,23 +131,46 @@ impl TestNamespace {
 
     /// `kubectl apply -f -` of a manifest.
     pub fn apply(&self, yaml: &str) -> Result<String, String> {
-        run_kubectl(kubeconfig(), &["-n", &self.name, "apply", "-f", "-"], Some(yaml))
+        run_kubectl(
+            kubeconfig(),
+            &["-n", &self.name, "apply", "-f", "-"],
+            Some(yaml),
+        )
     }
 
     /// The object as JSON.
     pub fn get_json(&self, resource: &str) -> Option<Value> {
-        self.kubectl(&["get", resource, "-o", "json"]).ok().and_then(|s| serde_json::from_str(&s).ok())
+        self.kubectl(&["get", resource, "-o", "json"])
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
     }
 
     /// `kubectl wait --for=condition=<c>`.
-    pub fn wait_condition(&self, resource: &str, condition: &str, timeout: &str) -> Result<String, String> {
-        self.kubectl(&["wait", &format!("--for=condition={condition}"), &format!("--timeout={timeout}"), resource])
+    pub fn wait_condition(
+        &self,
+        resource: &str,
+        condition: &str,
+        timeout: &str,
+    ) -> Result<String, String> {
+        self.kubectl(&[
+            "wait",
+            &format!("--for=condition={condition}"),
+            &format!("--timeout={timeout}"),
+            resource,
+        ])
     }
 
     /// Events of an object, as (reason, message) pairs.
     pub fn events_for(&self, name: &str) -> Vec<(String, String)> {
         let json = self
-            .kubectl(&["get", "events", "--field-selector", &format!("involvedObject.name={name}"), "-o", "json"])
+            .kubectl(&[
+                "get",
+                "events",
+                "--field-selector",
+                &format!("involvedObject.name={name}"),
+                "-o",
+                "json",
+            ])
             .ok()
             .and_then(|s| serde_json::from_str::<Value>(&s).ok())
             .unwrap_or(Value::Null);
@@ -123,7 +179,12 @@ impl TestNamespace {
             .map(|items| {
                 items
                     .iter()
-                    .map(|e| (e["reason"].as_str().unwrap_or("").to_owned(), e["message"].as_str().unwrap_or("").to_owned()))
+                    .map(|e| {
+                        (
+                            e["reason"].as_str().unwrap_or("").to_owned(),
+                            e["message"].as_str().unwrap_or("").to_owned(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default()
@@ -150,14 +211,23 @@ impl Operator {
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
         let mut args: Vec<String> = vec!["run".into(), "--namespace".into(), namespace.into()];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut op = Operator { child: None, log, metrics_port: 0, args };
+        let mut op = Operator {
+            child: None,
+            log,
+            metrics_port: 0,
+            args,
+        };
         op.spawn();
         op
     }
 
     fn spawn(&mut self) {
         self.metrics_port = free_port();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_secprov-operator"))
             .args(&self.args)
             .arg("--metrics-addr")
@@ -181,8 +251,13 @@ impl Operator {
 
     /// SIGTERM and wait for a graceful exit; returns whether it exited by itself in time.
     pub fn terminate(&mut self, timeout: Duration) -> bool {
-        let Some(mut child) = self.child.take() else { return true };
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
@@ -228,7 +303,11 @@ impl Drop for Operator {
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Minimal HTTP/1.1 GET on loopback.
@@ -236,10 +315,16 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     use std::io::Read;
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
-    response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
 }
 
 /// Polls `check` until it returns Some or `timeout` passes.
@@ -249,7 +334,10 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
         if let Some(v) = check() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -262,5 +350,8 @@ pub fn example(path: &str, endpoint: &str) -> String {
 
 /// A condition of an object's status.
 pub fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
-    obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
 }

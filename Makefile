@@ -1,0 +1,32 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+SHELL := /bin/bash
+
+.PHONY: demo test unit e2e build crds lint clean
+
+## demo: build everything, start a local control plane, the simulators and the operator,
+## apply examples/ and keep running until Ctrl-C.
+demo:
+	bash scripts/demo.sh
+
+## test: unit tests, then end-to-end tests on a real kube-apiserver (what CI runs).
+test:
+	bash scripts/test.sh
+
+unit:
+	cargo test --lib --bins
+
+build:
+	cargo build --locked
+
+## crds: regenerate crds/ from the Rust types.
+crds:
+	cargo run --quiet -- crd > crds/secprov.dev.yaml
+
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+clean:
+	-bash tests/controlplane/down.sh target/test-controlplane
+	-bash tests/controlplane/down.sh target/demo-controlplane
+	cargo clean

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Unit tests, then the end-to-end suite against a real control plane (tests/controlplane),
+# started once for the whole run and stopped at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CP_DIR="${SECPROV_CP_DIR:-$PWD/target/test-controlplane}"
+
+echo "==> building (cargo build --tests --locked)"
+cargo build --locked --all-targets
+
+echo "==> unit tests"
+cargo test --locked --lib --bins
+
+echo "==> starting the control plane in $CP_DIR"
+KUBECONFIG_PATH="$(bash tests/controlplane/up.sh "$CP_DIR" | tail -n1)"
+trap 'bash tests/controlplane/down.sh "$CP_DIR" >/dev/null 2>&1 || true' EXIT
+
+echo "==> integration and end-to-end tests"
+SECPROV_E2E_KUBECONFIG="$KUBECONFIG_PATH" cargo test --locked --tests -- "$@"
