@@ -17,6 +17,7 @@ cleanup() {
   echo "==> stopping the operator, the simulators and the control plane"
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  pkill -P $$ 2>/dev/null || true
   bash tests/controlplane/down.sh "$CP_DIR" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -65,4 +66,5 @@ echo "  kubectl --kubeconfig $KUBECONFIG describe securityprovider push-source-p
 echo "  curl -s 127.0.0.1:18080/metrics | grep secprov_"
 echo
 echo "Running; press Ctrl-C to stop and clean up."
-while true; do sleep 3600; done
+# `wait` on a background sleep lets the INT/TERM trap run at once.
+while true; do sleep 3600 & wait $!; done
