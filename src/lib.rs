@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod cli;
 pub mod controller;
 pub mod error;
 pub mod metrics;

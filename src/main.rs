@@ -29,6 +29,26 @@ enum Command {
     Run(RunArgs),
     /// Print every CRD as YAML (identical to crds/secprov.dev.yaml).
     Crd,
+    /// Print the remote providers of a connection as SecurityProvider manifests that adopt them
+    /// (sorted, without status); applying them changes nothing remotely.
+    Export {
+        /// Name of the ProviderConnection.
+        #[arg(long)]
+        connection: String,
+        /// Namespace of the connection (default: the kubeconfig's namespace).
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+    /// Show, without writing anything, what applying the SecurityProviders in a file would
+    /// change remotely.
+    Plan {
+        /// YAML file with SecurityProvider manifests (other kinds are ignored); `-` for stdin.
+        #[arg(short = 'f', long = "filename")]
+        file: std::path::PathBuf,
+        /// Namespace for manifests without one (default: the kubeconfig's namespace).
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
     /// Run a remote API simulator on a local address.
     Simulate {
         #[command(subcommand)]
@@ -89,6 +109,47 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => run(args).await,
+        Command::Export {
+            connection,
+            namespace,
+        } => {
+            let client = kube::Client::try_default()
+                .await
+                .context("cannot build a Kubernetes client from the kubeconfig")?;
+            let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
+            print!(
+                "{}",
+                secprov::cli::export(client, &connection, &namespace).await?
+            );
+            Ok(())
+        }
+        Command::Plan { file, namespace } => {
+            let yaml = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?
+            };
+            let client = kube::Client::try_default()
+                .await
+                .context("cannot build a Kubernetes client from the kubeconfig")?;
+            let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
+            let lines = secprov::cli::plan_manifests(client, &yaml, &namespace).await?;
+            let count = |pred: fn(&secprov::cli::PlanLine) -> bool| {
+                lines.iter().filter(|l| pred(l)).count()
+            };
+            for line in &lines {
+                print!("{line}");
+            }
+            println!(
+                "Plan: {} to create, {} to update, {} unchanged, {} not applicable.",
+                count(|l| matches!(l, secprov::cli::PlanLine::Create { .. })),
+                count(|l| matches!(l, secprov::cli::PlanLine::Update { .. })),
+                count(|l| matches!(l, secprov::cli::PlanLine::NoChange { .. })),
+                count(|l| matches!(l, secprov::cli::PlanLine::NotApplied { .. })),
+            );
+            Ok(())
+        }
         Command::Simulate { backend } => {
             secprov::telemetry::init(false);
             match backend {

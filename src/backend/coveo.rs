@@ -35,10 +35,12 @@ pub const LIST_PAGE_SIZE: usize = 100;
 /// The spec-owned part of a Coveo provider, normalized so that equal values mean "no update
 /// needed": reference order is irrelevant, cascading providers are compared by id, sensitive
 /// parameters (masked by Coveo) and server-managed fields are left out.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CoveoConfig {
     pub id: String,
     pub display_name: String,
+    #[serde(rename = "type")]
     pub provider_type: String,
     pub node_required: bool,
     pub case_sensitive: bool,
@@ -46,6 +48,7 @@ pub struct CoveoConfig {
     /// (type, id) pairs.
     pub referenced_by: BTreeSet<(String, String)>,
     /// id -> type. Only the ids are compared.
+    #[serde(rename = "cascadingSecurityProviders")]
     pub cascading: BTreeMap<String, String>,
 }
 
@@ -97,6 +100,41 @@ impl CoveoConfig {
             fields.push("cascadingSecurityProviders");
         }
         fields
+    }
+
+    /// The spec block that declares exactly this configuration (used by `export`), so that
+    /// applying it plans no update. Defaults are left out.
+    pub fn to_spec(&self) -> Result<CoveoProviderSpec, String> {
+        fn parse<T: serde::de::DeserializeOwned>(what: &str, value: &str) -> Result<T, String> {
+            serde_json::from_value(serde_json::Value::String(value.to_owned()))
+                .map_err(|_| format!("{what} {value:?} is not supported by this operator version"))
+        }
+        Ok(CoveoProviderSpec {
+            provider_type: Some(parse("provider type", &self.provider_type)?),
+            node_required: self.node_required.then_some(true),
+            case_sensitive: self.case_sensitive.then_some(true),
+            parameters: self.parameters.clone(),
+            referenced_by: self
+                .referenced_by
+                .iter()
+                .map(|(t, id)| {
+                    Ok(crate::api::security_provider::CoveoReference {
+                        reference_type: parse("reference type", t)?,
+                        id: id.clone(),
+                    })
+                })
+                .collect::<Result<_, String>>()?,
+            cascading_security_providers: self
+                .cascading
+                .iter()
+                .map(|(id, t)| {
+                    Ok(crate::api::security_provider::CoveoCascadingProvider {
+                        id: id.clone(),
+                        provider_type: parse("cascading provider type", t)?,
+                    })
+                })
+                .collect::<Result<_, String>>()?,
+        })
     }
 
     /// The request body for POST and PUT.
@@ -949,6 +987,19 @@ mod tests {
         );
         assert!(is_refreshing(Some(&status("PENDING_REFRESH"))));
         assert!(!is_refreshing(Some(&status("IDLE"))));
+    }
+
+    #[test]
+    fn exported_spec_round_trips_to_the_same_configuration() {
+        let observed = observed_from_wire(serde_json::from_str(SEED_000_SAMPLE).unwrap());
+        let ProviderConfig::Coveo(config) = observed.config;
+        let spec = config.to_spec().unwrap();
+        let again = CoveoConfig::desired(&config.id, &config.display_name, &spec);
+        assert_eq!(again, config);
+        assert_eq!(spec.node_required, None, "defaults are left out");
+        let mut odd = config.clone();
+        odd.provider_type = "FUTURE_TYPE".into();
+        assert!(odd.to_spec().unwrap_err().contains("FUTURE_TYPE"));
     }
 
     #[test]

@@ -26,6 +26,36 @@ impl ProviderConfig {
         }
     }
 
+    /// The id by which the provider is declared: `spec.providerId` (or metadata.name).
+    pub fn declared_id(&self) -> &str {
+        match self {
+            ProviderConfig::Coveo(c) => &c.id,
+        }
+    }
+
+    /// The value of one field (as named by `diff`), for showing a diff.
+    pub fn field_value(&self, field: &str) -> serde_json::Value {
+        let whole = match self {
+            ProviderConfig::Coveo(c) => serde_json::to_value(c),
+        };
+        whole
+            .ok()
+            .and_then(|v| v.get(field).cloned())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Writes this configuration into a SecurityProvider spec (the backend block and the
+    /// display name), so that applying the spec plans no update. Used by `export`.
+    pub fn write_spec(&self, spec: &mut crate::api::SecurityProviderSpec) -> Result<(), String> {
+        match self {
+            ProviderConfig::Coveo(c) => {
+                spec.coveo = Some(c.to_spec()?);
+                spec.display_name = (c.display_name != c.id).then(|| c.display_name.clone());
+            }
+        }
+        Ok(())
+    }
+
     /// Names of the spec fields whose observed value differs from the desired one (`self` is
     /// desired). Empty means in sync.
     pub fn diff(&self, observed: &ProviderConfig) -> Vec<&'static str> {

@@ -98,7 +98,6 @@ impl Context {
         connection: &ProviderConnection,
     ) -> Result<Arc<dyn ProviderBackend>, Error> {
         let namespace = connection.namespace().unwrap_or_default();
-        let name = connection.name_any();
         let refs = backend::secret_refs(&connection.spec);
         let mut fingerprint = format!(
             "{}/{}",
@@ -123,32 +122,12 @@ impl Context {
             return Ok(cached.backend.clone());
         }
 
-        let secrets_api: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
-        let mut values = SecretValues::default();
-        for r in &refs {
-            let secret = secrets_api
-                .get_opt(&r.name)
-                .await?
-                .ok_or_else(|| Error::SecretNotFound(r.name.clone()))?;
-            let value = secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(&r.key))
-                .and_then(|v| String::from_utf8(v.0.clone()).ok())
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| Error::SecretKeyMissing {
-                    name: r.name.clone(),
-                    key: r.key.clone(),
-                })?;
-            values.insert(r, value);
-        }
-        let backend = backend::connect(
-            &connection.spec,
-            &values,
+        let backend = connect_from_api(
+            &self.client,
+            connection,
             Some(self.metrics.request_observer()),
         )
-        .map_err(|message| Error::InvalidConnection { name, message })?;
+        .await?;
         self.lock_backends().insert(
             key,
             CachedBackend {
@@ -194,4 +173,40 @@ impl Context {
         let spread = base / 10;
         Duration::from_millis(base - spread + rand::random_range(0..=2 * spread))
     }
+}
+
+/// Builds a connection's backend client, reading its Secrets from the connection's namespace
+/// (never from anywhere else). Used by the controller (behind its cache) and by the CLI.
+pub async fn connect_from_api(
+    client: &Client,
+    connection: &ProviderConnection,
+    observer: Option<backend::http::RequestObserver>,
+) -> Result<Arc<dyn ProviderBackend>, Error> {
+    let namespace = connection.namespace().unwrap_or_default();
+    let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let mut values = SecretValues::default();
+    for r in backend::secret_refs(&connection.spec) {
+        let secret = secrets_api
+            .get_opt(&r.name)
+            .await?
+            .ok_or_else(|| Error::SecretNotFound(r.name.clone()))?;
+        let value = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&r.key))
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| Error::SecretKeyMissing {
+                name: r.name.clone(),
+                key: r.key.clone(),
+            })?;
+        values.insert(r, value);
+    }
+    backend::connect(&connection.spec, &values, observer).map_err(|message| {
+        Error::InvalidConnection {
+            name: connection.name_any(),
+            message,
+        }
+    })
 }

@@ -1,0 +1,314 @@
+//! Onboarding commands that never write remotely: `export` (remote providers as ready-to-commit
+//! manifests) and `plan` (what applying manifests would change remotely).
+use std::fmt::Write as _;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use anyhow::Context as _;
+use kube::api::{Api, ObjectMeta};
+use kube::{Client, ResourceExt};
+use serde::Deserialize;
+
+use crate::api::{ProviderConnection, SecurityProvider, SecurityProviderSpec};
+use crate::backend::{ObservedProvider, ProviderKey};
+use crate::controller::context::connect_from_api;
+use crate::controller::plan::{Plan, PlanInput, plan};
+use crate::controller::reconcile::{CREATE_PENDING_ANNOTATION, desired_config};
+
+/// A Kubernetes object name for a remote id: the id itself when it is a valid DNS subdomain
+/// name, else a sanitized form with a hash suffix so that distinct ids never collide.
+pub fn object_name_for(remote_id: &str) -> String {
+    let valid = !remote_id.is_empty()
+        && remote_id.len() <= 253
+        && remote_id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && remote_id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && remote_id.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if valid {
+        return remote_id.to_owned();
+    }
+    let mut base: String = remote_id
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    base = base
+        .split('-')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    base.truncate(200);
+    let mut hasher = DefaultHasher::new();
+    remote_id.hash(&mut hasher);
+    let suffix = format!("{:08x}", hasher.finish() as u32);
+    if base.is_empty() {
+        format!("provider-{suffix}")
+    } else {
+        format!("{base}-{suffix}")
+    }
+}
+
+/// One SecurityProvider manifest adopting `observed`, or the reason it can't be expressed.
+pub fn manifest_for(
+    observed: &ObservedProvider,
+    connection: &str,
+    namespace: &str,
+) -> Result<SecurityProvider, String> {
+    let id = observed.config.declared_id().to_owned();
+    let name = object_name_for(&id);
+    let mut spec = SecurityProviderSpec {
+        connection_ref: connection.to_owned(),
+        provider_id: (name != id).then(|| id.clone()),
+        display_name: None,
+        deletion_policy: None,
+        management_policy: None,
+        adopt: Some(true),
+        coveo: None,
+        keystone: None,
+        jitsudo: None,
+    };
+    observed.config.write_spec(&mut spec)?;
+    let mut sp = SecurityProvider::new(&name, spec);
+    sp.metadata = ObjectMeta {
+        name: Some(name),
+        namespace: Some(namespace.to_owned()),
+        ..Default::default()
+    };
+    Ok(sp)
+}
+
+/// `secprov-operator export`: every remote provider of a connection as SecurityProvider
+/// manifests with `adopt: true`, sorted by name, one YAML stream without status.
+pub async fn export(client: Client, connection: &str, namespace: &str) -> anyhow::Result<String> {
+    let connections: Api<ProviderConnection> = Api::namespaced(client.clone(), namespace);
+    let conn = connections.get_opt(connection).await?.with_context(|| {
+        format!("ProviderConnection {connection:?} not found in namespace {namespace:?}")
+    })?;
+    let backend = connect_from_api(&client, &conn, None).await?;
+    let observed = backend.list().await?;
+    let mut manifests = Vec::new();
+    let mut skipped = Vec::new();
+    for provider in &observed {
+        match manifest_for(provider, connection, namespace) {
+            Ok(sp) => manifests.push(sp),
+            Err(reason) => skipped.push(format!("# skipped {:?}: {reason}", provider.remote_id)),
+        }
+    }
+    manifests.sort_by_key(|sp| sp.name_any());
+    let mut out = String::new();
+    for line in skipped {
+        writeln!(out, "{line}")?;
+    }
+    for sp in manifests {
+        let mut value = serde_json::to_value(&sp)?;
+        if let Some(obj) = value.as_object_mut() {
+            obj.remove("status");
+        }
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&value)?);
+    }
+    Ok(out)
+}
+
+/// One line of a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlanLine {
+    Create {
+        object: String,
+        remote_id: String,
+    },
+    Update {
+        object: String,
+        remote_id: String,
+        changes: Vec<(String, serde_json::Value, serde_json::Value)>,
+    },
+    NoChange {
+        object: String,
+    },
+    NotApplied {
+        object: String,
+        reason: String,
+        message: String,
+    },
+}
+
+impl std::fmt::Display for PlanLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlanLine::Create { object, remote_id } => {
+                writeln!(f, "+ create    {object} (remote id {remote_id:?})")
+            }
+            PlanLine::Update {
+                object,
+                remote_id,
+                changes,
+            } => {
+                writeln!(f, "~ update    {object} (remote id {remote_id:?})")?;
+                for (field, from, to) in changes {
+                    writeln!(f, "      {field}: {from} -> {to}")?;
+                }
+                Ok(())
+            }
+            PlanLine::NoChange { object } => writeln!(f, "= no change {object}"),
+            PlanLine::NotApplied {
+                object,
+                reason,
+                message,
+            } => writeln!(f, "! {reason} {object}: {message}"),
+        }
+    }
+}
+
+/// The SecurityProviders of a YAML stream; other kinds are ignored.
+pub fn security_providers_in(yaml: &str) -> anyhow::Result<Vec<SecurityProvider>> {
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let value = serde_json::Value::deserialize(doc).context("the file is not valid YAML")?;
+        if value.is_null() {
+            continue;
+        }
+        if value["kind"] == "SecurityProvider" && value["apiVersion"] == "secprov.dev/v1alpha1" {
+            let sp: SecurityProvider =
+                serde_json::from_value(value).context("invalid SecurityProvider manifest")?;
+            out.push(sp);
+        }
+    }
+    Ok(out)
+}
+
+/// `secprov-operator plan`: for each SecurityProvider in `yaml`, what applying it would do
+/// remotely. Reads the cluster and the remote system; writes nothing.
+pub async fn plan_manifests(
+    client: Client,
+    yaml: &str,
+    default_namespace: &str,
+) -> anyhow::Result<Vec<PlanLine>> {
+    let mut lines = Vec::new();
+    for mut sp in security_providers_in(yaml)? {
+        let namespace = sp
+            .namespace()
+            .unwrap_or_else(|| default_namespace.to_owned());
+        sp.metadata.namespace = Some(namespace.clone());
+        let object = format!("{namespace}/{}", sp.name_any());
+        let line = plan_one(&client, &sp, &namespace, &object)
+            .await
+            .unwrap_or_else(|e| PlanLine::NotApplied {
+                object: object.clone(),
+                reason: e.reason().to_owned(),
+                message: e.to_string(),
+            });
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+async fn plan_one(
+    client: &Client,
+    sp: &SecurityProvider,
+    namespace: &str,
+    object: &str,
+) -> Result<PlanLine, crate::Error> {
+    let existing = Api::<SecurityProvider>::namespaced(client.clone(), namespace)
+        .get_opt(&sp.name_any())
+        .await?;
+    let owned = existing.as_ref().is_some_and(|e| {
+        e.status.as_ref().is_some_and(|s| s.remote_id.is_some())
+            || e.annotations().contains_key(CREATE_PENDING_ANNOTATION)
+    });
+    let desired = desired_config(sp)?;
+    let connection = Api::<ProviderConnection>::namespaced(client.clone(), namespace)
+        .get_opt(&sp.spec.connection_ref)
+        .await?
+        .ok_or_else(|| crate::Error::ConnectionNotFound(sp.spec.connection_ref.clone()))?;
+    let backend = connect_from_api(client, &connection, None).await?;
+    let key = ProviderKey {
+        id: sp.provider_id(),
+        known_remote_id: existing
+            .as_ref()
+            .and_then(|e| e.status.as_ref())
+            .and_then(|s| s.remote_id.clone()),
+    };
+    let observed = backend.observe(&key).await?;
+    let decision = plan(&PlanInput {
+        desired: &desired,
+        observed: observed.as_ref(),
+        owned,
+        adopt: sp.spec.adopt.unwrap_or(false),
+        observe_only: sp.observe_only(),
+        paused: false,
+    });
+    let object = object.to_owned();
+    Ok(match (decision, observed) {
+        (Plan::Create, _) => PlanLine::Create {
+            object,
+            remote_id: key.id,
+        },
+        (Plan::Update { fields }, Some(current)) => PlanLine::Update {
+            object,
+            remote_id: current.remote_id.clone(),
+            changes: fields
+                .iter()
+                .map(|f| {
+                    (
+                        f.to_string(),
+                        current.config.field_value(f),
+                        desired.field_value(f),
+                    )
+                })
+                .collect(),
+        },
+        (Plan::InSync, _) | (Plan::Update { .. }, None) => PlanLine::NoChange { object },
+        (
+            Plan::Withheld {
+                reason, message, ..
+            }
+            | Plan::Blocked { reason, message },
+            _,
+        ) => PlanLine::NotApplied {
+            object,
+            reason: reason.to_owned(),
+            message,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_names_are_valid_and_distinct() {
+        assert_eq!(object_name_for("my-provider"), "my-provider");
+        let a = object_name_for("My Secured Push Source Security Identity Provider");
+        assert!(
+            a.starts_with("my-secured-push-source-security-identity-provider-"),
+            "{a}"
+        );
+        let b = object_name_for("my secured push source security identity provider");
+        assert_ne!(a, b, "ids differing only in case get distinct names");
+        assert!(object_name_for("___").starts_with("provider-"));
+        let long = object_name_for(&"X".repeat(300));
+        assert!(long.len() <= 253);
+    }
+
+    #[test]
+    fn only_security_providers_are_planned() {
+        let yaml = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n---\napiVersion: secprov.dev/v1alpha1\nkind: SecurityProvider\nmetadata: {name: p}\nspec:\n  connectionRef: c\n  coveo: {}\n---\n";
+        let sps = security_providers_in(yaml).unwrap();
+        assert_eq!(sps.len(), 1);
+        assert_eq!(sps[0].name_any(), "p");
+    }
+
+    #[test]
+    fn plan_lines_read_like_a_diff() {
+        let line = PlanLine::Update {
+            object: "ns/p".into(),
+            remote_id: "p".into(),
+            changes: vec![("displayName".into(), "old".into(), "new".into())],
+        };
+        assert_eq!(
+            line.to_string(),
+            "~ update    ns/p (remote id \"p\")\n      displayName: \"old\" -> \"new\"\n"
+        );
+    }
+}
