@@ -60,7 +60,9 @@ pub fn manifest_for(
         connection_ref: connection.to_owned(),
         provider_id: (name != id).then(|| id.clone()),
         display_name: None,
-        deletion_policy: None,
+        // Safe default for providers that existed before GitOps: removing the manifest from
+        // Git must not delete them. Switch to Delete once the object is the source of truth.
+        deletion_policy: Some(crate::api::security_provider::DeletionPolicy::Orphan),
         management_policy: None,
         adopt: Some(true),
         coveo: None,
