@@ -26,6 +26,36 @@ pub fn crds()
 {
     use kube::CustomResourceExt;
     vec![ProviderConnection::crd(), SecurityProvider::crd()]
+        .into_iter()
+        .map(|crd| {
+            // Doc comments are wrapped at 100 columns; unwrap them so `kubectl explain` can
+            // wrap for the terminal instead of breaking lines mid-sentence.
+            let mut value = serde_json::to_value(&crd).unwrap_or_default();
+            unwrap_descriptions(&mut value);
+            serde_json::from_value(value).unwrap_or(crd)
+        })
+        .collect()
+}
+
+fn unwrap_descriptions(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                match child {
+                    serde_json::Value::String(text) if key == "description" => {
+                        *text = text
+                            .split("\n\n")
+                            .map(|paragraph| paragraph.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+                            .collect::<Vec<_>>()
+                            .join("\n\n");
+                    }
+                    other => unwrap_descriptions(other),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(unwrap_descriptions),
+        _ => {}
+    }
 }
 
 /// Every CRD as one YAML stream: the exact content of `crds/secprov.dev.yaml` and the output
