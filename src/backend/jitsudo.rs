@@ -206,7 +206,11 @@ pub fn observed_from_wire(wire: ProviderWire) -> ObservedProvider {
         config: wire.config.clone().unwrap_or_else(|| json!({})),
         enabled: wire.enabled.unwrap_or(false),
     };
-    let health = health_of(&sync_status, last_synced_at.is_some(), wire.sync_error.as_deref());
+    let health = health_of(
+        &sync_status,
+        last_synced_at.is_some(),
+        wire.sync_error.as_deref(),
+    );
     ObservedProvider {
         remote_id: wire.id,
         config: ProviderConfig::Jitsudo(config),
@@ -426,7 +430,13 @@ impl JitsudoClient {
     pub async fn create(&self, config: &JitsudoConfig) -> Result<ProviderWire, RemoteError> {
         let body = config.create_body();
         let resp = self
-            .call("create", false, reqwest::Method::POST, self.url(&[]), Some(&body))
+            .call(
+                "create",
+                false,
+                reqwest::Method::POST,
+                self.url(&[]),
+                Some(&body),
+            )
             .await?;
         if resp.is_success() {
             Self::decode("create", &resp)
@@ -436,10 +446,20 @@ impl JitsudoClient {
     }
 
     /// `PUT /v1/identity-providers/{id}` (a full replacement, so safe to retry).
-    pub async fn update(&self, id: &str, config: &JitsudoConfig) -> Result<ProviderWire, RemoteError> {
+    pub async fn update(
+        &self,
+        id: &str,
+        config: &JitsudoConfig,
+    ) -> Result<ProviderWire, RemoteError> {
         let body = config.update_body();
         let resp = self
-            .call("update", true, reqwest::Method::PUT, self.url(&[id]), Some(&body))
+            .call(
+                "update",
+                true,
+                reqwest::Method::PUT,
+                self.url(&[id]),
+                Some(&body),
+            )
             .await?;
         if resp.is_success() {
             Self::decode("update", &resp)
@@ -451,7 +471,13 @@ impl JitsudoClient {
     /// `DELETE /v1/identity-providers/{id}` (assumed); false when it was already gone.
     pub async fn delete(&self, id: &str) -> Result<bool, RemoteError> {
         let resp = self
-            .call("delete", true, reqwest::Method::DELETE, self.url(&[id]), None)
+            .call(
+                "delete",
+                true,
+                reqwest::Method::DELETE,
+                self.url(&[id]),
+                None,
+            )
             .await?;
         match resp.status {
             404 => Ok(false),
@@ -464,7 +490,13 @@ impl JitsudoClient {
     /// operation.
     pub async fn sync(&self, id: &str) -> Result<bool, RemoteError> {
         let resp = self
-            .call("refresh", false, reqwest::Method::POST, self.url(&[id, "sync"]), None)
+            .call(
+                "refresh",
+                false,
+                reqwest::Method::POST,
+                self.url(&[id, "sync"]),
+                None,
+            )
             .await?;
         match resp.status {
             404 | 405 | 501 => Ok(false),
@@ -514,7 +546,9 @@ impl ProviderBackend for JitsudoClient {
         desired: &ProviderConfig,
     ) -> Result<ObservedProvider, RemoteError> {
         let config = jitsudo_config(desired)?;
-        Ok(observed_from_wire(JitsudoClient::create(self, config).await?))
+        Ok(observed_from_wire(
+            JitsudoClient::create(self, config).await?,
+        ))
     }
 
     async fn update(
@@ -631,7 +665,10 @@ mod tests {
         ));
         assert_eq!(health_of("syncing", true, None), RemoteHealth::Healthy);
         assert_eq!(health_of("synced", true, None), RemoteHealth::Healthy);
-        assert_eq!(health_of("something_new", false, None), RemoteHealth::Healthy);
+        assert_eq!(
+            health_of("something_new", false, None),
+            RemoteHealth::Healthy
+        );
     }
 
     #[test]

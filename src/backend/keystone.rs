@@ -619,7 +619,10 @@ impl KeystoneClient {
 
     /// `PUT /v3/OS-FEDERATION/identity_providers/{id}` (201). Not retried: a lost response may
     /// mean it was created, and a repeat would be a 409.
-    pub async fn create(&self, config: &KeystoneConfig) -> Result<IdentityProviderWire, RemoteError> {
+    pub async fn create(
+        &self,
+        config: &KeystoneConfig,
+    ) -> Result<IdentityProviderWire, RemoteError> {
         let body = config.create_body();
         let resp = self
             .call(
@@ -825,7 +828,10 @@ mod tests {
         assert!(desired.enabled, "enabled defaults to true here");
         let mut observed = desired.clone();
         observed.domain_id = Some("other".into());
-        assert!(desired.diff(&observed).is_empty(), "domain_id is create-only");
+        assert!(
+            desired.diff(&observed).is_empty(),
+            "domain_id is create-only"
+        );
         observed.remote_ids.insert("b".into());
         observed.enabled = false;
         assert_eq!(desired.diff(&observed), vec!["enabled", "remoteIds"]);
