@@ -242,3 +242,45 @@ fn wrong_password_is_terminal_and_never_shown() {
     let events = env.ns.events_for("acme-saml");
     assert!(events.iter().all(|(_, m)| !m.contains(PASSWORD)));
 }
+
+#[test]
+fn provider_on_a_connection_of_another_backend_reports_backend_mismatch() {
+    let env = setup("keystone-mismatch", |_| {});
+    // A JITSudo connection beside the Keystone one; nothing listens behind it.
+    env.ns
+        .apply(&example("jitsudo/00-connection.yaml", "http://127.0.0.1:9"))
+        .unwrap();
+    let manifest = example("keystone/10-securityprovider.yaml", &env.sim.base_url())
+        .replace("connectionRef: keystone", "connectionRef: jitsudo");
+    env.ns.apply(&manifest).unwrap();
+    let obj = eventually(
+        Duration::from_secs(30),
+        "Ready=False BackendMismatch",
+        || {
+            let obj = env.ns.get_json("securityprovider/acme-saml")?;
+            (condition(&obj, "Ready")?["reason"] == "BackendMismatch").then_some(obj)
+        },
+    );
+    let message = condition(&obj, "Ready").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("spec.keystone") && message.contains("jitsudo connection"),
+        "{message}"
+    );
+    assert_eq!(condition(&obj, "Stalled").unwrap()["status"], "True");
+    assert_eq!(env.sim.request_count("PUT"), 0, "nothing sent anywhere");
+
+    // Pointing it at the right connection fixes it.
+    env.ns
+        .kubectl(&[
+            "patch",
+            "securityprovider/acme-saml",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"connectionRef":"keystone"}}"#,
+        ])
+        .unwrap();
+    wait_ready(&env, "acme-saml");
+}
