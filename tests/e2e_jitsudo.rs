@@ -244,3 +244,33 @@ fn tenant_mismatch_is_terminal_and_names_the_header() {
     assert_eq!(env.sim.request_count("GET"), calls, "terminal: not retried");
     assert_eq!(env.sim.provider_count(), 0);
 }
+
+#[test]
+fn remote_drift_is_restored_with_one_put_and_an_event() {
+    let env = setup("jitsudo-drift", API_KEY, |_| {});
+    apply_example(&env, "");
+    let obj = wait_ready(&env, "okta-workforce");
+    let id = obj["status"]["remoteId"].as_str().unwrap().to_owned();
+    // Someone disables the provider and renames it in the JITSudo console.
+    assert!(env.sim.mutate_provider(&id, |name, _, enabled| {
+        *name = "hand-edited".into();
+        *enabled = false;
+    }));
+    eventually(Duration::from_secs(20), "drift restored", || {
+        let remote = env.sim.provider(&id)?;
+        (remote["enabled"] == true && remote["name"] == NAME).then_some(())
+    });
+    assert_eq!(env.sim.request_count("PUT"), 1);
+    let events = env.ns.events_for("okta-workforce");
+    assert!(
+        events.iter().any(|(r, m)| r == "DriftCorrected"
+            && m.contains("displayName")
+            && m.contains("enabled")),
+        "{events:?}"
+    );
+    assert_eq!(
+        env.sim.operation_count("create"),
+        1,
+        "found by its recorded id"
+    );
+}
