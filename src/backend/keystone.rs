@@ -199,10 +199,10 @@ struct ErrorWire {
     error_msg: Option<String>,
 }
 
+/// The upstream `code` only repeats the HTTP status, so it is not read.
 #[derive(Deserialize, Debug, Default)]
 #[serde(default)]
 struct UpstreamErrorWire {
-    code: Option<Value>,
     title: Option<String>,
     message: Option<String>,
 }
@@ -223,8 +223,6 @@ pub fn parse_error(
                 (Some(t), _) => Some(t),
                 _ => None,
             };
-            // The upstream `code` repeats the HTTP status; it is no extra information.
-            let _ = e.code;
             (None, message)
         }
         (None, None, message) => (None, message),
@@ -542,33 +540,46 @@ impl KeystoneClient {
         url: url::Url,
         body: Option<&Value>,
     ) -> Result<HttpResponse, RemoteError> {
-        let mut token = self.token().await?;
-        for attempt in 0..2 {
-            let resp = self
-                .http
-                .send(operation, idempotent, |client| {
-                    let mut req = client
-                        .request(method.clone(), url.clone())
-                        .header("X-Auth-Token", &token)
-                        .header(reqwest::header::ACCEPT, "application/json");
-                    if let Some(body) = body {
-                        req = req.json(body);
-                    }
-                    req
-                })
-                .await?;
-            if resp.status != 401 || attempt == 1 {
-                return Ok(resp);
-            }
-            tracing::debug!(
-                backend = BACKEND,
-                operation,
-                "token rejected; re-authenticating once"
-            );
-            self.drop_token(&token).await;
-            token = self.token().await?;
+        let token = self.token().await?;
+        let resp = self
+            .send_with_token(&token, operation, idempotent, &method, &url, body)
+            .await?;
+        if resp.status != 401 {
+            return Ok(resp);
         }
-        unreachable!("the loop returns on its second attempt")
+        // Revoked early (password change, user disabled, server restart): one fresh token.
+        tracing::debug!(
+            backend = BACKEND,
+            operation,
+            "token rejected; re-authenticating once"
+        );
+        self.drop_token(&token).await;
+        let token = self.token().await?;
+        self.send_with_token(&token, operation, idempotent, &method, &url, body)
+            .await
+    }
+
+    async fn send_with_token(
+        &self,
+        token: &str,
+        operation: &'static str,
+        idempotent: bool,
+        method: &reqwest::Method,
+        url: &url::Url,
+        body: Option<&Value>,
+    ) -> Result<HttpResponse, RemoteError> {
+        self.http
+            .send(operation, idempotent, |client| {
+                let mut req = client
+                    .request(method.clone(), url.clone())
+                    .header("X-Auth-Token", token)
+                    .header(reqwest::header::ACCEPT, "application/json");
+                if let Some(body) = body {
+                    req = req.json(body);
+                }
+                req
+            })
+            .await
     }
 
     fn decode<T: serde::de::DeserializeOwned>(
