@@ -45,6 +45,8 @@ start_simulator() {
 }
 echo "==> starting the simulators"
 start_simulator coveo --listen 127.0.0.1:18089 --organization-id demo-org --api-key demo-api-key --refresh-duration 2s
+start_simulator keystone --listen 127.0.0.1:18090 --user-name admin --password demo-password
+start_simulator jitsudo --listen 127.0.0.1:18091 --tenant-id 2489e9ad-2ee2-4e00-8ec9-32d5f69181c0 --api-key demo-jitsudo-key --sync-duration 2s
 
 echo "==> starting the operator (log: $STATE/operator.log)"
 "$BIN" run --metrics-addr 127.0.0.1:18080 --resync-interval 30s --progress-interval 2s >"$STATE/operator.log" 2>&1 &

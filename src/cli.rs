@@ -9,6 +9,8 @@ use kube::{Client, ResourceExt};
 use serde::Deserialize;
 
 use crate::api::{ProviderConnection, SecurityProvider, SecurityProviderSpec};
+#[cfg(test)]
+use crate::backend::ProviderConfig;
 use crate::backend::{ObservedProvider, ProviderKey};
 use crate::controller::context::connect_from_api;
 use crate::controller::plan::{Plan, PlanInput, plan};
@@ -54,7 +56,7 @@ pub fn manifest_for(
     connection: &str,
     namespace: &str,
 ) -> Result<SecurityProvider, String> {
-    let id = observed.config.declared_id().to_owned();
+    let id = observed.config.lookup_key().to_owned();
     let name = object_name_for(&id);
     let mut spec = SecurityProviderSpec {
         connection_ref: connection.to_owned(),
@@ -291,6 +293,59 @@ mod tests {
         assert!(object_name_for("___").starts_with("provider-"));
         let long = object_name_for(&"X".repeat(300));
         assert!(long.len() <= 253);
+    }
+
+    #[test]
+    fn exported_manifests_plan_no_update_for_every_backend() {
+        use crate::api::security_provider::{
+            CoveoProviderSpec, JitsudoProviderSpec, JitsudoProviderType, KeystoneProviderSpec,
+        };
+        use crate::backend::{
+            RemoteHealth, RemoteState, coveo::CoveoConfig, jitsudo::JitsudoConfig,
+            keystone::KeystoneConfig,
+        };
+        let configs = [
+            ProviderConfig::Coveo(CoveoConfig::desired(
+                "Hand Made",
+                "Hand Made",
+                &CoveoProviderSpec::default(),
+            )),
+            ProviderConfig::Keystone(KeystoneConfig::desired(
+                "acme",
+                &KeystoneProviderSpec {
+                    description: Some("ACME".into()),
+                    enabled: Some(false),
+                    remote_ids: vec!["https://idp.acme/saml".into()],
+                    authorization_ttl: Some(5),
+                    domain_id: None,
+                },
+            )),
+            ProviderConfig::Jitsudo(JitsudoConfig::desired(
+                "Okta prod",
+                &JitsudoProviderSpec {
+                    provider_type: JitsudoProviderType::Okta,
+                    config: Some(serde_json::json!({"org": "acme"})),
+                    enabled: None,
+                },
+            )),
+        ];
+        for config in configs {
+            let observed = ObservedProvider {
+                remote_id: "remote".into(),
+                config: config.clone(),
+                state: RemoteState::default(),
+                health: RemoteHealth::Healthy,
+            };
+            let sp = manifest_for(&observed, "conn", "ns").unwrap();
+            assert_eq!(sp.spec.adopt, Some(true));
+            let desired = desired_config(&sp).unwrap();
+            assert!(
+                desired.diff(&config).is_empty(),
+                "{config:?} -> {:?}: {:?}",
+                sp.spec,
+                desired.diff(&config)
+            );
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 use std::time::Duration;
 
 use secprov::api::security_provider::{
-    CoveoCascadingProvider, CoveoProviderSpec, CoveoProviderType, CoveoReference, CoveoReferenceType,
+    CoveoCascadingProvider, CoveoProviderSpec, CoveoProviderType, CoveoReference,
+    CoveoReferenceType,
 };
 use secprov::backend::coveo::{CoveoClient, CoveoConfig, EMAIL_SECURITY_PROVIDER};
 use secprov::backend::http::HttpOptions;
@@ -15,7 +16,10 @@ const KEY: &str = "client-test-key";
 async fn simulator() -> CoveoSimulator {
     CoveoSimulator::start(
         "127.0.0.1:0".parse().unwrap(),
-        CoveoSimConfig { refresh_duration: Duration::from_millis(100), ..CoveoSimConfig::new("org", KEY) },
+        CoveoSimConfig {
+            refresh_duration: Duration::from_millis(100),
+            ..CoveoSimConfig::new("org", KEY)
+        },
     )
     .await
     .unwrap()
@@ -23,14 +27,21 @@ async fn simulator() -> CoveoSimulator {
 
 fn client(sim: &CoveoSimulator, key: &str) -> CoveoClient {
     // The default token bucket (20/s) would make the 250-provider test slow for no reason.
-    let options = HttpOptions { requests_per_second: 1000, burst: 1000, ..HttpOptions::default() };
+    let options = HttpOptions {
+        requests_per_second: 1000,
+        burst: 1000,
+        ..HttpOptions::default()
+    };
     CoveoClient::new(&sim.base_url(), "org", key.to_owned(), &options).unwrap()
 }
 
 fn spec() -> CoveoProviderSpec {
     CoveoProviderSpec {
         provider_type: Some(CoveoProviderType::Expanded),
-        referenced_by: vec![CoveoReference { reference_type: CoveoReferenceType::Source, id: "src".into() }],
+        referenced_by: vec![CoveoReference {
+            reference_type: CoveoReferenceType::Source,
+            id: "src".into(),
+        }],
         cascading_security_providers: vec![CoveoCascadingProvider {
             id: EMAIL_SECURITY_PROVIDER.into(),
             provider_type: CoveoProviderType::Email,
@@ -40,7 +51,10 @@ fn spec() -> CoveoProviderSpec {
 }
 
 fn key(id: &str) -> ProviderKey {
-    ProviderKey { id: id.into(), known_remote_id: None }
+    ProviderKey {
+        id: id.into(),
+        known_remote_id: None,
+    }
 }
 
 #[tokio::test]
@@ -49,10 +63,19 @@ async fn create_observe_update_refresh_delete_round_trip() {
     let client = client(&sim, KEY);
     let desired = ProviderConfig::Coveo(CoveoConfig::desired("My Provider", "Mine", &spec()));
 
-    assert!(client.observe(&key("My Provider")).await.unwrap().is_none(), "404 is 'absent'");
-    let created = ProviderBackend::create(&client, &key("My Provider"), &desired).await.unwrap();
+    assert!(
+        client.observe(&key("My Provider")).await.unwrap().is_none(),
+        "404 is 'absent'"
+    );
+    let created = ProviderBackend::create(&client, &key("My Provider"), &desired)
+        .await
+        .unwrap();
     assert_eq!(created.remote_id, "My Provider");
-    assert!(desired.diff(&created.config).is_empty(), "created exactly as desired: {:?}", desired.diff(&created.config));
+    assert!(
+        desired.diff(&created.config).is_empty(),
+        "created exactly as desired: {:?}",
+        desired.diff(&created.config)
+    );
     assert_eq!(sim.operation_count("create"), 1);
 
     let observed = client.observe(&key("My Provider")).await.unwrap().unwrap();
@@ -60,23 +83,47 @@ async fn create_observe_update_refresh_delete_round_trip() {
 
     let changed = ProviderConfig::Coveo(CoveoConfig::desired("My Provider", "Renamed", &spec()));
     assert_eq!(changed.diff(&observed.config), vec!["displayName"]);
-    let updated = ProviderBackend::update(&client, &key("My Provider"), &observed, &changed).await.unwrap();
+    let updated = ProviderBackend::update(&client, &key("My Provider"), &observed, &changed)
+        .await
+        .unwrap();
     assert!(changed.diff(&updated.config).is_empty());
-    assert_eq!(sim.provider("My Provider").unwrap()["displayName"], "Renamed");
+    assert_eq!(
+        sim.provider("My Provider").unwrap()["displayName"],
+        "Renamed"
+    );
     assert_eq!(sim.operation_count("update"), 1);
 
-    assert!(ProviderBackend::refresh(&client, "My Provider").await.unwrap());
+    assert!(
+        ProviderBackend::refresh(&client, "My Provider")
+            .await
+            .unwrap()
+    );
     let refreshing = client.observe(&key("My Provider")).await.unwrap().unwrap();
-    assert_eq!(refreshing.state.current_status.unwrap().status_type, "REFRESHING");
+    assert_eq!(
+        refreshing.state.current_status.unwrap().status_type,
+        "REFRESHING"
+    );
     tokio::time::sleep(Duration::from_millis(250)).await;
     let done = client.observe(&key("My Provider")).await.unwrap().unwrap();
     assert_eq!(done.state.current_status.unwrap().status_type, "IDLE");
     let op = done.state.last_refresh_operation.unwrap();
-    assert_eq!(op.operation_type.as_deref(), Some("SECURITY_PROVIDER_REFRESH"));
+    assert_eq!(
+        op.operation_type.as_deref(),
+        Some("SECURITY_PROVIDER_REFRESH")
+    );
     assert!(op.timestamp.unwrap().ends_with('Z'), "RFC 3339 UTC");
 
-    assert!(ProviderBackend::delete(&client, "My Provider").await.unwrap());
-    assert!(!ProviderBackend::delete(&client, "My Provider").await.unwrap(), "already gone is not an error");
+    assert!(
+        ProviderBackend::delete(&client, "My Provider")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !ProviderBackend::delete(&client, "My Provider")
+            .await
+            .unwrap(),
+        "already gone is not an error"
+    );
     assert!(sim.provider("My Provider").is_none());
 }
 
@@ -86,14 +133,24 @@ async fn list_follows_every_page_and_skips_the_built_in_provider() {
     let client = client(&sim, KEY);
     for i in 0..250 {
         let id = format!("p{i:03}");
-        let desired = ProviderConfig::Coveo(CoveoConfig::desired(&id, &id, &CoveoProviderSpec::default()));
-        ProviderBackend::create(&client, &key(&id), &desired).await.unwrap();
+        let desired = ProviderConfig::Coveo(CoveoConfig::desired(
+            &id,
+            &id,
+            &CoveoProviderSpec::default(),
+        ));
+        ProviderBackend::create(&client, &key(&id), &desired)
+            .await
+            .unwrap();
     }
     sim.reset_counters();
     let all = ProviderBackend::list(&client).await.unwrap();
     assert_eq!(all.len(), 250);
     assert!(all.iter().all(|p| p.remote_id != EMAIL_SECURITY_PROVIDER));
-    assert_eq!(sim.operation_count("page"), 3, "251 providers at 100 per page");
+    assert_eq!(
+        sim.operation_count("page"),
+        3,
+        "251 providers at 100 per page"
+    );
 }
 
 #[tokio::test]
@@ -103,28 +160,52 @@ async fn remote_errors_are_classified_with_the_remote_message() {
     let mut bad = spec();
     bad.cascading_security_providers[0].id = "Does Not Exist".into();
     let desired = ProviderConfig::Coveo(CoveoConfig::desired("p", "p", &bad));
-    let err = ProviderBackend::create(&client, &key("p"), &desired).await.unwrap_err();
+    let err = ProviderBackend::create(&client, &key("p"), &desired)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, RemoteErrorKind::InvalidConfiguration);
-    assert_eq!(err.code.as_deref(), Some("SECURITY_PROVIDER_INVALID_CONFIGURATION"));
+    assert_eq!(
+        err.code.as_deref(),
+        Some("SECURITY_PROVIDER_INVALID_CONFIGURATION")
+    );
     assert!(err.message.contains("Does Not Exist"), "{}", err.message);
 
     let long = ProviderConfig::Coveo(CoveoConfig::desired(&"x".repeat(256), "x", &spec()));
-    let err = ProviderBackend::create(&client, &key("x"), &long).await.unwrap_err();
+    let err = ProviderBackend::create(&client, &key("x"), &long)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, RemoteErrorKind::InvalidConfiguration);
 
     let wrong = self::client(&sim, "wrong-key");
     let err = wrong.observe(&key("p")).await.unwrap_err();
     assert_eq!(err.kind, RemoteErrorKind::Unauthorized);
-    assert!(!err.to_string().contains("wrong-key"), "credentials never end up in error text");
+    assert!(
+        !err.to_string().contains("wrong-key"),
+        "credentials never end up in error text"
+    );
 
-    let err = ProviderBackend::refresh(&client, "missing").await.unwrap_err();
+    let err = ProviderBackend::refresh(&client, "missing")
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, RemoteErrorKind::NotFound);
 }
 
 #[test]
 fn plain_http_to_a_remote_host_is_refused() {
-    let err = CoveoClient::new("http://platform.cloud.coveo.com", "org", "k".into(), &HttpOptions::default()).unwrap_err();
+    let err = CoveoClient::new(
+        "http://platform.cloud.coveo.com",
+        "org",
+        "k".into(),
+        &HttpOptions::default(),
+    )
+    .unwrap_err();
     assert!(err.contains("non-loopback"), "{err}");
-    let err = CoveoClient::new("https://platform.cloud.coveo.com", "org", " ".into(), &HttpOptions::default()).unwrap_err();
+    let err = CoveoClient::new(
+        "https://platform.cloud.coveo.com",
+        "org",
+        " ".into(),
+        &HttpOptions::default(),
+    )
+    .unwrap_err();
     assert!(err.contains("empty"), "{err}");
 }

@@ -124,7 +124,11 @@ fn export_then_apply_adopts_everything_with_zero_remote_writes() {
         "the built-in provider is not exported"
     );
     assert_eq!(exported.matches("adopt: true").count(), 3);
-    assert_eq!(exported.matches("deletionPolicy: Orphan").count(), 3, "safe default for adopted providers");
+    assert_eq!(
+        exported.matches("deletionPolicy: Orphan").count(),
+        3,
+        "safe default for adopted providers"
+    );
 
     env.sim.reset_counters();
     let operator = Operator::start(

@@ -45,7 +45,13 @@ fn unwrap_descriptions(value: &mut serde_json::Value) {
                     serde_json::Value::String(text) if key == "description" => {
                         *text = text
                             .split("\n\n")
-                            .map(|paragraph| paragraph.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+                            .map(|paragraph| {
+                                paragraph
+                                    .split('\n')
+                                    .map(str::trim)
+                                    .collect::<Vec<_>>()
+                                    .join(" ")
+                            })
                             .collect::<Vec<_>>()
                             .join("\n\n");
                     }

@@ -41,6 +41,8 @@ pub struct SecurityProviderSpec {
 
     /// Id of the provider in the remote system. Defaults to metadata.name. Immutable. At most
     /// 255 characters (Coveo) or 64 (Keystone). `Email Security Provider` is reserved by Coveo.
+    /// JITSudo assigns ids itself, so there it only names the provider when `displayName` is
+    /// unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 255))]
     #[x_kube(validation = Rule::new("self != 'Email Security Provider'").message("'Email Security Provider' is Coveo's built-in provider and is reserved; reference it in coveo.cascadingSecurityProviders instead"))]

@@ -473,6 +473,7 @@ pub fn observed_from_wire(wire: ProviderWire) -> ObservedProvider {
         })
     });
     let health = health_of(current_status.as_ref());
+    let busy = is_refreshing(current_status.as_ref());
     ObservedProvider {
         remote_id: wire.id,
         config: ProviderConfig::Coveo(config),
@@ -480,6 +481,7 @@ pub fn observed_from_wire(wire: ProviderWire) -> ObservedProvider {
             current_status,
             last_refresh_operation,
             statistics,
+            busy,
             ..Default::default()
         },
         health,
@@ -722,6 +724,21 @@ impl CoveoClient {
     }
 }
 
+fn coveo_config(config: &ProviderConfig) -> Result<&CoveoConfig, RemoteError> {
+    match config {
+        ProviderConfig::Coveo(c) => Ok(c),
+        other => Err(RemoteError::transport(
+            BACKEND,
+            "plan",
+            RemoteErrorKind::Rejected,
+            format!(
+                "a {} configuration was given to the Coveo backend",
+                other.backend()
+            ),
+        )),
+    }
+}
+
 #[async_trait]
 impl ProviderBackend for CoveoClient {
     fn kind(&self) -> BackendKind {
@@ -737,7 +754,7 @@ impl ProviderBackend for CoveoClient {
         _key: &ProviderKey,
         desired: &ProviderConfig,
     ) -> Result<ObservedProvider, RemoteError> {
-        let ProviderConfig::Coveo(config) = desired;
+        let config = coveo_config(desired)?;
         let created = CoveoClient::create(self, &config.to_request()).await?;
         // POST may answer without status fields; read the provider back for a complete view.
         match self.get(&config.id).await? {
@@ -752,7 +769,7 @@ impl ProviderBackend for CoveoClient {
         _observed: &ObservedProvider,
         desired: &ProviderConfig,
     ) -> Result<ObservedProvider, RemoteError> {
-        let ProviderConfig::Coveo(config) = desired;
+        let config = coveo_config(desired)?;
         let updated = CoveoClient::update(self, &config.to_request()).await?;
         Ok(observed_from_wire(updated))
     }
@@ -838,7 +855,9 @@ mod tests {
             &seed_spec(),
         );
         let observed = observed_from_wire(serde_json::from_str(SEED_000_SAMPLE).unwrap());
-        let ProviderConfig::Coveo(observed) = observed.config;
+        let ProviderConfig::Coveo(observed) = observed.config else {
+            panic!("a Coveo observation");
+        };
         // Map key "Email Security Provider" vs our id-keyed request, attributes, statistics and
         // organizationClusterId must not count as differences.
         assert_eq!(desired.diff(&observed), Vec::<&str>::new());
@@ -871,7 +890,9 @@ mod tests {
     fn sensitive_parameters_are_not_compared() {
         let json = r#"{"id":"p","parameters":{"a":{"value":"1","sensitive":false},"secret":{"value":"****","sensitive":true}}}"#;
         let observed = observed_from_wire(serde_json::from_str(json).unwrap());
-        let ProviderConfig::Coveo(config) = observed.config;
+        let ProviderConfig::Coveo(config) = observed.config else {
+            panic!("a Coveo observation");
+        };
         assert_eq!(
             config.parameters,
             BTreeMap::from([("a".to_string(), "1".to_string())])
@@ -992,7 +1013,9 @@ mod tests {
     #[test]
     fn exported_spec_round_trips_to_the_same_configuration() {
         let observed = observed_from_wire(serde_json::from_str(SEED_000_SAMPLE).unwrap());
-        let ProviderConfig::Coveo(config) = observed.config;
+        let ProviderConfig::Coveo(config) = observed.config else {
+            panic!("coveo config")
+        };
         let spec = config.to_spec().unwrap();
         let again = CoveoConfig::desired(&config.id, &config.display_name, &spec);
         assert_eq!(again, config);

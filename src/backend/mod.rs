@@ -10,12 +10,16 @@ use crate::error::RemoteError;
 
 pub mod coveo;
 pub mod http;
+pub mod jitsudo;
+pub mod keystone;
 
 /// Normalized configuration of one provider, desired or observed. Two values are equal exactly
 /// when no remote update is needed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ProviderConfig {
     Coveo(coveo::CoveoConfig),
+    Keystone(keystone::KeystoneConfig),
+    Jitsudo(jitsudo::JitsudoConfig),
 }
 
 impl ProviderConfig {
@@ -23,13 +27,18 @@ impl ProviderConfig {
     pub fn backend(&self) -> BackendKind {
         match self {
             ProviderConfig::Coveo(_) => BackendKind::Coveo,
+            ProviderConfig::Keystone(_) => BackendKind::Keystone,
+            ProviderConfig::Jitsudo(_) => BackendKind::Jitsudo,
         }
     }
 
-    /// The id by which the provider is declared: `spec.providerId` (or metadata.name).
-    pub fn declared_id(&self) -> &str {
+    /// What the provider is looked up by: the id for Coveo and Keystone, the unique name for
+    /// JITSudo (whose ids are assigned by the server).
+    pub fn lookup_key(&self) -> &str {
         match self {
             ProviderConfig::Coveo(c) => &c.id,
+            ProviderConfig::Keystone(c) => &c.id,
+            ProviderConfig::Jitsudo(c) => &c.name,
         }
     }
 
@@ -37,6 +46,8 @@ impl ProviderConfig {
     pub fn field_value(&self, field: &str) -> serde_json::Value {
         let whole = match self {
             ProviderConfig::Coveo(c) => serde_json::to_value(c),
+            ProviderConfig::Keystone(c) => serde_json::to_value(c),
+            ProviderConfig::Jitsudo(c) => serde_json::to_value(c),
         };
         whole
             .ok()
@@ -52,6 +63,9 @@ impl ProviderConfig {
                 spec.coveo = Some(c.to_spec()?);
                 spec.display_name = (c.display_name != c.id).then(|| c.display_name.clone());
             }
+            ProviderConfig::Keystone(c) => spec.keystone = Some(c.to_spec()),
+            // The name is the lookup key; export puts it in providerId (or metadata.name).
+            ProviderConfig::Jitsudo(c) => spec.jitsudo = Some(c.to_spec()?),
         }
         Ok(())
     }
@@ -61,7 +75,8 @@ impl ProviderConfig {
     pub fn diff(&self, observed: &ProviderConfig) -> Vec<&'static str> {
         match (self, observed) {
             (ProviderConfig::Coveo(d), ProviderConfig::Coveo(o)) => d.diff(o),
-            #[allow(unreachable_patterns)]
+            (ProviderConfig::Keystone(d), ProviderConfig::Keystone(o)) => d.diff(o),
+            (ProviderConfig::Jitsudo(d), ProviderConfig::Jitsudo(o)) => d.diff(o),
             _ => vec!["backend"],
         }
     }
@@ -92,6 +107,8 @@ pub struct RemoteState {
     pub statistics: Option<Statistics>,
     pub keystone: Option<KeystoneStatus>,
     pub jitsudo: Option<JitsudoStatus>,
+    /// A refresh or sync is running or queued: start no other one, and read again soon.
+    pub busy: bool,
 }
 
 /// One provider as read from the remote system.
@@ -105,6 +122,14 @@ pub struct ObservedProvider {
     pub state: RemoteState,
     /// Health as judged from the remote status.
     pub health: RemoteHealth,
+}
+
+impl ObservedProvider {
+    /// Whether the remote state is still moving (being set up, refreshed or synchronised), so
+    /// the object should be read again soon rather than at the next resync.
+    pub fn is_settling(&self) -> bool {
+        self.state.busy || matches!(self.health, RemoteHealth::Progressing { .. })
+    }
 }
 
 /// Identifies the provider a SecurityProvider manages.
@@ -193,6 +218,17 @@ pub fn secret_refs(spec: &ProviderConnectionSpec) -> Vec<&SecretKeyRef> {
     if let Some(coveo) = &spec.coveo {
         refs.push(&coveo.api_key_secret_ref);
     }
+    if let Some(keystone) = &spec.keystone {
+        if let Some(password) = &keystone.password {
+            refs.push(&password.password_secret_ref);
+        }
+        if let Some(credential) = &keystone.application_credential {
+            refs.push(&credential.secret_secret_ref);
+        }
+    }
+    if let Some(jitsudo) = &spec.jitsudo {
+        refs.push(&jitsudo.api_key_secret_ref);
+    }
     if let Some(ca) = &spec.ca_bundle_secret_ref {
         refs.push(ca);
     }
@@ -258,6 +294,46 @@ pub fn connect(
             &options,
         )?
         .map_http(with_observer);
+        return Ok(Arc::new(client));
+    }
+    if let Some(ks) = &spec.keystone {
+        let credentials = match (&ks.password, &ks.application_credential) {
+            (Some(p), None) => keystone::KeystoneCredentials::Password {
+                user_name: p.user_name.clone(),
+                user_domain_name: p
+                    .user_domain_name
+                    .clone()
+                    .unwrap_or_else(|| "Default".into()),
+                password: secrets
+                    .get(&p.password_secret_ref)
+                    .ok_or_else(|| missing(&p.password_secret_ref))?
+                    .to_owned(),
+            },
+            (None, Some(a)) => keystone::KeystoneCredentials::ApplicationCredential {
+                id: a.id.clone(),
+                secret: secrets
+                    .get(&a.secret_secret_ref)
+                    .ok_or_else(|| missing(&a.secret_secret_ref))?
+                    .to_owned(),
+            },
+            _ => {
+                return Err(
+                    "keystone needs exactly one of password or applicationCredential".into(),
+                );
+            }
+        };
+        let client =
+            keystone::KeystoneClient::new(&ks.auth_url, credentials, ks.scope.clone(), &options)?
+                .map_http(with_observer);
+        return Ok(Arc::new(client));
+    }
+    if let Some(js) = &spec.jitsudo {
+        let api_key = secrets
+            .get(&js.api_key_secret_ref)
+            .ok_or_else(|| missing(&js.api_key_secret_ref))?;
+        let client =
+            jitsudo::JitsudoClient::new(&js.endpoint, &js.tenant_id, api_key.to_owned(), &options)?
+                .map_http(with_observer);
         return Ok(Arc::new(client));
     }
     Err("the connection has no backend block".into())

@@ -16,11 +16,12 @@ use tracing::{info, instrument, warn};
 use super::context::Context;
 use super::plan::{Plan, PlanInput, plan};
 use super::status::{self, Outcome, OutcomeResult, compute_status};
+use crate::api::provider_connection::BackendKind;
 use crate::api::security_provider::DeletionPolicy;
 use crate::api::{
     FINALIZER, PAUSED_ANNOTATION, REFRESH_ANNOTATION, SecurityProvider, SecurityProviderStatus,
 };
-use crate::backend::{self, ProviderBackend, ProviderConfig, ProviderKey, RemoteHealth};
+use crate::backend::{self, ObservedProvider, ProviderBackend, ProviderConfig, ProviderKey};
 use crate::error::Error;
 
 /// Annotation set just before a remote create and removed once the remote id is recorded in
@@ -146,14 +147,10 @@ async fn apply(
         }
         _ => {
             ctx.reset_failures(&object);
-            let settling = outcome.observed.as_ref().is_some_and(|o| {
-                matches!(o.health, RemoteHealth::Progressing { .. })
-                    || backend::coveo::is_refreshing(o.state.current_status.as_ref())
-                    || o.state
-                        .jitsudo
-                        .as_ref()
-                        .is_some_and(|j| matches!(j.sync_status.as_str(), "pending" | "syncing"))
-            });
+            let settling = outcome
+                .observed
+                .as_ref()
+                .is_some_and(ObservedProvider::is_settling);
             Action::requeue(if settling {
                 ctx.settings.progress_interval
             } else {
@@ -178,7 +175,7 @@ async fn sync(
     let backend = ctx.backend_for(&connection).await?;
 
     let key = ProviderKey {
-        id: sp.provider_id(),
+        id: desired.lookup_key().to_owned(),
         known_remote_id: outcome.remote_id.clone(),
     };
     let mut observed = backend.observe(&key).await?;
@@ -233,11 +230,10 @@ async fn sync(
     if let Some(current) = &observed
         && let Some(value) = refresh_to_handle(sp)
     {
-        if !backend::coveo::is_refreshing(current.state.current_status.as_ref()) {
-            if backend.refresh(&current.remote_id).await? {
-                effects.refreshed = true;
-                outcome.observed = backend.observe(&key).await?.or(observed);
-            }
+        // A refresh already running or queued covers the request; don't start a second one.
+        if !current.state.busy && backend.refresh(&current.remote_id).await? {
+            effects.refreshed = true;
+            outcome.observed = backend.observe(&key).await?.or(observed);
         }
         outcome.refresh_handled = Some(value);
     }
@@ -271,7 +267,13 @@ fn refresh_to_handle(sp: &SecurityProvider) -> Option<String> {
 
 /// The desired remote configuration from the spec.
 pub fn desired_config(sp: &SecurityProvider) -> Result<ProviderConfig, Error> {
-    backend::coveo::desired_config(sp).ok_or_else(|| {
+    let desired = match sp.spec.backend() {
+        Some(BackendKind::Coveo) => backend::coveo::desired_config(sp),
+        Some(BackendKind::Keystone) => backend::keystone::desired_config(sp),
+        Some(BackendKind::Jitsudo) => backend::jitsudo::desired_config(sp),
+        None => None,
+    };
+    desired.ok_or_else(|| {
         Error::InvalidSpec(
             "exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into(),
         )
@@ -358,24 +360,21 @@ async fn cleanup(
     ctx: &Context,
     api: &Api<SecurityProvider>,
 ) -> Result<Action, Error> {
-    let remote_id = sp
-        .status
-        .as_ref()
-        .and_then(|s| s.remote_id.clone())
-        .or_else(|| create_pending(&sp).then(|| sp.provider_id()));
-    let Some(remote_id) = remote_id else {
+    let recorded = sp.status.as_ref().and_then(|s| s.remote_id.clone());
+    if recorded.is_none() && !create_pending(&sp) {
         // Never created or adopted by this object: nothing remote is ours to delete.
         return Ok(Action::await_change());
-    };
+    }
+    let shown_id = recorded.clone().unwrap_or_else(|| sp.provider_id());
     if sp.observe_only() || sp.deletion_policy() == DeletionPolicy::Orphan {
-        info!(%remote_id, "leaving remote provider in place (deletionPolicy Orphan or managementPolicy Observe)");
+        info!(remote_id = %shown_id, "leaving remote provider in place (deletionPolicy Orphan or managementPolicy Observe)");
         publish(
             ctx,
             &sp,
             EventType::Normal,
             "Orphaned",
             "Delete",
-            format!("left remote provider {remote_id:?} in place"),
+            format!("left remote provider {shown_id:?} in place"),
         )
         .await;
         return Ok(Action::await_change());
@@ -388,11 +387,27 @@ async fn cleanup(
         }
         let connection = ctx.connection_of(&sp)?;
         let backend: Arc<dyn ProviderBackend> = ctx.backend_for(&connection).await?;
-        Ok(backend.delete(&remote_id).await?)
+        let remote_id = match &recorded {
+            Some(id) => id.clone(),
+            None => {
+                // A create was interrupted before its id was recorded. Look the provider up
+                // the way the backend finds it (for JITSudo the id is server-assigned).
+                let key = ProviderKey {
+                    id: desired_config(&sp)?.lookup_key().to_owned(),
+                    known_remote_id: None,
+                };
+                match backend.observe(&key).await? {
+                    Some(found) => found.remote_id,
+                    None => return Ok((shown_id.clone(), false)),
+                }
+            }
+        };
+        let existed = backend.delete(&remote_id).await?;
+        Ok((remote_id, existed))
     }
     .await;
     match result {
-        Ok(existed) => {
+        Ok((remote_id, existed)) => {
             info!(%remote_id, existed, "deleted remote provider");
             let note = if existed {
                 format!("deleted remote provider {remote_id:?}")
@@ -409,7 +424,7 @@ async fn cleanup(
         Err(error) => {
             let outcome = Outcome {
                 backend: sp.spec.backend(),
-                remote_id: Some(remote_id),
+                remote_id: recorded,
                 observed: None,
                 result: OutcomeResult::Failed {
                     reason: error.reason(),
@@ -534,5 +549,81 @@ async fn publish(
     };
     if let Err(e) = ctx.recorder.publish(&event, &reference).await {
         warn!(error = %e, reason, "cannot publish event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::SecurityProviderSpec;
+    use crate::api::security_provider::{
+        CoveoProviderSpec, JitsudoProviderSpec, JitsudoProviderType, KeystoneProviderSpec,
+    };
+
+    fn provider(spec: SecurityProviderSpec) -> SecurityProvider {
+        SecurityProvider::new("idp", spec)
+    }
+
+    fn spec() -> SecurityProviderSpec {
+        SecurityProviderSpec {
+            connection_ref: "c".into(),
+            provider_id: None,
+            display_name: None,
+            deletion_policy: None,
+            management_policy: None,
+            adopt: None,
+            coveo: None,
+            keystone: None,
+            jitsudo: None,
+        }
+    }
+
+    #[test]
+    fn desired_config_dispatches_on_the_backend_block() {
+        let coveo = provider(SecurityProviderSpec {
+            coveo: Some(CoveoProviderSpec::default()),
+            ..spec()
+        });
+        let desired = desired_config(&coveo).unwrap();
+        assert_eq!(
+            (desired.backend(), desired.lookup_key()),
+            (BackendKind::Coveo, "idp")
+        );
+        let keystone = provider(SecurityProviderSpec {
+            provider_id: Some("acme".into()),
+            keystone: Some(KeystoneProviderSpec::default()),
+            ..spec()
+        });
+        let desired = desired_config(&keystone).unwrap();
+        assert_eq!(
+            (desired.backend(), desired.lookup_key()),
+            (BackendKind::Keystone, "acme")
+        );
+        // JITSudo providers are found by name: displayName, else the provider id.
+        let jitsudo = provider(SecurityProviderSpec {
+            display_name: Some("Okta workforce".into()),
+            jitsudo: Some(JitsudoProviderSpec {
+                provider_type: JitsudoProviderType::Okta,
+                config: None,
+                enabled: None,
+            }),
+            ..spec()
+        });
+        let desired = desired_config(&jitsudo).unwrap();
+        assert_eq!(
+            (desired.backend(), desired.lookup_key()),
+            (BackendKind::Jitsudo, "Okta workforce")
+        );
+        assert!(matches!(
+            desired_config(&provider(spec())),
+            Err(Error::InvalidSpec(_))
+        ));
+        // Configurations of different backends never compare equal.
+        assert_eq!(
+            desired_config(&coveo)
+                .unwrap()
+                .diff(&desired_config(&keystone).unwrap()),
+            vec!["backend"]
+        );
     }
 }

@@ -8,6 +8,8 @@
 //! handle with graceful shutdown, and the Ctrl-C/SIGTERM wait used by standalone binaries.
 
 pub mod coveo;
+pub mod jitsudo;
+pub mod keystone;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;

@@ -342,10 +342,20 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
     }
 }
 
-/// An example manifest with the simulator endpoint of the demo replaced by `endpoint`.
+/// The demo's fixed simulator endpoints used in examples/: Coveo, Keystone, JITSudo.
+pub const DEMO_ENDPOINTS: [&str; 3] = [
+    "http://127.0.0.1:18089",
+    "http://127.0.0.1:18090",
+    "http://127.0.0.1:18091",
+];
+
+/// An example manifest with the demo's simulator endpoints replaced by `endpoint` (a path
+/// after the endpoint, such as Keystone's `/v3`, is kept).
 pub fn example(path: &str, endpoint: &str) -> String {
     let text = std::fs::read_to_string(repo().join("examples").join(path)).expect("read example");
-    text.replace("http://127.0.0.1:18089", endpoint)
+    DEMO_ENDPOINTS
+        .iter()
+        .fold(text, |text, demo| text.replace(demo, endpoint))
 }
 
 /// A condition of an object's status.

@@ -1,0 +1,286 @@
+//! End-to-end tests of the Keystone backend on a real API server, driven through kubectl, with
+//! the real operator binary and the Keystone simulator.
+mod support;
+
+use std::time::Duration;
+
+use secprov::simulator::keystone::{KeystoneSimConfig, KeystoneSimulator, SimIdentityProvider};
+use serde_json::{Value, json};
+use support::*;
+
+const PASSWORD: &str = "e2e-keystone-password-41c9";
+
+struct Env {
+    ns: TestNamespace,
+    sim: KeystoneSimulator,
+    operator: Operator,
+    _rt: tokio::runtime::Runtime,
+}
+
+/// A namespace with the example connection pointing at a fresh simulator, and an operator.
+fn setup(prefix: &str, adjust: impl FnOnce(&mut KeystoneSimConfig)) -> Env {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut config = KeystoneSimConfig {
+        password: PASSWORD.into(),
+        ..Default::default()
+    };
+    adjust(&mut config);
+    let sim = rt
+        .block_on(KeystoneSimulator::start(
+            "127.0.0.1:0".parse().unwrap(),
+            config,
+        ))
+        .unwrap();
+    let ns = TestNamespace::new(prefix);
+    let connection =
+        example("keystone/00-connection.yaml", &sim.base_url()).replace("demo-password", PASSWORD);
+    ns.apply(&connection).unwrap();
+    let operator = Operator::start(
+        &ns.name,
+        &["--progress-interval", "500ms", "--resync-interval", "2s"],
+    );
+    Env {
+        ns,
+        sim,
+        operator,
+        _rt: rt,
+    }
+}
+
+fn wait_ready(env: &Env, name: &str) -> Value {
+    env.ns
+        .wait_condition(&format!("securityprovider/{name}"), "Ready", "60s")
+        .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", env.operator.log_text()));
+    env.ns
+        .get_json(&format!("securityprovider/{name}"))
+        .unwrap()
+}
+
+fn patch_spec(env: &Env, name: &str, patch: Value) {
+    env.ns
+        .kubectl(&[
+            "patch",
+            &format!("securityprovider/{name}"),
+            "--type=merge",
+            "-p",
+            &json!({ "spec": patch }).to_string(),
+        ])
+        .unwrap();
+}
+
+#[test]
+fn example_is_created_updated_with_one_minimal_patch_observed_and_deleted() {
+    let env = setup("keystone-lifecycle", |_| {});
+    env.ns
+        .apply(&example(
+            "keystone/10-securityprovider.yaml",
+            &env.sim.base_url(),
+        ))
+        .unwrap();
+    let obj = wait_ready(&env, "acme-saml");
+
+    let remote = env
+        .sim
+        .identity_provider("acme-saml")
+        .expect("created remotely");
+    assert_eq!(remote["description"], "ACME corporate SAML IdP");
+    assert_eq!(remote["enabled"], true);
+    assert_eq!(remote["authorization_ttl"], 60);
+    assert_eq!(
+        remote["remote_ids"],
+        json!(["https://idp.acme.example/saml/metadata"])
+    );
+    assert_eq!(env.sim.operation_count("create"), 1);
+    let status = &obj["status"];
+    assert_eq!(status["backend"], "keystone");
+    assert_eq!(status["remoteId"], "acme-saml");
+    assert_eq!(status["currentStatus"]["type"], "ENABLED");
+    assert_eq!(status["keystone"]["enabled"], true);
+    assert_eq!(
+        status["keystone"]["remoteIds"],
+        json!(["https://idp.acme.example/saml/metadata"])
+    );
+    assert_eq!(status["keystone"]["selfLink"], remote["links"]["self"]);
+    assert_eq!(
+        status["keystone"]["protocolsLink"],
+        remote["links"]["protocols"]
+    );
+    assert_eq!(status["keystone"]["domainId"], remote["domain_id"]);
+    assert_eq!(condition(&obj, "Synced").unwrap()["status"], "True");
+
+    // A revoked token is replaced transparently; a spec change is one PATCH carrying only the
+    // changed field (never domain_id).
+    env.sim.revoke_tokens();
+    patch_spec(
+        &env,
+        "acme-saml",
+        json!({"keystone": {"description": "Renamed"}}),
+    );
+    eventually(
+        Duration::from_secs(20),
+        "description updated remotely",
+        || (env.sim.identity_provider("acme-saml")?["description"] == "Renamed").then_some(()),
+    );
+    std::thread::sleep(Duration::from_secs(5)); // a couple of resyncs
+    assert_eq!(
+        env.sim.patch_bodies(),
+        vec![json!({"identity_provider": {"description": "Renamed"}})],
+        "exactly one PATCH with only the changed field"
+    );
+    assert_eq!(
+        env.sim.operation_count("authenticate"),
+        2,
+        "one token, then one more after the revocation"
+    );
+
+    // Disabling shows in status; a provider disabled by spec is still Ready.
+    patch_spec(&env, "acme-saml", json!({"keystone": {"enabled": false}}));
+    let obj = eventually(Duration::from_secs(20), "DISABLED in status", || {
+        let obj = env.ns.get_json("securityprovider/acme-saml")?;
+        (obj["status"]["currentStatus"]["type"] == "DISABLED"
+            && obj["status"]["observedGeneration"] == obj["metadata"]["generation"])
+            .then_some(obj)
+    });
+    assert_eq!(obj["status"]["keystone"]["enabled"], false);
+    assert_eq!(condition(&obj, "Ready").unwrap()["status"], "True");
+    assert_eq!(
+        env.sim.identity_provider("acme-saml").unwrap()["enabled"],
+        false
+    );
+    let events = env.ns.events_for("acme-saml");
+    assert!(events.iter().any(|(r, _)| r == "Created"), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|(r, m)| r == "Updated" && m.contains("description")),
+        "{events:?}"
+    );
+
+    env.ns
+        .kubectl(&["delete", "securityprovider/acme-saml", "--timeout=60s"])
+        .unwrap();
+    assert!(env.sim.identity_provider("acme-saml").is_none());
+    assert_eq!(env.sim.request_count("DELETE"), 1, "exactly one DELETE");
+    assert_eq!(env.sim.operation_count("create"), 1, "never created twice");
+}
+
+#[test]
+fn duplicate_remote_id_is_a_terminal_conflict_until_the_spec_changes() {
+    let env = setup("keystone-conflict", |c| c.otc_errors = true);
+    env.sim.insert_identity_provider(SimIdentityProvider {
+        remote_ids: vec!["https://idp.acme.example/saml/metadata".into()],
+        ..SimIdentityProvider::new("someone-else")
+    });
+    env.ns
+        .apply(&example(
+            "keystone/10-securityprovider.yaml",
+            &env.sim.base_url(),
+        ))
+        .unwrap();
+    let obj = eventually(
+        Duration::from_secs(30),
+        "Ready=False RemoteConflict",
+        || {
+            let obj = env.ns.get_json("securityprovider/acme-saml")?;
+            (condition(&obj, "Ready")?["reason"] == "RemoteConflict").then_some(obj)
+        },
+    );
+    let ready = condition(&obj, "Ready").unwrap();
+    assert_eq!(ready["status"], "False");
+    let message = ready["message"].as_str().unwrap();
+    assert!(message.contains("Duplicate remote ID"), "{message}");
+    assert!(message.contains("HTTP 409"), "{message}");
+    assert_eq!(condition(&obj, "Stalled").unwrap()["status"], "True");
+    let creates = env.sim.operation_count("create");
+    assert_eq!(creates, 1, "one create attempt");
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        env.sim.operation_count("create"),
+        creates,
+        "terminal errors are not retried"
+    );
+
+    patch_spec(
+        &env,
+        "acme-saml",
+        json!({"keystone": {"remoteIds": ["https://idp2.acme.example/saml"]}}),
+    );
+    wait_ready(&env, "acme-saml");
+    assert_eq!(
+        env.sim.identity_provider("acme-saml").unwrap()["remote_ids"],
+        json!(["https://idp2.acme.example/saml"])
+    );
+}
+
+#[test]
+fn wrong_password_is_terminal_and_never_shown() {
+    let env = setup("keystone-badpw", |c| c.password = "something-else".into());
+    env.ns
+        .apply(&example(
+            "keystone/10-securityprovider.yaml",
+            &env.sim.base_url(),
+        ))
+        .unwrap();
+    let obj = eventually(
+        Duration::from_secs(30),
+        "Ready=False RemoteUnauthorized",
+        || {
+            let obj = env.ns.get_json("securityprovider/acme-saml")?;
+            (condition(&obj, "Ready")?["reason"] == "RemoteUnauthorized").then_some(obj)
+        },
+    );
+    let text = obj.to_string();
+    assert!(
+        !text.contains(PASSWORD),
+        "the password never reaches status"
+    );
+    assert!(!env.operator.log_text().contains(PASSWORD), "nor the log");
+    let events = env.ns.events_for("acme-saml");
+    assert!(events.iter().all(|(_, m)| !m.contains(PASSWORD)));
+}
+
+#[test]
+fn provider_on_a_connection_of_another_backend_reports_backend_mismatch() {
+    let env = setup("keystone-mismatch", |_| {});
+    // A JITSudo connection beside the Keystone one; nothing listens behind it.
+    env.ns
+        .apply(&example("jitsudo/00-connection.yaml", "http://127.0.0.1:9"))
+        .unwrap();
+    let manifest = example("keystone/10-securityprovider.yaml", &env.sim.base_url())
+        .replace("connectionRef: keystone", "connectionRef: jitsudo");
+    env.ns.apply(&manifest).unwrap();
+    let obj = eventually(
+        Duration::from_secs(30),
+        "Ready=False BackendMismatch",
+        || {
+            let obj = env.ns.get_json("securityprovider/acme-saml")?;
+            (condition(&obj, "Ready")?["reason"] == "BackendMismatch").then_some(obj)
+        },
+    );
+    let message = condition(&obj, "Ready").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("spec.keystone") && message.contains("jitsudo connection"),
+        "{message}"
+    );
+    assert_eq!(condition(&obj, "Stalled").unwrap()["status"], "True");
+    assert_eq!(env.sim.request_count("PUT"), 0, "nothing sent anywhere");
+
+    // Pointing it at the right connection fixes it.
+    env.ns
+        .kubectl(&[
+            "patch",
+            "securityprovider/acme-saml",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"connectionRef":"keystone"}}"#,
+        ])
+        .unwrap();
+    wait_ready(&env, "acme-saml");
+}
