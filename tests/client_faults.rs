@@ -402,6 +402,7 @@ async fn tls_is_verified_and_a_ca_bundle_adds_trust() {
         .unwrap_err();
     assert_eq!(err.kind, RemoteErrorKind::Unavailable);
     let message = err.to_string().to_lowercase();
+    println!("untrusted certificate: {err}");
     assert!(
         message.contains("certificate") || message.contains("issuer"),
         "{message}"

@@ -318,3 +318,97 @@ fn sigkills_during_a_faulty_rollout_lose_and_duplicate_nothing() {
     let log = operator.log_text();
     assert!(!log.contains("panicked"), "operator panicked");
 }
+
+/// The two ambiguous creates, deterministically: a create applied remotely whose answer is
+/// lost, and a crash between the remote create and the status write (the marker is set, the
+/// provider exists, status.remoteId is not). Both end adopted, with no second create.
+#[test]
+fn ambiguous_creates_are_adopted_never_repeated() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sim = rt
+        .block_on(CoveoSimulator::start(
+            "127.0.0.1:0".parse().unwrap(),
+            CoveoSimConfig {
+                refresh_duration: Duration::from_millis(100),
+                faults: FaultConfig {
+                    lost_response_rate: 1.0,
+                    ..FaultConfig::default()
+                },
+                ..CoveoSimConfig::new(ORG, API_KEY)
+            },
+        ))
+        .unwrap();
+    let ns = TestNamespace::new("ambiguous");
+    ns.apply(&connection(&sim.base_url())).unwrap();
+
+    // A crash right after the remote create: the provider exists, the object carries the
+    // marker but no status.
+    sim.faults().clear();
+    let created = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!(
+                "{}/rest/organizations/{ORG}/securityproviders",
+                sim.base_url()
+            ))
+            .bearer_auth(API_KEY)
+            .json(&serde_json::json!({"id": "crashed", "type": "EXPANDED",
+                "cascadingSecurityProviders": {"Email Security Provider": {"id": "Email Security Provider", "type": "EMAIL"}}}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert!(created.is_success());
+    let marked = rollout(&["crashed".to_owned()]).replace(
+        "metadata:\n  name: crashed\n",
+        "metadata:\n  name: crashed\n  annotations:\n    secprov.dev/create-pending: \"2026-11-23T10:00:00Z\"\n",
+    );
+    ns.apply(&marked).unwrap();
+    sim.faults()
+        .set(FaultConfig {
+            lost_response_rate: 1.0,
+            ..FaultConfig::default()
+        })
+        .unwrap();
+    sim.reset_counters();
+
+    let operator = Operator::start(&ns.name, &["--progress-interval", "300ms"]);
+    ns.apply(&rollout(&["lost".to_owned()])).unwrap();
+    for name in ["crashed", "lost"] {
+        ns.wait_condition(&format!("securityprovider/{name}"), "Ready", "60s")
+            .unwrap_or_else(|e| panic!("{e}\n{}", operator.log_text()));
+    }
+    // The display name differs from what the "crashed" create sent: adopted, then updated.
+    assert_eq!(
+        sim.request_count_for("POST", "create"),
+        1,
+        "one create, for 'lost' only"
+    );
+    assert_eq!(sim.create_conflicts(), 0);
+    assert_eq!(
+        sim.provider_ids(),
+        vec!["crashed".to_owned(), "lost".to_owned()]
+    );
+    assert!(
+        sim.faults()
+            .injected()
+            .get("lost_response")
+            .copied()
+            .unwrap_or(0)
+            >= 1
+    );
+    for name in ["crashed", "lost"] {
+        let obj = eventually(Duration::from_secs(20), "marker cleared", || {
+            let obj = ns.get_json(&format!("securityprovider/{name}"))?;
+            obj["metadata"]["annotations"]
+                .get("secprov.dev/create-pending")
+                .is_none()
+                .then_some(obj)
+        });
+        assert_eq!(obj["status"]["remoteId"].as_str(), Some(name));
+    }
+}
