@@ -100,6 +100,13 @@ spec:
         .join("---\n")
 }
 
+/// Keeps the printed figures under target/e2e-logs, where CI shows them.
+fn write_figures(name: &str, text: &str) {
+    let path = repo().join(format!("target/e2e-logs/figures-{name}.txt"));
+    let _ = std::fs::create_dir_all(repo().join("target/e2e-logs"));
+    let _ = std::fs::write(path, text);
+}
+
 fn ready_reasons(ns: &TestNamespace) -> (usize, BTreeMap<String, usize>, Vec<Value>) {
     let list = ns
         .kubectl(&["get", "securityproviders", "-o", "json"])
@@ -275,28 +282,38 @@ fn sigkills_during_a_faulty_rollout_lose_and_duplicate_nothing() {
     let reads_after_restart = sim.request_count_for("GET", "get");
     let (ready_after, reasons_after, _) = ready_reasons(&ns);
 
-    println!("=== crash-safety run ===");
-    println!("CRs: {objects}");
-    println!("converged (all Ready) after: {converged_after:?}");
-    println!("SIGKILLs survived: {survived}");
-    println!("faults injected (excluding plain latency): {total_injected}");
+    let mut figures = String::new();
+    let mut line = |text: String| {
+        println!("{text}");
+        figures.push_str(&text);
+        figures.push('\n');
+    };
+    line("=== crash-safety run (tests/e2e_crash.rs) ===".into());
+    line(format!("CRs: {objects}"));
+    line(format!("converged (all Ready) after: {converged_after:?}"));
+    line(format!("SIGKILLs survived: {survived}"));
+    line(format!(
+        "faults injected (excluding plain latency): {total_injected}"
+    ));
     for (kind, n) in &injected {
-        println!("  {kind}: {n}");
+        line(format!("  {kind}: {n}"));
     }
-    println!(
+    line(format!(
         "create requests: {create_requests}, applied creates: {}, 409 on create: {conflicts}",
         sim.committed_creates()
-    );
-    println!("remote duplicates: {duplicates}");
-    println!("lost providers: {}", lost.len());
-    println!("unexpected remote providers: {}", extra.len());
-    println!("AlreadyExists events: {already_exists_events}");
-    println!("create-pending markers left: {pending_left}");
-    println!(
+    ));
+    line(format!("remote duplicates: {duplicates}"));
+    line(format!("lost providers: {}", lost.len()));
+    line(format!("unexpected remote providers: {}", extra.len()));
+    line(format!("AlreadyExists events: {already_exists_events}"));
+    line(format!("create-pending markers left: {pending_left}"));
+    line(format!(
         "after restart + {} annotation edits: remote writes {writes_after_restart}, remote reads {reads_after_restart}, Ready {ready_after}/{objects} {reasons_after:?}",
         touched.len() * 3
-    );
+    ));
 
+    drop(line);
+    write_figures("crash", &figures);
     assert!(lost.is_empty(), "lost providers: {lost:?}");
     assert!(extra.is_empty(), "unexpected providers: {extra:?}");
     assert_eq!(duplicates, 0, "applied creates beyond one per object");

@@ -251,12 +251,13 @@ fn no_credential_reaches_logs_events_or_status() {
         serde_json::from_str(&kubectl(&["get", "events", "-n", &ns.name, "-o", "json"]).unwrap())
             .unwrap();
     let event_count = events["items"].as_array().map_or(0, Vec::len);
-    println!("=== secret hygiene run ===");
-    println!(
-        "searched {searched} (credential form, output) pairs: operator log ({log_lines} lines at RUST_LOG=debug), {event_count} Events, status of {} objects",
+    let figures = format!(
+        "=== secret hygiene run (tests/e2e_secrets.rs) ===\nsearched {searched} (credential form, output) pairs: operator log ({log_lines} lines at RUST_LOG=debug), {event_count} Events, status of {} objects\nleaked secrets: {leaks}\n",
         cases.len() + 1
     );
-    println!("leaked secrets: {leaks}");
+    print!("{figures}");
+    let _ = std::fs::create_dir_all(repo().join("target/e2e-logs"));
+    let _ = std::fs::write(repo().join("target/e2e-logs/figures-secrets.txt"), &figures);
     assert_eq!(leaks, 0, "credentials leaked");
 
     // The object in another namespace's Secret was never read: its connection reports the
