@@ -312,7 +312,6 @@ fn sigkills_during_a_faulty_rollout_lose_and_duplicate_nothing() {
         touched.len() * 3
     ));
 
-    drop(line);
     write_figures("crash", &figures);
     assert!(lost.is_empty(), "lost providers: {lost:?}");
     assert!(extra.is_empty(), "unexpected providers: {extra:?}");
