@@ -46,6 +46,7 @@ fn faults() -> FaultConfig {
         reset_rate: 0.03,
         malformed_rate: 0.02,
         lost_response_rate: 0.25,
+        late_commit_rate: 0.05,
         seed: Some(5),
     }
 }
@@ -427,4 +428,58 @@ fn ambiguous_creates_are_adopted_never_repeated() {
         });
         assert_eq!(obj["status"]["remoteId"].as_str(), Some(name));
     }
+}
+
+/// A create that times out but is applied later by the remote system, just before the
+/// operator's next create of the same id: the read in between saw nothing, the second create
+/// gets 409. With the create-pending marker set, that 409 is our own first create: adopted,
+/// not reported as a conflict, and not created twice.
+#[test]
+fn a_late_committed_create_answered_409_is_adopted() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sim = rt
+        .block_on(CoveoSimulator::start(
+            "127.0.0.1:0".parse().unwrap(),
+            CoveoSimConfig {
+                refresh_duration: Duration::from_millis(100),
+                faults: FaultConfig {
+                    late_commit_rate: 1.0,
+                    hang_for: Duration::from_secs(60),
+                    ..FaultConfig::default()
+                },
+                ..CoveoSimConfig::new(ORG, API_KEY)
+            },
+        ))
+        .unwrap();
+    let ns = TestNamespace::new("late-commit");
+    ns.apply(&connection(&sim.base_url())).unwrap();
+    let operator = Operator::start(&ns.name, &["--progress-interval", "300ms"]);
+    ns.apply(&rollout(&["late".to_owned()])).unwrap();
+    ns.wait_condition("securityprovider/late", "Ready", "60s")
+        .unwrap_or_else(|e| panic!("{e}\n{}", operator.log_text()));
+    assert_eq!(sim.faults().injected().get("late_commit"), Some(&1));
+    assert_eq!(
+        sim.request_count_for("POST", "create"),
+        2,
+        "the timed-out create and one more"
+    );
+    assert_eq!(
+        sim.create_conflicts(),
+        1,
+        "the second create found the first one applied"
+    );
+    assert_eq!(sim.committed_creates(), 1);
+    assert_eq!(sim.provider_ids(), vec!["late".to_owned()]);
+    let obj = ns.get_json("securityprovider/late").unwrap();
+    assert_eq!(obj["status"]["remoteId"].as_str(), Some("late"));
+    assert!(
+        operator
+            .log_text()
+            .contains("adopting our own earlier create"),
+        "the 409 path was taken"
+    );
 }

@@ -13,6 +13,7 @@
 //! | `resetRate` | status line, then the connection drops mid-body, nothing applied |
 //! | `malformedRate` | the real 2xx JSON response, truncated (writes are applied) |
 //! | `lostResponseRate` | writes (POST/PUT/PATCH) only: applied, then a dropped connection or a 502 |
+//! | `lateCommitRate` | writes only: no answer (the client times out), and the write is applied later, just before the next write is processed (or after `hangFor`) |
 //!
 //! At most one of error/throttle/hang/reset is chosen per request (their rates add up); then
 //! malformed and lost response are rolled on the real response. A seed makes the sequence of
@@ -63,6 +64,9 @@ pub struct FaultConfig {
     pub malformed_rate: f64,
     /// A write is applied, then its response is lost.
     pub lost_response_rate: f64,
+    /// A write hangs unanswered and is applied only when the next write arrives (which then
+    /// sees its effect, e.g. a 409 for a retried create), or after `hang_for`.
+    pub late_commit_rate: f64,
     /// Seed of the fault RNG, for reproducible runs; random when unset.
     pub seed: Option<u64>,
 }
@@ -79,6 +83,7 @@ impl Default for FaultConfig {
             reset_rate: 0.0,
             malformed_rate: 0.0,
             lost_response_rate: 0.0,
+            late_commit_rate: 0.0,
             seed: None,
         }
     }
@@ -99,6 +104,7 @@ impl FaultConfig {
             ("resetRate", self.reset_rate),
             ("malformedRate", self.malformed_rate),
             ("lostResponseRate", self.lost_response_rate),
+            ("lateCommitRate", self.late_commit_rate),
         ];
         for (name, rate) in rates {
             if !(0.0..=1.0).contains(&rate) {
@@ -156,6 +162,9 @@ pub struct FaultArgs {
     /// Probability that a write (create/update) is applied but its response is lost.
     #[arg(long, default_value_t = 0.0)]
     pub fault_lost_response_rate: f64,
+    /// Probability that a write hangs and is applied only later, just before the next write.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_late_commit_rate: f64,
     /// Seed of the fault RNG, for reproducible runs.
     #[arg(long)]
     pub fault_seed: Option<u64>,
@@ -173,6 +182,7 @@ impl FaultArgs {
             reset_rate: self.fault_reset_rate,
             malformed_rate: self.fault_malformed_rate,
             lost_response_rate: self.fault_lost_response_rate,
+            late_commit_rate: self.fault_late_commit_rate,
             seed: self.fault_seed,
             ..FaultConfig::default()
         }
@@ -188,6 +198,14 @@ pub const KIND_HANG: &str = "hang";
 pub const KIND_RESET: &str = "reset";
 pub const KIND_MALFORMED: &str = "malformed_json";
 pub const KIND_LOST_RESPONSE: &str = "lost_response";
+pub const KIND_LATE_COMMIT: &str = "late_commit";
+
+/// A write held back by the late-commit fault: `release` lets it proceed, `done` reports it
+/// was applied.
+struct LateWrite {
+    release: Arc<tokio::sync::Notify>,
+    done: tokio::sync::oneshot::Receiver<()>,
+}
 
 struct Inner {
     config: Mutex<FaultConfig>,
@@ -196,6 +214,7 @@ struct Inner {
     throttles: AtomicU64,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    late_writes: Mutex<Vec<LateWrite>>,
 }
 
 /// The live fault settings and counters of one simulator. Cheap to clone; clones share state.
@@ -242,6 +261,7 @@ impl Faults {
                 throttles: AtomicU64::new(0),
                 in_flight: AtomicUsize::new(0),
                 max_in_flight: AtomicUsize::new(0),
+                late_writes: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -476,6 +496,20 @@ pub async fn inject(State(faults): State<Faults>, request: Request, next: Next) 
     }
 
     let write = is_write(request.method());
+    if write {
+        // Writes held back earlier land now, before this one: a retried create then finds
+        // the id taken, as it would behind a slow backend.
+        let held: Vec<LateWrite> = std::mem::take(&mut *lock(&inner.late_writes));
+        let caught_up = !held.is_empty();
+        for late in held {
+            late.release.notify_one();
+            let _ = late.done.await;
+        }
+        if !caught_up && faults.roll(config.late_commit_rate) {
+            faults.count(KIND_LATE_COMMIT);
+            return late_commit(&faults, &config, request, next).await;
+        }
+    }
     let response = next.run(request).await;
     if !response.status().is_success() {
         return response;
@@ -512,6 +546,36 @@ pub async fn inject(State(faults): State<Faults>, request: Request, next: Next) 
         return Response::from_parts(parts, Body::from(cut));
     }
     response
+}
+
+/// Holds a write back until the next write arrives or `hang_for` passes, then applies it in
+/// a task of its own, so that it lands even after the client gave up and hung up.
+async fn late_commit(
+    faults: &Faults,
+    config: &FaultConfig,
+    request: Request,
+    next: Next,
+) -> Response {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    lock(&faults.inner.late_writes).push(LateWrite {
+        release: release.clone(),
+        done,
+    });
+    let hang_for = config.hang_for;
+    let task = tokio::spawn(async move {
+        tokio::select! {
+            () = release.notified() => {}
+            () = tokio::time::sleep(hang_for) => {}
+        }
+        let response = next.run(request).await;
+        let _ = done_tx.send(());
+        response
+    });
+    match task.await {
+        Ok(response) => response,
+        Err(_) => reset_response(),
+    }
 }
 
 /// `GET /_sim/faults`: settings, counters and in-flight high-water mark.
