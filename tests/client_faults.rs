@@ -416,3 +416,26 @@ async fn tls_is_verified_and_a_ca_bundle_adds_trust() {
     options.ca_bundle_pem = Some(b"not a certificate".to_vec());
     assert!(HttpClient::new("coveo", &options).is_err());
 }
+
+#[tokio::test]
+async fn neither_the_client_nor_its_errors_print_the_key() {
+    let sim = simulator(FaultConfig::default()).await;
+    let right = client(&sim, &options());
+    assert!(!format!("{right:?}").contains(KEY));
+    let wrong_key = "client-test-wrong-key-31337";
+    let wrong = CoveoClient::new(&sim.base_url(), ORG, wrong_key.into(), &options()).unwrap();
+    let err = wrong.get("p").await.unwrap_err();
+    assert_eq!(err.kind, RemoteErrorKind::Unauthorized);
+    for text in [err.to_string(), format!("{err:?}"), format!("{wrong:?}")] {
+        assert!(!text.contains(wrong_key), "{text}");
+    }
+    // Transport failures name the host, never the request (whose headers hold the key).
+    sim.faults()
+        .set(FaultConfig {
+            reset_rate: 1.0,
+            ..FaultConfig::default()
+        })
+        .unwrap();
+    let err = right.get("p").await.unwrap_err();
+    assert!(!format!("{err} {err:?}").contains(KEY));
+}
