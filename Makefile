@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 SHELL := /bin/bash
 
-.PHONY: demo test unit e2e build crds lint clean
+.PHONY: demo test unit e2e build crds lint clean deny fuzz
 
 ## demo: build everything, start a local control plane, the simulators and the operator,
 ## apply examples/ and keep running until Ctrl-C.
@@ -21,6 +21,14 @@ build:
 ## crds: regenerate crds/ from the Rust types.
 crds:
 	cargo run --quiet -- crd > crds/secprov.dev.yaml
+
+## deny: licences, bans and sources of every dependency (deny.toml).
+deny:
+	cargo deny check bans licenses sources
+
+## fuzz: run every fuzz target for FUZZ_SECONDS (default 20); needs nightly + cargo-fuzz.
+fuzz:
+	bash scripts/fuzz.sh
 
 lint:
 	cargo fmt --check

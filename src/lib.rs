@@ -7,6 +7,7 @@ pub mod backend;
 pub mod cli;
 pub mod controller;
 pub mod error;
+pub mod fuzzing;
 pub mod metrics;
 pub mod server;
 pub mod simulator;

@@ -97,6 +97,9 @@ enum SimulateBackend {
         /// Latency added to every request.
         #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
         latency: Duration,
+        /// Injected faults (also changeable at run time: POST /_sim/faults).
+        #[command(flatten)]
+        faults: secprov::simulator::faults::FaultArgs,
     },
     /// OpenStack Keystone tokens and OS-FEDERATION identity providers.
     Keystone {
@@ -207,13 +210,16 @@ async fn main() -> anyhow::Result<()> {
                     api_key,
                     refresh_duration,
                     latency,
+                    faults,
                 } => {
+                    let faults = faults.to_config();
+                    faults.validate().map_err(anyhow::Error::msg)?;
                     let config = secprov::simulator::coveo::CoveoSimConfig {
                         organization_id,
                         api_key,
                         refresh_duration,
                         latency,
-                        ..Default::default()
+                        faults,
                     };
                     secprov::simulator::coveo::run_standalone(listen, config).await
                 }

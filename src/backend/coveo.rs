@@ -453,7 +453,12 @@ pub fn observed_from_wire(wire: ProviderWire) -> ObservedProvider {
         });
         let total = s
             .total_number_of_entities
-            .unwrap_or_else(|| s.number_of_entities_by_state.values().sum());
+            // Saturating: remote numbers are untrusted, and an overflow must not panic.
+            .unwrap_or_else(|| {
+                s.number_of_entities_by_state
+                    .values()
+                    .fold(0i64, |sum, n| sum.saturating_add(*n))
+            });
         Statistics {
             number_of_entities_by_state: s.number_of_entities_by_state,
             number_of_entities_in_error: in_error,

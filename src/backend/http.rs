@@ -279,7 +279,12 @@ fn transport_error(
     RemoteError::transport(backend, operation, kind, message)
 }
 
-/// Parses `Retry-After` as delay-seconds or an HTTP-date (relative to `now`).
+/// Longest `Retry-After` taken at its word: a larger value (a remote bug, or an attack) would
+/// otherwise overflow timers or park an object for years.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
+
+/// Parses `Retry-After` as delay-seconds or an HTTP-date (relative to `now`), capped at
+/// [`RETRY_AFTER_CAP`].
 pub fn retry_after(headers: &HeaderMap, now: jiff::Timestamp) -> Option<Duration> {
     let value = headers
         .get(reqwest::header::RETRY_AFTER)?
@@ -287,11 +292,11 @@ pub fn retry_after(headers: &HeaderMap, now: jiff::Timestamp) -> Option<Duration
         .ok()?
         .trim();
     if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+        return Some(Duration::from_secs(seconds).min(RETRY_AFTER_CAP));
     }
     let when = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
-    let delta = when.as_millisecond() - now.as_millisecond();
-    Some(Duration::from_millis(delta.max(0) as u64))
+    let delta = when.as_millisecond().saturating_sub(now.as_millisecond());
+    Some(Duration::from_millis(delta.max(0) as u64).min(RETRY_AFTER_CAP))
 }
 
 /// Joins a base URL and path segments, percent-encoding each segment (ids may contain spaces
@@ -370,6 +375,14 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(retry_after(&headers("soon"), now), None);
+        assert_eq!(
+            retry_after(&headers("18446744073709551615"), now),
+            Some(RETRY_AFTER_CAP)
+        );
+        assert_eq!(
+            retry_after(&headers("Thu, 31 Dec 2099 23:59:59 GMT"), now),
+            Some(RETRY_AFTER_CAP)
+        );
         assert_eq!(retry_after(&HeaderMap::new(), now), None);
     }
 

@@ -22,7 +22,7 @@ use crate::api::{
     FINALIZER, PAUSED_ANNOTATION, REFRESH_ANNOTATION, SecurityProvider, SecurityProviderStatus,
 };
 use crate::backend::{self, ObservedProvider, ProviderBackend, ProviderConfig, ProviderKey};
-use crate::error::Error;
+use crate::error::{Error, RemoteErrorKind};
 
 /// Annotation set just before a remote create and removed once the remote id is recorded in
 /// status. If the operator dies in between, the next reconcile knows the provider it finds is
@@ -80,6 +80,8 @@ fn create_pending(sp: &SecurityProvider) -> bool {
 #[derive(Debug, Default)]
 struct Effects {
     created: bool,
+    /// This reconcile set the create-pending marker (the cached object doesn't show it yet).
+    marked_pending: bool,
     updated: Option<Vec<&'static str>>,
     refreshed: bool,
 }
@@ -124,7 +126,9 @@ async fn apply(
         patch_status(api, &sp, &new_status).await?;
         ctx.metrics.status_patched();
     }
-    if create_pending(&sp) && new_status.remote_id.is_some() {
+    // Only now that status.remoteId is stored can the marker go: a crash before this point
+    // leaves the marker, and the next reconcile adopts the provider instead of creating again.
+    if (create_pending(&sp) || effects.marked_pending) && new_status.remote_id.is_some() {
         clear_create_pending(api, &sp).await?;
     }
     let ready = status::find(Some(&new_status), status::READY).map(|c| c.status == "True");
@@ -179,7 +183,16 @@ async fn sync(
         known_remote_id: outcome.remote_id.clone(),
     };
     let mut observed = backend.observe(&key).await?;
-    let owned = outcome.remote_id.is_some() || create_pending(sp);
+    let mut owned = outcome.remote_id.is_some() || create_pending(sp);
+    if observed.is_some() && !owned && !sp.spec.adopt.unwrap_or(false) {
+        // About to call the provider someone else's. The cached object may lag behind our own
+        // writes (the create-pending marker, status.remoteId), so confirm with a fresh read
+        // before blocking: a stale cache must never turn our own provider into a foreign one.
+        if let Some(fresh) = api.get_opt(&sp.name_any()).await? {
+            owned = create_pending(&fresh)
+                || fresh.status.as_ref().is_some_and(|s| s.remote_id.is_some());
+        }
+    }
     let decision = plan(&PlanInput {
         desired: &desired,
         observed: observed.as_ref(),
@@ -198,11 +211,36 @@ async fn sync(
     match decision {
         Plan::Create => {
             mark_create_pending(api, sp).await?;
-            let created = backend.create(&key, &desired).await?;
-            info!(remote_id = %created.remote_id, "created remote provider");
-            outcome.remote_id = Some(created.remote_id.clone());
-            observed = Some(created);
-            effects.created = true;
+            effects.marked_pending = true;
+            match backend.create(&key, &desired).await {
+                Ok(created) => {
+                    info!(remote_id = %created.remote_id, "created remote provider");
+                    outcome.remote_id = Some(created.remote_id.clone());
+                    observed = Some(created);
+                    effects.created = true;
+                }
+                Err(error) if error.kind == RemoteErrorKind::Conflict => {
+                    // The marker is set and the id appeared between our read and our create:
+                    // that is our own earlier create whose answer was lost (a timeout, a
+                    // dropped connection, a crash). Take it over instead of failing, and never
+                    // create again.
+                    let Some(found) = backend.observe(&key).await? else {
+                        return Err(error.into());
+                    };
+                    info!(remote_id = %found.remote_id, "create answered 409 while create-pending: adopting our own earlier create");
+                    outcome.remote_id = Some(found.remote_id.clone());
+                    let fields = desired.diff(&found.config);
+                    if fields.is_empty() {
+                        observed = Some(found);
+                    } else {
+                        outcome.observed = Some(found.clone());
+                        let updated = backend.update(&key, &found, &desired).await?;
+                        observed = Some(updated);
+                        effects.updated = Some(fields);
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
         Plan::Update { fields } => {
             let current = observed

@@ -18,7 +18,8 @@
 //! | GET | `/securitycache/status` | `{currentStatus, statistics}` summed over providers |
 //!
 //! Unauthenticated control endpoints for tests and benchmarks (never counted):
-//! `GET /_sim/stats` (request counters as JSON) and `POST /_sim/reset` (zero the counters).
+//! `GET /_sim/stats` (request counters as JSON) and `POST /_sim/reset` (zero the counters);
+//! `GET`/`POST /_sim/faults` reads or replaces the injected faults (see [`super::faults`]).
 //!
 //! # Behaviour, and where it is our assumption
 //!
@@ -85,7 +86,9 @@ use serde_json::{Value, json};
 
 use self::error::ApiError;
 use self::store::{Now, PROVIDER_REFRESH, PageQuery, Store};
+use super::faults::{self, FaultConfig, Faults};
 use super::{RequestCounters, ServerHandle, lock, shutdown_signal};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Default `perPage` of the paged listings (reference §1.4).
 const DEFAULT_PER_PAGE: usize = 100;
@@ -106,6 +109,9 @@ pub struct CoveoSimConfig {
     pub refresh_duration: Duration,
     /// Added to every `/rest` request. Default 0.
     pub latency: Duration,
+    /// Faults injected from the start (changeable at run time through [`CoveoSimulator::faults`]
+    /// or `POST /_sim/faults`). Default none.
+    pub faults: FaultConfig,
 }
 
 impl CoveoSimConfig {
@@ -115,6 +121,7 @@ impl CoveoSimConfig {
             api_key: api_key.into(),
             refresh_duration: Duration::from_millis(200),
             latency: Duration::ZERO,
+            faults: FaultConfig::default(),
         }
     }
 }
@@ -130,6 +137,11 @@ struct SimState {
     config: CoveoSimConfig,
     store: Mutex<Store>,
     counters: RequestCounters,
+    faults: Faults,
+    /// Creates that were applied (2xx from the handler), whatever happened to the response.
+    committed_creates: AtomicU64,
+    /// Creates answered 409 because the id existed.
+    create_conflicts: AtomicU64,
 }
 
 impl SimState {
@@ -138,6 +150,9 @@ impl SimState {
         Self {
             store: Mutex::new(Store::new(cluster_id, config.refresh_duration)),
             counters: RequestCounters::new(),
+            faults: Faults::new(config.faults.clone()),
+            committed_creates: AtomicU64::new(0),
+            create_conflicts: AtomicU64::new(0),
             config,
         }
     }
@@ -270,6 +285,22 @@ impl CoveoSimulator {
         self.sim.store().edit_as_json(id, edit)
     }
 
+    /// The live fault settings and counters (see [`super::faults`]).
+    pub fn faults(&self) -> Faults {
+        self.sim.faults.clone()
+    }
+
+    /// Creates that were applied, including those whose response a fault then lost.
+    pub fn committed_creates(&self) -> u64 {
+        self.sim.committed_creates.load(Ordering::SeqCst)
+    }
+
+    /// Creates refused with 409 because the id already existed: a client that retried a
+    /// create it could not confirm.
+    pub fn create_conflicts(&self) -> u64 {
+        self.sim.create_conflicts.load(Ordering::SeqCst)
+    }
+
     /// Stops the server, waiting briefly for in-flight requests. Other clones stop serving too.
     pub async fn shutdown(self) {
         self.server.shutdown().await;
@@ -305,7 +336,7 @@ fn api_path(suffix: &str) -> String {
     format!("{ORGANIZATIONS_PREFIX}{{organization}}{suffix}")
 }
 
-/// The API router. Layers run outside-in: count → latency → auth → handler.
+/// The API router. Layers run outside-in: count → latency → faults → auth → handler.
 fn build_router(sim: Shared) -> Router {
     let api = Router::new()
         .route(
@@ -340,15 +371,17 @@ fn build_router(sim: Shared) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(sim.clone(), authenticate))
-        // Fault injection belongs here: after counting and latency (so injected failures are
-        // counted and delayed like real ones) but before auth (gateways throttle first).
+        // Fault injection: after counting and latency (so injected failures are counted and
+        // delayed like real ones) but before auth (gateways throttle first).
+        .layer(from_fn_with_state(sim.faults.clone(), faults::inject))
         .layer(from_fn_with_state(sim.clone(), add_latency))
         .layer(from_fn_with_state(sim.clone(), count_requests))
         .with_state(sim.clone());
     let control = Router::new()
         .route("/_sim/stats", get(sim_stats))
         .route("/_sim/reset", post(sim_reset))
-        .with_state(sim);
+        .with_state(sim.clone())
+        .merge(faults::control_router(sim.faults.clone()));
     control.merge(api)
 }
 
@@ -614,7 +647,12 @@ async fn create_provider(
     let input = store::parse_input(&json_body(&headers, body)?)?;
     let mut store = sim.store();
     let spec = store.validate(input, None)?;
-    let created = store.create(spec, Now::current())?;
+    let created = store.create(spec, Now::current()).inspect_err(|e| {
+        if e.status == StatusCode::CONFLICT {
+            sim.create_conflicts.fetch_add(1, Ordering::SeqCst);
+        }
+    })?;
+    sim.committed_creates.fetch_add(1, Ordering::SeqCst);
     Ok(ok_json(&created))
 }
 

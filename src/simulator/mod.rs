@@ -8,6 +8,7 @@
 //! handle with graceful shutdown, and the Ctrl-C/SIGTERM wait used by standalone binaries.
 
 pub mod coveo;
+pub mod faults;
 pub mod jitsudo;
 pub mod keystone;
 

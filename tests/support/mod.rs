@@ -202,11 +202,17 @@ pub struct Operator {
     pub log: PathBuf,
     pub metrics_port: u16,
     args: Vec<String>,
+    rust_log: String,
 }
 
 impl Operator {
     /// Starts the operator watching one namespace.
     pub fn start(namespace: &str, extra: &[&str]) -> Self {
+        Self::start_with_log(namespace, extra, "info,secprov=debug")
+    }
+
+    /// Starts the operator with a given `RUST_LOG` filter.
+    pub fn start_with_log(namespace: &str, extra: &[&str], rust_log: &str) -> Self {
         let log = repo().join(format!("target/e2e-logs/{namespace}.log"));
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
         let mut args: Vec<String> = vec!["run".into(), "--namespace".into(), namespace.into()];
@@ -216,6 +222,7 @@ impl Operator {
             log,
             metrics_port: 0,
             args,
+            rust_log: rust_log.to_owned(),
         };
         op.spawn();
         op
@@ -233,7 +240,7 @@ impl Operator {
             .arg("--metrics-addr")
             .arg(format!("127.0.0.1:{}", self.metrics_port))
             .env("KUBECONFIG", kubeconfig())
-            .env("RUST_LOG", "info,secprov=debug")
+            .env("RUST_LOG", &self.rust_log)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

@@ -1,0 +1,113 @@
+//! Bodies of the fuzz targets in `fuzz/` (one per remote response parser), kept in the library
+//! so that they are compiled, and run on a few nasty inputs, by the ordinary test suite too.
+//! Each must return normally on any input: a remote system, or anything between it and us,
+//! controls these bytes.
+#![doc(hidden)]
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::backend::coveo::{
+    self, CoveoConfig, PageWire, ProviderWire, TimestampWire, health_of, observed_from_wire,
+};
+use crate::backend::http;
+
+/// A provider body (`GET`/`POST`/`PUT /securityproviders...`), normalized and compared.
+pub fn coveo_provider(data: &[u8]) {
+    if let Ok(wire) = serde_json::from_slice::<ProviderWire>(data) {
+        let observed = observed_from_wire(wire);
+        let desired = crate::backend::ProviderConfig::Coveo(CoveoConfig::desired(
+            "fuzz",
+            "fuzz",
+            &Default::default(),
+        ));
+        let _ = desired.diff(&observed.config);
+        let _ = health_of(observed.state.current_status.as_ref());
+        let _ = coveo::is_refreshing(observed.state.current_status.as_ref());
+    }
+}
+
+/// A page body (`/securityproviders/page`, `/batch/filter`).
+pub fn coveo_page(data: &[u8]) {
+    if let Ok(page) = serde_json::from_slice::<PageWire>(data) {
+        for item in page.items {
+            let _ = observed_from_wire(item);
+        }
+    }
+}
+
+/// A timestamp, as JSON (number or string) and as bare text.
+pub fn coveo_timestamp(data: &[u8]) {
+    if let Ok(ts) = serde_json::from_slice::<TimestampWire>(data) {
+        let _ = ts.to_rfc3339();
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = TimestampWire::Text(text.to_owned()).to_rfc3339();
+    }
+}
+
+/// An error response: the first two bytes pick the status, the next line is the value of
+/// every header we read, the rest is the body.
+pub fn coveo_error(data: &[u8]) {
+    let (status, rest) = match data {
+        [a, b, rest @ ..] => (u16::from_be_bytes([*a, *b]), rest),
+        _ => (500, data),
+    };
+    let (line, body) = match rest.iter().position(|b| *b == b'\n') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (&rest[..0], rest),
+    };
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_bytes(line) {
+        for name in ["retry-after", "x-request-id", "x-coveo-waf-action"] {
+            headers.insert(HeaderName::from_static(name), value.clone());
+        }
+    }
+    let error = coveo::parse_error("get", status, &headers, body);
+    let _ = error.to_string();
+    let _ = crate::Error::from(error).is_terminal();
+}
+
+/// A `Retry-After` header value.
+pub fn retry_after(data: &[u8]) {
+    if let Ok(value) = HeaderValue::from_bytes(data) {
+        let mut headers = HeaderMap::new();
+        headers.insert(reqwest::header::RETRY_AFTER, value);
+        let _ = http::retry_after(&headers, jiff::Timestamp::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NASTY: &[&[u8]] = &[
+        b"",
+        b"{",
+        b"null",
+        b"[]",
+        b"\xff\xfe",
+        br#"{"id":"x","statistics":{"numberOfEntitiesByState":{"A":9223372036854775807,"B":9223372036854775807}}}"#,
+        br#"{"id":"x","statistics":{"numberOfEntitiesByState":{"A":-9223372036854775808,"B":-1}}}"#,
+        br#"{"id":"x","lastRefreshOperation":{"timestamp":1e308}}"#,
+        br#"{"id":"x","lastRefreshOperation":{"timestamp":-9223372036854775808}}"#,
+        br#"{"id":"x","lastRefreshOperation":{"timestamp":"99999-99-99T99:99:99"}}"#,
+        br#"{"id":"x","cascadingSecurityProviders":{"a":{}},"referencedBy":[{}],"parameters":{"p":{"sensitive":true}}}"#,
+        br#"{"items":[{"id":"a"},{}],"totalPages":18446744073709551615}"#,
+        b"\x01\xf4Fri, 31 Dec 9999 23:59:59 GMT\n{\"errorCode\":\"X\",\"message\":\"\"}",
+        b"\xff\xff18446744073709551615\n<html>",
+        b"\x00\x00\n",
+        b"1e308",
+        b"\"2026-11-23T10:00:00+99:00\"",
+    ];
+
+    #[test]
+    fn parsers_survive_nasty_inputs() {
+        for input in NASTY {
+            coveo_provider(input);
+            coveo_page(input);
+            coveo_timestamp(input);
+            coveo_error(input);
+            retry_after(input);
+        }
+    }
+}

@@ -1,0 +1,495 @@
+//! Crash safety under remote faults (issue 5, items 3-5): a rollout of a few hundred
+//! SecurityProviders against a faulty Coveo simulator while the operator is SIGKILLed several
+//! times. Every object must converge, the simulator must hold exactly one provider per object
+//! (no duplicate create, none lost), and afterwards watch restarts (a fresh list, as after a
+//! 410 Gone) and concurrent metadata edits must cause no remote write.
+//!
+//! Figures are printed; see them with `cargo test --test e2e_crash -- --nocapture`.
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use secprov::simulator::coveo::{CoveoSimConfig, CoveoSimulator};
+use secprov::simulator::faults::FaultConfig;
+use serde_json::Value;
+use support::*;
+
+const API_KEY: &str = "e2e-crash-key-5d21b7";
+const ORG: &str = "crash-org";
+
+/// Objects in the rollout (override with SECPROV_CRASH_OBJECTS).
+fn object_count() -> usize {
+    std::env::var("SECPROV_CRASH_OBJECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+}
+
+/// SIGKILLs during the rollout (override with SECPROV_CRASH_KILLS).
+fn kill_count() -> usize {
+    std::env::var("SECPROV_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+}
+
+fn faults() -> FaultConfig {
+    FaultConfig {
+        latency: Duration::from_millis(10),
+        error_rate: 0.05,
+        throttle_rate: 0.05,
+        retry_after_seconds: 1,
+        hang_rate: 0.01,
+        hang_for: Duration::from_secs(8),
+        reset_rate: 0.03,
+        malformed_rate: 0.02,
+        lost_response_rate: 0.25,
+        late_commit_rate: 0.05,
+        seed: Some(5),
+    }
+}
+
+fn connection(endpoint: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata:
+  name: coveo-api-key
+type: Opaque
+stringData:
+  apiKey: {API_KEY}
+---
+apiVersion: secprov.dev/v1alpha1
+kind: ProviderConnection
+metadata:
+  name: coveo
+spec:
+  timeoutSeconds: 2
+  rateLimit: {{requestsPerSecond: 100, burst: 50, maxConcurrency: 16}}
+  coveo:
+    organizationId: {ORG}
+    endpoint: {endpoint}
+    apiKeySecretRef: {{name: coveo-api-key, key: apiKey}}
+"#
+    )
+}
+
+fn rollout(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|name| {
+            format!(
+                r#"apiVersion: secprov.dev/v1alpha1
+kind: SecurityProvider
+metadata:
+  name: {name}
+spec:
+  connectionRef: coveo
+  displayName: Crash test {name}
+  coveo:
+    type: EXPANDED
+    referencedBy:
+      - {{type: SOURCE, id: source-{name}}}
+    cascadingSecurityProviders:
+      - {{id: Email Security Provider, type: EMAIL}}
+"#
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// Keeps the printed figures under target/e2e-logs, where CI shows them.
+fn write_figures(name: &str, text: &str) {
+    let path = repo().join(format!("target/e2e-logs/figures-{name}.txt"));
+    let _ = std::fs::create_dir_all(repo().join("target/e2e-logs"));
+    let _ = std::fs::write(path, text);
+}
+
+fn ready_reasons(ns: &TestNamespace) -> (usize, BTreeMap<String, usize>, Vec<Value>) {
+    let list = ns
+        .kubectl(&["get", "securityproviders", "-o", "json"])
+        .ok()
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+        .unwrap_or(Value::Null);
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    let mut ready = 0;
+    let mut reasons = BTreeMap::new();
+    for item in &items {
+        match condition(item, "Ready") {
+            Some(c) if c["status"] == "True" => ready += 1,
+            Some(c) => {
+                let reason = c["reason"].as_str().unwrap_or("?").to_owned();
+                *reasons.entry(reason).or_insert(0) += 1;
+            }
+            None => *reasons.entry("NoStatus".to_owned()).or_insert(0) += 1,
+        }
+    }
+    (ready, reasons, items)
+}
+
+#[test]
+fn sigkills_during_a_faulty_rollout_lose_and_duplicate_nothing() {
+    let objects = object_count();
+    let kills = kill_count();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sim = rt
+        .block_on(CoveoSimulator::start(
+            "127.0.0.1:0".parse().unwrap(),
+            CoveoSimConfig {
+                refresh_duration: Duration::from_millis(200),
+                faults: faults(),
+                ..CoveoSimConfig::new(ORG, API_KEY)
+            },
+        ))
+        .unwrap();
+    let ns = TestNamespace::new("crash");
+    ns.apply(&connection(&sim.base_url())).unwrap();
+    let mut operator = Operator::start(
+        &ns.name,
+        &[
+            "--concurrency",
+            "16",
+            "--resync-interval",
+            "5s",
+            "--progress-interval",
+            "500ms",
+        ],
+    );
+
+    let names: Vec<String> = (0..objects).map(|i| format!("sp-{i:03}")).collect();
+    let manifest = rollout(&names);
+    let started = Instant::now();
+    let ns_name = ns.name.clone();
+    let applier = std::thread::spawn(move || {
+        let ns = TestNamespace { name: ns_name };
+        ns.apply(&manifest)
+    });
+
+    // Kills at random points of the rollout: while kubectl still applies, and later while
+    // creates and their lost responses are being sorted out.
+    let mut rng = rand::rng();
+    let mut survived = 0;
+    for _ in 0..kills {
+        std::thread::sleep(Duration::from_millis(rng.random_range(1500..4000)));
+        operator.restart(); // SIGKILL, then a fresh process
+        survived += 1;
+    }
+    applier
+        .join()
+        .expect("kubectl apply thread")
+        .expect("kubectl apply of the rollout");
+
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let items = loop {
+        let (ready, reasons, items) = ready_reasons(&ns);
+        if ready == objects {
+            break items;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "only {ready}/{objects} Ready after {:?}; others: {reasons:?}; faults: {:?}\nlog tail:\n{}",
+                started.elapsed(),
+                sim.faults().injected(),
+                operator
+                    .log_text()
+                    .lines()
+                    .rev()
+                    .take(40)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    let converged_after = started.elapsed();
+
+    // Exactly one remote provider per object: same set of ids, and as many applied creates
+    // as objects (the simulator keys providers by id, so a second create of the same id would
+    // show up as an applied create too many or a 409).
+    let wanted: BTreeSet<String> = names.iter().cloned().collect();
+    let remote: BTreeSet<String> = sim.provider_ids().into_iter().collect();
+    let lost: Vec<&String> = wanted.difference(&remote).collect();
+    let extra: Vec<&String> = remote.difference(&wanted).collect();
+    let duplicates = sim.committed_creates().saturating_sub(objects as u64);
+    for item in &items {
+        let name = item["metadata"]["name"].as_str().unwrap_or_default();
+        assert_eq!(
+            item["status"]["remoteId"].as_str(),
+            Some(name),
+            "status.remoteId of {name}"
+        );
+    }
+    let already_exists_events = ns
+        .kubectl(&["get", "events", "-o", "json"])
+        .ok()
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+        .and_then(|v| v["items"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| e["reason"] == "AlreadyExists")
+        .count();
+    // The markers go once status.remoteId is stored.
+    let pending_left = eventually(
+        Duration::from_secs(20),
+        "create-pending markers cleared",
+        || {
+            let (_, _, items) = ready_reasons(&ns);
+            let left = items
+                .iter()
+                .filter(|i| {
+                    i["metadata"]["annotations"]
+                        .get("secprov.dev/create-pending")
+                        .is_some()
+                })
+                .count();
+            (left == 0).then_some(left)
+        },
+    );
+
+    let injected = sim.faults().injected();
+    let total_injected = sim.faults().total_injected();
+    let create_requests = sim.request_count_for("POST", "create");
+    let conflicts = sim.create_conflicts();
+
+    // Kubernetes-side: a fresh list and watch (what a 410 Gone or a watch restart amounts to)
+    // plus concurrent metadata edits must not write remotely for unchanged objects.
+    sim.faults().clear();
+    sim.reset_counters();
+    operator.restart();
+    let touched: Vec<&String> = names.iter().step_by((objects / 20).max(1)).collect();
+    for round in 0..3 {
+        for name in &touched {
+            ns.kubectl(&[
+                "annotate",
+                "--overwrite",
+                &format!("securityprovider/{name}"),
+                &format!("example.com/touched={round}"),
+            ])
+            .unwrap();
+        }
+    }
+    // Longer than one resync interval, so every object was read again at least once.
+    std::thread::sleep(Duration::from_secs(8));
+    let writes_after_restart = sim.request_count_for("POST", "create")
+        + sim.request_count_for("PUT", "update")
+        + sim.request_count_for("DELETE", "delete");
+    let reads_after_restart = sim.request_count_for("GET", "get");
+    let (ready_after, reasons_after, _) = ready_reasons(&ns);
+
+    let mut figures = String::new();
+    let mut line = |text: String| {
+        println!("{text}");
+        figures.push_str(&text);
+        figures.push('\n');
+    };
+    line("=== crash-safety run (tests/e2e_crash.rs) ===".into());
+    line(format!("CRs: {objects}"));
+    line(format!("converged (all Ready) after: {converged_after:?}"));
+    line(format!("SIGKILLs survived: {survived}"));
+    line(format!(
+        "faults injected (excluding plain latency): {total_injected}"
+    ));
+    for (kind, n) in &injected {
+        line(format!("  {kind}: {n}"));
+    }
+    line(format!(
+        "create requests: {create_requests}, applied creates: {}, 409 on create: {conflicts}",
+        sim.committed_creates()
+    ));
+    line(format!("remote duplicates: {duplicates}"));
+    line(format!("lost providers: {}", lost.len()));
+    line(format!("unexpected remote providers: {}", extra.len()));
+    line(format!("AlreadyExists events: {already_exists_events}"));
+    line(format!("create-pending markers left: {pending_left}"));
+    // Status is written with server-side apply + force and markers with merge patches, none
+    // conditional on a resourceVersion: a 409 from Kubernetes would show up here.
+    let log = operator.log_text();
+    let kube_conflicts = log
+        .lines()
+        .filter(|l| l.contains("KubernetesApiError") && l.contains("409"))
+        .count();
+    line(format!(
+        "Kubernetes 409 conflicts in the operator log: {kube_conflicts}"
+    ));
+    line(format!(
+        "after restart + {} annotation edits: remote writes {writes_after_restart}, remote reads {reads_after_restart}, Ready {ready_after}/{objects} {reasons_after:?}",
+        touched.len() * 3
+    ));
+
+    write_figures("crash", &figures);
+    assert!(lost.is_empty(), "lost providers: {lost:?}");
+    assert!(extra.is_empty(), "unexpected providers: {extra:?}");
+    assert_eq!(duplicates, 0, "applied creates beyond one per object");
+    assert_eq!(
+        already_exists_events, 0,
+        "an object took its own provider for a foreign one"
+    );
+    assert_eq!(survived, kills);
+    assert!(total_injected > 0, "the run must actually inject faults");
+    assert_eq!(
+        writes_after_restart, 0,
+        "no remote writes for unchanged objects"
+    );
+    assert!(
+        reads_after_restart > 0,
+        "the restarted operator read the remote state"
+    );
+    assert_eq!(ready_after, objects);
+    assert_eq!(kube_conflicts, 0, "status and marker writes never conflict");
+    assert!(!log.contains("panicked"), "operator panicked");
+}
+
+/// The two ambiguous creates, deterministically: a create applied remotely whose answer is
+/// lost, and a crash between the remote create and the status write (the marker is set, the
+/// provider exists, status.remoteId is not). Both end adopted, with no second create.
+#[test]
+fn ambiguous_creates_are_adopted_never_repeated() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sim = rt
+        .block_on(CoveoSimulator::start(
+            "127.0.0.1:0".parse().unwrap(),
+            CoveoSimConfig {
+                refresh_duration: Duration::from_millis(100),
+                faults: FaultConfig {
+                    lost_response_rate: 1.0,
+                    ..FaultConfig::default()
+                },
+                ..CoveoSimConfig::new(ORG, API_KEY)
+            },
+        ))
+        .unwrap();
+    let ns = TestNamespace::new("ambiguous");
+    ns.apply(&connection(&sim.base_url())).unwrap();
+
+    // A crash right after the remote create: the provider exists, the object carries the
+    // marker but no status.
+    sim.faults().clear();
+    let created = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!(
+                "{}/rest/organizations/{ORG}/securityproviders",
+                sim.base_url()
+            ))
+            .bearer_auth(API_KEY)
+            .json(&serde_json::json!({"id": "crashed", "type": "EXPANDED",
+                "cascadingSecurityProviders": {"Email Security Provider": {"id": "Email Security Provider", "type": "EMAIL"}}}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert!(created.is_success());
+    let marked = rollout(&["crashed".to_owned()]).replace(
+        "metadata:\n  name: crashed\n",
+        "metadata:\n  name: crashed\n  annotations:\n    secprov.dev/create-pending: \"2026-11-23T10:00:00Z\"\n",
+    );
+    ns.apply(&marked).unwrap();
+    sim.faults()
+        .set(FaultConfig {
+            lost_response_rate: 1.0,
+            ..FaultConfig::default()
+        })
+        .unwrap();
+    sim.reset_counters();
+
+    let operator = Operator::start(&ns.name, &["--progress-interval", "300ms"]);
+    ns.apply(&rollout(&["lost".to_owned()])).unwrap();
+    for name in ["crashed", "lost"] {
+        ns.wait_condition(&format!("securityprovider/{name}"), "Ready", "60s")
+            .unwrap_or_else(|e| panic!("{e}\n{}", operator.log_text()));
+    }
+    // The display name differs from what the "crashed" create sent: adopted, then updated.
+    assert_eq!(
+        sim.request_count_for("POST", "create"),
+        1,
+        "one create, for 'lost' only"
+    );
+    assert_eq!(sim.create_conflicts(), 0);
+    assert_eq!(
+        sim.provider_ids(),
+        vec!["crashed".to_owned(), "lost".to_owned()]
+    );
+    assert!(
+        sim.faults()
+            .injected()
+            .get("lost_response")
+            .copied()
+            .unwrap_or(0)
+            >= 1
+    );
+    for name in ["crashed", "lost"] {
+        let obj = eventually(Duration::from_secs(20), "marker cleared", || {
+            let obj = ns.get_json(&format!("securityprovider/{name}"))?;
+            obj["metadata"]["annotations"]
+                .get("secprov.dev/create-pending")
+                .is_none()
+                .then_some(obj)
+        });
+        assert_eq!(obj["status"]["remoteId"].as_str(), Some(name));
+    }
+}
+
+/// A create that times out but is applied later by the remote system, just before the
+/// operator's next create of the same id: the read in between saw nothing, the second create
+/// gets 409. With the create-pending marker set, that 409 is our own first create: adopted,
+/// not reported as a conflict, and not created twice.
+#[test]
+fn a_late_committed_create_answered_409_is_adopted() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sim = rt
+        .block_on(CoveoSimulator::start(
+            "127.0.0.1:0".parse().unwrap(),
+            CoveoSimConfig {
+                refresh_duration: Duration::from_millis(100),
+                faults: FaultConfig {
+                    late_commit_rate: 1.0,
+                    hang_for: Duration::from_secs(60),
+                    ..FaultConfig::default()
+                },
+                ..CoveoSimConfig::new(ORG, API_KEY)
+            },
+        ))
+        .unwrap();
+    let ns = TestNamespace::new("late-commit");
+    ns.apply(&connection(&sim.base_url())).unwrap();
+    let operator = Operator::start(&ns.name, &["--progress-interval", "300ms"]);
+    ns.apply(&rollout(&["late".to_owned()])).unwrap();
+    ns.wait_condition("securityprovider/late", "Ready", "60s")
+        .unwrap_or_else(|e| panic!("{e}\n{}", operator.log_text()));
+    assert_eq!(sim.faults().injected().get("late_commit"), Some(&1));
+    assert_eq!(
+        sim.request_count_for("POST", "create"),
+        2,
+        "the timed-out create and one more"
+    );
+    assert_eq!(
+        sim.create_conflicts(),
+        1,
+        "the second create found the first one applied"
+    );
+    assert_eq!(sim.committed_creates(), 1);
+    assert_eq!(sim.provider_ids(), vec!["late".to_owned()]);
+    let obj = ns.get_json("securityprovider/late").unwrap();
+    assert_eq!(obj["status"]["remoteId"].as_str(), Some("late"));
+    assert!(
+        operator
+            .log_text()
+            .contains("adopting our own earlier create"),
+        "the 409 path was taken"
+    );
+}
