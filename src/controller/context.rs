@@ -29,6 +29,8 @@ pub struct Settings {
     pub namespace: Option<String>,
     /// Longest backoff after repeated transient failures.
     pub max_backoff: Duration,
+    /// How often each ProviderConnection's credentials are checked against the remote system.
+    pub connection_check_interval: Duration,
 }
 
 impl Default for Settings {
@@ -39,6 +41,7 @@ impl Default for Settings {
             concurrency: 16,
             namespace: None,
             max_backoff: Duration::from_secs(300),
+            connection_check_interval: Duration::from_secs(300),
         }
     }
 }
@@ -98,7 +101,6 @@ impl Context {
         connection: &ProviderConnection,
     ) -> Result<Arc<dyn ProviderBackend>, Error> {
         let namespace = connection.namespace().unwrap_or_default();
-        let name = connection.name_any();
         let refs = backend::secret_refs(&connection.spec);
         let mut fingerprint = format!(
             "{}/{}",
@@ -122,7 +124,26 @@ impl Context {
         {
             return Ok(cached.backend.clone());
         }
+        let backend = self.build_backend(connection).await?;
+        self.lock_backends().insert(
+            key,
+            CachedBackend {
+                fingerprint,
+                backend: backend.clone(),
+            },
+        );
+        Ok(backend)
+    }
 
+    /// A new backend client of a connection, reading its Secrets from the API server (not
+    /// from the cache, so a Secret created a moment ago is found).
+    pub async fn build_backend(
+        &self,
+        connection: &ProviderConnection,
+    ) -> Result<Arc<dyn ProviderBackend>, Error> {
+        let namespace = connection.namespace().unwrap_or_default();
+        let name = connection.name_any();
+        let refs = backend::secret_refs(&connection.spec);
         let secrets_api: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
         let mut values = SecretValues::default();
         for r in &refs {
@@ -149,13 +170,6 @@ impl Context {
             Some(self.metrics.request_observer()),
         )
         .map_err(|message| Error::InvalidConnection { name, message })?;
-        self.lock_backends().insert(
-            key,
-            CachedBackend {
-                fingerprint,
-                backend: backend.clone(),
-            },
-        );
         Ok(backend)
     }
 

@@ -5,7 +5,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, PartialObjectMeta};
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
@@ -20,6 +20,7 @@ use crate::api::{PAUSED_ANNOTATION, ProviderConnection, REFRESH_ANNOTATION, Secu
 use crate::backend;
 use crate::metrics::Metrics;
 
+pub mod connection;
 pub mod context;
 pub mod plan;
 pub mod reconcile;
@@ -118,13 +119,14 @@ fn providers_using(
         .collect()
 }
 
-/// Runs the controller until `shutdown` resolves.
+/// Runs the SecurityProvider and ProviderConnection controllers until `shutdown` resolves.
 pub async fn run(
     client: Client,
     settings: Settings,
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
+    let shutdown = shutdown.shared();
     let providers_api: Api<SecurityProvider> = api_for(&client, &settings.namespace);
     let connections_api: Api<ProviderConnection> = api_for(&client, &settings.namespace);
     // A metadata-only watch: Secret values are read on demand, never cached.
@@ -193,7 +195,7 @@ pub async fn run(
         },
     );
     let ctx = Arc::new(Context::new(
-        client,
+        client.clone(),
         settings.clone(),
         connections.clone(),
         secrets.clone(),
@@ -214,8 +216,9 @@ pub async fn run(
         .filter_map(|_| futures::future::ready(None))
         .chain(provider_events);
 
+    let connection_controller = connection::run(client.clone(), ctx.clone(), shutdown.clone());
     info!(concurrency = settings.concurrency, resync = ?settings.resync_interval, namespace = ?settings.namespace, "starting controller");
-    Controller::for_stream(gated_provider_events, providers)
+    let provider_controller = Controller::for_stream(gated_provider_events, providers)
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
         .reconcile_on(connection_triggers)
         .reconcile_on(secret_triggers)
@@ -225,8 +228,8 @@ pub async fn run(
             if let Err(e) = result {
                 tracing::debug!(error = %e, "controller event");
             }
-        })
-        .await;
+        });
+    futures::join!(provider_controller, connection_controller);
     info!("controller stopped");
     Ok(())
 }
