@@ -6,6 +6,7 @@ pub mod api;
 pub mod backend;
 pub mod controller;
 pub mod error;
+pub mod leader;
 pub mod metrics;
 pub mod server;
 pub mod simulator;
