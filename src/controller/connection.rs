@@ -218,7 +218,7 @@ mod tests {
             "coveo",
             "verify",
             RemoteErrorKind::Unauthorized,
-            "401".into(),
+            "401",
         )));
         let first = connection_status(&c, &unauthorized, "2026-01-01T00:00:00Z".parse().unwrap());
         assert_eq!(first.conditions[0].status, "False");
