@@ -41,6 +41,18 @@ fn setup(prefix: &str) -> Env {
     Env { ns, sim, _rt: rt }
 }
 
+/// deploy/argocd/health.lua run on an object read from the API server, as Argo CD runs it.
+fn argocd_health(object: &Value) -> String {
+    use mlua::LuaSerdeExt;
+    let script = std::fs::read_to_string(repo().join("deploy/argocd/health.lua")).unwrap();
+    let lua = mlua::Lua::new();
+    lua.globals()
+        .set("obj", lua.to_value(object).unwrap())
+        .unwrap();
+    let result: mlua::Table = lua.load(script).eval().unwrap();
+    result.get::<String>("status").unwrap()
+}
+
 fn start_operator(env: &Env, extra: &[&str]) -> Operator {
     let mut args = vec![
         "--progress-interval",
@@ -109,6 +121,9 @@ fn connection_status_and_kubectl_columns() {
     wait_ready(&env, "securityprovider/columns", &operator);
     wait_settled(&env, "columns");
 
+    let real = env.ns.get_json("securityprovider/columns").unwrap();
+    assert_eq!(argocd_health(&real), "Healthy");
+    assert_eq!(argocd_health(&connection), "Healthy");
     let providers = env.ns.kubectl(&["get", "securityproviders"]).unwrap();
     println!("$ kubectl get securityproviders\n{providers}");
     let mut lines = providers.lines();
@@ -389,6 +404,7 @@ fn paused_provider_gets_no_remote_writes_until_resumed() {
         "Before"
     );
     assert!(obj["status"]["remoteId"] == "pausable");
+    assert_eq!(argocd_health(&obj), "Suspended");
 
     env.ns
         .kubectl(&[
