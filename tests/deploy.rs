@@ -622,3 +622,87 @@ fn operator_with_the_service_account_token_reconciles_to_ready() {
     ]);
     assert!(lease.is_ok(), "{lease:?}");
 }
+
+/// `helm`, when this machine has it (`SECPROV_HELM` or on PATH). CI machines may not: the chart
+/// is then checked only textually (helm_chart_has_the_same_rbac_and_pod_security_as_deploy).
+fn helm() -> Option<String> {
+    let candidate = std::env::var("SECPROV_HELM").unwrap_or_else(|_| "helm".into());
+    Command::new(&candidate)
+        .arg("version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| candidate)
+}
+
+#[test]
+fn helm_chart_renders_the_same_objects_as_deploy_and_the_api_server_accepts_them() {
+    let Some(helm) = helm() else {
+        eprintln!("helm not found (set SECPROV_HELM): skipping the rendering check");
+        return;
+    };
+    let namespace = "secprov-helm";
+    let chart = repo().join("deploy/helm/secprov-operator");
+    let out = Command::new(&helm)
+        .args(["template", "secprov"])
+        .arg(&chart)
+        .args(["--namespace", namespace])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    let chart_docs: Vec<Value> = serde_yaml::Deserializer::from_str(&rendered)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect();
+    let deploy = deploy_docs();
+    let kind = |docs: &[Value], k: &str| -> Value {
+        docs.iter()
+            .find(|d| d["kind"] == k)
+            .unwrap_or_else(|| panic!("{k} missing"))
+            .clone()
+    };
+    for k in ["ClusterRole", "Role"] {
+        assert_eq!(
+            kind(&chart_docs, k)["rules"],
+            kind(&deploy, k)["rules"],
+            "{k} rules"
+        );
+    }
+    let container = |docs: &[Value]| kind(docs, "Deployment")["spec"]["template"]["spec"].clone();
+    let (chart_pod, deploy_pod) = (container(&chart_docs), container(&deploy));
+    assert_eq!(chart_pod["securityContext"], deploy_pod["securityContext"]);
+    for field in [
+        "securityContext",
+        "resources",
+        "env",
+        "ports",
+        "livenessProbe",
+        "readinessProbe",
+    ] {
+        assert_eq!(
+            chart_pod["containers"][0][field], deploy_pod["containers"][0][field],
+            "container {field}"
+        );
+    }
+    let policy = |docs: &[Value]| kind(docs, "NetworkPolicy")["spec"].clone();
+    assert_eq!(policy(&chart_docs)["ingress"], policy(&deploy)["ingress"]);
+    assert_eq!(policy(&chart_docs)["egress"], policy(&deploy)["egress"]);
+
+    // The API server (with PodSecurity enforcing restricted) accepts the rendered chart.
+    let _ = kubectl(&["create", "namespace", namespace]);
+    kubectl(&[
+        "label",
+        "namespace",
+        namespace,
+        "--overwrite",
+        "pod-security.kubernetes.io/enforce=restricted",
+    ])
+    .unwrap();
+    let (ok, output) = run_kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &rendered);
+    assert!(ok, "{output}");
+}
