@@ -299,9 +299,16 @@ fn helm_chart_has_the_same_rbac_and_pod_security_as_deploy() {
 // ---------------------------------------------------------------------------------------------
 // On the real API server
 
+/// `kubectl apply -k deploy/`, once per test process: tests run in parallel, and concurrent
+/// first applies would race to create the same objects.
 fn apply_deploy() {
-    let deploy = repo().join("deploy");
-    kubectl(&["apply", "-k", deploy.to_str().unwrap()]).expect("kubectl apply -k deploy/");
+    static APPLIED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut applied = APPLIED.lock().unwrap_or_else(|e| e.into_inner());
+    if !*applied {
+        let deploy = repo().join("deploy");
+        kubectl(&["apply", "-k", deploy.to_str().unwrap()]).expect("kubectl apply -k deploy/");
+        *applied = true;
+    }
 }
 
 #[test]
