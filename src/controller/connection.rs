@@ -18,7 +18,7 @@ use tracing::{info, instrument, warn};
 
 use super::context::Context;
 use super::reconcile::FIELD_MANAGER;
-use super::status::{READY, condition};
+use super::status::{READY, RECONCILING, STALLED, condition};
 use crate::api::{ConditionStatus, ProviderConnection, ProviderConnectionStatus};
 use crate::backend;
 use crate::error::Error;
@@ -49,12 +49,37 @@ pub fn connection_status(
         ),
         Err(e) => (ConditionStatus::False, e.reason().to_owned(), e.to_string()),
     };
+    let mut conditions = vec![condition(
+        previous,
+        READY,
+        status,
+        reason.clone(),
+        &message,
+        generation,
+        now,
+    )];
+    // For kstatus (Flux): a failure that only a change can fix is Stalled, one that may pass
+    // by itself is Reconciling; otherwise a Ready=False connection would count as Current.
+    if let Err(e) = result {
+        let type_ = if e.is_terminal() {
+            STALLED
+        } else {
+            RECONCILING
+        };
+        conditions.push(condition(
+            previous,
+            type_,
+            ConditionStatus::True,
+            reason,
+            &message,
+            generation,
+            now,
+        ));
+    }
     ProviderConnectionStatus {
         observed_generation: generation,
         backend: connection.spec.backend().map(|b| b.as_str().to_owned()),
-        conditions: vec![condition(
-            previous, READY, status, reason, &message, generation, now,
-        )],
+        conditions,
     }
 }
 
@@ -209,6 +234,11 @@ mod tests {
         assert_eq!(s.conditions[0].type_, "Ready");
         assert_eq!(s.conditions[0].status, "True");
         assert_eq!(s.conditions[0].reason, REASON_CONNECTED);
+        assert_eq!(
+            s.conditions.len(),
+            1,
+            "no Reconciling/Stalled when connected"
+        );
     }
 
     #[test]
@@ -223,6 +253,8 @@ mod tests {
         let first = connection_status(&c, &unauthorized, "2026-01-01T00:00:00Z".parse().unwrap());
         assert_eq!(first.conditions[0].status, "False");
         assert_eq!(first.conditions[0].reason, "RemoteUnauthorized");
+        assert_eq!(first.conditions[1].type_, "Stalled");
+        assert_eq!(first.conditions[1].status, "True");
         c.status = Some(first.clone());
         let later = connection_status(&c, &unauthorized, "2026-01-02T00:00:00Z".parse().unwrap());
         assert_eq!(
@@ -232,5 +264,14 @@ mod tests {
         let missing = Err(Error::SecretNotFound("k".into()));
         let s = connection_status(&c, &missing, "2026-01-03T00:00:00Z".parse().unwrap());
         assert_eq!(s.conditions[0].reason, "SecretNotFound");
+        let unavailable = Err(Error::Remote(RemoteError::transport(
+            "coveo",
+            "verify",
+            RemoteErrorKind::Unavailable,
+            "503",
+        )));
+        let s = connection_status(&c, &unavailable, "2026-01-04T00:00:00Z".parse().unwrap());
+        assert_eq!(s.conditions[1].type_, "Reconciling");
+        assert_eq!(s.conditions.len(), 2);
     }
 }
