@@ -232,3 +232,55 @@ fn jittered(period: Duration) -> Duration {
     let millis = period.as_millis() as u64;
     Duration::from_millis(millis + rand::random_range(0..=millis / 5))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn elector() -> LeaderElector {
+        // Never contacted: only the expiry bookkeeping is exercised.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        LeaderElector::new(
+            Client::try_from(config).unwrap(),
+            ElectionConfig {
+                namespace: "ns".into(),
+                lease_name: "secprov-operator".into(),
+                identity: "me".into(),
+                lease_duration: Duration::from_secs(15),
+                renew_deadline: Duration::from_secs(10),
+                retry_period: Duration::from_secs(2),
+            },
+        )
+    }
+
+    fn held_by(holder: &str, renewed: &str) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(holder.into()),
+            renew_time: Some(MicroTime(renewed.parse().unwrap())),
+            lease_duration_seconds: Some(1),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lease_expires_after_its_duration_unchanged_on_our_own_clock() {
+        let elector = elector();
+        // The holder's renewTime is far in the past by our clock, but a first sighting still
+        // waits a full duration: other machines' clocks are not trusted.
+        let lease = held_by("other", "2000-01-01T00:00:00Z");
+        assert!(!elector.expired(&lease));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(elector.expired(&lease), "unchanged for the lease duration");
+        // A renewal restarts the wait.
+        let renewed = held_by("other", "2000-01-01T00:00:05Z");
+        assert!(!elector.expired(&renewed));
+    }
+
+    #[test]
+    fn identity_prefers_pod_name() {
+        // POD_NAME is not set in tests: hostname-pid.
+        if std::env::var("POD_NAME").is_err() {
+            assert!(default_identity().ends_with(&format!("-{}", std::process::id())));
+        }
+    }
+}
