@@ -3,7 +3,8 @@
 # distroless base that has no shell and runs as an unprivileged user (uid 65532).
 #   docker build -t ghcr.io/secprov/secprov-operator:0.1.0 .
 
-FROM rust:1.89-bookworm AS build
+# Latest stable Rust 1.x: the lock file may hold crates newer than the MSRV in Cargo.toml.
+FROM rust:1-bookworm AS build
 WORKDIR /src
 # Dependencies first, so editing src/ does not rebuild them.
 COPY Cargo.toml Cargo.lock ./
