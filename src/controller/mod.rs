@@ -62,10 +62,11 @@ fn trigger_fingerprint(sp: &SecurityProvider) -> Option<u64> {
 
 /// Turns a watch on a dependency into reconcile triggers for the providers that depend on
 /// each changed object. The first full list only fills the cache (every provider is reconciled
-/// at start anyway); afterwards an object triggers when its resourceVersion changes, which
-/// also catches changes made while a watch was being re-established.
+/// at start anyway); afterwards an object triggers when its `version` changes, which also
+/// catches changes made while a watch was being re-established.
 fn dependency_triggers<K, S, F>(
     events: S,
+    version: fn(&K) -> String,
     mut dependents: F,
 ) -> impl Stream<Item = ObjectRef<SecurityProvider>> + Send
 where
@@ -81,7 +82,7 @@ where
             let mut triggers = Vec::new();
             match event {
                 Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
-                    let version = obj.resource_version().unwrap_or_default();
+                    let version = version(&obj);
                     let previous = seen.insert(ObjectRef::from_obj(&obj), version.clone());
                     if synced && previous.as_deref() != Some(version.as_str()) {
                         triggers = dependents(&obj);
@@ -153,6 +154,15 @@ pub async fn run(
             .default_backoff()
             .modify(strip)
             .reflect(connection_writer),
+        // The connection controller writes status: only spec changes (a new generation) and
+        // replacement (a new uid) matter to providers.
+        |conn: &ProviderConnection| {
+            format!(
+                "{}/{}",
+                conn.uid().unwrap_or_default(),
+                conn.metadata.generation.unwrap_or_default()
+            )
+        },
         move |conn: &ProviderConnection| {
             providers_using(
                 &providers_for_connections,
@@ -173,6 +183,8 @@ pub async fn run(
                 s.metadata.labels = None;
             })
             .reflect(secret_writer),
+        // Secrets have no generation; any change may be a rotated value.
+        |secret: &PartialObjectMeta<Secret>| secret.resource_version().unwrap_or_default(),
         move |secret: &PartialObjectMeta<Secret>| {
             let namespace = secret.namespace().unwrap_or_default();
             let name = secret.name_any();
