@@ -241,6 +241,28 @@ spec:
     env.ns
         .wait_condition("providerconnection/no-secret", "Ready", "20s")
         .unwrap();
+
+    // Events on the transitions only: one Warning per failure reason, one Connected on recovery,
+    // none for the connection that was fine from the start, none per periodic check (2 s).
+    std::thread::sleep(Duration::from_secs(5));
+    let reasons = |name: &str| -> Vec<String> {
+        env.ns
+            .events_for(name)
+            .into_iter()
+            .map(|(reason, _)| reason)
+            .collect()
+    };
+    assert_eq!(reasons("wrong-key"), ["RemoteUnauthorized"]);
+    let mut no_secret = reasons("no-secret");
+    no_secret.sort();
+    assert_eq!(no_secret, ["Connected", "SecretNotFound"]);
+    assert!(
+        env.ns
+            .events_for("coveo")
+            .iter()
+            .all(|(_, m)| !m.contains("credentials")),
+        "no Event for a connection that was always fine"
+    );
 }
 
 #[test]

@@ -9,10 +9,11 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher;
 use kube::runtime::{WatchStreamExt, predicates};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
@@ -126,6 +127,7 @@ async fn reconcile(
             Ok(()) => info!("connection ready"),
             Err(e) => warn!(reason = e.reason(), error = %e, "connection not ready"),
         }
+        publish_transition(&ctx, &connection, &new_status).await;
     }
     let interval = ctx.settings.connection_check_interval;
     Ok(match &result {
@@ -134,6 +136,51 @@ async fn reconcile(
         // without any change in Kubernetes.
         _ => Action::requeue(interval),
     })
+}
+
+/// One Event when the Ready condition changes status or reason (not on every check).
+async fn publish_transition(
+    ctx: &Context,
+    connection: &ProviderConnection,
+    new_status: &ProviderConnectionStatus,
+) {
+    let ready_of = |s: Option<&ProviderConnectionStatus>| {
+        s.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let Some((status, reason, message)) = ready_of(Some(new_status)) else {
+        return;
+    };
+    let previous = ready_of(connection.status.as_ref());
+    if previous
+        .as_ref()
+        .is_some_and(|(s, r, _)| *s == status && *r == reason)
+    {
+        return;
+    }
+    let type_ = if status == "True" {
+        // A first successful check is the normal case: say nothing.
+        if previous.is_none() {
+            return;
+        }
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    let event = Event {
+        type_,
+        reason: reason.clone(),
+        note: Some(message),
+        action: "VerifyCredentials".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx
+        .recorder
+        .publish(&event, &connection.object_ref(&()))
+        .await
+    {
+        warn!(error = %e, reason, "cannot publish event");
+    }
 }
 
 fn error_policy(_connection: Arc<ProviderConnection>, error: &Error, ctx: Arc<Context>) -> Action {
