@@ -18,9 +18,11 @@ unit:
 build:
 	cargo build --locked
 
-## crds: regenerate crds/ from the Rust types.
+## crds: regenerate crds/ (and its copies in deploy/ and the Helm chart) from the Rust types.
 crds:
 	cargo run --quiet -- crd > crds/secprov.dev.yaml
+	cp crds/secprov.dev.yaml deploy/crds/secprov.dev.yaml
+	cp crds/secprov.dev.yaml deploy/helm/secprov-operator/crds/secprov.dev.yaml
 
 ## deny: licences, bans and sources of every dependency (deny.toml).
 deny:

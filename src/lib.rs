@@ -8,6 +8,7 @@ pub mod cli;
 pub mod controller;
 pub mod error;
 pub mod fuzzing;
+pub mod leader;
 pub mod metrics;
 pub mod server;
 pub mod simulator;

@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use futures::FutureExt;
 use secprov::controller::{self, Settings};
+use secprov::leader::{self, ElectionConfig, LeaderElector};
 use secprov::metrics::Metrics;
 use secprov::server::{self, ServerState};
 
@@ -76,6 +78,33 @@ struct RunArgs {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "SECPROV_LOG_JSON")]
     log_json: bool,
+    /// How often each ProviderConnection's credentials are checked remotely.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, env = "SECPROV_CONNECTION_CHECK_INTERVAL")]
+    connection_check_interval: Duration,
+    /// Run the controllers only while holding the Lease `--leader-election-id`, so several
+    /// replicas can run with one active (deploy/ turns it on).
+    #[arg(long, env = "SECPROV_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Namespace of the Lease (default: POD_NAMESPACE, the in-cluster namespace, --namespace,
+    /// then `default`).
+    #[arg(long, env = "SECPROV_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(
+        long,
+        default_value = "secprov-operator",
+        env = "SECPROV_LEADER_ELECTION_ID"
+    )]
+    leader_election_id: String,
+    /// How long a Lease that is not renewed keeps the others waiting.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, env = "SECPROV_LEADER_ELECTION_LEASE_DURATION")]
+    leader_election_lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it stops (and exits).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, env = "SECPROV_LEADER_ELECTION_RENEW_DEADLINE")]
+    leader_election_renew_deadline: Duration,
+    /// Time between acquire/renew attempts.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, env = "SECPROV_LEADER_ELECTION_RETRY_PERIOD")]
+    leader_election_retry_period: Duration,
 }
 
 #[derive(Subcommand, Debug)]
@@ -290,11 +319,88 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         resync_interval: args.resync_interval,
         progress_interval: args.progress_interval,
         concurrency: args.concurrency.max(1),
-        namespace: args.namespace,
+        namespace: args.namespace.clone(),
+        connection_check_interval: args.connection_check_interval,
         ..Settings::default()
     };
+    let shutdown = shutdown_signal().shared();
+    if !args.leader_election {
+        metrics.set_leader(true);
+        ready.store(true, Ordering::Relaxed);
+        return controller::run(client, settings, metrics, shutdown).await;
+    }
+
+    let elector = Arc::new(LeaderElector::new(
+        client.clone(),
+        ElectionConfig {
+            namespace: lease_namespace(&args),
+            lease_name: args.leader_election_id.clone(),
+            identity: leader::default_identity(),
+            lease_duration: args.leader_election_lease_duration,
+            renew_deadline: args.leader_election_renew_deadline,
+            retry_period: args.leader_election_retry_period,
+        },
+    ));
+    // A standby is healthy and ready: it is doing its job, which is to wait.
+    metrics.set_leader(false);
     ready.store(true, Ordering::Relaxed);
-    controller::run(client, settings, metrics, shutdown_signal()).await
+    tokio::select! {
+        _ = elector.acquire() => {}
+        _ = shutdown.clone() => return Ok(()),
+    }
+    metrics.set_leader(true);
+    let lost = Arc::new(AtomicBool::new(false));
+    let holder = {
+        let (elector, lost) = (elector.clone(), lost.clone());
+        tokio::spawn(async move {
+            elector.hold().await;
+            lost.store(true, Ordering::SeqCst);
+        })
+    };
+    let stop = {
+        let lost = lost.clone();
+        async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = async {
+                    while !lost.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                } => {}
+            }
+        }
+    };
+    let result = controller::run(client, settings, metrics.clone(), stop).await;
+    holder.abort();
+    if lost.load(Ordering::SeqCst) {
+        metrics.set_leader(false);
+        // Simplest safe recovery: exit, and let Kubernetes restart us as a fresh candidate.
+        anyhow::bail!(
+            "lost leadership of Lease {:?}; exiting",
+            elector.config().lease_name
+        );
+    }
+    elector.release().await;
+    result
+}
+
+/// Where the Lease lives when `--leader-election-namespace` is not given.
+fn lease_namespace(args: &RunArgs) -> String {
+    args.leader_election_namespace
+        .clone()
+        .or_else(|| {
+            std::env::var("POD_NAMESPACE")
+                .ok()
+                .filter(|n| !n.is_empty())
+        })
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+                .ok()
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+        })
+        .or_else(|| args.namespace.clone())
+        .unwrap_or_else(|| "default".into())
 }
 
 /// Resolves on SIGTERM or Ctrl-C, so in-flight reconciles finish before exit.

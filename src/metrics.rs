@@ -41,6 +41,7 @@ pub struct Metrics {
     remote_duration: Histogram,
     status_patches: Counter<u64, AtomicU64>,
     ready: Family<ReadyLabels, Gauge>,
+    leader: Gauge,
     ready_by_object: Mutex<HashMap<String, bool>>,
 }
 
@@ -90,8 +91,15 @@ impl Metrics {
             "SecurityProviders by Ready condition status",
             ready.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica runs the controllers (leader, or leader election off), 0 on standby",
+            leader.clone(),
+        );
         Metrics {
             registry,
+            leader,
             reconciles,
             reconcile_duration,
             remote_requests,
@@ -111,6 +119,11 @@ impl Metrics {
             })
             .inc();
         self.reconcile_duration.observe(duration.as_secs_f64());
+    }
+
+    /// Records whether this replica runs the controllers.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// Counts one status write.
@@ -191,6 +204,7 @@ mod tests {
         metrics.set_ready("ns/b", Some(false));
         metrics.set_ready("ns/c", Some(true));
         metrics.set_ready("ns/c", None);
+        metrics.set_leader(true);
         let text = metrics.encode();
         for expected in [
             r#"secprov_reconciles_total{result="error",reason="RemoteUnavailable"} 1"#,
@@ -200,6 +214,7 @@ mod tests {
             r#"secprov_security_providers{ready="True"} 1"#,
             r#"secprov_security_providers{ready="False"} 1"#,
             "secprov_reconcile_duration_seconds_count 1",
+            "secprov_leader 1",
         ] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");
         }

@@ -201,7 +201,8 @@ pub struct ProviderConnectionStatus {
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`: credentials resolved and the remote system accepted them.
+    /// `Ready`: credentials resolved and the remote system accepted them. While not, also
+    /// `Stalled` (only a change can fix it) or `Reconciling` (being retried), for kstatus.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// `coveo`, `keystone` or `jitsudo`.

@@ -700,6 +700,23 @@ impl CoveoClient {
         }
     }
 
+    /// `GET /securityproviders/page?page=0&perPage=1`: the smallest authenticated read, to
+    /// check that the organization exists and the API key may view its providers.
+    pub async fn verify_credentials(&self) -> Result<(), RemoteError> {
+        let mut url = self.url(&["securityproviders", "page"]);
+        url.query_pairs_mut()
+            .append_pair("page", "0")
+            .append_pair("perPage", "1");
+        let resp = self
+            .call("verify", true, reqwest::Method::GET, url, None)
+            .await?;
+        if resp.is_success() {
+            Ok(())
+        } else {
+            Err(Self::fail("verify", &resp))
+        }
+    }
+
     /// All providers, via `GET /securityproviders/page`, following pages until exhausted.
     pub async fn list(&self) -> Result<Vec<ProviderWire>, RemoteError> {
         let mut all = Vec::new();
@@ -794,6 +811,10 @@ impl ProviderBackend for CoveoClient {
             .filter(|p| p.id != EMAIL_SECURITY_PROVIDER)
             .map(observed_from_wire)
             .collect())
+    }
+
+    async fn verify_credentials(&self) -> Result<(), RemoteError> {
+        CoveoClient::verify_credentials(self).await
     }
 }
 

@@ -547,6 +547,11 @@ impl ProviderBackend for JitsudoClient {
         BackendKind::Jitsudo
     }
 
+    async fn verify_credentials(&self) -> Result<(), RemoteError> {
+        // One provider is enough to prove the API key, the tenant header and the read right.
+        self.list_page(1, None).await.map(|_| ())
+    }
+
     async fn observe(&self, key: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError> {
         // The recorded id survives renames; without it (or when it is gone) search by name.
         if let Some(id) = &key.known_remote_id

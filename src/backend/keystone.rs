@@ -788,6 +788,12 @@ impl ProviderBackend for KeystoneClient {
         KeystoneClient::delete(self, remote_id).await
     }
 
+    async fn verify_credentials(&self) -> Result<(), RemoteError> {
+        // A token proves the credentials and the scope; identity provider rights show on the
+        // first provider read.
+        self.check_credentials().await
+    }
+
     async fn refresh(&self, _remote_id: &str) -> Result<bool, RemoteError> {
         Ok(false)
     }

@@ -175,6 +175,14 @@ pub trait ProviderBackend: Send + Sync {
 
     /// Lists every provider of the connection.
     async fn list(&self) -> Result<Vec<ObservedProvider>, RemoteError>;
+
+    /// Proves cheaply (one small read) that the endpoint is reachable and accepts the
+    /// credentials, for the ProviderConnection's `Ready` condition. The default reports
+    /// success without a call, for backends that have no cheap check yet; `list()` would
+    /// answer the question too but can page through thousands of providers.
+    async fn verify_credentials(&self) -> Result<(), RemoteError> {
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ pub struct Settings {
     pub namespace: Option<String>,
     /// Longest backoff after repeated transient failures.
     pub max_backoff: Duration,
+    /// How often each ProviderConnection's credentials are checked against the remote system.
+    pub connection_check_interval: Duration,
 }
 
 impl Default for Settings {
@@ -39,6 +41,7 @@ impl Default for Settings {
             concurrency: 16,
             namespace: None,
             max_backoff: Duration::from_secs(300),
+            connection_check_interval: Duration::from_secs(300),
         }
     }
 }
@@ -121,13 +124,7 @@ impl Context {
         {
             return Ok(cached.backend.clone());
         }
-
-        let backend = connect_from_api(
-            &self.client,
-            connection,
-            Some(self.metrics.request_observer()),
-        )
-        .await?;
+        let backend = self.build_backend(connection).await?;
         self.lock_backends().insert(
             key,
             CachedBackend {
@@ -136,6 +133,20 @@ impl Context {
             },
         );
         Ok(backend)
+    }
+
+    /// A new backend client of a connection, reading its Secrets from the API server (not
+    /// from the cache, so a Secret created a moment ago is found).
+    pub async fn build_backend(
+        &self,
+        connection: &ProviderConnection,
+    ) -> Result<Arc<dyn ProviderBackend>, Error> {
+        connect_from_api(
+            &self.client,
+            connection,
+            Some(self.metrics.request_observer()),
+        )
+        .await
     }
 
     fn lock_backends(

@@ -5,7 +5,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, PartialObjectMeta};
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
@@ -20,6 +20,7 @@ use crate::api::{PAUSED_ANNOTATION, ProviderConnection, REFRESH_ANNOTATION, Secu
 use crate::backend;
 use crate::metrics::Metrics;
 
+pub mod connection;
 pub mod context;
 pub mod plan;
 pub mod reconcile;
@@ -61,10 +62,11 @@ fn trigger_fingerprint(sp: &SecurityProvider) -> Option<u64> {
 
 /// Turns a watch on a dependency into reconcile triggers for the providers that depend on
 /// each changed object. The first full list only fills the cache (every provider is reconciled
-/// at start anyway); afterwards an object triggers when its resourceVersion changes, which
-/// also catches changes made while a watch was being re-established.
+/// at start anyway); afterwards an object triggers when its `version` changes, which also
+/// catches changes made while a watch was being re-established.
 fn dependency_triggers<K, S, F>(
     events: S,
+    version: fn(&K) -> String,
     mut dependents: F,
 ) -> impl Stream<Item = ObjectRef<SecurityProvider>> + Send
 where
@@ -80,7 +82,7 @@ where
             let mut triggers = Vec::new();
             match event {
                 Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
-                    let version = obj.resource_version().unwrap_or_default();
+                    let version = version(&obj);
                     let previous = seen.insert(ObjectRef::from_obj(&obj), version.clone());
                     if synced && previous.as_deref() != Some(version.as_str()) {
                         triggers = dependents(&obj);
@@ -118,13 +120,14 @@ fn providers_using(
         .collect()
 }
 
-/// Runs the controller until `shutdown` resolves.
+/// Runs the SecurityProvider and ProviderConnection controllers until `shutdown` resolves.
 pub async fn run(
     client: Client,
     settings: Settings,
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
+    let shutdown = shutdown.shared();
     let providers_api: Api<SecurityProvider> = api_for(&client, &settings.namespace);
     let connections_api: Api<ProviderConnection> = api_for(&client, &settings.namespace);
     // A metadata-only watch: Secret values are read on demand, never cached.
@@ -151,6 +154,15 @@ pub async fn run(
             .default_backoff()
             .modify(strip)
             .reflect(connection_writer),
+        // The connection controller writes status: only spec changes (a new generation) and
+        // replacement (a new uid) matter to providers.
+        |conn: &ProviderConnection| {
+            format!(
+                "{}/{}",
+                conn.uid().unwrap_or_default(),
+                conn.metadata.generation.unwrap_or_default()
+            )
+        },
         move |conn: &ProviderConnection| {
             providers_using(
                 &providers_for_connections,
@@ -171,6 +183,8 @@ pub async fn run(
                 s.metadata.labels = None;
             })
             .reflect(secret_writer),
+        // Secrets have no generation; any change may be a rotated value.
+        |secret: &PartialObjectMeta<Secret>| secret.resource_version().unwrap_or_default(),
         move |secret: &PartialObjectMeta<Secret>| {
             let namespace = secret.namespace().unwrap_or_default();
             let name = secret.name_any();
@@ -193,7 +207,7 @@ pub async fn run(
         },
     );
     let ctx = Arc::new(Context::new(
-        client,
+        client.clone(),
         settings.clone(),
         connections.clone(),
         secrets.clone(),
@@ -214,8 +228,9 @@ pub async fn run(
         .filter_map(|_| futures::future::ready(None))
         .chain(provider_events);
 
+    let connection_controller = connection::run(client.clone(), ctx.clone(), shutdown.clone());
     info!(concurrency = settings.concurrency, resync = ?settings.resync_interval, namespace = ?settings.namespace, "starting controller");
-    Controller::for_stream(gated_provider_events, providers)
+    let provider_controller = Controller::for_stream(gated_provider_events, providers)
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
         .reconcile_on(connection_triggers)
         .reconcile_on(secret_triggers)
@@ -225,8 +240,8 @@ pub async fn run(
             if let Err(e) = result {
                 tracing::debug!(error = %e, "controller event");
             }
-        })
-        .await;
+        });
+    futures::join!(provider_controller, connection_controller);
     info!("controller stopped");
     Ok(())
 }

@@ -164,6 +164,14 @@ fn conditions_for(
         }
         _ => None,
     });
+    // A remote provider in a failed state will not get better by reconciling again: say so
+    // with Stalled, or kstatus (Flux) would call a Ready=False object Current.
+    let degraded = outcome.observed.as_ref().and_then(|o| match &o.health {
+        RemoteHealth::Degraded { reason, message } => {
+            Some((ConditionStatus::True, (*reason).to_owned(), message.clone()))
+        }
+        _ => None,
+    });
     match &outcome.result {
         OutcomeResult::Synced { reason, message } => {
             let synced = (ConditionStatus::True, (*reason).to_owned(), message.clone());
@@ -175,7 +183,7 @@ fn conditions_for(
                     "the remote provider has not been read yet".into(),
                 ),
             };
-            (synced, ready, progressing, None)
+            (synced, ready, progressing, degraded)
         }
         OutcomeResult::Withheld { reason, message } => {
             let synced = (
@@ -191,7 +199,7 @@ fn conditions_for(
                     message.clone(),
                 ),
             };
-            (synced, ready, progressing, None)
+            (synced, ready, progressing, degraded)
         }
         OutcomeResult::Blocked { reason, message } => {
             let value = (
@@ -397,6 +405,13 @@ mod tests {
             ("False", "RemoteError")
         );
         assert_eq!(ready.last_transition_time.0, t("2026-01-03T00:00:00Z"));
+        // kstatus reads Stalled: a failed remote provider must not look Current.
+        let stalled = cond(&flipped, STALLED).unwrap();
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", "RemoteError")
+        );
+        assert!(cond(&flipped, RECONCILING).is_none());
     }
 
     #[test]

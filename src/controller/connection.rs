@@ -1,0 +1,324 @@
+//! The ProviderConnection controller: resolves a connection's Secrets, checks the credentials
+//! with one cheap remote read (`ProviderBackend::verify_credentials`) and reports the result as
+//! `status.conditions[Ready]`, so `kubectl get providerconnections` and `kubectl wait` show
+//! whether a connection works before any SecurityProvider uses it. It never writes remotely.
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, predicates};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use super::context::Context;
+use super::reconcile::FIELD_MANAGER;
+use super::status::{READY, RECONCILING, STALLED, condition};
+use crate::api::{ConditionStatus, ProviderConnection, ProviderConnectionStatus};
+use crate::backend;
+use crate::error::Error;
+
+/// Reason of `Ready=True` on a connection.
+pub const REASON_CONNECTED: &str = "Connected";
+
+/// Delay before checking again after a failure that may pass by itself (5xx, timeouts).
+const TRANSIENT_RETRY: Duration = Duration::from_secs(30);
+
+/// The status a connection should have after a check that ended with `result`.
+pub fn connection_status(
+    connection: &ProviderConnection,
+    result: &Result<(), Error>,
+    now: jiff::Timestamp,
+) -> ProviderConnectionStatus {
+    let previous = connection
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let generation = connection.metadata.generation;
+    let (status, reason, message) = match result {
+        Ok(()) => (
+            ConditionStatus::True,
+            REASON_CONNECTED.to_owned(),
+            "the credentials resolved and the remote system accepted them".to_owned(),
+        ),
+        Err(e) => (ConditionStatus::False, e.reason().to_owned(), e.to_string()),
+    };
+    let mut conditions = vec![condition(
+        previous,
+        READY,
+        status,
+        reason.clone(),
+        &message,
+        generation,
+        now,
+    )];
+    // For kstatus (Flux): a failure that only a change can fix is Stalled, one that may pass
+    // by itself is Reconciling; otherwise a Ready=False connection would count as Current.
+    if let Err(e) = result {
+        let type_ = if e.is_terminal() {
+            STALLED
+        } else {
+            RECONCILING
+        };
+        conditions.push(condition(
+            previous,
+            type_,
+            ConditionStatus::True,
+            reason,
+            &message,
+            generation,
+            now,
+        ));
+    }
+    ProviderConnectionStatus {
+        observed_generation: generation,
+        backend: connection.spec.backend().map(|b| b.as_str().to_owned()),
+        conditions,
+    }
+}
+
+/// Resolves the Secrets, builds the client and asks the remote system.
+async fn check(connection: &ProviderConnection, ctx: &Context) -> Result<(), Error> {
+    if connection.spec.backend().is_none() {
+        return Err(Error::InvalidConnection {
+            name: connection.name_any(),
+            message: "exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into(),
+        });
+    }
+    let client = ctx.build_backend(connection).await?;
+    client.verify_credentials().await?;
+    Ok(())
+}
+
+#[instrument(skip_all, fields(connection = %format!("{}/{}", connection.namespace().unwrap_or_default(), connection.name_any())))]
+async fn reconcile(
+    connection: Arc<ProviderConnection>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let namespace = connection.namespace().unwrap_or_default();
+    let result = check(&connection, &ctx).await;
+    if let Err(Error::Kube(_)) = &result {
+        // The Kubernetes API itself failed: nothing to say about the connection.
+        return result.map(|()| Action::await_change());
+    }
+    let new_status = connection_status(&connection, &result, jiff::Timestamp::now());
+    if connection.status.as_ref() != Some(&new_status) {
+        let api: Api<ProviderConnection> = Api::namespaced(ctx.client.clone(), &namespace);
+        let patch = json!({
+            "apiVersion": "secprov.dev/v1alpha1",
+            "kind": "ProviderConnection",
+            "status": new_status,
+        });
+        api.patch_status(
+            &connection.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        ctx.metrics.status_patched();
+        match &result {
+            Ok(()) => info!("connection ready"),
+            Err(e) => warn!(reason = e.reason(), error = %e, "connection not ready"),
+        }
+        publish_transition(&ctx, &connection, &new_status).await;
+    }
+    let interval = ctx.settings.connection_check_interval;
+    Ok(match &result {
+        Err(e) if !e.is_terminal() => Action::requeue(TRANSIENT_RETRY.min(interval)),
+        // Terminal failures also come back at the interval: a key can be activated remotely
+        // without any change in Kubernetes.
+        _ => Action::requeue(interval),
+    })
+}
+
+/// One Event when the Ready condition changes status or reason (not on every check).
+async fn publish_transition(
+    ctx: &Context,
+    connection: &ProviderConnection,
+    new_status: &ProviderConnectionStatus,
+) {
+    let ready_of = |s: Option<&ProviderConnectionStatus>| {
+        s.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let Some((status, reason, message)) = ready_of(Some(new_status)) else {
+        return;
+    };
+    let previous = ready_of(connection.status.as_ref());
+    if previous
+        .as_ref()
+        .is_some_and(|(s, r, _)| *s == status && *r == reason)
+    {
+        return;
+    }
+    let type_ = if status == "True" {
+        // A first successful check is the normal case: say nothing.
+        if previous.is_none() {
+            return;
+        }
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    let event = Event {
+        type_,
+        reason: reason.clone(),
+        note: Some(message),
+        action: "VerifyCredentials".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx
+        .recorder
+        .publish(&event, &connection.object_ref(&()))
+        .await
+    {
+        warn!(error = %e, reason, "cannot publish event");
+    }
+}
+
+fn error_policy(_connection: Arc<ProviderConnection>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(reason = error.reason(), %error, "connection check failed");
+    Action::requeue(TRANSIENT_RETRY.min(ctx.settings.connection_check_interval))
+}
+
+/// Runs the connection controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let connections_api: Api<ProviderConnection> = super::api_for(&client, &ctx.settings.namespace);
+    let secrets_api: Api<PartialObjectMeta<Secret>> =
+        super::api_for(&client, &ctx.settings.namespace);
+    // Own cache: this controller must see a connection as soon as its event arrives.
+    let (connections, connection_writer) = reflector::store::<ProviderConnection>();
+    // Status writes (our own included) do not change the generation: ignore them.
+    let connection_events =
+        watcher::watcher(connections_api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(super::strip)
+            .reflect(connection_writer)
+            .applied_objects()
+            .predicate_filter(predicates::generation, Default::default());
+    let controller = Controller::for_stream(connection_events, connections.clone());
+    let secret_changes = watcher::watcher(secrets_api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .touched_objects()
+        .predicate_filter(predicates::resource_version, Default::default())
+        .filter_map(|r| futures::future::ready(r.ok()));
+    info!("starting connection controller");
+    controller
+        .reconcile_on(secret_changes.flat_map(move |secret| {
+            let namespace = secret.namespace().unwrap_or_default();
+            let name = secret.name_any();
+            let users: Vec<ObjectRef<ProviderConnection>> = connections
+                .state()
+                .iter()
+                .filter(|c| c.namespace().as_deref() == Some(namespace.as_str()))
+                .filter(|c| backend::secret_refs(&c.spec).iter().any(|r| r.name == name))
+                .map(|c| ObjectRef::from_obj(c.as_ref()))
+                .collect();
+            futures::stream::iter(users)
+        }))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection controller event");
+            }
+        })
+        .await;
+    info!("connection controller stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ProviderConnectionSpec;
+    use crate::api::SecretKeyRef;
+    use crate::api::provider_connection::CoveoConnection;
+    use crate::error::{RemoteError, RemoteErrorKind};
+
+    fn connection() -> ProviderConnection {
+        let mut c = ProviderConnection::new(
+            "coveo",
+            ProviderConnectionSpec {
+                coveo: Some(CoveoConnection {
+                    organization_id: "org".into(),
+                    endpoint: None,
+                    api_key_secret_ref: SecretKeyRef {
+                        name: "k".into(),
+                        key: "apiKey".into(),
+                    },
+                }),
+                keystone: None,
+                jitsudo: None,
+                rate_limit: None,
+                timeout_seconds: None,
+                ca_bundle_secret_ref: None,
+            },
+        );
+        c.metadata.generation = Some(4);
+        c
+    }
+
+    #[test]
+    fn success_is_ready_connected_with_backend_and_generation() {
+        let s = connection_status(
+            &connection(),
+            &Ok(()),
+            "2026-01-01T00:00:00Z".parse().unwrap(),
+        );
+        assert_eq!(s.observed_generation, Some(4));
+        assert_eq!(s.backend.as_deref(), Some("coveo"));
+        assert_eq!(s.conditions[0].type_, "Ready");
+        assert_eq!(s.conditions[0].status, "True");
+        assert_eq!(s.conditions[0].reason, REASON_CONNECTED);
+        assert_eq!(
+            s.conditions.len(),
+            1,
+            "no Reconciling/Stalled when connected"
+        );
+    }
+
+    #[test]
+    fn failures_carry_their_reason_and_keep_transition_time_while_unchanged() {
+        let mut c = connection();
+        let unauthorized = Err(Error::Remote(RemoteError::transport(
+            "coveo",
+            "verify",
+            RemoteErrorKind::Unauthorized,
+            "401",
+        )));
+        let first = connection_status(&c, &unauthorized, "2026-01-01T00:00:00Z".parse().unwrap());
+        assert_eq!(first.conditions[0].status, "False");
+        assert_eq!(first.conditions[0].reason, "RemoteUnauthorized");
+        assert_eq!(first.conditions[1].type_, "Stalled");
+        assert_eq!(first.conditions[1].status, "True");
+        c.status = Some(first.clone());
+        let later = connection_status(&c, &unauthorized, "2026-01-02T00:00:00Z".parse().unwrap());
+        assert_eq!(
+            first, later,
+            "an unchanged result must not cause a status write"
+        );
+        let missing = Err(Error::SecretNotFound("k".into()));
+        let s = connection_status(&c, &missing, "2026-01-03T00:00:00Z".parse().unwrap());
+        assert_eq!(s.conditions[0].reason, "SecretNotFound");
+        let unavailable = Err(Error::Remote(RemoteError::transport(
+            "coveo",
+            "verify",
+            RemoteErrorKind::Unavailable,
+            "503",
+        )));
+        let s = connection_status(&c, &unavailable, "2026-01-04T00:00:00Z".parse().unwrap());
+        assert_eq!(s.conditions[1].type_, "Reconciling");
+        assert_eq!(s.conditions.len(), 2);
+    }
+}

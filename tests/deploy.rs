@@ -1,0 +1,715 @@
+//! The install manifests in deploy/ (and the Helm chart): static properties (least-privilege
+//! RBAC, Pod Security `restricted`, resources, NetworkPolicy, CRD copies in step, no spec
+//! defaults), then the README's install on the real API server: `kubectl apply -k deploy/`,
+//! `kubectl auth can-i` as the operator's ServiceAccount, PodSecurity admission judging the
+//! Pod template, and the real operator running with a ServiceAccount token reconciling a
+//! provider to Ready.
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use secprov::simulator::coveo::{CoveoSimConfig, CoveoSimulator};
+use serde::Deserialize;
+use serde_yaml::Value;
+use support::*;
+
+const OPERATOR_SA: &str = "system:serviceaccount:secprov-system:secprov-operator";
+
+/// Every document of the YAML files that deploy/kustomization.yaml lists.
+fn deploy_docs() -> Vec<Value> {
+    let kustomization: Value =
+        serde_yaml::from_str(&read("deploy/kustomization.yaml")).expect("kustomization.yaml");
+    let mut docs = Vec::new();
+    for resource in kustomization["resources"].as_sequence().expect("resources") {
+        let path = format!("deploy/{}", resource.as_str().unwrap());
+        for doc in serde_yaml::Deserializer::from_str(&read(&path)) {
+            let value = Value::deserialize(doc).expect("valid YAML");
+            if !value.is_null() {
+                docs.push(value);
+            }
+        }
+    }
+    docs
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("read {path}: {e}"))
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("{kind}/{name} missing from deploy/"))
+}
+
+fn strings(v: &Value) -> BTreeSet<String> {
+    v.as_sequence()
+        .map(|s| {
+            s.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn rbac_is_least_privilege_without_wildcards() {
+    let docs = deploy_docs();
+    let mut rules = Vec::new();
+    for kind in ["ClusterRole", "Role"] {
+        for doc in docs.iter().filter(|d| d["kind"] == kind) {
+            rules.extend(doc["rules"].as_sequence().unwrap().iter().cloned());
+        }
+    }
+    let mut granted: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for rule in &rules {
+        for field in ["apiGroups", "resources", "verbs"] {
+            assert!(
+                !strings(&rule[field]).contains("*"),
+                "wildcard in {field}: {rule:?}"
+            );
+        }
+        assert!(
+            rule["nonResourceURLs"].is_null(),
+            "no non-resource URLs needed"
+        );
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                for verb in strings(&rule["verbs"]) {
+                    granted.insert((group.clone(), resource.clone(), verb));
+                }
+            }
+        }
+    }
+    let expected: BTreeSet<(String, String, String)> = [
+        ("secprov.dev", "securityproviders", "get"),
+        ("secprov.dev", "securityproviders", "list"),
+        ("secprov.dev", "securityproviders", "watch"),
+        ("secprov.dev", "securityproviders", "patch"),
+        ("secprov.dev", "providerconnections", "get"),
+        ("secprov.dev", "providerconnections", "list"),
+        ("secprov.dev", "providerconnections", "watch"),
+        ("secprov.dev", "securityproviders/status", "patch"),
+        ("secprov.dev", "providerconnections/status", "patch"),
+        ("", "secrets", "get"),
+        ("", "secrets", "list"),
+        ("", "secrets", "watch"),
+        ("events.k8s.io", "events", "create"),
+        ("events.k8s.io", "events", "patch"),
+        ("coordination.k8s.io", "leases", "get"),
+        ("coordination.k8s.io", "leases", "create"),
+        ("coordination.k8s.io", "leases", "update"),
+    ]
+    .into_iter()
+    .map(|(g, r, v)| (g.to_owned(), r.to_owned(), v.to_owned()))
+    .collect();
+    assert_eq!(
+        granted, expected,
+        "RBAC grants differ from what the operator needs"
+    );
+    // Leases only in the operator's own namespace.
+    let role = find(&docs, "Role", "secprov-operator-leader-election");
+    assert_eq!(role["metadata"]["namespace"], "secprov-system");
+}
+
+#[test]
+fn deployment_meets_pod_security_restricted_with_limits_and_leader_election() {
+    let docs = deploy_docs();
+    let namespace = find(&docs, "Namespace", "secprov-system");
+    assert_eq!(
+        namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
+    let deployment = find(&docs, "Deployment", "secprov-operator");
+    assert!(deployment["spec"]["replicas"].as_u64().unwrap() >= 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "secprov-operator");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert!(pod["hostNetwork"].is_null() && pod["hostPID"].is_null());
+    let containers = pod["containers"].as_sequence().unwrap();
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    let sc = &c["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(
+        strings(&sc["capabilities"]["drop"]),
+        BTreeSet::from(["ALL".to_owned()])
+    );
+    assert!(sc["capabilities"]["add"].is_null());
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    assert!(sc["privileged"].is_null() || sc["privileged"] == false);
+    for kind in ["requests", "limits"] {
+        for resource in ["cpu", "memory"] {
+            assert!(
+                c["resources"][kind][resource].is_string(),
+                "resources.{kind}.{resource} missing"
+            );
+        }
+    }
+    let args = strings(&c["args"]);
+    assert!(
+        args.contains("run") && args.contains("--leader-election"),
+        "{args:?}"
+    );
+    let env: BTreeSet<String> = c["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(env.contains("POD_NAME") && env.contains("POD_NAMESPACE"));
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+}
+
+#[test]
+fn network_policy_allows_only_metrics_in_and_dns_api_https_out() {
+    let docs = deploy_docs();
+    let policy = find(&docs, "NetworkPolicy", "secprov-operator");
+    let spec = &policy["spec"];
+    assert_eq!(
+        strings(&spec["policyTypes"]),
+        BTreeSet::from(["Ingress".to_owned(), "Egress".to_owned()])
+    );
+    let ports = |rules: &Value| -> BTreeSet<(u64, String)> {
+        rules
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["ports"].as_sequence().cloned().unwrap_or_default())
+            .map(|p| {
+                (
+                    p["port"].as_u64().unwrap(),
+                    p["protocol"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        ports(&spec["ingress"]),
+        BTreeSet::from([(8080, "TCP".to_owned())])
+    );
+    let egress = ports(&spec["egress"]);
+    let allowed: BTreeSet<(u64, String)> = [(53, "UDP"), (53, "TCP"), (443, "TCP"), (6443, "TCP")]
+        .into_iter()
+        .map(|(p, proto)| (p, proto.to_owned()))
+        .collect();
+    assert_eq!(egress, allowed);
+    // Every ingress rule names ports: no rule opens every port.
+    for rule in spec["ingress"].as_sequence().unwrap() {
+        assert!(
+            rule["ports"].is_sequence(),
+            "ingress rule without ports: {rule:?}"
+        );
+    }
+    for rule in spec["egress"].as_sequence().unwrap() {
+        assert!(
+            rule["ports"].is_sequence(),
+            "egress rule without ports: {rule:?}"
+        );
+    }
+}
+
+#[test]
+fn crd_copies_equal_crds_and_no_spec_field_has_a_default() {
+    let crds = read("crds/secprov.dev.yaml");
+    assert_eq!(
+        read("deploy/crds/secprov.dev.yaml"),
+        crds,
+        "run `make crds`"
+    );
+    assert_eq!(
+        read("deploy/helm/secprov-operator/crds/secprov.dev.yaml"),
+        crds,
+        "run `make crds`"
+    );
+    // Defaulting in the schema would rewrite spec on the server, and a GitOps tool would see a
+    // diff it never made: defaults are applied by the operator instead.
+    fn defaults(v: &Value, path: &str, found: &mut Vec<String>) {
+        match v {
+            Value::Mapping(m) => {
+                for (k, child) in m {
+                    let key = k.as_str().unwrap_or_default();
+                    if key == "default" {
+                        found.push(path.to_owned());
+                    }
+                    defaults(child, &format!("{path}.{key}"), found);
+                }
+            }
+            Value::Sequence(s) => s.iter().for_each(|c| defaults(c, path, found)),
+            _ => {}
+        }
+    }
+    let mut checked = 0;
+    for doc in serde_yaml::Deserializer::from_str(&crds) {
+        let crd = Value::deserialize(doc).unwrap();
+        for version in crd["spec"]["versions"].as_sequence().unwrap() {
+            let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+            assert!(spec.is_mapping());
+            let mut found = Vec::new();
+            defaults(spec, "spec", &mut found);
+            assert!(found.is_empty(), "defaults under spec: {found:?}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 2);
+}
+
+#[test]
+fn helm_chart_has_the_same_rbac_and_pod_security_as_deploy() {
+    // The templates are compared textually where they must match deploy/ exactly; `helm
+    // template` is not available on every machine (see README).
+    let chart = "deploy/helm/secprov-operator/templates";
+    let rbac = read(&format!("{chart}/rbac.yaml"));
+    for line in read("deploy/rbac.yaml").lines().map(str::trim).filter(|l| {
+        l.starts_with("- apiGroups") || l.starts_with("resources:") || l.starts_with("verbs:")
+    }) {
+        assert!(rbac.contains(line), "chart rbac.yaml lacks {line:?}");
+    }
+    let deployment = read(&format!("{chart}/deployment.yaml"));
+    for needle in [
+        "allowPrivilegeEscalation: false",
+        "readOnlyRootFilesystem: true",
+        "runAsNonRoot: true",
+        "drop: [\"ALL\"]",
+        "type: RuntimeDefault",
+        "--leader-election",
+        "/healthz",
+        "/readyz",
+    ] {
+        assert!(
+            deployment.contains(needle),
+            "chart deployment lacks {needle:?}"
+        );
+    }
+    assert!(
+        read(&format!("{chart}/networkpolicy.yaml"))
+            .contains("policyTypes: [\"Ingress\", \"Egress\"]")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// On the real API server
+
+/// `kubectl apply -k deploy/`, once per test process: tests run in parallel, and concurrent
+/// first applies would race to create the same objects.
+fn apply_deploy() {
+    static APPLIED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut applied = APPLIED.lock().unwrap_or_else(|e| e.into_inner());
+    if !*applied {
+        let deploy = repo().join("deploy");
+        kubectl(&["apply", "-k", deploy.to_str().unwrap()]).expect("kubectl apply -k deploy/");
+        *applied = true;
+    }
+}
+
+#[test]
+fn kubectl_apply_k_installs_everything() {
+    apply_deploy();
+    for (resource, namespace) in [
+        ("crd/securityproviders.secprov.dev", None),
+        ("crd/providerconnections.secprov.dev", None),
+        ("namespace/secprov-system", None),
+        ("serviceaccount/secprov-operator", Some("secprov-system")),
+        ("clusterrole/secprov-operator", None),
+        ("clusterrolebinding/secprov-operator", None),
+        (
+            "role/secprov-operator-leader-election",
+            Some("secprov-system"),
+        ),
+        (
+            "rolebinding/secprov-operator-leader-election",
+            Some("secprov-system"),
+        ),
+        ("deployment/secprov-operator", Some("secprov-system")),
+        ("service/secprov-operator-metrics", Some("secprov-system")),
+        ("networkpolicy/secprov-operator", Some("secprov-system")),
+    ] {
+        let mut args = vec!["get", resource, "-o", "name"];
+        if let Some(ns) = namespace {
+            args.extend(["-n", ns]);
+        }
+        kubectl(&args).unwrap_or_else(|e| panic!("{resource} not installed: {e}"));
+    }
+    // Applying again changes nothing.
+    let deploy = repo().join("deploy");
+    let again = kubectl(&["apply", "-k", deploy.to_str().unwrap()]).unwrap();
+    assert!(
+        again.lines().all(|l| l.ends_with("unchanged")),
+        "second apply changed something:\n{again}"
+    );
+}
+
+fn can_i(verb: &str, resource: &str, namespace: &str) -> bool {
+    let (resource, subresource) = match resource.split_once('/') {
+        Some((r, s)) => (r, Some(s)),
+        None => (resource, None),
+    };
+    let mut cmd = Command::new("kubectl");
+    cmd.arg("--kubeconfig").arg(kubeconfig()).args([
+        "auth",
+        "can-i",
+        verb,
+        resource,
+        "-n",
+        namespace,
+        "--as",
+        OPERATOR_SA,
+    ]);
+    if let Some(s) = subresource {
+        cmd.arg(format!("--subresource={s}"));
+    }
+    let out = cmd.output().expect("kubectl auth can-i");
+    String::from_utf8_lossy(&out.stdout).trim() == "yes"
+}
+
+#[test]
+fn service_account_can_do_exactly_what_the_operator_needs() {
+    apply_deploy();
+    let ns = "some-team";
+    for (verb, resource) in [
+        ("list", "securityproviders.secprov.dev"),
+        ("watch", "securityproviders.secprov.dev"),
+        ("patch", "securityproviders.secprov.dev"),
+        ("patch", "securityproviders.secprov.dev/status"),
+        ("watch", "providerconnections.secprov.dev"),
+        ("patch", "providerconnections.secprov.dev/status"),
+        ("get", "secrets"),
+        ("watch", "secrets"),
+        ("create", "events.events.k8s.io"),
+    ] {
+        assert!(
+            can_i(verb, resource, ns),
+            "{OPERATOR_SA} cannot {verb} {resource}"
+        );
+    }
+    for (verb, resource) in [
+        ("delete", "secrets"),
+        ("create", "secrets"),
+        ("update", "secrets"),
+        ("update", "securityproviders.secprov.dev"),
+        ("delete", "securityproviders.secprov.dev"),
+        ("create", "securityproviders.secprov.dev"),
+        ("patch", "providerconnections.secprov.dev"),
+        ("delete", "providerconnections.secprov.dev"),
+        ("create", "pods"),
+        ("get", "configmaps"),
+        ("create", "leases.coordination.k8s.io"),
+        ("create", "events"), // core/v1 events are not used
+    ] {
+        assert!(
+            !can_i(verb, resource, ns),
+            "{OPERATOR_SA} may {verb} {resource}"
+        );
+    }
+    assert!(can_i(
+        "create",
+        "leases.coordination.k8s.io",
+        "secprov-system"
+    ));
+    assert!(can_i(
+        "update",
+        "leases.coordination.k8s.io",
+        "secprov-system"
+    ));
+    assert!(!can_i(
+        "delete",
+        "leases.coordination.k8s.io",
+        "secprov-system"
+    ));
+}
+
+/// The Deployment's Pod template, as a Pod manifest in `namespace`.
+fn pod_from_template(namespace: &str, name: &str) -> serde_json::Value {
+    let docs = deploy_docs();
+    let deployment = find(&docs, "Deployment", "secprov-operator");
+    let template: serde_json::Value =
+        serde_json::to_value(&deployment["spec"]["template"]).unwrap();
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": template["metadata"]["labels"]},
+        "spec": template["spec"],
+    })
+}
+
+#[test]
+fn pod_security_admission_accepts_the_pod_and_rejects_a_weaker_one() {
+    apply_deploy();
+    let ns = "secprov-system";
+    // Server-side dry run: PodSecurity admission (enforce=restricted on the namespace) judges
+    // the Pod the Deployment would create.
+    let pod = pod_from_template(ns, "psa-check");
+    let out = run_kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &pod.to_string());
+    assert!(
+        out.0,
+        "restricted PodSecurity rejected the operator Pod: {}",
+        out.1
+    );
+    assert!(!out.1.contains("Warning"), "PodSecurity warned: {}", out.1);
+    let deploy_dry_run = run_kubectl_stdin(
+        &["apply", "--dry-run=server", "-f", "-"],
+        &read("deploy/deployment.yaml"),
+    );
+    assert!(deploy_dry_run.0, "{}", deploy_dry_run.1);
+    assert!(
+        !deploy_dry_run.1.contains("violate"),
+        "{}",
+        deploy_dry_run.1
+    );
+
+    // Control: the same Pod allowed to escalate privileges is refused, so the check is real.
+    let mut weaker = pod_from_template(ns, "psa-check-weak");
+    weaker["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = true.into();
+    let refused = run_kubectl_stdin(
+        &["apply", "--dry-run=server", "-f", "-"],
+        &weaker.to_string(),
+    );
+    assert!(
+        !refused.0,
+        "a Pod that may escalate privileges was admitted"
+    );
+    assert!(refused.1.contains("restricted"), "{}", refused.1);
+}
+
+fn run_kubectl_stdin(args: &[&str], input: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A kubeconfig that authenticates as the operator's ServiceAccount with a TokenRequest token.
+fn service_account_kubeconfig(dir: &Path) -> std::path::PathBuf {
+    let token = kubectl(&[
+        "create",
+        "token",
+        "secprov-operator",
+        "-n",
+        "secprov-system",
+        "--duration=1h",
+    ])
+    .expect("kubectl create token");
+    let admin: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(kubeconfig()).unwrap()).unwrap();
+    let cluster = &admin["clusters"][0]["cluster"];
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "cp", "cluster": {
+            "server": cluster["server"].as_str().unwrap(),
+            "certificate-authority-data": cluster["certificate-authority-data"].as_str().unwrap(),
+        }}],
+        "users": [{"name": "secprov-operator", "user": {"token": token.trim()}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "cp", "user": "secprov-operator"}}],
+        "current-context": "sa",
+    });
+    let path = dir.join("sa.kubeconfig");
+    std::fs::write(&path, config.to_string()).unwrap();
+    path
+}
+
+#[test]
+fn operator_with_the_service_account_token_reconciles_to_ready() {
+    apply_deploy();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let api_key = "deploy-rbac-key";
+    let sim = rt
+        .block_on(CoveoSimulator::start(
+            "127.0.0.1:0".parse().unwrap(),
+            CoveoSimConfig::new("demo-org", api_key),
+        ))
+        .unwrap();
+    let ns = TestNamespace::new("deploy-rbac");
+    ns.apply(
+        &example("coveo/00-connection.yaml", &sim.base_url()).replace("demo-api-key", api_key),
+    )
+    .unwrap();
+    ns.apply(&example("coveo/10-securityprovider.yaml", &sim.base_url()))
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let sa_kubeconfig = service_account_kubeconfig(dir.path());
+    // The identity really is the ServiceAccount, not admin.
+    let whoami = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&sa_kubeconfig)
+        .args([
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&whoami.stdout), OPERATOR_SA);
+
+    let log = repo().join(format!("target/e2e-logs/{}.log", ns.name));
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let log_file = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_secprov-operator"))
+        .args([
+            "run",
+            "--namespace",
+            &ns.name,
+            "--leader-election",
+            "--leader-election-namespace",
+            "secprov-system",
+            "--leader-election-id",
+            &format!("secprov-operator-{}", ns.name),
+            "--metrics-addr",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .env("KUBECONFIG", &sa_kubeconfig)
+        .env("RUST_LOG", "info,secprov=debug")
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    let ready = ns.wait_condition("securityprovider/push-source-provider", "Ready", "60s");
+    let connection_ready = ns.wait_condition("providerconnection/coveo", "Ready", "30s");
+    let _ = child.kill();
+    let _ = child.wait();
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    ready.unwrap_or_else(|e| panic!("{e}\noperator log:\n{log_text}"));
+    connection_ready.unwrap_or_else(|e| panic!("{e}\noperator log:\n{log_text}"));
+    assert!(sim.provider("push-source-provider").is_some());
+    assert!(
+        !log_text.contains("Forbidden") && !log_text.contains("forbidden"),
+        "the ServiceAccount lacked a permission:\n{log_text}"
+    );
+    // The Created Event was written with the ServiceAccount's events.k8s.io grant.
+    let events = ns.events_for("push-source-provider");
+    assert!(
+        events.iter().any(|(reason, _)| reason == "Created"),
+        "{events:?}"
+    );
+    // It led through the Lease in secprov-system.
+    let lease = kubectl(&[
+        "get",
+        "lease",
+        &format!("secprov-operator-{}", ns.name),
+        "-n",
+        "secprov-system",
+        "-o",
+        "name",
+    ]);
+    assert!(lease.is_ok(), "{lease:?}");
+}
+
+/// `helm`, when this machine has it (`SECPROV_HELM` or on PATH). CI machines may not: the chart
+/// is then checked only textually (helm_chart_has_the_same_rbac_and_pod_security_as_deploy).
+fn helm() -> Option<String> {
+    let candidate = std::env::var("SECPROV_HELM").unwrap_or_else(|_| "helm".into());
+    Command::new(&candidate)
+        .arg("version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| candidate)
+}
+
+#[test]
+fn helm_chart_renders_the_same_objects_as_deploy_and_the_api_server_accepts_them() {
+    let Some(helm) = helm() else {
+        eprintln!("helm not found (set SECPROV_HELM): skipping the rendering check");
+        return;
+    };
+    let namespace = "secprov-helm";
+    let chart = repo().join("deploy/helm/secprov-operator");
+    let out = Command::new(&helm)
+        .args(["template", "secprov"])
+        .arg(&chart)
+        .args(["--namespace", namespace])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    let chart_docs: Vec<Value> = serde_yaml::Deserializer::from_str(&rendered)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect();
+    let deploy = deploy_docs();
+    let kind = |docs: &[Value], k: &str| -> Value {
+        docs.iter()
+            .find(|d| d["kind"] == k)
+            .unwrap_or_else(|| panic!("{k} missing"))
+            .clone()
+    };
+    for k in ["ClusterRole", "Role"] {
+        assert_eq!(
+            kind(&chart_docs, k)["rules"],
+            kind(&deploy, k)["rules"],
+            "{k} rules"
+        );
+    }
+    let container = |docs: &[Value]| kind(docs, "Deployment")["spec"]["template"]["spec"].clone();
+    let (chart_pod, deploy_pod) = (container(&chart_docs), container(&deploy));
+    assert_eq!(chart_pod["securityContext"], deploy_pod["securityContext"]);
+    for field in [
+        "securityContext",
+        "resources",
+        "env",
+        "ports",
+        "livenessProbe",
+        "readinessProbe",
+    ] {
+        assert_eq!(
+            chart_pod["containers"][0][field], deploy_pod["containers"][0][field],
+            "container {field}"
+        );
+    }
+    let policy = |docs: &[Value]| kind(docs, "NetworkPolicy")["spec"].clone();
+    assert_eq!(policy(&chart_docs)["ingress"], policy(&deploy)["ingress"]);
+    assert_eq!(policy(&chart_docs)["egress"], policy(&deploy)["egress"]);
+
+    // The API server (with PodSecurity enforcing restricted) accepts the rendered chart.
+    let _ = kubectl(&["create", "namespace", namespace]);
+    kubectl(&[
+        "label",
+        "namespace",
+        namespace,
+        "--overwrite",
+        "pod-security.kubernetes.io/enforce=restricted",
+    ])
+    .unwrap();
+    let (ok, output) = run_kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &rendered);
+    assert!(ok, "{output}");
+}

@@ -1,0 +1,568 @@
+//! Operability on the real API server: ProviderConnection status and the kubectl columns,
+//! Events only on transitions, /metrics, /healthz, /readyz, JSON logs, SIGTERM, pause, and
+//! leader election between two operator processes.
+mod support;
+
+use std::time::{Duration, Instant};
+
+use secprov::simulator::coveo::{CoveoSimConfig, CoveoSimulator};
+use serde_json::Value;
+use support::*;
+
+const API_KEY: &str = "e2e-ops-key-51c0";
+const ORG: &str = "demo-org";
+
+struct Env {
+    ns: TestNamespace,
+    sim: CoveoSimulator,
+    _rt: tokio::runtime::Runtime,
+}
+
+/// A namespace holding the example connection, pointing at a fresh simulator.
+fn setup(prefix: &str) -> Env {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sim = rt
+        .block_on(CoveoSimulator::start(
+            "127.0.0.1:0".parse().unwrap(),
+            CoveoSimConfig {
+                refresh_duration: Duration::from_millis(300),
+                ..CoveoSimConfig::new(ORG, API_KEY)
+            },
+        ))
+        .unwrap();
+    let ns = TestNamespace::new(prefix);
+    let connection =
+        example("coveo/00-connection.yaml", &sim.base_url()).replace("demo-api-key", API_KEY);
+    ns.apply(&connection).unwrap();
+    Env { ns, sim, _rt: rt }
+}
+
+/// deploy/argocd/health.lua run on an object read from the API server, as Argo CD runs it.
+fn argocd_health(object: &Value) -> String {
+    use mlua::LuaSerdeExt;
+    let script = std::fs::read_to_string(repo().join("deploy/argocd/health.lua")).unwrap();
+    let lua = mlua::Lua::new();
+    lua.globals()
+        .set("obj", lua.to_value(object).unwrap())
+        .unwrap();
+    let result: mlua::Table = lua.load(script).eval().unwrap();
+    result.get::<String>("status").unwrap()
+}
+
+fn start_operator(env: &Env, extra: &[&str]) -> Operator {
+    let mut args = vec![
+        "--progress-interval",
+        "500ms",
+        "--resync-interval",
+        "2s",
+        "--connection-check-interval",
+        "2s",
+    ];
+    args.extend_from_slice(extra);
+    Operator::start(&env.ns.name, &args)
+}
+
+fn provider(name: &str, display: &str) -> String {
+    format!(
+        r#"apiVersion: secprov.dev/v1alpha1
+kind: SecurityProvider
+metadata:
+  name: {name}
+spec:
+  connectionRef: coveo
+  displayName: {display}
+  coveo:
+    referencedBy:
+      - type: SOURCE
+        id: source-{name}
+"#
+    )
+}
+
+fn wait_ready(env: &Env, resource: &str, operator: &Operator) -> Value {
+    env.ns
+        .wait_condition(resource, "Ready", "60s")
+        .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.log_text()));
+    env.ns.get_json(resource).unwrap()
+}
+
+/// Waits until the simulator reports the provider IDLE and status mirrors it, so that later
+/// steps start from a settled state.
+fn wait_settled(env: &Env, name: &str) {
+    eventually(Duration::from_secs(20), "provider settled", || {
+        let obj = env.ns.get_json(&format!("securityprovider/{name}"))?;
+        let remote = env.sim.provider(name)?;
+        (remote["currentStatus"]["type"] == "IDLE"
+            && obj["status"]["currentStatus"]["type"] == "IDLE"
+            && obj["status"]["statistics"] == remote["statistics"])
+            .then_some(())
+    });
+}
+
+#[test]
+fn connection_status_and_kubectl_columns() {
+    let env = setup("ops-columns");
+    let operator = start_operator(&env, &[]);
+    env.ns.apply(&provider("columns", "Columns")).unwrap();
+    let connection = wait_ready(&env, "providerconnection/coveo", &operator);
+    let ready = condition(&connection, "Ready").unwrap();
+    assert_eq!(ready["reason"], "Connected");
+    assert_eq!(connection["status"]["backend"], "coveo");
+    assert_eq!(
+        connection["status"]["observedGeneration"],
+        connection["metadata"]["generation"]
+    );
+    // The check is the one-item page read, not a full list.
+    assert!(env.sim.request_count_for("GET", "list") >= 1 || env.sim.request_count("GET") >= 1);
+    wait_ready(&env, "securityprovider/columns", &operator);
+    wait_settled(&env, "columns");
+
+    let real = env.ns.get_json("securityprovider/columns").unwrap();
+    assert_eq!(argocd_health(&real), "Healthy");
+    assert_eq!(argocd_health(&connection), "Healthy");
+    let providers = env.ns.kubectl(&["get", "securityproviders"]).unwrap();
+    println!("$ kubectl get securityproviders\n{providers}");
+    let mut lines = providers.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap()
+        .split("  ")
+        .filter(|s| !s.is_empty())
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "BACKEND",
+            "READY",
+            "REASON",
+            "STATUS",
+            "ENTITIES",
+            "IN ERROR",
+            "LAST REFRESH",
+            "AGE"
+        ]
+    );
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        &row[..6],
+        ["columns", "coveo", "True", "Available", "IDLE", "0"]
+    );
+
+    let connections = env.ns.kubectl(&["get", "providerconnections"]).unwrap();
+    println!("$ kubectl get providerconnections\n{connections}");
+    let mut lines = connections.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "BACKEND", "READY", "AGE"]);
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(&row[..3], ["coveo", "coveo", "True"]);
+
+    // The `secprov` category lists both kinds.
+    let category = env.ns.kubectl(&["get", "secprov", "-o", "name"]).unwrap();
+    assert!(
+        category.contains("securityprovider.secprov.dev/columns"),
+        "{category}"
+    );
+    assert!(
+        category.contains("providerconnection.secprov.dev/coveo"),
+        "{category}"
+    );
+
+    // A connection whose Secret is missing, and one whose key the remote refuses.
+    env.ns
+        .apply(&format!(
+            r#"apiVersion: secprov.dev/v1alpha1
+kind: ProviderConnection
+metadata:
+  name: no-secret
+spec:
+  coveo:
+    organizationId: {ORG}
+    endpoint: {url}
+    apiKeySecretRef: {{name: absent, key: apiKey}}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: wrong-key
+stringData:
+  apiKey: not-the-key
+---
+apiVersion: secprov.dev/v1alpha1
+kind: ProviderConnection
+metadata:
+  name: wrong-key
+spec:
+  coveo:
+    organizationId: {ORG}
+    endpoint: {url}
+    apiKeySecretRef: {{name: wrong-key, key: apiKey}}
+"#,
+            url = env.sim.base_url()
+        ))
+        .unwrap();
+    for (name, reason) in [
+        ("no-secret", "SecretNotFound"),
+        ("wrong-key", "RemoteUnauthorized"),
+    ] {
+        let obj = eventually(Duration::from_secs(20), reason, || {
+            let obj = env.ns.get_json(&format!("providerconnection/{name}"))?;
+            (condition(&obj, "Ready")?["reason"] == reason).then_some(obj)
+        });
+        let ready = condition(&obj, "Ready").unwrap();
+        assert_eq!(ready["status"], "False");
+        assert!(
+            !ready["message"].as_str().unwrap().contains("not-the-key"),
+            "secret in status"
+        );
+    }
+    let all = env.ns.kubectl(&["get", "providerconnections"]).unwrap();
+    println!("$ kubectl get providerconnections\n{all}");
+    assert!(
+        !operator.log_text().contains("not-the-key"),
+        "secret value in the log"
+    );
+    assert!(
+        !operator.log_text().contains(API_KEY),
+        "secret value in the log"
+    );
+
+    // Creating the missing Secret makes the connection Ready at once (Secret watch).
+    env.ns
+        .apply(&format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: absent\nstringData:\n  apiKey: {API_KEY}\n"
+        ))
+        .unwrap();
+    env.ns
+        .wait_condition("providerconnection/no-secret", "Ready", "20s")
+        .unwrap();
+
+    // Events on the transitions only: one Warning per failure reason, one Connected on recovery,
+    // none for the connection that was fine from the start, none per periodic check (2 s).
+    std::thread::sleep(Duration::from_secs(5));
+    let reasons = |name: &str| -> Vec<String> {
+        env.ns
+            .events_for(name)
+            .into_iter()
+            .map(|(reason, _)| reason)
+            .collect()
+    };
+    assert_eq!(reasons("wrong-key"), ["RemoteUnauthorized"]);
+    let mut no_secret = reasons("no-secret");
+    no_secret.sort();
+    assert_eq!(no_secret, ["Connected", "SecretNotFound"]);
+    assert!(
+        env.ns
+            .events_for("coveo")
+            .iter()
+            .all(|(_, m)| !m.contains("credentials")),
+        "no Event for a connection that was always fine"
+    );
+}
+
+#[test]
+fn steady_provider_gets_no_new_events_across_resyncs() {
+    let env = setup("ops-events");
+    let operator = start_operator(&env, &[]);
+    env.ns.apply(&provider("steady", "Steady")).unwrap();
+    wait_ready(&env, "securityprovider/steady", &operator);
+    wait_settled(&env, "steady");
+    let events = |env: &Env| -> Vec<(String, String, String)> {
+        let list: Value = serde_json::from_str(
+            &env.ns
+                .kubectl(&[
+                    "get",
+                    "events",
+                    "-o",
+                    "json",
+                    "--field-selector",
+                    "involvedObject.name=steady",
+                ])
+                .unwrap(),
+        )
+        .unwrap();
+        let mut out: Vec<(String, String, String)> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["metadata"]["name"].as_str().unwrap().to_owned(),
+                    e["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                    e["reason"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let before = events(&env);
+    assert!(before.iter().any(|e| e.2 == "Created"), "{before:?}");
+    let reconciles = operator.metric_sum("secprov_reconciles_total", &["result=\"success\""]);
+    // Four resync intervals.
+    std::thread::sleep(Duration::from_secs(8));
+    let after_reconciles = operator.metric_sum("secprov_reconciles_total", &["result=\"success\""]);
+    assert!(
+        after_reconciles >= reconciles + 2.0,
+        "resyncs happened: {reconciles} -> {after_reconciles}"
+    );
+    let after = events(&env);
+    assert_eq!(before, after, "a steady object got new or updated Events");
+}
+
+#[test]
+fn metrics_health_json_logs_and_graceful_sigterm() {
+    let env = setup("ops-metrics");
+    let mut operator = start_operator(&env, &["--log-json"]);
+    env.ns.apply(&provider("measured", "Measured")).unwrap();
+    wait_ready(&env, "securityprovider/measured", &operator);
+    let text = eventually(Duration::from_secs(10), "metrics after a reconcile", || {
+        let text = operator.metrics();
+        text.contains("secprov_security_providers{ready=\"True\"} 1")
+            .then_some(text)
+    });
+    for family in [
+        "# TYPE secprov_reconciles counter",
+        "secprov_reconciles_total{result=\"success\",reason=\"Reconciled\"}",
+        "# TYPE secprov_reconcile_duration_seconds histogram",
+        "secprov_reconcile_duration_seconds_bucket{le=",
+        "# TYPE secprov_remote_requests counter",
+        "secprov_remote_requests_total{backend=\"coveo\",operation=\"create\",status=\"20",
+        "secprov_remote_requests_total{backend=\"coveo\",operation=\"get\",status=\"200\"}",
+        "secprov_remote_requests_total{backend=\"coveo\",operation=\"verify\",status=\"200\"}",
+        "secprov_remote_request_duration_seconds_count",
+        "secprov_status_patches_total",
+        "secprov_security_providers{ready=\"True\"} 1",
+        "secprov_leader 1",
+    ] {
+        assert!(text.contains(family), "missing {family} in\n{text}");
+    }
+    assert_eq!(
+        http_get(operator.metrics_port, "/healthz").as_deref(),
+        Some("ok")
+    );
+    assert_eq!(
+        http_get(operator.metrics_port, "/readyz").as_deref(),
+        Some("ok")
+    );
+
+    let log = operator.log_text();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() > 3, "{log}");
+    for line in &lines {
+        let parsed: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            parsed["timestamp"].is_string() && parsed["level"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(log.contains("\"created remote provider\""), "{log}");
+
+    let started = Instant::now();
+    let status = operator.terminate_status(Duration::from_secs(10));
+    let status = status
+        .unwrap_or_else(|| panic!("no exit within 10 s of SIGTERM:\n{}", operator.log_text()));
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(operator.log_text().contains("shutdown requested"));
+}
+
+#[test]
+fn paused_provider_gets_no_remote_writes_until_resumed() {
+    let env = setup("ops-pause");
+    let operator = start_operator(&env, &[]);
+    env.ns.apply(&provider("pausable", "Before")).unwrap();
+    wait_ready(&env, "securityprovider/pausable", &operator);
+    wait_settled(&env, "pausable");
+    env.ns
+        .kubectl(&[
+            "annotate",
+            "securityprovider/pausable",
+            "secprov.dev/paused=true",
+        ])
+        .unwrap();
+    let puts = env.sim.request_count("PUT");
+    let posts = env.sim.request_count("POST");
+    env.ns
+        .kubectl(&[
+            "patch",
+            "securityprovider/pausable",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"displayName":"After"}}"#,
+        ])
+        .unwrap();
+    let obj = eventually(
+        Duration::from_secs(20),
+        "Synced=False ReconcilePaused",
+        || {
+            let obj = env.ns.get_json("securityprovider/pausable")?;
+            let synced = condition(&obj, "Synced")?;
+            (synced["status"] == "False"
+                && synced["reason"] == "ReconcilePaused"
+                && obj["status"]["observedGeneration"] == obj["metadata"]["generation"])
+                .then_some(obj)
+        },
+    );
+    // Three resyncs later still nothing was written remotely.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(env.sim.request_count("PUT"), puts, "a PUT while paused");
+    assert_eq!(env.sim.request_count("POST"), posts, "a POST while paused");
+    assert_eq!(
+        env.sim.provider("pausable").unwrap()["displayName"],
+        "Before"
+    );
+    assert!(obj["status"]["remoteId"] == "pausable");
+    assert_eq!(argocd_health(&obj), "Suspended");
+
+    env.ns
+        .kubectl(&[
+            "annotate",
+            "securityprovider/pausable",
+            "secprov.dev/paused-",
+        ])
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the change applied after resuming",
+        || (env.sim.provider("pausable")?["displayName"] == "After").then_some(()),
+    );
+    assert_eq!(env.sim.request_count("PUT"), puts + 1, "exactly one PUT");
+    eventually(Duration::from_secs(10), "Synced=True again", || {
+        let obj = env.ns.get_json("securityprovider/pausable")?;
+        (condition(&obj, "Synced")?["status"] == "True").then_some(())
+    });
+}
+
+fn leader_args(ns: &str) -> Vec<String> {
+    [
+        "--leader-election",
+        "--leader-election-namespace",
+        ns,
+        "--leader-election-lease-duration",
+        "3s",
+        "--leader-election-renew-deadline",
+        "2s",
+        "--leader-election-retry-period",
+        "500ms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// The replica's `secprov_leader` gauge; None while /metrics does not answer.
+fn is_leader(op: &Operator) -> Option<bool> {
+    op.metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix("secprov_leader "))
+        .map(|v| v.trim() == "1")
+}
+
+#[test]
+fn leader_election_one_replica_writes_and_the_standby_takes_over() {
+    let env = setup("ops-leader");
+    let args = leader_args(&env.ns.name);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let first = start_operator(&env, &args);
+    // Let the first one win, so which one leads is known.
+    eventually(Duration::from_secs(20), "first replica leads", || {
+        is_leader(&first).filter(|l| *l)
+    });
+    let mut replicas = [first, start_operator(&env, &args)];
+    eventually(
+        Duration::from_secs(10),
+        "second replica standing by",
+        || is_leader(&replicas[1]).filter(|l| !*l),
+    );
+    assert_eq!(
+        http_get(replicas[1].metrics_port, "/healthz").as_deref(),
+        Some("ok")
+    );
+
+    env.ns.apply(&provider("elected", "One writer")).unwrap();
+    wait_ready(&env, "securityprovider/elected", &replicas[0]);
+    wait_settled(&env, "elected");
+    let lease: Value = serde_json::from_str(
+        &env.ns
+            .kubectl(&["get", "lease", "secprov-operator", "-o", "json"])
+            .unwrap(),
+    )
+    .unwrap();
+    let holder = lease["spec"]["holderIdentity"].as_str().unwrap().to_owned();
+    assert!(
+        holder.ends_with(&format!("-{}", replicas[0].pid())),
+        "holder {holder}"
+    );
+
+    // Only the leader talks to the remote system and writes status.
+    assert!(replicas[0].metric_sum("secprov_status_patches_total", &[]) > 0.0);
+    assert!(replicas[0].metric_sum("secprov_remote_requests_total", &[]) > 0.0);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        replicas[1].metric_sum("secprov_status_patches_total", &[]),
+        0.0
+    );
+    assert_eq!(
+        replicas[1].metric_sum("secprov_remote_requests_total", &[]),
+        0.0
+    );
+    assert_eq!(replicas[1].metric_sum("secprov_reconciles_total", &[]), 0.0);
+    assert_eq!(is_leader(&replicas[1]), Some(false));
+
+    // The leader crashes (no chance to release the Lease): the standby takes over once the
+    // Lease expires (3 s) and applies a change made meanwhile.
+    replicas[0].kill();
+    let killed = Instant::now();
+    env.ns
+        .kubectl(&[
+            "patch",
+            "securityprovider/elected",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"displayName":"Taken over"}}"#,
+        ])
+        .unwrap();
+    eventually(Duration::from_secs(15), "standby took over", || {
+        is_leader(&replicas[1]).filter(|l| *l)
+    });
+    let takeover = killed.elapsed();
+    eventually(
+        Duration::from_secs(20),
+        "change applied by the new leader",
+        || (env.sim.provider("elected")?["displayName"] == "Taken over").then_some(()),
+    );
+    assert!(
+        takeover < Duration::from_secs(10),
+        "takeover took {takeover:?}"
+    );
+    assert!(replicas[1].metric_sum("secprov_status_patches_total", &[]) > 0.0);
+    println!("standby took over {takeover:?} after the leader was killed");
+
+    // A graceful stop releases the Lease: a new replica leads at once, without waiting 3 s.
+    let status = replicas[1].terminate_status(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let lease: Value = serde_json::from_str(
+        &env.ns
+            .kubectl(&["get", "lease", "secprov-operator", "-o", "json"])
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        lease["spec"]["holderIdentity"].is_null(),
+        "Lease not released: {lease}"
+    );
+}
