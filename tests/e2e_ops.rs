@@ -326,8 +326,10 @@ fn metrics_health_json_logs_and_graceful_sigterm() {
     wait_ready(&env, "securityprovider/measured", &operator);
     let text = eventually(Duration::from_secs(10), "metrics after a reconcile", || {
         let text = operator.metrics();
-        text.contains("secprov_security_providers{ready=\"True\"} 1")
-            .then_some(text)
+        // The connection check runs concurrently with the provider's reconcile.
+        (text.contains("secprov_security_providers{ready=\"True\"} 1")
+            && text.contains("operation=\"verify\""))
+        .then_some(text)
     });
     for family in [
         "# TYPE secprov_reconciles counter",

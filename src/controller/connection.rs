@@ -92,7 +92,9 @@ async fn check(connection: &ProviderConnection, ctx: &Context) -> Result<(), Err
             message: "exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into(),
         });
     }
-    let client = ctx.build_backend(connection).await?;
+    // The same client the providers use: one token bucket, one concurrency cap and (Keystone)
+    // one token per connection, as spec.rateLimit promises.
+    let client = ctx.backend_for(connection).await?;
     client.verify_credentials().await?;
     Ok(())
 }

@@ -59,7 +59,9 @@ pub struct Context {
     pub secrets: Store<PartialObjectMeta<Secret>>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
-    backends: Mutex<HashMap<ObjectRef<ProviderConnection>, CachedBackend>>,
+    /// Async lock held while a client is built, so concurrent reconciles of one connection
+    /// (and the connection check) share one client: one token bucket, one Keystone token.
+    backends: tokio::sync::Mutex<HashMap<ObjectRef<ProviderConnection>, CachedBackend>>,
     failures: Mutex<HashMap<ObjectRef<SecurityProvider>, u32>>,
 }
 
@@ -80,7 +82,7 @@ impl Context {
             secrets,
             recorder,
             metrics,
-            backends: Mutex::new(HashMap::new()),
+            backends: tokio::sync::Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -108,10 +110,19 @@ impl Context {
             connection.metadata.generation.unwrap_or_default()
         );
         for r in &refs {
-            let meta = self
+            let Some(meta) = self
                 .secrets
                 .get(&ObjectRef::new(&r.name).within(&namespace))
-                .ok_or_else(|| Error::SecretNotFound(r.name.clone()))?;
+            else {
+                // Not cached yet (created a moment ago, its watch event still on the way) or
+                // really missing: read from the API server, which tells which, and don't cache.
+                return connect_from_api(
+                    &self.client,
+                    connection,
+                    Some(self.metrics.request_observer()),
+                )
+                .await;
+            };
             fingerprint.push_str(&format!(
                 "/{}={}",
                 r.name,
@@ -119,13 +130,19 @@ impl Context {
             ));
         }
         let key = ObjectRef::from_obj(connection);
-        if let Some(cached) = self.lock_backends().get(&key)
+        let mut backends = self.backends.lock().await;
+        if let Some(cached) = backends.get(&key)
             && cached.fingerprint == fingerprint
         {
             return Ok(cached.backend.clone());
         }
-        let backend = self.build_backend(connection).await?;
-        self.lock_backends().insert(
+        let backend = connect_from_api(
+            &self.client,
+            connection,
+            Some(self.metrics.request_observer()),
+        )
+        .await?;
+        backends.insert(
             key,
             CachedBackend {
                 fingerprint,
@@ -133,28 +150,6 @@ impl Context {
             },
         );
         Ok(backend)
-    }
-
-    /// A new backend client of a connection, reading its Secrets from the API server (not
-    /// from the cache, so a Secret created a moment ago is found).
-    pub async fn build_backend(
-        &self,
-        connection: &ProviderConnection,
-    ) -> Result<Arc<dyn ProviderBackend>, Error> {
-        connect_from_api(
-            &self.client,
-            connection,
-            Some(self.metrics.request_observer()),
-        )
-        .await
-    }
-
-    fn lock_backends(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<ProviderConnection>, CachedBackend>> {
-        // A poisoned lock only means another reconcile panicked mid-insert; the map is still
-        // consistent (single inserts), so keep using it.
-        self.backends.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Records a transient failure and returns the delay before the next attempt:
