@@ -298,6 +298,9 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// How long in-flight reconciles may take to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     secprov::telemetry::init(args.log_json);
     let client = kube::Client::try_default()
@@ -324,6 +327,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ..Settings::default()
     };
     let shutdown = shutdown_signal().shared();
+    // Observe the signal in a task of its own, so it is seen (and logged) whatever the
+    // controller is doing, and bound the graceful stop: in-flight reconciles get a grace period
+    // well inside Kubernetes' default 30 s, then the process exits anyway.
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "in-flight work did not finish within the grace period; exiting");
+            std::process::exit(0);
+        });
+    }
     if !args.leader_election {
         metrics.set_leader(true);
         ready.store(true, Ordering::Relaxed);
