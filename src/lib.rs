@@ -1,6 +1,11 @@
 //! secprov-operator: declares security identity providers of SaaS systems as Kubernetes
 //! resources and reconciles them against the remote APIs.
 #![forbid(unsafe_code)]
+// Remote errors carry the remote code, message and request id on purpose; they are built on
+// the cold path only, so their size costs nothing worth boxing for.
+#![allow(clippy::result_large_err)]
+// kube-derive's `printcolumn(...)` repeats `type_` once per column by design.
+#![allow(clippy::duplicated_attributes)]
 
 pub mod api;
 pub mod backend;
