@@ -1,6 +1,6 @@
 //! Shared state of the controller: clients, caches of connections and Secret metadata, built
 //! backends, and per-object failure counts for backoff.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,6 +14,8 @@ use crate::api::{ProviderConnection, SecurityProvider};
 use crate::backend::{self, ProviderBackend, SecretValues};
 use crate::error::Error;
 use crate::metrics::Metrics;
+
+use super::snapshot::Snapshots;
 
 /// Tunables of the controller.
 #[derive(Clone, Debug)]
@@ -29,6 +31,9 @@ pub struct Settings {
     pub namespace: Option<String>,
     /// Longest backoff after repeated transient failures.
     pub max_backoff: Duration,
+    /// Resyncs read a connection's providers in pages (see [`super::snapshot`]) instead of
+    /// one GET each.
+    pub batch_observe: bool,
 }
 
 impl Default for Settings {
@@ -39,6 +44,7 @@ impl Default for Settings {
             concurrency: 16,
             namespace: None,
             max_backoff: Duration::from_secs(300),
+            batch_observe: true,
         }
     }
 }
@@ -58,6 +64,11 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     backends: Mutex<HashMap<ObjectRef<ProviderConnection>, CachedBackend>>,
     failures: Mutex<HashMap<ObjectRef<SecurityProvider>, u32>>,
+    /// Paged reads of each connection's providers, shared by resyncs.
+    pub snapshots: Snapshots<ObjectRef<ProviderConnection>>,
+    /// Providers whose remote state was settling at their last reconcile: their next read
+    /// must be fresh, a snapshot would show the old state.
+    settling: Mutex<HashSet<ObjectRef<SecurityProvider>>>,
 }
 
 impl Context {
@@ -72,13 +83,21 @@ impl Context {
     ) -> Self {
         Context {
             client,
-            settings,
             connections,
             secrets,
             recorder,
             metrics,
             backends: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            // Half the resync interval: a resync wave (spread by the ±10 % jitter) is served
+            // by one list, and no snapshot outlives the next wave.
+            snapshots: Snapshots::new(if settings.batch_observe {
+                settings.resync_interval / 2
+            } else {
+                Duration::ZERO
+            }),
+            settling: Mutex::new(HashSet::new()),
+            settings,
         }
     }
 
@@ -186,6 +205,25 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(object);
+    }
+
+    /// Remembers whether the provider's remote state was settling (its next read must be
+    /// fresh).
+    pub fn set_settling(&self, object: &ObjectRef<SecurityProvider>, settling: bool) {
+        let mut set = self.settling.lock().unwrap_or_else(|e| e.into_inner());
+        if settling {
+            set.insert(object.clone());
+        } else {
+            set.remove(object);
+        }
+    }
+
+    /// Whether the provider was settling at its last reconcile.
+    pub fn is_settling(&self, object: &ObjectRef<SecurityProvider>) -> bool {
+        self.settling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(object)
     }
 
     /// The resync delay with ±10 % jitter, so objects created together don't resync together.

@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 pub mod context;
 pub mod plan;
 pub mod reconcile;
+pub mod snapshot;
 pub mod status;
 
 pub use context::{Context, Settings};

@@ -154,6 +154,7 @@ async fn apply(
                         .as_ref()
                         .is_some_and(|j| matches!(j.sync_status.as_str(), "pending" | "syncing"))
             });
+            ctx.set_settling(&object, settling);
             Action::requeue(if settling {
                 ctx.settings.progress_interval
             } else {
@@ -181,16 +182,42 @@ async fn sync(
         id: sp.provider_id(),
         known_remote_id: outcome.remote_id.clone(),
     };
-    let mut observed = backend.observe(&key).await?;
+    let connection_key = ObjectRef::from_obj(&*connection);
+    // A resync of a provider already in sync may be served by the connection's paged
+    // snapshot; a miss, or anything else, reads the provider directly.
+    let snapshot_hit = match (may_use_snapshot(sp, ctx), &outcome.remote_id) {
+        (true, Some(remote_id)) => {
+            ctx.snapshots
+                .lookup(&connection_key, &backend, remote_id)
+                .await
+        }
+        _ => None,
+    };
+    let from_snapshot = snapshot_hit.is_some();
+    let mut observed = match snapshot_hit {
+        Some(hit) => Some(hit),
+        None => backend.observe(&key).await?,
+    };
     let owned = outcome.remote_id.is_some() || create_pending(sp);
-    let decision = plan(&PlanInput {
-        desired: &desired,
-        observed: observed.as_ref(),
-        owned,
-        adopt: sp.spec.adopt.unwrap_or(false),
-        observe_only: sp.observe_only(),
-        paused: is_paused(sp),
-    });
+    let plan_for = |observed: Option<&backend::ObservedProvider>| {
+        plan(&PlanInput {
+            desired: &desired,
+            observed,
+            owned,
+            adopt: sp.spec.adopt.unwrap_or(false),
+            observe_only: sp.observe_only(),
+            paused: is_paused(sp),
+        })
+    };
+    let mut decision = plan_for(observed.as_ref());
+    if from_snapshot && matches!(decision, Plan::Create | Plan::Update { .. }) {
+        // Writes are planned from fresh reads only, never from a snapshot.
+        observed = backend.observe(&key).await?;
+        decision = plan_for(observed.as_ref());
+    }
+    if !from_snapshot && let Some(o) = &observed {
+        ctx.snapshots.record(&connection_key, o);
+    }
     if let Some(o) = &observed
         && !matches!(decision, Plan::Blocked { .. })
     {
@@ -204,6 +231,7 @@ async fn sync(
             let created = backend.create(&key, &desired).await?;
             info!(remote_id = %created.remote_id, "created remote provider");
             outcome.remote_id = Some(created.remote_id.clone());
+            ctx.snapshots.record(&connection_key, &created);
             observed = Some(created);
             effects.created = true;
         }
@@ -213,6 +241,7 @@ async fn sync(
                 .ok_or_else(|| Error::InvalidSpec("update planned without observation".into()))?;
             let updated = backend.update(&key, current, &desired).await?;
             info!(remote_id = %updated.remote_id, ?fields, "updated remote provider");
+            ctx.snapshots.record(&connection_key, &updated);
             observed = Some(updated);
             effects.updated = Some(fields);
         }
@@ -256,6 +285,19 @@ async fn sync(
         };
     }
     Ok(())
+}
+
+/// Whether this reconcile is a resync of a provider in sync with its current spec, which may
+/// read the remote provider from a batch snapshot: the spec was synced (observedGeneration,
+/// Synced=True), no refresh is asked for, no create is pending and the remote state was not
+/// settling. A spec change bumps the generation, so it always reads fresh.
+fn may_use_snapshot(sp: &SecurityProvider, ctx: &Context) -> bool {
+    let status = sp.status.as_ref();
+    status.is_some_and(|s| s.remote_id.is_some() && s.observed_generation == sp.metadata.generation)
+        && status::find(status, status::SYNCED).is_some_and(|c| c.status == "True")
+        && !create_pending(sp)
+        && refresh_to_handle(sp).is_none()
+        && !ctx.is_settling(&ObjectRef::from_obj(sp))
 }
 
 /// The refresh annotation value, when it asks for a refresh not handled yet and writes are
@@ -388,7 +430,10 @@ async fn cleanup(
         }
         let connection = ctx.connection_of(&sp)?;
         let backend: Arc<dyn ProviderBackend> = ctx.backend_for(&connection).await?;
-        Ok(backend.delete(&remote_id).await?)
+        let existed = backend.delete(&remote_id).await?;
+        ctx.snapshots
+            .forget(&ObjectRef::from_obj(&*connection), &remote_id);
+        Ok(existed)
     }
     .await;
     match result {
