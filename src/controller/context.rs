@@ -15,7 +15,7 @@ use crate::backend::{self, ProviderBackend, SecretValues};
 use crate::error::Error;
 use crate::metrics::Metrics;
 
-use super::snapshot::Snapshots;
+use super::snapshot::{Snapshots, snapshot_max_age};
 
 /// Tunables of the controller.
 #[derive(Clone, Debug)]
@@ -89,10 +89,8 @@ impl Context {
             metrics,
             backends: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
-            // Half the resync interval: a resync wave (spread by the ±10 % jitter) is served
-            // by one list, and no snapshot outlives the next wave.
             snapshots: Snapshots::new(if settings.batch_observe {
-                settings.resync_interval / 2
+                snapshot_max_age(settings.resync_interval)
             } else {
                 Duration::ZERO
             }),

@@ -22,6 +22,14 @@ use tokio::time::Instant;
 
 use crate::backend::{ObservedProvider, ProviderBackend};
 
+/// How long a snapshot serves resyncs: the shortest time between two resyncs of one object
+/// (the resync interval minus its 10 % jitter). So every resync still reads remote state newer
+/// than its previous read, and a resync wave, however spread, costs about one paged list
+/// (with half the interval, a wave wider than that would cost two).
+pub fn snapshot_max_age(resync_interval: Duration) -> Duration {
+    resync_interval * 9 / 10
+}
+
 /// One list result. `providers` is None when the list failed or the backend has no bulk
 /// read: until it expires, reconciles fall back to direct reads instead of retrying the
 /// list once each.
