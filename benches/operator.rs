@@ -26,7 +26,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use secprov::api::SecurityProvider;
 use secprov::simulator::coveo::{CoveoSimConfig, CoveoSimulator};
-use serde_json::{Value, json};
+use serde_json::json;
 
 #[derive(Clone, Debug)]
 struct Args {

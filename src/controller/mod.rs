@@ -47,6 +47,19 @@ fn strip<K: Resource>(obj: &mut K) {
     }
 }
 
+/// [`strip`], plus every annotation the controller does not read (only `secprov.dev/*` ones
+/// steer it): with thousands of providers, tool annotations (Argo CD tracking, Helm, kubectl)
+/// would otherwise be a good part of the cache.
+fn strip_provider(sp: &mut SecurityProvider) {
+    strip(sp);
+    if let Some(annotations) = sp.metadata.annotations.as_mut() {
+        annotations.retain(|k, _| k.starts_with("secprov.dev/"));
+        if annotations.is_empty() {
+            sp.metadata.annotations = None;
+        }
+    }
+}
+
 /// What a SecurityProvider change must differ in to trigger a reconcile: status writes
 /// (including our own) do not, spec changes, deletion, finalizers and our annotations do.
 fn trigger_fingerprint(sp: &SecurityProvider) -> Option<u64> {
@@ -141,7 +154,7 @@ pub async fn run(
 
     let provider_events = watcher(providers_api, watcher::Config::default().any_semantic())
         .default_backoff()
-        .modify(strip)
+        .modify(strip_provider)
         .reflect(provider_writer)
         .touched_objects()
         .predicate_filter(trigger_fingerprint, PredicateConfig::default());
@@ -230,4 +243,36 @@ pub async fn run(
         .await;
     info!("controller stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod strip_tests {
+    use super::*;
+
+    #[test]
+    fn cached_providers_keep_only_what_the_controller_reads() {
+        let mut sp: SecurityProvider = serde_json::from_value(serde_json::json!({
+            "apiVersion": "secprov.dev/v1alpha1",
+            "kind": "SecurityProvider",
+            "metadata": {
+                "name": "p",
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
+                "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                    "argocd.argoproj.io/tracking-id": "app:secprov.dev/SecurityProvider:ns/p",
+                    "secprov.dev/paused": "true"
+                },
+                "finalizers": ["secprov.dev/cleanup"]
+            },
+            "spec": {"connectionRef": "c", "coveo": {}}
+        }))
+        .unwrap();
+        strip_provider(&mut sp);
+        assert!(sp.metadata.managed_fields.is_none());
+        assert_eq!(
+            sp.annotations().keys().collect::<Vec<_>>(),
+            vec!["secprov.dev/paused"]
+        );
+        assert_eq!(sp.finalizers(), ["secprov.dev/cleanup"]);
+    }
 }
