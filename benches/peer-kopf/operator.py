@@ -104,7 +104,9 @@ def _status(remote_id, observed, old):
 
 
 def _same(a, b):
-    pick = lambda s: (s or {}).get("remoteId"), [(c.get("type"), c.get("status")) for c in (s or {}).get("conditions") or []]
+    def pick(s):
+        s = s or {}
+        return s.get("remoteId"), [(c.get("type"), c.get("status")) for c in s.get("conditions") or []]
     return pick(a) == pick(b)
 
 
