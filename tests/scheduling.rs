@@ -249,9 +249,15 @@ async fn check(n: usize) {
     let report = simulate(n, c, l, resync, 3).await;
     print(n, c, l, &report);
     assert!(report.converge.as_secs_f64() <= report.ideal.as_secs_f64() * 1.5);
-    // One paged list per resync period.
+    // About one paged list per resync period. When the objects' resyncs are spread over the
+    // whole period (100k objects take longer to create than a resync interval), a snapshot
+    // lives 90 % of the period, so some periods see two lists.
+    let pages = (n as u64).div_ceil(PAGE);
     for reads in &report.resync_reads {
-        assert!(*reads <= (n as u64).div_ceil(PAGE), "{reads}");
+        assert!(*reads <= 2 * pages, "{reads}");
+    }
+    if n <= 10_000 {
+        assert!(report.resync_reads.iter().all(|r| *r <= pages));
     }
 }
 

@@ -123,7 +123,9 @@ async fn apply(
         patch_status(api, &sp, &new_status).await?;
         ctx.metrics.status_patched();
     }
-    if create_pending(&sp) && new_status.remote_id.is_some() {
+    // `sp` predates this reconcile's own marker: a create just made counts as pending too,
+    // or the marker would stay until the next resync and be removed by a write then.
+    if (create_pending(&sp) || effects.created) && new_status.remote_id.is_some() {
         clear_create_pending(api, &sp).await?;
     }
     let ready = status::find(Some(&new_status), status::READY).map(|c| c.status == "True");
