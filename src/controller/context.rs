@@ -49,6 +49,18 @@ impl Default for Settings {
     }
 }
 
+/// A connection and its version (uid, generation), for [`Snapshots`].
+pub type SnapshotKey = (ObjectRef<ProviderConnection>, Option<String>, Option<i64>);
+
+/// The snapshot key of a connection.
+pub fn snapshot_key(connection: &ProviderConnection) -> SnapshotKey {
+    (
+        ObjectRef::from_obj(connection),
+        connection.uid(),
+        connection.metadata.generation,
+    )
+}
+
 struct CachedBackend {
     fingerprint: String,
     backend: Arc<dyn ProviderBackend>,
@@ -65,7 +77,7 @@ pub struct Context {
     backends: Mutex<HashMap<ObjectRef<ProviderConnection>, CachedBackend>>,
     failures: Mutex<HashMap<ObjectRef<SecurityProvider>, u32>>,
     /// Paged reads of each connection's providers, shared by resyncs.
-    pub snapshots: Snapshots<ObjectRef<ProviderConnection>>,
+    pub snapshots: Snapshots<SnapshotKey>,
     /// Providers whose remote state was settling at their last reconcile: their next read
     /// must be fresh, a snapshot would show the old state.
     settling: Mutex<HashSet<ObjectRef<SecurityProvider>>>,

@@ -184,7 +184,7 @@ async fn sync(
         id: sp.provider_id(),
         known_remote_id: outcome.remote_id.clone(),
     };
-    let connection_key = ObjectRef::from_obj(&*connection);
+    let connection_key = super::context::snapshot_key(&connection);
     // A resync of a provider already in sync may be served by the connection's paged
     // snapshot; a miss, or anything else, reads the provider directly.
     let snapshot_hit = match (may_use_snapshot(sp, ctx), &outcome.remote_id) {
@@ -434,7 +434,7 @@ async fn cleanup(
         let backend: Arc<dyn ProviderBackend> = ctx.backend_for(&connection).await?;
         let existed = backend.delete(&remote_id).await?;
         ctx.snapshots
-            .forget(&ObjectRef::from_obj(&*connection), &remote_id);
+            .forget(&super::context::snapshot_key(&connection), &remote_id);
         Ok(existed)
     }
     .await;
@@ -579,7 +579,13 @@ async fn publish(
         action: action.into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-        warn!(error = %e, reason, "cannot publish event");
-    }
+    // In the background: an Event is informational, and waiting for its write would hold a
+    // reconcile slot for one more API-server round trip.
+    let recorder = ctx.recorder.clone();
+    let reason = reason.to_owned();
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            warn!(error = %e, reason, "cannot publish event");
+        }
+    });
 }

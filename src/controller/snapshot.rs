@@ -35,9 +35,6 @@ pub fn snapshot_max_age(resync_interval: Duration) -> Duration {
 /// list once each.
 struct Snapshot {
     taken: Instant,
-    /// Identity of the backend client that listed (a rebuilt client, e.g. after a credential
-    /// rotation, invalidates the snapshot).
-    backend: usize,
     providers: Option<HashMap<String, ObservedProvider>>,
 }
 
@@ -46,14 +43,13 @@ struct Slot {
     snapshot: tokio::sync::Mutex<Option<Snapshot>>,
 }
 
-/// Snapshots per connection (`K` identifies the connection).
+/// Snapshots per connection. `K` identifies the connection *and its version* (uid and
+/// generation): a changed connection (another endpoint or organization) starts afresh. Not
+/// the backend client: several reconciles may build one at once after a start, and they all
+/// read the same remote system.
 pub struct Snapshots<K> {
     slots: Mutex<HashMap<K, Arc<Slot>>>,
     max_age: Duration,
-}
-
-fn backend_id(backend: &Arc<dyn ProviderBackend>) -> usize {
-    Arc::as_ptr(backend) as *const () as usize
 }
 
 impl<K: Hash + Eq + Clone> Snapshots<K> {
@@ -90,10 +86,9 @@ impl<K: Hash + Eq + Clone> Snapshots<K> {
         // Held across the list: concurrent reconciles of this connection wait here and then
         // use the fresh snapshot.
         let mut guard = slot.snapshot.lock().await;
-        let id = backend_id(backend);
         let usable = guard
             .as_ref()
-            .is_some_and(|s| s.backend == id && s.taken.elapsed() < self.max_age);
+            .is_some_and(|s| s.taken.elapsed() < self.max_age);
         if !usable {
             let taken = Instant::now();
             let providers = match backend.observe_all().await {
@@ -108,11 +103,7 @@ impl<K: Hash + Eq + Clone> Snapshots<K> {
                     None
                 }
             };
-            *guard = Some(Snapshot {
-                taken,
-                backend: id,
-                providers,
-            });
+            *guard = Some(Snapshot { taken, providers });
         }
         guard
             .as_ref()
@@ -263,7 +254,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn stale_snapshots_are_replaced_and_rebuilt_backends_relist() {
+    async fn stale_snapshots_are_replaced_and_connections_have_their_own() {
         let f = fake(&["a"], false);
         let backend: Arc<dyn ProviderBackend> = f.clone();
         let snaps = Snapshots::<&str>::new(Duration::from_secs(10));
@@ -275,10 +266,10 @@ mod tests {
         tokio::time::advance(Duration::from_secs(6)).await;
         assert!(snaps.lookup(&"conn", &backend, "b").await.is_some());
         assert_eq!(f.lists.load(Ordering::SeqCst), 2);
-        // Another client (rotated credentials) for the same connection lists again.
-        let other: Arc<dyn ProviderBackend> = fake(&["a"], false);
-        assert!(snaps.lookup(&"conn", &other, "b").await.is_none());
-        // Other connections have their own snapshot.
+        // Another client of the same connection (built concurrently at start) shares it.
+        let other: Arc<dyn ProviderBackend> = fake(&[], false);
+        assert!(snaps.lookup(&"conn", &other, "b").await.is_some());
+        // Other connections, or another version of it, have their own snapshot.
         assert!(snaps.lookup(&"other", &backend, "a").await.is_some());
         assert_eq!(f.lists.load(Ordering::SeqCst), 3);
     }
