@@ -132,6 +132,14 @@ fn providers_using(
         .collect()
 }
 
+/// Who publishes our Events.
+pub fn reporter() -> Reporter {
+    Reporter {
+        controller: "secprov-operator".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    }
+}
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
     client: Client,
@@ -199,13 +207,7 @@ pub async fn run(
         },
     );
 
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "secprov-operator".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        },
-    );
+    let recorder = Recorder::new(client.clone(), reporter());
     let ctx = Arc::new(Context::new(
         client,
         settings.clone(),

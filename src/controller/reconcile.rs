@@ -6,7 +6,7 @@ use std::time::Instant;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -580,8 +580,11 @@ async fn publish(
         secondary: None,
     };
     // In the background: an Event is informational, and waiting for its write would hold a
-    // reconcile slot for one more API-server round trip.
-    let recorder = ctx.recorder.clone();
+    // reconcile slot for one more API-server round trip. A recorder of its own: kube's
+    // Recorder keeps every Event it published for 6 minutes (to aggregate repeats, which ours
+    // never are: one per change) and scans that cache on every publish, so with thousands of
+    // providers a shared one costs megabytes at rest and quadratic time while converging.
+    let recorder = Recorder::new(ctx.client.clone(), super::reporter());
     let reason = reason.to_owned();
     tokio::spawn(async move {
         if let Err(e) = recorder.publish(&event, &reference).await {
