@@ -6,8 +6,8 @@
 //! store, and the operator's batch-observation [`Snapshots`] with its single flight.
 //! What is modelled: the reconcile. The first reconcile of an object is the Coveo create path
 //! (GET 404, POST, GET: k = 3 remote calls of L each); later ones are resyncs, which look the
-//! provider up in the connection's snapshot (a paged list: one call of L per 100 providers)
-//! and fall back to one GET of L on a miss. Each reconcile requeues after the resync interval
+//! provider up in the connection's snapshot (a paged list of 100 per page: the first page,
+//! then the others 8 at a time, L per round) and fall back to one GET of L on a miss. Each reconcile requeues after the resync interval
 //! with the operator's ±10 % jitter (seeded, so runs are identical). The Kubernetes API (status
 //! writes) costs no time here.
 //!
@@ -97,7 +97,9 @@ impl ProviderBackend for Remote {
         let pages = (ids.len() as u64).div_ceil(PAGE).max(1);
         self.requests.fetch_add(pages, Ordering::Relaxed);
         self.list_requests.fetch_add(pages, Ordering::Relaxed);
-        tokio::time::sleep(self.l * pages as u32).await;
+        // First page, then the others LIST_CONCURRENCY at a time (CoveoClient::observe_all).
+        let rounds = 1 + (pages - 1).div_ceil(secprov::backend::coveo::LIST_CONCURRENCY as u64);
+        tokio::time::sleep(self.l * rounds as u32).await;
         Ok(ids.iter().map(|id| observed(id)).collect())
     }
 }
