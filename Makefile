@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 SHELL := /bin/bash
 
-.PHONY: demo test unit e2e build crds lint clean deny fuzz
+.PHONY: demo test unit e2e build crds lint clean deny fuzz bench
 
 ## demo: build everything, start a local control plane, the simulators and the operator,
 ## apply examples/ and keep running until Ctrl-C.
@@ -11,6 +11,17 @@ demo:
 ## test: unit tests, then end-to-end tests on a real kube-apiserver (what CI runs).
 test:
 	bash scripts/test.sh
+
+## bench: end-to-end benchmark on the real control plane (BENCHMARKS.md). Parameters via
+## BENCH_N, BENCH_LATENCY_MS, BENCH_CONCURRENCY, BENCH_RESYNC_S, BENCH_QUIET_PERIODS,
+## BENCH_PEER=kopf (the kopf peer, installed into target/peer-kopf-venv).
+bench:
+	cargo build --release --locked --bin secprov-operator
+	if [[ "$${BENCH_PEER:-}" == kopf && ! -x target/peer-kopf-venv/bin/kopf ]]; then \
+	  python3 -m venv target/peer-kopf-venv && \
+	  target/peer-kopf-venv/bin/pip install -q -r benches/peer-kopf/requirements.txt; fi
+	cargo bench --locked --bench operator
+	cargo test --release --locked --test scheduling -- --ignored --nocapture
 
 unit:
 	cargo test --lib --bins

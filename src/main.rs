@@ -75,6 +75,10 @@ struct RunArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080", env = "SECPROV_METRICS_ADDR")]
     metrics_addr: SocketAddr,
+    /// Resyncs read each connection's providers in pages (about N/100 remote reads per resync
+    /// of N providers) instead of one GET per provider.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "SECPROV_BATCH_OBSERVE")]
+    batch_observe: bool,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "SECPROV_LOG_JSON")]
     log_json: bool,
@@ -324,6 +328,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency.max(1),
         namespace: args.namespace.clone(),
         connection_check_interval: args.connection_check_interval,
+        batch_observe: args.batch_observe,
         ..Settings::default()
     };
     let shutdown = shutdown_signal().shared();

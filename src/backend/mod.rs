@@ -183,6 +183,13 @@ pub trait ProviderBackend: Send + Sync {
     async fn verify_credentials(&self) -> Result<(), RemoteError> {
         Ok(())
     }
+
+    /// Reads every provider of the connection in as few requests as the API allows (pages),
+    /// for resyncs ([`crate::controller::snapshot`]). None when the backend has no cheaper
+    /// bulk read than one GET per provider.
+    async fn observe_all(&self) -> Result<Option<Vec<ObservedProvider>>, RemoteError> {
+        self.list().await.map(Some)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 //! Shared state of the controller: clients, caches of connections and Secret metadata, built
 //! backends, and per-object failure counts for backoff.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,6 +14,8 @@ use crate::api::{ProviderConnection, SecurityProvider};
 use crate::backend::{self, ProviderBackend, SecretValues};
 use crate::error::Error;
 use crate::metrics::Metrics;
+
+use super::snapshot::{Snapshots, snapshot_max_age};
 
 /// Tunables of the controller.
 #[derive(Clone, Debug)]
@@ -31,6 +33,9 @@ pub struct Settings {
     pub max_backoff: Duration,
     /// How often each ProviderConnection's credentials are checked against the remote system.
     pub connection_check_interval: Duration,
+    /// Resyncs read a connection's providers in pages (see [`super::snapshot`]) instead of
+    /// one GET each.
+    pub batch_observe: bool,
 }
 
 impl Default for Settings {
@@ -42,8 +47,21 @@ impl Default for Settings {
             namespace: None,
             max_backoff: Duration::from_secs(300),
             connection_check_interval: Duration::from_secs(300),
+            batch_observe: true,
         }
     }
+}
+
+/// A connection and its version (uid, generation), for [`Snapshots`].
+pub type SnapshotKey = (ObjectRef<ProviderConnection>, Option<String>, Option<i64>);
+
+/// The snapshot key of a connection.
+pub fn snapshot_key(connection: &ProviderConnection) -> SnapshotKey {
+    (
+        ObjectRef::from_obj(connection),
+        connection.uid(),
+        connection.metadata.generation,
+    )
 }
 
 struct CachedBackend {
@@ -63,6 +81,11 @@ pub struct Context {
     /// (and the connection check) share one client: one token bucket, one Keystone token.
     backends: tokio::sync::Mutex<HashMap<ObjectRef<ProviderConnection>, CachedBackend>>,
     failures: Mutex<HashMap<ObjectRef<SecurityProvider>, u32>>,
+    /// Paged reads of each connection's providers, shared by resyncs.
+    pub snapshots: Snapshots<SnapshotKey>,
+    /// Providers whose remote state was settling at their last reconcile: their next read
+    /// must be fresh, a snapshot would show the old state.
+    settling: Mutex<HashSet<ObjectRef<SecurityProvider>>>,
 }
 
 impl Context {
@@ -77,13 +100,19 @@ impl Context {
     ) -> Self {
         Context {
             client,
-            settings,
             connections,
             secrets,
             recorder,
             metrics,
             backends: tokio::sync::Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            snapshots: Snapshots::new(if settings.batch_observe {
+                snapshot_max_age(settings.resync_interval)
+            } else {
+                Duration::ZERO
+            }),
+            settling: Mutex::new(HashSet::new()),
+            settings,
         }
     }
 
@@ -171,6 +200,25 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(object);
+    }
+
+    /// Remembers whether the provider's remote state was settling (its next read must be
+    /// fresh).
+    pub fn set_settling(&self, object: &ObjectRef<SecurityProvider>, settling: bool) {
+        let mut set = self.settling.lock().unwrap_or_else(|e| e.into_inner());
+        if settling {
+            set.insert(object.clone());
+        } else {
+            set.remove(object);
+        }
+    }
+
+    /// Whether the provider was settling at its last reconcile.
+    pub fn is_settling(&self, object: &ObjectRef<SecurityProvider>) -> bool {
+        self.settling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(object)
     }
 
     /// The resync delay with ±10 % jitter, so objects created together don't resync together.

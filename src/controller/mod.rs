@@ -24,6 +24,7 @@ pub mod connection;
 pub mod context;
 pub mod plan;
 pub mod reconcile;
+pub mod snapshot;
 pub mod status;
 
 pub use context::{Context, Settings};
@@ -44,6 +45,19 @@ fn strip<K: Resource>(obj: &mut K) {
     obj.meta_mut().managed_fields = None;
     if let Some(annotations) = obj.meta_mut().annotations.as_mut() {
         annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// [`strip`], plus every annotation the controller does not read (only `secprov.dev/*` ones
+/// steer it): with thousands of providers, tool annotations (Argo CD tracking, Helm, kubectl)
+/// would otherwise be a good part of the cache.
+fn strip_provider(sp: &mut SecurityProvider) {
+    strip(sp);
+    if let Some(annotations) = sp.metadata.annotations.as_mut() {
+        annotations.retain(|k, _| k.starts_with("secprov.dev/"));
+        if annotations.is_empty() {
+            sp.metadata.annotations = None;
+        }
     }
 }
 
@@ -120,6 +134,14 @@ fn providers_using(
         .collect()
 }
 
+/// Who publishes our Events.
+pub fn reporter() -> Reporter {
+    Reporter {
+        controller: "secprov-operator".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    }
+}
+
 /// Runs the SecurityProvider and ProviderConnection controllers until `shutdown` resolves.
 pub async fn run(
     client: Client,
@@ -143,7 +165,7 @@ pub async fn run(
 
     let provider_events = watcher(providers_api, watcher::Config::default().any_semantic())
         .default_backoff()
-        .modify(strip)
+        .modify(strip_provider)
         .reflect(provider_writer)
         .touched_objects()
         .predicate_filter(trigger_fingerprint, PredicateConfig::default());
@@ -199,13 +221,7 @@ pub async fn run(
         },
     );
 
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "secprov-operator".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        },
-    );
+    let recorder = Recorder::new(client.clone(), reporter());
     let ctx = Arc::new(Context::new(
         client.clone(),
         settings.clone(),
@@ -244,4 +260,36 @@ pub async fn run(
     futures::join!(provider_controller, connection_controller);
     info!("controller stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod strip_tests {
+    use super::*;
+
+    #[test]
+    fn cached_providers_keep_only_what_the_controller_reads() {
+        let mut sp: SecurityProvider = serde_json::from_value(serde_json::json!({
+            "apiVersion": "secprov.dev/v1alpha1",
+            "kind": "SecurityProvider",
+            "metadata": {
+                "name": "p",
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
+                "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                    "argocd.argoproj.io/tracking-id": "app:secprov.dev/SecurityProvider:ns/p",
+                    "secprov.dev/paused": "true"
+                },
+                "finalizers": ["secprov.dev/cleanup"]
+            },
+            "spec": {"connectionRef": "c", "coveo": {}}
+        }))
+        .unwrap();
+        strip_provider(&mut sp);
+        assert!(sp.metadata.managed_fields.is_none());
+        assert_eq!(
+            sp.annotations().keys().collect::<Vec<_>>(),
+            vec!["secprov.dev/paused"]
+        );
+        assert_eq!(sp.finalizers(), ["secprov.dev/cleanup"]);
+    }
 }

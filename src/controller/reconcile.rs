@@ -6,7 +6,7 @@ use std::time::Instant;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -155,6 +155,7 @@ async fn apply(
                 .observed
                 .as_ref()
                 .is_some_and(ObservedProvider::is_settling);
+            ctx.set_settling(&object, settling);
             Action::requeue(if settling {
                 ctx.settings.progress_interval
             } else {
@@ -182,7 +183,22 @@ async fn sync(
         id: desired.lookup_key().to_owned(),
         known_remote_id: outcome.remote_id.clone(),
     };
-    let mut observed = backend.observe(&key).await?;
+    let connection_key = super::context::snapshot_key(&connection);
+    // A resync of a provider already in sync may be served by the connection's paged
+    // snapshot; a miss, or anything else, reads the provider directly.
+    let snapshot_hit = match (may_use_snapshot(sp, ctx), &outcome.remote_id) {
+        (true, Some(remote_id)) => {
+            ctx.snapshots
+                .lookup(&connection_key, &backend, remote_id)
+                .await
+        }
+        _ => None,
+    };
+    let from_snapshot = snapshot_hit.is_some();
+    let mut observed = match snapshot_hit {
+        Some(hit) => Some(hit),
+        None => backend.observe(&key).await?,
+    };
     let mut owned = outcome.remote_id.is_some() || create_pending(sp);
     if observed.is_some() && !owned && !sp.spec.adopt.unwrap_or(false) {
         // About to call the provider someone else's. The cached object may lag behind our own
@@ -193,14 +209,25 @@ async fn sync(
                 || fresh.status.as_ref().is_some_and(|s| s.remote_id.is_some());
         }
     }
-    let decision = plan(&PlanInput {
-        desired: &desired,
-        observed: observed.as_ref(),
-        owned,
-        adopt: sp.spec.adopt.unwrap_or(false),
-        observe_only: sp.observe_only(),
-        paused: is_paused(sp),
-    });
+    let plan_for = |observed: Option<&ObservedProvider>| {
+        plan(&PlanInput {
+            desired: &desired,
+            observed,
+            owned,
+            adopt: sp.spec.adopt.unwrap_or(false),
+            observe_only: sp.observe_only(),
+            paused: is_paused(sp),
+        })
+    };
+    let mut decision = plan_for(observed.as_ref());
+    if from_snapshot && matches!(decision, Plan::Create | Plan::Update { .. }) {
+        // Writes are planned from fresh reads only, never from a snapshot.
+        observed = backend.observe(&key).await?;
+        decision = plan_for(observed.as_ref());
+    }
+    if !from_snapshot && let Some(o) = &observed {
+        ctx.snapshots.record(&connection_key, o);
+    }
     if let Some(o) = &observed
         && !matches!(decision, Plan::Blocked { .. })
     {
@@ -216,6 +243,7 @@ async fn sync(
                 Ok(created) => {
                     info!(remote_id = %created.remote_id, "created remote provider");
                     outcome.remote_id = Some(created.remote_id.clone());
+                    ctx.snapshots.record(&connection_key, &created);
                     observed = Some(created);
                     effects.created = true;
                 }
@@ -248,6 +276,7 @@ async fn sync(
                 .ok_or_else(|| Error::InvalidSpec("update planned without observation".into()))?;
             let updated = backend.update(&key, current, &desired).await?;
             info!(remote_id = %updated.remote_id, ?fields, "updated remote provider");
+            ctx.snapshots.record(&connection_key, &updated);
             observed = Some(updated);
             effects.updated = Some(fields);
         }
@@ -290,6 +319,19 @@ async fn sync(
         };
     }
     Ok(())
+}
+
+/// Whether this reconcile is a resync of a provider in sync with its current spec, which may
+/// read the remote provider from a batch snapshot: the spec was synced (observedGeneration,
+/// Synced=True), no refresh is asked for, no create is pending and the remote state was not
+/// settling. A spec change bumps the generation, so it always reads fresh.
+fn may_use_snapshot(sp: &SecurityProvider, ctx: &Context) -> bool {
+    let status = sp.status.as_ref();
+    status.is_some_and(|s| s.remote_id.is_some() && s.observed_generation == sp.metadata.generation)
+        && status::find(status, status::SYNCED).is_some_and(|c| c.status == "True")
+        && !create_pending(sp)
+        && refresh_to_handle(sp).is_none()
+        && !ctx.is_settling(&ObjectRef::from_obj(sp))
 }
 
 /// The refresh annotation value, when it asks for a refresh not handled yet and writes are
@@ -441,6 +483,8 @@ async fn cleanup(
             }
         };
         let existed = backend.delete(&remote_id).await?;
+        ctx.snapshots
+            .forget(&super::context::snapshot_key(&connection), &remote_id);
         Ok((remote_id, existed))
     }
     .await;
@@ -585,9 +629,18 @@ async fn publish(
         action: action.into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-        warn!(error = %e, reason, "cannot publish event");
-    }
+    // In the background: an Event is informational, and waiting for its write would hold a
+    // reconcile slot for one more API-server round trip. A recorder of its own: kube's
+    // Recorder keeps every Event it published for 6 minutes (to aggregate repeats, which ours
+    // never are: one per change) and scans that cache on every publish, so with thousands of
+    // providers a shared one costs megabytes at rest and quadratic time while converging.
+    let recorder = Recorder::new(ctx.client.clone(), super::reporter());
+    let reason = reason.to_owned();
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            warn!(error = %e, reason, "cannot publish event");
+        }
+    });
 }
 
 #[cfg(test)]
