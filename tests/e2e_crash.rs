@@ -280,7 +280,9 @@ fn sigkills_during_a_faulty_rollout_lose_and_duplicate_nothing() {
     let writes_after_restart = sim.request_count_for("POST", "create")
         + sim.request_count_for("PUT", "update")
         + sim.request_count_for("DELETE", "delete");
-    let reads_after_restart = sim.request_count_for("GET", "get");
+    // Direct GETs or, with batch observation, paged lists.
+    let reads_after_restart =
+        sim.request_count_for("GET", "get") + sim.request_count_for("GET", "page");
     let (ready_after, reasons_after, _) = ready_reasons(&ns);
 
     let mut figures = String::new();
