@@ -551,7 +551,12 @@ fn leader_election_one_replica_writes_and_the_standby_takes_over() {
         takeover < Duration::from_secs(10),
         "takeover took {takeover:?}"
     );
-    assert!(replicas[1].metric_sum("secprov_status_patches_total", &[]) > 0.0);
+    // The status write follows the remote write.
+    eventually(
+        Duration::from_secs(10),
+        "the new leader writes status",
+        || (replicas[1].metric_sum("secprov_status_patches_total", &[]) > 0.0).then_some(()),
+    );
     println!("standby took over {takeover:?} after the leader was killed");
 
     // A graceful stop releases the Lease: a new replica leads at once, without waiting 3 s.

@@ -126,51 +126,40 @@ impl Context {
     }
 
     /// The backend client of a connection, built once per version of the connection and of
-    /// the Secrets it reads (so a rotated key is picked up at the next reconcile).
+    /// the Secrets it reads (so a rotated key is picked up at the next reconcile). Built under
+    /// an async lock so concurrent reconciles of one connection, and its credential check,
+    /// share one client: one token bucket, one concurrency cap, one Keystone token.
     pub async fn backend_for(
         &self,
         connection: &ProviderConnection,
     ) -> Result<Arc<dyn ProviderBackend>, Error> {
         let namespace = connection.namespace().unwrap_or_default();
-        let refs = backend::secret_refs(&connection.spec);
-        let mut fingerprint = format!(
-            "{}/{}",
-            connection.uid().unwrap_or_default(),
-            connection.metadata.generation.unwrap_or_default()
-        );
-        for r in &refs {
-            let Some(meta) = self
-                .secrets
-                .get(&ObjectRef::new(&r.name).within(&namespace))
-            else {
-                // Not cached yet (created a moment ago, its watch event still on the way) or
-                // really missing: read from the API server, which tells which, and don't cache.
-                return connect_from_api(
-                    &self.client,
-                    connection,
-                    Some(self.metrics.request_observer()),
-                )
-                .await;
-            };
-            fingerprint.push_str(&format!(
-                "/{}={}",
-                r.name,
-                meta.resource_version().unwrap_or_default()
-            ));
-        }
+        let versions: Option<Vec<(String, String)>> = backend::secret_refs(&connection.spec)
+            .iter()
+            .map(|r| {
+                let meta = self
+                    .secrets
+                    .get(&ObjectRef::new(&r.name).within(&namespace))?;
+                Some((r.name.clone(), meta.resource_version().unwrap_or_default()))
+            })
+            .collect();
         let key = ObjectRef::from_obj(connection);
         let mut backends = self.backends.lock().await;
-        if let Some(cached) = backends.get(&key)
-            && cached.fingerprint == fingerprint
+        if let Some(versions) = &versions
+            && let Some(cached) = backends.get(&key)
+            && cached.fingerprint == fingerprint(connection, versions)
         {
             return Ok(cached.backend.clone());
         }
-        let backend = connect_from_api(
+        // A Secret missing from the cache was created a moment ago (its watch event is still
+        // on the way) or really is missing: the API server tells which.
+        let (backend, read_versions) = connect_reading_secrets(
             &self.client,
             connection,
             Some(self.metrics.request_observer()),
         )
         .await?;
+        let fingerprint = fingerprint(connection, &read_versions);
         backends.insert(
             key,
             CachedBackend {
@@ -229,6 +218,20 @@ impl Context {
     }
 }
 
+/// Identity of a built client: the connection's uid and generation and the versions of the
+/// Secrets it read.
+fn fingerprint(connection: &ProviderConnection, secret_versions: &[(String, String)]) -> String {
+    let mut fingerprint = format!(
+        "{}/{}",
+        connection.uid().unwrap_or_default(),
+        connection.metadata.generation.unwrap_or_default()
+    );
+    for (name, version) in secret_versions {
+        fingerprint.push_str(&format!("/{name}={version}"));
+    }
+    fingerprint
+}
+
 /// Builds a connection's backend client, reading its Secrets from the connection's namespace
 /// (never from anywhere else). Used by the controller (behind its cache) and by the CLI.
 pub async fn connect_from_api(
@@ -236,14 +239,30 @@ pub async fn connect_from_api(
     connection: &ProviderConnection,
     observer: Option<backend::http::RequestObserver>,
 ) -> Result<Arc<dyn ProviderBackend>, Error> {
+    Ok(connect_reading_secrets(client, connection, observer)
+        .await?
+        .0)
+}
+
+/// Like [`connect_from_api`], also returning the resourceVersion of each Secret read.
+async fn connect_reading_secrets(
+    client: &Client,
+    connection: &ProviderConnection,
+    observer: Option<backend::http::RequestObserver>,
+) -> Result<(Arc<dyn ProviderBackend>, Vec<(String, String)>), Error> {
     let namespace = connection.namespace().unwrap_or_default();
     let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let mut values = SecretValues::default();
+    let mut versions = Vec::new();
     for r in backend::secret_refs(&connection.spec) {
         let secret = secrets_api
             .get_opt(&r.name)
             .await?
             .ok_or_else(|| Error::SecretNotFound(r.name.clone()))?;
+        versions.push((
+            r.name.clone(),
+            secret.resource_version().unwrap_or_default(),
+        ));
         let value = secret
             .data
             .as_ref()
@@ -257,10 +276,11 @@ pub async fn connect_from_api(
             })?;
         values.insert(r, value);
     }
-    backend::connect(&connection.spec, &values, observer).map_err(|message| {
+    let backend = backend::connect(&connection.spec, &values, observer).map_err(|message| {
         Error::InvalidConnection {
             name: connection.name_any(),
             message,
         }
-    })
+    })?;
+    Ok((backend, versions))
 }
