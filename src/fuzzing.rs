@@ -10,6 +10,7 @@ use crate::backend::coveo::{
     self, CoveoConfig, PageWire, ProviderWire, TimestampWire, health_of, observed_from_wire,
 };
 use crate::backend::http;
+use crate::backend::{jitsudo, keystone};
 
 /// A provider body (`GET`/`POST`/`PUT /securityproviders...`), normalized and compared.
 pub fn coveo_provider(data: &[u8]) {
@@ -45,9 +46,9 @@ pub fn coveo_timestamp(data: &[u8]) {
     }
 }
 
-/// An error response: the first two bytes pick the status, the next line is the value of
-/// every header we read, the rest is the body.
-pub fn coveo_error(data: &[u8]) {
+/// Splits fuzz input into a status (first two bytes), a header line (the value of every
+/// header a parser reads) and a body.
+fn error_response(data: &[u8]) -> (u16, HeaderMap, &[u8]) {
     let (status, rest) = match data {
         [a, b, rest @ ..] => (u16::from_be_bytes([*a, *b]), rest),
         _ => (500, data),
@@ -58,13 +59,76 @@ pub fn coveo_error(data: &[u8]) {
     };
     let mut headers = HeaderMap::new();
     if let Ok(value) = HeaderValue::from_bytes(line) {
-        for name in ["retry-after", "x-request-id", "x-coveo-waf-action"] {
+        for name in [
+            "retry-after",
+            "x-request-id",
+            "x-coveo-waf-action",
+            "www-authenticate",
+        ] {
             headers.insert(HeaderName::from_static(name), value.clone());
         }
     }
-    let error = coveo::parse_error("get", status, &headers, body);
+    (status, headers, body)
+}
+
+fn use_error(error: crate::error::RemoteError) {
     let _ = error.to_string();
     let _ = crate::Error::from(error).is_terminal();
+}
+
+/// A Coveo error response.
+pub fn coveo_error(data: &[u8]) {
+    let (status, headers, body) = error_response(data);
+    use_error(coveo::parse_error("get", status, &headers, body));
+}
+
+/// A Keystone identity provider body (`{"identity_provider": {...}}` or the bare object).
+pub fn keystone_identity_provider(data: &[u8]) {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let inner = value.get("identity_provider").cloned().unwrap_or(value);
+    if let Ok(wire) = serde_json::from_value::<keystone::IdentityProviderWire>(inner) {
+        let observed = keystone::observed_from_wire(wire);
+        let desired = crate::backend::ProviderConfig::Keystone(keystone::KeystoneConfig::desired(
+            "fuzz",
+            &Default::default(),
+        ));
+        let _ = desired.diff(&observed.config);
+    }
+}
+
+/// A Keystone error response (both error shapes).
+pub fn keystone_error(data: &[u8]) {
+    let (status, headers, body) = error_response(data);
+    use_error(keystone::parse_error("get", status, &headers, body));
+}
+
+/// A JITSudo provider body.
+pub fn jitsudo_provider(data: &[u8]) {
+    if let Ok(wire) = serde_json::from_slice::<jitsudo::ProviderWire>(data) {
+        let observed = jitsudo::observed_from_wire(wire);
+        let desired = crate::backend::ProviderConfig::Jitsudo(jitsudo::JitsudoConfig::desired(
+            "fuzz",
+            &Default::default(),
+        ));
+        let _ = desired.diff(&observed.config);
+    }
+}
+
+/// A JITSudo list page (`data`, `next_cursor`, `has_more`).
+pub fn jitsudo_page(data: &[u8]) {
+    if let Ok(page) = serde_json::from_slice::<jitsudo::PageWire>(data) {
+        for item in page.data {
+            let _ = jitsudo::observed_from_wire(item);
+        }
+    }
+}
+
+/// A JITSudo error response.
+pub fn jitsudo_error(data: &[u8]) {
+    let (status, headers, body) = error_response(data);
+    use_error(jitsudo::parse_error("get", status, &headers, body));
 }
 
 /// A `Retry-After` header value.
@@ -98,6 +162,10 @@ mod tests {
         b"\x00\x00\n",
         b"1e308",
         b"\"2026-11-23T10:00:00+99:00\"",
+        br#"{"identity_provider":{"id":"x","remote_ids":null,"authorization_ttl":-1,"links":{"self":7}}}"#,
+        br#"{"error":{"code":"x","title":null,"message":[1]},"error_code":"IAM.0012"}"#,
+        br#"{"data":[{"id":"x","name":"n","provider_type":"future","config":[],"sync_status":"???","last_synced_at":"not a date"}],"has_more":true,"next_cursor":null}"#,
+        br#"{"code":"tenant_mismatch","message":"m","details":{"a":1},"notices":[null]}"#,
     ];
 
     #[test]
@@ -108,6 +176,11 @@ mod tests {
             coveo_timestamp(input);
             coveo_error(input);
             retry_after(input);
+            keystone_identity_provider(input);
+            keystone_error(input);
+            jitsudo_provider(input);
+            jitsudo_page(input);
+            jitsudo_error(input);
         }
     }
 }
