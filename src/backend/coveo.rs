@@ -598,20 +598,6 @@ impl CoveoClient {
             .await
     }
 
-    fn decode<T: serde::de::DeserializeOwned>(
-        operation: &'static str,
-        resp: &HttpResponse,
-    ) -> Result<T, RemoteError> {
-        serde_json::from_slice(&resp.body).map_err(|e| {
-            RemoteError::transport(
-                BACKEND,
-                operation,
-                RemoteErrorKind::BadResponse,
-                format!("unexpected response body: {e}"),
-            )
-        })
-    }
-
     fn fail(operation: &'static str, resp: &HttpResponse) -> RemoteError {
         parse_error(operation, resp.status, &resp.headers, &resp.body)
     }
@@ -629,7 +615,7 @@ impl CoveoClient {
             .await?;
         match resp.status {
             404 => Ok(None),
-            _ if resp.is_success() => Self::decode("get", &resp).map(Some),
+            _ if resp.is_success() => resp.json(BACKEND, "get").map(Some),
             _ => Err(Self::fail("get", &resp)),
         }
     }
@@ -647,7 +633,7 @@ impl CoveoClient {
             )
             .await?;
         if resp.is_success() {
-            Self::decode("create", &resp)
+            resp.json(BACKEND, "create")
         } else {
             Err(Self::fail("create", &resp))
         }
@@ -661,7 +647,7 @@ impl CoveoClient {
             .call("update", true, reqwest::Method::PUT, url, Some(&body))
             .await?;
         if resp.is_success() {
-            Self::decode("update", &resp)
+            resp.json(BACKEND, "update")
         } else {
             Err(Self::fail("update", &resp))
         }
@@ -732,7 +718,7 @@ impl CoveoClient {
         if !resp.is_success() {
             return Err(Self::fail("list", &resp));
         }
-        Self::decode("list", &resp)
+        resp.json(BACKEND, "list")
     }
 
     /// All providers like [`Self::list`], but once the first page tells how many there are,
@@ -774,7 +760,7 @@ impl CoveoClient {
             if !resp.is_success() {
                 return Err(Self::fail("list", &resp));
             }
-            let page_wire: PageWire = Self::decode("list", &resp)?;
+            let page_wire: PageWire = resp.json(BACKEND, "list")?;
             let received = page_wire.items.len();
             all.extend(page_wire.items);
             let last_page = match page_wire.total_pages {

@@ -99,6 +99,23 @@ impl HttpResponse {
         retry_after(&self.headers, jiff::Timestamp::now())
     }
 
+    /// The body as JSON; a body that doesn't parse is a `BadResponse` of `backend`'s
+    /// `operation`.
+    pub fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        backend: &'static str,
+        operation: &'static str,
+    ) -> Result<T, RemoteError> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            RemoteError::transport(
+                backend,
+                operation,
+                RemoteErrorKind::BadResponse,
+                format!("unexpected response body: {e}"),
+            )
+        })
+    }
+
     /// First value of a header, as text.
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers

@@ -349,20 +349,6 @@ impl JitsudoClient {
             .await
     }
 
-    fn decode<T: serde::de::DeserializeOwned>(
-        operation: &'static str,
-        resp: &HttpResponse,
-    ) -> Result<T, RemoteError> {
-        serde_json::from_slice(&resp.body).map_err(|e| {
-            RemoteError::transport(
-                BACKEND,
-                operation,
-                RemoteErrorKind::BadResponse,
-                format!("unexpected response body: {e}"),
-            )
-        })
-    }
-
     fn fail(operation: &'static str, resp: &HttpResponse) -> RemoteError {
         parse_error(operation, resp.status, &resp.headers, &resp.body)
     }
@@ -374,7 +360,7 @@ impl JitsudoClient {
             .await?;
         match resp.status {
             404 => Ok(None),
-            _ if resp.is_success() => Self::decode("get", &resp).map(Some),
+            _ if resp.is_success() => resp.json(BACKEND, "get").map(Some),
             _ => Err(Self::fail("get", &resp)),
         }
     }
@@ -395,7 +381,7 @@ impl JitsudoClient {
             .call("list", true, reqwest::Method::GET, url, None)
             .await?;
         if resp.is_success() {
-            Self::decode("list", &resp)
+            resp.json(BACKEND, "list")
         } else {
             Err(Self::fail("list", &resp))
         }
@@ -459,7 +445,7 @@ impl JitsudoClient {
             )
             .await?;
         if resp.is_success() {
-            Self::decode("create", &resp)
+            resp.json(BACKEND, "create")
         } else {
             Err(Self::fail("create", &resp))
         }
@@ -482,7 +468,7 @@ impl JitsudoClient {
             )
             .await?;
         if resp.is_success() {
-            Self::decode("update", &resp)
+            resp.json(BACKEND, "update")
         } else {
             Err(Self::fail("update", &resp))
         }

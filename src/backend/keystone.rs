@@ -595,25 +595,11 @@ impl KeystoneClient {
             .await
     }
 
-    fn decode<T: serde::de::DeserializeOwned>(
-        operation: &'static str,
-        resp: &HttpResponse,
-    ) -> Result<T, RemoteError> {
-        serde_json::from_slice(&resp.body).map_err(|e| {
-            RemoteError::transport(
-                BACKEND,
-                operation,
-                RemoteErrorKind::BadResponse,
-                format!("unexpected response body: {e}"),
-            )
-        })
-    }
-
     fn decode_one(
         operation: &'static str,
         resp: &HttpResponse,
     ) -> Result<IdentityProviderWire, RemoteError> {
-        Self::decode::<OneWire>(operation, resp)?
+        resp.json::<OneWire>(BACKEND, operation)?
             .identity_provider
             .ok_or_else(|| {
                 RemoteError::transport(
@@ -713,7 +699,7 @@ impl KeystoneClient {
             if !resp.is_success() {
                 return Err(Self::fail("list", &resp));
             }
-            let page: ListWire = Self::decode("list", &resp)?;
+            let page: ListWire = resp.json(BACKEND, "list")?;
             let received = page.identity_providers.len();
             all.extend(page.identity_providers);
             let next = page
