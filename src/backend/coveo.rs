@@ -585,15 +585,8 @@ impl CoveoClient {
         body: Option<&serde_json::Value>,
     ) -> Result<HttpResponse, RemoteError> {
         self.http
-            .send(operation, idempotent, |client| {
-                let mut req = client
-                    .request(method.clone(), url.clone())
-                    .bearer_auth(&self.api_key)
-                    .header(reqwest::header::ACCEPT, "application/json");
-                if let Some(body) = body {
-                    req = req.json(body);
-                }
-                req
+            .send_json(operation, idempotent, &method, &url, body, |req| {
+                req.bearer_auth(&self.api_key)
             })
             .await
     }

@@ -220,6 +220,28 @@ impl HttpClient {
         }
     }
 
+    /// A JSON API call: `method url` with `Accept: application/json`, an optional JSON body,
+    /// and the backend's credentials added by `authorize`. Retries as [`Self::send`] does.
+    pub async fn send_json(
+        &self,
+        operation: &'static str,
+        idempotent: bool,
+        method: &reqwest::Method,
+        url: &url::Url,
+        body: Option<&serde_json::Value>,
+        authorize: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<HttpResponse, RemoteError> {
+        self.send(operation, idempotent, |client| {
+            let mut req = authorize(client.request(method.clone(), url.clone()))
+                .header(reqwest::header::ACCEPT, "application/json");
+            if let Some(body) = body {
+                req = req.json(body);
+            }
+            req
+        })
+        .await
+    }
+
     async fn attempt(
         &self,
         operation: &'static str,

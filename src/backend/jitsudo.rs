@@ -335,16 +335,9 @@ impl JitsudoClient {
         body: Option<&Value>,
     ) -> Result<HttpResponse, RemoteError> {
         self.http
-            .send(operation, idempotent, |client| {
-                let mut req = client
-                    .request(method.clone(), url.clone())
-                    .header("X-API-Key", &self.api_key)
+            .send_json(operation, idempotent, &method, &url, body, |req| {
+                req.header("X-API-Key", &self.api_key)
                     .header("X-Tenant-ID", &self.tenant_id)
-                    .header(reqwest::header::ACCEPT, "application/json");
-                if let Some(body) = body {
-                    req = req.json(body);
-                }
-                req
             })
             .await
     }

@@ -582,15 +582,8 @@ impl KeystoneClient {
         body: Option<&Value>,
     ) -> Result<HttpResponse, RemoteError> {
         self.http
-            .send(operation, idempotent, |client| {
-                let mut req = client
-                    .request(method.clone(), url.clone())
-                    .header("X-Auth-Token", token)
-                    .header(reqwest::header::ACCEPT, "application/json");
-                if let Some(body) = body {
-                    req = req.json(body);
-                }
-                req
+            .send_json(operation, idempotent, method, url, body, |req| {
+                req.header("X-Auth-Token", token)
             })
             .await
     }
