@@ -2,19 +2,27 @@
 //! manifests) and `plan` (what applying manifests would change remotely).
 use std::fmt::Write as _;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use kube::api::{Api, ObjectMeta};
 use kube::{Client, ResourceExt};
 use serde::Deserialize;
 
-use crate::api::{ProviderConnection, SecurityProvider, SecurityProviderSpec};
+use crate::api::{
+    CREATE_PENDING_ANNOTATION, ProviderConnection, SecurityProvider, SecurityProviderSpec,
+};
+use crate::backend::ObservedProvider;
 #[cfg(test)]
 use crate::backend::ProviderConfig;
-use crate::backend::{ObservedProvider, ProviderKey};
 use crate::controller::context::connect_from_api;
-use crate::controller::plan::{Plan, PlanInput, plan};
-use crate::controller::reconcile::{CREATE_PENDING_ANNOTATION, desired_config};
+use crate::controller::handle::{ConnectionHandle, check_backend_match};
+use crate::controller::observe::{Observation, observe_and_plan};
+use crate::controller::plan::Plan;
+use crate::controller::reconcile::desired_config;
+use crate::controller::snapshot::Snapshots;
 
 /// A Kubernetes object name for a remote id: the id itself when it is a valid DNS subdomain
 /// name, else a sanitized form with a hash suffix so that distinct ids never collide.
@@ -114,6 +122,49 @@ pub async fn export(client: Client, connection: &str, namespace: &str) -> anyhow
     Ok(out)
 }
 
+async fn kube_client() -> anyhow::Result<Client> {
+    Client::try_default()
+        .await
+        .context("cannot build a Kubernetes client from the kubeconfig")
+}
+
+/// `secprov-operator export`, printing to stdout. The namespace defaults to the kubeconfig's.
+pub async fn export_command(connection: &str, namespace: Option<String>) -> anyhow::Result<()> {
+    let client = kube_client().await?;
+    let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
+    print!("{}", export(client, connection, &namespace).await?);
+    Ok(())
+}
+
+/// `secprov-operator plan -f FILE`, printing the plan and a summary line to stdout.
+pub async fn plan_command(file: &Path, namespace: Option<String>) -> anyhow::Result<()> {
+    let yaml = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    let client = kube_client().await?;
+    let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
+    let lines = plan_manifests(client, &yaml, &namespace).await?;
+    for line in &lines {
+        print!("{line}");
+    }
+    println!("{}", plan_summary(&lines));
+    Ok(())
+}
+
+/// The last line of a plan: how many of each.
+pub fn plan_summary(lines: &[PlanLine]) -> String {
+    let count = |pred: fn(&PlanLine) -> bool| lines.iter().filter(|l| pred(l)).count();
+    format!(
+        "Plan: {} to create, {} to update, {} unchanged, {} not applicable.",
+        count(|l| matches!(l, PlanLine::Create { .. })),
+        count(|l| matches!(l, PlanLine::Update { .. })),
+        count(|l| matches!(l, PlanLine::NoChange { .. })),
+        count(|l| matches!(l, PlanLine::NotApplied { .. })),
+    )
+}
+
 /// One line of a plan.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PlanLine {
@@ -208,44 +259,49 @@ pub async fn plan_manifests(
 
 async fn plan_one(
     client: &Client,
-    sp: &SecurityProvider,
+    manifest: &SecurityProvider,
     namespace: &str,
     object: &str,
 ) -> Result<PlanLine, crate::Error> {
-    let existing = Api::<SecurityProvider>::namespaced(client.clone(), namespace)
-        .get_opt(&sp.name_any())
-        .await?;
-    let owned = existing.as_ref().is_some_and(|e| {
-        e.status.as_ref().is_some_and(|s| s.remote_id.is_some())
-            || e.annotations().contains_key(CREATE_PENDING_ANNOTATION)
-    });
-    let desired = desired_config(sp)?;
+    let api = Api::<SecurityProvider>::namespaced(client.clone(), namespace);
+    let existing = api.get_opt(&manifest.name_any()).await?;
+    let sp = as_applied(manifest, existing.as_ref());
+    let desired = desired_config(&sp)?;
     let connection = Api::<ProviderConnection>::namespaced(client.clone(), namespace)
         .get_opt(&sp.spec.connection_ref)
         .await?
         .ok_or_else(|| crate::Error::ConnectionNotFound(sp.spec.connection_ref.clone()))?;
+    check_backend_match(&sp, &connection)?;
     let backend = connect_from_api(client, &connection, None).await?;
-    let key = ProviderKey {
-        id: sp.provider_id(),
-        known_remote_id: existing
-            .as_ref()
-            .and_then(|e| e.status.as_ref())
-            .and_then(|s| s.remote_id.clone()),
-    };
-    let observed = backend.observe(&key).await?;
-    let decision = plan(&PlanInput {
-        desired: &desired,
-        observed: observed.as_ref(),
-        owned,
-        adopt: sp.spec.adopt.unwrap_or(false),
-        observe_only: sp.observe_only(),
-        paused: false,
-    });
-    let object = object.to_owned();
-    Ok(match (decision, observed) {
+    // No batch reads: a plan reads each provider fresh, as the controller does before a write.
+    let snapshots = Snapshots::new(Duration::ZERO);
+    let handle = ConnectionHandle::new(Arc::new(connection), backend, &snapshots);
+    let (observation, decision) = observe_and_plan(&sp, desired, &handle, &api, false).await?;
+    Ok(plan_line(object.to_owned(), &observation, decision))
+}
+
+/// The object as the controller would see it once `manifest` is applied: the manifest's spec
+/// and annotations, with what the cluster's copy records about ownership (status and the
+/// create-pending marker).
+pub fn as_applied(
+    manifest: &SecurityProvider,
+    existing: Option<&SecurityProvider>,
+) -> SecurityProvider {
+    let mut sp = manifest.clone();
+    sp.status = existing.and_then(|e| e.status.clone());
+    if let Some(marker) = existing.and_then(|e| e.annotations().get(CREATE_PENDING_ANNOTATION)) {
+        sp.annotations_mut()
+            .insert(CREATE_PENDING_ANNOTATION.to_owned(), marker.clone());
+    }
+    sp
+}
+
+/// The plan line of a decision.
+pub fn plan_line(object: String, observation: &Observation, decision: Plan) -> PlanLine {
+    match (decision, observation.remote.provider()) {
         (Plan::Create, _) => PlanLine::Create {
             object,
-            remote_id: key.id,
+            remote_id: observation.key.id.clone(),
         },
         (Plan::Update { fields }, Some(current)) => PlanLine::Update {
             object,
@@ -253,11 +309,8 @@ async fn plan_one(
             changes: fields
                 .iter()
                 .map(|f| {
-                    (
-                        f.to_string(),
-                        current.config.field_value(f),
-                        desired.field_value(f),
-                    )
+                    let from = current.config.field_value(f);
+                    (f.to_string(), from, observation.desired.field_value(f))
                 })
                 .collect(),
         },
@@ -273,8 +326,11 @@ async fn plan_one(
             reason: reason.to_owned(),
             message,
         },
-    })
+    }
 }
+
+#[cfg(test)]
+mod agrees_with_controller;
 
 #[cfg(test)]
 mod tests {

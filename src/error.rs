@@ -43,6 +43,14 @@ pub enum Error {
     #[error(transparent)]
     Remote(#[from] RemoteError),
 
+    /// Remote writes wait for the `secprov.dev/paused` annotation to be removed.
+    #[error("{0}")]
+    Paused(String),
+
+    /// A step was asked to do something its invariants forbid (a bug, not a user error).
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+
     /// A Kubernetes API call failed.
     #[error("Kubernetes API error: {0}")]
     Kube(#[source] Box<kube::Error>),
@@ -65,6 +73,8 @@ impl Error {
             Error::SecretNotFound(_) => "SecretNotFound",
             Error::SecretKeyMissing { .. } => "SecretKeyMissing",
             Error::Remote(e) => e.kind.reason(),
+            Error::Paused(_) => "ReconcilePaused",
+            Error::Internal(_) => "InternalError",
             Error::Kube(_) => "KubernetesApiError",
         }
     }
@@ -78,9 +88,11 @@ impl Error {
             | Error::InvalidConnection { .. }
             | Error::BackendMismatch { .. }
             | Error::SecretNotFound(_)
-            | Error::SecretKeyMissing { .. } => true,
+            | Error::SecretKeyMissing { .. }
+            // Removing the annotation is a watched change.
+            | Error::Paused(_) => true,
             Error::Remote(e) => e.kind.is_terminal(),
-            Error::Kube(_) => false,
+            Error::Internal(_) | Error::Kube(_) => false,
         }
     }
 

@@ -8,6 +8,7 @@
 #![allow(clippy::duplicated_attributes)]
 
 pub mod api;
+pub mod app;
 pub mod backend;
 pub mod cli;
 pub mod controller;

@@ -7,18 +7,17 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, predicates};
-use kube::{Client, Resource, ResourceExt};
-use serde_json::json;
+use kube::{Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
+use super::Events;
 use super::context::Context;
-use super::reconcile::FIELD_MANAGER;
+use super::patch::write_status;
 use super::status::{READY, RECONCILING, STALLED, condition};
 use crate::api::{ConditionStatus, ProviderConnection, ProviderConnectionStatus};
 use crate::backend;
@@ -85,7 +84,7 @@ pub fn connection_status(
 }
 
 /// Resolves the Secrets, builds the client and asks the remote system.
-async fn check(connection: &ProviderConnection, ctx: &Context) -> Result<(), Error> {
+async fn check(connection: &Arc<ProviderConnection>, ctx: &Context) -> Result<(), Error> {
     if connection.spec.backend().is_none() {
         return Err(Error::InvalidConnection {
             name: connection.name_any(),
@@ -94,8 +93,8 @@ async fn check(connection: &ProviderConnection, ctx: &Context) -> Result<(), Err
     }
     // The same client the providers use: one token bucket, one concurrency cap and (Keystone)
     // one token per connection, as spec.rateLimit promises.
-    let client = ctx.backend_for(connection).await?;
-    client.verify_credentials().await?;
+    let handle = ctx.handle_for(connection.clone()).await?;
+    handle.verify_credentials().await?;
     Ok(())
 }
 
@@ -111,20 +110,9 @@ async fn reconcile(
         return result.map(|()| Action::await_change());
     }
     let new_status = connection_status(&connection, &result, jiff::Timestamp::now());
-    if connection.status.as_ref() != Some(&new_status) {
-        let api: Api<ProviderConnection> = Api::namespaced(ctx.client.clone(), &namespace);
-        let patch = json!({
-            "apiVersion": "secprov.dev/v1alpha1",
-            "kind": "ProviderConnection",
-            "status": new_status,
-        });
-        api.patch_status(
-            &connection.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-        ctx.metrics.status_patched();
+    let api: Api<ProviderConnection> = Api::namespaced(ctx.client.clone(), &namespace);
+    let old = connection.status.as_ref();
+    if write_status(&api, &connection.name_any(), old, &new_status, &ctx.metrics).await? {
         match &result {
             Ok(()) => info!("connection ready"),
             Err(e) => warn!(reason = e.reason(), error = %e, "connection not ready"),
@@ -190,45 +178,43 @@ fn error_policy(_connection: Arc<ProviderConnection>, error: &Error, ctx: Arc<Co
     Action::requeue(TRANSIENT_RETRY.min(ctx.settings.connection_check_interval))
 }
 
-/// Runs the connection controller until `shutdown` resolves.
+/// The connections in `secret`'s namespace that read it.
+pub fn connections_reading(
+    connections: &Store<ProviderConnection>,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<ProviderConnection>> {
+    let namespace = secret.namespace().unwrap_or_default();
+    let name = secret.name_any();
+    connections
+        .state()
+        .iter()
+        .filter(|c| c.namespace().as_deref() == Some(namespace.as_str()))
+        .filter(|c| backend::secret_refs(&c.spec).iter().any(|r| r.name == name))
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}
+
+/// Runs the connection controller on the shared connection and Secret watches (whose caches
+/// are `ctx.connections` and `ctx.secrets`) until `shutdown` resolves.
 pub async fn run(
-    client: Client,
     ctx: Arc<Context>,
+    connection_events: Events<ProviderConnection>,
+    secret_events: Events<PartialObjectMeta<Secret>>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let connections_api: Api<ProviderConnection> = super::api_for(&client, &ctx.settings.namespace);
-    let secrets_api: Api<PartialObjectMeta<Secret>> =
-        super::api_for(&client, &ctx.settings.namespace);
-    // Own cache: this controller must see a connection as soon as its event arrives.
-    let (connections, connection_writer) = reflector::store::<ProviderConnection>();
     // Status writes (our own included) do not change the generation: ignore them.
-    let connection_events =
-        watcher::watcher(connections_api, watcher::Config::default().any_semantic())
-            .default_backoff()
-            .modify(super::strip)
-            .reflect(connection_writer)
-            .applied_objects()
-            .predicate_filter(predicates::generation, Default::default());
-    let controller = Controller::for_stream(connection_events, connections.clone());
-    let secret_changes = watcher::watcher(secrets_api, watcher::Config::default().any_semantic())
-        .default_backoff()
+    let changed_connections = connection_events
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let connections = ctx.connections.clone();
+    let secret_changes = secret_events
         .touched_objects()
         .predicate_filter(predicates::resource_version, Default::default())
-        .filter_map(|r| futures::future::ready(r.ok()));
+        .filter_map(|r| futures::future::ready(r.ok()))
+        .flat_map(move |secret| futures::stream::iter(connections_reading(&connections, &secret)));
     info!("starting connection controller");
-    controller
-        .reconcile_on(secret_changes.flat_map(move |secret| {
-            let namespace = secret.namespace().unwrap_or_default();
-            let name = secret.name_any();
-            let users: Vec<ObjectRef<ProviderConnection>> = connections
-                .state()
-                .iter()
-                .filter(|c| c.namespace().as_deref() == Some(namespace.as_str()))
-                .filter(|c| backend::secret_refs(&c.spec).iter().any(|r| r.name == name))
-                .map(|c| ObjectRef::from_obj(c.as_ref()))
-                .collect();
-            futures::stream::iter(users)
-        }))
+    Controller::for_stream(changed_connections, ctx.connections.clone())
+        .reconcile_on(secret_changes)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -15,6 +15,7 @@ use crate::backend::{self, ProviderBackend, SecretValues};
 use crate::error::Error;
 use crate::metrics::Metrics;
 
+use super::handle::{ConnectionHandle, SnapshotKey, check_backend_match, snapshot_key};
 use super::snapshot::{Snapshots, snapshot_max_age};
 
 /// Tunables of the controller.
@@ -52,18 +53,6 @@ impl Default for Settings {
     }
 }
 
-/// A connection and its version (uid, generation), for [`Snapshots`].
-pub type SnapshotKey = (ObjectRef<ProviderConnection>, Option<String>, Option<i64>);
-
-/// The snapshot key of a connection.
-pub fn snapshot_key(connection: &ProviderConnection) -> SnapshotKey {
-    (
-        ObjectRef::from_obj(connection),
-        connection.uid(),
-        connection.metadata.generation,
-    )
-}
-
 struct CachedBackend {
     fingerprint: String,
     backend: Arc<dyn ProviderBackend>,
@@ -81,8 +70,9 @@ pub struct Context {
     /// (and the connection check) share one client: one token bucket, one Keystone token.
     backends: tokio::sync::Mutex<HashMap<ObjectRef<ProviderConnection>, CachedBackend>>,
     failures: Mutex<HashMap<ObjectRef<SecurityProvider>, u32>>,
-    /// Paged reads of each connection's providers, shared by resyncs.
-    pub snapshots: Snapshots<SnapshotKey>,
+    /// Paged reads of each connection's providers, shared by resyncs; reached only through
+    /// a [`ConnectionHandle`].
+    snapshots: Snapshots<SnapshotKey>,
     /// Providers whose remote state was settling at their last reconcile: their next read
     /// must be fresh, a snapshot would show the old state.
     settling: Mutex<HashSet<ObjectRef<SecurityProvider>>>,
@@ -116,6 +106,48 @@ impl Context {
         }
     }
 
+    /// The connection of a SecurityProvider behind a handle: its client (built or cached) and
+    /// its snapshot. Fails when the connection is missing, serves another backend or cannot
+    /// build a client.
+    pub async fn connection(&self, sp: &SecurityProvider) -> Result<ConnectionHandle<'_>, Error> {
+        let connection = self.connection_of(sp)?;
+        check_backend_match(sp, &connection)?;
+        self.handle_for(connection).await
+    }
+
+    /// The handle of a connection (for its own controller, which checks its credentials).
+    pub async fn handle_for(
+        &self,
+        connection: Arc<ProviderConnection>,
+    ) -> Result<ConnectionHandle<'_>, Error> {
+        let client = self.backend_for(&connection).await?;
+        // Snapshots of another version of this connection (or of one replaced under the same
+        // name) would never be read again: drop them.
+        let current = snapshot_key(&connection);
+        self.snapshots.retain(|k| k.0 != current.0 || *k == current);
+        Ok(ConnectionHandle::new(connection, client, &self.snapshots))
+    }
+
+    /// Drops everything kept for a deleted connection: its client (and the credentials in it)
+    /// and its snapshots.
+    pub async fn forget_connection(&self, connection: &ObjectRef<ProviderConnection>) {
+        self.backends.lock().await.remove(connection);
+        self.snapshots.retain(|(r, _, _)| r != connection);
+    }
+
+    /// Drops the per-object state of a deleted SecurityProvider: failure count, settling mark
+    /// and ready gauge.
+    pub fn forget_object(&self, object: &ObjectRef<SecurityProvider>) {
+        self.reset_failures(object);
+        self.set_settling(object, false);
+        let name = format!(
+            "{}/{}",
+            object.namespace.as_deref().unwrap_or_default(),
+            object.name
+        );
+        self.metrics.set_ready(&name, None);
+    }
+
     /// The ProviderConnection named by a SecurityProvider, from the cache.
     pub fn connection_of(&self, sp: &SecurityProvider) -> Result<Arc<ProviderConnection>, Error> {
         let namespace = sp.namespace().unwrap_or_default();
@@ -129,7 +161,7 @@ impl Context {
     /// the Secrets it reads (so a rotated key is picked up at the next reconcile). Built under
     /// an async lock so concurrent reconciles of one connection, and its credential check,
     /// share one client: one token bucket, one concurrency cap, one Keystone token.
-    pub async fn backend_for(
+    async fn backend_for(
         &self,
         connection: &ProviderConnection,
     ) -> Result<Arc<dyn ProviderBackend>, Error> {
@@ -168,6 +200,45 @@ impl Context {
             },
         );
         Ok(backend)
+    }
+
+    /// Installs `client` as the built client of `connection` (unit tests: a fake backend).
+    #[cfg(test)]
+    pub(crate) async fn install_client(
+        &self,
+        connection: &ProviderConnection,
+        client: Arc<dyn ProviderBackend>,
+    ) {
+        let namespace = connection.namespace().unwrap_or_default();
+        let versions: Vec<(String, String)> = backend::secret_refs(&connection.spec)
+            .iter()
+            .map(|r| {
+                let meta = self
+                    .secrets
+                    .get(&ObjectRef::new(&r.name).within(&namespace));
+                let version = meta.and_then(|m| m.resource_version()).unwrap_or_default();
+                (r.name.clone(), version)
+            })
+            .collect();
+        self.backends.lock().await.insert(
+            ObjectRef::from_obj(connection),
+            CachedBackend {
+                fingerprint: fingerprint(connection, &versions),
+                backend: client,
+            },
+        );
+    }
+
+    /// How many snapshot slots exist (unit tests).
+    #[cfg(test)]
+    pub(crate) fn snapshot_slots(&self) -> usize {
+        self.snapshots.slot_count()
+    }
+
+    /// Whether a built client of `connection` is cached (unit tests).
+    #[cfg(test)]
+    pub(crate) async fn has_client(&self, connection: &ObjectRef<ProviderConnection>) -> bool {
+        self.backends.lock().await.contains_key(connection)
     }
 
     /// Records a transient failure and returns the delay before the next attempt:

@@ -17,13 +17,21 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::{PAUSED_ANNOTATION, ProviderConnection, REFRESH_ANNOTATION, SecurityProvider};
-use crate::backend;
 use crate::metrics::Metrics;
 
 pub mod connection;
 pub mod context;
+pub mod events;
+pub mod execute;
+#[cfg(test)]
+pub(crate) mod fixtures;
+pub mod handle;
+pub mod observe;
+pub mod patch;
 pub mod plan;
 pub mod reconcile;
+#[cfg(test)]
+mod reconcile_tests;
 pub mod snapshot;
 pub mod status;
 
@@ -142,6 +150,97 @@ pub fn reporter() -> Reporter {
     }
 }
 
+/// Watch events of one kind, as the controllers consume them (errors are logged upstream).
+pub type Events<K> = futures::stream::BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
+
+/// Sends every event of `events` to two consumers: one watch (and one cache) serves both
+/// controllers. The returned future pumps until `events` ends.
+fn fan_out<K>(
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+) -> (
+    impl std::future::Future<Output = ()> + Send,
+    Events<K>,
+    Events<K>,
+)
+where
+    K: Clone + Send + Sync + 'static,
+{
+    let (first_tx, first_rx) = futures::channel::mpsc::unbounded();
+    let (second_tx, second_rx) = futures::channel::mpsc::unbounded();
+    let pump = events.for_each(move |event| {
+        match event {
+            Ok(event) => {
+                let _ = first_tx.unbounded_send(Ok(event.clone()));
+                let _ = second_tx.unbounded_send(Ok(event));
+            }
+            Err(e) => warn!(error = %e, "watch error; retrying with backoff"),
+        }
+        futures::future::ready(())
+    });
+    (pump, first_rx.boxed(), second_rx.boxed())
+}
+
+/// Providers to reconcile when a Secret changes: those of the connections that read it.
+fn providers_reading_secret(
+    secret: &PartialObjectMeta<Secret>,
+    connections: &Store<ProviderConnection>,
+    providers: &Store<SecurityProvider>,
+) -> Vec<ObjectRef<SecurityProvider>> {
+    let namespace = secret.namespace().unwrap_or_default();
+    let users: Vec<String> = connection::connections_reading(connections, secret)
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    providers_using(providers, &namespace, &users)
+}
+
+/// The version of a connection that matters to its providers: the connection controller
+/// writes status, so only spec changes (a new generation) and replacement (a new uid) count.
+fn connection_version(conn: &ProviderConnection) -> String {
+    format!(
+        "{}/{}",
+        conn.uid().unwrap_or_default(),
+        conn.metadata.generation.unwrap_or_default()
+    )
+}
+
+/// The shared watches of ProviderConnections and Secret metadata, reflected into the
+/// context's caches. A deleted connection's client and snapshots are dropped.
+fn dependency_watches(
+    client: &Client,
+    ctx: &Arc<Context>,
+    connection_writer: reflector::store::Writer<ProviderConnection>,
+    secret_writer: reflector::store::Writer<PartialObjectMeta<Secret>>,
+) -> (Events<ProviderConnection>, Events<PartialObjectMeta<Secret>>) {
+    let namespace = &ctx.settings.namespace;
+    let connections_api: Api<ProviderConnection> = api_for(client, namespace);
+    // A metadata-only watch: Secret values are read on demand, never cached.
+    let secrets_api: Api<PartialObjectMeta<Secret>> = api_for(client, namespace);
+    let evict_ctx = ctx.clone();
+    let connections = watcher(connections_api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(strip)
+        .reflect(connection_writer)
+        .then(move |event| {
+            let ctx = evict_ctx.clone();
+            async move {
+                if let Ok(watcher::Event::Delete(conn)) = &event {
+                    ctx.forget_connection(&ObjectRef::from_obj(conn)).await;
+                }
+                event
+            }
+        });
+    let secrets = watcher(secrets_api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|s: &mut PartialObjectMeta<Secret>| {
+            s.metadata.managed_fields = None;
+            s.metadata.annotations = None;
+            s.metadata.labels = None;
+        })
+        .reflect(secret_writer);
+    (connections.boxed(), secrets.boxed())
+}
+
 /// Runs the SecurityProvider and ProviderConnection controllers until `shutdown` resolves.
 pub async fn run(
     client: Client,
@@ -151,9 +250,6 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let shutdown = shutdown.shared();
     let providers_api: Api<SecurityProvider> = api_for(&client, &settings.namespace);
-    let connections_api: Api<ProviderConnection> = api_for(&client, &settings.namespace);
-    // A metadata-only watch: Secret values are read on demand, never cached.
-    let secrets_api: Api<PartialObjectMeta<Secret>> = api_for(&client, &settings.namespace);
     providers_api
         .list(&ListParams::default().limit(1))
         .await
@@ -161,80 +257,86 @@ pub async fn run(
 
     let (connections, connection_writer) = reflector::store::<ProviderConnection>();
     let (secrets, secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
-    let (providers, provider_writer) = reflector::store::<SecurityProvider>();
-
-    let provider_events = watcher(providers_api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .modify(strip_provider)
-        .reflect(provider_writer)
-        .touched_objects()
-        .predicate_filter(trigger_fingerprint, PredicateConfig::default());
-
-    let providers_for_connections = providers.clone();
-    let connection_triggers = dependency_triggers(
-        watcher(connections_api, watcher::Config::default().any_semantic())
-            .default_backoff()
-            .modify(strip)
-            .reflect(connection_writer),
-        // The connection controller writes status: only spec changes (a new generation) and
-        // replacement (a new uid) matter to providers.
-        |conn: &ProviderConnection| {
-            format!(
-                "{}/{}",
-                conn.uid().unwrap_or_default(),
-                conn.metadata.generation.unwrap_or_default()
-            )
-        },
-        move |conn: &ProviderConnection| {
-            providers_using(
-                &providers_for_connections,
-                &conn.namespace().unwrap_or_default(),
-                &[conn.name_any()],
-            )
-        },
-    );
-
-    let providers_for_secrets = providers.clone();
-    let connections_for_secrets = connections.clone();
-    let secret_triggers = dependency_triggers(
-        watcher(secrets_api, watcher::Config::default().any_semantic())
-            .default_backoff()
-            .modify(|s: &mut PartialObjectMeta<Secret>| {
-                s.metadata.managed_fields = None;
-                s.metadata.annotations = None;
-                s.metadata.labels = None;
-            })
-            .reflect(secret_writer),
-        // Secrets have no generation; any change may be a rotated value.
-        |secret: &PartialObjectMeta<Secret>| secret.resource_version().unwrap_or_default(),
-        move |secret: &PartialObjectMeta<Secret>| {
-            let namespace = secret.namespace().unwrap_or_default();
-            let name = secret.name_any();
-            let users: Vec<String> = connections_for_secrets
-                .state()
-                .iter()
-                .filter(|c| c.namespace().as_deref() == Some(namespace.as_str()))
-                .filter(|c| backend::secret_refs(&c.spec).iter().any(|r| r.name == name))
-                .map(|c| c.name_any())
-                .collect();
-            providers_using(&providers_for_secrets, &namespace, &users)
-        },
-    );
-
     let recorder = Recorder::new(client.clone(), reporter());
     let ctx = Arc::new(Context::new(
         client.clone(),
         settings.clone(),
-        connections.clone(),
-        secrets.clone(),
+        connections,
+        secrets,
         recorder,
         metrics,
     ));
+    let (connection_events, secret_events) =
+        dependency_watches(&client, &ctx, connection_writer, secret_writer);
+    let (pump_connections, connections_for_providers, connections_for_check) =
+        fan_out(connection_events);
+    let (pump_secrets, secrets_for_providers, secrets_for_check) = fan_out(secret_events);
+
+    let provider_controller = provider_controller(
+        providers_api,
+        ctx.clone(),
+        connections_for_providers,
+        secrets_for_providers,
+        shutdown.clone(),
+    );
+    let connection_controller = connection::run(
+        ctx.clone(),
+        connections_for_check,
+        secrets_for_check,
+        shutdown,
+    );
+    info!(concurrency = settings.concurrency, resync = ?settings.resync_interval, namespace = ?settings.namespace, "starting controller");
+    tokio::select! {
+        _ = futures::future::join(provider_controller, connection_controller) => {}
+        _ = futures::future::join(pump_connections, pump_secrets) => {}
+    }
+    info!("controller stopped");
+    Ok(())
+}
+
+/// The SecurityProvider controller: its own watch, plus triggers from the shared connection
+/// and Secret watches. Runs until `shutdown`.
+async fn provider_controller(
+    providers_api: Api<SecurityProvider>,
+    ctx: Arc<Context>,
+    connection_events: Events<ProviderConnection>,
+    secret_events: Events<PartialObjectMeta<Secret>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (providers, provider_writer) = reflector::store::<SecurityProvider>();
+    let forget_ctx = ctx.clone();
+    let provider_events = watcher(providers_api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(strip_provider)
+        .reflect(provider_writer)
+        .inspect(move |event| {
+            // Whatever way it went (finalizer removed by hand included), a deleted object's
+            // backoff, settling mark and ready gauge go with it.
+            if let Ok(watcher::Event::Delete(sp)) = event {
+                forget_ctx.forget_object(&ObjectRef::from_obj(sp));
+            }
+        })
+        .touched_objects()
+        .predicate_filter(trigger_fingerprint, PredicateConfig::default());
+
+    let for_connections = providers.clone();
+    let connection_triggers =
+        dependency_triggers(connection_events, connection_version, move |conn| {
+            let namespace = conn.namespace().unwrap_or_default();
+            providers_using(&for_connections, &namespace, &[conn.name_any()])
+        });
+    let (for_secrets, connections) = (providers.clone(), ctx.connections.clone());
+    let secret_triggers = dependency_triggers(
+        secret_events,
+        // Secrets have no generation; any change may be a rotated value.
+        |secret: &PartialObjectMeta<Secret>| secret.resource_version().unwrap_or_default(),
+        move |secret| providers_reading_secret(secret, &connections, &for_secrets),
+    );
 
     // Dependencies must be cached before the first reconcile, or a provider whose connection
     // simply hasn't been listed yet would be reported as ConnectionNotFound.
     let dependencies_ready = {
-        let (connections, secrets) = (connections.clone(), secrets.clone());
+        let (connections, secrets) = (ctx.connections.clone(), ctx.secrets.clone());
         async move {
             let _ = connections.wait_until_ready().await;
             let _ = secrets.wait_until_ready().await;
@@ -243,11 +345,8 @@ pub async fn run(
     let gated_provider_events = futures::stream::once(dependencies_ready)
         .filter_map(|_| futures::future::ready(None))
         .chain(provider_events);
-
-    let connection_controller = connection::run(client.clone(), ctx.clone(), shutdown.clone());
-    info!(concurrency = settings.concurrency, resync = ?settings.resync_interval, namespace = ?settings.namespace, "starting controller");
-    let provider_controller = Controller::for_stream(gated_provider_events, providers)
-        .with_config(ControllerConfig::default().concurrency(settings.concurrency))
+    Controller::for_stream(gated_provider_events, providers)
+        .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
         .reconcile_on(connection_triggers)
         .reconcile_on(secret_triggers)
         .graceful_shutdown_on(shutdown)
@@ -256,10 +355,8 @@ pub async fn run(
             if let Err(e) = result {
                 tracing::debug!(error = %e, "controller event");
             }
-        });
-    futures::join!(provider_controller, connection_controller);
-    info!("controller stopped");
-    Ok(())
+        })
+        .await;
 }
 
 #[cfg(test)]

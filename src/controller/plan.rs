@@ -25,6 +25,13 @@ pub enum Plan {
     },
 }
 
+impl Plan {
+    /// Whether carrying out the plan writes remotely.
+    pub fn writes(&self) -> bool {
+        matches!(self, Plan::Create | Plan::Update { .. })
+    }
+}
+
 /// Everything the decision depends on.
 #[derive(Clone, Debug)]
 pub struct PlanInput<'a> {

@@ -111,6 +111,21 @@ impl<K: Hash + Eq + Clone> Snapshots<K> {
             .and_then(|p| p.get(remote_id).cloned())
     }
 
+    /// Drops the snapshots whose key fails `keep` (an old version of a connection, a deleted
+    /// connection): their providers would otherwise stay in memory for good.
+    pub fn retain(&self, keep: impl Fn(&K) -> bool) {
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, _| keep(k));
+    }
+
+    /// How many connections (and versions) have a snapshot slot.
+    #[cfg(test)]
+    pub(crate) fn slot_count(&self) -> usize {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Records what a create, update or direct read returned, so the snapshot does not
     /// contradict our own writes.
     pub fn record(&self, key: &K, observed: &ObservedProvider) {

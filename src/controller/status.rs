@@ -66,7 +66,7 @@ pub fn compute_status(
 ) -> SecurityProviderStatus {
     let empty = SecurityProviderStatus::default();
     let prev = previous.unwrap_or(&empty);
-    let mut status = SecurityProviderStatus {
+    SecurityProviderStatus {
         observed_generation: generation,
         backend: outcome
             .backend
@@ -76,11 +76,14 @@ pub fn compute_status(
             .refresh_handled
             .clone()
             .or_else(|| prev.last_handled_refresh_at.clone()),
-        ..Default::default()
-    };
+        conditions: conditions(prev, outcome, generation, now),
+        ..remote_fields(prev, outcome)
+    }
+}
 
-    // Remote fields: mirror the latest observation; keep the last known values when the
-    // remote system could not be read this time.
+/// The remote fields of the status: the latest observation mirrored, or the last known values
+/// when the remote system could not be read this time.
+fn remote_fields(prev: &SecurityProviderStatus, outcome: &Outcome) -> SecurityProviderStatus {
     let transient_failure = matches!(
         outcome.result,
         OutcomeResult::Failed {
@@ -89,51 +92,99 @@ pub fn compute_status(
         }
     );
     match &outcome.observed {
-        Some(observed) => {
-            status.remote_id = outcome.remote_id.clone();
-            status.current_status = observed.state.current_status.clone();
-            status.last_refresh_operation = observed.state.last_refresh_operation.clone();
-            status.statistics = observed.state.statistics.clone();
-            status.keystone = observed.state.keystone.clone();
-            status.jitsudo = observed.state.jitsudo.clone();
-        }
-        None if transient_failure => {
-            status.remote_id = outcome.remote_id.clone().or_else(|| prev.remote_id.clone());
-            status.current_status = prev.current_status.clone();
-            status.last_refresh_operation = prev.last_refresh_operation.clone();
-            status.statistics = prev.statistics.clone();
-            status.keystone = prev.keystone.clone();
-            status.jitsudo = prev.jitsudo.clone();
-        }
-        None => status.remote_id = outcome.remote_id.clone(),
+        Some(observed) => SecurityProviderStatus {
+            remote_id: outcome.remote_id.clone(),
+            current_status: observed.state.current_status.clone(),
+            last_refresh_operation: observed.state.last_refresh_operation.clone(),
+            statistics: observed.state.statistics.clone(),
+            keystone: observed.state.keystone.clone(),
+            jitsudo: observed.state.jitsudo.clone(),
+            ..Default::default()
+        },
+        None if transient_failure => SecurityProviderStatus {
+            remote_id: outcome.remote_id.clone().or_else(|| prev.remote_id.clone()),
+            current_status: prev.current_status.clone(),
+            last_refresh_operation: prev.last_refresh_operation.clone(),
+            statistics: prev.statistics.clone(),
+            keystone: prev.keystone.clone(),
+            jitsudo: prev.jitsudo.clone(),
+            ..Default::default()
+        },
+        None => SecurityProviderStatus {
+            remote_id: outcome.remote_id.clone(),
+            ..Default::default()
+        },
     }
+}
 
+/// The conditions for an outcome, keeping transition times from `prev`.
+fn conditions(
+    prev: &SecurityProviderStatus,
+    outcome: &Outcome,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) -> Vec<Condition> {
     let (synced, ready, reconciling, stalled) = conditions_for(prev, outcome);
-    let mut conditions = Vec::new();
-    for (type_, value) in [
+    [
         (READY, Some(ready)),
         (SYNCED, Some(synced)),
         (RECONCILING, reconciling),
         (STALLED, stalled),
-    ] {
-        if let Some((cstatus, reason, message)) = value {
-            conditions.push(condition(
-                &prev.conditions,
-                type_,
-                cstatus,
-                reason,
-                &message,
-                generation,
-                now,
-            ));
-        }
-    }
-    status.conditions = conditions;
-    status
+    ]
+    .into_iter()
+    .filter_map(|(type_, value)| {
+        let (cstatus, reason, message) = value?;
+        Some(condition(
+            &prev.conditions,
+            type_,
+            cstatus,
+            reason,
+            &message,
+            generation,
+            now,
+        ))
+    })
+    .collect()
 }
 
 type ConditionValue = (ConditionStatus, String, String);
 
+/// Ready from the remote provider's health.
+fn health_ready(observed: &ObservedProvider) -> ConditionValue {
+    match &observed.health {
+        RemoteHealth::Healthy => (
+            ConditionStatus::True,
+            "Available".into(),
+            "the remote provider exists and matches the spec".into(),
+        ),
+        RemoteHealth::Progressing { reason, message }
+        | RemoteHealth::Degraded { reason, message } => {
+            (ConditionStatus::False, (*reason).into(), message.clone())
+        }
+    }
+}
+
+/// Reconciling (remote progressing) and Stalled (remote degraded) from the observation. A
+/// remote provider in a failed state will not get better by reconciling again: say so with
+/// Stalled, or kstatus (Flux) would call a Ready=False object Current.
+fn remote_signals(outcome: &Outcome) -> (Option<ConditionValue>, Option<ConditionValue>) {
+    let signal = |o: &ObservedProvider, progressing: bool| match &o.health {
+        RemoteHealth::Progressing { reason, message } if progressing => {
+            Some((ConditionStatus::True, (*reason).to_owned(), message.clone()))
+        }
+        RemoteHealth::Degraded { reason, message } if !progressing => {
+            Some((ConditionStatus::True, (*reason).to_owned(), message.clone()))
+        }
+        _ => None,
+    };
+    let observed = outcome.observed.as_ref();
+    (
+        observed.and_then(|o| signal(o, true)),
+        observed.and_then(|o| signal(o, false)),
+    )
+}
+
+/// (Synced, Ready, Reconciling, Stalled) for an outcome.
 fn conditions_for(
     prev: &SecurityProviderStatus,
     outcome: &Outcome,
@@ -143,38 +194,11 @@ fn conditions_for(
     Option<ConditionValue>,
     Option<ConditionValue>,
 ) {
-    let health_ready = |observed: &ObservedProvider| -> ConditionValue {
-        match &observed.health {
-            RemoteHealth::Healthy => (
-                ConditionStatus::True,
-                "Available".into(),
-                "the remote provider exists and matches the spec".into(),
-            ),
-            RemoteHealth::Progressing { reason, message } => {
-                (ConditionStatus::False, (*reason).into(), message.clone())
-            }
-            RemoteHealth::Degraded { reason, message } => {
-                (ConditionStatus::False, (*reason).into(), message.clone())
-            }
-        }
-    };
-    let progressing = outcome.observed.as_ref().and_then(|o| match &o.health {
-        RemoteHealth::Progressing { reason, message } => {
-            Some((ConditionStatus::True, (*reason).to_owned(), message.clone()))
-        }
-        _ => None,
-    });
-    // A remote provider in a failed state will not get better by reconciling again: say so
-    // with Stalled, or kstatus (Flux) would call a Ready=False object Current.
-    let degraded = outcome.observed.as_ref().and_then(|o| match &o.health {
-        RemoteHealth::Degraded { reason, message } => {
-            Some((ConditionStatus::True, (*reason).to_owned(), message.clone()))
-        }
-        _ => None,
-    });
+    let (progressing, degraded) = remote_signals(outcome);
+    let value =
+        |status, reason: &str, message: &String| (status, reason.to_owned(), message.clone());
     match &outcome.result {
         OutcomeResult::Synced { reason, message } => {
-            let synced = (ConditionStatus::True, (*reason).to_owned(), message.clone());
             let ready = match &outcome.observed {
                 Some(o) => health_ready(o),
                 None => (
@@ -183,69 +207,43 @@ fn conditions_for(
                     "the remote provider has not been read yet".into(),
                 ),
             };
+            let synced = value(ConditionStatus::True, reason, message);
             (synced, ready, progressing, degraded)
         }
         OutcomeResult::Withheld { reason, message } => {
-            let synced = (
-                ConditionStatus::False,
-                (*reason).to_owned(),
-                message.clone(),
-            );
-            let ready = match &outcome.observed {
-                Some(o) => health_ready(o),
-                None => (
-                    ConditionStatus::False,
-                    (*reason).to_owned(),
-                    message.clone(),
-                ),
-            };
+            let synced = value(ConditionStatus::False, reason, message);
+            let ready = outcome
+                .observed
+                .as_ref()
+                .map_or(synced.clone(), health_ready);
             (synced, ready, progressing, degraded)
         }
-        OutcomeResult::Blocked { reason, message } => {
-            let value = (
-                ConditionStatus::False,
-                (*reason).to_owned(),
-                message.clone(),
-            );
-            let stalled = (ConditionStatus::True, (*reason).to_owned(), message.clone());
-            (value.clone(), value, None, Some(stalled))
-        }
-        OutcomeResult::Failed {
+        OutcomeResult::Blocked { reason, message }
+        | OutcomeResult::Failed {
             reason,
             message,
             terminal: true,
         } => {
-            let value = (
-                ConditionStatus::False,
-                (*reason).to_owned(),
-                message.clone(),
-            );
-            let stalled = (ConditionStatus::True, (*reason).to_owned(), message.clone());
-            (value.clone(), value, None, Some(stalled))
+            let stalled = value(ConditionStatus::True, reason, message);
+            let failed = value(ConditionStatus::False, reason, message);
+            (failed.clone(), failed, None, Some(stalled))
         }
         OutcomeResult::Failed {
             reason,
             message,
             terminal: false,
         } => {
-            let value = (
-                ConditionStatus::False,
-                (*reason).to_owned(),
-                message.clone(),
-            );
+            let failed = value(ConditionStatus::False, reason, message);
             // A passing failure says nothing new about the provider itself: keep Ready as it was.
             let ready = prev
                 .conditions
                 .iter()
                 .find(|c| c.type_ == READY)
                 .map(|c| (parse_status(&c.status), c.reason.clone(), c.message.clone()))
-                .unwrap_or_else(|| value.clone());
-            let reconciling = (
-                ConditionStatus::True,
-                (*reason).to_owned(),
-                format!("retrying: {message}"),
-            );
-            (value, ready, Some(reconciling), None)
+                .unwrap_or_else(|| failed.clone());
+            let retrying = format!("retrying: {message}");
+            let reconciling = value(ConditionStatus::True, reason, &retrying);
+            (failed, ready, Some(reconciling), None)
         }
     }
 }

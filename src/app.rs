@@ -1,0 +1,226 @@
+//! `secprov-operator run`: the probes and metrics server, the shutdown grace period, leader
+//! election, and the controllers.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::FutureExt;
+use futures::future::Shared;
+
+use crate::controller::{self, Settings};
+use crate::leader::{self, ElectionConfig, LeaderElector};
+use crate::metrics::Metrics;
+use crate::server::{self, ServerState};
+
+/// Options of `secprov-operator run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// How often an in-sync provider is re-read from the remote system (e.g. 30s, 5m).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, env = "SECPROV_RESYNC_INTERVAL")]
+    pub resync_interval: Duration,
+    /// How soon a provider whose remote state is settling (creating, refreshing) is read again.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, env = "SECPROV_PROGRESS_INTERVAL")]
+    pub progress_interval: Duration,
+    /// Providers reconciled at once.
+    #[arg(long, default_value_t = 16, env = "SECPROV_CONCURRENCY")]
+    pub concurrency: u16,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "SECPROV_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "SECPROV_METRICS_ADDR")]
+    pub metrics_addr: SocketAddr,
+    /// Resyncs read each connection's providers in pages (about N/100 remote reads per resync
+    /// of N providers) instead of one GET per provider.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "SECPROV_BATCH_OBSERVE")]
+    pub batch_observe: bool,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "SECPROV_LOG_JSON")]
+    pub log_json: bool,
+    /// How often each ProviderConnection's credentials are checked remotely.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, env = "SECPROV_CONNECTION_CHECK_INTERVAL")]
+    pub connection_check_interval: Duration,
+    /// Run the controllers only while holding the Lease `--leader-election-id`, so several
+    /// replicas can run with one active (deploy/ turns it on).
+    #[arg(long, env = "SECPROV_LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// Namespace of the Lease (default: POD_NAMESPACE, the in-cluster namespace, --namespace,
+    /// then `default`).
+    #[arg(long, env = "SECPROV_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(
+        long,
+        default_value = "secprov-operator",
+        env = "SECPROV_LEADER_ELECTION_ID"
+    )]
+    pub leader_election_id: String,
+    /// How long a Lease that is not renewed keeps the others waiting.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, env = "SECPROV_LEADER_ELECTION_LEASE_DURATION")]
+    pub leader_election_lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it stops (and exits).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, env = "SECPROV_LEADER_ELECTION_RENEW_DEADLINE")]
+    pub leader_election_renew_deadline: Duration,
+    /// Time between acquire/renew attempts.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, env = "SECPROV_LEADER_ELECTION_RETRY_PERIOD")]
+    pub leader_election_retry_period: Duration,
+}
+
+/// How long in-flight reconciles may take to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs the operator until SIGTERM (or a lost Lease).
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    crate::telemetry::init(args.log_json);
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot build a Kubernetes client from the kubeconfig")?;
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    serve_probes(args.metrics_addr, metrics.clone(), ready.clone());
+    let settings = Settings {
+        resync_interval: args.resync_interval,
+        progress_interval: args.progress_interval,
+        concurrency: args.concurrency.max(1),
+        namespace: args.namespace.clone(),
+        connection_check_interval: args.connection_check_interval,
+        batch_observe: args.batch_observe,
+        ..Settings::default()
+    };
+    let shutdown = shutdown_signal().boxed().shared();
+    exit_after_grace(shutdown.clone());
+    // A standby is healthy and ready: it is doing its job, which is to wait.
+    metrics.set_leader(!args.leader_election);
+    ready.store(true, Ordering::Relaxed);
+    if !args.leader_election {
+        return controller::run(client, settings, metrics, shutdown).await;
+    }
+    run_as_leader(&args, client, settings, metrics, shutdown).await
+}
+
+type ShutdownSignal = Shared<futures::future::BoxFuture<'static, ()>>;
+
+/// Serves /metrics, /healthz and /readyz in the background.
+fn serve_probes(addr: SocketAddr, metrics: Arc<Metrics>, ready: Arc<AtomicBool>) {
+    let state = ServerState { metrics, ready };
+    tokio::spawn(async move {
+        if let Err(e) = server::serve(addr, state).await {
+            tracing::error!(error = %e, %addr, "metrics server failed");
+        }
+    });
+}
+
+/// Observes the signal in a task of its own, so it is seen (and logged) whatever the
+/// controller is doing, and bounds the graceful stop: in-flight reconciles get a grace period
+/// well inside Kubernetes' default 30 s, then the process exits anyway.
+fn exit_after_grace(shutdown: ShutdownSignal) {
+    tokio::spawn(async move {
+        shutdown.await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "in-flight work did not finish within the grace period; exiting");
+        std::process::exit(0);
+    });
+}
+
+/// Waits for the Lease, then runs the controllers while it is held.
+async fn run_as_leader(
+    args: &RunArgs,
+    client: kube::Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    shutdown: ShutdownSignal,
+) -> anyhow::Result<()> {
+    let elector = Arc::new(LeaderElector::new(
+        client.clone(),
+        ElectionConfig {
+            namespace: lease_namespace(args),
+            lease_name: args.leader_election_id.clone(),
+            identity: leader::default_identity(),
+            lease_duration: args.leader_election_lease_duration,
+            renew_deadline: args.leader_election_renew_deadline,
+            retry_period: args.leader_election_retry_period,
+        },
+    ));
+    tokio::select! {
+        _ = elector.acquire() => {}
+        _ = shutdown.clone() => return Ok(()),
+    }
+    metrics.set_leader(true);
+    let lost = Arc::new(AtomicBool::new(false));
+    let holder = {
+        let (elector, lost) = (elector.clone(), lost.clone());
+        tokio::spawn(async move {
+            elector.hold().await;
+            lost.store(true, Ordering::SeqCst);
+        })
+    };
+    let stop = stop_on_shutdown_or_loss(shutdown, lost.clone());
+    let result = controller::run(client, settings, metrics.clone(), stop).await;
+    holder.abort();
+    if lost.load(Ordering::SeqCst) {
+        metrics.set_leader(false);
+        // Simplest safe recovery: exit, and let Kubernetes restart us as a fresh candidate.
+        anyhow::bail!(
+            "lost leadership of Lease {:?}; exiting",
+            elector.config().lease_name
+        );
+    }
+    elector.release().await;
+    result
+}
+
+/// Resolves on shutdown or once the Lease is lost.
+async fn stop_on_shutdown_or_loss(shutdown: ShutdownSignal, lost: Arc<AtomicBool>) {
+    tokio::select! {
+        _ = shutdown => {}
+        _ = async {
+            while !lost.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        } => {}
+    }
+}
+
+/// Where the Lease lives when `--leader-election-namespace` is not given.
+fn lease_namespace(args: &RunArgs) -> String {
+    args.leader_election_namespace
+        .clone()
+        .or_else(|| {
+            std::env::var("POD_NAMESPACE")
+                .ok()
+                .filter(|n| !n.is_empty())
+        })
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+                .ok()
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+        })
+        .or_else(|| args.namespace.clone())
+        .unwrap_or_else(|| "default".into())
+}
+
+/// Resolves on SIGTERM or Ctrl-C, so in-flight reconciles finish before exit.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => futures::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = futures::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested");
+}

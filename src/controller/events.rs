@@ -1,0 +1,103 @@
+//! The Events of a SecurityProvider reconcile: one per remote change (created, updated, drift
+//! corrected, refresh triggered) and one Warning per change of a failure.
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Resource;
+use kube::runtime::events::{Event, EventType, Recorder};
+use tracing::warn;
+
+use super::context::Context;
+use super::execute::Report;
+use super::status;
+use crate::api::{SecurityProvider, SecurityProviderStatus};
+
+/// The Events for what one reconcile did.
+pub async fn publish_events(
+    ctx: &Context,
+    sp: &SecurityProvider,
+    report: &Report,
+    new_status: &SecurityProviderStatus,
+) {
+    if report.created {
+        let id = new_status.remote_id.clone().unwrap_or_default();
+        let note = format!("created remote provider {id:?}");
+        publish(ctx, sp, EventType::Normal, "Created", "Create", note).await;
+    }
+    if let Some(fields) = &report.updated {
+        let (reason, note) = update_event(sp, fields);
+        publish(ctx, sp, EventType::Normal, reason, "Update", note).await;
+    }
+    if report.refreshed {
+        let note = "triggered a refresh of the provider's identities".to_owned();
+        publish(
+            ctx,
+            sp,
+            EventType::Normal,
+            "RefreshTriggered",
+            "Refresh",
+            note,
+        )
+        .await;
+    }
+    // Failures and blocks: one Warning per change of the Synced condition, not per retry.
+    let old = status::find(sp.status.as_ref(), status::SYNCED);
+    if let Some(new) = status::find(Some(new_status), status::SYNCED)
+        && new.status != "True"
+        && old.is_none_or(|o| o.reason != new.reason || o.message != new.message)
+    {
+        let note = new.message.clone();
+        publish(ctx, sp, EventType::Warning, &new.reason, "Reconcile", note).await;
+    }
+}
+
+/// Reason and note of an update: a drift correction when the spec was already synced at
+/// this generation (the spec didn't change, so the remote did).
+fn update_event(sp: &SecurityProvider, fields: &[&str]) -> (&'static str, String) {
+    let prev_synced_generation = sp
+        .status
+        .as_ref()
+        .filter(|s| status::find(Some(s), status::SYNCED).is_some_and(|c| c.status == "True"))
+        .and_then(|s| s.observed_generation);
+    let fields = fields.join(", ");
+    if prev_synced_generation.is_some() && prev_synced_generation == sp.metadata.generation {
+        (
+            "DriftCorrected",
+            format!("remote provider had drifted in {fields}; restored"),
+        )
+    } else {
+        (
+            "Updated",
+            format!("updated remote provider fields {fields}"),
+        )
+    }
+}
+
+/// Publishes one Event about `sp`, in the background.
+pub async fn publish(
+    ctx: &Context,
+    sp: &SecurityProvider,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let reference: ObjectReference = sp.object_ref(&());
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    // In the background: an Event is informational, and waiting for its write would hold a
+    // reconcile slot for one more API-server round trip. A recorder of its own: kube's
+    // Recorder keeps every Event it published for 6 minutes (to aggregate repeats, which ours
+    // never are: one per change) and scans that cache on every publish, so with thousands of
+    // providers a shared one costs megabytes at rest and quadratic time while converging.
+    let recorder = Recorder::new(ctx.client.clone(), super::reporter());
+    let reason = reason.to_owned();
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            warn!(error = %e, reason, "cannot publish event");
+        }
+    });
+}

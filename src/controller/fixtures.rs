@@ -1,0 +1,457 @@
+//! Unit-test harness of the reconcile (as kube-rs's controller-rs `fixtures.rs`): a mocked
+//! Kubernetes API (`tower-test`) that answers like an API server holding one
+//! SecurityProvider, a fake backend, and one timeline on which both record what they were
+//! asked, in order, so a test can assert the exact sequence of Kubernetes requests and remote
+//! calls.
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use http::{Request, Response, StatusCode};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::PartialObjectMeta;
+use kube::client::Body;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+use super::context::{Context, Settings};
+use crate::api::provider_connection::{BackendKind, CoveoConnection};
+use crate::api::security_provider::CoveoProviderSpec;
+use crate::api::{
+    FINALIZER, ProviderConnection, ProviderConnectionSpec, SecretKeyRef, SecurityProvider,
+    SecurityProviderSpec,
+};
+use crate::backend::coveo::CoveoConfig;
+use crate::backend::{
+    ObservedProvider, ProviderBackend, ProviderConfig, ProviderKey, RemoteHealth, RemoteState,
+};
+use crate::error::{RemoteError, RemoteErrorKind};
+use crate::metrics::Metrics;
+
+pub const NAMESPACE: &str = "ns";
+pub const NAME: &str = "idp";
+pub const CONNECTION: &str = "conn";
+/// Path of the test SecurityProvider.
+pub const SP_PATH: &str = "/apis/secprov.dev/v1alpha1/namespaces/ns/securityproviders/idp";
+
+/// One thing that happened, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Call {
+    /// A Kubernetes request (Events excluded: they are published in the background).
+    Kube {
+        method: String,
+        /// Path and query.
+        uri: String,
+        content_type: String,
+        body: Value,
+    },
+    /// A call on the fake backend, e.g. `create idp`.
+    Remote(String),
+}
+
+/// The shared record of calls.
+#[derive(Clone, Default)]
+pub struct Timeline(Arc<Mutex<Vec<Call>>>);
+
+impl Timeline {
+    fn push(&self, call: Call) {
+        self.0.lock().unwrap().push(call);
+    }
+
+    /// Everything recorded so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// The remote calls only.
+    pub fn remote(&self) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Remote(r) => Some(r),
+                Call::Kube { .. } => None,
+            })
+            .collect()
+    }
+
+    /// The Kubernetes requests only, as (method, path and query, content type, body).
+    pub fn kube(&self) -> Vec<(String, String, String, Value)> {
+        self.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Kube {
+                    method,
+                    uri,
+                    content_type,
+                    body,
+                } => Some((method, uri, content_type, body)),
+                Call::Remote(_) => None,
+            })
+            .collect()
+    }
+
+    /// A compact form for sequence assertions: `GET <path>`, `PATCH <path>` or `remote ...`.
+    pub fn steps(&self) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .map(|c| match c {
+                Call::Kube { method, uri, .. } => {
+                    format!("{method} {}", uri.split('?').next().unwrap_or_default())
+                }
+                Call::Remote(r) => format!("remote {r}"),
+            })
+            .collect()
+    }
+}
+
+/// Events the mocked API received: (type, reason).
+#[derive(Clone, Default)]
+pub struct EventLog(Arc<Mutex<Vec<(String, String)>>>);
+
+impl EventLog {
+    /// The reasons published so far.
+    pub fn reasons(&self) -> Vec<String> {
+        self.0.lock().unwrap().iter().map(|e| e.1.clone()).collect()
+    }
+}
+
+/// A mocked API server holding `objects` (path, JSON): a GET or PATCH of one (or of its
+/// status) answers with it, anything else 404; Events are accepted and logged apart.
+pub fn mock_client(objects: Vec<(String, Value)>, timeline: Timeline, events: EventLog) -> Client {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect_bytes().await.unwrap_or_default();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let path = parts.uri.path().to_owned();
+            if path.contains("/events") {
+                let event = (body["type"].to_string(), body["reason"].to_string());
+                events.0.lock().unwrap().push(event);
+                send.send_response(json_response(StatusCode::CREATED, &body));
+                continue;
+            }
+            timeline.push(Call::Kube {
+                method: parts.method.to_string(),
+                uri: parts.uri.to_string(),
+                content_type: parts
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned(),
+                body,
+            });
+            send.send_response(answer(&objects, &path));
+        }
+    });
+    Client::new(service, "default")
+}
+
+fn answer(objects: &[(String, Value)], path: &str) -> Response<Body> {
+    let found = objects
+        .iter()
+        .find(|(p, _)| path == p || path.strip_suffix("/status") == Some(p.as_str()));
+    match found {
+        Some((_, object)) => json_response(StatusCode::OK, object),
+        None => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "reason": "NotFound", "code": 404, "message": "not found"}),
+        ),
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Body::from(serde_json::to_vec(body).unwrap()))
+        .unwrap()
+}
+
+/// The Coveo configuration a provider `id` shown as `display` has.
+pub fn coveo_config(id: &str, display: &str) -> ProviderConfig {
+    ProviderConfig::Coveo(CoveoConfig::desired(
+        id,
+        display,
+        &CoveoProviderSpec::default(),
+    ))
+}
+
+/// A remote provider as the fake returns it.
+pub fn remote(id: &str, display: &str) -> ObservedProvider {
+    ObservedProvider {
+        remote_id: id.into(),
+        config: coveo_config(id, display),
+        state: RemoteState::default(),
+        health: RemoteHealth::Healthy,
+    }
+}
+
+/// A backend holding providers in memory, recording every call on the timeline.
+#[derive(Default)]
+pub struct FakeBackend {
+    pub providers: Mutex<BTreeMap<String, ObservedProvider>>,
+    /// A provider our own earlier create made, invisible until the next create answers 409.
+    pub lost_create: Mutex<Option<ObservedProvider>>,
+    pub timeline: Timeline,
+}
+
+impl FakeBackend {
+    /// A fake holding `providers`.
+    pub fn with(timeline: &Timeline, providers: &[ObservedProvider]) -> Arc<FakeBackend> {
+        Arc::new(FakeBackend {
+            providers: Mutex::new(
+                providers
+                    .iter()
+                    .map(|p| (p.remote_id.clone(), p.clone()))
+                    .collect(),
+            ),
+            lost_create: Mutex::new(None),
+            timeline: timeline.clone(),
+        })
+    }
+
+    fn record(&self, call: String) {
+        self.timeline.push(Call::Remote(call));
+    }
+
+    fn error(operation: &'static str, kind: RemoteErrorKind) -> RemoteError {
+        RemoteError::transport("fake", operation, kind, "fake")
+    }
+}
+
+#[async_trait]
+impl ProviderBackend for FakeBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Coveo
+    }
+
+    async fn observe(&self, key: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError> {
+        self.record(format!("observe {}", key.id));
+        let providers = self.providers.lock().unwrap();
+        let by_id = key
+            .known_remote_id
+            .as_ref()
+            .and_then(|id| providers.get(id));
+        Ok(by_id
+            .or_else(|| providers.values().find(|p| p.config.lookup_key() == key.id))
+            .cloned())
+    }
+
+    async fn create(
+        &self,
+        key: &ProviderKey,
+        desired: &ProviderConfig,
+    ) -> Result<ObservedProvider, RemoteError> {
+        self.record(format!("create {}", key.id));
+        let mut providers = self.providers.lock().unwrap();
+        if let Some(lost) = self.lost_create.lock().unwrap().take() {
+            providers.insert(lost.remote_id.clone(), lost);
+        }
+        if providers.contains_key(&key.id) {
+            return Err(Self::error("create", RemoteErrorKind::Conflict));
+        }
+        let created = ObservedProvider {
+            config: desired.clone(),
+            ..remote(&key.id, "")
+        };
+        providers.insert(key.id.clone(), created.clone());
+        Ok(created)
+    }
+
+    async fn update(
+        &self,
+        _key: &ProviderKey,
+        observed: &ObservedProvider,
+        desired: &ProviderConfig,
+    ) -> Result<ObservedProvider, RemoteError> {
+        self.record(format!("update {}", observed.remote_id));
+        let updated = ObservedProvider {
+            config: desired.clone(),
+            ..observed.clone()
+        };
+        let mut providers = self.providers.lock().unwrap();
+        providers.insert(updated.remote_id.clone(), updated.clone());
+        Ok(updated)
+    }
+
+    async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError> {
+        self.record(format!("delete {remote_id}"));
+        Ok(self.providers.lock().unwrap().remove(remote_id).is_some())
+    }
+
+    async fn refresh(&self, remote_id: &str) -> Result<bool, RemoteError> {
+        self.record(format!("refresh {remote_id}"));
+        let mut providers = self.providers.lock().unwrap();
+        let provider = providers
+            .get_mut(remote_id)
+            .ok_or_else(|| Self::error("refresh", RemoteErrorKind::NotFound))?;
+        provider.state.busy = true;
+        Ok(true)
+    }
+
+    async fn list(&self) -> Result<Vec<ObservedProvider>, RemoteError> {
+        self.record("list".into());
+        Ok(self.providers.lock().unwrap().values().cloned().collect())
+    }
+}
+
+/// The test ProviderConnection (Coveo, API key in Secret `key`).
+pub fn connection(generation: i64) -> ProviderConnection {
+    let mut c = ProviderConnection::new(
+        CONNECTION,
+        ProviderConnectionSpec {
+            coveo: Some(CoveoConnection {
+                organization_id: "org".into(),
+                endpoint: None,
+                api_key_secret_ref: SecretKeyRef {
+                    name: "key".into(),
+                    key: "apiKey".into(),
+                },
+            }),
+            keystone: None,
+            jitsudo: None,
+            rate_limit: None,
+            timeout_seconds: None,
+            ca_bundle_secret_ref: None,
+        },
+    );
+    c.metadata.namespace = Some(NAMESPACE.into());
+    c.metadata.uid = Some("conn-uid".into());
+    c.metadata.generation = Some(generation);
+    c
+}
+
+/// The test SecurityProvider: Coveo, id `idp`, finalizer set, generation 1, no status.
+pub fn provider() -> SecurityProvider {
+    let mut sp = SecurityProvider::new(
+        NAME,
+        SecurityProviderSpec {
+            connection_ref: CONNECTION.into(),
+            provider_id: None,
+            display_name: None,
+            deletion_policy: None,
+            management_policy: None,
+            adopt: None,
+            coveo: Some(CoveoProviderSpec::default()),
+            keystone: None,
+            jitsudo: None,
+        },
+    );
+    sp.metadata.namespace = Some(NAMESPACE.into());
+    sp.metadata.uid = Some("sp-uid".into());
+    sp.metadata.generation = Some(1);
+    sp.metadata.resource_version = Some("1".into());
+    sp.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    sp
+}
+
+/// Sets an annotation.
+pub fn annotate(mut sp: SecurityProvider, key: &str, value: &str) -> SecurityProvider {
+    sp.annotations_mut().insert(key.into(), value.into());
+    sp
+}
+
+/// A controller context over `client` whose caches hold `connections` and the metadata of
+/// the Secrets `secrets` (in the test namespace); also the writer of the connection cache.
+pub fn context(
+    client: Client,
+    connections: &[ProviderConnection],
+    secrets: &[&str],
+) -> (Arc<Context>, Writer<ProviderConnection>) {
+    let (connection_store, mut connection_writer) = reflector::store::<ProviderConnection>();
+    let (secret_store, mut secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
+    for name in secrets {
+        let mut secret = PartialObjectMeta::<Secret>::default();
+        secret.metadata.name = Some((*name).into());
+        secret.metadata.namespace = Some(NAMESPACE.into());
+        secret.metadata.resource_version = Some("7".into());
+        secret_writer.apply_watcher_event(&watcher::Event::Apply(secret));
+    }
+    for connection in connections {
+        connection_writer.apply_watcher_event(&watcher::Event::Apply(connection.clone()));
+    }
+    let recorder = Recorder::new(client.clone(), super::reporter());
+    let ctx = Context::new(
+        client,
+        Settings::default(),
+        connection_store,
+        secret_store,
+        recorder,
+        Arc::new(Metrics::new()),
+    );
+    (Arc::new(ctx), connection_writer)
+}
+
+/// A controller context over the mocked API, with the test connection (and its Secret's
+/// metadata) cached and `backend` installed as its client.
+pub struct Harness {
+    pub ctx: Arc<Context>,
+    pub timeline: Timeline,
+    pub events: EventLog,
+    pub metrics: Arc<Metrics>,
+    /// The connection's client.
+    pub fake: Arc<FakeBackend>,
+    connections: Writer<ProviderConnection>,
+}
+
+impl Harness {
+    /// A harness whose API server holds `object`, with remote providers `providers`.
+    pub async fn new(object: Option<SecurityProvider>, providers: &[ObservedProvider]) -> Self {
+        Self::with_backend(object, |timeline| FakeBackend::with(timeline, providers)).await
+    }
+
+    /// Like [`Harness::new`], with a fake built by `backend`.
+    pub async fn with_backend(
+        object: Option<SecurityProvider>,
+        backend: impl FnOnce(&Timeline) -> Arc<FakeBackend>,
+    ) -> Self {
+        let (timeline, events) = (Timeline::default(), EventLog::default());
+        let objects = object
+            .iter()
+            .map(|sp| (SP_PATH.to_owned(), serde_json::to_value(sp).unwrap()))
+            .collect();
+        let client = mock_client(objects, timeline.clone(), events.clone());
+        let conn = connection(1);
+        let (ctx, connections) = context(client, std::slice::from_ref(&conn), &["key"]);
+        let metrics = ctx.metrics.clone();
+        let fake = backend(&timeline);
+        ctx.install_client(&conn, fake.clone()).await;
+        Harness {
+            ctx,
+            timeline,
+            events,
+            metrics,
+            fake,
+            connections,
+        }
+    }
+
+    /// Replaces the cached connection (e.g. a new generation).
+    pub fn update_connection(&mut self, connection: ProviderConnection) {
+        self.connections
+            .apply_watcher_event(&watcher::Event::Apply(connection));
+    }
+
+    /// Waits (bounded) until the Events published in the background include `reason`.
+    pub async fn wait_for_event(&self, reason: &str) {
+        let quoted = format!("{reason:?}");
+        for _ in 0..500 {
+            if self.events.reasons().contains(&quoted) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("no Event {reason}: {:?}", self.events.reasons());
+    }
+}
+
+/// The object reference path of the test provider's status.
+pub fn status_path() -> String {
+    format!("{SP_PATH}/status")
+}

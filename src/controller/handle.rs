@@ -1,0 +1,177 @@
+//! Per-connection state behind one handle: the connection's built backend client and its
+//! batch-read snapshot. The handle keeps their invariants itself, so callers cannot forget
+//! them: every fresh read, create and update is recorded in the snapshot, every delete is
+//! forgotten, and a snapshot hit comes back as [`Remote::Snapshot`], from which
+//! [`super::execute`] refuses to write.
+use std::sync::Arc;
+
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+
+use crate::api::{ProviderConnection, SecurityProvider};
+use crate::backend::{ObservedProvider, ProviderBackend, ProviderConfig, ProviderKey};
+use crate::error::{Error, RemoteError};
+
+use super::snapshot::Snapshots;
+
+/// A connection and its version (uid, generation): the key of its snapshot slot.
+pub type SnapshotKey = (ObjectRef<ProviderConnection>, Option<String>, Option<i64>);
+
+/// The snapshot key of a connection.
+pub fn snapshot_key(connection: &ProviderConnection) -> SnapshotKey {
+    (
+        ObjectRef::from_obj(connection),
+        connection.uid(),
+        connection.metadata.generation,
+    )
+}
+
+/// What was read of the remote provider, and from where.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Remote {
+    /// A direct read just now (None: the provider does not exist). Writes may be planned
+    /// from it.
+    Fresh(Option<ObservedProvider>),
+    /// A hit in the connection's batch snapshot: good enough for a resync that writes
+    /// nothing, never for planning a write.
+    Snapshot(ObservedProvider),
+}
+
+impl Remote {
+    /// The provider read, whatever the source.
+    pub fn provider(&self) -> Option<&ObservedProvider> {
+        match self {
+            Remote::Fresh(p) => p.as_ref(),
+            Remote::Snapshot(p) => Some(p),
+        }
+    }
+
+    /// Whether this came from a snapshot.
+    pub fn is_snapshot(&self) -> bool {
+        matches!(self, Remote::Snapshot(_))
+    }
+}
+
+/// One connection's client and snapshot, for the duration of one reconcile or CLI command.
+pub struct ConnectionHandle<'a> {
+    connection: Arc<ProviderConnection>,
+    client: Arc<dyn ProviderBackend>,
+    snapshots: &'a Snapshots<SnapshotKey>,
+    key: SnapshotKey,
+}
+
+impl<'a> ConnectionHandle<'a> {
+    /// A handle over a built client and the snapshots it reads and keeps current.
+    pub fn new(
+        connection: Arc<ProviderConnection>,
+        client: Arc<dyn ProviderBackend>,
+        snapshots: &'a Snapshots<SnapshotKey>,
+    ) -> Self {
+        let key = snapshot_key(&connection);
+        ConnectionHandle {
+            connection,
+            client,
+            snapshots,
+            key,
+        }
+    }
+
+    /// The connection this handle serves.
+    pub fn connection(&self) -> &ProviderConnection {
+        &self.connection
+    }
+
+    /// Fails unless the provider's backend block matches the connection's backend.
+    pub fn check_serves(&self, sp: &SecurityProvider) -> Result<(), Error> {
+        check_backend_match(sp, &self.connection)
+    }
+
+    /// Reads the provider directly and records what it found.
+    pub async fn read(&self, key: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError> {
+        let found = self.client.observe(key).await?;
+        if let Some(p) = &found {
+            self.snapshots.record(&self.key, p);
+        }
+        Ok(found)
+    }
+
+    /// The provider as seen by the connection's batch snapshot (listing first when the
+    /// snapshot is stale). None means "read it directly".
+    pub async fn read_snapshot(&self, remote_id: &str) -> Option<Remote> {
+        self.snapshots
+            .lookup(&self.key, &self.client, remote_id)
+            .await
+            .map(Remote::Snapshot)
+    }
+
+    /// Creates the provider and records it.
+    pub async fn create(
+        &self,
+        key: &ProviderKey,
+        desired: &ProviderConfig,
+    ) -> Result<ObservedProvider, RemoteError> {
+        let created = self.client.create(key, desired).await?;
+        self.snapshots.record(&self.key, &created);
+        Ok(created)
+    }
+
+    /// Updates the provider `current` (a fresh read) to `desired` and records the result.
+    pub async fn update(
+        &self,
+        key: &ProviderKey,
+        current: &ObservedProvider,
+        desired: &ProviderConfig,
+    ) -> Result<ObservedProvider, RemoteError> {
+        let updated = self.client.update(key, current, desired).await?;
+        self.snapshots.record(&self.key, &updated);
+        Ok(updated)
+    }
+
+    /// Deletes the provider and forgets it. False when it was already gone.
+    pub async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError> {
+        let existed = self.client.delete(remote_id).await?;
+        self.snapshots.forget(&self.key, remote_id);
+        Ok(existed)
+    }
+
+    /// Starts a refresh of the provider's identities (false: the backend has none).
+    pub async fn refresh(&self, remote_id: &str) -> Result<bool, RemoteError> {
+        self.client.refresh(remote_id).await
+    }
+
+    /// Every provider of the connection (for `export`).
+    pub async fn list(&self) -> Result<Vec<ObservedProvider>, RemoteError> {
+        self.client.list().await
+    }
+
+    /// One cheap read proving the credentials work (the connection's Ready condition).
+    pub async fn verify_credentials(&self) -> Result<(), RemoteError> {
+        self.client.verify_credentials().await
+    }
+}
+
+/// Fails unless the provider's backend block matches the connection's backend.
+pub fn check_backend_match(
+    sp: &SecurityProvider,
+    connection: &ProviderConnection,
+) -> Result<(), Error> {
+    let wanted = sp.spec.backend();
+    let have = connection
+        .spec
+        .backend()
+        .ok_or_else(|| Error::InvalidConnection {
+            name: connection.name_any(),
+            message: "exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into(),
+        })?;
+    match wanted {
+        Some(w) if w == have => Ok(()),
+        Some(w) => Err(Error::BackendMismatch {
+            provider: w.as_str().into(),
+            connection: connection.name_any(),
+            connection_backend: have.as_str().into(),
+        }),
+        None => Err(Error::InvalidSpec(
+            "exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into(),
+        )),
+    }
+}
