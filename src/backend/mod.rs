@@ -8,9 +8,12 @@ use crate::api::security_provider::{
 };
 use crate::error::RemoteError;
 
+#[path = "coveo/client.rs"]
 pub mod coveo;
 pub mod http;
+#[path = "jitsudo/client.rs"]
 pub mod jitsudo;
+#[path = "keystone/client.rs"]
 pub mod keystone;
 
 /// Normalized configuration of one provider, desired or observed. Two values are equal exactly
