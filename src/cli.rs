@@ -17,11 +17,10 @@ use crate::api::{
 use crate::backend::ObservedProvider;
 #[cfg(test)]
 use crate::backend::ProviderConfig;
-use crate::controller::context::connect_from_api;
-use crate::controller::handle::{ConnectionHandle, check_backend_match};
+use crate::backend::{check_backend_match, connect_from_api, desired_config};
+use crate::controller::handle::ConnectionHandle;
 use crate::controller::observe::{Observation, observe_and_plan};
 use crate::controller::plan::Plan;
-use crate::controller::reconcile::desired_config;
 use crate::controller::snapshot::Snapshots;
 
 /// A Kubernetes object name for a remote id: the id itself when it is a valid DNS subdomain

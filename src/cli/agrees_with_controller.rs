@@ -13,9 +13,11 @@ use serde_json::Value;
 
 use super::{PlanLine, plan_manifests};
 use crate::api::{CREATE_PENDING_ANNOTATION, FINALIZER, ProviderConnection, SecurityProvider};
-use crate::backend::{self, ProviderKey, SecretValues};
+use crate::backend::connect::SecretValues;
+use crate::backend::desired_config;
+use crate::backend::{self, ProviderKey};
 use crate::controller::fixtures::{EventLog, NAMESPACE, Timeline, context, mock_client};
-use crate::controller::reconcile::{desired_config, reconcile};
+use crate::controller::reconcile::reconcile;
 
 const DEMO_ENDPOINTS: [&str; 3] = [
     "http://127.0.0.1:18089",
@@ -89,7 +91,7 @@ async fn create_remotely(example: &Example) {
         let data = example.secret.data.as_ref().unwrap();
         values.insert(r, String::from_utf8(data[&r.key].0.clone()).unwrap());
     }
-    let client = backend::connect(&example.connection.spec, &values, None).unwrap();
+    let client = backend::connect::build_client(&example.connection.spec, &values, None).unwrap();
     let desired = desired_config(&example.provider).unwrap();
     let key = ProviderKey {
         id: desired.lookup_key().to_owned(),
@@ -213,7 +215,7 @@ fn example_named(backend: &str, endpoint: &str, name: &str) -> Example {
 
 #[tokio::test]
 async fn coveo_plan_agrees_with_the_controller() {
-    use crate::simulator::coveo::{CoveoSimConfig, CoveoSimulator};
+    use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
     let config = CoveoSimConfig::new("demo-org", "demo-api-key");
     let sim = CoveoSimulator::start("127.0.0.1:0".parse().unwrap(), config)
         .await
@@ -223,7 +225,7 @@ async fn coveo_plan_agrees_with_the_controller() {
 
 #[tokio::test]
 async fn keystone_plan_agrees_with_the_controller() {
-    use crate::simulator::keystone::{KeystoneSimConfig, KeystoneSimulator};
+    use secprov_sim::keystone::{KeystoneSimConfig, KeystoneSimulator};
     let config = KeystoneSimConfig {
         password: "demo-password".into(),
         ..Default::default()
@@ -236,7 +238,7 @@ async fn keystone_plan_agrees_with_the_controller() {
 
 #[tokio::test]
 async fn jitsudo_plan_agrees_with_the_controller() {
-    use crate::simulator::jitsudo::{JitsudoSimConfig, JitsudoSimulator};
+    use secprov_sim::jitsudo::{JitsudoSimConfig, JitsudoSimulator};
     let config = JitsudoSimConfig {
         api_key: "demo-jitsudo-key".into(),
         ..Default::default()

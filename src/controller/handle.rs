@@ -9,7 +9,9 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
 use crate::api::{ProviderConnection, SecurityProvider};
-use crate::backend::{ObservedProvider, ProviderBackend, ProviderConfig, ProviderKey};
+use crate::backend::{
+    ObservedProvider, ProviderBackend, ProviderConfig, ProviderKey, check_backend_match,
+};
 use crate::error::{Error, RemoteError};
 
 use super::snapshot::Snapshots;
@@ -147,31 +149,5 @@ impl<'a> ConnectionHandle<'a> {
     /// One cheap read proving the credentials work (the connection's Ready condition).
     pub async fn verify_credentials(&self) -> Result<(), RemoteError> {
         self.client.verify_credentials().await
-    }
-}
-
-/// Fails unless the provider's backend block matches the connection's backend.
-pub fn check_backend_match(
-    sp: &SecurityProvider,
-    connection: &ProviderConnection,
-) -> Result<(), Error> {
-    let wanted = sp.spec.backend();
-    let have = connection
-        .spec
-        .backend()
-        .ok_or_else(|| Error::InvalidConnection {
-            name: connection.name_any(),
-            message: "exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into(),
-        })?;
-    match wanted {
-        Some(w) if w == have => Ok(()),
-        Some(w) => Err(Error::BackendMismatch {
-            provider: w.as_str().into(),
-            connection: connection.name_any(),
-            connection_backend: have.as_str().into(),
-        }),
-        None => Err(Error::InvalidSpec(
-            "exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into(),
-        )),
     }
 }

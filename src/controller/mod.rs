@@ -211,7 +211,10 @@ fn dependency_watches(
     ctx: &Arc<Context>,
     connection_writer: reflector::store::Writer<ProviderConnection>,
     secret_writer: reflector::store::Writer<PartialObjectMeta<Secret>>,
-) -> (Events<ProviderConnection>, Events<PartialObjectMeta<Secret>>) {
+) -> (
+    Events<ProviderConnection>,
+    Events<PartialObjectMeta<Secret>>,
+) {
     let namespace = &ctx.settings.namespace;
     let connections_api: Api<ProviderConnection> = api_for(client, namespace);
     // A metadata-only watch: Secret values are read on demand, never cached.

@@ -19,10 +19,9 @@ use super::observe::{
 };
 use super::patch::write_status;
 use super::status::{self, Outcome, OutcomeResult, compute_status};
-use crate::api::provider_connection::BackendKind;
 use crate::api::security_provider::DeletionPolicy;
 use crate::api::{FINALIZER, SecurityProvider, SecurityProviderStatus};
-use crate::backend::{self, ObservedProvider, ProviderConfig, ProviderKey};
+use crate::backend::{ObservedProvider, ProviderKey, desired_config};
 use crate::error::Error;
 
 /// Entry point for the kube-runtime Controller.
@@ -254,95 +253,4 @@ async fn report_cleanup_failure(
         publish(ctx, sp, EventType::Warning, error.reason(), "Delete", note).await;
     }
     Ok(error)
-}
-
-/// The desired remote configuration from the spec.
-pub fn desired_config(sp: &SecurityProvider) -> Result<ProviderConfig, Error> {
-    let desired = match sp.spec.backend() {
-        Some(BackendKind::Coveo) => backend::coveo::desired_config(sp),
-        Some(BackendKind::Keystone) => backend::keystone::desired_config(sp),
-        Some(BackendKind::Jitsudo) => backend::jitsudo::desired_config(sp),
-        None => None,
-    };
-    desired.ok_or_else(|| {
-        Error::InvalidSpec(
-            "exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into(),
-        )
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::SecurityProviderSpec;
-    use crate::api::security_provider::{
-        CoveoProviderSpec, JitsudoProviderSpec, JitsudoProviderType, KeystoneProviderSpec,
-    };
-
-    fn provider(spec: SecurityProviderSpec) -> SecurityProvider {
-        SecurityProvider::new("idp", spec)
-    }
-
-    fn spec() -> SecurityProviderSpec {
-        SecurityProviderSpec {
-            connection_ref: "c".into(),
-            provider_id: None,
-            display_name: None,
-            deletion_policy: None,
-            management_policy: None,
-            adopt: None,
-            coveo: None,
-            keystone: None,
-            jitsudo: None,
-        }
-    }
-
-    #[test]
-    fn desired_config_dispatches_on_the_backend_block() {
-        let coveo = provider(SecurityProviderSpec {
-            coveo: Some(CoveoProviderSpec::default()),
-            ..spec()
-        });
-        let desired = desired_config(&coveo).unwrap();
-        assert_eq!(
-            (desired.backend(), desired.lookup_key()),
-            (BackendKind::Coveo, "idp")
-        );
-        let keystone = provider(SecurityProviderSpec {
-            provider_id: Some("acme".into()),
-            keystone: Some(KeystoneProviderSpec::default()),
-            ..spec()
-        });
-        let desired = desired_config(&keystone).unwrap();
-        assert_eq!(
-            (desired.backend(), desired.lookup_key()),
-            (BackendKind::Keystone, "acme")
-        );
-        // JITSudo providers are found by name: displayName, else the provider id.
-        let jitsudo = provider(SecurityProviderSpec {
-            display_name: Some("Okta workforce".into()),
-            jitsudo: Some(JitsudoProviderSpec {
-                provider_type: JitsudoProviderType::Okta,
-                config: None,
-                enabled: None,
-            }),
-            ..spec()
-        });
-        let desired = desired_config(&jitsudo).unwrap();
-        assert_eq!(
-            (desired.backend(), desired.lookup_key()),
-            (BackendKind::Jitsudo, "Okta workforce")
-        );
-        assert!(matches!(
-            desired_config(&provider(spec())),
-            Err(Error::InvalidSpec(_))
-        ));
-        // Configurations of different backends never compare equal.
-        assert_eq!(
-            desired_config(&coveo)
-                .unwrap()
-                .diff(&desired_config(&keystone).unwrap()),
-            vec!["backend"]
-        );
-    }
 }
