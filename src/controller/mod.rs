@@ -153,23 +153,36 @@ pub fn reporter() -> Reporter {
 /// Watch events of one kind, as the controllers consume them (errors are logged upstream).
 pub type Events<K> = futures::stream::BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
 
+/// One watch of a kind, reflected into a cache, serving both controllers.
+struct SharedWatch<K> {
+    /// Pumps the watch until it ends.
+    pump: futures::future::BoxFuture<'static, ()>,
+    /// The events, for the SecurityProvider controller.
+    for_providers: Events<K>,
+    /// The events, for the ProviderConnection controller.
+    for_connections: Events<K>,
+    /// True once the first full list is in the cache. (Not `Store::wait_until_ready`: its
+    /// readiness wakes only the last of several waiters, and the connection controller is one.)
+    listed: tokio::sync::watch::Receiver<bool>,
+}
+
 /// Sends every event of `events` to two consumers: one watch (and one cache) serves both
-/// controllers. The returned future pumps until `events` ends.
+/// controllers.
 fn fan_out<K>(
     events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-) -> (
-    impl std::future::Future<Output = ()> + Send,
-    Events<K>,
-    Events<K>,
-)
+) -> SharedWatch<K>
 where
     K: Clone + Send + Sync + 'static,
 {
     let (first_tx, first_rx) = futures::channel::mpsc::unbounded();
     let (second_tx, second_rx) = futures::channel::mpsc::unbounded();
+    let (listed_tx, listed) = tokio::sync::watch::channel(false);
     let pump = events.for_each(move |event| {
         match event {
             Ok(event) => {
+                if matches!(event, watcher::Event::InitDone) {
+                    listed_tx.send_replace(true);
+                }
                 let _ = first_tx.unbounded_send(Ok(event.clone()));
                 let _ = second_tx.unbounded_send(Ok(event));
             }
@@ -177,7 +190,17 @@ where
         }
         futures::future::ready(())
     });
-    (pump, first_rx.boxed(), second_rx.boxed())
+    SharedWatch {
+        pump: pump.boxed(),
+        for_providers: first_rx.boxed(),
+        for_connections: second_rx.boxed(),
+        listed,
+    }
+}
+
+/// Resolves once the watch has listed everything (or ended).
+async fn listed(mut listed: tokio::sync::watch::Receiver<bool>) {
+    let _ = listed.wait_for(|done| *done).await;
 }
 
 /// Providers to reconcile when a Secret changes: those of the connections that read it.
@@ -271,27 +294,32 @@ pub async fn run(
     ));
     let (connection_events, secret_events) =
         dependency_watches(&client, &ctx, connection_writer, secret_writer);
-    let (pump_connections, connections_for_providers, connections_for_check) =
-        fan_out(connection_events);
-    let (pump_secrets, secrets_for_providers, secrets_for_check) = fan_out(secret_events);
-
+    let connections = fan_out(connection_events);
+    let secrets = fan_out(secret_events);
+    // Dependencies must be cached before the first reconcile, or a provider whose connection
+    // simply hasn't been listed yet would be reported as ConnectionNotFound.
+    let dependencies_listed = futures::future::join(
+        listed(connections.listed.clone()),
+        listed(secrets.listed.clone()),
+    )
+    .map(|_| ());
     let provider_controller = provider_controller(
         providers_api,
         ctx.clone(),
-        connections_for_providers,
-        secrets_for_providers,
+        (connections.for_providers, secrets.for_providers),
+        dependencies_listed,
         shutdown.clone(),
     );
     let connection_controller = connection::run(
         ctx.clone(),
-        connections_for_check,
-        secrets_for_check,
+        connections.for_connections,
+        secrets.for_connections,
         shutdown,
     );
     info!(concurrency = settings.concurrency, resync = ?settings.resync_interval, namespace = ?settings.namespace, "starting controller");
     tokio::select! {
         _ = futures::future::join(provider_controller, connection_controller) => {}
-        _ = futures::future::join(pump_connections, pump_secrets) => {}
+        _ = futures::future::join(connections.pump, secrets.pump) => {}
     }
     info!("controller stopped");
     Ok(())
@@ -302,8 +330,11 @@ pub async fn run(
 async fn provider_controller(
     providers_api: Api<SecurityProvider>,
     ctx: Arc<Context>,
-    connection_events: Events<ProviderConnection>,
-    secret_events: Events<PartialObjectMeta<Secret>>,
+    (connection_events, secret_events): (
+        Events<ProviderConnection>,
+        Events<PartialObjectMeta<Secret>>,
+    ),
+    dependencies_listed: impl std::future::Future<Output = ()> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (providers, provider_writer) = reflector::store::<SecurityProvider>();
@@ -336,16 +367,7 @@ async fn provider_controller(
         move |secret| providers_reading_secret(secret, &connections, &for_secrets),
     );
 
-    // Dependencies must be cached before the first reconcile, or a provider whose connection
-    // simply hasn't been listed yet would be reported as ConnectionNotFound.
-    let dependencies_ready = {
-        let (connections, secrets) = (ctx.connections.clone(), ctx.secrets.clone());
-        async move {
-            let _ = connections.wait_until_ready().await;
-            let _ = secrets.wait_until_ready().await;
-        }
-    };
-    let gated_provider_events = futures::stream::once(dependencies_ready)
+    let gated_provider_events = futures::stream::once(dependencies_listed)
         .filter_map(|_| futures::future::ready(None))
         .chain(provider_events);
     Controller::for_stream(gated_provider_events, providers)
