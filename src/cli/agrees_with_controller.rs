@@ -13,9 +13,9 @@ use serde_json::Value;
 
 use super::{PlanLine, plan_manifests};
 use crate::api::{CREATE_PENDING_ANNOTATION, FINALIZER, ProviderConnection, SecurityProvider};
+use crate::backend;
 use crate::backend::connect::SecretValues;
 use crate::backend::desired_config;
-use crate::backend::{self, ProviderKey};
 use crate::controller::fixtures::{EventLog, NAMESPACE, Timeline, context, mock_client};
 use crate::controller::reconcile::reconcile;
 
@@ -93,11 +93,7 @@ async fn create_remotely(example: &Example) {
     }
     let client = backend::connect::build_client(&example.connection.spec, &values, None).unwrap();
     let desired = desired_config(&example.provider).unwrap();
-    let key = ProviderKey {
-        id: desired.lookup_key().to_owned(),
-        known_remote_id: None,
-    };
-    client.create(&key, &desired).await.unwrap();
+    client.create(&desired).await.unwrap();
 }
 
 fn api_objects(example: &Example) -> Vec<(String, Value)> {

@@ -165,8 +165,7 @@ impl<'a, 'c> Execution<'a, 'c> {
         }
         mark_create_pending(self.api, self.sp).await?;
         self.report.marked_pending = true;
-        let Observation { key, desired, .. } = &self.observation;
-        match self.connection.create(key, desired).await {
+        match self.connection.create(&self.observation.desired).await {
             Ok(created) => {
                 info!(remote_id = %created.remote_id, "created remote provider");
                 self.report.outcome.remote_id = Some(created.remote_id.clone());
@@ -194,7 +193,7 @@ impl<'a, 'c> Execution<'a, 'c> {
         self.report.outcome.observed = Some(found.clone());
         let fields = desired.diff(&found.config);
         if !fields.is_empty() {
-            let updated = self.connection.update(key, &found, desired).await?;
+            let updated = self.connection.update(&found, desired).await?;
             self.report.outcome.observed = Some(updated);
             self.report.updated = Some(fields);
         }
@@ -207,8 +206,10 @@ impl<'a, 'c> Execution<'a, 'c> {
                 "an update may only follow a fresh read of the provider",
             ));
         };
-        let Observation { key, desired, .. } = &self.observation;
-        let updated = self.connection.update(key, current, desired).await?;
+        let updated = self
+            .connection
+            .update(current, &self.observation.desired)
+            .await?;
         info!(remote_id = %updated.remote_id, ?fields, "updated remote provider");
         self.report.outcome.observed = Some(updated);
         self.report.updated = Some(fields);

@@ -18,7 +18,7 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 use super::context::{Context, Settings};
-use crate::api::provider_connection::{BackendKind, CoveoConnection};
+use crate::api::provider_connection::CoveoConnection;
 use crate::api::security_provider::CoveoProviderSpec;
 use crate::api::{
     FINALIZER, ProviderConnection, ProviderConnectionSpec, SecretKeyRef, SecurityProvider,
@@ -227,10 +227,6 @@ impl FakeBackend {
 
 #[async_trait]
 impl ProviderBackend for FakeBackend {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Coveo
-    }
-
     async fn observe(&self, key: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError> {
         self.record(format!("observe {}", key.id));
         let providers = self.providers.lock().unwrap();
@@ -243,30 +239,26 @@ impl ProviderBackend for FakeBackend {
             .cloned())
     }
 
-    async fn create(
-        &self,
-        key: &ProviderKey,
-        desired: &ProviderConfig,
-    ) -> Result<ObservedProvider, RemoteError> {
-        self.record(format!("create {}", key.id));
+    async fn create(&self, desired: &ProviderConfig) -> Result<ObservedProvider, RemoteError> {
+        let id = desired.lookup_key().to_owned();
+        self.record(format!("create {id}"));
         let mut providers = self.providers.lock().unwrap();
         if let Some(lost) = self.lost_create.lock().unwrap().take() {
             providers.insert(lost.remote_id.clone(), lost);
         }
-        if providers.contains_key(&key.id) {
+        if providers.contains_key(&id) {
             return Err(Self::error("create", RemoteErrorKind::Conflict));
         }
         let created = ObservedProvider {
             config: desired.clone(),
-            ..remote(&key.id, "")
+            ..remote(&id, "")
         };
-        providers.insert(key.id.clone(), created.clone());
+        providers.insert(id, created.clone());
         Ok(created)
     }
 
     async fn update(
         &self,
-        _key: &ProviderKey,
         observed: &ObservedProvider,
         desired: &ProviderConfig,
     ) -> Result<ObservedProvider, RemoteError> {
@@ -293,6 +285,11 @@ impl ProviderBackend for FakeBackend {
             .ok_or_else(|| Self::error("refresh", RemoteErrorKind::NotFound))?;
         provider.state.busy = true;
         Ok(true)
+    }
+
+    async fn verify_credentials(&self) -> Result<(), RemoteError> {
+        self.record("verify".into());
+        Ok(())
     }
 
     async fn list(&self) -> Result<Vec<ObservedProvider>, RemoteError> {

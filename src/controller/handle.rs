@@ -107,12 +107,8 @@ impl<'a> ConnectionHandle<'a> {
     }
 
     /// Creates the provider and records it.
-    pub async fn create(
-        &self,
-        key: &ProviderKey,
-        desired: &ProviderConfig,
-    ) -> Result<ObservedProvider, RemoteError> {
-        let created = self.client.create(key, desired).await?;
+    pub async fn create(&self, desired: &ProviderConfig) -> Result<ObservedProvider, RemoteError> {
+        let created = self.client.create(desired).await?;
         self.snapshots.record(&self.key, &created);
         Ok(created)
     }
@@ -120,11 +116,10 @@ impl<'a> ConnectionHandle<'a> {
     /// Updates the provider `current` (a fresh read) to `desired` and records the result.
     pub async fn update(
         &self,
-        key: &ProviderKey,
         current: &ObservedProvider,
         desired: &ProviderConfig,
     ) -> Result<ObservedProvider, RemoteError> {
-        let updated = self.client.update(key, current, desired).await?;
+        let updated = self.client.update(current, desired).await?;
         self.snapshots.record(&self.key, &updated);
         Ok(updated)
     }
