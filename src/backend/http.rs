@@ -475,6 +475,54 @@ impl Reply {
     }
 }
 
+/// What a backend's error parser reads from an error body; [`response_error`] adds the rest.
+#[derive(Debug)]
+pub struct ErrorParts {
+    pub kind: RemoteErrorKind,
+    pub code: Option<String>,
+    pub message: String,
+    pub request_id: Option<String>,
+}
+
+/// The [`RemoteError`] of a non-success response: `parts` from the backend's parser, the
+/// status and `Retry-After` from the response.
+pub fn response_error(
+    backend: &'static str,
+    operation: &'static str,
+    status: u16,
+    headers: &HeaderMap,
+    parts: ErrorParts,
+) -> RemoteError {
+    RemoteError {
+        backend,
+        operation,
+        kind: parts.kind,
+        status: Some(status),
+        code: parts.code,
+        message: parts.message,
+        request_id: parts.request_id,
+        retry_after: retry_after(headers, jiff::Timestamp::now()),
+    }
+}
+
+/// The remote message when it says something, else the status and a short excerpt of the
+/// body (an HTML error page, an empty body).
+pub fn message_or_body(message: Option<String>, status: u16, body: &[u8]) -> String {
+    match message {
+        Some(m) if !m.trim().is_empty() => m,
+        _ if body.is_empty() => format!("HTTP {status} with an empty body"),
+        _ => format!("HTTP {status}: {}", short_text(body)),
+    }
+}
+
+/// The first of `names` present in `headers`, as text.
+pub fn first_header(headers: &HeaderMap, names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
+        .map(str::to_owned)
+}
+
 /// Rejects an empty credential (a Secret key holding only whitespace) with `message`.
 pub fn non_empty(secret: String, message: &str) -> Result<String, String> {
     match secret.trim().is_empty() {
