@@ -6,7 +6,7 @@
 //! controller no namespace ever finishes deleting.)
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
 use support::*;
