@@ -7,7 +7,6 @@ use async_trait::async_trait;
 use base64::Engine as _;
 
 use super::{ObservedProvider, ProviderBackend, ProviderConfig, ProviderKey, RemoteHealth};
-use crate::api::provider_connection::BackendKind;
 use crate::error::RemoteError;
 
 /// Replaces a connection's secret values in text, verbatim and base64-encoded (standard and
@@ -129,10 +128,6 @@ impl ScrubbedBackend {
 
 #[async_trait]
 impl ProviderBackend for ScrubbedBackend {
-    fn kind(&self) -> BackendKind {
-        self.inner.kind()
-    }
-
     async fn observe(&self, key: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError> {
         match self.inner.observe(key).await {
             Ok(o) => Ok(o.map(|o| self.observed(o))),
@@ -140,22 +135,17 @@ impl ProviderBackend for ScrubbedBackend {
         }
     }
 
-    async fn create(
-        &self,
-        key: &ProviderKey,
-        desired: &ProviderConfig,
-    ) -> Result<ObservedProvider, RemoteError> {
-        let result = self.inner.create(key, desired).await;
+    async fn create(&self, desired: &ProviderConfig) -> Result<ObservedProvider, RemoteError> {
+        let result = self.inner.create(desired).await;
         result.map(|o| self.observed(o)).map_err(|e| self.error(e))
     }
 
     async fn update(
         &self,
-        key: &ProviderKey,
         observed: &ObservedProvider,
         desired: &ProviderConfig,
     ) -> Result<ObservedProvider, RemoteError> {
-        let result = self.inner.update(key, observed, desired).await;
+        let result = self.inner.update(observed, desired).await;
         result.map(|o| self.observed(o)).map_err(|e| self.error(e))
     }
 
