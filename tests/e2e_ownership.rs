@@ -230,7 +230,15 @@ fn a_refused_create_never_claims_a_provider_someone_else_made_later() {
     ns.kubectl(&["delete", "securityprovider", "p", "--timeout=60s"])
         .unwrap();
     assert_eq!(writes_to(&sim, "delete"), deletes);
-    let now = sim.provider("contested").expect("their provider is still there");
-    assert_eq!(now["displayName"], theirs["displayName"], "untouched: {now:#}");
-    assert_eq!(now["parameters"], theirs["parameters"], "untouched: {now:#}");
+    let now = sim
+        .provider("contested")
+        .expect("their provider is still there");
+    assert_eq!(
+        now["displayName"], theirs["displayName"],
+        "untouched: {now:#}"
+    );
+    assert_eq!(
+        now["parameters"], theirs["parameters"],
+        "untouched: {now:#}"
+    );
 }
