@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 
 CP_DIR="${SECPROV_CP_DIR:-$PWD/target/test-controlplane}"
 
-echo "==> building (cargo build --tests --locked)"
-cargo build --locked --all-targets
+echo "==> building (cargo build --workspace --all-targets --locked)"
+cargo build --locked --workspace --all-targets
 
 # helm and promtool for the chart and alert tests, built from the Go module proxy and cached
 # like the control plane (scripts/tools/build.sh); the tests fail without them.
@@ -26,11 +26,11 @@ export SECPROV_IMAGE_ARCHIVE
 echo "    image built in $((SECONDS - start))s"
 
 echo "==> unit tests"
-cargo test --locked --lib --bins
+cargo test --locked --workspace --lib --bins
 
 echo "==> starting the control plane in $CP_DIR"
 KUBECONFIG_PATH="$(bash tests/controlplane/up.sh "$CP_DIR" | tail -n1)"
 trap 'bash tests/controlplane/down.sh "$CP_DIR" >/dev/null 2>&1 || true' EXIT
 
 echo "==> integration and end-to-end tests"
-SECPROV_E2E_KUBECONFIG="$KUBECONFIG_PATH" cargo test --locked --tests -- "$@"
+SECPROV_E2E_KUBECONFIG="$KUBECONFIG_PATH" cargo test --locked --workspace --tests -- "$@"

@@ -8,10 +8,15 @@ use crate::api::security_provider::{
 };
 use crate::error::RemoteError;
 
+pub mod connect;
 pub mod coveo;
 pub mod http;
 pub mod jitsudo;
 pub mod keystone;
+pub mod spec;
+
+pub use connect::{ClientCache, connect_from_api, secret_refs};
+pub use spec::{check_backend_match, desired_config};
 
 /// Normalized configuration of one provider, desired or observed. Two values are equal exactly
 /// when no remote update is needed.
@@ -190,166 +195,4 @@ pub trait ProviderBackend: Send + Sync {
     async fn observe_all(&self) -> Result<Option<Vec<ObservedProvider>>, RemoteError> {
         self.list().await.map(Some)
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Building a backend from a ProviderConnection
-
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
-
-use crate::api::SecretKeyRef;
-use crate::api::provider_connection::ProviderConnectionSpec;
-
-/// Secret values a connection needs, keyed by (Secret name, key). Debug never prints values.
-#[derive(Clone, Default)]
-pub struct SecretValues(HashMap<(String, String), String>);
-
-impl std::fmt::Debug for SecretValues {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.0.keys()).finish()
-    }
-}
-
-impl SecretValues {
-    /// Records the value of one Secret key.
-    pub fn insert(&mut self, reference: &SecretKeyRef, value: String) {
-        self.0
-            .insert((reference.name.clone(), reference.key.clone()), value);
-    }
-
-    /// The value of a Secret key, if resolved.
-    pub fn get(&self, reference: &SecretKeyRef) -> Option<&str> {
-        self.0
-            .get(&(reference.name.clone(), reference.key.clone()))
-            .map(String::as_str)
-    }
-}
-
-/// Every Secret key a connection reads.
-pub fn secret_refs(spec: &ProviderConnectionSpec) -> Vec<&SecretKeyRef> {
-    let mut refs = Vec::new();
-    if let Some(coveo) = &spec.coveo {
-        refs.push(&coveo.api_key_secret_ref);
-    }
-    if let Some(keystone) = &spec.keystone {
-        if let Some(password) = &keystone.password {
-            refs.push(&password.password_secret_ref);
-        }
-        if let Some(credential) = &keystone.application_credential {
-            refs.push(&credential.secret_secret_ref);
-        }
-    }
-    if let Some(jitsudo) = &spec.jitsudo {
-        refs.push(&jitsudo.api_key_secret_ref);
-    }
-    if let Some(ca) = &spec.ca_bundle_secret_ref {
-        refs.push(ca);
-    }
-    refs
-}
-
-/// HTTP settings of a connection, with defaults.
-pub fn http_options(spec: &ProviderConnectionSpec, secrets: &SecretValues) -> HttpOptionsResult {
-    let defaults = http::HttpOptions::default();
-    let limits = spec.rate_limit.as_ref();
-    Ok(http::HttpOptions {
-        timeout: spec
-            .timeout_seconds
-            .map(|s| Duration::from_secs(s.into()))
-            .unwrap_or(defaults.timeout),
-        ca_bundle_pem: match &spec.ca_bundle_secret_ref {
-            Some(r) => Some(
-                secrets
-                    .get(r)
-                    .ok_or_else(|| missing(r))?
-                    .as_bytes()
-                    .to_vec(),
-            ),
-            None => None,
-        },
-        requests_per_second: limits
-            .and_then(|l| l.requests_per_second)
-            .unwrap_or(defaults.requests_per_second),
-        burst: limits.and_then(|l| l.burst).unwrap_or(defaults.burst),
-        max_concurrency: limits
-            .and_then(|l| l.max_concurrency)
-            .unwrap_or(defaults.max_concurrency),
-        retry: defaults.retry,
-    })
-}
-
-type HttpOptionsResult = Result<http::HttpOptions, String>;
-
-fn missing(r: &SecretKeyRef) -> String {
-    format!("Secret {:?} key {:?} was not resolved", r.name, r.key)
-}
-
-/// Builds the backend client of a connection. Errors are plain text for the InvalidConnection
-/// condition and never contain secret values.
-pub fn connect(
-    spec: &ProviderConnectionSpec,
-    secrets: &SecretValues,
-    observer: Option<http::RequestObserver>,
-) -> Result<Arc<dyn ProviderBackend>, String> {
-    let options = http_options(spec, secrets)?;
-    let with_observer = |client: http::HttpClient| match &observer {
-        Some(o) => client.with_observer(o.clone()),
-        None => client,
-    };
-    if let Some(coveo) = &spec.coveo {
-        let api_key = secrets
-            .get(&coveo.api_key_secret_ref)
-            .ok_or_else(|| missing(&coveo.api_key_secret_ref))?;
-        let client = coveo::CoveoClient::new(
-            coveo.endpoint(),
-            &coveo.organization_id,
-            api_key.to_owned(),
-            &options,
-        )?
-        .map_http(with_observer);
-        return Ok(Arc::new(client));
-    }
-    if let Some(ks) = &spec.keystone {
-        let credentials = match (&ks.password, &ks.application_credential) {
-            (Some(p), None) => keystone::KeystoneCredentials::Password {
-                user_name: p.user_name.clone(),
-                user_domain_name: p
-                    .user_domain_name
-                    .clone()
-                    .unwrap_or_else(|| "Default".into()),
-                password: secrets
-                    .get(&p.password_secret_ref)
-                    .ok_or_else(|| missing(&p.password_secret_ref))?
-                    .to_owned(),
-            },
-            (None, Some(a)) => keystone::KeystoneCredentials::ApplicationCredential {
-                id: a.id.clone(),
-                secret: secrets
-                    .get(&a.secret_secret_ref)
-                    .ok_or_else(|| missing(&a.secret_secret_ref))?
-                    .to_owned(),
-            },
-            _ => {
-                return Err(
-                    "keystone needs exactly one of password or applicationCredential".into(),
-                );
-            }
-        };
-        let client =
-            keystone::KeystoneClient::new(&ks.auth_url, credentials, ks.scope.clone(), &options)?
-                .map_http(with_observer);
-        return Ok(Arc::new(client));
-    }
-    if let Some(js) = &spec.jitsudo {
-        let api_key = secrets
-            .get(&js.api_key_secret_ref)
-            .ok_or_else(|| missing(&js.api_key_secret_ref))?;
-        let client =
-            jitsudo::JitsudoClient::new(&js.endpoint, &js.tenant_id, api_key.to_owned(), &options)?
-                .map_http(with_observer);
-        return Ok(Arc::new(client));
-    }
-    Err("the connection has no backend block".into())
 }
