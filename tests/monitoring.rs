@@ -4,15 +4,16 @@
 //! Helm chart's copies equal the originals. promtool is built from the Go module proxy by
 //! scripts/tools/build.sh (cached), or named by `SECPROV_PROMTOOL`: the tests fail without it.
 //!
-//! That every metric the rules and the dashboard use is exported by a running operator is
-//! checked in tests/e2e_monitoring.rs.
-use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+//! End to end: every metric name the rules and the dashboard use is exported by a running
+//! operator reconciling a provider on the real API server.
+mod support;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
+use support::*;
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("read {path}: {e}"))
@@ -246,4 +247,90 @@ fn helm_chart_copies_equal_deploy_monitoring() {
         serde_yaml::from_str(&read("deploy/monitoring/kustomization.yaml")).unwrap();
     let text = serde_yaml::to_string(&kustomization).unwrap();
     assert!(text.contains("prometheusrule.yaml") && text.contains("grafana-dashboard.json"));
+}
+
+/// Every metric name in the rules and the dashboard.
+fn names_used() -> BTreeSet<String> {
+    let mut used = BTreeSet::new();
+    for alert in alerts() {
+        used.extend(metric_names(alert["expr"].as_str().unwrap()));
+    }
+    for panel in dashboard()["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            used.extend(metric_names(target["expr"].as_str().unwrap()));
+        }
+    }
+    used
+}
+
+#[test]
+fn every_metric_the_dashboard_and_alerts_use_is_exported_by_a_running_operator() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let api_key = "monitoring-key";
+    let sim = rt
+        .block_on(CoveoSimulator::start(
+            "127.0.0.1:0".parse().unwrap(),
+            CoveoSimConfig::new("demo-org", api_key),
+        ))
+        .unwrap();
+    let ns = TestNamespace::new("monitoring");
+    ns.apply(
+        &example("coveo/00-connection.yaml", &sim.base_url()).replace("demo-api-key", api_key),
+    )
+    .unwrap();
+    ns.apply(&example("coveo/10-securityprovider.yaml", &sim.base_url()))
+        .unwrap();
+    let operator = Operator::start(&ns.name, &["--connection-check-interval", "2s"]);
+    ns.wait_condition("securityprovider/push-source-provider", "Ready", "60s")
+        .unwrap_or_else(|e| panic!("{e}\n{}", operator.log_text()));
+    let ours = |name: &str| {
+        format!(
+            "namespace=\"{}\",name=\"{name}\",backend=\"coveo\"",
+            ns.name
+        )
+    };
+    let text = eventually(
+        Duration::from_secs(30),
+        "provider and connection gauges",
+        || {
+            let text = operator.metrics();
+            (text.contains(&format!(
+                "secprov_security_provider_ready{{{}}} 1",
+                ours("push-source-provider")
+            )) && text.contains(&format!(
+                "secprov_provider_connection_ready{{{}}} 1",
+                ours("coveo")
+            )))
+            .then_some(text)
+        },
+    );
+    let exported: BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let used = names_used();
+    assert!(used.len() >= 12, "{used:?}");
+    let missing: Vec<&String> = used
+        .iter()
+        .filter(|n| !exported.contains(n.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "used by deploy/monitoring/ but not exported: {missing:?}\n{text}"
+    );
+    for expected in [
+        format!(
+            "secprov_security_provider_stalled{{{}}} 0",
+            ours("push-source-provider")
+        ),
+        "secprov_security_providers{backend=\"coveo\",ready=\"True\"} 1".to_owned(),
+        "secprov_leader 1".to_owned(),
+    ] {
+        assert!(text.contains(&expected), "missing {expected} in\n{text}");
+    }
 }

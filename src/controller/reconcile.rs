@@ -16,6 +16,7 @@ use tracing::{info, instrument, warn};
 use super::context::Context;
 use super::plan::{Plan, PlanInput, plan};
 use super::status::{self, Outcome, OutcomeResult, compute_status};
+use crate::api::provider_connection::BackendKind;
 use crate::api::security_provider::DeletionPolicy;
 use crate::api::{
     FINALIZER, PAUSED_ANNOTATION, REFRESH_ANNOTATION, SecurityProvider, SecurityProviderStatus,
