@@ -1,28 +1,31 @@
-//! The JITSudo HTTP client and its [`ProviderBackend`](crate::backend::ProviderBackend) implementation.
+//! The JITSudo HTTP client and its [`BackendClient`] implementation.
 use async_trait::async_trait;
+use reqwest::Method;
 use serde_json::Value;
 
-use crate::api::provider_connection::BackendKind;
+use crate::api::provider_connection::JitsudoConnection;
+use crate::backend::connect::SecretValues;
 use crate::backend::http::{
-    HttpClient, HttpOptions, HttpResponse, parse_endpoint, url_with_segments,
+    HttpOptions, Reply, RequestObserver, RestClient, non_empty, parse_endpoint, url_with_segments,
 };
-use crate::backend::{ObservedProvider, ProviderBackend, ProviderConfig, ProviderKey};
+use crate::backend::{BackendClient, ObservedProvider, ProviderKey};
 use crate::error::{RemoteError, RemoteErrorKind};
 
 use super::*;
 
 /// Client of one JITSudo tenant.
 pub struct JitsudoClient {
-    http: HttpClient,
-    base: url::Url,
+    /// Base URL `{endpoint}/v1/identity-providers`.
+    rest: RestClient,
     tenant_id: String,
     api_key: String,
 }
 
+/// Never prints the API key.
 impl std::fmt::Debug for JitsudoClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JitsudoClient")
-            .field("base", &self.base.as_str())
+            .field("base", &self.rest.base().as_str())
             .field("tenant_id", &self.tenant_id)
             .finish_non_exhaustive()
     }
@@ -36,60 +39,51 @@ impl JitsudoClient {
         api_key: String,
         options: &HttpOptions,
     ) -> Result<Self, String> {
-        let base = parse_endpoint(endpoint)?;
-        if api_key.trim().is_empty() {
-            return Err("the API key is empty".into());
-        }
+        let base = url_with_segments(&parse_endpoint(endpoint)?, &["v1", "identity-providers"]);
         Ok(JitsudoClient {
-            http: HttpClient::new(BACKEND, options)?,
-            base,
+            api_key: non_empty(api_key, "the API key is empty")?,
+            rest: RestClient::new(BACKEND, base, options, parse_error)?,
             tenant_id: tenant_id.to_owned(),
-            api_key,
         })
     }
 
-    /// Replaces the HTTP client (to attach an observer).
-    pub fn map_http(mut self, f: impl FnOnce(HttpClient) -> HttpClient) -> Self {
-        self.http = f(self.http);
-        self
+    /// The client of a connection's `jitsudo` block.
+    pub fn connect(
+        spec: &JitsudoConnection,
+        secrets: &SecretValues,
+        options: &HttpOptions,
+    ) -> Result<Self, String> {
+        let api_key = secrets.require(&spec.api_key_secret_ref)?;
+        Self::new(&spec.endpoint, &spec.tenant_id, api_key, options)
     }
 
-    fn url(&self, tail: &[&str]) -> url::Url {
-        let mut segments = vec!["v1", "identity-providers"];
-        segments.extend_from_slice(tail);
-        url_with_segments(&self.base, &segments)
+    /// Calls `observer` after every request attempt.
+    pub fn with_observer(mut self, observer: RequestObserver) -> Self {
+        self.rest = self.rest.with_observer(observer);
+        self
     }
 
     async fn call(
         &self,
         operation: &'static str,
         idempotent: bool,
-        method: reqwest::Method,
+        method: Method,
         url: url::Url,
         body: Option<&Value>,
-    ) -> Result<HttpResponse, RemoteError> {
-        self.http
-            .send_json(operation, idempotent, &method, &url, body, |req| {
+    ) -> Result<Reply, RemoteError> {
+        self.rest
+            .call(operation, idempotent, &method, &url, body, |req| {
                 req.header("X-API-Key", &self.api_key)
                     .header("X-Tenant-ID", &self.tenant_id)
             })
             .await
     }
 
-    fn fail(operation: &'static str, resp: &HttpResponse) -> RemoteError {
-        parse_error(operation, resp.status, &resp.headers, &resp.body)
-    }
-
     /// `GET /v1/identity-providers/{id}`; None on 404.
     pub async fn get(&self, id: &str) -> Result<Option<ProviderWire>, RemoteError> {
-        let resp = self
-            .call("get", true, reqwest::Method::GET, self.url(&[id]), None)
-            .await?;
-        match resp.status {
-            404 => Ok(None),
-            _ if resp.is_success() => resp.json(BACKEND, "get").map(Some),
-            _ => Err(Self::fail("get", &resp)),
-        }
+        self.call("get", true, Method::GET, self.rest.url(&[id]), None)
+            .await?
+            .json_or_none()
     }
 
     /// One page of `GET /v1/identity-providers`.
@@ -98,20 +92,15 @@ impl JitsudoClient {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<PageWire, RemoteError> {
-        let mut url = self.url(&[]);
+        let mut url = self.rest.url(&[]);
         url.query_pairs_mut()
             .append_pair("limit", &limit.min(LIST_PAGE_LIMIT).to_string());
         if let Some(cursor) = cursor {
             url.query_pairs_mut().append_pair("cursor", cursor);
         }
-        let resp = self
-            .call("list", true, reqwest::Method::GET, url, None)
-            .await?;
-        if resp.is_success() {
-            resp.json(BACKEND, "list")
-        } else {
-            Err(Self::fail("list", &resp))
-        }
+        self.call("list", true, Method::GET, url, None)
+            .await?
+            .json()
     }
 
     /// Walks the pages (`limit` per page) until `stop` returns true for a provider or the
@@ -162,20 +151,15 @@ impl JitsudoClient {
     /// created.
     pub async fn create(&self, config: &JitsudoConfig) -> Result<ProviderWire, RemoteError> {
         let body = config.create_body();
-        let resp = self
-            .call(
-                "create",
-                false,
-                reqwest::Method::POST,
-                self.url(&[]),
-                Some(&body),
-            )
-            .await?;
-        if resp.is_success() {
-            resp.json(BACKEND, "create")
-        } else {
-            Err(Self::fail("create", &resp))
-        }
+        self.call(
+            "create",
+            false,
+            Method::POST,
+            self.rest.url(&[]),
+            Some(&body),
+        )
+        .await?
+        .json()
     }
 
     /// `PUT /v1/identity-providers/{id}` (a full replacement, so safe to retry).
@@ -185,80 +169,46 @@ impl JitsudoClient {
         config: &JitsudoConfig,
     ) -> Result<ProviderWire, RemoteError> {
         let body = config.update_body();
-        let resp = self
-            .call(
-                "update",
-                true,
-                reqwest::Method::PUT,
-                self.url(&[id]),
-                Some(&body),
-            )
-            .await?;
-        if resp.is_success() {
-            resp.json(BACKEND, "update")
-        } else {
-            Err(Self::fail("update", &resp))
-        }
+        self.call(
+            "update",
+            true,
+            Method::PUT,
+            self.rest.url(&[id]),
+            Some(&body),
+        )
+        .await?
+        .json()
     }
 
     /// `DELETE /v1/identity-providers/{id}` (assumed); false when it was already gone.
     pub async fn delete(&self, id: &str) -> Result<bool, RemoteError> {
-        let resp = self
-            .call(
-                "delete",
-                true,
-                reqwest::Method::DELETE,
-                self.url(&[id]),
-                None,
-            )
-            .await?;
-        match resp.status {
-            404 => Ok(false),
-            _ if resp.is_success() => Ok(true),
-            _ => Err(Self::fail("delete", &resp)),
-        }
+        self.call("delete", true, Method::DELETE, self.rest.url(&[id]), None)
+            .await?
+            .existed()
     }
 
     /// `POST /v1/identity-providers/{id}/sync` (assumed); false when the server has no such
     /// operation.
     pub async fn sync(&self, id: &str) -> Result<bool, RemoteError> {
-        let resp = self
+        let reply = self
             .call(
                 "refresh",
                 false,
-                reqwest::Method::POST,
-                self.url(&[id, "sync"]),
+                Method::POST,
+                self.rest.url(&[id, "sync"]),
                 None,
             )
             .await?;
-        match resp.status {
+        match reply.status() {
             404 | 405 | 501 => Ok(false),
-            _ if resp.is_success() => Ok(true),
-            _ => Err(Self::fail("refresh", &resp)),
+            _ => reply.ok().map(|()| true),
         }
     }
 }
 
-fn jitsudo_config(config: &ProviderConfig) -> Result<&JitsudoConfig, RemoteError> {
-    match config {
-        ProviderConfig::Jitsudo(c) => Ok(c),
-        other => Err(RemoteError::transport(
-            BACKEND,
-            "plan",
-            RemoteErrorKind::Rejected,
-            format!(
-                "a {} configuration was given to the JITSudo backend",
-                other.backend()
-            ),
-        )),
-    }
-}
-
 #[async_trait]
-impl ProviderBackend for JitsudoClient {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Jitsudo
-    }
+impl BackendClient for JitsudoClient {
+    type Config = JitsudoConfig;
 
     async fn verify_credentials(&self) -> Result<(), RemoteError> {
         // One provider is enough to prove the API key, the tenant header and the read right.
@@ -278,38 +228,31 @@ impl ProviderBackend for JitsudoClient {
             .map(observed_from_wire))
     }
 
-    async fn create(
-        &self,
-        _key: &ProviderKey,
-        desired: &ProviderConfig,
-    ) -> Result<ObservedProvider, RemoteError> {
-        let config = jitsudo_config(desired)?;
+    async fn create(&self, desired: &JitsudoConfig) -> Result<ObservedProvider, RemoteError> {
         Ok(observed_from_wire(
-            JitsudoClient::create(self, config).await?,
+            JitsudoClient::create(self, desired).await?,
         ))
     }
 
     async fn update(
         &self,
-        _key: &ProviderKey,
-        observed: &ObservedProvider,
-        desired: &ProviderConfig,
-    ) -> Result<ObservedProvider, RemoteError> {
-        let config = jitsudo_config(desired)?;
-        let current = jitsudo_config(&observed.config)?;
-        if config.provider_type != current.provider_type {
+        remote_id: &str,
+        current: &JitsudoConfig,
+        desired: &JitsudoConfig,
+    ) -> Result<Option<ObservedProvider>, RemoteError> {
+        if desired.provider_type != current.provider_type {
             return Err(RemoteError::transport(
                 BACKEND,
                 "update",
                 RemoteErrorKind::Rejected,
                 format!(
                     "JITSudo cannot change the provider type of an existing provider (remote {:?}, spec {:?}); delete and recreate it, or restore spec.jitsudo.providerType",
-                    current.provider_type, config.provider_type
+                    current.provider_type, desired.provider_type
                 ),
             ));
         }
-        let updated = JitsudoClient::update(self, &observed.remote_id, config).await?;
-        Ok(observed_from_wire(updated))
+        let updated = JitsudoClient::update(self, remote_id, desired).await?;
+        Ok(Some(observed_from_wire(updated)))
     }
 
     async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError> {
