@@ -14,6 +14,7 @@ pub mod creation_token;
 pub mod http;
 pub mod jitsudo;
 pub mod keystone;
+pub mod scrub;
 pub mod spec;
 
 pub use connect::{ClientCache, connect_from_api, secret_refs};
