@@ -135,8 +135,7 @@ impl Context {
         self.reset_failures(object);
         self.set_settling(object, false);
         let namespace = object.namespace.as_deref().unwrap_or_default();
-        self.metrics
-            .set_ready(&format!("{namespace}/{}", object.name), None);
+        self.metrics.provider_forgotten(namespace, &object.name);
     }
 
     /// Installs `client` as the built client of `connection` (unit tests: a fake backend).

@@ -10,11 +10,12 @@ use serde_json::json;
 use tracing::info;
 
 use super::handle::{ConnectionHandle, Remote};
-use super::observe::{Observation, create_pending, recorded_remote_id, refresh_to_handle};
-use super::plan::{Plan, REASON_OBSERVE_ONLY};
+use super::observe::{Observation, recorded_remote_id, refresh_to_handle};
+use super::ownership::{self, CreateMarker};
+use super::plan::{Plan, REASON_ALREADY_EXISTS, REASON_OBSERVE_ONLY};
 use super::status::{Outcome, OutcomeResult};
 use crate::api::{CREATE_PENDING_ANNOTATION, SecurityProvider};
-use crate::error::{Error, RemoteError, RemoteErrorKind};
+use crate::error::{Error, RemoteErrorKind};
 
 /// What one reconcile did and learnt.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,6 +24,8 @@ pub struct Report {
     pub outcome: Outcome,
     /// This reconcile set the create-pending marker (the cached object doesn't show it yet).
     pub marked_pending: bool,
+    /// The create provably created nothing: the marker must go.
+    pub create_refused: bool,
     /// A remote provider was created.
     pub created: bool,
     /// The fields an update wrote.
@@ -39,6 +42,7 @@ impl Report {
         Report {
             outcome,
             marked_pending: false,
+            create_refused: false,
             created: false,
             updated: None,
             refreshed: false,
@@ -150,22 +154,30 @@ impl<'a, 'c> Execution<'a, 'c> {
                 return Ok(());
             }
         }
+        if matches!(self.report.outcome.result, OutcomeResult::Blocked { .. }) {
+            return Ok(());
+        }
         self.refresh().await?;
         self.conclude_synced();
         Ok(())
     }
 
-    /// Sets the marker, then creates. The marker stays until the remote id is in status
-    /// (cleared by the caller after the status write).
+    /// Sets the marker, then creates, leaving the marker's token on the remote provider as
+    /// evidence. The marker stays until the remote id is in status (cleared by the caller after
+    /// the status write) or the create provably created nothing.
     async fn create(&mut self) -> Result<(), Error> {
         if self.observation.remote != Remote::Fresh(None) {
             return Err(Error::Internal(
                 "a create may only follow a fresh read that found nothing",
             ));
         }
-        mark_create_pending(self.api, self.sp).await?;
+        let marker = mark_create_pending(self.api, self.sp).await?;
         self.report.marked_pending = true;
-        match self.connection.create(&self.observation.desired).await {
+        let desired = self
+            .observation
+            .desired
+            .with_creation_token(&marker.token());
+        match self.connection.create(&desired).await {
             Ok(created) => {
                 info!(remote_id = %created.remote_id, "created remote provider");
                 self.report.outcome.remote_id = Some(created.remote_id.clone());
@@ -174,19 +186,32 @@ impl<'a, 'c> Execution<'a, 'c> {
                 Ok(())
             }
             Err(error) if error.kind == RemoteErrorKind::Conflict => {
-                self.take_over_own_create(error).await
+                self.take_over_own_create(&marker).await
             }
-            Err(error) => Err(error.into()),
+            Err(error) => {
+                self.report.create_refused = ownership::created_nothing(error.kind);
+                Err(error.into())
+            }
         }
     }
 
-    /// The marker is set and the id appeared between our read and our create: that is our own
-    /// earlier create whose answer was lost (a timeout, a dropped connection, a crash). Take it
-    /// over instead of failing, and never create again.
-    async fn take_over_own_create(&mut self, conflict: RemoteError) -> Result<(), Error> {
+    /// The id appeared between our read and our create. Ours only if it carries the evidence
+    /// of this attempt (an earlier try whose answer was lost: a timeout, a dropped connection,
+    /// a crash): then take it over and never create again. Else someone else won a race.
+    async fn take_over_own_create(&mut self, marker: &CreateMarker) -> Result<(), Error> {
         let Observation { key, desired, .. } = &self.observation;
-        let Some(found) = self.connection.read(key).await? else {
-            return Err(conflict.into());
+        let found = self.connection.read(key).await?;
+        let Some(found) = found.filter(|f| marker.made(f)) else {
+            self.report.create_refused = true;
+            self.report.outcome.observed = None;
+            self.report.outcome.result = OutcomeResult::Blocked {
+                reason: REASON_ALREADY_EXISTS,
+                message: format!(
+                    "a remote provider with id {:?} was created by someone else first; set spec.adopt: true to take it over",
+                    key.id
+                ),
+            };
+            return Ok(());
         };
         info!(remote_id = %found.remote_id, "create answered 409 while create-pending: adopting our own earlier create");
         self.report.outcome.remote_id = Some(found.remote_id.clone());
@@ -252,22 +277,29 @@ impl<'a, 'c> Execution<'a, 'c> {
     }
 }
 
+/// Sets the create-pending marker and returns it. An attempt already pending (maybe only in
+/// a fresher copy of the object than the cache holds) keeps its id, so that evidence of an
+/// earlier try whose answer was lost is still recognised.
 async fn mark_create_pending(
     api: &Api<SecurityProvider>,
     sp: &SecurityProvider,
-) -> Result<(), Error> {
-    if create_pending(sp) {
-        return Ok(());
+) -> Result<CreateMarker, Error> {
+    if let Some(marker) = CreateMarker::of(sp) {
+        return Ok(marker);
     }
-    let now = jiff::Timestamp::now().to_string();
-    let patch = json!({"metadata": {"annotations": {CREATE_PENDING_ANNOTATION: now}}});
+    let fresh = api.get_opt(&sp.name_any()).await?;
+    if let Some(marker) = fresh.as_ref().and_then(CreateMarker::of) {
+        return Ok(marker);
+    }
+    let marker = CreateMarker::new(sp);
+    let patch = json!({"metadata": {"annotations": {CREATE_PENDING_ANNOTATION: marker.token()}}});
     api.patch_metadata(
         &sp.name_any(),
         &PatchParams::default(),
         &Patch::Merge(&patch),
     )
     .await?;
-    Ok(())
+    Ok(marker)
 }
 
 /// Removes the create-pending marker (once status.remoteId is stored).

@@ -16,6 +16,7 @@ use kube::runtime::{PredicateConfig, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
+use crate::api::provider_connection::BackendKind;
 use crate::api::{PAUSED_ANNOTATION, ProviderConnection, REFRESH_ANNOTATION, SecurityProvider};
 use crate::metrics::Metrics;
 
@@ -27,6 +28,7 @@ pub mod execute;
 pub(crate) mod fixtures;
 pub mod handle;
 pub mod observe;
+pub mod ownership;
 pub mod patch;
 pub mod plan;
 pub mod reconcile;
@@ -283,6 +285,7 @@ pub async fn run(
 
     let (connections, connection_writer) = reflector::store::<ProviderConnection>();
     let (secrets, secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
+    metrics.init_backends(&BackendKind::ALL.map(BackendKind::as_str));
     let recorder = Recorder::new(client.clone(), reporter());
     let ctx = Arc::new(Context::new(
         client.clone(),

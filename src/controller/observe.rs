@@ -6,9 +6,10 @@ use kube::ResourceExt;
 use kube::api::Api;
 
 use super::handle::{ConnectionHandle, Remote};
+use super::ownership;
 use super::plan::{Plan, PlanInput, plan};
 use crate::api::{CREATE_PENDING_ANNOTATION, PAUSED_ANNOTATION, SecurityProvider};
-use crate::backend::{ProviderConfig, ProviderKey};
+use crate::backend::{ObservedProvider, ProviderConfig, ProviderKey};
 use crate::error::Error;
 
 /// What one reconcile knows before it acts.
@@ -77,7 +78,7 @@ pub async fn observe(
         Some(hit) => hit,
         None => Remote::Fresh(connection.read(&key).await?),
     };
-    let owned = confirm_ownership(sp, api, remote.provider().is_some()).await?;
+    let owned = confirm_ownership(sp, api, remote.provider()).await?;
     Ok(Observation {
         desired,
         key,
@@ -86,23 +87,26 @@ pub async fn observe(
     })
 }
 
-/// Whether this object owns the provider it found. The cached object may lag behind our own
-/// writes (the create-pending marker, status.remoteId), so before calling a found provider
-/// someone else's, read the object fresh: a stale cache must never turn our own provider
-/// into a foreign one.
+/// Whether this object owns the provider it found: recorded under this id, or carrying the
+/// evidence of our own pending create attempt (a provider found by name or id alone may be
+/// anyone's). The cached object may lag behind our own writes (the create-pending marker,
+/// status.remoteId), so before calling a found provider someone else's, read the object
+/// fresh: a stale cache must never turn our own provider into a foreign one.
 async fn confirm_ownership(
     sp: &SecurityProvider,
     api: &Api<SecurityProvider>,
-    found: bool,
+    found: Option<&ObservedProvider>,
 ) -> Result<bool, Error> {
-    let owned = recorded_remote_id(sp).is_some() || create_pending(sp);
-    if !found || owned || sp.spec.adopt.unwrap_or(false) {
-        return Ok(owned);
+    let Some(found) = found else {
+        return Ok(false);
+    };
+    if ownership::owns(sp, found) || sp.spec.adopt.unwrap_or(false) {
+        return Ok(ownership::owns(sp, found));
     }
     Ok(api
         .get_opt(&sp.name_any())
         .await?
-        .is_some_and(|fresh| create_pending(&fresh) || recorded_remote_id(&fresh).is_some()))
+        .is_some_and(|fresh| ownership::owns(&fresh, found)))
 }
 
 /// Observes and plans. A write is never planned from a snapshot: when the snapshot's view

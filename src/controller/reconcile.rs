@@ -17,8 +17,10 @@ use super::execute::{Report, clear_create_pending, execute};
 use super::observe::{
     create_pending, is_paused, observe_and_plan, recorded_remote_id, refresh_to_handle,
 };
+use super::ownership;
 use super::patch::write_status;
 use super::status::{self, Outcome, OutcomeResult, compute_status};
+use crate::api::provider_connection::BackendKind;
 use crate::api::security_provider::DeletionPolicy;
 use crate::api::{FINALIZER, SecurityProvider, SecurityProviderStatus};
 use crate::backend::{ObservedProvider, ProviderKey, desired_config};
@@ -28,6 +30,7 @@ use crate::error::Error;
 #[instrument(skip_all, fields(object = %format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any())))]
 pub async fn reconcile(sp: Arc<SecurityProvider>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
+    let _running = ctx.metrics.reconcile_started();
     let namespace = sp
         .namespace()
         .ok_or_else(|| Error::InvalidSpec("SecurityProvider must be namespaced".into()))?;
@@ -59,10 +62,6 @@ pub fn error_policy(sp: Arc<SecurityProvider>, error: &Error, ctx: Arc<Context>)
     Action::requeue(delay)
 }
 
-fn object_name(sp: &SecurityProvider) -> String {
-    format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any())
-}
-
 async fn apply(
     sp: Arc<SecurityProvider>,
     ctx: &Context,
@@ -76,11 +75,18 @@ async fn apply(
     let new_status = update_status(ctx, api, &sp, &report.outcome).await?;
     // Only now that status.remoteId is stored can the marker go: a crash before this point
     // leaves the marker, and the next reconcile adopts the provider instead of creating again.
-    if (create_pending(&sp) || report.marked_pending) && new_status.remote_id.is_some() {
+    let pending = create_pending(&sp) || report.marked_pending;
+    if pending && (new_status.remote_id.is_some() || report.create_refused) {
         clear_create_pending(api, &sp).await?;
     }
-    let ready = status::find(Some(&new_status), status::READY).map(|c| c.status == "True");
-    ctx.metrics.set_ready(&object_name(&sp), ready);
+    let is_true = |kind| status::find(Some(&new_status), kind).is_some_and(|c| c.status == "True");
+    ctx.metrics.provider_observed(
+        &sp.namespace().unwrap_or_default(),
+        &sp.name_any(),
+        sp.spec.backend().map_or("unknown", BackendKind::as_str),
+        is_true(status::READY),
+        is_true(status::STALLED),
+    );
     publish_events(ctx, &sp, &report, &new_status).await;
     Ok(next_action(ctx, &ObjectRef::from_obj(&*sp), &report))
 }
@@ -166,6 +172,18 @@ async fn cleanup(
     api: &Api<SecurityProvider>,
 ) -> Result<Action, Error> {
     let object = ObjectRef::from_obj(&*sp);
+    let mut sp = sp;
+    if recorded_remote_id(&sp).is_none() && !create_pending(&sp) {
+        // The cache may not show a create that just happened: read the object again before
+        // concluding that nothing remote is ours to delete.
+        match api.get_opt(&sp.name_any()).await? {
+            Some(fresh) => sp = Arc::new(fresh),
+            None => {
+                ctx.forget_object(&object);
+                return Ok(Action::await_change());
+            }
+        }
+    }
     let recorded = recorded_remote_id(&sp);
     if recorded.is_none() && !create_pending(&sp) {
         // Never created or adopted by this object: nothing remote is ours to delete.
@@ -218,9 +236,10 @@ async fn delete_remote(
                 id: desired.lookup_key().to_owned(),
                 known_remote_id: None,
             };
+            // Only a provider carrying this object's attempt evidence is ours.
             match connection.read(&key).await? {
-                Some(found) => found.remote_id,
-                None => return Ok((sp.provider_id(), false)),
+                Some(found) if ownership::owns(sp, &found) => found.remote_id,
+                _ => return Ok((sp.provider_id(), false)),
             }
         }
     };

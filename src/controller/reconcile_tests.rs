@@ -69,6 +69,8 @@ async fn create_sets_the_marker_first_and_clears_it_after_the_status_write() {
         h.timeline.steps(),
         [
             "remote observe idp".to_owned(),
+            // A fresh read: an attempt pending in a newer copy keeps its id.
+            format!("GET {SP_PATH}"),
             format!("PATCH {SP_PATH}"),
             "remote create idp".to_owned(),
             format!("PATCH {status}"),
@@ -76,15 +78,21 @@ async fn create_sets_the_marker_first_and_clears_it_after_the_status_write() {
         ]
     );
     let kube = h.timeline.kube();
-    let (_, _, set_type, set) = &kube[0];
+    let (_, _, set_type, set) = &kube[1];
     assert_eq!(set_type, MERGE);
-    assert!(marker(set).is_string(), "marker set: {set}");
-    let (_, uri, status_type, written) = &kube[1];
+    let token = marker(set).as_str().expect("marker set").to_owned();
+    assert!(token.starts_with("sp-uid/"), "{token}");
+    // The create carries the attempt's token as evidence.
+    let created = h.fake.providers.lock().unwrap()["idp"]
+        .config
+        .creation_token();
+    assert_eq!(created.as_deref(), Some(token.as_str()));
+    let (_, uri, status_type, written) = &kube[2];
     assert_eq!(status_type, APPLY);
     assert!(uri.contains("fieldManager=secprov-operator") && uri.contains("force=true"));
     assert_eq!(written["status"]["remoteId"], "idp");
     assert_eq!(condition(written, "Synced")["status"], "True");
-    let (_, _, clear_type, cleared) = &kube[2];
+    let (_, _, clear_type, cleared) = &kube[3];
     assert_eq!(clear_type, MERGE);
     assert!(marker(cleared).is_null() && cleared["metadata"]["annotations"].is_object());
     assert_eq!(h.metrics.status_patch_count(), 1);
@@ -93,14 +101,15 @@ async fn create_sets_the_marker_first_and_clears_it_after_the_status_write() {
 
 #[tokio::test]
 async fn a_409_while_create_pending_takes_over_our_earlier_create() {
-    let sp = annotate(
-        provider(),
-        CREATE_PENDING_ANNOTATION,
-        "2026-01-01T00:00:00Z",
-    );
+    let sp = annotate(provider(), CREATE_PENDING_ANNOTATION, "sp-uid/attempt1");
     let h = Harness::with_backend(Some(sp.clone()), |timeline| {
         let fake = FakeBackend::with(timeline, &[]);
-        *fake.lost_create.lock().unwrap() = Some(remote("idp", "Lost answer"));
+        // Our earlier create landed (with this attempt's token) but its answer was lost.
+        let lost = ObservedProvider {
+            config: coveo_config("idp", "Lost answer").with_creation_token("sp-uid/attempt1"),
+            ..remote("idp", "Lost answer")
+        };
+        *fake.lost_create.lock().unwrap() = Some(lost);
         fake
     })
     .await;
@@ -262,10 +271,16 @@ async fn cleanup_of_an_object_that_never_created_anything_touches_nothing_remote
     let object = ObjectRef::from_obj(&sp);
     h.ctx.set_settling(&object, true);
     h.ctx.backoff_after_failure(&object);
-    h.metrics.set_ready("ns/idp", Some(true));
+    h.metrics
+        .provider_observed(NAMESPACE, NAME, "coveo", true, false);
+    assert!(h.metrics.encode().contains("idp"));
     reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
-    assert_eq!(h.timeline.steps(), [format!("PATCH {SP_PATH}")]);
-    let (_, _, content_type, body) = &h.timeline.kube()[0];
+    // A fresh read of the object (the cache may lag behind a create), then the finalizer.
+    assert_eq!(
+        h.timeline.steps(),
+        [format!("GET {SP_PATH}"), format!("PATCH {SP_PATH}")]
+    );
+    let (_, _, content_type, body) = &h.timeline.kube()[1];
     assert_eq!(content_type, "application/json-patch+json");
     assert_eq!(
         body.as_array().and_then(|ops| ops.last()).unwrap()["op"],
@@ -275,9 +290,7 @@ async fn cleanup_of_an_object_that_never_created_anything_touches_nothing_remote
     // Per-object state goes with the object.
     assert!(!h.ctx.is_settling(&object));
     assert!(
-        h.metrics
-            .encode()
-            .contains("security_providers{ready=\"True\"} 0"),
+        !h.metrics.encode().contains("idp"),
         "{}",
         h.metrics.encode()
     );
@@ -317,4 +330,32 @@ async fn a_new_connection_generation_or_a_deleted_connection_evicts_its_snapshot
     h.ctx.forget_connection(&reference).await;
     assert_eq!(h.ctx.snapshot_slots(), 0);
     assert!(!h.ctx.has_client(&reference).await);
+}
+
+#[tokio::test]
+async fn a_409_without_our_evidence_is_someone_elses_and_clears_the_marker() {
+    let sp = annotate(provider(), CREATE_PENDING_ANNOTATION, "sp-uid/attempt1");
+    let h = Harness::with_backend(Some(sp.clone()), |timeline| {
+        let fake = FakeBackend::with(timeline, &[]);
+        // Someone else's provider appeared between our read and our create.
+        *fake.lost_create.lock().unwrap() = Some(remote("idp", "theirs"));
+        fake
+    })
+    .await;
+    reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
+    assert_eq!(
+        h.timeline.steps(),
+        [
+            "remote observe idp".to_owned(),
+            "remote create idp".to_owned(),
+            "remote observe idp".to_owned(),
+            format!("PATCH {}", status_path()),
+            format!("PATCH {SP_PATH}"),
+        ]
+    );
+    let kube = h.timeline.kube();
+    let synced = condition(&kube[0].3, "Synced");
+    assert_eq!(synced["reason"], "AlreadyExists");
+    assert!(kube[0].3["status"]["remoteId"].is_null());
+    assert!(marker(&kube[1].3).is_null(), "the create made nothing");
 }
