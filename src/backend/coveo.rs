@@ -137,6 +137,7 @@ impl CoveoConfig {
                     })
                 })
                 .collect::<Result<_, String>>()?,
+            ..Default::default()
         })
     }
 
@@ -887,6 +888,7 @@ mod tests {
                 id: EMAIL_SECURITY_PROVIDER.into(),
                 provider_type: CoveoProviderType::Email,
             }],
+            ..Default::default()
         }
     }
 
