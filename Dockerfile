@@ -7,9 +7,12 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 # Dependencies first, so editing src/ does not rebuild them.
+# sim/ (the test simulators, a workspace member) is only stubbed: the operator does not use it.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && cargo build --release --locked \
+COPY sim/Cargo.toml ./sim/
+RUN mkdir -p src sim/src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && echo 'fn main() {}' > sim/src/main.rs && touch sim/src/lib.rs \
+    && cargo build --release --locked --package secprov-operator \
     && rm -rf src
 COPY src ./src
 # Bump mtimes so cargo rebuilds the crate itself over the placeholder.

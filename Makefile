@@ -24,10 +24,10 @@ bench:
 	cargo test --release --locked --test scheduling -- --ignored --nocapture
 
 unit:
-	cargo test --lib --bins
+	cargo test --workspace --lib --bins
 
 build:
-	cargo build --locked
+	cargo build --locked --workspace
 
 ## crds: regenerate crds/ (and its copies in deploy/ and the Helm chart) from the Rust types.
 crds:
@@ -45,7 +45,7 @@ fuzz:
 
 lint:
 	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 
 clean:
 	-bash tests/controlplane/down.sh target/test-controlplane

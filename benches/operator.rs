@@ -25,7 +25,7 @@ use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use secprov::api::SecurityProvider;
-use secprov::simulator::coveo::{CoveoSimConfig, CoveoSimulator};
+use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
 use serde_json::json;
 
 #[derive(Clone, Debug)]

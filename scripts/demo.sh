@@ -8,6 +8,7 @@ ROOT="$PWD"
 STATE="$ROOT/target/demo"
 CP_DIR="$ROOT/target/demo-controlplane"
 BIN="$ROOT/target/debug/secprov-operator"
+SIM="$ROOT/target/debug/secprov-sim"
 mkdir -p "$STATE"
 
 pids=()
@@ -23,8 +24,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "==> building secprov-operator"
-cargo build --locked --bin secprov-operator
+echo "==> building secprov-operator and secprov-sim"
+cargo build --locked --bin secprov-operator --bin secprov-sim
 
 echo "==> starting the control plane (the first run builds kube-apiserver and etcd: ~6 minutes)"
 KUBECONFIG="$(bash tests/controlplane/up.sh "$CP_DIR" | tail -n1)"
@@ -35,7 +36,7 @@ kubectl wait --for=condition=Established --timeout=60s crd --all >/dev/null
 # start_simulator NAME ARGS...: waits for the "listening on" line.
 start_simulator() {
   local name="$1"; shift
-  "$BIN" simulate "$name" "$@" >"$STATE/simulator-$name.log" 2>&1 &
+  "$SIM" "$name" "$@" >"$STATE/simulator-$name.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 100); do
     grep -q "listening on" "$STATE/simulator-$name.log" 2>/dev/null && { grep "listening on" "$STATE/simulator-$name.log"; return 0; }

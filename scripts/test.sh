@@ -6,15 +6,15 @@ cd "$(dirname "$0")/.."
 
 CP_DIR="${SECPROV_CP_DIR:-$PWD/target/test-controlplane}"
 
-echo "==> building (cargo build --tests --locked)"
-cargo build --locked --all-targets
+echo "==> building (cargo build --workspace --all-targets --locked)"
+cargo build --locked --workspace --all-targets
 
 echo "==> unit tests"
-cargo test --locked --lib --bins
+cargo test --locked --workspace --lib --bins
 
 echo "==> starting the control plane in $CP_DIR"
 KUBECONFIG_PATH="$(bash tests/controlplane/up.sh "$CP_DIR" | tail -n1)"
 trap 'bash tests/controlplane/down.sh "$CP_DIR" >/dev/null 2>&1 || true' EXIT
 
 echo "==> integration and end-to-end tests"
-SECPROV_E2E_KUBECONFIG="$KUBECONFIG_PATH" cargo test --locked --tests -- "$@"
+SECPROV_E2E_KUBECONFIG="$KUBECONFIG_PATH" cargo test --locked --workspace --tests -- "$@"

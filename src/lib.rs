@@ -12,11 +12,9 @@ pub mod backend;
 pub mod cli;
 pub mod controller;
 pub mod error;
-pub mod fuzzing;
 pub mod leader;
 pub mod metrics;
 pub mod server;
-pub mod simulator;
 pub mod telemetry;
 
 pub use error::{Error, Result};

@@ -1,5 +1,5 @@
-//! The `secprov-operator` binary: `run` (the controller), `crd` (the CRDs as YAML) and
-//! `simulate` (remote API simulators for tests and demos).
+//! The `secprov-operator` binary: `run` (the controller), `crd` (the CRDs as YAML), `export`
+//! and `plan`. The remote API simulators are a separate binary, `secprov-sim` (sim/).
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,11 +50,6 @@ enum Command {
         /// Namespace for manifests without one (default: the kubeconfig's namespace).
         #[arg(short, long)]
         namespace: Option<String>,
-    },
-    /// Run a remote API simulator on a local address.
-    Simulate {
-        #[command(subcommand)]
-        backend: SimulateBackend,
     },
 }
 
@@ -111,79 +106,6 @@ struct RunArgs {
     leader_election_retry_period: Duration,
 }
 
-#[derive(Subcommand, Debug)]
-enum SimulateBackend {
-    /// Coveo Security Cache API.
-    Coveo {
-        /// Address to listen on, e.g. 127.0.0.1:8089 (port 0 picks a free port).
-        #[arg(long, default_value = "127.0.0.1:0")]
-        listen: SocketAddr,
-        /// Organization id the simulator serves.
-        #[arg(long, default_value = "demo-org")]
-        organization_id: String,
-        /// API key the simulator accepts (as `Authorization: Bearer <key>`).
-        #[arg(long, env = "SECPROV_SIM_API_KEY")]
-        api_key: String,
-        /// How long a refresh stays REFRESHING.
-        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-        refresh_duration: Duration,
-        /// Latency added to every request.
-        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
-        latency: Duration,
-        /// Injected faults (also changeable at run time: POST /_sim/faults).
-        #[command(flatten)]
-        faults: secprov::simulator::faults::FaultArgs,
-    },
-    /// OpenStack Keystone tokens and OS-FEDERATION identity providers.
-    Keystone {
-        /// Address to listen on, e.g. 127.0.0.1:18090 (port 0 picks a free port).
-        #[arg(long, default_value = "127.0.0.1:0")]
-        listen: SocketAddr,
-        /// User accepted by the password method.
-        #[arg(long, default_value = "admin")]
-        user_name: String,
-        /// Domain (name) of that user.
-        #[arg(long, default_value = "Default")]
-        user_domain_name: String,
-        /// Password accepted by the password method.
-        #[arg(long, env = "SECPROV_SIM_PASSWORD")]
-        password: String,
-        /// Application credential id accepted by the application_credential method.
-        #[arg(long, default_value = "demo-application-credential")]
-        application_credential_id: String,
-        /// Application credential secret (the method is refused when unset).
-        #[arg(long, env = "SECPROV_SIM_APPLICATION_CREDENTIAL_SECRET")]
-        application_credential_secret: Option<String>,
-        /// Lifetime of issued tokens.
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-        token_ttl: Duration,
-        /// Answer errors in Open Telekom Cloud's {"error_code","error_msg"} shape.
-        #[arg(long)]
-        otc_errors: bool,
-        /// Latency added to every request.
-        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
-        latency: Duration,
-    },
-    /// JITSudo tenant identity providers.
-    Jitsudo {
-        /// Address to listen on, e.g. 127.0.0.1:18091 (port 0 picks a free port).
-        #[arg(long, default_value = "127.0.0.1:0")]
-        listen: SocketAddr,
-        /// Tenant id of the API key (sent by clients as X-Tenant-ID).
-        #[arg(long, default_value = "2489e9ad-2ee2-4e00-8ec9-32d5f69181c0")]
-        tenant_id: String,
-        /// API key the simulator accepts (as X-API-Key).
-        #[arg(long, env = "SECPROV_SIM_API_KEY")]
-        api_key: String,
-        /// How long a sync takes (pending, then syncing, then synced).
-        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-        sync_duration: Duration,
-        /// Latency added to every request.
-        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
-        latency: Duration,
-    },
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -233,71 +155,6 @@ async fn main() -> anyhow::Result<()> {
                 count(|l| matches!(l, secprov::cli::PlanLine::NotApplied { .. })),
             );
             Ok(())
-        }
-        Command::Simulate { backend } => {
-            secprov::telemetry::init(false);
-            match backend {
-                SimulateBackend::Coveo {
-                    listen,
-                    organization_id,
-                    api_key,
-                    refresh_duration,
-                    latency,
-                    faults,
-                } => {
-                    let faults = faults.to_config();
-                    faults.validate().map_err(anyhow::Error::msg)?;
-                    let config = secprov::simulator::coveo::CoveoSimConfig {
-                        organization_id,
-                        api_key,
-                        refresh_duration,
-                        latency,
-                        faults,
-                    };
-                    secprov::simulator::coveo::run_standalone(listen, config).await
-                }
-                SimulateBackend::Keystone {
-                    listen,
-                    user_name,
-                    user_domain_name,
-                    password,
-                    application_credential_id,
-                    application_credential_secret,
-                    token_ttl,
-                    otc_errors,
-                    latency,
-                } => {
-                    let config = secprov::simulator::keystone::KeystoneSimConfig {
-                        user_name,
-                        user_domain_name,
-                        password,
-                        application_credential_id,
-                        // An unguessable secret when none is given: the method is then unusable.
-                        application_credential_secret: application_credential_secret
-                            .unwrap_or_else(secprov::simulator::new_request_id),
-                        token_ttl,
-                        otc_errors,
-                        latency,
-                    };
-                    secprov::simulator::keystone::run_standalone(listen, config).await
-                }
-                SimulateBackend::Jitsudo {
-                    listen,
-                    tenant_id,
-                    api_key,
-                    sync_duration,
-                    latency,
-                } => {
-                    let config = secprov::simulator::jitsudo::JitsudoSimConfig {
-                        tenant_id,
-                        api_key,
-                        sync_duration,
-                        latency,
-                        ..Default::default()
-                    };
-                    secprov::simulator::jitsudo::run_standalone(listen, config).await
-                }
-            }
         }
     }
 }

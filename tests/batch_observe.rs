@@ -9,7 +9,7 @@ use secprov::backend::ProviderBackend;
 use secprov::backend::coveo::CoveoClient;
 use secprov::backend::http::HttpOptions;
 use secprov::controller::snapshot::Snapshots;
-use secprov::simulator::coveo::{CoveoSimConfig, CoveoSimulator};
+use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resync_of_10k_providers_costs_about_n_over_100_remote_reads() {

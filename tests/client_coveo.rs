@@ -9,7 +9,7 @@ use secprov::backend::coveo::{CoveoClient, CoveoConfig, EMAIL_SECURITY_PROVIDER}
 use secprov::backend::http::HttpOptions;
 use secprov::backend::{ProviderBackend, ProviderConfig, ProviderKey};
 use secprov::error::RemoteErrorKind;
-use secprov::simulator::coveo::{CoveoSimConfig, CoveoSimulator};
+use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
 
 const KEY: &str = "client-test-key";
 

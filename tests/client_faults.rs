@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use secprov::backend::coveo::{CoveoClient, CoveoConfig};
 use secprov::backend::http::{HttpClient, HttpOptions, RetryPolicy};
 use secprov::error::RemoteErrorKind;
-use secprov::simulator::coveo::{CoveoSimConfig, CoveoSimulator};
-use secprov::simulator::faults::{FaultConfig, KIND_THROTTLE_DATE, KIND_THROTTLE_SECONDS};
+use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
+use secprov_sim::faults::{FaultConfig, KIND_THROTTLE_DATE, KIND_THROTTLE_SECONDS};
 
 const ORG: &str = "client-org";
 const KEY: &str = "client-test-key";

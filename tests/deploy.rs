@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use secprov::simulator::coveo::{CoveoSimConfig, CoveoSimulator};
+use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
 use serde::Deserialize;
 use serde_yaml::Value;
 use support::*;

@@ -5,7 +5,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use secprov::simulator::coveo::{CoveoSimConfig, CoveoSimulator};
+use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
 use support::*;
 
 const API_KEY: &str = "e2e-adoption-key-51d2";

@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use secprov::simulator::coveo::{CoveoSimConfig, CoveoSimulator};
+use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
 use serde_json::Value;
 use support::*;
 

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use secprov::simulator::coveo::{CoveoSimConfig, CoveoSimulator};
-use secprov::simulator::faults::FaultConfig;
+use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
+use secprov_sim::faults::FaultConfig;
 use serde_json::Value;
 use support::*;
 

@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use secprov::simulator::jitsudo::{JitsudoSimConfig, JitsudoSimulator};
+use secprov_sim::jitsudo::{JitsudoSimConfig, JitsudoSimulator};
 use serde_json::{Value, json};
 use support::*;
 

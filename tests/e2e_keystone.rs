@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use secprov::simulator::keystone::{KeystoneSimConfig, KeystoneSimulator, SimIdentityProvider};
+use secprov_sim::keystone::{KeystoneSimConfig, KeystoneSimulator, SimIdentityProvider};
 use serde_json::{Value, json};
 use support::*;
 

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use secprov::simulator::coveo::{CoveoSimConfig, CoveoSimulator};
+use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
 use serde_json::Value;
 use support::*;
 

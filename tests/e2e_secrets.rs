@@ -6,8 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use secprov::simulator::coveo::{CoveoSimConfig, CoveoSimulator};
-use secprov::simulator::faults::FaultConfig;
+use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
+use secprov_sim::faults::FaultConfig;
 use serde_json::Value;
 use support::*;
 

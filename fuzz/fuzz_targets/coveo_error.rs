@@ -1,5 +1,5 @@
 #![no_main]
-//! Fuzz target: see secprov::fuzzing::coveo_error.
+//! Fuzz target: see secprov_fuzz::coveo_error.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| secprov::fuzzing::coveo_error(data));
+fuzz_target!(|data: &[u8]| secprov_fuzz::coveo_error(data));

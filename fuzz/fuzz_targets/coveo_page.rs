@@ -1,5 +1,5 @@
 #![no_main]
-//! Fuzz target: see secprov::fuzzing::coveo_page.
+//! Fuzz target: see secprov_fuzz::coveo_page.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| secprov::fuzzing::coveo_page(data));
+fuzz_target!(|data: &[u8]| secprov_fuzz::coveo_page(data));

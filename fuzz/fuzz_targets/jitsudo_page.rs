@@ -1,5 +1,5 @@
 #![no_main]
-//! Fuzz target: see secprov::fuzzing::jitsudo_page.
+//! Fuzz target: see secprov_fuzz::jitsudo_page.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| secprov::fuzzing::jitsudo_page(data));
+fuzz_target!(|data: &[u8]| secprov_fuzz::jitsudo_page(data));

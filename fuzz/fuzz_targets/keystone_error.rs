@@ -1,5 +1,5 @@
 #![no_main]
-//! Fuzz target: see secprov::fuzzing::keystone_error.
+//! Fuzz target: see secprov_fuzz::keystone_error.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| secprov::fuzzing::keystone_error(data));
+fuzz_target!(|data: &[u8]| secprov_fuzz::keystone_error(data));

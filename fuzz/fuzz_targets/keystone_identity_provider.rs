@@ -1,5 +1,5 @@
 #![no_main]
-//! Fuzz target: see secprov::fuzzing::keystone_identity_provider.
+//! Fuzz target: see secprov_fuzz::keystone_identity_provider.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| secprov::fuzzing::keystone_identity_provider(data));
+fuzz_target!(|data: &[u8]| secprov_fuzz::keystone_identity_provider(data));

@@ -1,5 +1,5 @@
 #![no_main]
-//! Fuzz target: see secprov::fuzzing::retry_after.
+//! Fuzz target: see secprov_fuzz::retry_after.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| secprov::fuzzing::retry_after(data));
+fuzz_target!(|data: &[u8]| secprov_fuzz::retry_after(data));

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Stop the control plane that up.sh started in DIR: kube-apiserver first, then
-# etcd (SIGTERM, then SIGKILL after a timeout). Idempotent: fine when nothing runs.
+# Stop the control plane that up.sh started in DIR: kube-controller-manager, then
+# kube-apiserver, then etcd (SIGTERM, then SIGKILL after a timeout). Idempotent: fine when nothing runs.
 #
 #   down.sh DIR [--purge]   --purge also deletes DIR/etcd-data
 #
@@ -64,6 +64,7 @@ stop() {
   rm -f "$pidfile"
 }
 
+stop controller-manager
 stop apiserver
 stop etcd
 rm -f "$DIR/env"

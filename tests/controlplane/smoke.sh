@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test of the control plane: up.sh on a temporary DIR, a few API checks
-# (CRD with status subresource and a CEL rule, Secret, Lease, RBAC, TokenRequest),
-# then down.sh. Prints "N passed, N failed" at the end; exit code 1 on failure.
+# (CRD with status subresource and a CEL rule, Secret, Lease, RBAC, TokenRequest,
+# and what kube-controller-manager adds: namespace deletion that completes, ownerReference
+# garbage collection, default ServiceAccounts), then down.sh. Prints "N passed, N failed" at the end; exit code 1 on failure.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -71,6 +72,31 @@ sa_token_rbac() {
     ! k --token "$t" get secrets
 }
 
+# Deleting a namespace that holds a custom resource, a Secret and a ConfigMap completes
+# (the namespace controller empties it, then removes the finalizer).
+ns_delete() {
+  k create namespace doomed &&
+    widget w 1 2 | sed 's/namespace: default/namespace: doomed/' | k apply -f - &&
+    k -n doomed create secret generic s --from-literal=a=b &&
+    k -n doomed create configmap c --from-literal=a=b &&
+    k delete namespace doomed --timeout=60s &&
+    ! k get namespace doomed
+}
+# A dependent whose owner is deleted is garbage-collected (background propagation), a
+# custom resource included.
+owner_gc() {
+  local uid
+  k create configmap owner --from-literal=a=b &&
+    uid="$(k get configmap owner -o jsonpath='{.metadata.uid}')" &&
+    printf 'apiVersion: smoke.secprov.dev/v1\nkind: Widget\nmetadata:\n  name: owned\n  namespace: default\n  ownerReferences:\n  - {apiVersion: v1, kind: ConfigMap, name: owner, uid: %s}\nspec: {min: 1, max: 2}\n' "$uid" |
+      k apply -f - &&
+    k delete configmap owner &&
+    k wait --for=delete widget/owned --timeout=60s
+}
+default_sa() {
+  k create namespace fresh && k -n fresh wait --for=create serviceaccount/default --timeout=30s
+}
+
 check "readyz ok" readyz
 check "admin can-i * *" admin_all
 check "CRD established" crd
@@ -80,6 +106,9 @@ check "status subresource" cr_status
 check "Secret" secret
 check "Lease" lease
 check "ServiceAccount token + RBAC deny" sa_token_rbac
+check "namespace deletion completes" ns_delete
+check "ownerReference garbage collection" owner_gc
+check "default ServiceAccount in a new namespace" default_sa
 
 echo "$passed passed, $failed failed"
 ((failed == 0))

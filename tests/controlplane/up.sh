@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Start a real Kubernetes control plane (upstream kube-apiserver + embedded etcd)
-# on loopback for tests and the demo.
+# Start a real Kubernetes control plane (upstream kube-apiserver, embedded etcd and
+# kube-controller-manager with the namespace and garbage-collector controllers) on
+# loopback for tests and the demo.
 #
 #   up.sh DIR            start (or reuse) a control plane whose state lives in DIR;
 #                        the LAST line of stdout is the absolute path of DIR/kubeconfig
@@ -59,22 +60,29 @@ build_binaries() {
   # -mod=readonly: go.mod/go.sum are committed and must be complete.
   (cd "$SRC_DIR" && GOWORK=off CGO_ENABLED=0 GOFLAGS='' go build \
     -mod=readonly -trimpath -buildvcs=false -ldflags="$ldflags" \
-    -o "$out/" ./cmd/etcd k8s.io/kubernetes/cmd/kube-apiserver)
+    -o "$out/" ./cmd/etcd k8s.io/kubernetes/cmd/kube-apiserver \
+    k8s.io/kubernetes/cmd/kube-controller-manager)
 }
 
 CACHE_ROOT="${SECPROV_CP_CACHE:-${HOME:?HOME is not set}/.cache/secprov-controlplane}"
 BIN_DIR="$CACHE_ROOT/$K8S_VERSION/$(build_key)"
 
+BINARIES=(etcd kube-apiserver kube-controller-manager)
+have_binaries() {
+  local b
+  for b in "${BINARIES[@]}"; do [[ -x "$BIN_DIR/$b" ]] || return 1; done
+}
+
 ensure_binaries() {
-  if [[ -x "$BIN_DIR/kube-apiserver" && -x "$BIN_DIR/etcd" ]]; then
+  if have_binaries; then
     return 0
   fi
   mkdir -p "$CACHE_ROOT/$K8S_VERSION"
   # Serialize concurrent builds of the same key.
   exec 8>"$BIN_DIR.lock"
   flock 8
-  if [[ ! -x "$BIN_DIR/kube-apiserver" || ! -x "$BIN_DIR/etcd" ]]; then
-    log "building kube-apiserver $K8S_VERSION and etcd into $BIN_DIR (first time: several minutes)"
+  if ! have_binaries; then
+    log "building kube-apiserver and kube-controller-manager $K8S_VERSION and etcd into $BIN_DIR (first time: several minutes)"
     local tmp start
     tmp="$(mktemp -d "$BIN_DIR.tmp.XXXXXX")"
     start=$SECONDS
@@ -123,14 +131,15 @@ readyz_ok() {
   [[ "$(kubectl --kubeconfig "$KUBECONFIG_PATH" --request-timeout=5s get --raw /readyz 2>/dev/null)" == "ok" ]]
 }
 
-if pid_alive "$DIR/etcd.pid" && pid_alive "$DIR/apiserver.pid" && readyz_ok; then
+if pid_alive "$DIR/etcd.pid" && pid_alive "$DIR/apiserver.pid" &&
+  pid_alive "$DIR/controller-manager.pid" && readyz_ok; then
   log "control plane already running in $DIR"
   echo "$KUBECONFIG_PATH"
   exit 0
 fi
 
 # Whatever is left over (a half-dead control plane) goes first.
-if [[ -e "$DIR/etcd.pid" || -e "$DIR/apiserver.pid" ]]; then
+if [[ -e "$DIR/etcd.pid" || -e "$DIR/apiserver.pid" || -e "$DIR/controller-manager.pid" ]]; then
   log "stale control plane state in $DIR: stopping it"
   SECPROV_CP_LOCKED=1 bash "$DOWN" "$DIR" >&2
 fi
@@ -143,20 +152,28 @@ if [[ ! -s "$PKI/sa.key" || ! -s "$PKI/sa.pub" ]]; then
   openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$PKI/sa.key" 2>/dev/null
   openssl pkey -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
 fi
-if [[ ! -s "$PKI/admin.token" ]]; then
-  openssl rand -hex 32 >"$PKI/admin.token"
-fi
+for who in admin controller-manager; do
+  if [[ ! -s "$PKI/$who.token" ]]; then
+    openssl rand -hex 32 >"$PKI/$who.token"
+  fi
+done
 ADMIN_TOKEN="$(cat "$PKI/admin.token")"
-# token,user,uid,"group1,group2"
-printf '%s,admin,admin,"system:masters"\n' "$ADMIN_TOKEN" >"$PKI/tokens.csv"
+KCM_TOKEN="$(cat "$PKI/controller-manager.token")"
+# token,user,uid,"group1,group2". The controller-manager runs every controller under
+# its own identity (--use-service-account-credentials=false); the namespace and
+# garbage-collector controllers delete objects of any type, custom resources included.
+{
+  printf '%s,admin,admin,"system:masters"\n' "$ADMIN_TOKEN"
+  printf '%s,system:kube-controller-manager,kcm,"system:masters"\n' "$KCM_TOKEN"
+} >"$PKI/tokens.csv"
 chmod 600 "$PKI"/*
 
-# ---- ports: three free loopback ports, chosen by the kernel
+# ---- ports: four free loopback ports, chosen by the kernel
 free_ports() {
   python3 - <<'EOF'
 import socket
 socks = []
-for _ in range(3):
+for _ in range(4):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -206,7 +223,7 @@ fail() {
 }
 
 write_kubeconfig() {
-  local port="$1" tmp="$KUBECONFIG_PATH.tmp" ca="$DIR/certs/ca.crt"
+  local port="$1" ca="$DIR/certs/ca.crt"
   # --cert-dir makes the apiserver write apiserver.crt = serving cert followed by
   # the self-signed CA that issued it. Trust only the CA (the self-signed one).
   python3 - "$DIR/certs/apiserver.crt" "$ca" <<'EOF'
@@ -220,23 +237,34 @@ roots = [p for p in pems if field(p, "subject") == field(p, "issuer")]
 open(sys.argv[2], "w").write("".join(p if p.endswith("\n") else p + "\n" for p in (roots or pems)))
 EOF
   [[ -s "$ca" ]] || return 1
-  rm -f "$tmp"
   # (Called where set -e does not apply: check every step.)
+  kubeconfig_for "$DIR/controller-manager.kubeconfig" "$port" "$ca" secprov-controller-manager "$KCM_TOKEN" &&
+    kubeconfig_for "$KUBECONFIG_PATH" "$port" "$ca" secprov-admin "$ADMIN_TOKEN"
+}
+
+# kubeconfig_for PATH PORT CA USER TOKEN: a self-contained kubeconfig, written atomically.
+kubeconfig_for() {
+  local path="$1" port="$2" ca="$3" user="$4" token="$5" tmp="$1.tmp"
+  rm -f "$tmp"
   kubectl config --kubeconfig "$tmp" set-cluster secprov \
     --server "https://127.0.0.1:$port" --certificate-authority "$ca" --embed-certs=true >/dev/null &&
-    kubectl config --kubeconfig "$tmp" set-credentials secprov-admin --token "$ADMIN_TOKEN" >/dev/null &&
-    kubectl config --kubeconfig "$tmp" set-context secprov --cluster secprov --user secprov-admin >/dev/null &&
+    kubectl config --kubeconfig "$tmp" set-credentials "$user" --token "$token" >/dev/null &&
+    kubectl config --kubeconfig "$tmp" set-context secprov --cluster secprov --user "$user" >/dev/null &&
     kubectl config --kubeconfig "$tmp" use-context secprov >/dev/null &&
     chmod 600 "$tmp" &&
-  mv -f "$tmp" "$KUBECONFIG_PATH"
+    mv -f "$tmp" "$path"
+}
+
+kcm_healthy() {
+  [[ "$(curl -sk --max-time 5 "https://127.0.0.1:$1/healthz" 2>/dev/null)" == ok ]]
 }
 
 start_once() {
-  local etcd_client etcd_peer api_port rc
-  read -r etcd_client etcd_peer api_port < <(free_ports)
+  local etcd_client etcd_peer api_port kcm_port rc
+  read -r etcd_client etcd_peer api_port kcm_port < <(free_ports)
 
   # Fresh etcd data every start: this control plane is for tests.
-  rm -rf "$DIR/etcd-data" "$KUBECONFIG_PATH" "$DIR/env" "$DIR/certs/apiserver.crt" "$DIR/certs/apiserver.key" "$DIR/certs/ca.crt"
+  rm -rf "$DIR/etcd-data" "$KUBECONFIG_PATH" "$DIR/controller-manager.kubeconfig" "$DIR/env" "$DIR/certs/apiserver.crt" "$DIR/certs/apiserver.key" "$DIR/certs/ca.crt"
 
   log "starting etcd on 127.0.0.1:$etcd_client"
   # Without job control a background job is not a process-group leader, so
@@ -278,10 +306,35 @@ start_once() {
   write_kubeconfig "$api_port" || { log "cannot write $KUBECONFIG_PATH"; fail "$DIR/apiserver.log"; return 3; }
   wait_for kube-apiserver "$TIMEOUT" "$DIR/apiserver.pid" readyz_ok || { rc=$?; fail "$DIR/apiserver.log"; return $rc; }
 
+  # Only the controllers that make deletion behave as on a real cluster: the namespace
+  # controller empties and finalizes deleted namespaces, the garbage collector deletes
+  # dependents by ownerReference, the serviceaccount controllers give each namespace its
+  # `default` ServiceAccount and legacy token Secrets.
+  log "starting kube-controller-manager $K8S_VERSION (healthz on https://127.0.0.1:$kcm_port)"
+  mkdir -p "$DIR/controller-manager-certs"
+  setsid "$BIN_DIR/kube-controller-manager" \
+    --kubeconfig="$DIR/controller-manager.kubeconfig" \
+    --controllers=namespace,garbagecollector,serviceaccount,serviceaccount-token \
+    --use-service-account-credentials=false \
+    --service-account-private-key-file="$PKI/sa.key" \
+    --root-ca-file="$DIR/certs/ca.crt" \
+    --leader-elect=false \
+    --bind-address=127.0.0.1 \
+    --secure-port="$kcm_port" \
+    --cert-dir="$DIR/controller-manager-certs" \
+    --profiling=false \
+    --v=1 \
+    </dev/null >"$DIR/controller-manager.log" 2>&1 8>&- 9>&- &
+  echo $! >"$DIR/controller-manager.pid"
+  wait_exec $! "$BIN_DIR/kube-controller-manager"
+  wait_for kube-controller-manager "$TIMEOUT" "$DIR/controller-manager.pid" kcm_healthy "$kcm_port" ||
+    { rc=$?; fail "$DIR/controller-manager.log"; return $rc; }
+
   cat >"$DIR/env" <<EOF
 KUBECONFIG=$KUBECONFIG_PATH
 SECPROV_CP_APISERVER=https://127.0.0.1:$api_port
 SECPROV_CP_ETCD=http://127.0.0.1:$etcd_client
+SECPROV_CP_CONTROLLER_MANAGER=https://127.0.0.1:$kcm_port
 SECPROV_CP_K8S_VERSION=$K8S_VERSION
 EOF
 }
@@ -301,5 +354,5 @@ done
 $ok || die "could not start the control plane (logs in $DIR)"
 
 [[ "$(kubectl --kubeconfig "$KUBECONFIG_PATH" get --raw /readyz)" == "ok" ]] || die "readyz is not ok"
-log "ready in $((SECONDS - start))s: kube-apiserver $K8S_VERSION, state in $DIR"
+log "ready in $((SECONDS - start))s: kube-apiserver and kube-controller-manager $K8S_VERSION, state in $DIR"
 echo "$KUBECONFIG_PATH"

@@ -1,22 +1,23 @@
-//! Bodies of the fuzz targets in `fuzz/` (one per remote response parser), kept in the library
-//! so that they are compiled, and run on a few nasty inputs, by the ordinary test suite too.
+//! Bodies of the fuzz targets in `fuzz/` (one per remote response parser). They live here, out
+//! of the operator's library; `tests/fuzz_bodies.rs` includes this file so that the ordinary
+//! test suite compiles them and runs them on a few nasty inputs too.
 //! Each must return normally on any input: a remote system, or anything between it and us,
 //! controls these bytes.
 #![doc(hidden)]
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::backend::coveo::{
+use secprov::backend::coveo::{
     self, CoveoConfig, PageWire, ProviderWire, TimestampWire, health_of, observed_from_wire,
 };
-use crate::backend::http;
-use crate::backend::{jitsudo, keystone};
+use secprov::backend::http;
+use secprov::backend::{jitsudo, keystone};
 
 /// A provider body (`GET`/`POST`/`PUT /securityproviders...`), normalized and compared.
 pub fn coveo_provider(data: &[u8]) {
     if let Ok(wire) = serde_json::from_slice::<ProviderWire>(data) {
         let observed = observed_from_wire(wire);
-        let desired = crate::backend::ProviderConfig::Coveo(CoveoConfig::desired(
+        let desired = secprov::backend::ProviderConfig::Coveo(CoveoConfig::desired(
             "fuzz",
             "fuzz",
             &Default::default(),
@@ -71,9 +72,9 @@ fn error_response(data: &[u8]) -> (u16, HeaderMap, &[u8]) {
     (status, headers, body)
 }
 
-fn use_error(error: crate::error::RemoteError) {
+fn use_error(error: secprov::error::RemoteError) {
     let _ = error.to_string();
-    let _ = crate::Error::from(error).is_terminal();
+    let _ = secprov::Error::from(error).is_terminal();
 }
 
 /// A Coveo error response.
@@ -90,10 +91,9 @@ pub fn keystone_identity_provider(data: &[u8]) {
     let inner = value.get("identity_provider").cloned().unwrap_or(value);
     if let Ok(wire) = serde_json::from_value::<keystone::IdentityProviderWire>(inner) {
         let observed = keystone::observed_from_wire(wire);
-        let desired = crate::backend::ProviderConfig::Keystone(keystone::KeystoneConfig::desired(
-            "fuzz",
-            &Default::default(),
-        ));
+        let desired = secprov::backend::ProviderConfig::Keystone(
+            keystone::KeystoneConfig::desired("fuzz", &Default::default()),
+        );
         let _ = desired.diff(&observed.config);
     }
 }
@@ -108,7 +108,7 @@ pub fn keystone_error(data: &[u8]) {
 pub fn jitsudo_provider(data: &[u8]) {
     if let Ok(wire) = serde_json::from_slice::<jitsudo::ProviderWire>(data) {
         let observed = jitsudo::observed_from_wire(wire);
-        let desired = crate::backend::ProviderConfig::Jitsudo(jitsudo::JitsudoConfig::desired(
+        let desired = secprov::backend::ProviderConfig::Jitsudo(jitsudo::JitsudoConfig::desired(
             "fuzz",
             &Default::default(),
         ));

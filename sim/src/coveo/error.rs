@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::simulator::new_request_id;
+use crate::new_request_id;
 
 pub(super) const INVALID_CONFIGURATION: &str = "SECURITY_PROVIDER_INVALID_CONFIGURATION";
 pub(super) const INVALID_JSON: &str = "INVALID_JSON";

@@ -6,6 +6,9 @@
 //!
 //! This module holds the pieces every simulator shares: request counters, request ids, a server
 //! handle with graceful shutdown, and the Ctrl-C/SIGTERM wait used by standalone binaries.
+#![forbid(unsafe_code)]
+// Handlers return a ready axum `Response` as their error: built on the error path only.
+#![allow(clippy::result_large_err)]
 
 pub mod coveo;
 pub mod faults;

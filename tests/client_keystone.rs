@@ -1,0 +1,208 @@
+//! The Keystone client against the Keystone simulator (no Kubernetes involved).
+use std::time::Duration;
+
+use secprov::api::provider_connection::KeystoneScope;
+use secprov::backend::http::HttpOptions;
+use secprov::backend::keystone::{
+    KeystoneClient, KeystoneConfig, KeystoneCredentials, observed_from_wire,
+};
+use secprov::backend::{ProviderBackend, ProviderConfig, ProviderKey};
+use secprov::error::RemoteErrorKind;
+use secprov_sim::keystone::{KeystoneSimConfig, KeystoneSimulator};
+use serde_json::json;
+
+async fn start(adjust: impl FnOnce(&mut KeystoneSimConfig)) -> KeystoneSimulator {
+    let mut config = KeystoneSimConfig::default();
+    adjust(&mut config);
+    KeystoneSimulator::start("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap()
+}
+
+fn password_client(sim: &KeystoneSimulator, password: &str) -> KeystoneClient {
+    KeystoneClient::new(
+        &format!("{}/v3", sim.base_url()),
+        KeystoneCredentials::Password {
+            user_name: "admin".into(),
+            user_domain_name: "Default".into(),
+            password: password.into(),
+        },
+        Some(KeystoneScope {
+            system: Some(true),
+            ..Default::default()
+        }),
+        &HttpOptions::default(),
+    )
+    .unwrap()
+}
+
+fn config(id: &str, remote: &[&str]) -> KeystoneConfig {
+    KeystoneConfig {
+        id: id.into(),
+        description: "ACME".into(),
+        enabled: true,
+        remote_ids: remote.iter().map(|s| s.to_string()).collect(),
+        authorization_ttl: None,
+        domain_id: None,
+    }
+}
+
+fn key(id: &str) -> ProviderKey {
+    ProviderKey {
+        id: id.into(),
+        known_remote_id: None,
+    }
+}
+
+#[tokio::test]
+async fn lifecycle_through_the_client_with_one_cached_token() {
+    let sim = start(|_| {}).await;
+    let client = password_client(&sim, "simulated-password");
+    let desired = ProviderConfig::Keystone(config("acme", &["https://idp.acme/saml"]));
+    assert!(client.observe(&key("acme")).await.unwrap().is_none());
+    let created = ProviderBackend::create(&client, &key("acme"), &desired)
+        .await
+        .unwrap();
+    let status = created.state.keystone.clone().unwrap();
+    assert!(status.enabled);
+    assert_eq!(status.remote_ids, vec!["https://idp.acme/saml"]);
+    assert!(
+        status
+            .self_link
+            .unwrap()
+            .ends_with("/v3/OS-FEDERATION/identity_providers/acme")
+    );
+
+    let mut changed = config("acme", &["https://idp.acme/saml"]);
+    changed.description = "New".into();
+    let updated = ProviderBackend::update(
+        &client,
+        &key("acme"),
+        &created,
+        &ProviderConfig::Keystone(changed.clone()),
+    )
+    .await
+    .unwrap();
+    assert!(
+        ProviderConfig::Keystone(changed)
+            .diff(&updated.config)
+            .is_empty()
+    );
+    assert_eq!(
+        sim.patch_bodies(),
+        vec![json!({"identity_provider": {"description": "New"}})]
+    );
+    assert_eq!(ProviderBackend::list(&client).await.unwrap().len(), 1);
+    assert!(ProviderBackend::delete(&client, "acme").await.unwrap());
+    assert!(!ProviderBackend::delete(&client, "acme").await.unwrap());
+    assert!(!ProviderBackend::refresh(&client, "acme").await.unwrap());
+    assert_eq!(sim.operation_count("authenticate"), 1, "token is cached");
+}
+
+#[tokio::test]
+async fn expired_tokens_are_replaced_and_a_401_reauthenticates_once() {
+    // Tokens expiring within the refresh margin are never reused.
+    let sim = start(|c| c.token_ttl = Duration::from_secs(30)).await;
+    let client = password_client(&sim, "simulated-password");
+    client.get("x").await.unwrap();
+    client.get("x").await.unwrap();
+    assert_eq!(sim.operation_count("authenticate"), 2);
+
+    let sim = start(|_| {}).await;
+    let client = password_client(&sim, "simulated-password");
+    client.get("x").await.unwrap();
+    sim.revoke_tokens();
+    assert!(client.get("x").await.unwrap().is_none());
+    assert_eq!(sim.operation_count("authenticate"), 2);
+    assert_eq!(
+        sim.request_count_for("GET", "get"),
+        3,
+        "one repeat after the 401"
+    );
+}
+
+#[tokio::test]
+async fn wrong_password_is_a_terminal_unauthorized_without_the_secret() {
+    let sim = start(|c| c.otc_errors = true).await;
+    let client = password_client(&sim, "wrong-secret-value");
+    let e = client.get("x").await.unwrap_err();
+    assert_eq!(e.kind, RemoteErrorKind::Unauthorized);
+    assert_eq!(e.operation, "authenticate");
+    assert_eq!(e.code.as_deref(), Some("IAM.0001"));
+    assert!(!e.to_string().contains("wrong-secret-value"));
+}
+
+#[tokio::test]
+async fn application_credentials_authenticate() {
+    let sim = start(|_| {}).await;
+    let client = KeystoneClient::new(
+        &sim.base_url(),
+        KeystoneCredentials::ApplicationCredential {
+            id: "simulated-application-credential".into(),
+            secret: "simulated-application-credential-secret".into(),
+        },
+        Some(KeystoneScope {
+            domain_name: Some("ignored".into()),
+            ..Default::default()
+        }),
+        &HttpOptions::default(),
+    )
+    .unwrap();
+    client.check_credentials().await.unwrap();
+    assert_eq!(sim.valid_token_count(), 1);
+}
+
+#[tokio::test]
+async fn duplicate_ids_and_remote_ids_are_409_and_schema_errors_400() {
+    let sim = start(|_| {}).await;
+    let client = password_client(&sim, "simulated-password");
+    client.create(&config("a", &["r1"])).await.unwrap();
+    let e = client.create(&config("a", &["r2"])).await.unwrap_err();
+    assert_eq!(e.kind, RemoteErrorKind::Conflict);
+    assert!(e.message.contains("Duplicate entry"), "{}", e.message);
+    let e = client.create(&config("b", &["r1"])).await.unwrap_err();
+    assert!(
+        e.message.contains("Duplicate remote ID: r1"),
+        "{}",
+        e.message
+    );
+    let e = client
+        .patch("a", &json!({"identity_provider": {"domain_id": "x"}}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, RemoteErrorKind::InvalidConfiguration);
+    let e = client
+        .patch("a", &json!({"identity_provider": {}}))
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("enough properties"));
+    let e = client
+        .patch("a", &json!({"identity_provider": {"colour": "red"}}))
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("'colour' was unexpected"));
+    let e = client
+        .patch("zz", &json!({"identity_provider": {"enabled": true}}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, RemoteErrorKind::NotFound);
+    assert_eq!(e.message, "Could not find Identity Provider: zz.");
+    // Created without enabled: Keystone's default is false.
+    let raw = sim.identity_provider("a").unwrap();
+    let observed = observed_from_wire(serde_json::from_value(raw).unwrap());
+    assert_eq!(observed.remote_id, "a");
+}
+
+#[tokio::test]
+async fn throttling_is_rate_limited_and_retried() {
+    let sim = start(|c| c.otc_errors = true).await;
+    let client = password_client(&sim, "simulated-password");
+    client.check_credentials().await.unwrap();
+    sim.throttle_next(1);
+    // GET is idempotent: the 429 is retried after Retry-After (1 s).
+    assert!(client.get("x").await.unwrap().is_none());
+    sim.throttle_next(1);
+    let e = client.create(&config("c", &[])).await.unwrap_err();
+    assert_eq!(e.kind, RemoteErrorKind::RateLimited);
+    assert_eq!(e.code.as_deref(), Some("IAM.0012"));
+}
