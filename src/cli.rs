@@ -11,10 +11,11 @@ use serde::Deserialize;
 use crate::api::{ProviderConnection, SecurityProvider, SecurityProviderSpec};
 #[cfg(test)]
 use crate::backend::ProviderConfig;
+use crate::backend::connect_from_api;
+use crate::backend::desired_config;
 use crate::backend::{ObservedProvider, ProviderKey};
-use crate::controller::context::connect_from_api;
 use crate::controller::plan::{Plan, PlanInput, plan};
-use crate::controller::reconcile::{CREATE_PENDING_ANNOTATION, desired_config};
+use crate::controller::reconcile::CREATE_PENDING_ANNOTATION;
 
 /// A Kubernetes object name for a remote id: the id itself when it is a valid DNS subdomain
 /// name, else a sanitized form with a hash suffix so that distinct ids never collide.

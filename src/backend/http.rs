@@ -282,6 +282,220 @@ impl HttpClient {
     }
 }
 
+/// Turns a backend's non-success response (operation, status, headers, body) into a
+/// [`RemoteError`]: each backend has one, for its own error body shape.
+pub type ErrorParser = fn(&'static str, u16, &HeaderMap, &[u8]) -> RemoteError;
+
+/// What every backend's REST client shares: the connection's [`HttpClient`], the API's base
+/// URL and the backend's error parser. A client adds only its credentials and its paths.
+pub struct RestClient {
+    backend: &'static str,
+    http: HttpClient,
+    base: url::Url,
+    parse_error: ErrorParser,
+}
+
+impl std::fmt::Debug for RestClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestClient")
+            .field("backend", &self.backend)
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RestClient {
+    /// A client of the API at `base` (see [`parse_endpoint`]).
+    pub fn new(
+        backend: &'static str,
+        base: url::Url,
+        options: &HttpOptions,
+        parse_error: ErrorParser,
+    ) -> Result<Self, String> {
+        Ok(RestClient {
+            backend,
+            http: HttpClient::new(backend, options)?,
+            base,
+            parse_error,
+        })
+    }
+
+    /// Calls `observer(backend, operation, status, duration)` after every attempt.
+    pub fn with_observer(mut self, observer: RequestObserver) -> Self {
+        self.http = self.http.with_observer(observer);
+        self
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &url::Url {
+        &self.base
+    }
+
+    /// The base URL followed by `tail`, each segment percent-encoded.
+    pub fn url(&self, tail: &[&str]) -> url::Url {
+        url_with_segments(&self.base, tail)
+    }
+
+    /// A JSON call (see [`HttpClient::send_json`]), its response read by [`Reply`].
+    pub async fn call(
+        &self,
+        operation: &'static str,
+        idempotent: bool,
+        method: &reqwest::Method,
+        url: &url::Url,
+        body: Option<&serde_json::Value>,
+        authorize: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<Reply, RemoteError> {
+        let response = self
+            .http
+            .send_json(operation, idempotent, method, url, body, authorize)
+            .await?;
+        Ok(self.reply(operation, response))
+    }
+
+    /// Any request (see [`HttpClient::send`]), its response read by [`Reply`].
+    pub async fn send(
+        &self,
+        operation: &'static str,
+        idempotent: bool,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<Reply, RemoteError> {
+        let response = self.http.send(operation, idempotent, build).await?;
+        Ok(self.reply(operation, response))
+    }
+
+    fn reply(&self, operation: &'static str, response: HttpResponse) -> Reply {
+        Reply {
+            backend: self.backend,
+            operation,
+            parse_error: self.parse_error,
+            response,
+        }
+    }
+}
+
+/// The response to one operation, read the same way by every backend: 2xx is success, 404
+/// means "not there", anything else goes through the backend's error parser.
+#[derive(Debug)]
+pub struct Reply {
+    backend: &'static str,
+    operation: &'static str,
+    parse_error: ErrorParser,
+    /// The raw response.
+    pub response: HttpResponse,
+}
+
+impl Reply {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        self.response.status
+    }
+
+    /// The response as an error of this operation.
+    pub fn error(&self) -> RemoteError {
+        let r = &self.response;
+        (self.parse_error)(self.operation, r.status, &r.headers, &r.body)
+    }
+
+    /// 2xx: the body as JSON; else the error.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, RemoteError> {
+        if !self.response.is_success() {
+            return Err(self.error());
+        }
+        self.response.json(self.backend, self.operation)
+    }
+
+    /// Like [`Self::json`], but 404 is `None`.
+    pub fn json_or_none<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>, RemoteError> {
+        match self.response.status {
+            404 => Ok(None),
+            _ => self.json().map(Some),
+        }
+    }
+
+    /// 2xx: `()`; else the error.
+    pub fn ok(&self) -> Result<(), RemoteError> {
+        match self.response.is_success() {
+            true => Ok(()),
+            false => Err(self.error()),
+        }
+    }
+
+    /// 2xx: true; 404: false (already gone); else the error. For deletes.
+    pub fn existed(&self) -> Result<bool, RemoteError> {
+        match self.response.status {
+            404 => Ok(false),
+            _ => self.ok().map(|()| true),
+        }
+    }
+
+    /// A `BadResponse` error of this operation: the body parsed but lacks what it must carry.
+    pub fn bad_response(&self, message: &str) -> RemoteError {
+        RemoteError::transport(
+            self.backend,
+            self.operation,
+            RemoteErrorKind::BadResponse,
+            message,
+        )
+    }
+}
+
+/// What a backend's error parser reads from an error body; [`response_error`] adds the rest.
+#[derive(Debug)]
+pub struct ErrorParts {
+    pub kind: RemoteErrorKind,
+    pub code: Option<String>,
+    pub message: String,
+    pub request_id: Option<String>,
+}
+
+/// The [`RemoteError`] of a non-success response: `parts` from the backend's parser, the
+/// status and `Retry-After` from the response.
+pub fn response_error(
+    backend: &'static str,
+    operation: &'static str,
+    status: u16,
+    headers: &HeaderMap,
+    parts: ErrorParts,
+) -> RemoteError {
+    RemoteError {
+        backend,
+        operation,
+        kind: parts.kind,
+        status: Some(status),
+        code: parts.code,
+        message: parts.message,
+        request_id: parts.request_id,
+        retry_after: retry_after(headers, jiff::Timestamp::now()),
+    }
+}
+
+/// The remote message when it says something, else the status and a short excerpt of the
+/// body (an HTML error page, an empty body).
+pub fn message_or_body(message: Option<String>, status: u16, body: &[u8]) -> String {
+    match message {
+        Some(m) if !m.trim().is_empty() => m,
+        _ if body.is_empty() => format!("HTTP {status} with an empty body"),
+        _ => format!("HTTP {status}: {}", short_text(body)),
+    }
+}
+
+/// The first of `names` present in `headers`, as text.
+pub fn first_header(headers: &HeaderMap, names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
+        .map(str::to_owned)
+}
+
+/// Rejects an empty credential (a Secret key holding only whitespace) with `message`.
+pub fn non_empty(secret: String, message: &str) -> Result<String, String> {
+    match secret.trim().is_empty() {
+        true => Err(message.to_owned()),
+        false => Ok(secret),
+    }
+}
+
 /// Describes a transport failure without echoing request details (headers carry credentials).
 fn transport_error(
     backend: &'static str,

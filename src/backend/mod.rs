@@ -6,12 +6,17 @@ use crate::api::provider_connection::BackendKind;
 use crate::api::security_provider::{
     CurrentStatus, JitsudoStatus, KeystoneStatus, LastRefreshOperation, Statistics,
 };
-use crate::error::RemoteError;
+use crate::error::{RemoteError, RemoteErrorKind};
 
+pub mod connect;
 pub mod coveo;
 pub mod http;
 pub mod jitsudo;
 pub mod keystone;
+pub mod spec;
+
+pub use connect::{ClientCache, connect_from_api, secret_refs};
+pub use spec::{check_backend_match, desired_config};
 
 /// Normalized configuration of one provider, desired or observed. Two values are equal exactly
 /// when no remote update is needed.
@@ -141,27 +146,20 @@ pub struct ProviderKey {
     pub known_remote_id: Option<String>,
 }
 
-/// Operations every remote system offers. Implementations map remote errors to
-/// [`RemoteError`] and treat "already gone" on delete as success.
+/// What the controller calls: operations every remote system offers, on normalized
+/// configurations. Implemented by [`Backend`] (the closed set of real backends) and by test
+/// doubles. Implementations treat "already gone" on delete as success.
 #[async_trait]
 pub trait ProviderBackend: Send + Sync {
-    /// Which remote system this is.
-    fn kind(&self) -> BackendKind;
-
     /// Reads the provider; `None` when it does not exist.
     async fn observe(&self, key: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError>;
 
     /// Creates the provider with the desired configuration.
-    async fn create(
-        &self,
-        key: &ProviderKey,
-        desired: &ProviderConfig,
-    ) -> Result<ObservedProvider, RemoteError>;
+    async fn create(&self, desired: &ProviderConfig) -> Result<ObservedProvider, RemoteError>;
 
     /// Brings an existing provider to the desired configuration.
     async fn update(
         &self,
-        key: &ProviderKey,
         observed: &ObservedProvider,
         desired: &ProviderConfig,
     ) -> Result<ObservedProvider, RemoteError>;
@@ -177,12 +175,8 @@ pub trait ProviderBackend: Send + Sync {
     async fn list(&self) -> Result<Vec<ObservedProvider>, RemoteError>;
 
     /// Proves cheaply (one small read) that the endpoint is reachable and accepts the
-    /// credentials, for the ProviderConnection's `Ready` condition. The default reports
-    /// success without a call, for backends that have no cheap check yet; `list()` would
-    /// answer the question too but can page through thousands of providers.
-    async fn verify_credentials(&self) -> Result<(), RemoteError> {
-        Ok(())
-    }
+    /// credentials, for the ProviderConnection's `Ready` condition.
+    async fn verify_credentials(&self) -> Result<(), RemoteError>;
 
     /// Reads every provider of the connection in as few requests as the API allows (pages),
     /// for resyncs ([`crate::controller::snapshot`]). None when the backend has no cheaper
@@ -192,164 +186,146 @@ pub trait ProviderBackend: Send + Sync {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Building a backend from a ProviderConnection
+/// What one backend's client implements, in its own configuration type: a configuration of
+/// another backend cannot be handed to it. [`Backend`] lifts it to [`ProviderBackend`].
+#[async_trait]
+pub trait BackendClient: Send + Sync {
+    /// The backend's normalized configuration (a [`ProviderConfig`] variant's payload).
+    type Config: Send + Sync;
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+    /// Reads the provider; `None` when it does not exist.
+    async fn observe(&self, key: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError>;
 
-use crate::api::SecretKeyRef;
-use crate::api::provider_connection::ProviderConnectionSpec;
+    /// Creates the provider.
+    async fn create(&self, desired: &Self::Config) -> Result<ObservedProvider, RemoteError>;
 
-/// Secret values a connection needs, keyed by (Secret name, key). Debug never prints values.
-#[derive(Clone, Default)]
-pub struct SecretValues(HashMap<(String, String), String>);
+    /// Brings provider `remote_id`, now configured as `current`, to `desired`. `None` when
+    /// nothing had to be sent.
+    async fn update(
+        &self,
+        remote_id: &str,
+        current: &Self::Config,
+        desired: &Self::Config,
+    ) -> Result<Option<ObservedProvider>, RemoteError>;
 
-impl std::fmt::Debug for SecretValues {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.0.keys()).finish()
+    /// Deletes the provider; false when it was already gone.
+    async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError>;
+
+    /// Starts a refresh; false when the remote system has no refresh operation.
+    async fn refresh(&self, remote_id: &str) -> Result<bool, RemoteError>;
+
+    /// Every provider the operator may manage.
+    async fn list(&self) -> Result<Vec<ObservedProvider>, RemoteError>;
+
+    /// One small authenticated read (see [`ProviderBackend::verify_credentials`]).
+    async fn verify_credentials(&self) -> Result<(), RemoteError>;
+
+    /// Every provider, in as few round trips as the API allows (default: [`Self::list`]).
+    async fn observe_all(&self) -> Result<Vec<ObservedProvider>, RemoteError> {
+        self.list().await
     }
 }
 
-impl SecretValues {
-    /// Records the value of one Secret key.
-    pub fn insert(&mut self, reference: &SecretKeyRef, value: String) {
-        self.0
-            .insert((reference.name.clone(), reference.key.clone()), value);
-    }
-
-    /// The value of a Secret key, if resolved.
-    pub fn get(&self, reference: &SecretKeyRef) -> Option<&str> {
-        self.0
-            .get(&(reference.name.clone(), reference.key.clone()))
-            .map(String::as_str)
-    }
+/// The remote system of one connection. The set is closed: one arm per backend folder.
+#[derive(Debug)]
+pub enum Backend {
+    Coveo(coveo::CoveoClient),
+    Keystone(keystone::KeystoneClient),
+    Jitsudo(jitsudo::JitsudoClient),
 }
 
-/// Every Secret key a connection reads.
-pub fn secret_refs(spec: &ProviderConnectionSpec) -> Vec<&SecretKeyRef> {
-    let mut refs = Vec::new();
-    if let Some(coveo) = &spec.coveo {
-        refs.push(&coveo.api_key_secret_ref);
-    }
-    if let Some(keystone) = &spec.keystone {
-        if let Some(password) = &keystone.password {
-            refs.push(&password.password_secret_ref);
+/// Runs `$body` with `$client` bound to whichever client `$backend` holds.
+macro_rules! with_client {
+    ($backend:expr, $client:ident => $body:expr) => {
+        match $backend {
+            Backend::Coveo($client) => $body,
+            Backend::Keystone($client) => $body,
+            Backend::Jitsudo($client) => $body,
         }
-        if let Some(credential) = &keystone.application_credential {
-            refs.push(&credential.secret_secret_ref);
-        }
-    }
-    if let Some(jitsudo) = &spec.jitsudo {
-        refs.push(&jitsudo.api_key_secret_ref);
-    }
-    if let Some(ca) = &spec.ca_bundle_secret_ref {
-        refs.push(ca);
-    }
-    refs
-}
-
-/// HTTP settings of a connection, with defaults.
-pub fn http_options(spec: &ProviderConnectionSpec, secrets: &SecretValues) -> HttpOptionsResult {
-    let defaults = http::HttpOptions::default();
-    let limits = spec.rate_limit.as_ref();
-    Ok(http::HttpOptions {
-        timeout: spec
-            .timeout_seconds
-            .map(|s| Duration::from_secs(s.into()))
-            .unwrap_or(defaults.timeout),
-        ca_bundle_pem: match &spec.ca_bundle_secret_ref {
-            Some(r) => Some(
-                secrets
-                    .get(r)
-                    .ok_or_else(|| missing(r))?
-                    .as_bytes()
-                    .to_vec(),
-            ),
-            None => None,
-        },
-        requests_per_second: limits
-            .and_then(|l| l.requests_per_second)
-            .unwrap_or(defaults.requests_per_second),
-        burst: limits.and_then(|l| l.burst).unwrap_or(defaults.burst),
-        max_concurrency: limits
-            .and_then(|l| l.max_concurrency)
-            .unwrap_or(defaults.max_concurrency),
-        retry: defaults.retry,
-    })
-}
-
-type HttpOptionsResult = Result<http::HttpOptions, String>;
-
-fn missing(r: &SecretKeyRef) -> String {
-    format!("Secret {:?} key {:?} was not resolved", r.name, r.key)
-}
-
-/// Builds the backend client of a connection. Errors are plain text for the InvalidConnection
-/// condition and never contain secret values.
-pub fn connect(
-    spec: &ProviderConnectionSpec,
-    secrets: &SecretValues,
-    observer: Option<http::RequestObserver>,
-) -> Result<Arc<dyn ProviderBackend>, String> {
-    let options = http_options(spec, secrets)?;
-    let with_observer = |client: http::HttpClient| match &observer {
-        Some(o) => client.with_observer(o.clone()),
-        None => client,
     };
-    if let Some(coveo) = &spec.coveo {
-        let api_key = secrets
-            .get(&coveo.api_key_secret_ref)
-            .ok_or_else(|| missing(&coveo.api_key_secret_ref))?;
-        let client = coveo::CoveoClient::new(
-            coveo.endpoint(),
-            &coveo.organization_id,
-            api_key.to_owned(),
-            &options,
-        )?
-        .map_http(with_observer);
-        return Ok(Arc::new(client));
+}
+
+impl Backend {
+    /// Which backend this is.
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            Backend::Coveo(_) => BackendKind::Coveo,
+            Backend::Keystone(_) => BackendKind::Keystone,
+            Backend::Jitsudo(_) => BackendKind::Jitsudo,
+        }
     }
-    if let Some(ks) = &spec.keystone {
-        let credentials = match (&ks.password, &ks.application_credential) {
-            (Some(p), None) => keystone::KeystoneCredentials::Password {
-                user_name: p.user_name.clone(),
-                user_domain_name: p
-                    .user_domain_name
-                    .clone()
-                    .unwrap_or_else(|| "Default".into()),
-                password: secrets
-                    .get(&p.password_secret_ref)
-                    .ok_or_else(|| missing(&p.password_secret_ref))?
-                    .to_owned(),
-            },
-            (None, Some(a)) => keystone::KeystoneCredentials::ApplicationCredential {
-                id: a.id.clone(),
-                secret: secrets
-                    .get(&a.secret_secret_ref)
-                    .ok_or_else(|| missing(&a.secret_secret_ref))?
-                    .to_owned(),
-            },
-            _ => {
-                return Err(
-                    "keystone needs exactly one of password or applicationCredential".into(),
-                );
+
+    /// A configuration of another backend: [`check_backend_match`] rejects such a pair before
+    /// any remote call, so this is only a guard.
+    fn mismatch(&self, operation: &'static str, config: &ProviderConfig) -> RemoteError {
+        RemoteError::transport(
+            self.kind().as_str(),
+            operation,
+            RemoteErrorKind::Rejected,
+            format!(
+                "a {} configuration was given to the {} backend",
+                config.backend(),
+                self.kind()
+            ),
+        )
+    }
+}
+
+#[async_trait]
+impl ProviderBackend for Backend {
+    async fn observe(&self, key: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError> {
+        with_client!(self, c => BackendClient::observe(c, key).await)
+    }
+
+    async fn create(&self, desired: &ProviderConfig) -> Result<ObservedProvider, RemoteError> {
+        match (self, desired) {
+            (Backend::Coveo(c), ProviderConfig::Coveo(d)) => BackendClient::create(c, d).await,
+            (Backend::Keystone(c), ProviderConfig::Keystone(d)) => {
+                BackendClient::create(c, d).await
             }
+            (Backend::Jitsudo(c), ProviderConfig::Jitsudo(d)) => BackendClient::create(c, d).await,
+            _ => Err(self.mismatch("create", desired)),
+        }
+    }
+
+    async fn update(
+        &self,
+        observed: &ObservedProvider,
+        desired: &ProviderConfig,
+    ) -> Result<ObservedProvider, RemoteError> {
+        let id = observed.remote_id.as_str();
+        let sent = match (self, &observed.config, desired) {
+            (Backend::Coveo(c), ProviderConfig::Coveo(o), ProviderConfig::Coveo(d)) => {
+                BackendClient::update(c, id, o, d).await?
+            }
+            (Backend::Keystone(c), ProviderConfig::Keystone(o), ProviderConfig::Keystone(d)) => {
+                BackendClient::update(c, id, o, d).await?
+            }
+            (Backend::Jitsudo(c), ProviderConfig::Jitsudo(o), ProviderConfig::Jitsudo(d)) => {
+                BackendClient::update(c, id, o, d).await?
+            }
+            _ => return Err(self.mismatch("update", desired)),
         };
-        let client =
-            keystone::KeystoneClient::new(&ks.auth_url, credentials, ks.scope.clone(), &options)?
-                .map_http(with_observer);
-        return Ok(Arc::new(client));
+        Ok(sent.unwrap_or_else(|| observed.clone()))
     }
-    if let Some(js) = &spec.jitsudo {
-        let api_key = secrets
-            .get(&js.api_key_secret_ref)
-            .ok_or_else(|| missing(&js.api_key_secret_ref))?;
-        let client =
-            jitsudo::JitsudoClient::new(&js.endpoint, &js.tenant_id, api_key.to_owned(), &options)?
-                .map_http(with_observer);
-        return Ok(Arc::new(client));
+
+    async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError> {
+        with_client!(self, c => BackendClient::delete(c, remote_id).await)
     }
-    Err("the connection has no backend block".into())
+
+    async fn refresh(&self, remote_id: &str) -> Result<bool, RemoteError> {
+        with_client!(self, c => BackendClient::refresh(c, remote_id).await)
+    }
+
+    async fn list(&self) -> Result<Vec<ObservedProvider>, RemoteError> {
+        with_client!(self, c => BackendClient::list(c).await)
+    }
+
+    async fn verify_credentials(&self) -> Result<(), RemoteError> {
+        with_client!(self, c => BackendClient::verify_credentials(c).await)
+    }
+
+    async fn observe_all(&self) -> Result<Option<Vec<ObservedProvider>>, RemoteError> {
+        with_client!(self, c => BackendClient::observe_all(c).await.map(Some))
+    }
 }

@@ -5,13 +5,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PartialObjectMeta};
+use kube::api::PartialObjectMeta;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
 use crate::api::{ProviderConnection, SecurityProvider};
-use crate::backend::{self, ProviderBackend, SecretValues};
+use crate::backend::{ClientCache, ProviderBackend};
 use crate::error::Error;
 use crate::metrics::Metrics;
 
@@ -64,11 +64,6 @@ pub fn snapshot_key(connection: &ProviderConnection) -> SnapshotKey {
     )
 }
 
-struct CachedBackend {
-    fingerprint: String,
-    backend: Arc<dyn ProviderBackend>,
-}
-
 /// Everything a reconcile needs besides the object.
 pub struct Context {
     pub client: Client,
@@ -77,9 +72,8 @@ pub struct Context {
     pub secrets: Store<PartialObjectMeta<Secret>>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
-    /// Async lock held while a client is built, so concurrent reconciles of one connection
-    /// (and the connection check) share one client: one token bucket, one Keystone token.
-    backends: tokio::sync::Mutex<HashMap<ObjectRef<ProviderConnection>, CachedBackend>>,
+    /// Built backend clients, shared by every reconcile of a connection version.
+    clients: ClientCache,
     failures: Mutex<HashMap<ObjectRef<SecurityProvider>, u32>>,
     /// Paged reads of each connection's providers, shared by resyncs.
     pub snapshots: Snapshots<SnapshotKey>,
@@ -104,7 +98,7 @@ impl Context {
             secrets,
             recorder,
             metrics,
-            backends: tokio::sync::Mutex::new(HashMap::new()),
+            clients: ClientCache::default(),
             failures: Mutex::new(HashMap::new()),
             snapshots: Snapshots::new(if settings.batch_observe {
                 snapshot_max_age(settings.resync_interval)
@@ -126,48 +120,19 @@ impl Context {
     }
 
     /// The backend client of a connection, built once per version of the connection and of
-    /// the Secrets it reads (so a rotated key is picked up at the next reconcile). Built under
-    /// an async lock so concurrent reconciles of one connection, and its credential check,
-    /// share one client: one token bucket, one concurrency cap, one Keystone token.
+    /// the Secrets it reads (see [`ClientCache::get_or_connect`]).
     pub async fn backend_for(
         &self,
         connection: &ProviderConnection,
     ) -> Result<Arc<dyn ProviderBackend>, Error> {
-        let namespace = connection.namespace().unwrap_or_default();
-        let versions: Option<Vec<(String, String)>> = backend::secret_refs(&connection.spec)
-            .iter()
-            .map(|r| {
-                let meta = self
-                    .secrets
-                    .get(&ObjectRef::new(&r.name).within(&namespace))?;
-                Some((r.name.clone(), meta.resource_version().unwrap_or_default()))
-            })
-            .collect();
-        let key = ObjectRef::from_obj(connection);
-        let mut backends = self.backends.lock().await;
-        if let Some(versions) = &versions
-            && let Some(cached) = backends.get(&key)
-            && cached.fingerprint == fingerprint(connection, versions)
-        {
-            return Ok(cached.backend.clone());
-        }
-        // A Secret missing from the cache was created a moment ago (its watch event is still
-        // on the way) or really is missing: the API server tells which.
-        let (backend, read_versions) = connect_reading_secrets(
-            &self.client,
-            connection,
-            Some(self.metrics.request_observer()),
-        )
-        .await?;
-        let fingerprint = fingerprint(connection, &read_versions);
-        backends.insert(
-            key,
-            CachedBackend {
-                fingerprint,
-                backend: backend.clone(),
-            },
-        );
-        Ok(backend)
+        self.clients
+            .get_or_connect(
+                &self.client,
+                &self.secrets,
+                connection,
+                Some(self.metrics.request_observer()),
+            )
+            .await
     }
 
     /// Records a transient failure and returns the delay before the next attempt:
@@ -216,71 +181,4 @@ impl Context {
         let spread = base / 10;
         Duration::from_millis(base - spread + rand::random_range(0..=2 * spread))
     }
-}
-
-/// Identity of a built client: the connection's uid and generation and the versions of the
-/// Secrets it read.
-fn fingerprint(connection: &ProviderConnection, secret_versions: &[(String, String)]) -> String {
-    let mut fingerprint = format!(
-        "{}/{}",
-        connection.uid().unwrap_or_default(),
-        connection.metadata.generation.unwrap_or_default()
-    );
-    for (name, version) in secret_versions {
-        fingerprint.push_str(&format!("/{name}={version}"));
-    }
-    fingerprint
-}
-
-/// Builds a connection's backend client, reading its Secrets from the connection's namespace
-/// (never from anywhere else). Used by the controller (behind its cache) and by the CLI.
-pub async fn connect_from_api(
-    client: &Client,
-    connection: &ProviderConnection,
-    observer: Option<backend::http::RequestObserver>,
-) -> Result<Arc<dyn ProviderBackend>, Error> {
-    Ok(connect_reading_secrets(client, connection, observer)
-        .await?
-        .0)
-}
-
-/// Like [`connect_from_api`], also returning the resourceVersion of each Secret read.
-async fn connect_reading_secrets(
-    client: &Client,
-    connection: &ProviderConnection,
-    observer: Option<backend::http::RequestObserver>,
-) -> Result<(Arc<dyn ProviderBackend>, Vec<(String, String)>), Error> {
-    let namespace = connection.namespace().unwrap_or_default();
-    let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    let mut values = SecretValues::default();
-    let mut versions = Vec::new();
-    for r in backend::secret_refs(&connection.spec) {
-        let secret = secrets_api
-            .get_opt(&r.name)
-            .await?
-            .ok_or_else(|| Error::SecretNotFound(r.name.clone()))?;
-        versions.push((
-            r.name.clone(),
-            secret.resource_version().unwrap_or_default(),
-        ));
-        let value = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(&r.key))
-            .and_then(|v| String::from_utf8(v.0.clone()).ok())
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| Error::SecretKeyMissing {
-                name: r.name.clone(),
-                key: r.key.clone(),
-            })?;
-        values.insert(r, value);
-    }
-    let backend = backend::connect(&connection.spec, &values, observer).map_err(|message| {
-        Error::InvalidConnection {
-            name: connection.name_any(),
-            message,
-        }
-    })?;
-    Ok((backend, versions))
 }

@@ -16,12 +16,13 @@ use tracing::{info, instrument, warn};
 use super::context::Context;
 use super::plan::{Plan, PlanInput, plan};
 use super::status::{self, Outcome, OutcomeResult, compute_status};
-use crate::api::provider_connection::BackendKind;
 use crate::api::security_provider::DeletionPolicy;
 use crate::api::{
     FINALIZER, PAUSED_ANNOTATION, REFRESH_ANNOTATION, SecurityProvider, SecurityProviderStatus,
 };
-use crate::backend::{self, ObservedProvider, ProviderBackend, ProviderConfig, ProviderKey};
+use crate::backend::{
+    ObservedProvider, ProviderBackend, ProviderKey, check_backend_match, desired_config,
+};
 use crate::error::{Error, RemoteErrorKind};
 
 /// Annotation set just before a remote create and removed once the remote id is recorded in
@@ -239,7 +240,7 @@ async fn sync(
         Plan::Create => {
             mark_create_pending(api, sp).await?;
             effects.marked_pending = true;
-            match backend.create(&key, &desired).await {
+            match backend.create(&desired).await {
                 Ok(created) => {
                     info!(remote_id = %created.remote_id, "created remote provider");
                     outcome.remote_id = Some(created.remote_id.clone());
@@ -262,7 +263,7 @@ async fn sync(
                         observed = Some(found);
                     } else {
                         outcome.observed = Some(found.clone());
-                        let updated = backend.update(&key, &found, &desired).await?;
+                        let updated = backend.update(&found, &desired).await?;
                         observed = Some(updated);
                         effects.updated = Some(fields);
                     }
@@ -274,7 +275,7 @@ async fn sync(
             let current = observed
                 .as_ref()
                 .ok_or_else(|| Error::InvalidSpec("update planned without observation".into()))?;
-            let updated = backend.update(&key, current, &desired).await?;
+            let updated = backend.update(current, &desired).await?;
             info!(remote_id = %updated.remote_id, ?fields, "updated remote provider");
             ctx.snapshots.record(&connection_key, &updated);
             observed = Some(updated);
@@ -343,46 +344,6 @@ fn refresh_to_handle(sp: &SecurityProvider) -> Option<String> {
         .as_ref()
         .and_then(|s| s.last_handled_refresh_at.as_ref());
     (handled != Some(value) && !sp.observe_only() && !is_paused(sp)).then(|| value.clone())
-}
-
-/// The desired remote configuration from the spec.
-pub fn desired_config(sp: &SecurityProvider) -> Result<ProviderConfig, Error> {
-    let desired = match sp.spec.backend() {
-        Some(BackendKind::Coveo) => backend::coveo::desired_config(sp),
-        Some(BackendKind::Keystone) => backend::keystone::desired_config(sp),
-        Some(BackendKind::Jitsudo) => backend::jitsudo::desired_config(sp),
-        None => None,
-    };
-    desired.ok_or_else(|| {
-        Error::InvalidSpec(
-            "exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into(),
-        )
-    })
-}
-
-fn check_backend_match(
-    sp: &SecurityProvider,
-    connection: &crate::api::ProviderConnection,
-) -> Result<(), Error> {
-    let wanted = sp.spec.backend();
-    let have = connection
-        .spec
-        .backend()
-        .ok_or_else(|| Error::InvalidConnection {
-            name: connection.name_any(),
-            message: "exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into(),
-        })?;
-    match wanted {
-        Some(w) if w == have => Ok(()),
-        Some(w) => Err(Error::BackendMismatch {
-            provider: w.as_str().into(),
-            connection: connection.name_any(),
-            connection_backend: have.as_str().into(),
-        }),
-        None => Err(Error::InvalidSpec(
-            "exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into(),
-        )),
-    }
 }
 
 async fn mark_create_pending(
@@ -641,80 +602,4 @@ async fn publish(
             warn!(error = %e, reason, "cannot publish event");
         }
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::SecurityProviderSpec;
-    use crate::api::security_provider::{
-        CoveoProviderSpec, JitsudoProviderSpec, JitsudoProviderType, KeystoneProviderSpec,
-    };
-
-    fn provider(spec: SecurityProviderSpec) -> SecurityProvider {
-        SecurityProvider::new("idp", spec)
-    }
-
-    fn spec() -> SecurityProviderSpec {
-        SecurityProviderSpec {
-            connection_ref: "c".into(),
-            provider_id: None,
-            display_name: None,
-            deletion_policy: None,
-            management_policy: None,
-            adopt: None,
-            coveo: None,
-            keystone: None,
-            jitsudo: None,
-        }
-    }
-
-    #[test]
-    fn desired_config_dispatches_on_the_backend_block() {
-        let coveo = provider(SecurityProviderSpec {
-            coveo: Some(CoveoProviderSpec::default()),
-            ..spec()
-        });
-        let desired = desired_config(&coveo).unwrap();
-        assert_eq!(
-            (desired.backend(), desired.lookup_key()),
-            (BackendKind::Coveo, "idp")
-        );
-        let keystone = provider(SecurityProviderSpec {
-            provider_id: Some("acme".into()),
-            keystone: Some(KeystoneProviderSpec::default()),
-            ..spec()
-        });
-        let desired = desired_config(&keystone).unwrap();
-        assert_eq!(
-            (desired.backend(), desired.lookup_key()),
-            (BackendKind::Keystone, "acme")
-        );
-        // JITSudo providers are found by name: displayName, else the provider id.
-        let jitsudo = provider(SecurityProviderSpec {
-            display_name: Some("Okta workforce".into()),
-            jitsudo: Some(JitsudoProviderSpec {
-                provider_type: JitsudoProviderType::Okta,
-                config: None,
-                enabled: None,
-            }),
-            ..spec()
-        });
-        let desired = desired_config(&jitsudo).unwrap();
-        assert_eq!(
-            (desired.backend(), desired.lookup_key()),
-            (BackendKind::Jitsudo, "Okta workforce")
-        );
-        assert!(matches!(
-            desired_config(&provider(spec())),
-            Err(Error::InvalidSpec(_))
-        ));
-        // Configurations of different backends never compare equal.
-        assert_eq!(
-            desired_config(&coveo)
-                .unwrap()
-                .diff(&desired_config(&keystone).unwrap()),
-            vec!["backend"]
-        );
-    }
 }

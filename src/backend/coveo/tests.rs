@@ -1,0 +1,255 @@
+//! Unit tests of the pure parts: configuration, diff, wire parsing, health.
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::api::security_provider::{
+    CoveoCascadingProvider, CoveoProviderType, CoveoReference, CoveoReferenceType,
+};
+use crate::api::security_provider::{CoveoProviderSpec, CurrentStatus};
+use crate::backend::{ProviderConfig, RemoteHealth};
+use crate::error::RemoteErrorKind;
+
+/// The sample response of Coveo's "Get the status of a security identity provider" page.
+pub const SEED_000_SAMPLE: &str = r#"{
+  "id": "mypushsourcesecurityidentityprovider",
+  "name": "mypushsourcesecurityidentityprovider",
+  "displayName": "mypushsourcesecurityidentityprovider",
+  "organizationClusterId": "mycoveocloudv2organization-x3xz5hehgtdarowotab2oekcwa",
+  "type": "EXPANDED", "nodeRequired": false, "caseSensitive": false, "parameters": {},
+  "cascadingSecurityProviders": {"Email Security Provider": {"id": "Email Security Provider", "name": "Email Security Provider", "type": "EMAIL"}},
+  "referencedBy": [{"type": "SOURCE", "id": "mycoveocloudv2organization-rp5rxzbdz753uhndklv2ztkfgy",
+    "attributes": {"id": "mycoveocloudv2organization-rp5rxzbdz753uhndklv2ztkfgy", "name": "MyPushSource", "sourceType": "PUSH", "crawlerInstanceType": "Push", "pushEnabled": true, "onPremisesEnabled": false}}],
+  "statistics": {"numberOfEntitiesByState": {"UP_TO_DATE": 10, "DISABLED": 0, "NOT_UPDATED": 0, "OUT_OF_DATE": 0, "IN_ERROR": 0}, "numberOfEntitiesInError": 0, "totalNumberOfEntities": 10},
+  "lastRefreshOperation": {"operationType": "SECURITY_CACHE_REFRESH", "timestamp": 1513008128699, "numberOfEntitiesProcessed": 10},
+  "currentStatus": {"type": "IDLE"}
+}"#;
+
+fn seed_spec() -> CoveoProviderSpec {
+    CoveoProviderSpec {
+        provider_type: Some(CoveoProviderType::Expanded),
+        node_required: Some(false),
+        case_sensitive: None,
+        parameters: BTreeMap::new(),
+        referenced_by: vec![CoveoReference {
+            reference_type: CoveoReferenceType::Source,
+            id: "mycoveocloudv2organization-rp5rxzbdz753uhndklv2ztkfgy".into(),
+        }],
+        cascading_security_providers: vec![CoveoCascadingProvider {
+            id: EMAIL_SECURITY_PROVIDER.into(),
+            provider_type: CoveoProviderType::Email,
+        }],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn seed_sample_parses_into_status_fields() {
+    let wire: ProviderWire = serde_json::from_str(SEED_000_SAMPLE).unwrap();
+    let observed = observed_from_wire(wire);
+    assert_eq!(observed.remote_id, "mypushsourcesecurityidentityprovider");
+    let stats = observed.state.statistics.unwrap();
+    assert_eq!(stats.total_number_of_entities, 10);
+    assert_eq!(stats.number_of_entities_by_state["UP_TO_DATE"], 10);
+    let op = observed.state.last_refresh_operation.unwrap();
+    assert_eq!(op.timestamp.as_deref(), Some("2017-12-11T16:02:08.699Z"));
+    assert_eq!(op.operation_type.as_deref(), Some("SECURITY_CACHE_REFRESH"));
+    assert_eq!(op.number_of_entities_processed, Some(10));
+    assert_eq!(observed.state.current_status.unwrap().status_type, "IDLE");
+    assert_eq!(observed.health, RemoteHealth::Healthy);
+}
+
+#[test]
+fn seed_sample_is_in_sync_with_the_equivalent_spec() {
+    let desired = CoveoConfig::desired(
+        "mypushsourcesecurityidentityprovider",
+        "mypushsourcesecurityidentityprovider",
+        &seed_spec(),
+    );
+    let observed = observed_from_wire(serde_json::from_str(SEED_000_SAMPLE).unwrap());
+    let ProviderConfig::Coveo(observed) = observed.config else {
+        panic!("a Coveo observation");
+    };
+    // Map key "Email Security Provider" vs our id-keyed request, attributes, statistics and
+    // organizationClusterId must not count as differences.
+    assert_eq!(desired.diff(&observed), Vec::<&str>::new());
+}
+
+#[test]
+fn diff_names_each_changed_field() {
+    let base = CoveoConfig::desired("p", "P", &seed_spec());
+    let mut changed = base.clone();
+    changed.display_name = "Other".into();
+    changed.case_sensitive = true;
+    changed.referenced_by.insert(("SOURCE".into(), "s2".into()));
+    assert_eq!(
+        changed.diff(&base),
+        vec!["displayName", "caseSensitive", "referencedBy"]
+    );
+    let mut cascading = base.clone();
+    cascading
+        .cascading
+        .insert(EMAIL_SECURITY_PROVIDER.into(), "SOMETHING_ELSE".into());
+    assert!(
+        cascading.diff(&base).is_empty(),
+        "cascading providers are compared by id only"
+    );
+    cascading.cascading.clear();
+    assert_eq!(cascading.diff(&base), vec!["cascadingSecurityProviders"]);
+}
+
+#[test]
+fn sensitive_parameters_are_not_compared() {
+    let json = r#"{"id":"p","parameters":{"a":{"value":"1","sensitive":false},"secret":{"value":"****","sensitive":true}}}"#;
+    let observed = observed_from_wire(serde_json::from_str(json).unwrap());
+    let ProviderConfig::Coveo(config) = observed.config else {
+        panic!("a Coveo observation");
+    };
+    assert_eq!(
+        config.parameters,
+        BTreeMap::from([("a".to_string(), "1".to_string())])
+    );
+}
+
+#[test]
+fn timestamps_are_accepted_as_millis_or_date_time() {
+    for (raw, expected) in [
+        (r#"1513008128699"#, Some("2017-12-11T16:02:08.699Z")),
+        (
+            r#""2017-12-11T16:02:08.699Z""#,
+            Some("2017-12-11T16:02:08.699Z"),
+        ),
+        (
+            r#""2017-12-11T17:02:08.699+01:00""#,
+            Some("2017-12-11T16:02:08.699Z"),
+        ),
+        (r#""2017-12-11T16:02:08""#, Some("2017-12-11T16:02:08Z")),
+        (r#""1513008128699""#, Some("2017-12-11T16:02:08.699Z")),
+        (r#""yesterday""#, None),
+    ] {
+        let ts: TimestampWire = serde_json::from_str(raw).unwrap();
+        assert_eq!(ts.to_rfc3339().as_deref(), expected, "{raw}");
+    }
+}
+
+#[test]
+fn unknown_fields_and_enum_values_are_tolerated() {
+    let json = r#"{"id":"p","type":"SOMETHING_NEW","futureField":{"x":1},"currentStatus":{"type":"WARMING_UP","extra":1}}"#;
+    let observed = observed_from_wire(serde_json::from_str(json).unwrap());
+    assert_eq!(
+        observed.state.current_status.as_ref().unwrap().status_type,
+        "WARMING_UP"
+    );
+    assert_eq!(observed.health, RemoteHealth::Healthy);
+}
+
+#[test]
+fn error_bodies_give_code_message_and_kind() {
+    let headers = reqwest::header::HeaderMap::new();
+    let e = parse_error("create", 400, &headers, br#"{"errorCode":"SECURITY_PROVIDER_INVALID_CONFIGURATION","message":"Your security identity provider id is too long."}"#);
+    assert_eq!(e.kind, RemoteErrorKind::InvalidConfiguration);
+    assert_eq!(e.code.as_deref(), Some(INVALID_CONFIGURATION));
+    assert_eq!(e.message, "Your security identity provider id is too long.");
+    let e = parse_error(
+        "get",
+        403,
+        &headers,
+        br#"{"type":"ACCESS_DENIED","detail":"no privilege"}"#,
+    );
+    assert_eq!(
+        (e.kind, e.code.as_deref(), e.message.as_str()),
+        (
+            RemoteErrorKind::Forbidden,
+            Some("ACCESS_DENIED"),
+            "no privilege"
+        )
+    );
+    let e = parse_error(
+        "get",
+        401,
+        &headers,
+        br#"{"code":"INVALID_TOKEN","message":"expired"}"#,
+    );
+    assert_eq!(
+        (e.kind, e.code.as_deref()),
+        (RemoteErrorKind::Unauthorized, Some("INVALID_TOKEN"))
+    );
+    let e = parse_error(
+        "get",
+        502,
+        &headers,
+        b"<html><body>Bad gateway</body></html>",
+    );
+    assert_eq!(e.kind, RemoteErrorKind::Unavailable);
+    assert!(e.message.contains("Bad gateway"), "{}", e.message);
+    let mut waf = reqwest::header::HeaderMap::new();
+    waf.insert("x-coveo-waf-action", "block".parse().unwrap());
+    waf.insert("x-request-id", "req-9".parse().unwrap());
+    let e = parse_error("get", 403, &waf, b"");
+    assert!(e.message.contains("firewall"));
+    assert_eq!(e.request_id.as_deref(), Some("req-9"));
+}
+
+#[test]
+fn health_follows_current_status() {
+    let status = |t: &str| CurrentStatus {
+        status_type: t.into(),
+        refresh_type: None,
+    };
+    assert!(matches!(
+        health_of(Some(&status("ERROR"))),
+        RemoteHealth::Degraded {
+            reason: "RemoteError",
+            ..
+        }
+    ));
+    assert!(matches!(
+        health_of(Some(&status("DISABLED"))),
+        RemoteHealth::Degraded {
+            reason: "RemoteSuspended",
+            ..
+        }
+    ));
+    assert!(matches!(
+        health_of(Some(&status("CREATING"))),
+        RemoteHealth::Progressing { .. }
+    ));
+    assert_eq!(
+        health_of(Some(&status("REFRESHING"))),
+        RemoteHealth::Healthy
+    );
+    assert!(is_refreshing(Some(&status("PENDING_REFRESH"))));
+    assert!(!is_refreshing(Some(&status("IDLE"))));
+}
+
+#[test]
+fn exported_spec_round_trips_to_the_same_configuration() {
+    let observed = observed_from_wire(serde_json::from_str(SEED_000_SAMPLE).unwrap());
+    let ProviderConfig::Coveo(config) = observed.config else {
+        panic!("coveo config")
+    };
+    let spec = config.to_spec().unwrap();
+    let again = CoveoConfig::desired(&config.id, &config.display_name, &spec);
+    assert_eq!(again, config);
+    assert_eq!(spec.node_required, None, "defaults are left out");
+    let mut odd = config.clone();
+    odd.provider_type = "FUTURE_TYPE".into();
+    assert!(odd.to_spec().unwrap_err().contains("FUTURE_TYPE"));
+}
+
+#[test]
+fn request_body_matches_the_documented_payload() {
+    let config = CoveoConfig::desired("My Provider", "My Provider", &seed_spec());
+    let body = serde_json::to_value(config.to_request()).unwrap();
+    assert_eq!(body["id"], "My Provider");
+    assert_eq!(body["type"], "EXPANDED");
+    assert_eq!(body["nodeRequired"], false);
+    assert_eq!(body["referencedBy"][0]["type"], "SOURCE");
+    assert_eq!(
+        body["cascadingSecurityProviders"][EMAIL_SECURITY_PROVIDER]["type"],
+        "EMAIL"
+    );
+    assert_eq!(
+        body["cascadingSecurityProviders"][EMAIL_SECURITY_PROVIDER]["id"],
+        EMAIL_SECURITY_PROVIDER
+    );
+}

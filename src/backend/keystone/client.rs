@@ -1,0 +1,334 @@
+//! The Keystone HTTP client and its [`BackendClient`] implementation.
+use async_trait::async_trait;
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::api::provider_connection::{KeystoneConnection, KeystoneScope};
+use crate::backend::connect::SecretValues;
+use crate::backend::http::{HttpOptions, Reply, RequestObserver, RestClient, parse_endpoint};
+use crate::backend::{BackendClient, ObservedProvider, ProviderKey};
+use crate::error::RemoteError;
+
+use super::*;
+
+/// Client of one Keystone (or OTC IAM) endpoint.
+pub struct KeystoneClient {
+    /// Base URL ending in `/v3`.
+    rest: RestClient,
+    credentials: KeystoneCredentials,
+    scope: Option<KeystoneScope>,
+    token: tokio::sync::Mutex<Option<CachedToken>>,
+}
+
+/// Never prints the password, the secret or the token.
+impl std::fmt::Debug for KeystoneClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeystoneClient")
+            .field("base", &self.rest.base().as_str())
+            .field("credentials", &self.credentials)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeystoneClient {
+    /// A client for `auth_url` (with or without a trailing `/v3`).
+    pub fn new(
+        auth_url: &str,
+        credentials: KeystoneCredentials,
+        scope: Option<KeystoneScope>,
+        options: &HttpOptions,
+    ) -> Result<Self, String> {
+        let mut base = parse_endpoint(auth_url)?;
+        {
+            let path = base.path().trim_end_matches('/');
+            let path = path.strip_suffix("/v3").unwrap_or(path).to_owned();
+            base.set_path(&format!("{path}/v3"));
+        }
+        let secret = match &credentials {
+            KeystoneCredentials::Password { password, .. } => password,
+            KeystoneCredentials::ApplicationCredential { secret, .. } => secret,
+        };
+        if secret.trim().is_empty() {
+            return Err("the Keystone password or application credential secret is empty".into());
+        }
+        Ok(KeystoneClient {
+            rest: RestClient::new(BACKEND, base, options, parse_error)?,
+            credentials,
+            scope,
+            token: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The client of a connection's `keystone` block.
+    pub fn connect(
+        spec: &KeystoneConnection,
+        secrets: &SecretValues,
+        options: &HttpOptions,
+    ) -> Result<Self, String> {
+        let credentials = match (&spec.password, &spec.application_credential) {
+            (Some(p), None) => KeystoneCredentials::Password {
+                user_name: p.user_name.clone(),
+                user_domain_name: p
+                    .user_domain_name
+                    .clone()
+                    .unwrap_or_else(|| "Default".into()),
+                password: secrets.require(&p.password_secret_ref)?,
+            },
+            (None, Some(a)) => KeystoneCredentials::ApplicationCredential {
+                id: a.id.clone(),
+                secret: secrets.require(&a.secret_secret_ref)?,
+            },
+            _ => {
+                return Err(
+                    "keystone needs exactly one of password or applicationCredential".into(),
+                );
+            }
+        };
+        Self::new(&spec.auth_url, credentials, spec.scope.clone(), options)
+    }
+
+    /// Calls `observer` after every request attempt.
+    pub fn with_observer(mut self, observer: RequestObserver) -> Self {
+        self.rest = self.rest.with_observer(observer);
+        self
+    }
+
+    fn idp_url(&self, id: &str) -> url::Url {
+        self.rest.url(&["OS-FEDERATION", "identity_providers", id])
+    }
+
+    /// A usable token: the cached one, or a new one. Authentication runs under the lock, so
+    /// concurrent reconciles wait for one token instead of each requesting their own.
+    async fn token(&self) -> Result<String, RemoteError> {
+        let mut cached = self.token.lock().await;
+        if let Some(token) = cached.as_ref()
+            && token.fresh(jiff::Timestamp::now())
+        {
+            return Ok(token.value.clone());
+        }
+        let token = self.authenticate().await?;
+        let value = token.value.clone();
+        *cached = Some(token);
+        Ok(value)
+    }
+
+    /// Forgets `rejected` unless another call already replaced it.
+    async fn drop_token(&self, rejected: &str) {
+        let mut cached = self.token.lock().await;
+        if cached.as_ref().is_some_and(|t| t.value == rejected) {
+            *cached = None;
+        }
+    }
+
+    async fn authenticate(&self) -> Result<CachedToken, RemoteError> {
+        let body = auth_request(&self.credentials, self.scope.as_ref());
+        let url = self.rest.url(&["auth", "tokens"]);
+        let reply = self
+            .rest
+            .send("authenticate", true, |client| {
+                client
+                    .post(url.clone())
+                    .header(reqwest::header::ACCEPT, "application/json")
+                    .json(&body)
+            })
+            .await?;
+        reply.ok()?;
+        let value = reply
+            .response
+            .header("x-subject-token")
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| {
+                reply.bad_response("the token response has no X-Subject-Token header")
+            })?;
+        let parsed: TokenResponseWire =
+            serde_json::from_slice(&reply.response.body).unwrap_or_default();
+        let now = jiff::Timestamp::now();
+        let expires_at = parsed
+            .token
+            .and_then(|t| t.expires_at)
+            .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+            .unwrap_or_else(|| {
+                let lifetime =
+                    jiff::SignedDuration::try_from(ASSUMED_TOKEN_LIFETIME).unwrap_or_default();
+                now.checked_add(lifetime).unwrap_or(now)
+            });
+        tracing::debug!(backend = BACKEND, %expires_at, "obtained a Keystone token");
+        Ok(CachedToken { value, expires_at })
+    }
+
+    /// One API call with the token; on 401 re-authenticates once and repeats the call once.
+    async fn call(
+        &self,
+        operation: &'static str,
+        idempotent: bool,
+        method: Method,
+        url: url::Url,
+        body: Option<&Value>,
+    ) -> Result<Reply, RemoteError> {
+        let token = self.token().await?;
+        let reply = self
+            .send_with_token(&token, operation, idempotent, &method, &url, body)
+            .await?;
+        if reply.status() != 401 {
+            return Ok(reply);
+        }
+        // Revoked early (password change, user disabled, server restart): one fresh token.
+        tracing::debug!(
+            backend = BACKEND,
+            operation,
+            "token rejected; re-authenticating once"
+        );
+        self.drop_token(&token).await;
+        let token = self.token().await?;
+        self.send_with_token(&token, operation, idempotent, &method, &url, body)
+            .await
+    }
+
+    async fn send_with_token(
+        &self,
+        token: &str,
+        operation: &'static str,
+        idempotent: bool,
+        method: &Method,
+        url: &url::Url,
+        body: Option<&Value>,
+    ) -> Result<Reply, RemoteError> {
+        self.rest
+            .call(operation, idempotent, method, url, body, |req| {
+                req.header("X-Auth-Token", token)
+            })
+            .await
+    }
+
+    /// The `identity_provider` object of a 2xx reply.
+    fn one(reply: &Reply) -> Result<IdentityProviderWire, RemoteError> {
+        reply
+            .json::<OneWire>()?
+            .identity_provider
+            .ok_or_else(|| reply.bad_response("the response has no identity_provider object"))
+    }
+
+    /// `GET /v3/OS-FEDERATION/identity_providers/{id}`; None on 404.
+    pub async fn get(&self, id: &str) -> Result<Option<IdentityProviderWire>, RemoteError> {
+        let reply = self
+            .call("get", true, Method::GET, self.idp_url(id), None)
+            .await?;
+        match reply.status() {
+            404 => Ok(None),
+            _ => Self::one(&reply).map(Some),
+        }
+    }
+
+    /// `PUT /v3/OS-FEDERATION/identity_providers/{id}` (201). Not retried: a lost response may
+    /// mean it was created, and a repeat would be a 409.
+    pub async fn create(
+        &self,
+        config: &KeystoneConfig,
+    ) -> Result<IdentityProviderWire, RemoteError> {
+        let body = config.create_body();
+        let url = self.idp_url(&config.id);
+        Self::one(
+            &self
+                .call("create", false, Method::PUT, url, Some(&body))
+                .await?,
+        )
+    }
+
+    /// `PATCH /v3/OS-FEDERATION/identity_providers/{id}` with `body` (sets values, so safe to
+    /// retry).
+    pub async fn patch(&self, id: &str, body: &Value) -> Result<IdentityProviderWire, RemoteError> {
+        let url = self.idp_url(id);
+        Self::one(
+            &self
+                .call("update", true, Method::PATCH, url, Some(body))
+                .await?,
+        )
+    }
+
+    /// `DELETE /v3/OS-FEDERATION/identity_providers/{id}`; false when it was already gone.
+    pub async fn delete(&self, id: &str) -> Result<bool, RemoteError> {
+        self.call("delete", true, Method::DELETE, self.idp_url(id), None)
+            .await?
+            .existed()
+    }
+
+    /// `GET /v3/OS-FEDERATION/identity_providers`, following `links.next` when a deployment
+    /// paginates.
+    pub async fn list(&self) -> Result<Vec<IdentityProviderWire>, RemoteError> {
+        let mut all = Vec::new();
+        let mut url = self.rest.url(&["OS-FEDERATION", "identity_providers"]);
+        for _ in 0..MAX_LIST_PAGES {
+            let page: ListWire = self
+                .call("list", true, Method::GET, url.clone(), None)
+                .await?
+                .json()?;
+            let received = page.identity_providers.len();
+            all.extend(page.identity_providers);
+            let next = page
+                .links
+                .and_then(|l| l.next)
+                .and_then(|n| url::Url::parse(&n).ok());
+            match next {
+                Some(next) if received > 0 && next != url => url = next,
+                _ => break,
+            }
+        }
+        Ok(all)
+    }
+
+    /// Obtains a token now (for tests and connection checks).
+    pub async fn check_credentials(&self) -> Result<(), RemoteError> {
+        self.token().await.map(|_| ())
+    }
+}
+
+#[async_trait]
+impl BackendClient for KeystoneClient {
+    type Config = KeystoneConfig;
+
+    async fn observe(&self, key: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError> {
+        Ok(self.get(&key.id).await?.map(observed_from_wire))
+    }
+
+    async fn create(&self, desired: &KeystoneConfig) -> Result<ObservedProvider, RemoteError> {
+        Ok(observed_from_wire(
+            KeystoneClient::create(self, desired).await?,
+        ))
+    }
+
+    async fn update(
+        &self,
+        remote_id: &str,
+        current: &KeystoneConfig,
+        desired: &KeystoneConfig,
+    ) -> Result<Option<ObservedProvider>, RemoteError> {
+        let Some(body) = desired.patch_body(current) else {
+            return Ok(None);
+        };
+        Ok(Some(observed_from_wire(
+            self.patch(remote_id, &body).await?,
+        )))
+    }
+
+    async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError> {
+        KeystoneClient::delete(self, remote_id).await
+    }
+
+    async fn verify_credentials(&self) -> Result<(), RemoteError> {
+        // A token proves the credentials and the scope; identity provider rights show on the
+        // first provider read.
+        self.check_credentials().await
+    }
+
+    async fn refresh(&self, _remote_id: &str) -> Result<bool, RemoteError> {
+        Ok(false)
+    }
+
+    async fn list(&self) -> Result<Vec<ObservedProvider>, RemoteError> {
+        Ok(KeystoneClient::list(self)
+            .await?
+            .into_iter()
+            .map(observed_from_wire)
+            .collect())
+    }
+}

@@ -1,0 +1,125 @@
+//! From a SecurityProvider spec to the desired configuration of its backend, and the check
+//! that the SecurityProvider and its ProviderConnection name the same backend.
+use kube::ResourceExt;
+
+use super::ProviderConfig;
+use crate::api::SecurityProvider;
+use crate::api::provider_connection::BackendKind;
+use crate::error::Error;
+
+/// The desired remote configuration from the spec.
+pub fn desired_config(sp: &SecurityProvider) -> Result<ProviderConfig, Error> {
+    let desired = match sp.spec.backend() {
+        Some(BackendKind::Coveo) => super::coveo::desired_config(sp),
+        Some(BackendKind::Keystone) => super::keystone::desired_config(sp),
+        Some(BackendKind::Jitsudo) => super::jitsudo::desired_config(sp),
+        None => None,
+    };
+    desired.ok_or_else(|| {
+        Error::InvalidSpec(
+            "exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into(),
+        )
+    })
+}
+
+/// Checks that the SecurityProvider and its connection name the same backend.
+pub fn check_backend_match(
+    sp: &SecurityProvider,
+    connection: &crate::api::ProviderConnection,
+) -> Result<(), Error> {
+    let wanted = sp.spec.backend();
+    let have = connection
+        .spec
+        .backend()
+        .ok_or_else(|| Error::InvalidConnection {
+            name: connection.name_any(),
+            message: "exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into(),
+        })?;
+    match wanted {
+        Some(w) if w == have => Ok(()),
+        Some(w) => Err(Error::BackendMismatch {
+            provider: w.as_str().into(),
+            connection: connection.name_any(),
+            connection_backend: have.as_str().into(),
+        }),
+        None => Err(Error::InvalidSpec(
+            "exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::SecurityProviderSpec;
+    use crate::api::security_provider::{
+        CoveoProviderSpec, JitsudoProviderSpec, JitsudoProviderType, KeystoneProviderSpec,
+    };
+
+    fn provider(spec: SecurityProviderSpec) -> SecurityProvider {
+        SecurityProvider::new("idp", spec)
+    }
+
+    fn spec() -> SecurityProviderSpec {
+        SecurityProviderSpec {
+            connection_ref: "c".into(),
+            provider_id: None,
+            display_name: None,
+            deletion_policy: None,
+            management_policy: None,
+            adopt: None,
+            coveo: None,
+            keystone: None,
+            jitsudo: None,
+        }
+    }
+
+    #[test]
+    fn desired_config_dispatches_on_the_backend_block() {
+        let coveo = provider(SecurityProviderSpec {
+            coveo: Some(CoveoProviderSpec::default()),
+            ..spec()
+        });
+        let desired = desired_config(&coveo).unwrap();
+        assert_eq!(
+            (desired.backend(), desired.lookup_key()),
+            (BackendKind::Coveo, "idp")
+        );
+        let keystone = provider(SecurityProviderSpec {
+            provider_id: Some("acme".into()),
+            keystone: Some(KeystoneProviderSpec::default()),
+            ..spec()
+        });
+        let desired = desired_config(&keystone).unwrap();
+        assert_eq!(
+            (desired.backend(), desired.lookup_key()),
+            (BackendKind::Keystone, "acme")
+        );
+        // JITSudo providers are found by name: displayName, else the provider id.
+        let jitsudo = provider(SecurityProviderSpec {
+            display_name: Some("Okta workforce".into()),
+            jitsudo: Some(JitsudoProviderSpec {
+                provider_type: JitsudoProviderType::Okta,
+                config: None,
+                enabled: None,
+            }),
+            ..spec()
+        });
+        let desired = desired_config(&jitsudo).unwrap();
+        assert_eq!(
+            (desired.backend(), desired.lookup_key()),
+            (BackendKind::Jitsudo, "Okta workforce")
+        );
+        assert!(matches!(
+            desired_config(&provider(spec())),
+            Err(Error::InvalidSpec(_))
+        ));
+        // Configurations of different backends never compare equal.
+        assert_eq!(
+            desired_config(&coveo)
+                .unwrap()
+                .diff(&desired_config(&keystone).unwrap()),
+            vec!["backend"]
+        );
+    }
+}
