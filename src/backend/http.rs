@@ -1,6 +1,8 @@
 //! HTTP concerns shared by every backend: TLS, a timeout on every request, a per-connection
 //! token bucket and concurrency cap, and retries with exponential backoff and full jitter for
-//! idempotent calls only, honouring `Retry-After` in both its forms.
+//! idempotent calls only, honouring `Retry-After` in both its forms. Every write (any method
+//! but GET/HEAD/OPTIONS) passes the leader fence ([`crate::leader::fence`]) just before it
+//! leaves, so a replica that lost its Lease stops writing at once.
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +13,7 @@ use reqwest::header::HeaderMap;
 use tokio::sync::Semaphore;
 
 use crate::error::{RemoteError, RemoteErrorKind};
+use crate::leader::WriteFence;
 
 /// Retry schedule for idempotent calls.
 #[derive(Clone, Debug, PartialEq)]
@@ -137,6 +140,7 @@ pub struct HttpClient {
     in_flight: Semaphore,
     retry: RetryPolicy,
     observer: Option<RequestObserver>,
+    fence: &'static WriteFence,
 }
 
 impl HttpClient {
@@ -145,7 +149,7 @@ impl HttpClient {
         let mut builder = reqwest::Client::builder()
             .timeout(options.timeout)
             .connect_timeout(options.timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("secprov-operator/", env!("CARGO_PKG_VERSION")))
+            .user_agent(user_agent())
             .pool_idle_timeout(Duration::from_secs(60));
         if let Some(pem) = &options.ca_bundle_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
@@ -169,12 +173,19 @@ impl HttpClient {
             in_flight: Semaphore::new(options.max_concurrency.max(1) as usize),
             retry: options.retry.clone(),
             observer: None,
+            fence: crate::leader::fence(),
         })
     }
 
     /// Calls `observer(backend, operation, status, duration)` after every attempt.
     pub fn with_observer(mut self, observer: RequestObserver) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Checks writes against `fence` instead of the process-wide one (tests).
+    pub fn with_fence(mut self, fence: &'static WriteFence) -> Self {
+        self.fence = fence;
         self
     }
 
@@ -257,9 +268,23 @@ impl HttpClient {
             )
         })?;
         self.limiter.until_ready().await;
+        let request = build(&self.client)
+            .build()
+            .map_err(|e| transport_error(self.backend, operation, &e))?;
+        // Checked last, after every wait: the Lease may have been lost meanwhile.
+        if crate::leader::is_write(request.method())
+            && let Err(e) = self.fence.check()
+        {
+            return Err(RemoteError::transport(
+                self.backend,
+                operation,
+                RemoteErrorKind::Unavailable,
+                e.to_string(),
+            ));
+        }
         let started = Instant::now();
         let result = async {
-            let response = build(&self.client).send().await?;
+            let response = self.client.execute(request).await?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
             let body = response.bytes().await?;
@@ -280,6 +305,16 @@ impl HttpClient {
         }
         result.map_err(|e| transport_error(self.backend, operation, &e))
     }
+}
+
+/// `secprov-operator/VERSION (IDENTITY)`: the identity (the leader election's, `POD_NAME` or
+/// `hostname-pid`) tells a remote audit log which replica wrote.
+pub fn user_agent() -> String {
+    format!(
+        "secprov-operator/{} ({})",
+        env!("CARGO_PKG_VERSION"),
+        crate::leader::default_identity()
+    )
 }
 
 /// Turns a backend's non-success response (operation, status, headers, body) into a
@@ -605,6 +640,58 @@ pub fn short_text(body: &[u8]) -> String {
 mod tests {
     use super::*;
     use reqwest::header::{HeaderValue, RETRY_AFTER};
+
+    /// A server that answers every request with 204 and counts them.
+    async fn counting_server() -> (url::Url, Arc<std::sync::atomic::AtomicUsize>) {
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = hits.clone();
+        let app = axum::Router::new().fallback(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { axum::http::StatusCode::NO_CONTENT }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/x", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url.parse().unwrap(), hits)
+    }
+
+    #[tokio::test]
+    async fn a_closed_fence_stops_writes_before_they_leave_but_not_reads() {
+        let (url, hits) = counting_server().await;
+        let fence: &'static WriteFence = Box::leak(Box::new(WriteFence::new()));
+        fence.arm(Duration::from_secs(10));
+        let client = HttpClient::new("test", &HttpOptions::default())
+            .unwrap()
+            .with_fence(fence);
+        let send = |method: reqwest::Method| {
+            let (client, url) = (&client, url.clone());
+            async move {
+                client
+                    .send("op", true, |c| c.request(method.clone(), url.clone()))
+                    .await
+            }
+        };
+        for method in [
+            reqwest::Method::POST,
+            reqwest::Method::PUT,
+            reqwest::Method::DELETE,
+        ] {
+            let err = send(method).await.unwrap_err();
+            assert!(err.to_string().contains("leader Lease"), "{err}");
+        }
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(send(reqwest::Method::GET).await.unwrap().status, 204);
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+        fence.renewed(Instant::now());
+        assert_eq!(send(reqwest::Method::POST).await.unwrap().status, 204);
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn the_user_agent_names_this_process() {
+        assert!(user_agent().starts_with("secprov-operator/"));
+        assert!(user_agent().contains(crate::leader::default_identity()));
+    }
 
     fn headers(value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
