@@ -278,8 +278,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let shutdown = shutdown.shared();
     let providers_api: Api<SecurityProvider> = api_for(&client, &settings.namespace);
+    let provider_list = match &settings.label_selector {
+        Some(selector) => ListParams::default().labels(selector),
+        None => ListParams::default(),
+    };
     providers_api
-        .list(&ListParams::default().limit(1))
+        .list(&provider_list.limit(1))
         .await
         .context("cannot list SecurityProviders; are the CRDs in crds/ applied, and may this identity list them?")?;
 
@@ -319,7 +323,7 @@ pub async fn run(
         secrets.for_connections,
         shutdown,
     );
-    info!(concurrency = settings.concurrency, resync = ?settings.resync_interval, namespace = ?settings.namespace, "starting controller");
+    info!(concurrency = settings.concurrency, resync = ?settings.resync_interval, namespace = ?settings.namespace, selector = ?settings.label_selector, "starting controller");
     tokio::select! {
         _ = futures::future::join(provider_controller, connection_controller) => {}
         _ = futures::future::join(connections.pump, secrets.pump) => {}
@@ -342,7 +346,13 @@ async fn provider_controller(
 ) {
     let (providers, provider_writer) = reflector::store::<SecurityProvider>();
     let forget_ctx = ctx.clone();
-    let provider_events = watcher(providers_api, watcher::Config::default().any_semantic())
+    // The shard's selector applies to SecurityProviders only: connections and Secrets are
+    // shared by providers of every shard.
+    let provider_watch = match &ctx.settings.label_selector {
+        Some(selector) => watcher::Config::default().labels(selector),
+        None => watcher::Config::default(),
+    };
+    let provider_events = watcher(providers_api, provider_watch.any_semantic())
         .default_backoff()
         .modify(strip_provider)
         .reflect(provider_writer)
