@@ -54,14 +54,22 @@ fn dependents_are_garbage_collected_when_their_owner_goes() {
     ns.kubectl(&["create", "configmap", "owner", "--from-literal=a=b"])
         .unwrap();
     let uid = ns
-        .kubectl(&["get", "configmap", "owner", "-o", "jsonpath={.metadata.uid}"])
+        .kubectl(&[
+            "get",
+            "configmap",
+            "owner",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ])
         .unwrap();
     ns.apply(&connection()).unwrap();
     ns.apply(&provider("owned", Some(("owner", &uid)))).unwrap();
     ns.apply(&provider("independent", None)).unwrap();
     ns.kubectl(&["delete", "configmap", "owner"]).unwrap();
     eventually(Duration::from_secs(60), "the dependent deleted", || {
-        ns.get_json("securityprovider/owned").is_none().then_some(())
+        ns.get_json("securityprovider/owned")
+            .is_none()
+            .then_some(())
     });
     assert!(
         ns.get_json("securityprovider/independent").is_some(),

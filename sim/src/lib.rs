@@ -12,6 +12,7 @@
 
 pub mod coveo;
 pub mod faults;
+pub mod hostile;
 pub mod jitsudo;
 pub mod keystone;
 

@@ -4,7 +4,8 @@ use async_trait::async_trait;
 
 use crate::api::provider_connection::BackendKind;
 use crate::backend::http::{
-    HttpClient, HttpOptions, HttpResponse, parse_endpoint, url_with_segments,
+    HttpClient, HttpOptions, HttpResponse, check_returned_id, parse_endpoint, require_usable_id,
+    too_many_pages, url_with_segments,
 };
 use crate::backend::{ObservedProvider, ProviderBackend, ProviderConfig, ProviderKey};
 use crate::error::{RemoteError, RemoteErrorKind};
@@ -92,13 +93,18 @@ impl CoveoClient {
             .await?;
         match resp.status {
             404 => Ok(None),
-            _ if resp.is_success() => resp.json(BACKEND, "get").map(Some),
+            _ if resp.is_success() => {
+                let found: ProviderWire = resp.json(BACKEND, "get")?;
+                check_returned_id(BACKEND, "get", Some(id), &found.id)?;
+                Ok(Some(found))
+            }
             _ => Err(Self::fail("get", &resp)),
         }
     }
 
     /// `POST /securityproviders`. Not retried: a lost response may mean it was created.
     pub async fn create(&self, request: &ProviderRequest) -> Result<ProviderWire, RemoteError> {
+        require_usable_id(BACKEND, "create", &request.id)?;
         let body = serde_json::to_value(request).unwrap_or_default();
         let resp = self
             .call(
@@ -110,7 +116,9 @@ impl CoveoClient {
             )
             .await?;
         if resp.is_success() {
-            resp.json(BACKEND, "create")
+            let created: ProviderWire = resp.json(BACKEND, "create")?;
+            check_returned_id(BACKEND, "create", Some(&request.id), &created.id)?;
+            Ok(created)
         } else {
             Err(Self::fail("create", &resp))
         }
@@ -118,13 +126,16 @@ impl CoveoClient {
 
     /// `PUT /securityproviders/{id}` (a full replacement, so safe to retry).
     pub async fn update(&self, request: &ProviderRequest) -> Result<ProviderWire, RemoteError> {
+        require_usable_id(BACKEND, "update", &request.id)?;
         let body = serde_json::to_value(request).unwrap_or_default();
         let url = self.url(&["securityproviders", &request.id]);
         let resp = self
             .call("update", true, reqwest::Method::PUT, url, Some(&body))
             .await?;
         if resp.is_success() {
-            resp.json(BACKEND, "update")
+            let updated: ProviderWire = resp.json(BACKEND, "update")?;
+            check_returned_id(BACKEND, "update", Some(&request.id), &updated.id)?;
+            Ok(updated)
         } else {
             Err(Self::fail("update", &resp))
         }
@@ -132,6 +143,7 @@ impl CoveoClient {
 
     /// `DELETE /securityproviders/{id}`; false when it was already gone.
     pub async fn delete(&self, id: &str) -> Result<bool, RemoteError> {
+        require_usable_id(BACKEND, "delete", id)?;
         let resp = self
             .call(
                 "delete",
@@ -150,6 +162,7 @@ impl CoveoClient {
 
     /// `POST /securitycache/{id}/refresh`.
     pub async fn refresh(&self, id: &str) -> Result<(), RemoteError> {
+        require_usable_id(BACKEND, "refresh", id)?;
         let resp = self
             .call(
                 "refresh",
@@ -195,7 +208,11 @@ impl CoveoClient {
         if !resp.is_success() {
             return Err(Self::fail("list", &resp));
         }
-        resp.json(BACKEND, "list")
+        let page: PageWire = resp.json(BACKEND, "list")?;
+        for item in &page.items {
+            check_returned_id(BACKEND, "list", None, &item.id)?;
+        }
+        Ok(page)
     }
 
     /// All providers like [`Self::list`], but once the first page tells how many there are,
@@ -206,11 +223,24 @@ impl CoveoClient {
         &self,
         concurrency: usize,
     ) -> Result<Vec<ProviderWire>, RemoteError> {
+        self.http
+            .bulk_read("list", self.list_pages_concurrently(concurrency))
+            .await
+    }
+
+    async fn list_pages_concurrently(
+        &self,
+        concurrency: usize,
+    ) -> Result<Vec<ProviderWire>, RemoteError> {
         use futures::{StreamExt, TryStreamExt};
         let first = self.page(0).await?;
         let Some(total) = first.total_pages else {
-            return self.list().await;
+            return self.list_pages().await;
         };
+        // A remote's totalPages is not taken at its word beyond the bound.
+        if total > MAX_LIST_PAGES as u64 {
+            return Err(too_many_pages(BACKEND, MAX_LIST_PAGES));
+        }
         let mut all = first.items;
         let rest: Vec<PageWire> = futures::stream::iter(1..total)
             .map(|page| self.page(page))
@@ -223,21 +253,16 @@ impl CoveoClient {
         Ok(all)
     }
 
-    /// All providers, via `GET /securityproviders/page`, following pages until exhausted.
+    /// All providers, via `GET /securityproviders/page`, following pages until exhausted
+    /// (at most [`MAX_LIST_PAGES`], within the connection's bulk-read deadline).
     pub async fn list(&self) -> Result<Vec<ProviderWire>, RemoteError> {
+        self.http.bulk_read("list", self.list_pages()).await
+    }
+
+    async fn list_pages(&self) -> Result<Vec<ProviderWire>, RemoteError> {
         let mut all = Vec::new();
-        for page in 0.. {
-            let mut url = self.url(&["securityproviders", "page"]);
-            url.query_pairs_mut()
-                .append_pair("page", &page.to_string())
-                .append_pair("perPage", &LIST_PAGE_SIZE.to_string());
-            let resp = self
-                .call("list", true, reqwest::Method::GET, url, None)
-                .await?;
-            if !resp.is_success() {
-                return Err(Self::fail("list", &resp));
-            }
-            let page_wire: PageWire = resp.json(BACKEND, "list")?;
+        for page in 0..MAX_LIST_PAGES as u64 {
+            let page_wire = self.page(page).await?;
             let received = page_wire.items.len();
             all.extend(page_wire.items);
             let last_page = match page_wire.total_pages {
@@ -245,10 +270,10 @@ impl CoveoClient {
                 None => received < LIST_PAGE_SIZE,
             };
             if last_page || received == 0 {
-                break;
+                return Ok(all);
             }
         }
-        Ok(all)
+        Err(too_many_pages(BACKEND, MAX_LIST_PAGES))
     }
 }
 

@@ -4,7 +4,8 @@ use serde_json::Value;
 
 use crate::api::provider_connection::BackendKind;
 use crate::backend::http::{
-    HttpClient, HttpOptions, HttpResponse, parse_endpoint, url_with_segments,
+    HttpClient, HttpOptions, HttpResponse, check_returned_id, parse_endpoint, require_usable_id,
+    too_many_pages, url_with_segments, with_credential,
 };
 use crate::backend::{ObservedProvider, ProviderBackend, ProviderConfig, ProviderKey};
 use crate::error::{RemoteError, RemoteErrorKind};
@@ -70,7 +71,7 @@ impl JitsudoClient {
     ) -> Result<HttpResponse, RemoteError> {
         self.http
             .send_json(operation, idempotent, &method, &url, body, |req| {
-                req.header("X-API-Key", &self.api_key)
+                with_credential(req, "X-API-Key", &self.api_key)
                     .header("X-Tenant-ID", &self.tenant_id)
             })
             .await
@@ -82,12 +83,17 @@ impl JitsudoClient {
 
     /// `GET /v1/identity-providers/{id}`; None on 404.
     pub async fn get(&self, id: &str) -> Result<Option<ProviderWire>, RemoteError> {
+        require_usable_id(BACKEND, "get", id)?;
         let resp = self
             .call("get", true, reqwest::Method::GET, self.url(&[id]), None)
             .await?;
         match resp.status {
             404 => Ok(None),
-            _ if resp.is_success() => resp.json(BACKEND, "get").map(Some),
+            _ if resp.is_success() => {
+                let found: ProviderWire = resp.json(BACKEND, "get")?;
+                check_returned_id(BACKEND, "get", Some(id), &found.id)?;
+                Ok(Some(found))
+            }
             _ => Err(Self::fail("get", &resp)),
         }
     }
@@ -107,38 +113,56 @@ impl JitsudoClient {
         let resp = self
             .call("list", true, reqwest::Method::GET, url, None)
             .await?;
-        if resp.is_success() {
-            resp.json(BACKEND, "list")
-        } else {
-            Err(Self::fail("list", &resp))
+        if !resp.is_success() {
+            return Err(Self::fail("list", &resp));
         }
+        let page: PageWire = resp.json(BACKEND, "list")?;
+        for provider in &page.data {
+            check_returned_id(BACKEND, "list", None, &provider.id)?;
+        }
+        Ok(page)
     }
 
     /// Walks the pages (`limit` per page) until `stop` returns true for a provider or the
-    /// list ends; returns every provider seen.
+    /// list ends; returns every provider seen. A cursor seen before (a cycle) or more than
+    /// [`MAX_LIST_PAGES`] pages is an error; the walk runs within the bulk-read deadline.
     async fn walk(
+        &self,
+        limit: u32,
+        stop: impl FnMut(&ProviderWire) -> bool,
+    ) -> Result<Vec<ProviderWire>, RemoteError> {
+        self.http
+            .bulk_read("list", self.walk_pages(limit, stop))
+            .await
+    }
+
+    async fn walk_pages(
         &self,
         limit: u32,
         mut stop: impl FnMut(&ProviderWire) -> bool,
     ) -> Result<Vec<ProviderWire>, RemoteError> {
         let mut all = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut cursor: Option<String> = None;
         for _ in 0..MAX_LIST_PAGES {
             let page = self.list_page(limit, cursor.as_deref()).await?;
             let found = page.data.iter().any(&mut stop);
             all.extend(page.data);
-            if found {
-                break;
+            let next = page.next_cursor.filter(|c| !c.is_empty() && page.has_more);
+            let Some(next) = next.filter(|_| !found) else {
+                return Ok(all);
+            };
+            if !seen.insert(next.clone()) {
+                return Err(RemoteError::transport(
+                    BACKEND,
+                    "list",
+                    RemoteErrorKind::BadResponse,
+                    "next_cursor repeats a cursor already followed",
+                ));
             }
-            match page.next_cursor.filter(|c| !c.is_empty()) {
-                // A repeated cursor would loop forever; treat it as the end.
-                Some(next) if page.has_more && cursor.as_deref() != Some(next.as_str()) => {
-                    cursor = Some(next)
-                }
-                _ => break,
-            }
+            cursor = Some(next);
         }
-        Ok(all)
+        Err(too_many_pages(BACKEND, MAX_LIST_PAGES))
     }
 
     /// The provider with this exact name, searching page by page (`limit` per page).
@@ -161,6 +185,7 @@ impl JitsudoClient {
     /// `POST /v1/identity-providers` (assumed). Not retried: a lost response may mean it was
     /// created.
     pub async fn create(&self, config: &JitsudoConfig) -> Result<ProviderWire, RemoteError> {
+        // The server assigns the id; it must be usable before it is recorded.
         let body = config.create_body();
         let resp = self
             .call(
@@ -172,7 +197,9 @@ impl JitsudoClient {
             )
             .await?;
         if resp.is_success() {
-            resp.json(BACKEND, "create")
+            let created: ProviderWire = resp.json(BACKEND, "create")?;
+            check_returned_id(BACKEND, "create", None, &created.id)?;
+            Ok(created)
         } else {
             Err(Self::fail("create", &resp))
         }
@@ -184,6 +211,7 @@ impl JitsudoClient {
         id: &str,
         config: &JitsudoConfig,
     ) -> Result<ProviderWire, RemoteError> {
+        require_usable_id(BACKEND, "update", id)?;
         let body = config.update_body();
         let resp = self
             .call(
@@ -195,7 +223,9 @@ impl JitsudoClient {
             )
             .await?;
         if resp.is_success() {
-            resp.json(BACKEND, "update")
+            let updated: ProviderWire = resp.json(BACKEND, "update")?;
+            check_returned_id(BACKEND, "update", Some(id), &updated.id)?;
+            Ok(updated)
         } else {
             Err(Self::fail("update", &resp))
         }
@@ -203,6 +233,7 @@ impl JitsudoClient {
 
     /// `DELETE /v1/identity-providers/{id}` (assumed); false when it was already gone.
     pub async fn delete(&self, id: &str) -> Result<bool, RemoteError> {
+        require_usable_id(BACKEND, "delete", id)?;
         let resp = self
             .call(
                 "delete",
@@ -222,6 +253,7 @@ impl JitsudoClient {
     /// `POST /v1/identity-providers/{id}/sync` (assumed); false when the server has no such
     /// operation.
     pub async fn sync(&self, id: &str) -> Result<bool, RemoteError> {
+        require_usable_id(BACKEND, "refresh", id)?;
         let resp = self
             .call(
                 "refresh",

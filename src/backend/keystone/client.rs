@@ -5,7 +5,8 @@ use serde_json::Value;
 
 use crate::api::provider_connection::{BackendKind, KeystoneScope};
 use crate::backend::http::{
-    HttpClient, HttpOptions, HttpResponse, parse_endpoint, url_with_segments,
+    HttpClient, HttpOptions, HttpResponse, check_returned_id, parse_endpoint, require_usable_id,
+    same_origin, too_many_pages, url_with_segments, with_credential,
 };
 use crate::backend::{ObservedProvider, ProviderBackend, ProviderConfig, ProviderKey};
 use crate::error::{RemoteError, RemoteErrorKind};
@@ -183,16 +184,19 @@ impl KeystoneClient {
     ) -> Result<HttpResponse, RemoteError> {
         self.http
             .send_json(operation, idempotent, method, url, body, |req| {
-                req.header("X-Auth-Token", token)
+                with_credential(req, "X-Auth-Token", token)
             })
             .await
     }
 
+    /// The identity provider of a response, which must be the one `id` names.
     fn decode_one(
         operation: &'static str,
+        id: &str,
         resp: &HttpResponse,
     ) -> Result<IdentityProviderWire, RemoteError> {
-        resp.json::<OneWire>(BACKEND, operation)?
+        let found = resp
+            .json::<OneWire>(BACKEND, operation)?
             .identity_provider
             .ok_or_else(|| {
                 RemoteError::transport(
@@ -201,7 +205,9 @@ impl KeystoneClient {
                     RemoteErrorKind::BadResponse,
                     "the response has no identity_provider object",
                 )
-            })
+            })?;
+        check_returned_id(BACKEND, operation, Some(id), &found.id)?;
+        Ok(found)
     }
 
     fn fail(operation: &'static str, resp: &HttpResponse) -> RemoteError {
@@ -215,7 +221,7 @@ impl KeystoneClient {
             .await?;
         match resp.status {
             404 => Ok(None),
-            _ if resp.is_success() => Self::decode_one("get", &resp).map(Some),
+            _ if resp.is_success() => Self::decode_one("get", id, &resp).map(Some),
             _ => Err(Self::fail("get", &resp)),
         }
     }
@@ -226,6 +232,7 @@ impl KeystoneClient {
         &self,
         config: &KeystoneConfig,
     ) -> Result<IdentityProviderWire, RemoteError> {
+        require_usable_id(BACKEND, "create", &config.id)?;
         let body = config.create_body();
         let resp = self
             .call(
@@ -237,7 +244,7 @@ impl KeystoneClient {
             )
             .await?;
         if resp.is_success() {
-            Self::decode_one("create", &resp)
+            Self::decode_one("create", &config.id, &resp)
         } else {
             Err(Self::fail("create", &resp))
         }
@@ -246,6 +253,7 @@ impl KeystoneClient {
     /// `PATCH /v3/OS-FEDERATION/identity_providers/{id}` with `body` (sets values, so safe to
     /// retry).
     pub async fn patch(&self, id: &str, body: &Value) -> Result<IdentityProviderWire, RemoteError> {
+        require_usable_id(BACKEND, "update", id)?;
         let resp = self
             .call(
                 "update",
@@ -256,7 +264,7 @@ impl KeystoneClient {
             )
             .await?;
         if resp.is_success() {
-            Self::decode_one("update", &resp)
+            Self::decode_one("update", id, &resp)
         } else {
             Err(Self::fail("update", &resp))
         }
@@ -264,6 +272,7 @@ impl KeystoneClient {
 
     /// `DELETE /v3/OS-FEDERATION/identity_providers/{id}`; false when it was already gone.
     pub async fn delete(&self, id: &str) -> Result<bool, RemoteError> {
+        require_usable_id(BACKEND, "delete", id)?;
         let resp = self
             .call(
                 "delete",
@@ -281,11 +290,18 @@ impl KeystoneClient {
     }
 
     /// `GET /v3/OS-FEDERATION/identity_providers`, following `links.next` when a deployment
-    /// paginates.
+    /// paginates: only on the endpoint's origin (the request carries the token), at most
+    /// [`MAX_LIST_PAGES`] pages, within the connection's bulk-read deadline.
     pub async fn list(&self) -> Result<Vec<IdentityProviderWire>, RemoteError> {
+        self.http.bulk_read("list", self.list_pages()).await
+    }
+
+    async fn list_pages(&self) -> Result<Vec<IdentityProviderWire>, RemoteError> {
         let mut all = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut url = self.url(&["OS-FEDERATION", "identity_providers"]);
         for _ in 0..MAX_LIST_PAGES {
+            seen.insert(url.clone());
             let resp = self
                 .call("list", true, reqwest::Method::GET, url.clone(), None)
                 .await?;
@@ -293,18 +309,43 @@ impl KeystoneClient {
                 return Err(Self::fail("list", &resp));
             }
             let page: ListWire = resp.json(BACKEND, "list")?;
+            for idp in &page.identity_providers {
+                check_returned_id(BACKEND, "list", None, &idp.id)?;
+            }
             let received = page.identity_providers.len();
             all.extend(page.identity_providers);
-            let next = page
-                .links
-                .and_then(|l| l.next)
-                .and_then(|n| url::Url::parse(&n).ok());
-            match next {
-                Some(next) if received > 0 && next != url => url = next,
-                _ => break,
+            let next = page.links.and_then(|l| l.next).filter(|n| !n.is_empty());
+            let Some(next) = next.filter(|_| received > 0) else {
+                return Ok(all);
+            };
+            url = self.next_page_url(&next)?;
+            if seen.contains(&url) {
+                return Err(RemoteError::transport(
+                    BACKEND,
+                    "list",
+                    RemoteErrorKind::BadResponse,
+                    "links.next points back to a page already read",
+                ));
             }
         }
-        Ok(all)
+        Err(too_many_pages(BACKEND, MAX_LIST_PAGES))
+    }
+
+    /// A `links.next` value, accepted only on the endpoint's origin.
+    fn next_page_url(&self, next: &str) -> Result<url::Url, RemoteError> {
+        let bad = |what: &str| {
+            RemoteError::transport(BACKEND, "list", RemoteErrorKind::BadResponse, what)
+        };
+        let url = self
+            .base
+            .join(next)
+            .map_err(|_| bad("links.next is not a URL"))?;
+        if !same_origin(&self.base, &url) {
+            return Err(bad(
+                "links.next points to another origin than the endpoint; it is not followed (the request would carry the token)",
+            ));
+        }
+        Ok(url)
     }
 
     /// Obtains a token now (for tests and connection checks).
