@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use futures::FutureExt;
 use secprov::controller::{self, Settings};
-use secprov::leader::{self, ElectionConfig, LeaderElector};
+use secprov::leader::{self, ElectionConfig, Elector, Outcome};
 use secprov::metrics::Metrics;
 use secprov::server::{self, ServerState};
 
@@ -164,8 +164,16 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     secprov::telemetry::init(args.log_json);
-    let client = kube::Client::try_default()
+    let kube_config = kube::Config::infer()
         .await
+        .context("cannot build a Kubernetes client from the kubeconfig")?;
+    // Validated before anything starts: bad timings are a start-up error, not a later surprise.
+    let elector = args
+        .leader_election
+        .then(|| Elector::new(kube_config.clone(), election_config(&args)))
+        .transpose()?;
+    // Every status, finalizer and Event write passes the leader fence.
+    let client = leader::fenced_client(kube_config, leader::fence())
         .context("cannot build a Kubernetes client from the kubeconfig")?;
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
@@ -201,64 +209,47 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             std::process::exit(0);
         });
     }
-    if !args.leader_election {
+    let Some(elector) = elector else {
         metrics.set_leader(true);
         ready.store(true, Ordering::Relaxed);
         return controller::run(client, settings, metrics, shutdown).await;
-    }
-
-    let elector = Arc::new(LeaderElector::new(
-        client.clone(),
-        ElectionConfig {
-            namespace: lease_namespace(&args),
-            lease_name: args.leader_election_id.clone(),
-            identity: leader::default_identity(),
-            lease_duration: args.leader_election_lease_duration,
-            renew_deadline: args.leader_election_renew_deadline,
-            retry_period: args.leader_election_retry_period,
-        },
-    ));
+    };
     // A standby is healthy and ready: it is doing its job, which is to wait.
     metrics.set_leader(false);
     ready.store(true, Ordering::Relaxed);
-    tokio::select! {
-        _ = elector.acquire() => {}
-        _ = shutdown.clone() => return Ok(()),
-    }
-    metrics.set_leader(true);
-    let lost = Arc::new(AtomicBool::new(false));
-    let holder = {
-        let (elector, lost) = (elector.clone(), lost.clone());
-        tokio::spawn(async move {
-            elector.hold().await;
-            lost.store(true, Ordering::SeqCst);
-        })
-    };
-    let stop = {
-        let lost = lost.clone();
+    let work = {
+        let metrics = metrics.clone();
+        let shutdown = shutdown.clone();
         async move {
-            tokio::select! {
-                _ = shutdown => {}
-                _ = async {
-                    while !lost.load(Ordering::SeqCst) {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                } => {}
-            }
+            metrics.set_leader(true);
+            controller::run(client, settings, metrics, shutdown).await
         }
     };
-    let result = controller::run(client, settings, metrics.clone(), stop).await;
-    holder.abort();
-    if lost.load(Ordering::SeqCst) {
-        metrics.set_leader(false);
-        // Simplest safe recovery: exit, and let Kubernetes restart us as a fresh candidate.
-        anyhow::bail!(
-            "lost leadership of Lease {:?}; exiting",
-            elector.config().lease_name
-        );
+    match elector.run(work, shutdown).await {
+        Outcome::Finished(result) => result,
+        Outcome::StoppedAsStandby => Ok(()),
+        Outcome::Lost => {
+            metrics.set_leader(false);
+            // The fence already stops every write; exit at once rather than wait for tasks,
+            // and let Kubernetes restart us as a fresh candidate.
+            tracing::error!(
+                lease = %elector.config().lease_name,
+                "lost leadership; exiting"
+            );
+            std::process::exit(1);
+        }
     }
-    elector.release().await;
-    result
+}
+
+fn election_config(args: &RunArgs) -> ElectionConfig {
+    ElectionConfig {
+        namespace: lease_namespace(args),
+        lease_name: args.leader_election_id.clone(),
+        identity: leader::default_identity().to_owned(),
+        lease_duration: args.leader_election_lease_duration,
+        renew_deadline: args.leader_election_renew_deadline,
+        retry_period: args.leader_election_retry_period,
+    }
 }
 
 /// Where the Lease lives when `--leader-election-namespace` is not given.

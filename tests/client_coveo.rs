@@ -7,7 +7,7 @@ use secprov::api::security_provider::{
 };
 use secprov::backend::coveo::{CoveoClient, CoveoConfig, EMAIL_SECURITY_PROVIDER};
 use secprov::backend::http::HttpOptions;
-use secprov::backend::{ProviderBackend, ProviderConfig, ProviderKey};
+use secprov::backend::{Backend, BackendClient, ProviderBackend, ProviderConfig, ProviderKey};
 use secprov::error::RemoteErrorKind;
 use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
 
@@ -60,16 +60,14 @@ fn key(id: &str) -> ProviderKey {
 #[tokio::test]
 async fn create_observe_update_refresh_delete_round_trip() {
     let sim = simulator().await;
-    let client = client(&sim, KEY);
+    let client = Backend::Coveo(client(&sim, KEY));
     let desired = ProviderConfig::Coveo(CoveoConfig::desired("My Provider", "Mine", &spec()));
 
     assert!(
         client.observe(&key("My Provider")).await.unwrap().is_none(),
         "404 is 'absent'"
     );
-    let created = ProviderBackend::create(&client, &key("My Provider"), &desired)
-        .await
-        .unwrap();
+    let created = ProviderBackend::create(&client, &desired).await.unwrap();
     assert_eq!(created.remote_id, "My Provider");
     assert!(
         desired.diff(&created.config).is_empty(),
@@ -83,7 +81,7 @@ async fn create_observe_update_refresh_delete_round_trip() {
 
     let changed = ProviderConfig::Coveo(CoveoConfig::desired("My Provider", "Renamed", &spec()));
     assert_eq!(changed.diff(&observed.config), vec!["displayName"]);
-    let updated = ProviderBackend::update(&client, &key("My Provider"), &observed, &changed)
+    let updated = ProviderBackend::update(&client, &observed, &changed)
         .await
         .unwrap();
     assert!(changed.diff(&updated.config).is_empty());
@@ -130,7 +128,7 @@ async fn create_observe_update_refresh_delete_round_trip() {
 #[tokio::test]
 async fn list_follows_every_page_and_skips_the_built_in_provider() {
     let sim = simulator().await;
-    let client = client(&sim, KEY);
+    let client = Backend::Coveo(client(&sim, KEY));
     for i in 0..250 {
         let id = format!("p{i:03}");
         let desired = ProviderConfig::Coveo(CoveoConfig::desired(
@@ -138,9 +136,7 @@ async fn list_follows_every_page_and_skips_the_built_in_provider() {
             &id,
             &CoveoProviderSpec::default(),
         ));
-        ProviderBackend::create(&client, &key(&id), &desired)
-            .await
-            .unwrap();
+        ProviderBackend::create(&client, &desired).await.unwrap();
     }
     sim.reset_counters();
     let all = ProviderBackend::list(&client).await.unwrap();
@@ -156,11 +152,11 @@ async fn list_follows_every_page_and_skips_the_built_in_provider() {
 #[tokio::test]
 async fn remote_errors_are_classified_with_the_remote_message() {
     let sim = simulator().await;
-    let client = client(&sim, KEY);
+    let client = Backend::Coveo(client(&sim, KEY));
     let mut bad = spec();
     bad.cascading_security_providers[0].id = "Does Not Exist".into();
     let desired = ProviderConfig::Coveo(CoveoConfig::desired("p", "p", &bad));
-    let err = ProviderBackend::create(&client, &key("p"), &desired)
+    let err = ProviderBackend::create(&client, &desired)
         .await
         .unwrap_err();
     assert_eq!(err.kind, RemoteErrorKind::InvalidConfiguration);
@@ -171,9 +167,7 @@ async fn remote_errors_are_classified_with_the_remote_message() {
     assert!(err.message.contains("Does Not Exist"), "{}", err.message);
 
     let long = ProviderConfig::Coveo(CoveoConfig::desired(&"x".repeat(256), "x", &spec()));
-    let err = ProviderBackend::create(&client, &key("x"), &long)
-        .await
-        .unwrap_err();
+    let err = ProviderBackend::create(&client, &long).await.unwrap_err();
     assert_eq!(err.kind, RemoteErrorKind::InvalidConfiguration);
 
     let wrong = self::client(&sim, "wrong-key");

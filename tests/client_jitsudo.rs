@@ -3,7 +3,9 @@ use std::time::Duration;
 
 use secprov::backend::http::HttpOptions;
 use secprov::backend::jitsudo::{JitsudoClient, JitsudoConfig};
-use secprov::backend::{ProviderBackend, ProviderConfig, ProviderKey, RemoteHealth};
+use secprov::backend::{
+    Backend, BackendClient, ProviderBackend, ProviderConfig, ProviderKey, RemoteHealth,
+};
 use secprov::error::RemoteErrorKind;
 use secprov_sim::jitsudo::{JitsudoSimConfig, JitsudoSimulator};
 use serde_json::json;
@@ -75,15 +77,14 @@ async fn observe_uses_the_recorded_id_and_falls_back_to_the_name() {
 #[tokio::test]
 async fn lifecycle_and_sync_status() {
     let sim = start(|c| c.sync_duration = Duration::from_millis(400)).await;
-    let client = main_client(&sim);
+    let client = Backend::Jitsudo(main_client(&sim));
     let key = ProviderKey {
         id: "okta-main".into(),
         known_remote_id: None,
     };
-    let created =
-        ProviderBackend::create(&client, &key, &ProviderConfig::Jitsudo(okta("okta-main")))
-            .await
-            .unwrap();
+    let created = ProviderBackend::create(&client, &ProviderConfig::Jitsudo(okta("okta-main")))
+        .await
+        .unwrap();
     assert_eq!(
         created.state.jitsudo.as_ref().unwrap().sync_status,
         "pending"
@@ -98,10 +99,9 @@ async fn lifecycle_and_sync_status() {
 
     let mut changed = okta("okta-main");
     changed.enabled = false;
-    let updated =
-        ProviderBackend::update(&client, &key, &synced, &ProviderConfig::Jitsudo(changed))
-            .await
-            .unwrap();
+    let updated = ProviderBackend::update(&client, &synced, &ProviderConfig::Jitsudo(changed))
+        .await
+        .unwrap();
     assert_eq!(
         updated.state.jitsudo.as_ref().unwrap().sync_status,
         "syncing"
@@ -129,7 +129,6 @@ async fn lifecycle_and_sync_status() {
     retyped.provider_type = "github".into();
     let e = ProviderBackend::update(
         &client,
-        &key,
         &again_observe(&client, &key).await,
         &ProviderConfig::Jitsudo(retyped),
     )
@@ -149,10 +148,7 @@ async fn lifecycle_and_sync_status() {
     );
 }
 
-async fn again_observe(
-    client: &JitsudoClient,
-    key: &ProviderKey,
-) -> secprov::backend::ObservedProvider {
+async fn again_observe(client: &Backend, key: &ProviderKey) -> secprov::backend::ObservedProvider {
     client.observe(key).await.unwrap().unwrap()
 }
 

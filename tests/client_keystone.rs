@@ -6,7 +6,7 @@ use secprov::backend::http::HttpOptions;
 use secprov::backend::keystone::{
     KeystoneClient, KeystoneConfig, KeystoneCredentials, observed_from_wire,
 };
-use secprov::backend::{ProviderBackend, ProviderConfig, ProviderKey};
+use secprov::backend::{Backend, ProviderBackend, ProviderConfig, ProviderKey};
 use secprov::error::RemoteErrorKind;
 use secprov_sim::keystone::{KeystoneSimConfig, KeystoneSimulator};
 use serde_json::json;
@@ -57,12 +57,10 @@ fn key(id: &str) -> ProviderKey {
 #[tokio::test]
 async fn lifecycle_through_the_client_with_one_cached_token() {
     let sim = start(|_| {}).await;
-    let client = password_client(&sim, "simulated-password");
+    let client = Backend::Keystone(password_client(&sim, "simulated-password"));
     let desired = ProviderConfig::Keystone(config("acme", &["https://idp.acme/saml"]));
     assert!(client.observe(&key("acme")).await.unwrap().is_none());
-    let created = ProviderBackend::create(&client, &key("acme"), &desired)
-        .await
-        .unwrap();
+    let created = ProviderBackend::create(&client, &desired).await.unwrap();
     let status = created.state.keystone.clone().unwrap();
     assert!(status.enabled);
     assert_eq!(status.remote_ids, vec!["https://idp.acme/saml"]);
@@ -77,7 +75,6 @@ async fn lifecycle_through_the_client_with_one_cached_token() {
     changed.description = "New".into();
     let updated = ProviderBackend::update(
         &client,
-        &key("acme"),
         &created,
         &ProviderConfig::Keystone(changed.clone()),
     )

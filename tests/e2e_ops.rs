@@ -1,6 +1,7 @@
 //! Operability on the real API server: ProviderConnection status and the kubectl columns,
 //! Events only on transitions, /metrics, /healthz, /readyz, JSON logs, SIGTERM, pause, and
-//! leader election between two operator processes.
+//! leader election between two operator processes (takeover, and no write from a deposed
+//! leader).
 mod support;
 
 use std::time::{Duration, Instant};
@@ -571,5 +572,132 @@ fn leader_election_one_replica_writes_and_the_standby_takes_over() {
     assert!(
         lease["spec"]["holderIdentity"].is_null(),
         "Lease not released: {lease}"
+    );
+}
+
+/// The leader Lease as JSON.
+fn lease(env: &Env) -> Option<Value> {
+    env.ns
+        .kubectl(&["get", "lease", "secprov-operator", "-o", "json"])
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+}
+
+/// Unix milliseconds of a Lease MicroTime.
+fn unix_ms(time: &Value) -> i64 {
+    time.as_str()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .map(|t| t.as_millisecond())
+        .unwrap_or_else(|| panic!("not a timestamp: {time}"))
+}
+
+/// A leader frozen (SIGSTOP) while creates are in flight: the standby takes over, and the
+/// frozen leader, once resumed, makes no remote write after its Lease expired and exits.
+/// Writes are told apart by the `User-Agent` (which carries each replica's identity) the
+/// simulator records with each write's arrival time.
+#[test]
+fn a_frozen_leader_writes_nothing_after_its_lease_expired() {
+    const LEASE_SECONDS: i64 = 4;
+    const PROVIDERS: usize = 30;
+    let env = setup("ops-freeze");
+    env.sim
+        .faults()
+        .update(|f| f.latency = Duration::from_millis(300))
+        .unwrap();
+    let args = [
+        "--leader-election",
+        "--leader-election-namespace",
+        &env.ns.name,
+        "--leader-election-lease-duration",
+        "4s",
+        "--leader-election-renew-deadline",
+        "3s",
+        "--leader-election-retry-period",
+        "500ms",
+    ];
+    let mut frozen = start_operator(&env, &args);
+    eventually(Duration::from_secs(30), "first replica leads", || {
+        is_leader(&frozen).filter(|l| *l)
+    });
+    let old_id = lease(&env).unwrap()["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let standby = start_operator(&env, &args);
+    eventually(
+        Duration::from_secs(20),
+        "second replica standing by",
+        || is_leader(&standby).filter(|l| !*l),
+    );
+
+    let manifests: Vec<String> = (0..PROVIDERS)
+        .map(|i| provider(&format!("freeze-{i}"), "Frozen"))
+        .collect();
+    env.ns.apply(&manifests.join("---\n")).unwrap();
+    let by = |id: &str| {
+        let id = format!("({id})");
+        env.sim
+            .faults()
+            .writes()
+            .into_iter()
+            .filter(move |w| w.user_agent.contains(&id))
+    };
+    eventually(Duration::from_secs(30), "the leader creating", || {
+        (by(&old_id).count() >= 2).then_some(())
+    });
+    frozen.signal("STOP");
+    let stopped = Instant::now();
+
+    // Its last renewal as the standby saw it; the takeover comes a Lease duration later.
+    let mut last_renew = 0;
+    let new_id = eventually(Duration::from_secs(60), "the standby took over", || {
+        let spec = lease(&env)?["spec"].clone();
+        let holder = spec["holderIdentity"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if holder == old_id {
+            last_renew = unix_ms(&spec["renewTime"]);
+            return None;
+        }
+        (!holder.is_empty()).then_some(holder)
+    });
+    let takeover = stopped.elapsed();
+    let expired_at = last_renew + LEASE_SECONDS * 1000;
+    assert!(last_renew > 0, "the frozen leader's Lease was never seen");
+
+    frozen.signal("CONT");
+    let resumed = Instant::now();
+    let status = eventually(Duration::from_secs(20), "the deposed leader exits", || {
+        frozen.exit_status()
+    });
+    let exited_after = resumed.elapsed();
+    assert!(
+        !status.success(),
+        "a lost Lease is an error exit: {status:?}"
+    );
+    eventually(
+        Duration::from_secs(120),
+        "the new leader created all",
+        || {
+            (0..PROVIDERS)
+                .all(|i| env.sim.provider(&format!("freeze-{i}")).is_some())
+                .then_some(())
+        },
+    );
+
+    let late: Vec<_> = by(&old_id)
+        .filter(|w| w.received_at_ms >= expired_at)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "writes by the deposed leader after its Lease expired at {expired_at}: {late:#?}"
+    );
+    assert!(by(&new_id).count() > 0, "the new leader wrote");
+    println!(
+        "frozen leader: {} writes, none after expiry; standby took over {takeover:?} after SIGSTOP; \
+         the resumed leader exited {exited_after:?} after SIGCONT; new leader: {} writes",
+        by(&old_id).count(),
+        by(&new_id).count()
     );
 }

@@ -24,7 +24,6 @@ use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector;
 use kube::runtime::watcher;
 use rand::{Rng, SeedableRng};
-use secprov::api::provider_connection::BackendKind;
 use secprov::backend::coveo::CoveoConfig;
 use secprov::backend::{
     ObservedProvider, ProviderBackend, ProviderConfig, ProviderKey, RemoteHealth, RemoteState,
@@ -63,27 +62,22 @@ struct Remote {
 
 #[async_trait]
 impl ProviderBackend for Remote {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Coveo
-    }
     async fn observe(&self, key: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(self.l).await;
         Ok(Some(observed(&key.id)))
     }
-    async fn create(
-        &self,
-        _: &ProviderKey,
-        _: &ProviderConfig,
-    ) -> Result<ObservedProvider, RemoteError> {
+    async fn create(&self, _: &ProviderConfig) -> Result<ObservedProvider, RemoteError> {
         unreachable!()
     }
     async fn update(
         &self,
-        _: &ProviderKey,
         _: &ObservedProvider,
         _: &ProviderConfig,
     ) -> Result<ObservedProvider, RemoteError> {
+        unreachable!()
+    }
+    async fn verify_credentials(&self) -> Result<(), RemoteError> {
         unreachable!()
     }
     async fn delete(&self, _: &str) -> Result<bool, RemoteError> {

@@ -20,7 +20,9 @@
 //! choices reproducible for a given request order.
 //!
 //! Injected faults are counted by kind, and the layer tracks the largest number of requests
-//! it saw in flight at once (to check a client's concurrency cap).
+//! it saw in flight at once (to check a client's concurrency cap). It also logs every request
+//! that may change state (any method but GET/HEAD/OPTIONS) with its `User-Agent` and arrival
+//! time, so a test can tell which process wrote when (`GET /_sim/writes`).
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -215,6 +217,22 @@ struct Inner {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     late_writes: Mutex<Vec<LateWrite>>,
+    writes: Mutex<Vec<WriteRecord>>,
+}
+
+/// Most write records kept; older ones are dropped first.
+const MAX_WRITE_RECORDS: usize = 100_000;
+
+/// One state-changing request as it arrived, before any injected latency or fault.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteRecord {
+    pub method: String,
+    pub path: String,
+    /// The `User-Agent` header, empty when absent.
+    pub user_agent: String,
+    /// Arrival time, Unix milliseconds (wall clock).
+    pub received_at_ms: i64,
 }
 
 /// The live fault settings and counters of one simulator. Cheap to clone; clones share state.
@@ -262,6 +280,7 @@ impl Faults {
                 in_flight: AtomicUsize::new(0),
                 max_in_flight: AtomicUsize::new(0),
                 late_writes: Mutex::new(Vec::new()),
+                writes: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -319,6 +338,36 @@ impl Faults {
             self.inner.in_flight.load(Ordering::SeqCst),
             Ordering::SeqCst,
         );
+    }
+
+    /// The state-changing requests received so far, oldest first.
+    pub fn writes(&self) -> Vec<WriteRecord> {
+        lock(&self.inner.writes).clone()
+    }
+
+    fn record_write(&self, request: &Request) {
+        if matches!(
+            *request.method(),
+            Method::GET | Method::HEAD | Method::OPTIONS
+        ) {
+            return;
+        }
+        let user_agent = request
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let record = WriteRecord {
+            method: request.method().to_string(),
+            path: request.uri().path().to_owned(),
+            user_agent: user_agent.to_owned(),
+            received_at_ms: jiff::Timestamp::now().as_millisecond(),
+        };
+        let mut writes = lock(&self.inner.writes);
+        if writes.len() >= MAX_WRITE_RECORDS {
+            writes.remove(0);
+        }
+        writes.push(record);
     }
 
     /// Settings, counters and high-water mark.
@@ -434,6 +483,7 @@ pub async fn inject(State(faults): State<Faults>, request: Request, next: Next) 
     if is_control_path(request.uri().path()) {
         return next.run(request).await;
     }
+    faults.record_write(&request);
     let inner = &faults.inner;
     let now = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     inner.max_in_flight.fetch_max(now, Ordering::SeqCst);
@@ -608,9 +658,15 @@ pub async fn reset_fault_counters(State(faults): State<Faults>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
+/// `GET /_sim/writes`: every state-changing request so far, oldest first.
+pub async fn get_writes(State(faults): State<Faults>) -> Response {
+    axum::Json(faults.writes()).into_response()
+}
+
 /// The control routes, to merge into a simulator's router.
 pub fn control_router(faults: Faults) -> axum::Router {
     axum::Router::new()
+        .route("/_sim/writes", axum::routing::get(get_writes))
         .route(
             "/_sim/faults",
             axum::routing::get(get_faults).post(set_faults),

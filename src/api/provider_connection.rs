@@ -266,3 +266,21 @@ impl super::SecurityProviderSpec {
         }
     }
 }
+
+impl ProviderConnection {
+    /// The identity of the remote system this connection reaches, as recorded next to an owned
+    /// provider's `status.remoteId`. None when the connection has no single backend.
+    pub fn ownership(&self) -> Option<super::security_provider::Ownership> {
+        let (endpoint, scope) = match (&self.spec.coveo, &self.spec.keystone, &self.spec.jitsudo) {
+            (Some(c), None, None) => (c.endpoint(), c.organization_id.as_str()),
+            (None, Some(k), None) => (k.auth_url.as_str(), ""),
+            (None, None, Some(j)) => (j.endpoint.as_str(), j.tenant_id.as_str()),
+            _ => return None,
+        };
+        Some(super::security_provider::Ownership {
+            connection_uid: self.metadata.uid.clone().unwrap_or_default(),
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            scope: scope.to_owned(),
+        })
+    }
+}

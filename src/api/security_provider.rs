@@ -320,7 +320,8 @@ fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 }
 
 /// Observed state of a security identity provider, as last read from the remote system.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[x_kube(validation = Rule::new("!has(oldSelf.remoteId) || has(self.remoteId)").message("status.remoteId cannot be removed once recorded: a write from a stale cache would disown the remote provider"))]
 #[serde(rename_all = "camelCase")]
 pub struct SecurityProviderStatus {
     /// The metadata.generation this status describes.
@@ -340,6 +341,12 @@ pub struct SecurityProviderStatus {
     /// Id of the provider in the remote system (a UUID for JITSudo).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_id: Option<String>,
+
+    /// The remote system `remoteId` belongs to, recorded when this object created or adopted
+    /// the provider (never for `managementPolicy: Observe`). Absent, or different from the
+    /// connection's current identity, means the provider is not owned by this object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ownership: Option<Ownership>,
 
     /// Current activity of the remote provider (Coveo `currentStatus`; for Keystone
     /// `ENABLED`/`DISABLED`; for JITSudo the `sync_status`, upper-cased).
@@ -365,6 +372,31 @@ pub struct SecurityProviderStatus {
     /// Value of the `secprov.dev/refresh-requested-at` annotation whose refresh was triggered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_refresh_at: Option<String>,
+}
+
+/// Which remote system an owned provider id belongs to: the same id in another organization,
+/// tenant or cloud is a different provider.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Ownership {
+    /// uid of the ProviderConnection the provider was created or adopted through.
+    pub connection_uid: String,
+    /// Endpoint of the remote system (Coveo platform URL, Keystone auth URL, JITSudo endpoint).
+    pub endpoint: String,
+    /// Partition of the remote system the id lives in: the Coveo organization id or the
+    /// JITSudo tenant id; empty for Keystone, whose identity providers are global to the cloud.
+    #[serde(default)]
+    pub scope: String,
+}
+
+impl Ownership {
+    /// Whether `self` and `other` name the same remote system (endpoint and organization or
+    /// tenant). The connection uid is not compared: recreating a connection to the same
+    /// system keeps ownership, pointing it at another organization does not.
+    pub fn same_remote_system(&self, other: &Ownership) -> bool {
+        self.endpoint.trim_end_matches('/') == other.endpoint.trim_end_matches('/')
+            && self.scope == other.scope
+    }
 }
 
 /// Current activity of the remote provider.
@@ -475,5 +507,34 @@ impl SecurityProvider {
     /// The effective deletion policy.
     pub fn deletion_policy(&self) -> DeletionPolicy {
         self.spec.deletion_policy.unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod ownership_tests {
+    use super::Ownership;
+
+    fn ownership(uid: &str, endpoint: &str, scope: &str) -> Ownership {
+        Ownership {
+            connection_uid: uid.into(),
+            endpoint: endpoint.into(),
+            scope: scope.into(),
+        }
+    }
+
+    #[test]
+    fn another_organization_on_the_same_endpoint_is_another_remote_system() {
+        let staging = ownership("u1", "https://platform.cloud.coveo.com", "org-staging");
+        let production = ownership("u1", "https://platform.cloud.coveo.com", "org-prod");
+        assert!(!staging.same_remote_system(&production));
+        let other_region = ownership("u1", "https://platform-eu.cloud.coveo.com", "org-staging");
+        assert!(!staging.same_remote_system(&other_region));
+    }
+
+    #[test]
+    fn a_recreated_connection_to_the_same_system_keeps_ownership() {
+        let before = ownership("u1", "https://platform.cloud.coveo.com/", "org");
+        let after = ownership("u2", "https://platform.cloud.coveo.com", "org");
+        assert!(before.same_remote_system(&after));
     }
 }

@@ -10,7 +10,7 @@ use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
-use super::{ProviderBackend, coveo, http, jitsudo, keystone};
+use super::{Backend, ProviderBackend, coveo, http, jitsudo, keystone};
 use crate::api::provider_connection::ProviderConnectionSpec;
 use crate::api::{ProviderConnection, SecretKeyRef};
 use crate::error::Error;
@@ -30,6 +30,13 @@ impl SecretValues {
     pub fn insert(&mut self, reference: &SecretKeyRef, value: String) {
         self.0
             .insert((reference.name.clone(), reference.key.clone()), value);
+    }
+
+    /// The value of a Secret key, or an error naming the key (never the value).
+    pub fn require(&self, reference: &SecretKeyRef) -> Result<String, String> {
+        self.get(reference)
+            .map(str::to_owned)
+            .ok_or_else(|| missing(reference))
     }
 
     /// The value of a Secret key, if resolved.
@@ -112,64 +119,27 @@ pub fn build_client(
     observer: Option<http::RequestObserver>,
 ) -> Result<Arc<dyn ProviderBackend>, String> {
     let options = http_options(spec, secrets)?;
-    let with_observer = |client: http::HttpClient| match &observer {
-        Some(o) => client.with_observer(o.clone()),
-        None => client,
+    let backend = if let Some(block) = &spec.coveo {
+        Backend::Coveo(coveo::CoveoClient::connect(block, secrets, &options)?)
+    } else if let Some(block) = &spec.keystone {
+        Backend::Keystone(keystone::KeystoneClient::connect(block, secrets, &options)?)
+    } else if let Some(block) = &spec.jitsudo {
+        Backend::Jitsudo(jitsudo::JitsudoClient::connect(block, secrets, &options)?)
+    } else {
+        return Err("the connection has no backend block".into());
     };
-    if let Some(coveo) = &spec.coveo {
-        let api_key = secrets
-            .get(&coveo.api_key_secret_ref)
-            .ok_or_else(|| missing(&coveo.api_key_secret_ref))?;
-        let client = coveo::CoveoClient::new(
-            coveo.endpoint(),
-            &coveo.organization_id,
-            api_key.to_owned(),
-            &options,
-        )?
-        .map_http(with_observer);
-        return Ok(Arc::new(client));
+    Ok(Arc::new(match observer {
+        Some(o) => with_observer(backend, o),
+        None => backend,
+    }))
+}
+
+fn with_observer(backend: Backend, observer: http::RequestObserver) -> Backend {
+    match backend {
+        Backend::Coveo(c) => Backend::Coveo(c.with_observer(observer)),
+        Backend::Keystone(c) => Backend::Keystone(c.with_observer(observer)),
+        Backend::Jitsudo(c) => Backend::Jitsudo(c.with_observer(observer)),
     }
-    if let Some(ks) = &spec.keystone {
-        let credentials = match (&ks.password, &ks.application_credential) {
-            (Some(p), None) => keystone::KeystoneCredentials::Password {
-                user_name: p.user_name.clone(),
-                user_domain_name: p
-                    .user_domain_name
-                    .clone()
-                    .unwrap_or_else(|| "Default".into()),
-                password: secrets
-                    .get(&p.password_secret_ref)
-                    .ok_or_else(|| missing(&p.password_secret_ref))?
-                    .to_owned(),
-            },
-            (None, Some(a)) => keystone::KeystoneCredentials::ApplicationCredential {
-                id: a.id.clone(),
-                secret: secrets
-                    .get(&a.secret_secret_ref)
-                    .ok_or_else(|| missing(&a.secret_secret_ref))?
-                    .to_owned(),
-            },
-            _ => {
-                return Err(
-                    "keystone needs exactly one of password or applicationCredential".into(),
-                );
-            }
-        };
-        let client =
-            keystone::KeystoneClient::new(&ks.auth_url, credentials, ks.scope.clone(), &options)?
-                .map_http(with_observer);
-        return Ok(Arc::new(client));
-    }
-    if let Some(js) = &spec.jitsudo {
-        let api_key = secrets
-            .get(&js.api_key_secret_ref)
-            .ok_or_else(|| missing(&js.api_key_secret_ref))?;
-        let client =
-            jitsudo::JitsudoClient::new(&js.endpoint, &js.tenant_id, api_key.to_owned(), &options)?
-                .map_http(with_observer);
-        return Ok(Arc::new(client));
-    }
-    Err("the connection has no backend block".into())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 //! HTTP concerns shared by every backend: TLS, a timeout on every request, a per-connection
 //! token bucket and concurrency cap, and retries with exponential backoff and full jitter for
-//! idempotent calls only, honouring `Retry-After` in both its forms.
+//! idempotent calls only, honouring `Retry-After` in both its forms. Every write (any method
+//! but GET/HEAD/OPTIONS) passes the leader fence ([`crate::leader::fence`]) just before it
+//! leaves, so a replica that lost its Lease stops writing at once.
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +13,7 @@ use reqwest::header::HeaderMap;
 use tokio::sync::Semaphore;
 
 use crate::error::{RemoteError, RemoteErrorKind};
+use crate::leader::WriteFence;
 
 /// Retry schedule for idempotent calls.
 #[derive(Clone, Debug, PartialEq)]
@@ -152,6 +155,7 @@ pub struct HttpClient {
     max_response_bytes: usize,
     bulk_read_deadline: Duration,
     observer: Option<RequestObserver>,
+    fence: &'static WriteFence,
 }
 
 impl HttpClient {
@@ -160,7 +164,7 @@ impl HttpClient {
         let mut builder = reqwest::Client::builder()
             .timeout(options.timeout)
             .connect_timeout(options.timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("secprov-operator/", env!("CARGO_PKG_VERSION")))
+            .user_agent(user_agent())
             // None of the remote APIs redirects; following one would send the credentials
             // wherever the endpoint points. A 3xx is reported instead (see `attempt`).
             .redirect(reqwest::redirect::Policy::none())
@@ -189,12 +193,19 @@ impl HttpClient {
             max_response_bytes: options.max_response_bytes.max(1),
             bulk_read_deadline: options.bulk_read_deadline,
             observer: None,
+            fence: crate::leader::fence(),
         })
     }
 
     /// Calls `observer(backend, operation, status, duration)` after every attempt.
     pub fn with_observer(mut self, observer: RequestObserver) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Checks writes against `fence` instead of the process-wide one (tests).
+    pub fn with_fence(mut self, fence: &'static WriteFence) -> Self {
+        self.fence = fence;
         self
     }
 
@@ -286,8 +297,22 @@ impl HttpClient {
             )
         })?;
         self.limiter.until_ready().await;
+        let request = build(&self.client)
+            .build()
+            .map_err(|e| transport_error(self.backend, operation, &e))?;
+        // Checked last, after every wait: the Lease may have been lost meanwhile.
+        if crate::leader::is_write(request.method())
+            && let Err(e) = self.fence.check()
+        {
+            return Err(RemoteError::transport(
+                self.backend,
+                operation,
+                RemoteErrorKind::Unavailable,
+                e.to_string(),
+            ));
+        }
         let started = Instant::now();
-        let result = self.exchange(build(&self.client)).await;
+        let result = self.exchange(request).await;
         if let Some(observer) = &self.observer {
             observer(
                 self.backend,
@@ -315,8 +340,12 @@ impl HttpClient {
     }
 
     /// Sends one request and reads its body, at most `max_response_bytes` of it.
-    async fn exchange(&self, request: reqwest::RequestBuilder) -> Result<HttpResponse, Exchange> {
-        let mut response = request.send().await.map_err(Exchange::Transport)?;
+    async fn exchange(&self, request: reqwest::Request) -> Result<HttpResponse, Exchange> {
+        let mut response = self
+            .client
+            .execute(request)
+            .await
+            .map_err(Exchange::Transport)?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         if response
@@ -419,6 +448,245 @@ pub fn with_credential(
 /// not followed: the request would carry the token there.
 pub fn same_origin(base: &url::Url, next: &url::Url) -> bool {
     base.origin() == next.origin()
+}
+
+/// `secprov-operator/VERSION (IDENTITY)`: the identity (the leader election's, `POD_NAME` or
+/// `hostname-pid`) tells a remote audit log which replica wrote.
+pub fn user_agent() -> String {
+    format!(
+        "secprov-operator/{} ({})",
+        env!("CARGO_PKG_VERSION"),
+        crate::leader::default_identity()
+    )
+}
+
+/// Turns a backend's non-success response (operation, status, headers, body) into a
+/// [`RemoteError`]: each backend has one, for its own error body shape.
+pub type ErrorParser = fn(&'static str, u16, &HeaderMap, &[u8]) -> RemoteError;
+
+/// What every backend's REST client shares: the connection's [`HttpClient`], the API's base
+/// URL and the backend's error parser. A client adds only its credentials and its paths.
+pub struct RestClient {
+    backend: &'static str,
+    http: HttpClient,
+    base: url::Url,
+    parse_error: ErrorParser,
+}
+
+impl std::fmt::Debug for RestClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestClient")
+            .field("backend", &self.backend)
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RestClient {
+    /// A client of the API at `base` (see [`parse_endpoint`]).
+    pub fn new(
+        backend: &'static str,
+        base: url::Url,
+        options: &HttpOptions,
+        parse_error: ErrorParser,
+    ) -> Result<Self, String> {
+        Ok(RestClient {
+            backend,
+            http: HttpClient::new(backend, options)?,
+            base,
+            parse_error,
+        })
+    }
+
+    /// Calls `observer(backend, operation, status, duration)` after every attempt.
+    pub fn with_observer(mut self, observer: RequestObserver) -> Self {
+        self.http = self.http.with_observer(observer);
+        self
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &url::Url {
+        &self.base
+    }
+
+    /// The base URL followed by `tail`, each segment percent-encoded.
+    pub fn url(&self, tail: &[&str]) -> url::Url {
+        url_with_segments(&self.base, tail)
+    }
+
+    /// A JSON call (see [`HttpClient::send_json`]), its response read by [`Reply`].
+    pub async fn call(
+        &self,
+        operation: &'static str,
+        idempotent: bool,
+        method: &reqwest::Method,
+        url: &url::Url,
+        body: Option<&serde_json::Value>,
+        authorize: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<Reply, RemoteError> {
+        let response = self
+            .http
+            .send_json(operation, idempotent, method, url, body, authorize)
+            .await?;
+        Ok(self.reply(operation, response))
+    }
+
+    /// Runs a bulk read under the connection's overall deadline (see
+    /// [`HttpClient::bulk_read`]).
+    pub async fn bulk_read<T>(
+        &self,
+        operation: &'static str,
+        read: impl std::future::Future<Output = Result<T, RemoteError>>,
+    ) -> Result<T, RemoteError> {
+        self.http.bulk_read(operation, read).await
+    }
+
+    /// Any request (see [`HttpClient::send`]), its response read by [`Reply`].
+    pub async fn send(
+        &self,
+        operation: &'static str,
+        idempotent: bool,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<Reply, RemoteError> {
+        let response = self.http.send(operation, idempotent, build).await?;
+        Ok(self.reply(operation, response))
+    }
+
+    fn reply(&self, operation: &'static str, response: HttpResponse) -> Reply {
+        Reply {
+            backend: self.backend,
+            operation,
+            parse_error: self.parse_error,
+            response,
+        }
+    }
+}
+
+/// The response to one operation, read the same way by every backend: 2xx is success, 404
+/// means "not there", anything else goes through the backend's error parser.
+#[derive(Debug)]
+pub struct Reply {
+    backend: &'static str,
+    operation: &'static str,
+    parse_error: ErrorParser,
+    /// The raw response.
+    pub response: HttpResponse,
+}
+
+impl Reply {
+    /// The operation this reply answers.
+    pub fn operation(&self) -> &'static str {
+        self.operation
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        self.response.status
+    }
+
+    /// The response as an error of this operation.
+    pub fn error(&self) -> RemoteError {
+        let r = &self.response;
+        (self.parse_error)(self.operation, r.status, &r.headers, &r.body)
+    }
+
+    /// 2xx: the body as JSON; else the error.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, RemoteError> {
+        if !self.response.is_success() {
+            return Err(self.error());
+        }
+        self.response.json(self.backend, self.operation)
+    }
+
+    /// Like [`Self::json`], but 404 is `None`.
+    pub fn json_or_none<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>, RemoteError> {
+        match self.response.status {
+            404 => Ok(None),
+            _ => self.json().map(Some),
+        }
+    }
+
+    /// 2xx: `()`; else the error.
+    pub fn ok(&self) -> Result<(), RemoteError> {
+        match self.response.is_success() {
+            true => Ok(()),
+            false => Err(self.error()),
+        }
+    }
+
+    /// 2xx: true; 404: false (already gone); else the error. For deletes.
+    pub fn existed(&self) -> Result<bool, RemoteError> {
+        match self.response.status {
+            404 => Ok(false),
+            _ => self.ok().map(|()| true),
+        }
+    }
+
+    /// A `BadResponse` error of this operation: the body parsed but lacks what it must carry.
+    pub fn bad_response(&self, message: &str) -> RemoteError {
+        RemoteError::transport(
+            self.backend,
+            self.operation,
+            RemoteErrorKind::BadResponse,
+            message,
+        )
+    }
+}
+
+/// What a backend's error parser reads from an error body; [`response_error`] adds the rest.
+#[derive(Debug)]
+pub struct ErrorParts {
+    pub kind: RemoteErrorKind,
+    pub code: Option<String>,
+    pub message: String,
+    pub request_id: Option<String>,
+}
+
+/// The [`RemoteError`] of a non-success response: `parts` from the backend's parser, the
+/// status and `Retry-After` from the response.
+pub fn response_error(
+    backend: &'static str,
+    operation: &'static str,
+    status: u16,
+    headers: &HeaderMap,
+    parts: ErrorParts,
+) -> RemoteError {
+    RemoteError {
+        backend,
+        operation,
+        kind: parts.kind,
+        status: Some(status),
+        code: parts.code,
+        message: parts.message,
+        request_id: parts.request_id,
+        retry_after: retry_after(headers, jiff::Timestamp::now()),
+    }
+}
+
+/// The remote message when it says something, else the status and a short excerpt of the
+/// body (an HTML error page, an empty body).
+pub fn message_or_body(message: Option<String>, status: u16, body: &[u8]) -> String {
+    match message {
+        Some(m) if !m.trim().is_empty() => m,
+        _ if body.is_empty() => format!("HTTP {status} with an empty body"),
+        _ => format!("HTTP {status}: {}", short_text(body)),
+    }
+}
+
+/// The first of `names` present in `headers`, as text.
+pub fn first_header(headers: &HeaderMap, names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
+        .map(str::to_owned)
+}
+
+/// Rejects an empty credential (a Secret key holding only whitespace) with `message`.
+pub fn non_empty(secret: String, message: &str) -> Result<String, String> {
+    match secret.trim().is_empty() {
+        true => Err(message.to_owned()),
+        false => Ok(secret),
+    }
 }
 
 /// Describes a transport failure without echoing request details (headers carry credentials).
@@ -609,6 +877,58 @@ pub fn truncate_text(text: &str, max_chars: usize) -> String {
 mod tests {
     use super::*;
     use reqwest::header::{HeaderValue, RETRY_AFTER};
+
+    /// A server that answers every request with 204 and counts them.
+    async fn counting_server() -> (url::Url, Arc<std::sync::atomic::AtomicUsize>) {
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = hits.clone();
+        let app = axum::Router::new().fallback(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { axum::http::StatusCode::NO_CONTENT }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/x", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url.parse().unwrap(), hits)
+    }
+
+    #[tokio::test]
+    async fn a_closed_fence_stops_writes_before_they_leave_but_not_reads() {
+        let (url, hits) = counting_server().await;
+        let fence: &'static WriteFence = Box::leak(Box::new(WriteFence::new()));
+        fence.arm(Duration::from_secs(10));
+        let client = HttpClient::new("test", &HttpOptions::default())
+            .unwrap()
+            .with_fence(fence);
+        let send = |method: reqwest::Method| {
+            let (client, url) = (&client, url.clone());
+            async move {
+                client
+                    .send("op", true, |c| c.request(method.clone(), url.clone()))
+                    .await
+            }
+        };
+        for method in [
+            reqwest::Method::POST,
+            reqwest::Method::PUT,
+            reqwest::Method::DELETE,
+        ] {
+            let err = send(method).await.unwrap_err();
+            assert!(err.to_string().contains("leader Lease"), "{err}");
+        }
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(send(reqwest::Method::GET).await.unwrap().status, 204);
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+        fence.renewed(Instant::now());
+        assert_eq!(send(reqwest::Method::POST).await.unwrap().status, 204);
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn the_user_agent_names_this_process() {
+        assert!(user_agent().starts_with("secprov-operator/"));
+        assert!(user_agent().contains(crate::leader::default_identity()));
+    }
 
     fn headers(value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

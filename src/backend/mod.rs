@@ -6,7 +6,7 @@ use crate::api::provider_connection::BackendKind;
 use crate::api::security_provider::{
     CurrentStatus, JitsudoStatus, KeystoneStatus, LastRefreshOperation, Statistics,
 };
-use crate::error::RemoteError;
+use crate::error::{RemoteError, RemoteErrorKind};
 
 pub mod connect;
 pub mod coveo;
@@ -146,27 +146,20 @@ pub struct ProviderKey {
     pub known_remote_id: Option<String>,
 }
 
-/// Operations every remote system offers. Implementations map remote errors to
-/// [`RemoteError`] and treat "already gone" on delete as success.
+/// What the controller calls: operations every remote system offers, on normalized
+/// configurations. Implemented by [`Backend`] (the closed set of real backends) and by test
+/// doubles. Implementations treat "already gone" on delete as success.
 #[async_trait]
 pub trait ProviderBackend: Send + Sync {
-    /// Which remote system this is.
-    fn kind(&self) -> BackendKind;
-
     /// Reads the provider; `None` when it does not exist.
     async fn observe(&self, key: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError>;
 
     /// Creates the provider with the desired configuration.
-    async fn create(
-        &self,
-        key: &ProviderKey,
-        desired: &ProviderConfig,
-    ) -> Result<ObservedProvider, RemoteError>;
+    async fn create(&self, desired: &ProviderConfig) -> Result<ObservedProvider, RemoteError>;
 
     /// Brings an existing provider to the desired configuration.
     async fn update(
         &self,
-        key: &ProviderKey,
         observed: &ObservedProvider,
         desired: &ProviderConfig,
     ) -> Result<ObservedProvider, RemoteError>;
@@ -182,17 +175,157 @@ pub trait ProviderBackend: Send + Sync {
     async fn list(&self) -> Result<Vec<ObservedProvider>, RemoteError>;
 
     /// Proves cheaply (one small read) that the endpoint is reachable and accepts the
-    /// credentials, for the ProviderConnection's `Ready` condition. The default reports
-    /// success without a call, for backends that have no cheap check yet; `list()` would
-    /// answer the question too but can page through thousands of providers.
-    async fn verify_credentials(&self) -> Result<(), RemoteError> {
-        Ok(())
-    }
+    /// credentials, for the ProviderConnection's `Ready` condition.
+    async fn verify_credentials(&self) -> Result<(), RemoteError>;
 
     /// Reads every provider of the connection in as few requests as the API allows (pages),
     /// for resyncs ([`crate::controller::snapshot`]). None when the backend has no cheaper
     /// bulk read than one GET per provider.
     async fn observe_all(&self) -> Result<Option<Vec<ObservedProvider>>, RemoteError> {
         self.list().await.map(Some)
+    }
+}
+
+/// What one backend's client implements, in its own configuration type: a configuration of
+/// another backend cannot be handed to it. [`Backend`] lifts it to [`ProviderBackend`].
+#[async_trait]
+pub trait BackendClient: Send + Sync {
+    /// The backend's normalized configuration (a [`ProviderConfig`] variant's payload).
+    type Config: Send + Sync;
+
+    /// Reads the provider; `None` when it does not exist.
+    async fn observe(&self, key: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError>;
+
+    /// Creates the provider.
+    async fn create(&self, desired: &Self::Config) -> Result<ObservedProvider, RemoteError>;
+
+    /// Brings provider `remote_id`, now configured as `current`, to `desired`. `None` when
+    /// nothing had to be sent.
+    async fn update(
+        &self,
+        remote_id: &str,
+        current: &Self::Config,
+        desired: &Self::Config,
+    ) -> Result<Option<ObservedProvider>, RemoteError>;
+
+    /// Deletes the provider; false when it was already gone.
+    async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError>;
+
+    /// Starts a refresh; false when the remote system has no refresh operation.
+    async fn refresh(&self, remote_id: &str) -> Result<bool, RemoteError>;
+
+    /// Every provider the operator may manage.
+    async fn list(&self) -> Result<Vec<ObservedProvider>, RemoteError>;
+
+    /// One small authenticated read (see [`ProviderBackend::verify_credentials`]).
+    async fn verify_credentials(&self) -> Result<(), RemoteError>;
+
+    /// Every provider, in as few round trips as the API allows (default: [`Self::list`]).
+    async fn observe_all(&self) -> Result<Vec<ObservedProvider>, RemoteError> {
+        self.list().await
+    }
+}
+
+/// The remote system of one connection. The set is closed: one arm per backend folder.
+#[derive(Debug)]
+pub enum Backend {
+    Coveo(coveo::CoveoClient),
+    Keystone(keystone::KeystoneClient),
+    Jitsudo(jitsudo::JitsudoClient),
+}
+
+/// Runs `$body` with `$client` bound to whichever client `$backend` holds.
+macro_rules! with_client {
+    ($backend:expr, $client:ident => $body:expr) => {
+        match $backend {
+            Backend::Coveo($client) => $body,
+            Backend::Keystone($client) => $body,
+            Backend::Jitsudo($client) => $body,
+        }
+    };
+}
+
+impl Backend {
+    /// Which backend this is.
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            Backend::Coveo(_) => BackendKind::Coveo,
+            Backend::Keystone(_) => BackendKind::Keystone,
+            Backend::Jitsudo(_) => BackendKind::Jitsudo,
+        }
+    }
+
+    /// A configuration of another backend: [`check_backend_match`] rejects such a pair before
+    /// any remote call, so this is only a guard.
+    fn mismatch(&self, operation: &'static str, config: &ProviderConfig) -> RemoteError {
+        RemoteError::transport(
+            self.kind().as_str(),
+            operation,
+            RemoteErrorKind::Rejected,
+            format!(
+                "a {} configuration was given to the {} backend",
+                config.backend(),
+                self.kind()
+            ),
+        )
+    }
+}
+
+#[async_trait]
+impl ProviderBackend for Backend {
+    async fn observe(&self, key: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError> {
+        with_client!(self, c => BackendClient::observe(c, key).await)
+    }
+
+    async fn create(&self, desired: &ProviderConfig) -> Result<ObservedProvider, RemoteError> {
+        match (self, desired) {
+            (Backend::Coveo(c), ProviderConfig::Coveo(d)) => BackendClient::create(c, d).await,
+            (Backend::Keystone(c), ProviderConfig::Keystone(d)) => {
+                BackendClient::create(c, d).await
+            }
+            (Backend::Jitsudo(c), ProviderConfig::Jitsudo(d)) => BackendClient::create(c, d).await,
+            _ => Err(self.mismatch("create", desired)),
+        }
+    }
+
+    async fn update(
+        &self,
+        observed: &ObservedProvider,
+        desired: &ProviderConfig,
+    ) -> Result<ObservedProvider, RemoteError> {
+        let id = observed.remote_id.as_str();
+        let sent = match (self, &observed.config, desired) {
+            (Backend::Coveo(c), ProviderConfig::Coveo(o), ProviderConfig::Coveo(d)) => {
+                BackendClient::update(c, id, o, d).await?
+            }
+            (Backend::Keystone(c), ProviderConfig::Keystone(o), ProviderConfig::Keystone(d)) => {
+                BackendClient::update(c, id, o, d).await?
+            }
+            (Backend::Jitsudo(c), ProviderConfig::Jitsudo(o), ProviderConfig::Jitsudo(d)) => {
+                BackendClient::update(c, id, o, d).await?
+            }
+            _ => return Err(self.mismatch("update", desired)),
+        };
+        Ok(sent.unwrap_or_else(|| observed.clone()))
+    }
+
+    async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError> {
+        with_client!(self, c => BackendClient::delete(c, remote_id).await)
+    }
+
+    async fn refresh(&self, remote_id: &str) -> Result<bool, RemoteError> {
+        with_client!(self, c => BackendClient::refresh(c, remote_id).await)
+    }
+
+    async fn list(&self) -> Result<Vec<ObservedProvider>, RemoteError> {
+        with_client!(self, c => BackendClient::list(c).await)
+    }
+
+    async fn verify_credentials(&self) -> Result<(), RemoteError> {
+        with_client!(self, c => BackendClient::verify_credentials(c).await)
+    }
+
+    async fn observe_all(&self) -> Result<Option<Vec<ObservedProvider>>, RemoteError> {
+        with_client!(self, c => BackendClient::observe_all(c).await.map(Some))
     }
 }

@@ -240,7 +240,7 @@ async fn sync(
         Plan::Create => {
             mark_create_pending(api, sp).await?;
             effects.marked_pending = true;
-            match backend.create(&key, &desired).await {
+            match backend.create(&desired).await {
                 Ok(created) => {
                     info!(remote_id = %created.remote_id, "created remote provider");
                     outcome.remote_id = Some(created.remote_id.clone());
@@ -263,7 +263,7 @@ async fn sync(
                         observed = Some(found);
                     } else {
                         outcome.observed = Some(found.clone());
-                        let updated = backend.update(&key, &found, &desired).await?;
+                        let updated = backend.update(&found, &desired).await?;
                         observed = Some(updated);
                         effects.updated = Some(fields);
                     }
@@ -275,7 +275,7 @@ async fn sync(
             let current = observed
                 .as_ref()
                 .ok_or_else(|| Error::InvalidSpec("update planned without observation".into()))?;
-            let updated = backend.update(&key, current, &desired).await?;
+            let updated = backend.update(current, &desired).await?;
             info!(remote_id = %updated.remote_id, ?fields, "updated remote provider");
             ctx.snapshots.record(&connection_key, &updated);
             observed = Some(updated);

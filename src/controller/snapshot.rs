@@ -149,7 +149,6 @@ impl<K: Hash + Eq + Clone> Snapshots<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::provider_connection::BackendKind;
     use crate::backend::coveo::CoveoConfig;
     use crate::backend::{ProviderConfig, ProviderKey, RemoteHealth, RemoteState};
     use crate::error::RemoteError;
@@ -183,25 +182,20 @@ mod tests {
 
     #[async_trait]
     impl ProviderBackend for Fake {
-        fn kind(&self) -> BackendKind {
-            BackendKind::Coveo
-        }
         async fn observe(&self, _: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError> {
             unimplemented!()
         }
-        async fn create(
-            &self,
-            _: &ProviderKey,
-            _: &ProviderConfig,
-        ) -> Result<ObservedProvider, RemoteError> {
+        async fn create(&self, _: &ProviderConfig) -> Result<ObservedProvider, RemoteError> {
             unimplemented!()
         }
         async fn update(
             &self,
-            _: &ProviderKey,
             _: &ObservedProvider,
             _: &ProviderConfig,
         ) -> Result<ObservedProvider, RemoteError> {
+            unimplemented!()
+        }
+        async fn verify_credentials(&self) -> Result<(), RemoteError> {
             unimplemented!()
         }
         async fn delete(&self, _: &str) -> Result<bool, RemoteError> {

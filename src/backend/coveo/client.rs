@@ -1,30 +1,30 @@
-//! The Coveo HTTP client and its [`ProviderBackend`](crate::backend::ProviderBackend) implementation.
-
+//! The Coveo HTTP client and its [`BackendClient`] implementation.
 use async_trait::async_trait;
+use reqwest::Method;
 
-use crate::api::provider_connection::BackendKind;
+use crate::api::provider_connection::CoveoConnection;
+use crate::backend::connect::SecretValues;
 use crate::backend::http::{
-    HttpClient, HttpOptions, HttpResponse, check_returned_id, parse_endpoint, require_usable_id,
-    too_many_pages, url_with_segments,
+    HttpOptions, Reply, RequestObserver, RestClient, check_returned_id, non_empty, parse_endpoint,
+    require_usable_id, too_many_pages, url_with_segments,
 };
-use crate::backend::{ObservedProvider, ProviderBackend, ProviderConfig, ProviderKey};
-use crate::error::{RemoteError, RemoteErrorKind};
+use crate::backend::{BackendClient, ObservedProvider, ProviderKey};
+use crate::error::RemoteError;
 
 use super::*;
 
 /// Client of one Coveo organization.
 pub struct CoveoClient {
-    http: HttpClient,
-    base: url::Url,
-    organization_id: String,
+    /// Base URL `{endpoint}/rest/organizations/{org}`.
+    rest: RestClient,
     api_key: String,
 }
 
+/// Never prints the API key.
 impl std::fmt::Debug for CoveoClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CoveoClient")
-            .field("base", &self.base.as_str())
-            .field("organization_id", &self.organization_id)
+            .field("base", &self.rest.base().as_str())
             .finish_non_exhaustive()
     }
 }
@@ -37,28 +37,30 @@ impl CoveoClient {
         api_key: String,
         options: &HttpOptions,
     ) -> Result<Self, String> {
-        let base = parse_endpoint(endpoint)?;
-        if api_key.trim().is_empty() {
-            return Err("the API key is empty".into());
-        }
+        let base = url_with_segments(
+            &parse_endpoint(endpoint)?,
+            &["rest", "organizations", organization_id],
+        );
         Ok(CoveoClient {
-            http: HttpClient::new(BACKEND, options)?,
-            base,
-            organization_id: organization_id.to_owned(),
-            api_key,
+            api_key: non_empty(api_key, "the API key is empty")?,
+            rest: RestClient::new(BACKEND, base, options, parse_error)?,
         })
     }
 
-    /// Replaces the HTTP client (to attach an observer).
-    pub fn map_http(mut self, f: impl FnOnce(HttpClient) -> HttpClient) -> Self {
-        self.http = f(self.http);
-        self
+    /// The client of a connection's `coveo` block.
+    pub fn connect(
+        spec: &CoveoConnection,
+        secrets: &SecretValues,
+        options: &HttpOptions,
+    ) -> Result<Self, String> {
+        let api_key = secrets.require(&spec.api_key_secret_ref)?;
+        Self::new(spec.endpoint(), &spec.organization_id, api_key, options)
     }
 
-    fn url(&self, tail: &[&str]) -> url::Url {
-        let mut segments = vec!["rest", "organizations", self.organization_id.as_str()];
-        segments.extend_from_slice(tail);
-        url_with_segments(&self.base, &segments)
+    /// Calls `observer` after every request attempt.
+    pub fn with_observer(mut self, observer: RequestObserver) -> Self {
+        self.rest = self.rest.with_observer(observer);
+        self
     }
 
     async fn call(
@@ -66,149 +68,129 @@ impl CoveoClient {
         operation: &'static str,
         idempotent: bool,
         method: reqwest::Method,
-        url: url::Url,
+        tail: &[&str],
+        query: &[(&str, String)],
         body: Option<&serde_json::Value>,
-    ) -> Result<HttpResponse, RemoteError> {
-        self.http
-            .send_json(operation, idempotent, &method, &url, body, |req| {
+    ) -> Result<Reply, RemoteError> {
+        let mut url = self.rest.url(tail);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        self.rest
+            .call(operation, idempotent, &method, &url, body, |req| {
                 req.bearer_auth(&self.api_key)
             })
             .await
     }
 
-    fn fail(operation: &'static str, resp: &HttpResponse) -> RemoteError {
-        parse_error(operation, resp.status, &resp.headers, &resp.body)
-    }
-
     /// `GET /securityproviders/{id}`; None on 404.
     pub async fn get(&self, id: &str) -> Result<Option<ProviderWire>, RemoteError> {
-        let resp = self
+        let found: Option<ProviderWire> = self
             .call(
                 "get",
                 true,
-                reqwest::Method::GET,
-                self.url(&["securityproviders", id]),
+                Method::GET,
+                &["securityproviders", id],
+                &[],
                 None,
             )
-            .await?;
-        match resp.status {
-            404 => Ok(None),
-            _ if resp.is_success() => {
-                let found: ProviderWire = resp.json(BACKEND, "get")?;
-                check_returned_id(BACKEND, "get", Some(id), &found.id)?;
-                Ok(Some(found))
-            }
-            _ => Err(Self::fail("get", &resp)),
+            .await?
+            .json_or_none()?;
+        if let Some(found) = &found {
+            check_returned_id(BACKEND, "get", Some(id), &found.id)?;
         }
+        Ok(found)
     }
 
     /// `POST /securityproviders`. Not retried: a lost response may mean it was created.
     pub async fn create(&self, request: &ProviderRequest) -> Result<ProviderWire, RemoteError> {
         require_usable_id(BACKEND, "create", &request.id)?;
         let body = serde_json::to_value(request).unwrap_or_default();
-        let resp = self
+        let created: ProviderWire = self
             .call(
                 "create",
                 false,
-                reqwest::Method::POST,
-                self.url(&["securityproviders"]),
+                Method::POST,
+                &["securityproviders"],
+                &[],
                 Some(&body),
             )
-            .await?;
-        if resp.is_success() {
-            let created: ProviderWire = resp.json(BACKEND, "create")?;
-            check_returned_id(BACKEND, "create", Some(&request.id), &created.id)?;
-            Ok(created)
-        } else {
-            Err(Self::fail("create", &resp))
-        }
+            .await?
+            .json()?;
+        check_returned_id(BACKEND, "create", Some(&request.id), &created.id)?;
+        Ok(created)
     }
 
     /// `PUT /securityproviders/{id}` (a full replacement, so safe to retry).
     pub async fn update(&self, request: &ProviderRequest) -> Result<ProviderWire, RemoteError> {
         require_usable_id(BACKEND, "update", &request.id)?;
         let body = serde_json::to_value(request).unwrap_or_default();
-        let url = self.url(&["securityproviders", &request.id]);
-        let resp = self
-            .call("update", true, reqwest::Method::PUT, url, Some(&body))
-            .await?;
-        if resp.is_success() {
-            let updated: ProviderWire = resp.json(BACKEND, "update")?;
-            check_returned_id(BACKEND, "update", Some(&request.id), &updated.id)?;
-            Ok(updated)
-        } else {
-            Err(Self::fail("update", &resp))
-        }
+        let tail = ["securityproviders", request.id.as_str()];
+        let updated: ProviderWire = self
+            .call("update", true, Method::PUT, &tail, &[], Some(&body))
+            .await?
+            .json()?;
+        check_returned_id(BACKEND, "update", Some(&request.id), &updated.id)?;
+        Ok(updated)
     }
 
     /// `DELETE /securityproviders/{id}`; false when it was already gone.
     pub async fn delete(&self, id: &str) -> Result<bool, RemoteError> {
         require_usable_id(BACKEND, "delete", id)?;
-        let resp = self
-            .call(
-                "delete",
-                true,
-                reqwest::Method::DELETE,
-                self.url(&["securityproviders", id]),
-                None,
-            )
-            .await?;
-        match resp.status {
-            404 => Ok(false),
-            _ if resp.is_success() => Ok(true),
-            _ => Err(Self::fail("delete", &resp)),
-        }
+        self.call(
+            "delete",
+            true,
+            Method::DELETE,
+            &["securityproviders", id],
+            &[],
+            None,
+        )
+        .await?
+        .existed()
     }
 
     /// `POST /securitycache/{id}/refresh`.
     pub async fn refresh(&self, id: &str) -> Result<(), RemoteError> {
         require_usable_id(BACKEND, "refresh", id)?;
-        let resp = self
-            .call(
-                "refresh",
-                false,
-                reqwest::Method::POST,
-                self.url(&["securitycache", id, "refresh"]),
-                None,
-            )
-            .await?;
-        if resp.is_success() {
-            Ok(())
-        } else {
-            Err(Self::fail("refresh", &resp))
-        }
+        let tail = ["securitycache", id, "refresh"];
+        self.call("refresh", false, Method::POST, &tail, &[], None)
+            .await?
+            .ok()
     }
 
     /// `GET /securityproviders/page?page=0&perPage=1`: the smallest authenticated read, to
     /// check that the organization exists and the API key may view its providers.
     pub async fn verify_credentials(&self) -> Result<(), RemoteError> {
-        let mut url = self.url(&["securityproviders", "page"]);
-        url.query_pairs_mut()
-            .append_pair("page", "0")
-            .append_pair("perPage", "1");
-        let resp = self
-            .call("verify", true, reqwest::Method::GET, url, None)
-            .await?;
-        if resp.is_success() {
-            Ok(())
-        } else {
-            Err(Self::fail("verify", &resp))
-        }
+        let query = [("page", "0".to_owned()), ("perPage", "1".to_owned())];
+        self.call(
+            "verify",
+            true,
+            Method::GET,
+            &["securityproviders", "page"],
+            &query,
+            None,
+        )
+        .await?
+        .ok()
     }
 
     /// One page of `GET /securityproviders/page`.
     async fn page(&self, page: u64) -> Result<PageWire, RemoteError> {
-        let mut url = self.url(&["securityproviders", "page"]);
-        url.query_pairs_mut()
-            .append_pair("page", &page.to_string())
-            .append_pair("perPage", &LIST_PAGE_SIZE.to_string());
-        let resp = self
-            .call("list", true, reqwest::Method::GET, url, None)
-            .await?;
-        if !resp.is_success() {
-            return Err(Self::fail("list", &resp));
-        }
-        let page: PageWire = resp.json(BACKEND, "list")?;
+        let query = [
+            ("page", page.to_string()),
+            ("perPage", LIST_PAGE_SIZE.to_string()),
+        ];
+        let page: PageWire = self
+            .call(
+                "list",
+                true,
+                Method::GET,
+                &["securityproviders", "page"],
+                &query,
+                None,
+            )
+            .await?
+            .json()?;
         for item in &page.items {
             check_returned_id(BACKEND, "list", None, &item.id)?;
         }
@@ -223,7 +205,7 @@ impl CoveoClient {
         &self,
         concurrency: usize,
     ) -> Result<Vec<ProviderWire>, RemoteError> {
-        self.http
+        self.rest
             .bulk_read("list", self.list_pages_concurrently(concurrency))
             .await
     }
@@ -256,7 +238,7 @@ impl CoveoClient {
     /// All providers, via `GET /securityproviders/page`, following pages until exhausted
     /// (at most [`MAX_LIST_PAGES`], within the connection's bulk-read deadline).
     pub async fn list(&self) -> Result<Vec<ProviderWire>, RemoteError> {
-        self.http.bulk_read("list", self.list_pages()).await
+        self.rest.bulk_read("list", self.list_pages()).await
     }
 
     async fn list_pages(&self) -> Result<Vec<ProviderWire>, RemoteError> {
@@ -277,40 +259,27 @@ impl CoveoClient {
     }
 }
 
-fn coveo_config(config: &ProviderConfig) -> Result<&CoveoConfig, RemoteError> {
-    match config {
-        ProviderConfig::Coveo(c) => Ok(c),
-        other => Err(RemoteError::transport(
-            BACKEND,
-            "plan",
-            RemoteErrorKind::Rejected,
-            format!(
-                "a {} configuration was given to the Coveo backend",
-                other.backend()
-            ),
-        )),
-    }
+/// The built-in Email Security Provider is not the operator's to manage or export.
+fn managed(providers: Vec<ProviderWire>) -> Vec<ObservedProvider> {
+    providers
+        .into_iter()
+        .filter(|p| p.id != EMAIL_SECURITY_PROVIDER)
+        .map(observed_from_wire)
+        .collect()
 }
 
 #[async_trait]
-impl ProviderBackend for CoveoClient {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Coveo
-    }
+impl BackendClient for CoveoClient {
+    type Config = CoveoConfig;
 
     async fn observe(&self, key: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError> {
         Ok(self.get(&key.id).await?.map(observed_from_wire))
     }
 
-    async fn create(
-        &self,
-        _key: &ProviderKey,
-        desired: &ProviderConfig,
-    ) -> Result<ObservedProvider, RemoteError> {
-        let config = coveo_config(desired)?;
-        let created = CoveoClient::create(self, &config.to_request()).await?;
+    async fn create(&self, desired: &CoveoConfig) -> Result<ObservedProvider, RemoteError> {
+        let created = CoveoClient::create(self, &desired.to_request()).await?;
         // POST may answer without status fields; read the provider back for a complete view.
-        match self.get(&config.id).await? {
+        match self.get(&desired.id).await? {
             Some(full) => Ok(observed_from_wire(full)),
             None => Ok(observed_from_wire(created)),
         }
@@ -318,13 +287,12 @@ impl ProviderBackend for CoveoClient {
 
     async fn update(
         &self,
-        _key: &ProviderKey,
-        _observed: &ObservedProvider,
-        desired: &ProviderConfig,
-    ) -> Result<ObservedProvider, RemoteError> {
-        let config = coveo_config(desired)?;
-        let updated = CoveoClient::update(self, &config.to_request()).await?;
-        Ok(observed_from_wire(updated))
+        _remote_id: &str,
+        _current: &CoveoConfig,
+        desired: &CoveoConfig,
+    ) -> Result<Option<ObservedProvider>, RemoteError> {
+        let updated = CoveoClient::update(self, &desired.to_request()).await?;
+        Ok(Some(observed_from_wire(updated)))
     }
 
     async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError> {
@@ -336,26 +304,16 @@ impl ProviderBackend for CoveoClient {
     }
 
     async fn list(&self) -> Result<Vec<ObservedProvider>, RemoteError> {
-        Ok(CoveoClient::list(self)
-            .await?
-            .into_iter()
-            .filter(|p| p.id != EMAIL_SECURITY_PROVIDER)
-            .map(observed_from_wire)
-            .collect())
+        Ok(managed(CoveoClient::list(self).await?))
     }
 
     async fn verify_credentials(&self) -> Result<(), RemoteError> {
         CoveoClient::verify_credentials(self).await
     }
 
-    async fn observe_all(&self) -> Result<Option<Vec<ObservedProvider>>, RemoteError> {
-        Ok(Some(
-            CoveoClient::list_concurrently(self, LIST_CONCURRENCY)
-                .await?
-                .into_iter()
-                .filter(|p| p.id != EMAIL_SECURITY_PROVIDER)
-                .map(observed_from_wire)
-                .collect(),
+    async fn observe_all(&self) -> Result<Vec<ObservedProvider>, RemoteError> {
+        Ok(managed(
+            CoveoClient::list_concurrently(self, LIST_CONCURRENCY).await?,
         ))
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::api::security_provider::{CurrentStatus, LastRefreshOperation, Statistics};
-use crate::backend::http::short_text;
+use crate::backend::http::{ErrorParts, first_header, message_or_body, response_error};
 use crate::backend::{ObservedProvider, ProviderConfig, RemoteHealth, RemoteState};
 use crate::error::{RemoteError, RemoteErrorKind};
 
@@ -188,11 +188,9 @@ pub fn parse_error(
         .get("x-coveo-waf-action")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("block"));
-    let message = match message {
-        Some(m) if !m.trim().is_empty() => m,
-        _ if waf_block => "request blocked by Coveo's web application firewall".to_owned(),
-        _ if body.is_empty() => format!("HTTP {status} with an empty body"),
-        _ => format!("HTTP {status}: {}", short_text(body)),
+    let message = match message.filter(|m| !m.trim().is_empty()) {
+        None if waf_block => "request blocked by Coveo's web application firewall".to_owned(),
+        message => message_or_body(message, status, body),
     };
     let kind = match code.as_deref() {
         Some(INVALID_CONFIGURATION) => RemoteErrorKind::InvalidConfiguration,
@@ -201,21 +199,14 @@ pub fn parse_error(
         }
         _ => RemoteErrorKind::from_status(status),
     };
-    let request_id = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or(body_request_id);
-    RemoteError {
-        backend: BACKEND,
-        operation,
+    let request_id = first_header(headers, &["x-request-id"]).or(body_request_id);
+    let parts = ErrorParts {
         kind,
-        status: Some(status),
         code,
         message,
         request_id,
-        retry_after: crate::backend::http::retry_after(headers, jiff::Timestamp::now()),
-    }
+    };
+    response_error(BACKEND, operation, status, headers, parts)
 }
 
 /// Normalizes a provider read from Coveo.

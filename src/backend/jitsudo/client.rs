@@ -1,29 +1,32 @@
-//! The JITSudo HTTP client and its [`ProviderBackend`](crate::backend::ProviderBackend) implementation.
+//! The JITSudo HTTP client and its [`BackendClient`] implementation.
 use async_trait::async_trait;
+use reqwest::Method;
 use serde_json::Value;
 
-use crate::api::provider_connection::BackendKind;
+use crate::api::provider_connection::JitsudoConnection;
+use crate::backend::connect::SecretValues;
 use crate::backend::http::{
-    HttpClient, HttpOptions, HttpResponse, check_returned_id, parse_endpoint, require_usable_id,
-    too_many_pages, url_with_segments, with_credential,
+    HttpOptions, Reply, RequestObserver, RestClient, check_returned_id, non_empty, parse_endpoint,
+    require_usable_id, too_many_pages, url_with_segments, with_credential,
 };
-use crate::backend::{ObservedProvider, ProviderBackend, ProviderConfig, ProviderKey};
+use crate::backend::{BackendClient, ObservedProvider, ProviderKey};
 use crate::error::{RemoteError, RemoteErrorKind};
 
 use super::*;
 
 /// Client of one JITSudo tenant.
 pub struct JitsudoClient {
-    http: HttpClient,
-    base: url::Url,
+    /// Base URL `{endpoint}/v1/identity-providers`.
+    rest: RestClient,
     tenant_id: String,
     api_key: String,
 }
 
+/// Never prints the API key.
 impl std::fmt::Debug for JitsudoClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JitsudoClient")
-            .field("base", &self.base.as_str())
+            .field("base", &self.rest.base().as_str())
             .field("tenant_id", &self.tenant_id)
             .finish_non_exhaustive()
     }
@@ -37,65 +40,57 @@ impl JitsudoClient {
         api_key: String,
         options: &HttpOptions,
     ) -> Result<Self, String> {
-        let base = parse_endpoint(endpoint)?;
-        if api_key.trim().is_empty() {
-            return Err("the API key is empty".into());
-        }
+        let base = url_with_segments(&parse_endpoint(endpoint)?, &["v1", "identity-providers"]);
         Ok(JitsudoClient {
-            http: HttpClient::new(BACKEND, options)?,
-            base,
+            api_key: non_empty(api_key, "the API key is empty")?,
+            rest: RestClient::new(BACKEND, base, options, parse_error)?,
             tenant_id: tenant_id.to_owned(),
-            api_key,
         })
     }
 
-    /// Replaces the HTTP client (to attach an observer).
-    pub fn map_http(mut self, f: impl FnOnce(HttpClient) -> HttpClient) -> Self {
-        self.http = f(self.http);
-        self
+    /// The client of a connection's `jitsudo` block.
+    pub fn connect(
+        spec: &JitsudoConnection,
+        secrets: &SecretValues,
+        options: &HttpOptions,
+    ) -> Result<Self, String> {
+        let api_key = secrets.require(&spec.api_key_secret_ref)?;
+        Self::new(&spec.endpoint, &spec.tenant_id, api_key, options)
     }
 
-    fn url(&self, tail: &[&str]) -> url::Url {
-        let mut segments = vec!["v1", "identity-providers"];
-        segments.extend_from_slice(tail);
-        url_with_segments(&self.base, &segments)
+    /// Calls `observer` after every request attempt.
+    pub fn with_observer(mut self, observer: RequestObserver) -> Self {
+        self.rest = self.rest.with_observer(observer);
+        self
     }
 
     async fn call(
         &self,
         operation: &'static str,
         idempotent: bool,
-        method: reqwest::Method,
+        method: Method,
         url: url::Url,
         body: Option<&Value>,
-    ) -> Result<HttpResponse, RemoteError> {
-        self.http
-            .send_json(operation, idempotent, &method, &url, body, |req| {
+    ) -> Result<Reply, RemoteError> {
+        self.rest
+            .call(operation, idempotent, &method, &url, body, |req| {
                 with_credential(req, "X-API-Key", &self.api_key)
                     .header("X-Tenant-ID", &self.tenant_id)
             })
             .await
     }
 
-    fn fail(operation: &'static str, resp: &HttpResponse) -> RemoteError {
-        parse_error(operation, resp.status, &resp.headers, &resp.body)
-    }
-
     /// `GET /v1/identity-providers/{id}`; None on 404.
     pub async fn get(&self, id: &str) -> Result<Option<ProviderWire>, RemoteError> {
         require_usable_id(BACKEND, "get", id)?;
-        let resp = self
-            .call("get", true, reqwest::Method::GET, self.url(&[id]), None)
-            .await?;
-        match resp.status {
-            404 => Ok(None),
-            _ if resp.is_success() => {
-                let found: ProviderWire = resp.json(BACKEND, "get")?;
-                check_returned_id(BACKEND, "get", Some(id), &found.id)?;
-                Ok(Some(found))
-            }
-            _ => Err(Self::fail("get", &resp)),
+        let found: Option<ProviderWire> = self
+            .call("get", true, Method::GET, self.rest.url(&[id]), None)
+            .await?
+            .json_or_none()?;
+        if let Some(found) = &found {
+            check_returned_id(BACKEND, "get", Some(id), &found.id)?;
         }
+        Ok(found)
     }
 
     /// One page of `GET /v1/identity-providers`.
@@ -104,19 +99,16 @@ impl JitsudoClient {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<PageWire, RemoteError> {
-        let mut url = self.url(&[]);
+        let mut url = self.rest.url(&[]);
         url.query_pairs_mut()
             .append_pair("limit", &limit.min(LIST_PAGE_LIMIT).to_string());
         if let Some(cursor) = cursor {
             url.query_pairs_mut().append_pair("cursor", cursor);
         }
-        let resp = self
-            .call("list", true, reqwest::Method::GET, url, None)
-            .await?;
-        if !resp.is_success() {
-            return Err(Self::fail("list", &resp));
-        }
-        let page: PageWire = resp.json(BACKEND, "list")?;
+        let page: PageWire = self
+            .call("list", true, Method::GET, url, None)
+            .await?
+            .json()?;
         for provider in &page.data {
             check_returned_id(BACKEND, "list", None, &provider.id)?;
         }
@@ -131,7 +123,7 @@ impl JitsudoClient {
         limit: u32,
         stop: impl FnMut(&ProviderWire) -> bool,
     ) -> Result<Vec<ProviderWire>, RemoteError> {
-        self.http
+        self.rest
             .bulk_read("list", self.walk_pages(limit, stop))
             .await
     }
@@ -185,24 +177,20 @@ impl JitsudoClient {
     /// `POST /v1/identity-providers` (assumed). Not retried: a lost response may mean it was
     /// created.
     pub async fn create(&self, config: &JitsudoConfig) -> Result<ProviderWire, RemoteError> {
-        // The server assigns the id; it must be usable before it is recorded.
         let body = config.create_body();
-        let resp = self
+        let created: ProviderWire = self
             .call(
                 "create",
                 false,
-                reqwest::Method::POST,
-                self.url(&[]),
+                Method::POST,
+                self.rest.url(&[]),
                 Some(&body),
             )
-            .await?;
-        if resp.is_success() {
-            let created: ProviderWire = resp.json(BACKEND, "create")?;
-            check_returned_id(BACKEND, "create", None, &created.id)?;
-            Ok(created)
-        } else {
-            Err(Self::fail("create", &resp))
-        }
+            .await?
+            .json()?;
+        // The server assigns the id; it must be usable before it is recorded.
+        check_returned_id(BACKEND, "create", None, &created.id)?;
+        Ok(created)
     }
 
     /// `PUT /v1/identity-providers/{id}` (a full replacement, so safe to retry).
@@ -213,84 +201,51 @@ impl JitsudoClient {
     ) -> Result<ProviderWire, RemoteError> {
         require_usable_id(BACKEND, "update", id)?;
         let body = config.update_body();
-        let resp = self
+        let updated: ProviderWire = self
             .call(
                 "update",
                 true,
-                reqwest::Method::PUT,
-                self.url(&[id]),
+                Method::PUT,
+                self.rest.url(&[id]),
                 Some(&body),
             )
-            .await?;
-        if resp.is_success() {
-            let updated: ProviderWire = resp.json(BACKEND, "update")?;
-            check_returned_id(BACKEND, "update", Some(id), &updated.id)?;
-            Ok(updated)
-        } else {
-            Err(Self::fail("update", &resp))
-        }
+            .await?
+            .json()?;
+        check_returned_id(BACKEND, "update", Some(id), &updated.id)?;
+        Ok(updated)
     }
 
     /// `DELETE /v1/identity-providers/{id}` (assumed); false when it was already gone.
     pub async fn delete(&self, id: &str) -> Result<bool, RemoteError> {
         require_usable_id(BACKEND, "delete", id)?;
-        let resp = self
-            .call(
-                "delete",
-                true,
-                reqwest::Method::DELETE,
-                self.url(&[id]),
-                None,
-            )
-            .await?;
-        match resp.status {
-            404 => Ok(false),
-            _ if resp.is_success() => Ok(true),
-            _ => Err(Self::fail("delete", &resp)),
-        }
+        self.call("delete", true, Method::DELETE, self.rest.url(&[id]), None)
+            .await?
+            .existed()
     }
 
     /// `POST /v1/identity-providers/{id}/sync` (assumed); false when the server has no such
     /// operation.
     pub async fn sync(&self, id: &str) -> Result<bool, RemoteError> {
         require_usable_id(BACKEND, "refresh", id)?;
-        let resp = self
+        let reply = self
             .call(
                 "refresh",
                 false,
-                reqwest::Method::POST,
-                self.url(&[id, "sync"]),
+                Method::POST,
+                self.rest.url(&[id, "sync"]),
                 None,
             )
             .await?;
-        match resp.status {
+        match reply.status() {
             404 | 405 | 501 => Ok(false),
-            _ if resp.is_success() => Ok(true),
-            _ => Err(Self::fail("refresh", &resp)),
+            _ => reply.ok().map(|()| true),
         }
     }
 }
 
-fn jitsudo_config(config: &ProviderConfig) -> Result<&JitsudoConfig, RemoteError> {
-    match config {
-        ProviderConfig::Jitsudo(c) => Ok(c),
-        other => Err(RemoteError::transport(
-            BACKEND,
-            "plan",
-            RemoteErrorKind::Rejected,
-            format!(
-                "a {} configuration was given to the JITSudo backend",
-                other.backend()
-            ),
-        )),
-    }
-}
-
 #[async_trait]
-impl ProviderBackend for JitsudoClient {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Jitsudo
-    }
+impl BackendClient for JitsudoClient {
+    type Config = JitsudoConfig;
 
     async fn verify_credentials(&self) -> Result<(), RemoteError> {
         // One provider is enough to prove the API key, the tenant header and the read right.
@@ -310,38 +265,31 @@ impl ProviderBackend for JitsudoClient {
             .map(observed_from_wire))
     }
 
-    async fn create(
-        &self,
-        _key: &ProviderKey,
-        desired: &ProviderConfig,
-    ) -> Result<ObservedProvider, RemoteError> {
-        let config = jitsudo_config(desired)?;
+    async fn create(&self, desired: &JitsudoConfig) -> Result<ObservedProvider, RemoteError> {
         Ok(observed_from_wire(
-            JitsudoClient::create(self, config).await?,
+            JitsudoClient::create(self, desired).await?,
         ))
     }
 
     async fn update(
         &self,
-        _key: &ProviderKey,
-        observed: &ObservedProvider,
-        desired: &ProviderConfig,
-    ) -> Result<ObservedProvider, RemoteError> {
-        let config = jitsudo_config(desired)?;
-        let current = jitsudo_config(&observed.config)?;
-        if config.provider_type != current.provider_type {
+        remote_id: &str,
+        current: &JitsudoConfig,
+        desired: &JitsudoConfig,
+    ) -> Result<Option<ObservedProvider>, RemoteError> {
+        if desired.provider_type != current.provider_type {
             return Err(RemoteError::transport(
                 BACKEND,
                 "update",
                 RemoteErrorKind::Rejected,
                 format!(
                     "JITSudo cannot change the provider type of an existing provider (remote {:?}, spec {:?}); delete and recreate it, or restore spec.jitsudo.providerType",
-                    current.provider_type, config.provider_type
+                    current.provider_type, desired.provider_type
                 ),
             ));
         }
-        let updated = JitsudoClient::update(self, &observed.remote_id, config).await?;
-        Ok(observed_from_wire(updated))
+        let updated = JitsudoClient::update(self, remote_id, desired).await?;
+        Ok(Some(observed_from_wire(updated)))
     }
 
     async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError> {

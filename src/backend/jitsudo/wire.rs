@@ -3,7 +3,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::security_provider::{CurrentStatus, JitsudoStatus};
-use crate::backend::http::short_text;
+use crate::backend::http::{ErrorParts, first_header, message_or_body, response_error};
 use crate::backend::{ObservedProvider, ProviderConfig, RemoteHealth, RemoteState};
 use crate::error::{RemoteError, RemoteErrorKind};
 
@@ -51,11 +51,7 @@ pub fn parse_error(
     body: &[u8],
 ) -> RemoteError {
     let parsed: ErrorWire = serde_json::from_slice(body).unwrap_or_default();
-    let mut message = match parsed.message {
-        Some(m) if !m.trim().is_empty() => m,
-        _ if body.is_empty() => format!("HTTP {status} with an empty body"),
-        _ => format!("HTTP {status}: {}", short_text(body)),
-    };
+    let mut message = message_or_body(parsed.message, status, body);
     if let Some(notices) = parsed.notices.filter(|n| !n.is_empty()) {
         message = format!("{message} (policy notices: {})", notices.join("; "));
     }
@@ -71,19 +67,13 @@ pub fn parse_error(
         Some("invalid_input" | "validation_error") => RemoteErrorKind::InvalidConfiguration,
         _ => RemoteErrorKind::from_status(status),
     };
-    RemoteError {
-        backend: BACKEND,
-        operation,
+    let parts = ErrorParts {
         kind,
-        status: Some(status),
         code,
         message,
-        request_id: headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        retry_after: crate::backend::http::retry_after(headers, jiff::Timestamp::now()),
-    }
+        request_id: first_header(headers, &["x-request-id"]),
+    };
+    response_error(BACKEND, operation, status, headers, parts)
 }
 
 /// Normalizes a provider read from JITSudo.

@@ -1,32 +1,33 @@
-//! The Keystone HTTP client and its [`ProviderBackend`](crate::backend::ProviderBackend) implementation.
-
+//! The Keystone HTTP client and its [`BackendClient`] implementation.
 use async_trait::async_trait;
+use reqwest::Method;
 use serde_json::Value;
 
-use crate::api::provider_connection::{BackendKind, KeystoneScope};
+use crate::api::provider_connection::{KeystoneConnection, KeystoneScope};
+use crate::backend::connect::SecretValues;
 use crate::backend::http::{
-    HttpClient, HttpOptions, HttpResponse, check_returned_id, parse_endpoint, require_usable_id,
-    same_origin, too_many_pages, url_with_segments, with_credential,
+    HttpOptions, Reply, RequestObserver, RestClient, check_returned_id, parse_endpoint,
+    require_usable_id, same_origin, too_many_pages, with_credential,
 };
-use crate::backend::{ObservedProvider, ProviderBackend, ProviderConfig, ProviderKey};
+use crate::backend::{BackendClient, ObservedProvider, ProviderKey};
 use crate::error::{RemoteError, RemoteErrorKind};
 
 use super::*;
 
 /// Client of one Keystone (or OTC IAM) endpoint.
 pub struct KeystoneClient {
-    http: HttpClient,
     /// Base URL ending in `/v3`.
-    base: url::Url,
+    rest: RestClient,
     credentials: KeystoneCredentials,
     scope: Option<KeystoneScope>,
     token: tokio::sync::Mutex<Option<CachedToken>>,
 }
 
+/// Never prints the password, the secret or the token.
 impl std::fmt::Debug for KeystoneClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeystoneClient")
-            .field("base", &self.base.as_str())
+            .field("base", &self.rest.base().as_str())
             .field("credentials", &self.credentials)
             .finish_non_exhaustive()
     }
@@ -54,26 +55,49 @@ impl KeystoneClient {
             return Err("the Keystone password or application credential secret is empty".into());
         }
         Ok(KeystoneClient {
-            http: HttpClient::new(BACKEND, options)?,
-            base,
+            rest: RestClient::new(BACKEND, base, options, parse_error)?,
             credentials,
             scope,
             token: tokio::sync::Mutex::new(None),
         })
     }
 
-    /// Replaces the HTTP client (to attach an observer).
-    pub fn map_http(mut self, f: impl FnOnce(HttpClient) -> HttpClient) -> Self {
-        self.http = f(self.http);
+    /// The client of a connection's `keystone` block.
+    pub fn connect(
+        spec: &KeystoneConnection,
+        secrets: &SecretValues,
+        options: &HttpOptions,
+    ) -> Result<Self, String> {
+        let credentials = match (&spec.password, &spec.application_credential) {
+            (Some(p), None) => KeystoneCredentials::Password {
+                user_name: p.user_name.clone(),
+                user_domain_name: p
+                    .user_domain_name
+                    .clone()
+                    .unwrap_or_else(|| "Default".into()),
+                password: secrets.require(&p.password_secret_ref)?,
+            },
+            (None, Some(a)) => KeystoneCredentials::ApplicationCredential {
+                id: a.id.clone(),
+                secret: secrets.require(&a.secret_secret_ref)?,
+            },
+            _ => {
+                return Err(
+                    "keystone needs exactly one of password or applicationCredential".into(),
+                );
+            }
+        };
+        Self::new(&spec.auth_url, credentials, spec.scope.clone(), options)
+    }
+
+    /// Calls `observer` after every request attempt.
+    pub fn with_observer(mut self, observer: RequestObserver) -> Self {
+        self.rest = self.rest.with_observer(observer);
         self
     }
 
-    fn url(&self, tail: &[&str]) -> url::Url {
-        url_with_segments(&self.base, tail)
-    }
-
     fn idp_url(&self, id: &str) -> url::Url {
-        self.url(&["OS-FEDERATION", "identity_providers", id])
+        self.rest.url(&["OS-FEDERATION", "identity_providers", id])
     }
 
     /// A usable token: the cached one, or a new one. Authentication runs under the lock, so
@@ -101,9 +125,9 @@ impl KeystoneClient {
 
     async fn authenticate(&self) -> Result<CachedToken, RemoteError> {
         let body = auth_request(&self.credentials, self.scope.as_ref());
-        let url = self.url(&["auth", "tokens"]);
-        let resp = self
-            .http
+        let url = self.rest.url(&["auth", "tokens"]);
+        let reply = self
+            .rest
             .send("authenticate", true, |client| {
                 client
                     .post(url.clone())
@@ -111,26 +135,16 @@ impl KeystoneClient {
                     .json(&body)
             })
             .await?;
-        if !resp.is_success() {
-            return Err(parse_error(
-                "authenticate",
-                resp.status,
-                &resp.headers,
-                &resp.body,
-            ));
-        }
-        let value = resp
+        reply.ok()?;
+        let value = reply
+            .response
             .header("x-subject-token")
             .filter(|t| !t.trim().is_empty())
             .ok_or_else(|| {
-                RemoteError::transport(
-                    BACKEND,
-                    "authenticate",
-                    RemoteErrorKind::BadResponse,
-                    "the token response has no X-Subject-Token header",
-                )
+                reply.bad_response("the token response has no X-Subject-Token header")
             })?;
-        let parsed: TokenResponseWire = serde_json::from_slice(&resp.body).unwrap_or_default();
+        let parsed: TokenResponseWire =
+            serde_json::from_slice(&reply.response.body).unwrap_or_default();
         let now = jiff::Timestamp::now();
         let expires_at = parsed
             .token
@@ -150,16 +164,16 @@ impl KeystoneClient {
         &self,
         operation: &'static str,
         idempotent: bool,
-        method: reqwest::Method,
+        method: Method,
         url: url::Url,
         body: Option<&Value>,
-    ) -> Result<HttpResponse, RemoteError> {
+    ) -> Result<Reply, RemoteError> {
         let token = self.token().await?;
-        let resp = self
+        let reply = self
             .send_with_token(&token, operation, idempotent, &method, &url, body)
             .await?;
-        if resp.status != 401 {
-            return Ok(resp);
+        if reply.status() != 401 {
+            return Ok(reply);
         }
         // Revoked early (password change, user disabled, server restart): one fresh token.
         tracing::debug!(
@@ -178,51 +192,35 @@ impl KeystoneClient {
         token: &str,
         operation: &'static str,
         idempotent: bool,
-        method: &reqwest::Method,
+        method: &Method,
         url: &url::Url,
         body: Option<&Value>,
-    ) -> Result<HttpResponse, RemoteError> {
-        self.http
-            .send_json(operation, idempotent, method, url, body, |req| {
+    ) -> Result<Reply, RemoteError> {
+        self.rest
+            .call(operation, idempotent, method, url, body, |req| {
                 with_credential(req, "X-Auth-Token", token)
             })
             .await
     }
 
-    /// The identity provider of a response, which must be the one `id` names.
-    fn decode_one(
-        operation: &'static str,
-        id: &str,
-        resp: &HttpResponse,
-    ) -> Result<IdentityProviderWire, RemoteError> {
-        let found = resp
-            .json::<OneWire>(BACKEND, operation)?
+    /// The `identity_provider` object of a 2xx reply, which must be the one `id` names.
+    fn one(reply: &Reply, id: &str) -> Result<IdentityProviderWire, RemoteError> {
+        let found = reply
+            .json::<OneWire>()?
             .identity_provider
-            .ok_or_else(|| {
-                RemoteError::transport(
-                    BACKEND,
-                    operation,
-                    RemoteErrorKind::BadResponse,
-                    "the response has no identity_provider object",
-                )
-            })?;
-        check_returned_id(BACKEND, operation, Some(id), &found.id)?;
+            .ok_or_else(|| reply.bad_response("the response has no identity_provider object"))?;
+        check_returned_id(BACKEND, reply.operation(), Some(id), &found.id)?;
         Ok(found)
-    }
-
-    fn fail(operation: &'static str, resp: &HttpResponse) -> RemoteError {
-        parse_error(operation, resp.status, &resp.headers, &resp.body)
     }
 
     /// `GET /v3/OS-FEDERATION/identity_providers/{id}`; None on 404.
     pub async fn get(&self, id: &str) -> Result<Option<IdentityProviderWire>, RemoteError> {
-        let resp = self
-            .call("get", true, reqwest::Method::GET, self.idp_url(id), None)
+        let reply = self
+            .call("get", true, Method::GET, self.idp_url(id), None)
             .await?;
-        match resp.status {
+        match reply.status() {
             404 => Ok(None),
-            _ if resp.is_success() => Self::decode_one("get", id, &resp).map(Some),
-            _ => Err(Self::fail("get", &resp)),
+            _ => Self::one(&reply, id).map(Some),
         }
     }
 
@@ -234,81 +232,53 @@ impl KeystoneClient {
     ) -> Result<IdentityProviderWire, RemoteError> {
         require_usable_id(BACKEND, "create", &config.id)?;
         let body = config.create_body();
-        let resp = self
-            .call(
-                "create",
-                false,
-                reqwest::Method::PUT,
-                self.idp_url(&config.id),
-                Some(&body),
-            )
-            .await?;
-        if resp.is_success() {
-            Self::decode_one("create", &config.id, &resp)
-        } else {
-            Err(Self::fail("create", &resp))
-        }
+        let url = self.idp_url(&config.id);
+        Self::one(
+            &self
+                .call("create", false, Method::PUT, url, Some(&body))
+                .await?,
+            &config.id,
+        )
     }
 
     /// `PATCH /v3/OS-FEDERATION/identity_providers/{id}` with `body` (sets values, so safe to
     /// retry).
     pub async fn patch(&self, id: &str, body: &Value) -> Result<IdentityProviderWire, RemoteError> {
         require_usable_id(BACKEND, "update", id)?;
-        let resp = self
-            .call(
-                "update",
-                true,
-                reqwest::Method::PATCH,
-                self.idp_url(id),
-                Some(body),
-            )
-            .await?;
-        if resp.is_success() {
-            Self::decode_one("update", id, &resp)
-        } else {
-            Err(Self::fail("update", &resp))
-        }
+        let url = self.idp_url(id);
+        Self::one(
+            &self
+                .call("update", true, Method::PATCH, url, Some(body))
+                .await?,
+            id,
+        )
     }
 
     /// `DELETE /v3/OS-FEDERATION/identity_providers/{id}`; false when it was already gone.
     pub async fn delete(&self, id: &str) -> Result<bool, RemoteError> {
         require_usable_id(BACKEND, "delete", id)?;
-        let resp = self
-            .call(
-                "delete",
-                true,
-                reqwest::Method::DELETE,
-                self.idp_url(id),
-                None,
-            )
-            .await?;
-        match resp.status {
-            404 => Ok(false),
-            _ if resp.is_success() => Ok(true),
-            _ => Err(Self::fail("delete", &resp)),
-        }
+        self.call("delete", true, Method::DELETE, self.idp_url(id), None)
+            .await?
+            .existed()
     }
 
     /// `GET /v3/OS-FEDERATION/identity_providers`, following `links.next` when a deployment
     /// paginates: only on the endpoint's origin (the request carries the token), at most
     /// [`MAX_LIST_PAGES`] pages, within the connection's bulk-read deadline.
     pub async fn list(&self) -> Result<Vec<IdentityProviderWire>, RemoteError> {
-        self.http.bulk_read("list", self.list_pages()).await
+        self.rest.bulk_read("list", self.list_pages()).await
     }
 
     async fn list_pages(&self) -> Result<Vec<IdentityProviderWire>, RemoteError> {
         let mut all = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        let mut url = self.url(&["OS-FEDERATION", "identity_providers"]);
+        let mut url = self.rest.url(&["OS-FEDERATION", "identity_providers"]);
         for _ in 0..MAX_LIST_PAGES {
             seen.insert(url.clone());
-            let resp = self
-                .call("list", true, reqwest::Method::GET, url.clone(), None)
-                .await?;
-            if !resp.is_success() {
-                return Err(Self::fail("list", &resp));
-            }
-            let page: ListWire = resp.json(BACKEND, "list")?;
+            let page: ListWire = self
+                .call("list", true, Method::GET, url.clone(), None)
+                .await?
+                .json()?;
             for idp in &page.identity_providers {
                 check_returned_id(BACKEND, "list", None, &idp.id)?;
             }
@@ -320,12 +290,7 @@ impl KeystoneClient {
             };
             url = self.next_page_url(&next)?;
             if seen.contains(&url) {
-                return Err(RemoteError::transport(
-                    BACKEND,
-                    "list",
-                    RemoteErrorKind::BadResponse,
-                    "links.next points back to a page already read",
-                ));
+                return Err(list_error("links.next points back to a page already read"));
             }
         }
         Err(too_many_pages(BACKEND, MAX_LIST_PAGES))
@@ -333,15 +298,13 @@ impl KeystoneClient {
 
     /// A `links.next` value, accepted only on the endpoint's origin.
     fn next_page_url(&self, next: &str) -> Result<url::Url, RemoteError> {
-        let bad = |what: &str| {
-            RemoteError::transport(BACKEND, "list", RemoteErrorKind::BadResponse, what)
-        };
         let url = self
-            .base
+            .rest
+            .base()
             .join(next)
-            .map_err(|_| bad("links.next is not a URL"))?;
-        if !same_origin(&self.base, &url) {
-            return Err(bad(
+            .map_err(|_| list_error("links.next is not a URL"))?;
+        if !same_origin(self.rest.base(), &url) {
+            return Err(list_error(
                 "links.next points to another origin than the endpoint; it is not followed (the request would carry the token)",
             ));
         }
@@ -354,54 +317,36 @@ impl KeystoneClient {
     }
 }
 
-fn keystone_config(config: &ProviderConfig) -> Result<&KeystoneConfig, RemoteError> {
-    match config {
-        ProviderConfig::Keystone(c) => Ok(c),
-        other => Err(RemoteError::transport(
-            BACKEND,
-            "plan",
-            RemoteErrorKind::Rejected,
-            format!(
-                "a {} configuration was given to the Keystone backend",
-                other.backend()
-            ),
-        )),
-    }
+fn list_error(message: &str) -> RemoteError {
+    RemoteError::transport(BACKEND, "list", RemoteErrorKind::BadResponse, message)
 }
 
 #[async_trait]
-impl ProviderBackend for KeystoneClient {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Keystone
-    }
+impl BackendClient for KeystoneClient {
+    type Config = KeystoneConfig;
 
     async fn observe(&self, key: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError> {
         Ok(self.get(&key.id).await?.map(observed_from_wire))
     }
 
-    async fn create(
-        &self,
-        _key: &ProviderKey,
-        desired: &ProviderConfig,
-    ) -> Result<ObservedProvider, RemoteError> {
-        let config = keystone_config(desired)?;
-        let created = KeystoneClient::create(self, config).await?;
-        Ok(observed_from_wire(created))
+    async fn create(&self, desired: &KeystoneConfig) -> Result<ObservedProvider, RemoteError> {
+        Ok(observed_from_wire(
+            KeystoneClient::create(self, desired).await?,
+        ))
     }
 
     async fn update(
         &self,
-        _key: &ProviderKey,
-        observed: &ObservedProvider,
-        desired: &ProviderConfig,
-    ) -> Result<ObservedProvider, RemoteError> {
-        let config = keystone_config(desired)?;
-        let current = keystone_config(&observed.config)?;
-        let Some(body) = config.patch_body(current) else {
-            return Ok(observed.clone());
+        remote_id: &str,
+        current: &KeystoneConfig,
+        desired: &KeystoneConfig,
+    ) -> Result<Option<ObservedProvider>, RemoteError> {
+        let Some(body) = desired.patch_body(current) else {
+            return Ok(None);
         };
-        let updated = self.patch(&observed.remote_id, &body).await?;
-        Ok(observed_from_wire(updated))
+        Ok(Some(observed_from_wire(
+            self.patch(remote_id, &body).await?,
+        )))
     }
 
     async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError> {

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use crate::api::security_provider::{CurrentStatus, KeystoneStatus};
-use crate::backend::http::short_text;
+use crate::backend::http::{ErrorParts, first_header, message_or_body, response_error};
 use crate::backend::{ObservedProvider, ProviderConfig, RemoteHealth, RemoteState};
 use crate::error::{RemoteError, RemoteErrorKind};
 
@@ -84,11 +84,7 @@ pub fn parse_error(
         }
         (None, None, message) => (None, message),
     };
-    let message = match message {
-        Some(m) if !m.trim().is_empty() => m,
-        _ if body.is_empty() => format!("HTTP {status} with an empty body"),
-        _ => format!("HTTP {status}: {}", short_text(body)),
-    };
+    let message = message_or_body(message, status, body);
     let kind = match code.as_deref() {
         Some(IAM_THROTTLED) => RemoteErrorKind::RateLimited,
         Some("IAM.0066" | "IAM.0067" | "IAM.0001") => RemoteErrorKind::Unauthorized,
@@ -96,20 +92,13 @@ pub fn parse_error(
         _ if status == 400 => RemoteErrorKind::InvalidConfiguration,
         _ => RemoteErrorKind::from_status(status),
     };
-    let request_id = ["x-openstack-request-id", "x-request-id"]
-        .iter()
-        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
-        .map(str::to_owned);
-    RemoteError {
-        backend: BACKEND,
-        operation,
+    let parts = ErrorParts {
         kind,
-        status: Some(status),
         code,
         message,
-        request_id,
-        retry_after: crate::backend::http::retry_after(headers, jiff::Timestamp::now()),
-    }
+        request_id: first_header(headers, &["x-openstack-request-id", "x-request-id"]),
+    };
+    response_error(BACKEND, operation, status, headers, parts)
 }
 
 /// Normalizes an identity provider read from Keystone.
