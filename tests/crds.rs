@@ -59,3 +59,70 @@ fn walk(schema: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
         walk(&schema["items"], &format!("{path}[]"), missing);
     }
 }
+
+/// The generated CRDs as JSON values.
+fn generated_crds() -> Vec<serde_json::Value> {
+    secprov::api::crds()
+        .into_iter()
+        .map(|crd| serde_json::to_value(crd).unwrap())
+        .collect()
+}
+
+/// Paths of every `enum` that offers a literal `null`.
+fn enums_with_null(value: &serde_json::Value, path: &str, found: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(values) = map.get("enum").and_then(|v| v.as_array())
+                && values.iter().any(|v| v.is_null())
+            {
+                found.push(path.to_owned());
+            }
+            for (key, child) in map {
+                enums_with_null(child, &format!("{path}.{key}"), found);
+            }
+        }
+        serde_json::Value::Array(items) => items
+            .iter()
+            .for_each(|item| enums_with_null(item, &format!("{path}[]"), found)),
+        _ => {}
+    }
+}
+
+#[test]
+fn no_enum_offers_a_literal_null() {
+    let mut found = Vec::new();
+    for crd in generated_crds() {
+        enums_with_null(&crd, "", &mut found);
+    }
+    assert!(found.is_empty(), "enums with null: {found:#?}");
+}
+
+#[test]
+fn policies_explain_their_default_and_meaning() {
+    let crd = generated_crds()
+        .into_iter()
+        .find(|crd| crd["spec"]["names"]["kind"] == "SecurityProvider")
+        .unwrap();
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let explain = |field: &str| {
+        spec["properties"][field]["description"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let deletion = explain("deletionPolicy");
+    assert!(deletion.contains("`Delete` (the default)"), "{deletion}");
+    assert!(
+        deletion.contains("`Orphan` keeps the remote provider"),
+        "{deletion}"
+    );
+    let management = explain("managementPolicy");
+    assert!(
+        management.contains("`Manage` (the default)"),
+        "{management}"
+    );
+    assert!(
+        management.contains("never writes or deletes anything remotely"),
+        "{management}"
+    );
+}

@@ -191,6 +191,7 @@ apiVersion: v1
 kind: Secret
 metadata:
   name: wrong-key
+  labels: {{secprov.dev/credential: "true"}}
 stringData:
   apiKey: not-the-key
 ---
@@ -236,7 +237,7 @@ spec:
     // Creating the missing Secret makes the connection Ready at once (Secret watch).
     env.ns
         .apply(&format!(
-            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: absent\nstringData:\n  apiKey: {API_KEY}\n"
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: absent\n  labels: {{secprov.dev/credential: \"true\"}}\nstringData:\n  apiKey: {API_KEY}\n"
         ))
         .unwrap();
     env.ns

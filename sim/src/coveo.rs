@@ -67,12 +67,10 @@ mod error;
 mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -82,12 +80,13 @@ use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use self::error::ApiError;
 use self::store::{Now, PROVIDER_REFRESH, PageQuery, Store};
-use super::faults::{self, FaultConfig, Faults};
-use super::{RequestCounters, ServerHandle, lock, shutdown_signal};
+use super::faults::{FaultConfig, Faults};
+use super::harness::{ApiShape, Harness};
+use super::{RequestCounters, ServerHandle, lock};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Default `perPage` of the paged listings (reference §1.4).
@@ -95,6 +94,14 @@ const DEFAULT_PER_PAGE: usize = 100;
 /// Largest accepted `perPage` (our assumption; Coveo's Platform APIs commonly cap at 1000).
 const MAX_PER_PAGE: usize = 1000;
 const ORGANIZATIONS_PREFIX: &str = "/rest/organizations/";
+
+static SHAPE: ApiShape = ApiShape {
+    name: "coveo",
+    prefix: "/rest",
+    classify,
+    request_id_header: "x-request-id",
+    request_id_prefix: "",
+};
 
 /// The id of the built-in provider every organization has (reference §1.7).
 pub const EMAIL_SECURITY_PROVIDER_ID: &str = "Email Security Provider";
@@ -136,8 +143,8 @@ impl Default for CoveoSimConfig {
 struct SimState {
     config: CoveoSimConfig,
     store: Mutex<Store>,
-    counters: RequestCounters,
-    faults: Faults,
+    /// Request counters and faults.
+    harness: Harness,
     /// Creates that were applied (2xx from the handler), whatever happened to the response.
     committed_creates: AtomicU64,
     /// Creates answered 409 because the id existed.
@@ -149,8 +156,7 @@ impl SimState {
         let cluster_id = organization_cluster_id(&config.organization_id);
         Self {
             store: Mutex::new(Store::new(cluster_id, config.refresh_duration)),
-            counters: RequestCounters::new(),
-            faults: Faults::new(config.faults.clone()),
+            harness: Harness::new(&SHAPE, config.latency, Faults::new(config.faults.clone())),
             committed_creates: AtomicU64::new(0),
             create_conflicts: AtomicU64::new(0),
             config,
@@ -236,27 +242,27 @@ impl CoveoSimulator {
 
     /// API requests (paths under `/rest`) with this HTTP method, e.g. `"GET"`.
     pub fn request_count(&self, method: &str) -> u64 {
-        self.sim.counters.count(method)
+        self.sim.harness.counters.count(method)
     }
 
     /// API requests with this method and operation (see the module docs for the names),
     /// e.g. `request_count_for("POST", "refresh")`.
     pub fn request_count_for(&self, method: &str, operation: &str) -> u64 {
-        self.sim.counters.count_for(method, operation)
+        self.sim.harness.counters.count_for(method, operation)
     }
 
     /// API requests for this operation, whatever the method.
     pub fn operation_count(&self, operation: &str) -> u64 {
-        self.sim.counters.count_operation(operation)
+        self.sim.harness.counters.count_operation(operation)
     }
 
     /// A shared handle on the counters (e.g. for snapshots).
     pub fn counters(&self) -> RequestCounters {
-        self.sim.counters.clone()
+        self.sim.harness.counters.clone()
     }
 
     pub fn reset_counters(&self) {
-        self.sim.counters.reset();
+        self.sim.harness.counters.reset();
     }
 
     /// The provider exactly as `GET /securityproviders/{id}` would return it.
@@ -287,7 +293,7 @@ impl CoveoSimulator {
 
     /// The live fault settings and counters (see [`super::faults`]).
     pub fn faults(&self) -> Faults {
-        self.sim.faults.clone()
+        self.sim.harness.faults.clone()
     }
 
     /// Creates that were applied, including those whose response a fault then lost.
@@ -310,22 +316,8 @@ impl CoveoSimulator {
 /// Runs a simulator until Ctrl-C or SIGTERM, printing
 /// `coveo simulator listening on http://HOST:PORT` to stdout once it accepts connections.
 pub async fn run_standalone(listen: SocketAddr, config: CoveoSimConfig) -> anyhow::Result<()> {
-    let simulator = CoveoSimulator::start(listen, config)
-        .await
-        .with_context(|| format!("cannot start the Coveo simulator on {listen}"))?;
-    {
-        // Scripts wait for this exact line, so flush it at once.
-        let mut stdout = std::io::stdout().lock();
-        writeln!(
-            stdout,
-            "coveo simulator listening on {}",
-            simulator.base_url()
-        )?;
-        stdout.flush()?;
-    }
-    shutdown_signal().await;
-    simulator.shutdown().await;
-    Ok(())
+    let started = CoveoSimulator::start(listen, config).await;
+    super::harness::serve_until_signal(&SHAPE, listen, started.map(|sim| sim.server)).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -336,7 +328,8 @@ fn api_path(suffix: &str) -> String {
     format!("{ORGANIZATIONS_PREFIX}{{organization}}{suffix}")
 }
 
-/// The API router. Layers run outside-in: count → latency → faults → auth → handler.
+/// The API router, inside the shared layers and control routes of [`Harness::router`]:
+/// count → latency → faults → auth → handler.
 fn build_router(sim: Shared) -> Router {
     let api = Router::new()
         .route(
@@ -370,40 +363,18 @@ fn build_router(sim: Shared) -> Router {
         )
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Faults come before auth (the harness's layer): gateways throttle first.
         .layer(from_fn_with_state(sim.clone(), authenticate))
-        // Fault injection: after counting and latency (so injected failures are counted and
-        // delayed like real ones) but before auth (gateways throttle first).
-        .layer(from_fn_with_state(sim.faults.clone(), faults::inject))
-        .layer(from_fn_with_state(sim.clone(), add_latency))
-        .layer(from_fn_with_state(sim.clone(), count_requests))
         .with_state(sim.clone());
-    let control = Router::new()
-        .route("/_sim/stats", get(sim_stats))
-        .route("/_sim/reset", post(sim_reset))
-        .with_state(sim.clone())
-        .merge(faults::control_router(sim.faults.clone()));
-    control.merge(api)
+    let providers = {
+        let sim = sim.clone();
+        move || sim.store().user_provider_ids().len()
+    };
+    sim.harness.router(api, providers)
 }
 
 fn is_api_path(path: &str) -> bool {
     path == "/rest" || path.starts_with("/rest/")
-}
-
-/// Counts API requests and makes sure every API response carries an `X-Request-ID`.
-async fn count_requests(State(sim): State<Shared>, request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    if !is_api_path(path) {
-        return next.run(request).await;
-    }
-    let operation = classify(request.method(), path);
-    sim.counters.record(request.method().as_str(), operation);
-    let mut response = next.run(request).await;
-    if !response.headers().contains_key("x-request-id")
-        && let Ok(value) = HeaderValue::from_str(&super::new_request_id())
-    {
-        response.headers_mut().insert("x-request-id", value);
-    }
-    response
 }
 
 /// The operation name a request counts under.
@@ -434,14 +405,6 @@ fn classify(method: &Method, path: &str) -> &'static str {
         ) => "cancel_refresh",
         _ => "other",
     }
-}
-
-async fn add_latency(State(sim): State<Shared>, request: Request, next: Next) -> Response {
-    let latency = sim.config.latency;
-    if !latency.is_zero() && is_api_path(request.uri().path()) {
-        tokio::time::sleep(latency).await;
-    }
-    next.run(request).await
 }
 
 async fn authenticate(State(sim): State<Shared>, request: Request, next: Next) -> Response {
@@ -728,23 +691,13 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     )
 }
 
-async fn sim_stats(State(sim): State<Shared>) -> Response {
-    let providers = sim.store().user_provider_ids().len();
-    let counters = sim.counters.snapshot();
-    ok_json(&json!({"counters": counters, "providers": providers}))
-}
-
-async fn sim_reset(State(sim): State<Shared>) -> StatusCode {
-    sim.counters.reset();
-    StatusCode::NO_CONTENT
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use futures::StreamExt as _;
     use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
     use reqwest::Method as HttpMethod;
+    use serde_json::json;
 
     const ORG: &str = "mycoveocloudv2organization";
     const KEY: &str = "xx-test-api-key";

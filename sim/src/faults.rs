@@ -137,7 +137,7 @@ mod millis {
     }
 }
 
-/// Command-line flags of a simulator's faults (`simulate <backend> --fault-...`).
+/// Command-line flags of a simulator's faults (`secprov-sim <name> --fault-...`).
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct FaultArgs {
     /// Latency added to every API request (e.g. 50ms).
@@ -209,8 +209,13 @@ struct LateWrite {
     done: tokio::sync::oneshot::Receiver<()>,
 }
 
+/// Builds an injected error response (status, upper-case code, message) in the shape of the
+/// simulated API's own errors, so that a client parses it as it would a real one.
+pub type ErrorBody = Arc<dyn Fn(StatusCode, &str, &str) -> Response + Send + Sync>;
+
 struct Inner {
     config: Mutex<FaultConfig>,
+    error_body: ErrorBody,
     rng: Mutex<StdRng>,
     injected: Mutex<BTreeMap<&'static str, u64>>,
     throttles: AtomicU64,
@@ -269,10 +274,16 @@ fn rng_for(seed: Option<u64>) -> StdRng {
 
 impl Faults {
     /// A handle starting with `config` (not validated: callers building it in code are
-    /// trusted; [`Faults::set`] validates).
+    /// trusted; [`Faults::set`] validates). Injected errors have Coveo's error shape.
     pub fn new(config: FaultConfig) -> Self {
+        Self::with_error_body(config, Arc::new(error_response))
+    }
+
+    /// Like [`Faults::new`], with injected errors shaped by `error_body`.
+    pub fn with_error_body(config: FaultConfig, error_body: ErrorBody) -> Self {
         Faults {
             inner: Arc::new(Inner {
+                error_body,
                 rng: Mutex::new(rng_for(config.seed)),
                 config: Mutex::new(config),
                 injected: Mutex::new(BTreeMap::new()),
@@ -380,6 +391,10 @@ impl Faults {
         }
     }
 
+    fn error(&self, status: StatusCode, code: &str, message: &str) -> Response {
+        (self.inner.error_body)(status, code, message)
+    }
+
     fn count(&self, kind: &'static str) {
         *lock(&self.inner.injected).entry(kind).or_insert(0) += 1;
     }
@@ -432,7 +447,7 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// A JSON error body shaped like the simulators' own errors.
+/// A JSON error body shaped like Coveo's errors (and the control endpoints' errors).
 fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
     let body = serde_json::json!({
         "errorCode": code,
@@ -502,7 +517,7 @@ pub async fn inject(State(faults): State<Faults>, request: Request, next: Next) 
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            return error_response(status, "INTERNAL_ERROR", "Injected server error.");
+            return faults.error(status, "INTERNAL_ERROR", "Injected server error.");
         }
         Some(Fault::Throttle) => {
             // Alternate the two forms so a client must understand both.
@@ -519,7 +534,7 @@ pub async fn inject(State(faults): State<Faults>, request: Request, next: Next) 
                     .timestamp_to_rfc9110_string(&at)
                     .unwrap_or_else(|_| config.retry_after_seconds.to_string())
             };
-            let mut response = error_response(
+            let mut response = faults.error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "TOO_MANY_REQUESTS",
                 "Injected throttling: slow down.",
@@ -532,7 +547,7 @@ pub async fn inject(State(faults): State<Faults>, request: Request, next: Next) 
         Some(Fault::Hang) => {
             faults.count(KIND_HANG);
             tokio::time::sleep(config.hang_for).await;
-            return error_response(
+            return faults.error(
                 StatusCode::GATEWAY_TIMEOUT,
                 "GATEWAY_TIMEOUT",
                 "Injected hang ended.",
@@ -571,7 +586,7 @@ pub async fn inject(State(faults): State<Faults>, request: Request, next: Next) 
         return if faults.roll(0.5) {
             reset_response()
         } else {
-            error_response(
+            faults.error(
                 StatusCode::BAD_GATEWAY,
                 "BAD_GATEWAY",
                 "Injected: upstream response lost.",

@@ -12,7 +12,8 @@
 //! | DELETE | `/v1/identity-providers/{id}` | 204 | assumed |
 //! | POST | `/v1/identity-providers/{id}/sync` | 202 provider, sync restarted | assumed |
 //!
-//! Unauthenticated control endpoints (never counted): `GET /_sim/stats`, `POST /_sim/reset`.
+//! Unauthenticated control endpoints (never counted), shared by every simulator (see
+//! `harness.rs`): `GET /_sim/stats`, `POST /_sim/reset`, `GET`/`POST /_sim/faults`.
 //!
 //! # Behaviour
 //!
@@ -33,24 +34,32 @@
 //! * Counters count `/v1` requests by method and operation: `list`, `get`, `create`,
 //!   `update`, `delete`, `sync`, `other`.
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{Method, StatusCode};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::{RequestCounters, ServerHandle, lock, new_request_id, shutdown_signal};
+use super::faults::{FaultConfig, Faults};
+use super::harness::{ApiShape, Harness, json_response};
+use super::{ServerHandle, lock, new_request_id};
 
 const PREFIX: &str = "/v1/identity-providers";
+
+static SHAPE: ApiShape = ApiShape {
+    name: "jitsudo",
+    prefix: "/v1",
+    classify,
+    request_id_header: "x-request-id",
+    request_id_prefix: "",
+};
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 250;
 /// The documented `provider_type` values.
@@ -77,6 +86,9 @@ pub struct JitsudoSimConfig {
     pub sync_duration: Duration,
     /// Added to every `/v1` request.
     pub latency: Duration,
+    /// Faults injected from the start (changeable at run time through
+    /// [`JitsudoSimulator::faults`] or `POST /_sim/faults`). Default none.
+    pub faults: FaultConfig,
 }
 
 impl Default for JitsudoSimConfig {
@@ -87,6 +99,7 @@ impl Default for JitsudoSimConfig {
             other_keys: vec![],
             sync_duration: Duration::from_millis(200),
             latency: Duration::ZERO,
+            faults: FaultConfig::default(),
         }
     }
 }
@@ -223,7 +236,8 @@ impl Store {
 struct SimState {
     config: JitsudoSimConfig,
     store: Mutex<Store>,
-    counters: RequestCounters,
+    /// Request counters and faults.
+    harness: Harness,
 }
 
 impl SimState {
@@ -294,15 +308,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response {
-    let mut response = (status, body.to_string()).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
 // ---------------------------------------------------------------------------------------------
 // Public handle
 
@@ -325,10 +330,18 @@ impl std::fmt::Debug for JitsudoSimulator {
 impl JitsudoSimulator {
     /// Binds `addr` (port 0 picks a free port) and serves on the current tokio runtime.
     pub async fn start(addr: SocketAddr, config: JitsudoSimConfig) -> std::io::Result<Self> {
+        // Injected errors in JITSudo's shape: `{code, message}` with a snake_case code.
+        let faults = Faults::with_error_body(
+            config.faults.clone(),
+            Arc::new(|status, code, message| {
+                let body = json!({"code": code.to_ascii_lowercase(), "message": message});
+                json_response(status, &body)
+            }),
+        );
         let sim = Arc::new(SimState {
-            config,
             store: Mutex::new(Store::default()),
-            counters: RequestCounters::new(),
+            harness: Harness::new(&SHAPE, config.latency, faults),
+            config,
         });
         let server = ServerHandle::spawn(addr, build_router(sim.clone())).await?;
         Ok(Self {
@@ -348,21 +361,21 @@ impl JitsudoSimulator {
 
     /// API requests (under `/v1`) with this HTTP method.
     pub fn request_count(&self, method: &str) -> u64 {
-        self.sim.counters.count(method)
+        self.sim.harness.counters.count(method)
     }
 
     /// API requests with this method and operation.
     pub fn request_count_for(&self, method: &str, operation: &str) -> u64 {
-        self.sim.counters.count_for(method, operation)
+        self.sim.harness.counters.count_for(method, operation)
     }
 
     /// API requests for this operation (`list`, `get`, `create`, ...).
     pub fn operation_count(&self, operation: &str) -> u64 {
-        self.sim.counters.count_operation(operation)
+        self.sim.harness.counters.count_operation(operation)
     }
 
     pub fn reset_counters(&self) {
-        self.sim.counters.reset();
+        self.sim.harness.counters.reset();
     }
 
     /// Creates a provider in the main tenant directly (as another admin would); returns its id.
@@ -449,6 +462,11 @@ impl JitsudoSimulator {
         }
     }
 
+    /// The live fault settings and counters (see [`super::faults`]).
+    pub fn faults(&self) -> Faults {
+        self.sim.harness.faults.clone()
+    }
+
     /// Stops the server.
     pub async fn shutdown(self) {
         self.server.shutdown().await;
@@ -458,21 +476,8 @@ impl JitsudoSimulator {
 /// Runs a simulator until Ctrl-C or SIGTERM, printing
 /// `jitsudo simulator listening on http://HOST:PORT` once it accepts connections.
 pub async fn run_standalone(listen: SocketAddr, config: JitsudoSimConfig) -> anyhow::Result<()> {
-    let simulator = JitsudoSimulator::start(listen, config)
-        .await
-        .with_context(|| format!("cannot start the JITSudo simulator on {listen}"))?;
-    {
-        let mut stdout = std::io::stdout().lock();
-        writeln!(
-            stdout,
-            "jitsudo simulator listening on {}",
-            simulator.base_url()
-        )?;
-        stdout.flush()?;
-    }
-    shutdown_signal().await;
-    simulator.shutdown().await;
-    Ok(())
+    let started = JitsudoSimulator::start(listen, config).await;
+    super::harness::serve_until_signal(&SHAPE, listen, started.map(|sim| sim.server)).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -500,28 +505,12 @@ fn build_router(sim: Shared) -> Router {
             )
         })
         .layer(from_fn_with_state(sim.clone(), authenticate))
-        .layer(from_fn_with_state(sim.clone(), count_and_delay))
         .with_state(sim.clone());
-    let control = Router::new()
-        .route(
-            "/_sim/stats",
-            get(|State(sim): State<Shared>| async move {
-                let providers = sim.store().providers.len();
-                json_response(
-                    StatusCode::OK,
-                    &json!({"counters": sim.counters.snapshot(), "providers": providers}),
-                )
-            }),
-        )
-        .route(
-            "/_sim/reset",
-            post(|State(sim): State<Shared>| async move {
-                sim.counters.reset();
-                StatusCode::NO_CONTENT
-            }),
-        )
-        .with_state(sim);
-    control.merge(api)
+    let providers = {
+        let sim = sim.clone();
+        move || sim.store().providers.len()
+    };
+    sim.harness.router(api, providers)
 }
 
 fn classify(method: &Method, path: &str) -> &'static str {
@@ -538,23 +527,6 @@ fn classify(method: &Method, path: &str) -> &'static str {
         ("POST", [_, "sync"]) => "sync",
         _ => "other",
     }
-}
-
-async fn count_and_delay(State(sim): State<Shared>, request: Request, next: Next) -> Response {
-    let path = request.uri().path().to_owned();
-    if !path.starts_with("/v1") {
-        return next.run(request).await;
-    }
-    sim.counters
-        .record(request.method().as_str(), classify(request.method(), &path));
-    if !sim.config.latency.is_zero() {
-        tokio::time::sleep(sim.config.latency).await;
-    }
-    let mut response = next.run(request).await;
-    if let Ok(value) = HeaderValue::from_str(&new_request_id()) {
-        response.headers_mut().insert("x-request-id", value);
-    }
-    response
 }
 
 async fn authenticate(State(sim): State<Shared>, mut request: Request, next: Next) -> Response {

@@ -13,7 +13,8 @@
 //! | PATCH | `/v3/OS-FEDERATION/identity_providers/{id}` | 200 `{identity_provider}` |
 //! | DELETE | `/v3/OS-FEDERATION/identity_providers/{id}` | 204 |
 //!
-//! Unauthenticated control endpoints (never counted): `GET /_sim/stats`, `POST /_sim/reset`.
+//! Unauthenticated control endpoints (never counted), shared by every simulator (see
+//! `harness.rs`): `GET /_sim/stats`, `POST /_sim/reset`, `GET`/`POST /_sim/faults`.
 //!
 //! # Behaviour
 //!
@@ -38,12 +39,10 @@
 //! * Counters count requests under `/v3` by method and operation: `authenticate`, `list`,
 //!   `get`, `create`, `update`, `delete`, `other`.
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};
@@ -53,9 +52,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
-use super::{RequestCounters, ServerHandle, lock, new_request_id, shutdown_signal};
+use super::faults::{FaultConfig, Faults};
+use super::harness::{ApiShape, Harness, json_response};
+use super::{ServerHandle, lock, new_request_id};
 
 const FEDERATION_PREFIX: &str = "/v3/OS-FEDERATION/identity_providers";
+
+static SHAPE: ApiShape = ApiShape {
+    name: "keystone",
+    prefix: "/v3",
+    classify,
+    request_id_header: "x-openstack-request-id",
+    request_id_prefix: "req-",
+};
 /// Longest identity provider id and remote id (Keystone's DB column and request schema).
 const MAX_ID_LEN: usize = 64;
 
@@ -73,6 +82,9 @@ pub struct KeystoneSimConfig {
     pub otc_errors: bool,
     /// Added to every `/v3` request.
     pub latency: Duration,
+    /// Faults injected from the start (changeable at run time through
+    /// [`KeystoneSimulator::faults`] or `POST /_sim/faults`). Default none.
+    pub faults: FaultConfig,
 }
 
 impl Default for KeystoneSimConfig {
@@ -86,6 +98,7 @@ impl Default for KeystoneSimConfig {
             token_ttl: Duration::from_secs(3600),
             otc_errors: false,
             latency: Duration::ZERO,
+            faults: FaultConfig::default(),
         }
     }
 }
@@ -144,7 +157,8 @@ struct Store {
 struct SimState {
     config: KeystoneSimConfig,
     store: Mutex<Store>,
-    counters: RequestCounters,
+    /// Request counters and faults.
+    harness: Harness,
 }
 
 impl SimState {
@@ -154,39 +168,34 @@ impl SimState {
 
     /// An error response in the configured shape.
     fn error(&self, status: StatusCode, message: impl Into<String>) -> Response {
-        let message = message.into();
-        let body = if self.config.otc_errors {
-            let code = match status.as_u16() {
-                401 => "IAM.0001",
-                403 => "IAM.0003",
-                404 => "IAM.0004",
-                409 => "IAM.0005",
-                429 => "IAM.0012",
-                500..=599 => "IAM.0006",
-                _ => "IAM.0011",
-            };
-            json!({"error_code": code, "error_msg": message})
-        } else {
-            json!({"error": {
-                "code": status.as_u16(),
-                "title": status.canonical_reason().unwrap_or("Error"),
-                "message": message,
-            }})
-        };
-        json_response(status, &body)
+        error_response(self.config.otc_errors, status, &message.into())
     }
 }
 
-type Shared = Arc<SimState>;
-
-fn json_response(status: StatusCode, body: &Value) -> Response {
-    let mut response = (status, body.to_string()).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+/// An error response in Keystone's shape, or OTC's with `otc_errors`.
+fn error_response(otc_errors: bool, status: StatusCode, message: &str) -> Response {
+    let body = if otc_errors {
+        let code = match status.as_u16() {
+            401 => "IAM.0001",
+            403 => "IAM.0003",
+            404 => "IAM.0004",
+            409 => "IAM.0005",
+            429 => "IAM.0012",
+            500..=599 => "IAM.0006",
+            _ => "IAM.0011",
+        };
+        json!({"error_code": code, "error_msg": message})
+    } else {
+        json!({"error": {
+            "code": status.as_u16(),
+            "title": status.canonical_reason().unwrap_or("Error"),
+            "message": message,
+        }})
+    };
+    json_response(status, &body)
 }
+
+type Shared = Arc<SimState>;
 
 // ---------------------------------------------------------------------------------------------
 // Public handle
@@ -209,10 +218,15 @@ impl std::fmt::Debug for KeystoneSimulator {
 impl KeystoneSimulator {
     /// Binds `addr` (port 0 picks a free port) and serves on the current tokio runtime.
     pub async fn start(addr: SocketAddr, config: KeystoneSimConfig) -> std::io::Result<Self> {
+        let otc_errors = config.otc_errors;
+        let faults = Faults::with_error_body(
+            config.faults.clone(),
+            Arc::new(move |status, _code, message| error_response(otc_errors, status, message)),
+        );
         let sim = Arc::new(SimState {
-            config,
             store: Mutex::new(Store::default()),
-            counters: RequestCounters::new(),
+            harness: Harness::new(&SHAPE, config.latency, faults),
+            config,
         });
         let server = ServerHandle::spawn(addr, build_router(sim.clone())).await?;
         Ok(Self {
@@ -232,21 +246,21 @@ impl KeystoneSimulator {
 
     /// API requests (under `/v3`) with this HTTP method.
     pub fn request_count(&self, method: &str) -> u64 {
-        self.sim.counters.count(method)
+        self.sim.harness.counters.count(method)
     }
 
     /// API requests with this method and operation.
     pub fn request_count_for(&self, method: &str, operation: &str) -> u64 {
-        self.sim.counters.count_for(method, operation)
+        self.sim.harness.counters.count_for(method, operation)
     }
 
     /// API requests for this operation (`authenticate`, `get`, `create`, ...).
     pub fn operation_count(&self, operation: &str) -> u64 {
-        self.sim.counters.count_operation(operation)
+        self.sim.harness.counters.count_operation(operation)
     }
 
     pub fn reset_counters(&self) {
-        self.sim.counters.reset();
+        self.sim.harness.counters.reset();
     }
 
     /// The provider as `GET …/identity_providers/{id}` returns its `identity_provider`.
@@ -306,6 +320,11 @@ impl KeystoneSimulator {
         self.sim.store().throttle_remaining = requests;
     }
 
+    /// The live fault settings and counters (see [`super::faults`]).
+    pub fn faults(&self) -> Faults {
+        self.sim.harness.faults.clone()
+    }
+
     /// Stops the server.
     pub async fn shutdown(self) {
         self.server.shutdown().await;
@@ -315,21 +334,8 @@ impl KeystoneSimulator {
 /// Runs a simulator until Ctrl-C or SIGTERM, printing
 /// `keystone simulator listening on http://HOST:PORT` once it accepts connections.
 pub async fn run_standalone(listen: SocketAddr, config: KeystoneSimConfig) -> anyhow::Result<()> {
-    let simulator = KeystoneSimulator::start(listen, config)
-        .await
-        .with_context(|| format!("cannot start the Keystone simulator on {listen}"))?;
-    {
-        let mut stdout = std::io::stdout().lock();
-        writeln!(
-            stdout,
-            "keystone simulator listening on {}",
-            simulator.base_url()
-        )?;
-        stdout.flush()?;
-    }
-    shutdown_signal().await;
-    simulator.shutdown().await;
-    Ok(())
+    let started = KeystoneSimulator::start(listen, config).await;
+    super::harness::serve_until_signal(&SHAPE, listen, started.map(|sim| sim.server)).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -349,28 +355,12 @@ fn build_router(sim: Shared) -> Router {
         .fallback(not_found_route)
         .layer(from_fn_with_state(sim.clone(), check_token))
         .layer(from_fn_with_state(sim.clone(), throttle))
-        .layer(from_fn_with_state(sim.clone(), count_and_delay))
         .with_state(sim.clone());
-    let control = Router::new()
-        .route(
-            "/_sim/stats",
-            get(|State(sim): State<Shared>| async move {
-                let providers = sim.store().idps.len();
-                json_response(
-                    StatusCode::OK,
-                    &json!({"counters": sim.counters.snapshot(), "providers": providers}),
-                )
-            }),
-        )
-        .route(
-            "/_sim/reset",
-            post(|State(sim): State<Shared>| async move {
-                sim.counters.reset();
-                StatusCode::NO_CONTENT
-            }),
-        )
-        .with_state(sim);
-    control.merge(api)
+    let providers = {
+        let sim = sim.clone();
+        move || sim.store().idps.len()
+    };
+    sim.harness.router(api, providers)
 }
 
 fn classify(method: &Method, path: &str) -> &'static str {
@@ -393,25 +383,6 @@ fn classify(method: &Method, path: &str) -> &'static str {
         ("DELETE", _, true) => "delete",
         _ => "other",
     }
-}
-
-async fn count_and_delay(State(sim): State<Shared>, request: Request, next: Next) -> Response {
-    let path = request.uri().path().to_owned();
-    if !path.starts_with("/v3") {
-        return next.run(request).await;
-    }
-    sim.counters
-        .record(request.method().as_str(), classify(request.method(), &path));
-    if !sim.config.latency.is_zero() {
-        tokio::time::sleep(sim.config.latency).await;
-    }
-    let mut response = next.run(request).await;
-    if let Ok(value) = HeaderValue::from_str(&format!("req-{}", new_request_id())) {
-        response
-            .headers_mut()
-            .insert("x-openstack-request-id", value);
-    }
-    response
 }
 
 async fn throttle(State(sim): State<Shared>, request: Request, next: Next) -> Response {

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use secprov_sim::faults::{FaultArgs, FaultConfig};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
@@ -38,7 +39,7 @@ enum Simulator {
         latency: Duration,
         /// Injected faults (also changeable at run time: POST /_sim/faults).
         #[command(flatten)]
-        faults: secprov_sim::faults::FaultArgs,
+        faults: FaultArgs,
     },
     /// OpenStack Keystone tokens and OS-FEDERATION identity providers.
     Keystone {
@@ -69,6 +70,9 @@ enum Simulator {
         /// Latency added to every request.
         #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
         latency: Duration,
+        /// Injected faults (also changeable at run time: POST /_sim/faults).
+        #[command(flatten)]
+        faults: FaultArgs,
     },
     /// JITSudo tenant identity providers.
     Jitsudo {
@@ -87,6 +91,9 @@ enum Simulator {
         /// Latency added to every request.
         #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
         latency: Duration,
+        /// Injected faults (also changeable at run time: POST /_sim/faults).
+        #[command(flatten)]
+        faults: FaultArgs,
     },
 }
 
@@ -107,14 +114,12 @@ async fn main() -> anyhow::Result<()> {
             latency,
             faults,
         } => {
-            let faults = faults.to_config();
-            faults.validate().map_err(anyhow::Error::msg)?;
             let config = secprov_sim::coveo::CoveoSimConfig {
                 organization_id,
                 api_key,
                 refresh_duration,
                 latency,
-                faults,
+                faults: fault_config(&faults)?,
             };
             secprov_sim::coveo::run_standalone(listen, config).await
         }
@@ -128,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
             token_ttl,
             otc_errors,
             latency,
+            faults,
         } => {
             let config = secprov_sim::keystone::KeystoneSimConfig {
                 user_name,
@@ -140,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
                 token_ttl,
                 otc_errors,
                 latency,
+                faults: fault_config(&faults)?,
             };
             secprov_sim::keystone::run_standalone(listen, config).await
         }
@@ -149,15 +156,24 @@ async fn main() -> anyhow::Result<()> {
             api_key,
             sync_duration,
             latency,
+            faults,
         } => {
             let config = secprov_sim::jitsudo::JitsudoSimConfig {
                 tenant_id,
                 api_key,
                 sync_duration,
                 latency,
+                faults: fault_config(&faults)?,
                 ..Default::default()
             };
             secprov_sim::jitsudo::run_standalone(listen, config).await
         }
     }
+}
+
+/// The faults the `--fault-*` flags describe, validated.
+fn fault_config(args: &FaultArgs) -> anyhow::Result<FaultConfig> {
+    let config = args.to_config();
+    config.validate().map_err(anyhow::Error::msg)?;
+    Ok(config)
 }

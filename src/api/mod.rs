@@ -32,6 +32,7 @@ pub fn crds()
             // wrap for the terminal instead of breaking lines mid-sentence.
             let mut value = serde_json::to_value(&crd).unwrap_or_default();
             unwrap_descriptions(&mut value);
+            drop_null_from_enums(&mut value);
             serde_json::from_value(value).unwrap_or(crd)
         })
         .collect()
@@ -60,6 +61,25 @@ fn unwrap_descriptions(value: &mut serde_json::Value) {
             }
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(unwrap_descriptions),
+        _ => {}
+    }
+}
+
+/// schemars lists `null` among the values of an optional enum that is shared through `$defs`
+/// (kube inlines it, but only hoists `null` out of enums it sees directly), so `kubectl explain`
+/// would offer a literal "null". Nullability is already said by `nullable: true`.
+fn drop_null_from_enums(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Array(values)) = map.get_mut("enum")
+                && values.iter().any(serde_json::Value::is_null)
+            {
+                values.retain(|v| !v.is_null());
+                map.insert("nullable".into(), serde_json::Value::Bool(true));
+            }
+            map.values_mut().for_each(drop_null_from_enums);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_null_from_enums),
         _ => {}
     }
 }

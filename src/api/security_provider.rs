@@ -89,7 +89,8 @@ pub struct SecurityProviderSpec {
     pub jitsudo: Option<JitsudoProviderSpec>,
 }
 
-/// What to do with the remote provider when the SecurityProvider is deleted.
+/// What happens to the remote provider when this SecurityProvider is deleted: `Delete` (the
+/// default) deletes it remotely; `Orphan` keeps the remote provider as it is.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
 pub enum DeletionPolicy {
     /// Delete the remote provider (a provider already gone counts as deleted).
@@ -99,7 +100,9 @@ pub enum DeletionPolicy {
     Orphan,
 }
 
-/// How much control the operator takes over the remote provider.
+/// How much control the operator takes over the remote provider: `Manage` (the default)
+/// creates it, updates it (correcting drift) and deletes it per `deletionPolicy`; `Observe`
+/// only reads and reports its status, and never writes or deletes anything remotely.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
 pub enum ManagementPolicy {
     /// Create, update (including drift correction) and delete per deletionPolicy.
