@@ -317,7 +317,10 @@ mod flag_tests {
             .err()
             .expect("refused")
             .to_string();
-        assert!(err.contains("--resync-interval") && err.contains("greater than zero"), "{err}");
+        assert!(
+            err.contains("--resync-interval") && err.contains("greater than zero"),
+            "{err}"
+        );
         let err = Cli::try_parse_from([
             "secprov-operator",
             "run",
