@@ -314,8 +314,7 @@ mod flag_tests {
         assert!(positive_duration("0").is_err());
         assert_eq!(positive_duration("2s"), Ok(Duration::from_secs(2)));
         let err = Cli::try_parse_from(["secprov-operator", "run", "--resync-interval", "0s"])
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(
             err.contains("--resync-interval") && err.contains("greater than zero"),
@@ -327,8 +326,7 @@ mod flag_tests {
             "--connection-check-interval",
             "0ms",
         ])
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
         assert!(err.contains("--connection-check-interval"), "{err}");
     }

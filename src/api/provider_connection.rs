@@ -226,6 +226,13 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
+    /// Every backend (metrics create their per-backend series up front).
+    pub const ALL: [BackendKind; 3] = [
+        BackendKind::Coveo,
+        BackendKind::Keystone,
+        BackendKind::Jitsudo,
+    ];
+
     /// Lower-case name used in status, metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {
