@@ -15,6 +15,7 @@ pub mod error;
 pub mod leader;
 pub mod metrics;
 pub mod server;
+pub mod shard;
 pub mod telemetry;
 
 pub use error::{Error, Result};

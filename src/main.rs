@@ -88,13 +88,10 @@ struct RunArgs {
     /// then `default`).
     #[arg(long, env = "SECPROV_LEADER_ELECTION_NAMESPACE")]
     leader_election_namespace: Option<String>,
-    /// Name of the Lease.
-    #[arg(
-        long,
-        default_value = "secprov-operator",
-        env = "SECPROV_LEADER_ELECTION_ID"
-    )]
-    leader_election_id: String,
+    /// Name of the Lease (default: `secprov-operator`, or with --watch-label-selector
+    /// `secprov-operator-shard-<hash of the selector>`, so each shard elects its own leader).
+    #[arg(long, env = "SECPROV_LEADER_ELECTION_ID")]
+    leader_election_id: Option<String>,
     /// How long a Lease that is not renewed keeps the others waiting.
     #[arg(long, default_value = "15s", value_parser = positive_duration, env = "SECPROV_LEADER_ELECTION_LEASE_DURATION")]
     leader_election_lease_duration: Duration,
@@ -104,6 +101,11 @@ struct RunArgs {
     /// Time between acquire/renew attempts.
     #[arg(long, default_value = "2s", value_parser = positive_duration, env = "SECPROV_LEADER_ELECTION_RETRY_PERIOD")]
     leader_election_retry_period: Duration,
+    /// Reconcile only the SecurityProviders whose labels match this selector (same syntax and
+    /// meaning as Flux's flag), e.g. `sharding.secprov.dev/key=a`; run one Deployment per
+    /// shard with disjoint selectors, plus `!sharding.secprov.dev/key` for the unlabelled.
+    #[arg(long, env = "SECPROV_WATCH_LABEL_SELECTOR")]
+    watch_label_selector: Option<String>,
 }
 
 #[tokio::main]
@@ -167,10 +169,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let kube_config = kube::Config::infer()
         .await
         .context("cannot build a Kubernetes client from the kubeconfig")?;
-    // Validated before anything starts: bad timings are a start-up error, not a later surprise.
+    // Validated before anything starts: a bad selector or bad timings are a start-up error,
+    // not a later surprise.
+    let label_selector = secprov::shard::parse_selector(args.watch_label_selector.as_deref())?;
     let elector = args
         .leader_election
-        .then(|| Elector::new(kube_config.clone(), election_config(&args)))
+        .then(|| {
+            Elector::new(
+                kube_config.clone(),
+                election_config(&args, label_selector.as_deref()),
+            )
+        })
         .transpose()?;
     // Every status, finalizer and Event write passes the leader fence.
     let client = leader::fenced_client(kube_config, leader::fence())
@@ -194,6 +203,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         namespace: args.namespace.clone(),
         connection_check_interval: args.connection_check_interval,
         batch_observe: args.batch_observe,
+        label_selector,
         ..Settings::default()
     };
     let shutdown = shutdown_signal().shared();
@@ -241,10 +251,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 }
 
-fn election_config(args: &RunArgs) -> ElectionConfig {
+fn election_config(args: &RunArgs, selector: Option<&str>) -> ElectionConfig {
     ElectionConfig {
         namespace: lease_namespace(args),
-        lease_name: args.leader_election_id.clone(),
+        lease_name: args
+            .leader_election_id
+            .clone()
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| secprov::shard::default_lease_name(selector)),
         identity: leader::default_identity().to_owned(),
         lease_duration: args.leader_election_lease_duration,
         renew_deadline: args.leader_election_renew_deadline,

@@ -36,6 +36,9 @@ pub struct Settings {
     /// Resyncs read a connection's providers in pages (see [`super::snapshot`]) instead of
     /// one GET each.
     pub batch_observe: bool,
+    /// Reconcile only the SecurityProviders whose labels match this (already validated)
+    /// selector: this replica's shard (all when None). See [`crate::shard`].
+    pub label_selector: Option<String>,
 }
 
 impl Default for Settings {
@@ -48,6 +51,7 @@ impl Default for Settings {
             max_backoff: Duration::from_secs(300),
             connection_check_interval: Duration::from_secs(300),
             batch_observe: true,
+            label_selector: None,
         }
     }
 }

@@ -156,8 +156,18 @@ pub async fn run(
     let connections_api: Api<ProviderConnection> = api_for(&client, &settings.namespace);
     // A metadata-only watch: Secret values are read on demand, never cached.
     let secrets_api: Api<PartialObjectMeta<Secret>> = api_for(&client, &settings.namespace);
+    // The shard's selector applies to SecurityProviders only: connections and Secrets are
+    // shared by providers of every shard.
+    let provider_watch = match &settings.label_selector {
+        Some(selector) => watcher::Config::default().labels(selector),
+        None => watcher::Config::default(),
+    };
+    let provider_list = match &settings.label_selector {
+        Some(selector) => ListParams::default().labels(selector),
+        None => ListParams::default(),
+    };
     providers_api
-        .list(&ListParams::default().limit(1))
+        .list(&provider_list.limit(1))
         .await
         .context("cannot list SecurityProviders; are the CRDs in crds/ applied, and may this identity list them?")?;
 
@@ -165,7 +175,7 @@ pub async fn run(
     let (secrets, secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
     let (providers, provider_writer) = reflector::store::<SecurityProvider>();
 
-    let provider_events = watcher(providers_api, watcher::Config::default().any_semantic())
+    let provider_events = watcher(providers_api, provider_watch.any_semantic())
         .default_backoff()
         .modify(strip_provider)
         .reflect(provider_writer)
@@ -248,7 +258,7 @@ pub async fn run(
         .chain(provider_events);
 
     let connection_controller = connection::run(client.clone(), ctx.clone(), shutdown.clone());
-    info!(concurrency = settings.concurrency, resync = ?settings.resync_interval, namespace = ?settings.namespace, "starting controller");
+    info!(concurrency = settings.concurrency, resync = ?settings.resync_interval, namespace = ?settings.namespace, selector = ?settings.label_selector, "starting controller");
     let provider_controller = Controller::for_stream(gated_provider_events, providers)
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
         .reconcile_on(connection_triggers)
