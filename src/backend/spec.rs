@@ -9,6 +9,7 @@ use crate::error::Error;
 
 /// The desired remote configuration from the spec.
 pub fn desired_config(sp: &SecurityProvider) -> Result<ProviderConfig, Error> {
+    refuse_unapplied_fields(sp)?;
     let desired = match sp.spec.backend() {
         Some(BackendKind::Coveo) => super::coveo::desired_config(sp),
         Some(BackendKind::Keystone) => super::keystone::desired_config(sp),
@@ -20,6 +21,40 @@ pub fn desired_config(sp: &SecurityProvider) -> Result<ProviderConfig, Error> {
             "exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into(),
         )
     })
+}
+
+/// Fields the CRD already accepts but this version does not apply remotely yet (Secret-sourced
+/// Coveo parameters and identities, refresh schedules). Accepting them silently would leave a
+/// user believing a credential or a schedule was configured, so they are a terminal spec error.
+fn refuse_unapplied_fields(sp: &SecurityProvider) -> Result<(), Error> {
+    let Some(coveo) = sp.spec.coveo.as_ref() else {
+        return Ok(());
+    };
+    let unapplied: Vec<&str> = [
+        (
+            "spec.coveo.sensitiveParameters",
+            !coveo.sensitive_parameters.is_empty(),
+        ),
+        (
+            "spec.coveo.userIdentities",
+            !coveo.user_identities.is_empty(),
+        ),
+        (
+            "spec.coveo.refreshSchedules",
+            !coveo.refresh_schedules.is_empty(),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(field, set)| set.then_some(field))
+    .collect();
+    if unapplied.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InvalidSpec(format!(
+        "{} not applied by this operator version yet; remove {} to reconcile the provider",
+        unapplied.join(", "),
+        if unapplied.len() == 1 { "it" } else { "them" }
+    )))
 }
 
 /// Checks that the SecurityProvider and its connection name the same backend.
@@ -71,6 +106,32 @@ mod tests {
             coveo: None,
             keystone: None,
             jitsudo: None,
+        }
+    }
+
+    #[test]
+    fn coveo_fields_not_applied_yet_are_a_spec_error_not_silently_ignored() {
+        let mut coveo = CoveoProviderSpec::default();
+        coveo.sensitive_parameters.insert(
+            "password".into(),
+            crate::api::common::SecretKeyRef {
+                name: "s".into(),
+                key: "k".into(),
+            },
+        );
+        let sp = provider(SecurityProviderSpec {
+            coveo: Some(coveo),
+            ..spec()
+        });
+        match desired_config(&sp) {
+            Err(Error::InvalidSpec(message)) => {
+                assert!(
+                    message.contains("spec.coveo.sensitiveParameters"),
+                    "{message}"
+                );
+                assert!(!message.contains("refreshSchedules"), "{message}");
+            }
+            other => panic!("expected InvalidSpec, got {other:?}"),
         }
     }
 
