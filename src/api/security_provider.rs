@@ -288,8 +288,8 @@ pub struct CoveoHourMinute {
     /// Hour, 0-23.
     #[schemars(range(min = 0, max = 23))]
     pub hour: i32,
-    /// Minute, 0-59.
-    #[serde(default)]
+    /// Minute, 0-59. Required: a schema default would be written into the object by the
+    /// API server and show up as a diff in GitOps tools.
     #[schemars(range(min = 0, max = 59))]
     pub minute: i32,
 }
