@@ -268,8 +268,14 @@ async fn sync(
                     // The id appeared between our read and our create. Ours only if it carries
                     // the evidence of this attempt (an earlier try whose answer was lost: a
                     // timeout, a dropped connection, a crash); else someone else won a race.
-                    let found = backend.observe(&key).await?;
-                    let Some(found) = found.filter(|f| marker.made(f)) else {
+                    let Some(found) = backend.observe(&key).await? else {
+                        // Nothing exists under this id, so the conflict is about something
+                        // else (Keystone: a remote id another identity provider already uses):
+                        // report the remote's own error.
+                        effects.create_refused = true;
+                        return Err(error.into());
+                    };
+                    if !marker.made(&found) {
                         effects.create_refused = true;
                         outcome.observed = None;
                         outcome.result = OutcomeResult::Blocked {
@@ -280,7 +286,7 @@ async fn sync(
                             ),
                         };
                         return Ok(());
-                    };
+                    }
                     info!(remote_id = %found.remote_id, "create answered 409 while create-pending: adopting our own earlier create");
                     outcome.remote_id = Some(found.remote_id.clone());
                     let fields = desired.diff(&found.config);
