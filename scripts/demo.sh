@@ -25,7 +25,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "==> building secprov-operator and secprov-sim"
-cargo build --locked --bin secprov-operator --bin secprov-sim
+cargo build --locked --workspace --bins
 
 echo "==> starting the control plane (the first run builds kube-apiserver and etcd: ~6 minutes)"
 KUBECONFIG="$(bash tests/controlplane/up.sh "$CP_DIR" | tail -n1)"

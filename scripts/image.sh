@@ -47,7 +47,7 @@ python3 scripts/oci_image.py --rootfs "$ROOTFS" --out "$ARCHIVE" --ref "$REF" --
   --label "org.opencontainers.image.version=$VERSION" \
   --label "org.opencontainers.image.revision=$REVISION" \
   --label "org.opencontainers.image.licenses=Apache-2.0" \
-  --entrypoint /usr/local/bin/secprov-operator --cmd run --cmd --leader-election --cmd --log-json \
+  --entrypoint /usr/local/bin/secprov-operator --cmd=run --cmd=--leader-election --cmd=--log-json \
   --user 65532:65532 --port 8080 >"$OUT_DIR/summary.json"
 log "$ARCHIVE ($REF): $(du -h "$ARCHIVE" | cut -f1) archive, $(du -sh "$ROOTFS" | cut -f1) unpacked"
 echo "$PWD/$ARCHIVE"

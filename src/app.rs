@@ -18,10 +18,10 @@ use crate::server::{self, ServerState};
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     /// How often an in-sync provider is re-read from the remote system (e.g. 30s, 5m).
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, env = "SECPROV_RESYNC_INTERVAL")]
+    #[arg(long, default_value = "5m", value_parser = positive_duration, env = "SECPROV_RESYNC_INTERVAL")]
     pub resync_interval: Duration,
     /// How soon a provider whose remote state is settling (creating, refreshing) is read again.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, env = "SECPROV_PROGRESS_INTERVAL")]
+    #[arg(long, default_value = "10s", value_parser = positive_duration, env = "SECPROV_PROGRESS_INTERVAL")]
     pub progress_interval: Duration,
     /// Providers reconciled at once.
     #[arg(long, default_value_t = 16, env = "SECPROV_CONCURRENCY")]
@@ -40,7 +40,7 @@ pub struct RunArgs {
     #[arg(long, env = "SECPROV_LOG_JSON")]
     pub log_json: bool,
     /// How often each ProviderConnection's credentials are checked remotely.
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, env = "SECPROV_CONNECTION_CHECK_INTERVAL")]
+    #[arg(long, default_value = "5m", value_parser = positive_duration, env = "SECPROV_CONNECTION_CHECK_INTERVAL")]
     pub connection_check_interval: Duration,
     /// Run the controllers only while holding the Lease `--leader-election-id`, so several
     /// replicas can run with one active (deploy/ turns it on).
@@ -60,13 +60,13 @@ pub struct RunArgs {
     #[arg(long, env = "SECPROV_WATCH_LABEL_SELECTOR")]
     pub watch_label_selector: Option<String>,
     /// How long a Lease that is not renewed keeps the others waiting.
-    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, env = "SECPROV_LEADER_ELECTION_LEASE_DURATION")]
+    #[arg(long, default_value = "15s", value_parser = positive_duration, env = "SECPROV_LEADER_ELECTION_LEASE_DURATION")]
     pub leader_election_lease_duration: Duration,
     /// How long the leader keeps trying to renew before it stops (and exits).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, env = "SECPROV_LEADER_ELECTION_RENEW_DEADLINE")]
+    #[arg(long, default_value = "10s", value_parser = positive_duration, env = "SECPROV_LEADER_ELECTION_RENEW_DEADLINE")]
     pub leader_election_renew_deadline: Duration,
     /// Time between acquire/renew attempts.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, env = "SECPROV_LEADER_ELECTION_RETRY_PERIOD")]
+    #[arg(long, default_value = "2s", value_parser = positive_duration, env = "SECPROV_LEADER_ELECTION_RETRY_PERIOD")]
     pub leader_election_retry_period: Duration,
 }
 
@@ -229,4 +229,45 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutdown requested");
+}
+
+/// A duration flag that must be above zero: a zero interval would requeue in a busy loop (or
+/// make leader election meaningless), so it is refused at start with the flag's name.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if duration.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod flag_tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct TestCli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    #[test]
+    fn zero_intervals_are_refused_with_the_flag_name() {
+        assert!(positive_duration("0s").is_err());
+        assert!(positive_duration("0").is_err());
+        assert_eq!(positive_duration("2s"), Ok(Duration::from_secs(2)));
+        let err = TestCli::try_parse_from(["secprov-operator", "--resync-interval", "0s"])
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("--resync-interval") && err.contains("greater than zero"),
+            "{err}"
+        );
+        let err =
+            TestCli::try_parse_from(["secprov-operator", "--connection-check-interval", "0ms"])
+                .expect_err("refused")
+                .to_string();
+        assert!(err.contains("--connection-check-interval"), "{err}");
+    }
 }

@@ -203,6 +203,27 @@ fn network_policy_allows_only_metrics_in_and_dns_api_https_out() {
         .map(|(p, proto)| (p, proto.to_owned()))
         .collect();
     assert_eq!(egress, allowed);
+    // HTTPS goes to the internet only: not to pod/service (private) ranges nor link-local.
+    let https = spec["egress"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|r| r["ports"][0]["port"].as_u64() == Some(443))
+        .expect("an HTTPS egress rule");
+    let block = &https["to"][0]["ipBlock"];
+    assert_eq!(block["cidr"], "0.0.0.0/0");
+    let except = strings(&block["except"]);
+    for range in [
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "169.254.0.0/16",
+    ] {
+        assert!(
+            except.contains(range),
+            "HTTPS egress must exclude {range}: {except:?}"
+        );
+    }
     // Every ingress rule names ports: no rule opens every port.
     for rule in spec["ingress"].as_sequence().unwrap() {
         assert!(

@@ -82,8 +82,21 @@ fn example_is_created_updated_with_one_put_observed_and_deleted() {
 
     let remote = env.sim.provider_by_name(NAME).expect("created remotely");
     assert_eq!(remote["provider_type"], "okta");
+    // The create leaves the evidence of its attempt as one extra config key (issue 12).
+    let mut config = remote["config"].clone();
+    let token = config
+        .as_object_mut()
+        .and_then(|c| c.remove("secprov_create_attempt"))
+        .expect("create-attempt evidence in config");
+    assert!(
+        token.as_str().unwrap_or_default().starts_with(&format!(
+            "{}/",
+            obj["metadata"]["uid"].as_str().unwrap_or_default()
+        )),
+        "{token}"
+    );
     assert_eq!(
-        remote["config"],
+        config,
         json!({"domain": "acme.okta.com", "groupFilter": "jit-*"})
     );
     assert_eq!(env.sim.operation_count("create"), 1);

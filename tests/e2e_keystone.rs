@@ -87,7 +87,20 @@ fn example_is_created_updated_with_one_minimal_patch_observed_and_deleted() {
         .sim
         .identity_provider("acme-saml")
         .expect("created remotely");
-    assert_eq!(remote["description"], "ACME corporate SAML IdP");
+    // The create leaves the evidence of its attempt after the description (issue 12: ownership
+    // after an ambiguous create); nothing else is added.
+    let description = remote["description"].as_str().unwrap_or_default();
+    let token = description
+        .strip_prefix("ACME corporate SAML IdP [secprov.dev/create-attempt ")
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or_else(|| panic!("unexpected description {description:?}"));
+    assert!(
+        token.starts_with(&format!(
+            "{}/",
+            obj["metadata"]["uid"].as_str().unwrap_or_default()
+        )),
+        "{token}"
+    );
     assert_eq!(remote["enabled"], true);
     assert_eq!(remote["authorization_ttl"], 60);
     assert_eq!(

@@ -13,6 +13,7 @@
 pub mod coveo;
 pub mod faults;
 mod harness;
+pub mod hostile;
 pub mod jitsudo;
 pub mod keystone;
 

@@ -2,6 +2,11 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// CEL rule for an id that becomes one segment of a remote URL: `..` would address the
+/// collection (or its parent) and `/` another route.
+pub const PATH_SEGMENT_RULE: &str =
+    "self != '.' && self != '..' && !self.contains('/') && !self.matches('[[:cntrl:]]')";
+
 /// A key of a Secret in the same namespace as the object that names it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

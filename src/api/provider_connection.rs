@@ -4,7 +4,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::SecretKeyRef;
+use super::common::{PATH_SEGMENT_RULE, SecretKeyRef};
 
 /// CEL rule shared by every endpoint field: https, or http only to a loopback host.
 /// A JITSudo tenant id is a UUID (it also goes into the `X-Tenant-ID` header as is).
@@ -65,6 +65,12 @@ pub struct ProviderConnectionSpec {
     #[schemars(range(min = 1, max = 300))]
     pub timeout_seconds: Option<u32>,
 
+    /// Largest response body accepted from the remote system, in bytes; a larger one is
+    /// `RemoteBadResponse`. Defaults to 4 MiB (4194304).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 65536, max = 67108864))]
+    pub max_response_bytes: Option<u32>,
+
     /// Extra PEM CA certificates trusted for this endpoint (for private endpoints), from a
     /// Secret key in the same namespace. TLS verification is always on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,8 +81,10 @@ pub struct ProviderConnectionSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CoveoConnection {
-    /// Coveo organization id (as in `/rest/organizations/{organizationId}`).
+    /// Coveo organization id (as in `/rest/organizations/{organizationId}`). Not `.` or `..`,
+    /// and without `/` or control characters.
     #[schemars(length(min = 1, max = 255))]
+    #[x_kube(validation = Rule::new(PATH_SEGMENT_RULE).message("coveo.organizationId must not be '.' or '..' or contain '/' or control characters: it is one segment of the remote URL"))]
     pub organization_id: String,
 
     /// Platform API base URL. Defaults to `https://platform.cloud.coveo.com` (US). Other

@@ -1,6 +1,7 @@
 //! `SecurityProvider`: one security identity provider in a remote system.
 use std::collections::BTreeMap;
 
+use super::common::PATH_SEGMENT_RULE;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -29,11 +30,13 @@ use super::common::SecretKeyRef;
     printcolumn(name = "In Error", type_ = "integer", json_path = ".status.statistics.numberOfEntitiesInError"),
     printcolumn(name = "Last Refresh", type_ = "date", json_path = ".status.lastRefreshOperation.timestamp"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("!has(self.spec.keystone) || has(self.spec.providerId) || size(self.metadata.name) <= 64").message("Keystone identity provider ids are at most 64 characters: set spec.providerId when metadata.name is longer")
+    validation = Rule::new("!has(self.spec.keystone) || has(self.spec.providerId) || size(self.metadata.name) <= 64").message("Keystone identity provider ids are at most 64 characters: set spec.providerId when metadata.name is longer"),
+    validation = Rule::new("!has(self.spec.coveo) || has(self.spec.providerId) || self.metadata.name != 'page'").message("'page' is reserved by Coveo (it is the paging route under securityproviders/): set spec.providerId to another id")
 )]
 #[x_kube(validation = Rule::new("[has(self.coveo), has(self.keystone), has(self.jitsudo)].filter(b, b).size() == 1").message("exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set"))]
 #[x_kube(validation = Rule::new("has(self.providerId) == has(oldSelf.providerId) && (!has(self.providerId) || self.providerId == oldSelf.providerId)").message("spec.providerId is immutable: it names the remote provider; create a new SecurityProvider instead"))]
 #[x_kube(validation = Rule::new("!has(self.keystone) || !has(self.providerId) || size(self.providerId) <= 64").message("spec.providerId is at most 64 characters for Keystone identity providers"))]
+#[x_kube(validation = Rule::new("!has(self.coveo) || !has(self.providerId) || self.providerId != 'page'").message("spec.providerId 'page' is reserved by Coveo (it is the paging route under securityproviders/)"))]
 #[serde(rename_all = "camelCase")]
 pub struct SecurityProviderSpec {
     /// Name of the ProviderConnection, in the same namespace, that says which remote system and
@@ -42,12 +45,15 @@ pub struct SecurityProviderSpec {
     pub connection_ref: String,
 
     /// Id of the provider in the remote system. Defaults to metadata.name. Immutable. At most
-    /// 255 characters (Coveo) or 64 (Keystone). `Email Security Provider` is reserved by Coveo.
+    /// 255 characters (Coveo) or 64 (Keystone); not `.` or `..`, and without `/` or control
+    /// characters (the id is one URL path segment). `Email Security Provider` and `page` are
+    /// reserved by Coveo.
     /// JITSudo assigns ids itself, so there it only names the provider when `displayName` is
     /// unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 255))]
     #[x_kube(validation = Rule::new("self != 'Email Security Provider'").message("'Email Security Provider' is Coveo's built-in provider and is reserved; reference it in coveo.cascadingSecurityProviders instead"))]
+    #[x_kube(validation = Rule::new(PATH_SEGMENT_RULE).message("spec.providerId must not be '.' or '..' or contain '/' or control characters: it is one segment of the remote URL"))]
     pub provider_id: Option<String>,
 
     /// Human-readable name shown in the remote admin console. Defaults to the provider id.
@@ -282,8 +288,8 @@ pub struct CoveoHourMinute {
     /// Hour, 0-23.
     #[schemars(range(min = 0, max = 23))]
     pub hour: i32,
-    /// Minute, 0-59.
-    #[serde(default)]
+    /// Minute, 0-59. Required: a schema default would be written into the object by the
+    /// API server and show up as a diff in GitOps tools.
     #[schemars(range(min = 0, max = 59))]
     pub minute: i32,
 }

@@ -98,6 +98,11 @@ pub fn http_options(spec: &ProviderConnectionSpec, secrets: &SecretValues) -> Ht
             .and_then(|l| l.max_concurrency)
             .unwrap_or(defaults.max_concurrency),
         retry: defaults.retry,
+        max_response_bytes: spec
+            .max_response_bytes
+            .map(|b| b as usize)
+            .unwrap_or(defaults.max_response_bytes),
+        bulk_read_deadline: defaults.bulk_read_deadline,
     })
 }
 
@@ -508,6 +513,7 @@ mod tests {
             jitsudo: None,
             rate_limit: None,
             timeout_seconds: None,
+            max_response_bytes: None,
             ca_bundle_secret_ref: None,
         }
     }

@@ -68,7 +68,18 @@ pub struct HttpOptions {
     pub max_concurrency: u32,
     /// Retry schedule.
     pub retry: RetryPolicy,
+    /// Largest response body read; a larger one is `BadResponse`, so a remote cannot take the
+    /// operator's memory.
+    pub max_response_bytes: usize,
+    /// Overall deadline of a bulk read (every page of a list), so endless or very slow paging
+    /// cannot hold a reconcile slot.
+    pub bulk_read_deadline: Duration,
 }
+
+/// Default of [`HttpOptions::max_response_bytes`]: 4 MiB, far above a page of 250 providers.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 << 20;
+/// Default of [`HttpOptions::bulk_read_deadline`].
+pub const DEFAULT_BULK_READ_DEADLINE: Duration = Duration::from_secs(120);
 
 impl Default for HttpOptions {
     fn default() -> Self {
@@ -79,6 +90,8 @@ impl Default for HttpOptions {
             burst: 40,
             max_concurrency: 16,
             retry: RetryPolicy::default(),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            bulk_read_deadline: DEFAULT_BULK_READ_DEADLINE,
         }
     }
 }
@@ -152,6 +165,8 @@ pub struct HttpClient {
     limiter: DefaultDirectRateLimiter,
     in_flight: Semaphore,
     retry: RetryPolicy,
+    max_response_bytes: usize,
+    bulk_read_deadline: Duration,
     observer: Option<RequestObserver>,
     fence: &'static WriteFence,
 }
@@ -163,6 +178,9 @@ impl HttpClient {
             .timeout(options.timeout)
             .connect_timeout(options.timeout.min(Duration::from_secs(10)))
             .user_agent(user_agent())
+            // None of the remote APIs redirects; following one would send the credentials
+            // wherever the endpoint points. A 3xx is reported instead (see `attempt`).
+            .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60));
         if let Some(pem) = &options.ca_bundle_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
@@ -185,6 +203,8 @@ impl HttpClient {
             limiter: RateLimiter::direct(Quota::per_second(rps).allow_burst(burst)),
             in_flight: Semaphore::new(options.max_concurrency.max(1) as usize),
             retry: options.retry.clone(),
+            max_response_bytes: options.max_response_bytes.max(1),
+            bulk_read_deadline: options.bulk_read_deadline,
             observer: None,
             fence: crate::leader::fence(),
         })
@@ -222,6 +242,15 @@ impl HttpClient {
             let retry_delay = match &outcome {
                 Ok(resp) if resp.status == 429 || resp.status >= 500 => resp.retry_after(),
                 Ok(_) => return outcome,
+                // A redirect or an oversized body would come again.
+                Err(e)
+                    if !matches!(
+                        e.kind,
+                        RemoteErrorKind::Timeout | RemoteErrorKind::Unavailable
+                    ) =>
+                {
+                    return outcome;
+                }
                 Err(_) => None,
             };
             if !idempotent || retry + 1 >= self.retry.max_attempts {
@@ -300,24 +329,78 @@ impl HttpClient {
             ));
         }
         let started = Instant::now();
-        let result = async {
-            let response = self.client.execute(request).await?;
-            let status = response.status().as_u16();
-            let headers = response.headers().clone();
-            let body = response.bytes().await?;
-            Ok::<_, reqwest::Error>(HttpResponse {
-                status,
-                headers,
-                body,
-            })
-        }
-        .await;
+        let result = self.exchange(request).await;
         self.observe(Observation::Request {
             operation,
             status: result.as_ref().ok().map(|r| r.status),
             duration: started.elapsed(),
         });
-        result.map_err(|e| transport_error(self.backend, operation, &e))
+        match result {
+            Ok(resp) if (300..400).contains(&resp.status) => {
+                Err(redirect_error(self.backend, operation, &resp))
+            }
+            Ok(resp) => Ok(resp),
+            Err(Exchange::Transport(e)) => Err(transport_error(self.backend, operation, &e)),
+            Err(Exchange::TooLarge) => Err(RemoteError::transport(
+                self.backend,
+                operation,
+                RemoteErrorKind::BadResponse,
+                format!(
+                    "the response body is larger than {} bytes",
+                    self.max_response_bytes
+                ),
+            )),
+        }
+    }
+
+    /// Sends one request and reads its body, at most `max_response_bytes` of it.
+    async fn exchange(&self, request: reqwest::Request) -> Result<HttpResponse, Exchange> {
+        let mut response = self
+            .client
+            .execute(request)
+            .await
+            .map_err(Exchange::Transport)?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        if response
+            .content_length()
+            .is_some_and(|len| len > self.max_response_bytes as u64)
+        {
+            return Err(Exchange::TooLarge);
+        }
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(Exchange::Transport)? {
+            if body.len() + chunk.len() > self.max_response_bytes {
+                return Err(Exchange::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(HttpResponse {
+            status,
+            headers,
+            body: body.freeze(),
+        })
+    }
+
+    /// Runs a bulk read (every page of a list) under the connection's overall deadline.
+    pub async fn bulk_read<T>(
+        &self,
+        operation: &'static str,
+        read: impl std::future::Future<Output = Result<T, RemoteError>>,
+    ) -> Result<T, RemoteError> {
+        tokio::time::timeout(self.bulk_read_deadline, read)
+            .await
+            .unwrap_or_else(|_| {
+                Err(RemoteError::transport(
+                    self.backend,
+                    operation,
+                    RemoteErrorKind::Timeout,
+                    format!(
+                        "reading every page took longer than {} s",
+                        self.bulk_read_deadline.as_secs()
+                    ),
+                ))
+            })
     }
 
     fn observe(&self, observation: Observation) {
@@ -325,6 +408,66 @@ impl HttpClient {
             observer(self.backend, observation);
         }
     }
+}
+
+/// Why one exchange produced no response.
+enum Exchange {
+    Transport(reqwest::Error),
+    TooLarge,
+}
+
+/// A 3xx is never followed: it would carry the credentials to wherever it points.
+fn redirect_error(
+    backend: &'static str,
+    operation: &'static str,
+    resp: &HttpResponse,
+) -> RemoteError {
+    let target = resp
+        .header("location")
+        .and_then(|l| url::Url::parse(&l).ok())
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .map(|h| format!(" to host {h:?}"))
+        .unwrap_or_default();
+    RemoteError {
+        status: Some(resp.status),
+        ..RemoteError::transport(
+            backend,
+            operation,
+            RemoteErrorKind::Rejected,
+            format!(
+                "the endpoint answered with a redirect{target}, which is not followed (credentials are sent only to the configured endpoint); set the endpoint to the final URL"
+            ),
+        )
+    }
+}
+
+/// A header value marked sensitive (left out of debug output and HTTP/2 header compression
+/// tables), for credentials.
+pub fn sensitive_header(value: &str) -> Result<reqwest::header::HeaderValue, String> {
+    let mut value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+        "the credential contains characters not allowed in an HTTP header".to_string()
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// Adds a credential header marked sensitive. A value that is not a valid header value makes
+/// the request fail before it is sent, like an invalid header would.
+pub fn with_credential(
+    req: reqwest::RequestBuilder,
+    name: &'static str,
+    value: &str,
+) -> reqwest::RequestBuilder {
+    match sensitive_header(value) {
+        Ok(v) => req.header(name, v),
+        Err(_) => req.header(name, value),
+    }
+}
+
+/// Is `next` on the same origin (scheme, host, port) as `base`? Paging links elsewhere are
+/// not followed: the request would carry the token there.
+pub fn same_origin(base: &url::Url, next: &url::Url) -> bool {
+    base.origin() == next.origin()
 }
 
 /// `secprov-operator/VERSION (IDENTITY)`: the identity (the leader election's, `POD_NAME` or
@@ -408,6 +551,16 @@ impl RestClient {
         Ok(self.reply(operation, response))
     }
 
+    /// Runs a bulk read under the connection's overall deadline (see
+    /// [`HttpClient::bulk_read`]).
+    pub async fn bulk_read<T>(
+        &self,
+        operation: &'static str,
+        read: impl std::future::Future<Output = Result<T, RemoteError>>,
+    ) -> Result<T, RemoteError> {
+        self.http.bulk_read(operation, read).await
+    }
+
     /// Any request (see [`HttpClient::send`]), its response read by [`Reply`].
     pub async fn send(
         &self,
@@ -441,6 +594,11 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The operation this reply answers.
+    pub fn operation(&self) -> &'static str {
+        self.operation
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> u16 {
         self.response.status
@@ -587,6 +745,76 @@ fn transport_error(
     RemoteError::transport(backend, operation, kind, message)
 }
 
+/// Whether a remote id can be used as one URL path segment: not empty, not `.` or `..` (which
+/// would address the collection or its parent), no `/` and no control characters.
+pub fn is_usable_id(id: &str) -> bool {
+    !id.is_empty()
+        && id != "."
+        && id != ".."
+        && !id.contains('/')
+        && !id.chars().any(char::is_control)
+}
+
+/// Refuses to address a provider by an unusable id: a DELETE or PUT of `.../{""}` or
+/// `.../..` would address the whole collection. Nothing is sent.
+pub fn require_usable_id(
+    backend: &'static str,
+    operation: &'static str,
+    id: &str,
+) -> Result<(), RemoteError> {
+    if is_usable_id(id) {
+        return Ok(());
+    }
+    Err(RemoteError::transport(
+        backend,
+        operation,
+        RemoteErrorKind::Rejected,
+        format!(
+            "refusing to send a {operation} for the provider id {:?}: it is empty or not a single path segment",
+            truncate_text(id, 64)
+        ),
+    ))
+}
+
+/// Checks the id of a provider the remote system returned: usable, and the requested one when
+/// there was one. Anything else is `BadResponse` (a remote that answers for another object must
+/// not be taken at its word).
+pub fn check_returned_id(
+    backend: &'static str,
+    operation: &'static str,
+    requested: Option<&str>,
+    returned: &str,
+) -> Result<(), RemoteError> {
+    let problem = if !is_usable_id(returned) {
+        "an empty or unusable provider id".to_string()
+    } else if let Some(requested) = requested.filter(|r| *r != returned) {
+        format!(
+            "the provider id {:?} instead of the requested {:?}",
+            truncate_text(returned, 64),
+            truncate_text(requested, 64)
+        )
+    } else {
+        return Ok(());
+    };
+    Err(RemoteError::transport(
+        backend,
+        operation,
+        RemoteErrorKind::BadResponse,
+        format!("the response has {problem}"),
+    ))
+}
+
+/// A bulk read that did not end within `max_pages` pages: an error, never a silently truncated
+/// list (a missing provider would look deleted).
+pub fn too_many_pages(backend: &'static str, max_pages: usize) -> RemoteError {
+    RemoteError::transport(
+        backend,
+        "list",
+        RemoteErrorKind::BadResponse,
+        format!("the list did not end after {max_pages} pages"),
+    )
+}
+
 /// Longest `Retry-After` taken at its word: a larger value (a remote bug, or an attack) would
 /// otherwise overflow timers or park an object for years.
 pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
@@ -647,10 +875,19 @@ fn is_loopback(url: &url::Url) -> bool {
 
 /// Truncates a remote message so a large HTML error page doesn't end up in a condition.
 pub fn short_text(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
+    truncate_text(&String::from_utf8_lossy(body), 300)
+}
+
+/// `text` trimmed, with control characters replaced by spaces, and cut at `max_chars`
+/// characters (an ellipsis marks the cut). For remote text in conditions and Events.
+pub fn truncate_text(text: &str, max_chars: usize) -> String {
     let text = text.trim();
-    let mut out: String = text.chars().take(300).collect();
-    if text.chars().count() > 300 {
+    let mut out: String = text
+        .chars()
+        .take(max_chars)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().nth(max_chars).is_some() {
         out.push('…');
     }
     out
@@ -787,5 +1024,68 @@ mod tests {
         );
         let url = url_with_segments(&base, &["a/b"]);
         assert_eq!(url.as_str(), "http://127.0.0.1:1/rest/organizations/a%2Fb");
+    }
+
+    #[test]
+    fn ids_that_are_not_one_path_segment_are_refused_before_sending() {
+        for bad in ["", ".", "..", "a/b", "x\u{0}y", "tab\there"] {
+            assert!(!is_usable_id(bad), "{bad:?}");
+            let err = require_usable_id("coveo", "delete", bad).unwrap_err();
+            assert_eq!(err.kind, RemoteErrorKind::Rejected);
+        }
+        for good in ["Email Security Provider", "a.b", "..x", "idp-1"] {
+            assert!(
+                require_usable_id("coveo", "delete", good).is_ok(),
+                "{good:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_returned_id_must_be_usable_and_the_requested_one() {
+        assert!(check_returned_id("keystone", "get", Some("a"), "a").is_ok());
+        assert!(check_returned_id("jitsudo", "create", None, "uuid").is_ok());
+        for (requested, returned) in [(Some("a"), "b"), (Some("a"), ""), (None, ""), (None, "..")] {
+            let err = check_returned_id("keystone", "get", requested, returned).unwrap_err();
+            assert_eq!(
+                err.kind,
+                RemoteErrorKind::BadResponse,
+                "{requested:?} {returned:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn remote_text_is_truncated_and_loses_control_characters() {
+        let long = "é".repeat(5000);
+        let cut = truncate_text(&long, 300);
+        assert_eq!(cut.chars().count(), 301);
+        assert!(cut.ends_with('…'));
+        assert_eq!(truncate_text("  a\nb\u{7}c ", 300), "a b c");
+        assert_eq!(truncate_text("short", 300), "short");
+        assert!(short_text(long.as_bytes()).len() < 1024);
+    }
+
+    #[test]
+    fn paging_links_are_followed_only_on_the_same_origin() {
+        let base = url::Url::parse("http://127.0.0.1:5000/v3").unwrap();
+        let ok = url::Url::parse("http://127.0.0.1:5000/v3/x?marker=1").unwrap();
+        assert!(same_origin(&base, &ok));
+        for other in [
+            "http://127.0.0.2:5000/v3/x",
+            "https://127.0.0.1:5000/v3/x",
+            "http://127.0.0.1:5001/v3/x",
+        ] {
+            assert!(
+                !same_origin(&base, &url::Url::parse(other).unwrap()),
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn credential_headers_are_marked_sensitive() {
+        assert!(sensitive_header("key-1").unwrap().is_sensitive());
+        assert!(sensitive_header("bad\nvalue").is_err());
     }
 }

@@ -256,6 +256,7 @@ mod tests {
                 jitsudo: None,
                 rate_limit: None,
                 timeout_seconds: None,
+                max_response_bytes: None,
                 ca_bundle_secret_ref: None,
             },
         );

@@ -15,7 +15,7 @@ use super::ownership::{self, CreateMarker};
 use super::plan::{Plan, REASON_ALREADY_EXISTS, REASON_OBSERVE_ONLY};
 use super::status::{Outcome, OutcomeResult};
 use crate::api::{CREATE_PENDING_ANNOTATION, SecurityProvider};
-use crate::error::{Error, RemoteErrorKind};
+use crate::error::{Error, RemoteError, RemoteErrorKind};
 
 /// What one reconcile did and learnt.
 #[derive(Clone, Debug, PartialEq)]
@@ -186,7 +186,7 @@ impl<'a, 'c> Execution<'a, 'c> {
                 Ok(())
             }
             Err(error) if error.kind == RemoteErrorKind::Conflict => {
-                self.take_over_own_create(&marker).await
+                self.take_over_own_create(&marker, error).await
             }
             Err(error) => {
                 self.report.create_refused = ownership::created_nothing(error.kind);
@@ -198,10 +198,19 @@ impl<'a, 'c> Execution<'a, 'c> {
     /// The id appeared between our read and our create. Ours only if it carries the evidence
     /// of this attempt (an earlier try whose answer was lost: a timeout, a dropped connection,
     /// a crash): then take it over and never create again. Else someone else won a race.
-    async fn take_over_own_create(&mut self, marker: &CreateMarker) -> Result<(), Error> {
+    async fn take_over_own_create(
+        &mut self,
+        marker: &CreateMarker,
+        error: RemoteError,
+    ) -> Result<(), Error> {
         let Observation { key, desired, .. } = &self.observation;
-        let found = self.connection.read(key).await?;
-        let Some(found) = found.filter(|f| marker.made(f)) else {
+        let Some(found) = self.connection.read(key).await? else {
+            // Nothing exists under this id, so the conflict is about something else (Keystone:
+            // a remote id another identity provider already uses): report the remote's error.
+            self.report.create_refused = true;
+            return Err(error.into());
+        };
+        if !marker.made(&found) {
             self.report.create_refused = true;
             self.report.outcome.observed = None;
             self.report.outcome.result = OutcomeResult::Blocked {
@@ -212,7 +221,7 @@ impl<'a, 'c> Execution<'a, 'c> {
                 ),
             };
             return Ok(());
-        };
+        }
         info!(remote_id = %found.remote_id, "create answered 409 while create-pending: adopting our own earlier create");
         self.report.outcome.remote_id = Some(found.remote_id.clone());
         self.report.outcome.observed = Some(found.clone());

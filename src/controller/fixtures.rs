@@ -316,6 +316,7 @@ pub fn connection(generation: i64) -> ProviderConnection {
             rate_limit: None,
             timeout_seconds: None,
             ca_bundle_secret_ref: None,
+            max_response_bytes: None,
         },
     );
     c.metadata.namespace = Some(NAMESPACE.into());

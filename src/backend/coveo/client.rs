@@ -5,7 +5,8 @@ use reqwest::Method;
 use crate::api::provider_connection::CoveoConnection;
 use crate::backend::connect::SecretValues;
 use crate::backend::http::{
-    HttpOptions, Reply, RequestObserver, RestClient, non_empty, parse_endpoint, url_with_segments,
+    HttpOptions, Reply, RequestObserver, RestClient, check_returned_id, non_empty, parse_endpoint,
+    require_usable_id, too_many_pages, url_with_segments,
 };
 use crate::backend::{BackendClient, ObservedProvider, ProviderKey};
 use crate::error::RemoteError;
@@ -84,44 +85,58 @@ impl CoveoClient {
 
     /// `GET /securityproviders/{id}`; None on 404.
     pub async fn get(&self, id: &str) -> Result<Option<ProviderWire>, RemoteError> {
-        self.call(
-            "get",
-            true,
-            Method::GET,
-            &["securityproviders", id],
-            &[],
-            None,
-        )
-        .await?
-        .json_or_none()
+        let found: Option<ProviderWire> = self
+            .call(
+                "get",
+                true,
+                Method::GET,
+                &["securityproviders", id],
+                &[],
+                None,
+            )
+            .await?
+            .json_or_none()?;
+        if let Some(found) = &found {
+            check_returned_id(BACKEND, "get", Some(id), &found.id)?;
+        }
+        Ok(found)
     }
 
     /// `POST /securityproviders`. Not retried: a lost response may mean it was created.
     pub async fn create(&self, request: &ProviderRequest) -> Result<ProviderWire, RemoteError> {
+        require_usable_id(BACKEND, "create", &request.id)?;
         let body = serde_json::to_value(request).unwrap_or_default();
-        self.call(
-            "create",
-            false,
-            Method::POST,
-            &["securityproviders"],
-            &[],
-            Some(&body),
-        )
-        .await?
-        .json()
+        let created: ProviderWire = self
+            .call(
+                "create",
+                false,
+                Method::POST,
+                &["securityproviders"],
+                &[],
+                Some(&body),
+            )
+            .await?
+            .json()?;
+        check_returned_id(BACKEND, "create", Some(&request.id), &created.id)?;
+        Ok(created)
     }
 
     /// `PUT /securityproviders/{id}` (a full replacement, so safe to retry).
     pub async fn update(&self, request: &ProviderRequest) -> Result<ProviderWire, RemoteError> {
+        require_usable_id(BACKEND, "update", &request.id)?;
         let body = serde_json::to_value(request).unwrap_or_default();
         let tail = ["securityproviders", request.id.as_str()];
-        self.call("update", true, Method::PUT, &tail, &[], Some(&body))
+        let updated: ProviderWire = self
+            .call("update", true, Method::PUT, &tail, &[], Some(&body))
             .await?
-            .json()
+            .json()?;
+        check_returned_id(BACKEND, "update", Some(&request.id), &updated.id)?;
+        Ok(updated)
     }
 
     /// `DELETE /securityproviders/{id}`; false when it was already gone.
     pub async fn delete(&self, id: &str) -> Result<bool, RemoteError> {
+        require_usable_id(BACKEND, "delete", id)?;
         self.call(
             "delete",
             true,
@@ -136,6 +151,7 @@ impl CoveoClient {
 
     /// `POST /securitycache/{id}/refresh`.
     pub async fn refresh(&self, id: &str) -> Result<(), RemoteError> {
+        require_usable_id(BACKEND, "refresh", id)?;
         let tail = ["securitycache", id, "refresh"];
         self.call("refresh", false, Method::POST, &tail, &[], None)
             .await?
@@ -164,16 +180,21 @@ impl CoveoClient {
             ("page", page.to_string()),
             ("perPage", LIST_PAGE_SIZE.to_string()),
         ];
-        self.call(
-            "list",
-            true,
-            Method::GET,
-            &["securityproviders", "page"],
-            &query,
-            None,
-        )
-        .await?
-        .json()
+        let page: PageWire = self
+            .call(
+                "list",
+                true,
+                Method::GET,
+                &["securityproviders", "page"],
+                &query,
+                None,
+            )
+            .await?
+            .json()?;
+        for item in &page.items {
+            check_returned_id(BACKEND, "list", None, &item.id)?;
+        }
+        Ok(page)
     }
 
     /// All providers like [`Self::list`], but once the first page tells how many there are,
@@ -184,11 +205,24 @@ impl CoveoClient {
         &self,
         concurrency: usize,
     ) -> Result<Vec<ProviderWire>, RemoteError> {
+        self.rest
+            .bulk_read("list", self.list_pages_concurrently(concurrency))
+            .await
+    }
+
+    async fn list_pages_concurrently(
+        &self,
+        concurrency: usize,
+    ) -> Result<Vec<ProviderWire>, RemoteError> {
         use futures::{StreamExt, TryStreamExt};
         let first = self.page(0).await?;
         let Some(total) = first.total_pages else {
-            return self.list().await;
+            return self.list_pages().await;
         };
+        // A remote's totalPages is not taken at its word beyond the bound.
+        if total > MAX_LIST_PAGES as u64 {
+            return Err(too_many_pages(BACKEND, MAX_LIST_PAGES));
+        }
         let mut all = first.items;
         let rest: Vec<PageWire> = futures::stream::iter(1..total)
             .map(|page| self.page(page))
@@ -201,10 +235,15 @@ impl CoveoClient {
         Ok(all)
     }
 
-    /// All providers, via `GET /securityproviders/page`, following pages until exhausted.
+    /// All providers, via `GET /securityproviders/page`, following pages until exhausted
+    /// (at most [`MAX_LIST_PAGES`], within the connection's bulk-read deadline).
     pub async fn list(&self) -> Result<Vec<ProviderWire>, RemoteError> {
+        self.rest.bulk_read("list", self.list_pages()).await
+    }
+
+    async fn list_pages(&self) -> Result<Vec<ProviderWire>, RemoteError> {
         let mut all = Vec::new();
-        for page in 0.. {
+        for page in 0..MAX_LIST_PAGES as u64 {
             let page_wire = self.page(page).await?;
             let received = page_wire.items.len();
             all.extend(page_wire.items);
@@ -213,10 +252,10 @@ impl CoveoClient {
                 None => received < LIST_PAGE_SIZE,
             };
             if last_page || received == 0 {
-                break;
+                return Ok(all);
             }
         }
-        Ok(all)
+        Err(too_many_pages(BACKEND, MAX_LIST_PAGES))
     }
 }
 

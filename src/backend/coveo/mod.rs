@@ -24,3 +24,6 @@ pub const LIST_PAGE_SIZE: usize = 100;
 /// Pages fetched at once by [`CoveoClient::list_concurrently`] (the connection's rate limit
 /// and concurrency cap still apply).
 pub const LIST_CONCURRENCY: usize = 8;
+/// Safety bound on pages when listing (100,000 providers); a remote announcing or serving more
+/// is an error.
+pub const MAX_LIST_PAGES: usize = 1000;

@@ -6,7 +6,8 @@ use serde_json::Value;
 use crate::api::provider_connection::JitsudoConnection;
 use crate::backend::connect::SecretValues;
 use crate::backend::http::{
-    HttpOptions, Reply, RequestObserver, RestClient, non_empty, parse_endpoint, url_with_segments,
+    HttpOptions, Reply, RequestObserver, RestClient, check_returned_id, non_empty, parse_endpoint,
+    require_usable_id, too_many_pages, url_with_segments, with_credential,
 };
 use crate::backend::{BackendClient, ObservedProvider, ProviderKey};
 use crate::error::{RemoteError, RemoteErrorKind};
@@ -73,7 +74,7 @@ impl JitsudoClient {
     ) -> Result<Reply, RemoteError> {
         self.rest
             .call(operation, idempotent, &method, &url, body, |req| {
-                req.header("X-API-Key", &self.api_key)
+                with_credential(req, "X-API-Key", &self.api_key)
                     .header("X-Tenant-ID", &self.tenant_id)
             })
             .await
@@ -81,9 +82,15 @@ impl JitsudoClient {
 
     /// `GET /v1/identity-providers/{id}`; None on 404.
     pub async fn get(&self, id: &str) -> Result<Option<ProviderWire>, RemoteError> {
-        self.call("get", true, Method::GET, self.rest.url(&[id]), None)
+        require_usable_id(BACKEND, "get", id)?;
+        let found: Option<ProviderWire> = self
+            .call("get", true, Method::GET, self.rest.url(&[id]), None)
             .await?
-            .json_or_none()
+            .json_or_none()?;
+        if let Some(found) = &found {
+            check_returned_id(BACKEND, "get", Some(id), &found.id)?;
+        }
+        Ok(found)
     }
 
     /// One page of `GET /v1/identity-providers`.
@@ -98,36 +105,56 @@ impl JitsudoClient {
         if let Some(cursor) = cursor {
             url.query_pairs_mut().append_pair("cursor", cursor);
         }
-        self.call("list", true, Method::GET, url, None)
+        let page: PageWire = self
+            .call("list", true, Method::GET, url, None)
             .await?
-            .json()
+            .json()?;
+        for provider in &page.data {
+            check_returned_id(BACKEND, "list", None, &provider.id)?;
+        }
+        Ok(page)
     }
 
     /// Walks the pages (`limit` per page) until `stop` returns true for a provider or the
-    /// list ends; returns every provider seen.
+    /// list ends; returns every provider seen. A cursor seen before (a cycle) or more than
+    /// [`MAX_LIST_PAGES`] pages is an error; the walk runs within the bulk-read deadline.
     async fn walk(
+        &self,
+        limit: u32,
+        stop: impl FnMut(&ProviderWire) -> bool,
+    ) -> Result<Vec<ProviderWire>, RemoteError> {
+        self.rest
+            .bulk_read("list", self.walk_pages(limit, stop))
+            .await
+    }
+
+    async fn walk_pages(
         &self,
         limit: u32,
         mut stop: impl FnMut(&ProviderWire) -> bool,
     ) -> Result<Vec<ProviderWire>, RemoteError> {
         let mut all = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut cursor: Option<String> = None;
         for _ in 0..MAX_LIST_PAGES {
             let page = self.list_page(limit, cursor.as_deref()).await?;
             let found = page.data.iter().any(&mut stop);
             all.extend(page.data);
-            if found {
-                break;
+            let next = page.next_cursor.filter(|c| !c.is_empty() && page.has_more);
+            let Some(next) = next.filter(|_| !found) else {
+                return Ok(all);
+            };
+            if !seen.insert(next.clone()) {
+                return Err(RemoteError::transport(
+                    BACKEND,
+                    "list",
+                    RemoteErrorKind::BadResponse,
+                    "next_cursor repeats a cursor already followed",
+                ));
             }
-            match page.next_cursor.filter(|c| !c.is_empty()) {
-                // A repeated cursor would loop forever; treat it as the end.
-                Some(next) if page.has_more && cursor.as_deref() != Some(next.as_str()) => {
-                    cursor = Some(next)
-                }
-                _ => break,
-            }
+            cursor = Some(next);
         }
-        Ok(all)
+        Err(too_many_pages(BACKEND, MAX_LIST_PAGES))
     }
 
     /// The provider with this exact name, searching page by page (`limit` per page).
@@ -151,15 +178,19 @@ impl JitsudoClient {
     /// created.
     pub async fn create(&self, config: &JitsudoConfig) -> Result<ProviderWire, RemoteError> {
         let body = config.create_body();
-        self.call(
-            "create",
-            false,
-            Method::POST,
-            self.rest.url(&[]),
-            Some(&body),
-        )
-        .await?
-        .json()
+        let created: ProviderWire = self
+            .call(
+                "create",
+                false,
+                Method::POST,
+                self.rest.url(&[]),
+                Some(&body),
+            )
+            .await?
+            .json()?;
+        // The server assigns the id; it must be usable before it is recorded.
+        check_returned_id(BACKEND, "create", None, &created.id)?;
+        Ok(created)
     }
 
     /// `PUT /v1/identity-providers/{id}` (a full replacement, so safe to retry).
@@ -168,20 +199,25 @@ impl JitsudoClient {
         id: &str,
         config: &JitsudoConfig,
     ) -> Result<ProviderWire, RemoteError> {
+        require_usable_id(BACKEND, "update", id)?;
         let body = config.update_body();
-        self.call(
-            "update",
-            true,
-            Method::PUT,
-            self.rest.url(&[id]),
-            Some(&body),
-        )
-        .await?
-        .json()
+        let updated: ProviderWire = self
+            .call(
+                "update",
+                true,
+                Method::PUT,
+                self.rest.url(&[id]),
+                Some(&body),
+            )
+            .await?
+            .json()?;
+        check_returned_id(BACKEND, "update", Some(id), &updated.id)?;
+        Ok(updated)
     }
 
     /// `DELETE /v1/identity-providers/{id}` (assumed); false when it was already gone.
     pub async fn delete(&self, id: &str) -> Result<bool, RemoteError> {
+        require_usable_id(BACKEND, "delete", id)?;
         self.call("delete", true, Method::DELETE, self.rest.url(&[id]), None)
             .await?
             .existed()
@@ -190,6 +226,7 @@ impl JitsudoClient {
     /// `POST /v1/identity-providers/{id}/sync` (assumed); false when the server has no such
     /// operation.
     pub async fn sync(&self, id: &str) -> Result<bool, RemoteError> {
+        require_usable_id(BACKEND, "refresh", id)?;
         let reply = self
             .call(
                 "refresh",

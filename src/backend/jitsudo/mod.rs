@@ -33,5 +33,5 @@ const BACKEND: &str = "jitsudo";
 pub const TENANT_MISMATCH: &str = "tenant_mismatch";
 /// Largest page the list accepts.
 pub const LIST_PAGE_LIMIT: u32 = 250;
-/// Safety bound on pages when listing.
-const MAX_LIST_PAGES: usize = 10_000;
+/// Safety bound on pages when listing (100,000 providers); more is an error.
+pub const MAX_LIST_PAGES: usize = 400;

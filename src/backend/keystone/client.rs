@@ -5,9 +5,12 @@ use serde_json::Value;
 
 use crate::api::provider_connection::{KeystoneConnection, KeystoneScope};
 use crate::backend::connect::SecretValues;
-use crate::backend::http::{HttpOptions, Reply, RequestObserver, RestClient, parse_endpoint};
+use crate::backend::http::{
+    HttpOptions, Reply, RequestObserver, RestClient, check_returned_id, parse_endpoint,
+    require_usable_id, same_origin, too_many_pages, with_credential,
+};
 use crate::backend::{BackendClient, ObservedProvider, ProviderKey};
-use crate::error::RemoteError;
+use crate::error::{RemoteError, RemoteErrorKind};
 
 use super::*;
 
@@ -195,17 +198,19 @@ impl KeystoneClient {
     ) -> Result<Reply, RemoteError> {
         self.rest
             .call(operation, idempotent, method, url, body, |req| {
-                req.header("X-Auth-Token", token)
+                with_credential(req, "X-Auth-Token", token)
             })
             .await
     }
 
-    /// The `identity_provider` object of a 2xx reply.
-    fn one(reply: &Reply) -> Result<IdentityProviderWire, RemoteError> {
-        reply
+    /// The `identity_provider` object of a 2xx reply, which must be the one `id` names.
+    fn one(reply: &Reply, id: &str) -> Result<IdentityProviderWire, RemoteError> {
+        let found = reply
             .json::<OneWire>()?
             .identity_provider
-            .ok_or_else(|| reply.bad_response("the response has no identity_provider object"))
+            .ok_or_else(|| reply.bad_response("the response has no identity_provider object"))?;
+        check_returned_id(BACKEND, reply.operation(), Some(id), &found.id)?;
+        Ok(found)
     }
 
     /// `GET /v3/OS-FEDERATION/identity_providers/{id}`; None on 404.
@@ -215,7 +220,7 @@ impl KeystoneClient {
             .await?;
         match reply.status() {
             404 => Ok(None),
-            _ => Self::one(&reply).map(Some),
+            _ => Self::one(&reply, id).map(Some),
         }
     }
 
@@ -225,61 +230,95 @@ impl KeystoneClient {
         &self,
         config: &KeystoneConfig,
     ) -> Result<IdentityProviderWire, RemoteError> {
+        require_usable_id(BACKEND, "create", &config.id)?;
         let body = config.create_body();
         let url = self.idp_url(&config.id);
         Self::one(
             &self
                 .call("create", false, Method::PUT, url, Some(&body))
                 .await?,
+            &config.id,
         )
     }
 
     /// `PATCH /v3/OS-FEDERATION/identity_providers/{id}` with `body` (sets values, so safe to
     /// retry).
     pub async fn patch(&self, id: &str, body: &Value) -> Result<IdentityProviderWire, RemoteError> {
+        require_usable_id(BACKEND, "update", id)?;
         let url = self.idp_url(id);
         Self::one(
             &self
                 .call("update", true, Method::PATCH, url, Some(body))
                 .await?,
+            id,
         )
     }
 
     /// `DELETE /v3/OS-FEDERATION/identity_providers/{id}`; false when it was already gone.
     pub async fn delete(&self, id: &str) -> Result<bool, RemoteError> {
+        require_usable_id(BACKEND, "delete", id)?;
         self.call("delete", true, Method::DELETE, self.idp_url(id), None)
             .await?
             .existed()
     }
 
     /// `GET /v3/OS-FEDERATION/identity_providers`, following `links.next` when a deployment
-    /// paginates.
+    /// paginates: only on the endpoint's origin (the request carries the token), at most
+    /// [`MAX_LIST_PAGES`] pages, within the connection's bulk-read deadline.
     pub async fn list(&self) -> Result<Vec<IdentityProviderWire>, RemoteError> {
+        self.rest.bulk_read("list", self.list_pages()).await
+    }
+
+    async fn list_pages(&self) -> Result<Vec<IdentityProviderWire>, RemoteError> {
         let mut all = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut url = self.rest.url(&["OS-FEDERATION", "identity_providers"]);
         for _ in 0..MAX_LIST_PAGES {
+            seen.insert(url.clone());
             let page: ListWire = self
                 .call("list", true, Method::GET, url.clone(), None)
                 .await?
                 .json()?;
+            for idp in &page.identity_providers {
+                check_returned_id(BACKEND, "list", None, &idp.id)?;
+            }
             let received = page.identity_providers.len();
             all.extend(page.identity_providers);
-            let next = page
-                .links
-                .and_then(|l| l.next)
-                .and_then(|n| url::Url::parse(&n).ok());
-            match next {
-                Some(next) if received > 0 && next != url => url = next,
-                _ => break,
+            let next = page.links.and_then(|l| l.next).filter(|n| !n.is_empty());
+            let Some(next) = next.filter(|_| received > 0) else {
+                return Ok(all);
+            };
+            url = self.next_page_url(&next)?;
+            if seen.contains(&url) {
+                return Err(list_error("links.next points back to a page already read"));
             }
         }
-        Ok(all)
+        Err(too_many_pages(BACKEND, MAX_LIST_PAGES))
+    }
+
+    /// A `links.next` value, accepted only on the endpoint's origin.
+    fn next_page_url(&self, next: &str) -> Result<url::Url, RemoteError> {
+        let url = self
+            .rest
+            .base()
+            .join(next)
+            .map_err(|_| list_error("links.next is not a URL"))?;
+        if !same_origin(self.rest.base(), &url) {
+            return Err(list_error(
+                "links.next points to another origin than the endpoint; it is not followed (the request would carry the token)",
+            ));
+        }
+        Ok(url)
     }
 
     /// Obtains a token now (for tests and connection checks).
     pub async fn check_credentials(&self) -> Result<(), RemoteError> {
         self.token().await.map(|_| ())
     }
+}
+
+fn list_error(message: &str) -> RemoteError {
+    RemoteError::transport(BACKEND, "list", RemoteErrorKind::BadResponse, message)
 }
 
 #[async_trait]

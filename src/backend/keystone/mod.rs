@@ -33,5 +33,5 @@ pub const IAM_THROTTLED: &str = "IAM.0012";
 pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// Lifetime assumed for a token whose `expires_at` is missing or unreadable.
 const ASSUMED_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
-/// Safety bound on `links.next` pages when listing.
-const MAX_LIST_PAGES: usize = 1000;
+/// Safety bound on `links.next` pages when listing; more is an error.
+pub const MAX_LIST_PAGES: usize = 100;

@@ -1,0 +1,370 @@
+//! A hostile remote can take nothing: end-to-end tests with the real operator binary against
+//! endpoints that redirect credentials elsewhere, send endless bodies or endless pages, or hang,
+//! plus the apply-time id validation. The hostile servers are in `secprov_sim::hostile`.
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use secprov::backend::coveo::CoveoClient;
+use secprov::backend::http::HttpOptions;
+use secprov::backend::jitsudo::JitsudoClient;
+use secprov::backend::keystone::{KeystoneClient, KeystoneCredentials};
+use secprov::error::RemoteErrorKind;
+use secprov_sim::hostile::{HOSTILE_TOKEN, HostileMode, HostileServer};
+use serde_json::Value;
+use support::*;
+
+const COVEO_KEY: &str = "hostile-test-coveo-key-7f3a";
+const JITSUDO_KEY: &str = "hostile-test-jitsudo-key-91bd";
+const KEYSTONE_PASSWORD: &str = "hostile-test-keystone-password-c0de";
+const TENANT: &str = "2489e9ad-2ee2-4e00-8ec9-32d5f69181c0";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn addr(ip: &str) -> SocketAddr {
+    format!("{ip}:0").parse().unwrap()
+}
+
+/// A Secret (opted in as a credential) and a connection of `backend` named `name` to
+/// `endpoint`.
+fn connection(backend: &str, name: &str, endpoint: &str) -> String {
+    let (key, spec) = match backend {
+        "coveo" => (
+            COVEO_KEY,
+            format!(
+                "coveo: {{organizationId: org1, endpoint: '{endpoint}', apiKeySecretRef: {{name: {name}-cred, key: value}}}}"
+            ),
+        ),
+        "jitsudo" => (
+            JITSUDO_KEY,
+            format!(
+                "jitsudo: {{endpoint: '{endpoint}', tenantId: {TENANT}, apiKeySecretRef: {{name: {name}-cred, key: value}}}}"
+            ),
+        ),
+        _ => (
+            KEYSTONE_PASSWORD,
+            format!(
+                "keystone: {{authUrl: '{endpoint}/v3', scope: {{system: true}}, password: {{userName: admin, userDomainName: Default, passwordSecretRef: {{name: {name}-cred, key: value}}}}}}"
+            ),
+        ),
+    };
+    format!(
+        "apiVersion: v1
+kind: Secret
+metadata:
+  name: {name}-cred
+  labels: {{secprov.dev/credential: \"true\"}}
+type: Opaque
+stringData:
+  value: {key}
+---
+apiVersion: secprov.dev/v1alpha1
+kind: ProviderConnection
+metadata:
+  name: {name}
+spec:
+  timeoutSeconds: 5
+  {spec}
+"
+    )
+}
+
+/// A SecurityProvider of `backend` on `connection`.
+fn provider(backend: &str, name: &str, connection: &str) -> String {
+    let block = match backend {
+        "coveo" => "coveo: {}".to_owned(),
+        "jitsudo" => "jitsudo: {providerType: okta, config: {domain: acme.okta.com}}".to_owned(),
+        _ => "keystone: {remoteIds: ['https://idp.example.com']}".to_owned(),
+    };
+    format!(
+        "apiVersion: secprov.dev/v1alpha1
+kind: SecurityProvider
+metadata:
+  name: {name}
+spec:
+  connectionRef: {connection}
+  {block}
+"
+    )
+}
+
+/// The Ready condition of `resource` once it is False with `reason`.
+fn wait_not_ready(ns: &TestNamespace, op: &Operator, resource: &str, reason: &str) -> Value {
+    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        eventually(
+            Duration::from_secs(90),
+            &format!("{resource} {reason}"),
+            || {
+                let obj = ns.get_json(resource)?;
+                let ready = condition(&obj, "Ready")?.clone();
+                (ready["status"] == "False" && ready["reason"] == reason).then_some(ready)
+            },
+        )
+    }));
+    found.unwrap_or_else(|_| {
+        panic!(
+            "{resource} never became Ready=False/{reason}: {:?}\noperator log:\n{}",
+            ns.get_json(resource).map(|o| o["status"].clone()),
+            op.log_text()
+        )
+    })
+}
+
+/// Credentials never follow a redirect: a 307 from each backend's endpoint to another loopback
+/// host (127.0.0.2), which records everything it receives, receives nothing; the endpoint saw
+/// the credentials (so the operator did call it) and the connection says why it stopped.
+#[test]
+fn redirects_to_another_host_receive_no_credentials() {
+    let rt = runtime();
+    let recorder = rt
+        .block_on(HostileServer::start(addr("127.0.0.2"), HostileMode::Record))
+        .expect("bind 127.0.0.2 (Linux routes all of 127.0.0.0/8 to lo)");
+    let redirect = |issue_tokens| {
+        rt.block_on(HostileServer::start(
+            addr("127.0.0.1"),
+            HostileMode::RedirectTo {
+                target: recorder.base_url(),
+                issue_tokens,
+            },
+        ))
+        .unwrap()
+    };
+    // The connection check meets the redirect, except with a token issued first: then the
+    // provider's first API call (carrying the token) does.
+    let endpoints = [
+        (
+            "coveo",
+            "coveo",
+            redirect(false),
+            "providerconnection/coveo",
+        ),
+        (
+            "jitsudo",
+            "jitsudo",
+            redirect(false),
+            "providerconnection/jitsudo",
+        ),
+        (
+            "keystone",
+            "keystone-password",
+            redirect(false),
+            "providerconnection/keystone-password",
+        ),
+        (
+            "keystone",
+            "keystone-token",
+            redirect(true),
+            "securityprovider/keystone-token-p",
+        ),
+    ];
+    let ns = TestNamespace::new("hostile-redirect");
+    for (backend, name, server, _) in &endpoints {
+        ns.apply(&connection(backend, name, &server.base_url()))
+            .unwrap();
+        ns.apply(&provider(backend, &format!("{name}-p"), name))
+            .unwrap();
+    }
+    let op = Operator::start(&ns.name, &["--connection-check-interval", "2s"]);
+    for (_, name, server, resource) in &endpoints {
+        let ready = wait_not_ready(&ns, &op, resource, "RemoteRejected");
+        let message = ready["message"].as_str().unwrap_or_default();
+        assert!(message.contains("redirect"), "{name}: {message}");
+        assert!(
+            !server.received().is_empty(),
+            "{name}: the endpoint was never called"
+        );
+    }
+    let secrets = [COVEO_KEY, JITSUDO_KEY, KEYSTONE_PASSWORD, HOSTILE_TOKEN];
+    // The token endpoint did hand out a token, and the redirected API call carried it.
+    assert!(
+        endpoints[3]
+            .2
+            .received()
+            .iter()
+            .any(|r| r.contains(HOSTILE_TOKEN))
+    );
+    let leaked: Vec<_> = recorder.received();
+    assert!(
+        leaked.is_empty(),
+        "the redirect target received {} requests; credentials among them: {:?}",
+        leaked.len(),
+        secrets
+            .iter()
+            .filter(|s| leaked.iter().any(|r| r.contains(s)))
+            .collect::<Vec<_>>()
+    );
+    let log = op.log_text();
+    for secret in secrets {
+        assert!(!log.contains(secret), "the log contains a credential");
+    }
+}
+
+/// Resident set size of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// An endpoint whose answers never end (every backend, connection check and provider read):
+/// the operator stops reading at its cap, reports `RemoteBadResponse`, and its memory stays
+/// small while the remote keeps sending.
+#[test]
+fn endless_bodies_are_cut_off_and_memory_stays_bounded() {
+    let rt = runtime();
+    let server = rt
+        .block_on(HostileServer::start(
+            addr("127.0.0.1"),
+            HostileMode::EndlessBody,
+        ))
+        .unwrap();
+    let ns = TestNamespace::new("hostile-body");
+    for backend in ["coveo", "jitsudo", "keystone"] {
+        ns.apply(&connection(backend, backend, &server.base_url()))
+            .unwrap();
+    }
+    let mut op = Operator::start(&ns.name, &["--connection-check-interval", "2s"]);
+    let mut peak = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 2 || Instant::now() < deadline {
+        for backend in ["coveo", "jitsudo"] {
+            if let Some(obj) = ns.get_json(&format!("providerconnection/{backend}"))
+                && condition(&obj, "Ready").is_some_and(|c| c["reason"] == "RemoteBadResponse")
+            {
+                seen.insert(backend);
+            }
+        }
+        peak = peak.max(rss_kib(op.pid()));
+        assert!(op.is_running(), "the operator died:\n{}", op.log_text());
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(70),
+            "connections not BadResponse: {seen:?}\n{}",
+            op.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Keystone's token request succeeds; the endless body comes on the first API call.
+    ns.apply(&provider("keystone", "keystone-p", "keystone"))
+        .unwrap();
+    wait_not_ready(&ns, &op, "securityprovider/keystone-p", "RemoteBadResponse");
+    peak = peak.max(rss_kib(op.pid()));
+    let sent = server.received().len();
+    assert!(sent >= 3, "only {sent} requests reached the endless server");
+    eprintln!(
+        "operator peak RSS {} MiB over {sent} endless responses",
+        peak / 1024
+    );
+    assert!(peak > 0 && peak < 150 * 1024, "peak RSS {peak} KiB");
+    let obj = ns.get_json("providerconnection/coveo").unwrap();
+    let message = condition(&obj, "Ready").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("larger than"), "{message}");
+    op.kill();
+}
+
+/// Endless pagination ends in an error for each backend, after a bounded number of pages.
+#[test]
+fn endless_pagination_ends_in_an_error_for_every_backend() {
+    let rt = runtime();
+    let server = rt
+        .block_on(HostileServer::start(
+            addr("127.0.0.1"),
+            HostileMode::EndlessPages,
+        ))
+        .unwrap();
+    let options = HttpOptions {
+        requests_per_second: 10_000,
+        burst: 10_000,
+        ..HttpOptions::default()
+    };
+    let base = server.base_url();
+    let coveo = CoveoClient::new(&base, "org1", COVEO_KEY.into(), &options).unwrap();
+    let jitsudo = JitsudoClient::new(&base, TENANT, JITSUDO_KEY.into(), &options).unwrap();
+    let keystone = KeystoneClient::new(
+        &base,
+        KeystoneCredentials::Password {
+            user_name: "admin".into(),
+            user_domain_name: "Default".into(),
+            password: KEYSTONE_PASSWORD.into(),
+        },
+        None,
+        &options,
+    )
+    .unwrap();
+    let check = |what: &str, result: Result<usize, secprov::error::RemoteError>| {
+        let err = result.expect_err(what);
+        assert_eq!(err.kind, RemoteErrorKind::BadResponse, "{what}: {err}");
+        assert!(err.message.contains("did not end"), "{what}: {err}");
+    };
+    rt.block_on(async {
+        let before = server.pages_served();
+        check("coveo list", coveo.list().await.map(|l| l.len()));
+        let coveo_pages = server.pages_served() - before;
+        assert_eq!(coveo_pages, secprov::backend::coveo::MAX_LIST_PAGES as u64);
+        let before = server.pages_served();
+        check("jitsudo list", jitsudo.list().await.map(|l| l.len()));
+        let jitsudo_pages = server.pages_served() - before;
+        assert_eq!(
+            jitsudo_pages,
+            secprov::backend::jitsudo::MAX_LIST_PAGES as u64
+        );
+        let before = server.pages_served();
+        check("keystone list", keystone.list().await.map(|l| l.len()));
+        let keystone_pages = server.pages_served() - before;
+        assert_eq!(
+            keystone_pages,
+            secprov::backend::keystone::MAX_LIST_PAGES as u64
+        );
+        // JITSudo's lookup by name walks the same pages.
+        let found = jitsudo.find_by_name("absent", 250).await;
+        assert!(found.is_err(), "find_by_name: {found:?}");
+    });
+}
+
+/// Ids that are not one URL path segment, and Coveo's paging route, are refused at apply time.
+#[test]
+fn ids_that_would_address_another_route_are_refused_at_apply_time() {
+    let ns = TestNamespace::new("hostile-ids");
+    let with_id = |backend: &str, name: &str, id: &str| {
+        provider(backend, name, "c").replace(
+            "  connectionRef: c\n",
+            &format!("  connectionRef: c\n  providerId: {id}\n"),
+        )
+    };
+    for (backend, id, expect) in [
+        ("coveo", "'..'", "must not be '.' or '..'"),
+        ("coveo", "'.'", "must not be '.' or '..'"),
+        ("keystone", "'a/b'", "contain '/'"),
+        ("jitsudo", "\"tab\\there\"", "control characters"),
+        ("coveo", "page", "reserved by Coveo"),
+    ] {
+        let err = ns
+            .apply(&with_id(backend, "bad", id))
+            .expect_err(&format!("{backend} providerId {id} was accepted"));
+        assert!(err.contains(expect), "{backend} {id}: {err}");
+    }
+    // metadata.name is the default id: `page` needs an explicit providerId on Coveo only.
+    let err = ns.apply(&provider("coveo", "page", "c")).unwrap_err();
+    assert!(err.contains("reserved by Coveo"), "{err}");
+    ns.apply(&provider("keystone", "page", "c")).unwrap();
+    ns.apply(&with_id("coveo", "fine", "'a.b ok'")).unwrap();
+    let err = ns
+        .apply(&connection("coveo", "c", "http://127.0.0.1:1").replace("org1", "'..'"))
+        .unwrap_err();
+    assert!(err.contains("organizationId"), "{err}");
+}
