@@ -147,7 +147,11 @@ async fn a_refused_login_is_remembered_until_the_next_credential_check() {
             RemoteErrorKind::Unauthorized
         );
     }
-    assert_eq!(sim.operation_count("authenticate"), 1, "no lockout by retries");
+    assert_eq!(
+        sim.operation_count("authenticate"),
+        1,
+        "no lockout by retries"
+    );
     // The connection check tries again (the password may have been fixed remotely).
     let e = client.check_credentials().await.unwrap_err();
     assert_eq!(e.kind, RemoteErrorKind::Unauthorized);

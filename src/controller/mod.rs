@@ -281,8 +281,7 @@ pub async fn run(
         dependencies_listed,
         shutdown.clone(),
     );
-    let connection_controller =
-        connection::run(ctx.clone(), connections.for_connections, shutdown);
+    let connection_controller = connection::run(ctx.clone(), connections.for_connections, shutdown);
     info!(concurrency = settings.concurrency, resync = ?settings.resync_interval, namespace = ?settings.namespace, selector = ?settings.label_selector, "starting controller");
     tokio::select! {
         _ = futures::future::join(provider_controller, connection_controller) => {}

@@ -322,7 +322,11 @@ mod tests {
         assert_eq!(clip("short", 10), "short");
         let huge = "é".repeat(1_000_000);
         let cut = clip(&huge, EVENT_NOTE_MAX_BYTES);
-        assert!(cut.len() <= EVENT_NOTE_MAX_BYTES && cut.len() > 900, "{}", cut.len());
+        assert!(
+            cut.len() <= EVENT_NOTE_MAX_BYTES && cut.len() > 900,
+            "{}",
+            cut.len()
+        );
         assert!(cut.ends_with("..."));
         let c = condition(
             &[],
