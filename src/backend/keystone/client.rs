@@ -30,7 +30,7 @@ pub struct KeystoneClient {
 #[derive(Default)]
 struct TokenState {
     token: Option<CachedToken>,
-    refused: Option<RemoteError>,
+    refused: Option<Box<RemoteError>>,
 }
 
 /// Never prints the password, the secret or the token.
@@ -116,7 +116,7 @@ impl KeystoneClient {
     async fn token(&self) -> Result<String, RemoteError> {
         let mut state = self.token.lock().await;
         if let Some(refused) = &state.refused {
-            return Err(refused.clone());
+            return Err(refused.as_ref().clone());
         }
         if let Some(token) = state.token.as_ref()
             && token.fresh(jiff::Timestamp::now())
@@ -133,7 +133,7 @@ impl KeystoneClient {
                 // Wrong password, disabled user, bad scope: trying again cannot help until
                 // something changes, and every attempt counts towards a lockout.
                 if e.kind.is_terminal() {
-                    state.refused = Some(e.clone());
+                    state.refused = Some(Box::new(e.clone()));
                 }
                 Err(e)
             }
