@@ -182,9 +182,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ready: ready.clone(),
     };
     let addr = args.metrics_addr;
+    // Fatal: without /metrics, /healthz and /readyz the operator cannot be watched or probed.
+    let listener = server::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind the metrics server to {addr} (--metrics-addr)"))?;
     tokio::spawn(async move {
-        if let Err(e) = server::serve(addr, state).await {
-            tracing::error!(error = %e, %addr, "metrics server failed");
+        if let Err(e) = server::serve(listener, state).await {
+            tracing::error!(error = %e, %addr, "metrics server failed; exiting");
+            std::process::exit(1);
         }
     });
     let settings = Settings {
