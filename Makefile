@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 SHELL := /bin/bash
 
-.PHONY: demo test unit e2e build crds lint clean deny fuzz bench
+.PHONY: demo test unit e2e build crds lint clean deny fuzz bench image monitoring
 
 ## demo: build everything, start a local control plane, the simulators and the operator,
 ## apply examples/ and keep running until Ctrl-C.
@@ -34,6 +34,16 @@ crds:
 	cargo run --quiet -- crd > crds/secprov.dev.yaml
 	cp crds/secprov.dev.yaml deploy/crds/secprov.dev.yaml
 	cp crds/secprov.dev.yaml deploy/helm/secprov-operator/crds/secprov.dev.yaml
+
+## image: the container image as an OCI archive, target/image/secprov-operator.oci.tar, built
+## without a container engine (docker load / podman load / kind load image-archive accept it).
+image:
+	bash scripts/image.sh
+
+## monitoring: copy deploy/monitoring/ (alerts, dashboard) into the Helm chart.
+monitoring:
+	cp deploy/monitoring/prometheusrule.yaml deploy/helm/secprov-operator/files/prometheusrule.yaml
+	cp deploy/monitoring/grafana-dashboard.json deploy/helm/secprov-operator/files/grafana-dashboard.json
 
 ## deny: licences, bans and sources of every dependency (deny.toml).
 deny:

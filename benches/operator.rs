@@ -395,7 +395,7 @@ async fn main() {
     let setup = format!(
         r#"apiVersion: v1
 kind: Secret
-metadata: {{name: coveo-api-key}}
+metadata: {{name: coveo-api-key, labels: {{secprov.dev/credential: "true"}}}}
 stringData: {{apiKey: bench-key}}
 ---
 apiVersion: secprov.dev/v1alpha1

@@ -9,6 +9,22 @@ CP_DIR="${SECPROV_CP_DIR:-$PWD/target/test-controlplane}"
 echo "==> building (cargo build --workspace --all-targets --locked)"
 cargo build --locked --workspace --all-targets
 
+# helm and promtool for the chart and alert tests, built from the Go module proxy and cached
+# like the control plane (scripts/tools/build.sh); the tests fail without them.
+echo "==> tools: helm, promtool (scripts/tools/build.sh, cached in ~/.cache/secprov-tools)"
+start=$SECONDS
+SECPROV_HELM="$(bash scripts/tools/build.sh helm | tail -n1)"
+SECPROV_PROMTOOL="$(bash scripts/tools/build.sh promtool | tail -n1)"
+export SECPROV_HELM SECPROV_PROMTOOL
+echo "    tools ready in $((SECONDS - start))s"
+
+# The container image that tests/image.rs unpacks and runs (one release build).
+echo "==> image (make image)"
+start=$SECONDS
+SECPROV_IMAGE_ARCHIVE="$(bash scripts/image.sh | tail -n1)"
+export SECPROV_IMAGE_ARCHIVE
+echo "    image built in $((SECONDS - start))s"
+
 echo "==> starting the control plane in $CP_DIR"
 KUBECONFIG_PATH="$(bash tests/controlplane/up.sh "$CP_DIR" | tail -n1)"
 trap 'bash tests/controlplane/down.sh "$CP_DIR" >/dev/null 2>&1 || true' EXIT

@@ -39,6 +39,27 @@ pub enum Error {
     #[error("Secret {name:?} has no usable key {key:?}")]
     SecretKeyMissing { name: String, key: String },
 
+    /// A referenced Secret exists but has not opted in as a credential.
+    #[error(
+        "Secret {0:?} is not labelled secprov.dev/credential: \"true\"; only Secrets carrying that label are used as credentials (kubectl label secret {0} secprov.dev/credential=true)"
+    )]
+    SecretNotOptedIn(String),
+
+    /// A referenced Secret is of a type never used as a credential (service-account tokens).
+    #[error("Secret {name:?} is of type {type_}, which is never used as a credential")]
+    SecretTypeRefused { name: String, type_: String },
+
+    /// The operator may not read Secrets in this namespace (no RoleBinding for it).
+    #[error(
+        "the operator may not read Secret {name:?} in namespace {namespace:?}; let it read this namespace's credential Secrets with: kubectl create rolebinding secprov-credential-reader -n {namespace} --clusterrole=secprov-credential-reader --serviceaccount={service_account}"
+    )]
+    SecretAccessDenied {
+        name: String,
+        namespace: String,
+        /// `namespace:name` of the operator's ServiceAccount.
+        service_account: String,
+    },
+
     /// The remote system answered with an error or could not be reached.
     #[error(transparent)]
     Remote(#[from] RemoteError),
@@ -64,6 +85,9 @@ impl Error {
             Error::BackendMismatch { .. } => "BackendMismatch",
             Error::SecretNotFound(_) => "SecretNotFound",
             Error::SecretKeyMissing { .. } => "SecretKeyMissing",
+            Error::SecretNotOptedIn(_) => "SecretNotOptedIn",
+            Error::SecretTypeRefused { .. } => "SecretTypeRefused",
+            Error::SecretAccessDenied { .. } => "SecretAccessDenied",
             Error::Remote(e) => e.kind.reason(),
             Error::Kube(_) => "KubernetesApiError",
         }
@@ -78,7 +102,10 @@ impl Error {
             | Error::InvalidConnection { .. }
             | Error::BackendMismatch { .. }
             | Error::SecretNotFound(_)
-            | Error::SecretKeyMissing { .. } => true,
+            | Error::SecretKeyMissing { .. }
+            | Error::SecretNotOptedIn(_)
+            | Error::SecretTypeRefused { .. }
+            | Error::SecretAccessDenied { .. } => true,
             Error::Remote(e) => e.kind.is_terminal(),
             Error::Kube(_) => false,
         }

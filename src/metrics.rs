@@ -1,9 +1,12 @@
-//! Prometheus metrics (prometheus-client): reconciles by result and reason, reconcile
-//! duration, remote requests by backend/operation/status, status writes, and Ready counts.
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+//! Prometheus metrics (prometheus-client): reconciles by result and reason, reconcile duration
+//! and the reconciles in flight, remote requests and their latency by backend and status,
+//! client-side rate-limit waits, status writes, SecurityProviders and ProviderConnections by
+//! Ready state (in aggregate and per object), leadership and the process's memory. The
+//! dashboard and alerts in deploy/monitoring/ use these names.
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -12,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::backend::http::RequestObserver;
+use crate::backend::http::{Observation, RequestObserver};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReconcileLabels {
@@ -28,8 +31,42 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LatencyLabels {
+    backend: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReadyLabels {
+    backend: String,
     ready: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ObjectLabels {
+    namespace: String,
+    name: String,
+    backend: String,
+}
+
+/// What the gauges last showed of one SecurityProvider.
+#[derive(Clone, Debug, PartialEq)]
+struct ProviderState {
+    backend: String,
+    ready: bool,
+    stalled: bool,
+}
+
+type Key = (String, String);
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
 /// All metrics of the operator.
@@ -37,12 +74,24 @@ pub struct Metrics {
     registry: Registry,
     reconciles: Family<ReconcileLabels, Counter>,
     reconcile_duration: Histogram,
+    in_flight: Gauge,
+    longest_running: Gauge<f64, AtomicU64>,
+    running: Mutex<HashMap<u64, Instant>>,
+    next_reconcile_id: AtomicU64,
     remote_requests: Family<RequestLabels, Counter>,
-    remote_duration: Histogram,
+    remote_duration: HistogramFamily<LatencyLabels>,
+    rate_limit_waits: Family<BackendLabels, Counter>,
+    rate_limit_wait_seconds: Family<BackendLabels, Counter<f64, AtomicU64>>,
     status_patches: Counter<u64, AtomicU64>,
-    ready: Family<ReadyLabels, Gauge>,
+    providers: Family<ReadyLabels, Gauge>,
+    provider_ready: Family<ObjectLabels, Gauge>,
+    provider_stalled: Family<ObjectLabels, Gauge>,
+    connection_ready: Family<ObjectLabels, Gauge>,
     leader: Gauge,
-    ready_by_object: Mutex<HashMap<String, bool>>,
+    resident_memory: Gauge,
+    provider_states: Mutex<HashMap<Key, ProviderState>>,
+    connection_backends: Mutex<HashMap<Key, String>>,
+    backends: Mutex<BTreeSet<String>>,
 }
 
 impl Default for Metrics {
@@ -51,63 +100,154 @@ impl Default for Metrics {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn key(namespace: &str, name: &str) -> Key {
+    (namespace.to_owned(), name.to_owned())
+}
+
+fn object_labels(key: &Key, backend: &str) -> ObjectLabels {
+    ObjectLabels {
+        namespace: key.0.clone(),
+        name: key.1.clone(),
+        backend: backend.to_owned(),
+    }
+}
+
 impl Metrics {
     /// Registers every metric under the `secprov` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("secprov");
-        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        let metrics = Metrics {
+            reconciles: Family::default(),
+            reconcile_duration: latency_histogram(),
+            in_flight: Gauge::default(),
+            longest_running: Gauge::default(),
+            running: Mutex::new(HashMap::new()),
+            next_reconcile_id: AtomicU64::new(0),
+            remote_requests: Family::default(),
+            remote_duration: Family::new_with_constructor(latency_histogram),
+            rate_limit_waits: Family::default(),
+            rate_limit_wait_seconds: Family::default(),
+            status_patches: Counter::default(),
+            providers: Family::default(),
+            provider_ready: Family::default(),
+            provider_stalled: Family::default(),
+            connection_ready: Family::default(),
+            leader: Gauge::default(),
+            resident_memory: Gauge::default(),
+            provider_states: Mutex::new(HashMap::new()),
+            connection_backends: Mutex::new(HashMap::new()),
+            backends: Mutex::new(BTreeSet::new()),
+            registry: Registry::default(),
+        };
+        metrics.register_reconcile(&mut registry);
+        metrics.register_remote(&mut registry);
+        metrics.register_objects(&mut registry);
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    fn register_reconcile(&self, registry: &mut Registry) {
         registry.register(
             "reconciles",
-            "Reconciles by result (success, error) and reason",
-            reconciles.clone(),
+            "SecurityProvider reconciles by result (success, error) and reason",
+            self.reconciles.clone(),
         );
-        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register(
             "reconcile_duration_seconds",
             "Duration of one reconcile",
-            reconcile_duration.clone(),
+            self.reconcile_duration.clone(),
         );
-        let remote_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
-            "remote_requests",
-            "Remote API requests by backend, operation and HTTP status (`error` when no response arrived)",
-            remote_requests.clone(),
+            "reconciles_in_flight",
+            "Reconciles running now",
+            self.in_flight.clone(),
         );
-        let remote_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register(
-            "remote_request_duration_seconds",
-            "Duration of one remote request",
-            remote_duration.clone(),
+            "reconcile_longest_running_seconds",
+            "Age of the oldest running reconcile (0 when none runs)",
+            self.longest_running.clone(),
         );
-        let status_patches = Counter::default();
         registry.register(
             "status_patches",
             "Status writes to the Kubernetes API",
-            status_patches.clone(),
+            self.status_patches.clone(),
         );
-        let ready = Family::<ReadyLabels, Gauge>::default();
-        registry.register(
-            "security_providers",
-            "SecurityProviders by Ready condition status",
-            ready.clone(),
-        );
-        let leader = Gauge::default();
         registry.register(
             "leader",
             "1 while this replica runs the controllers (leader, or leader election off), 0 on standby",
-            leader.clone(),
+            self.leader.clone(),
         );
-        Metrics {
-            registry,
-            leader,
-            reconciles,
-            reconcile_duration,
-            remote_requests,
-            remote_duration,
-            status_patches,
-            ready,
-            ready_by_object: Mutex::new(HashMap::new()),
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the operator process",
+            self.resident_memory.clone(),
+        );
+    }
+
+    fn register_remote(&self, registry: &mut Registry) {
+        registry.register(
+            "remote_requests",
+            "Remote API requests by backend, operation and HTTP status (`error` when no response arrived)",
+            self.remote_requests.clone(),
+        );
+        registry.register(
+            "remote_request_duration_seconds",
+            "Duration of one remote request by backend and HTTP status",
+            self.remote_duration.clone(),
+        );
+        registry.register(
+            "rate_limit_waits",
+            "Remote requests that waited for the connection's client-side rate limit",
+            self.rate_limit_waits.clone(),
+        );
+        registry.register(
+            "rate_limit_wait_seconds",
+            "Time remote requests spent waiting for the client-side rate limit",
+            self.rate_limit_wait_seconds.clone(),
+        );
+    }
+
+    fn register_objects(&self, registry: &mut Registry) {
+        registry.register(
+            "security_providers",
+            "SecurityProviders by backend and Ready condition status",
+            self.providers.clone(),
+        );
+        registry.register(
+            "security_provider_ready",
+            "1 when the SecurityProvider is Ready, else 0",
+            self.provider_ready.clone(),
+        );
+        registry.register(
+            "security_provider_stalled",
+            "1 when the SecurityProvider is Stalled (only a change can fix it), else 0",
+            self.provider_stalled.clone(),
+        );
+        registry.register(
+            "provider_connection_ready",
+            "1 when the ProviderConnection is Ready, else 0",
+            self.connection_ready.clone(),
+        );
+    }
+
+    /// Creates the per-backend series at zero, so that dashboards and `rate()` see them
+    /// before the first event.
+    pub fn init_backends(&self, backends: &[&str]) {
+        for backend in backends {
+            let labels = BackendLabels {
+                backend: (*backend).to_owned(),
+            };
+            let _ = self.rate_limit_waits.get_or_create(&labels);
+            let _ = self.rate_limit_wait_seconds.get_or_create(&labels);
+            lock(&self.backends).insert((*backend).to_owned());
         }
+        self.recount_providers(&lock(&self.provider_states));
     }
 
     /// Counts one reconcile.
@@ -119,6 +259,17 @@ impl Metrics {
             })
             .inc();
         self.reconcile_duration.observe(duration.as_secs_f64());
+    }
+
+    /// Marks a reconcile as running until the returned guard is dropped.
+    pub fn reconcile_started(self: &Arc<Self>) -> InFlight {
+        let id = self.next_reconcile_id.fetch_add(1, Ordering::Relaxed);
+        lock(&self.running).insert(id, Instant::now());
+        self.in_flight.inc();
+        InFlight {
+            metrics: self.clone(),
+            id,
+        }
     }
 
     /// Records whether this replica runs the controllers.
@@ -136,34 +287,128 @@ impl Metrics {
         self.status_patches.get()
     }
 
-    /// Records the Ready state of an object (None when it is gone).
-    pub fn set_ready(&self, object: &str, ready: Option<bool>) {
-        let mut map = self
-            .ready_by_object
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        match ready {
-            Some(r) => map.insert(object.to_owned(), r),
-            None => map.remove(object),
+    /// Counts one request held back by the client-side rate limit for `waited`.
+    pub fn rate_limit_waited(&self, backend: &str, waited: Duration) {
+        let labels = BackendLabels {
+            backend: backend.to_owned(),
         };
-        let ready_count = map.values().filter(|r| **r).count() as i64;
-        let total = map.len() as i64;
-        self.ready
-            .get_or_create(&ReadyLabels {
-                ready: "True".into(),
-            })
-            .set(ready_count);
-        self.ready
-            .get_or_create(&ReadyLabels {
-                ready: "False".into(),
-            })
-            .set(total - ready_count);
+        self.rate_limit_waits.get_or_create(&labels).inc();
+        self.rate_limit_wait_seconds
+            .get_or_create(&labels)
+            .inc_by(waited.as_secs_f64());
     }
 
-    /// An observer for backend HTTP clients.
-    pub fn request_observer(self: &std::sync::Arc<Self>) -> RequestObserver {
+    /// Records the Ready and Stalled state of a SecurityProvider.
+    pub fn provider_observed(
+        &self,
+        namespace: &str,
+        name: &str,
+        backend: &str,
+        ready: bool,
+        stalled: bool,
+    ) {
+        let key = key(namespace, name);
+        let state = ProviderState {
+            backend: backend.to_owned(),
+            ready,
+            stalled,
+        };
+        let mut states = lock(&self.provider_states);
+        if let Some(old) = states.get(&key)
+            && old.backend != backend
+        {
+            self.provider_ready
+                .remove(&object_labels(&key, &old.backend));
+            self.provider_stalled
+                .remove(&object_labels(&key, &old.backend));
+        }
+        let labels = object_labels(&key, backend);
+        self.provider_ready
+            .get_or_create(&labels)
+            .set(i64::from(ready));
+        self.provider_stalled
+            .get_or_create(&labels)
+            .set(i64::from(stalled));
+        lock(&self.backends).insert(backend.to_owned());
+        states.insert(key, state);
+        self.recount_providers(&states);
+    }
+
+    /// Forgets a SecurityProvider that is gone: every series that named it, and its count.
+    pub fn provider_forgotten(&self, namespace: &str, name: &str) {
+        let key = key(namespace, name);
+        let mut states = lock(&self.provider_states);
+        if let Some(old) = states.remove(&key) {
+            self.provider_ready
+                .remove(&object_labels(&key, &old.backend));
+            self.provider_stalled
+                .remove(&object_labels(&key, &old.backend));
+            self.recount_providers(&states);
+        }
+    }
+
+    /// SecurityProviders the gauges count now.
+    pub fn provider_count(&self) -> usize {
+        lock(&self.provider_states).len()
+    }
+
+    fn recount_providers(&self, states: &HashMap<Key, ProviderState>) {
+        let mut counts: HashMap<(String, bool), i64> = HashMap::new();
+        for state in states.values() {
+            *counts
+                .entry((state.backend.clone(), state.ready))
+                .or_default() += 1;
+        }
+        for backend in lock(&self.backends).iter() {
+            for ready in [true, false] {
+                let count = counts.get(&(backend.clone(), ready)).copied();
+                self.providers
+                    .get_or_create(&ReadyLabels {
+                        backend: backend.clone(),
+                        ready: if ready { "True" } else { "False" }.to_owned(),
+                    })
+                    .set(count.unwrap_or(0));
+            }
+        }
+    }
+
+    /// Records the Ready state of a ProviderConnection.
+    pub fn connection_observed(&self, namespace: &str, name: &str, backend: &str, ready: bool) {
+        let key = key(namespace, name);
+        let mut backends = lock(&self.connection_backends);
+        if let Some(old) = backends.get(&key)
+            && old != backend
+        {
+            self.connection_ready.remove(&object_labels(&key, old));
+        }
+        self.connection_ready
+            .get_or_create(&object_labels(&key, backend))
+            .set(i64::from(ready));
+        backends.insert(key, backend.to_owned());
+    }
+
+    /// Forgets a ProviderConnection that is gone.
+    pub fn connection_forgotten(&self, namespace: &str, name: &str) {
+        let key = key(namespace, name);
+        if let Some(old) = lock(&self.connection_backends).remove(&key) {
+            self.connection_ready.remove(&object_labels(&key, &old));
+        }
+    }
+
+    /// An observer for backend HTTP clients: remote requests, their latency, rate-limit waits.
+    pub fn request_observer(self: &Arc<Self>) -> RequestObserver {
         let metrics = self.clone();
-        std::sync::Arc::new(move |backend, operation, status, duration| {
+        Arc::new(move |backend, observation| {
+            let (operation, status, duration) = match observation {
+                Observation::Request {
+                    operation,
+                    status,
+                    duration,
+                } => (operation, status, duration),
+                Observation::RateLimitWait(waited) => {
+                    return metrics.rate_limit_waited(backend, waited);
+                }
+            };
             let status = status
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "error".into());
@@ -172,15 +417,26 @@ impl Metrics {
                 .get_or_create(&RequestLabels {
                     backend: backend.into(),
                     operation: operation.into(),
-                    status,
+                    status: status.clone(),
                 })
                 .inc();
-            metrics.remote_duration.observe(duration.as_secs_f64());
+            metrics
+                .remote_duration
+                .get_or_create(&LatencyLabels {
+                    backend: backend.into(),
+                    status,
+                })
+                .observe(duration.as_secs_f64());
         })
     }
 
-    /// The text exposition format.
+    /// The text exposition format, with the values read at scrape time brought up to date.
     pub fn encode(&self) -> String {
+        let oldest = lock(&self.running).values().min().copied();
+        self.longest_running
+            .set(oldest.map_or(0.0, |started| started.elapsed().as_secs_f64()));
+        self.resident_memory
+            .set(resident_memory_bytes().unwrap_or(0));
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -189,34 +445,133 @@ impl Metrics {
     }
 }
 
+/// A running reconcile; dropping it ends it.
+pub struct InFlight {
+    metrics: Arc<Metrics>,
+    id: u64,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        lock(&self.metrics.running).remove(&self.id);
+        self.metrics.in_flight.dec();
+    }
+}
+
+/// VmRSS of this process (Linux), in bytes.
+fn resident_memory_bytes() -> Option<i64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: i64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn exposition_has_every_family_with_labels() {
-        let metrics = std::sync::Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new());
+        metrics.init_backends(&["coveo", "keystone"]);
         metrics.reconciled("error", "RemoteUnavailable", Duration::from_millis(5));
-        (metrics.request_observer())("coveo", "update", Some(200), Duration::from_millis(3));
-        (metrics.request_observer())("coveo", "get", None, Duration::from_millis(3));
+        let observe = metrics.request_observer();
+        let request = |operation, status| Observation::Request {
+            operation,
+            status,
+            duration: Duration::from_millis(3),
+        };
+        observe("coveo", request("update", Some(200)));
+        observe("coveo", request("get", None));
         metrics.status_patched();
-        metrics.set_ready("ns/a", Some(true));
-        metrics.set_ready("ns/b", Some(false));
-        metrics.set_ready("ns/c", Some(true));
-        metrics.set_ready("ns/c", None);
+        metrics.provider_observed("ns", "a", "coveo", true, false);
+        metrics.provider_observed("ns", "b", "coveo", false, true);
+        metrics.connection_observed("ns", "c", "keystone", false);
+        observe(
+            "coveo",
+            Observation::RateLimitWait(Duration::from_millis(250)),
+        );
         metrics.set_leader(true);
+        let _running = metrics.reconcile_started();
         let text = metrics.encode();
         for expected in [
             r#"secprov_reconciles_total{result="error",reason="RemoteUnavailable"} 1"#,
             r#"secprov_remote_requests_total{backend="coveo",operation="update",status="200"} 1"#,
             r#"secprov_remote_requests_total{backend="coveo",operation="get",status="error"} 1"#,
+            r#"secprov_remote_request_duration_seconds_count{backend="coveo",status="200"} 1"#,
             "secprov_status_patches_total 1",
-            r#"secprov_security_providers{ready="True"} 1"#,
-            r#"secprov_security_providers{ready="False"} 1"#,
+            r#"secprov_security_providers{backend="coveo",ready="True"} 1"#,
+            r#"secprov_security_providers{backend="coveo",ready="False"} 1"#,
+            r#"secprov_security_providers{backend="keystone",ready="True"} 0"#,
+            r#"secprov_security_provider_ready{namespace="ns",name="b",backend="coveo"} 0"#,
+            r#"secprov_security_provider_stalled{namespace="ns",name="b",backend="coveo"} 1"#,
+            r#"secprov_provider_connection_ready{namespace="ns",name="c",backend="keystone"} 0"#,
+            r#"secprov_rate_limit_waits_total{backend="coveo"} 1"#,
+            r#"secprov_rate_limit_wait_seconds_total{backend="coveo"} 0.25"#,
+            r#"secprov_rate_limit_waits_total{backend="keystone"} 0"#,
             "secprov_reconcile_duration_seconds_count 1",
+            "secprov_reconciles_in_flight 1",
             "secprov_leader 1",
         ] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");
         }
+        let memory = text
+            .lines()
+            .find_map(|l| l.strip_prefix("secprov_process_resident_memory_bytes "))
+            .expect("memory gauge");
+        assert!(memory.parse::<i64>().unwrap() > 1 << 20, "{memory}");
+    }
+
+    #[test]
+    fn a_forgotten_provider_leaves_no_series_and_no_count() {
+        let metrics = Metrics::new();
+        metrics.provider_observed("ns", "a", "coveo", true, false);
+        metrics.provider_observed("ns", "b", "jitsudo", false, true);
+        // A backend change moves the object's series.
+        metrics.provider_observed("ns", "b", "keystone", false, false);
+        metrics.provider_forgotten("ns", "a");
+        metrics.provider_forgotten("ns", "never-seen");
+        let text = metrics.encode();
+        assert_eq!(metrics.provider_count(), 1);
+        assert!(!text.contains(r#"name="a""#), "{text}");
+        assert!(
+            !text.contains(r#"backend="jitsudo",ready="False"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"name="b",backend="jitsudo""#), "{text}");
+        for expected in [
+            r#"secprov_security_providers{backend="coveo",ready="True"} 0"#,
+            r#"secprov_security_providers{backend="keystone",ready="False"} 1"#,
+            r#"secprov_security_provider_ready{namespace="ns",name="b",backend="keystone"} 0"#,
+        ] {
+            assert!(text.contains(expected), "missing {expected} in\n{text}");
+        }
+        metrics.connection_observed("ns", "c", "coveo", true);
+        metrics.connection_forgotten("ns", "c");
+        assert!(!metrics.encode().contains(r#"name="c""#));
+    }
+
+    #[test]
+    fn longest_running_reconcile_is_measured_until_it_ends() {
+        let metrics = Arc::new(Metrics::new());
+        let running = metrics.reconcile_started();
+        std::thread::sleep(Duration::from_millis(20));
+        let gauge = |text: &str, name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let text = metrics.encode();
+        assert!(gauge(&text, "secprov_reconcile_longest_running_seconds") >= 0.02);
+        assert_eq!(gauge(&text, "secprov_reconciles_in_flight"), 1.0);
+        drop(running);
+        let text = metrics.encode();
+        assert_eq!(
+            gauge(&text, "secprov_reconcile_longest_running_seconds"),
+            0.0
+        );
+        assert_eq!(gauge(&text, "secprov_reconciles_in_flight"), 0.0);
     }
 }

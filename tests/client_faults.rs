@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use secprov::backend::coveo::{CoveoClient, CoveoConfig};
-use secprov::backend::http::{HttpClient, HttpOptions, RetryPolicy};
+use secprov::backend::http::{HttpClient, HttpOptions, Observation, RequestObserver, RetryPolicy};
 use secprov::error::RemoteErrorKind;
 use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
 use secprov_sim::faults::{FaultConfig, KIND_THROTTLE_DATE, KIND_THROTTLE_SECONDS};
@@ -216,7 +216,15 @@ async fn the_token_bucket_paces_requests() {
     let mut options = options();
     options.requests_per_second = 20;
     options.burst = 5;
-    let client = Arc::new(client(&sim, &options));
+    // Every request held back by the bucket is reported (secprov_rate_limit_waits_total).
+    let waits = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let observed = waits.clone();
+    let observer: RequestObserver = Arc::new(move |backend, observation| {
+        if let Observation::RateLimitWait(waited) = observation {
+            observed.lock().unwrap().push((backend, waited));
+        }
+    });
+    let client = Arc::new(client(&sim, &options).with_observer(observer));
     let started = Instant::now();
     let calls = (0..25).map(|i| {
         let client = client.clone();
@@ -229,6 +237,13 @@ async fn the_token_bucket_paces_requests() {
     let elapsed = started.elapsed();
     assert!(elapsed >= Duration::from_millis(900), "took {elapsed:?}");
     assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    // The 20 beyond the burst waited (a few may find a token refilled meanwhile), the first 5
+    // did not.
+    let waits = waits.lock().unwrap();
+    assert!((15..=20).contains(&waits.len()), "{} waits", waits.len());
+    assert!(waits.iter().all(|(backend, _)| *backend == "coveo"));
+    let total: Duration = waits.iter().map(|(_, w)| *w).sum();
+    assert!(total >= Duration::from_secs(2), "waited {total:?} in all");
 }
 
 #[tokio::test]

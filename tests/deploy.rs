@@ -265,8 +265,8 @@ fn crd_copies_equal_crds_and_no_spec_field_has_a_default() {
 
 #[test]
 fn helm_chart_has_the_same_rbac_and_pod_security_as_deploy() {
-    // The templates are compared textually where they must match deploy/ exactly; `helm
-    // template` is not available on every machine (see README).
+    // The templates, textually, where they must match deploy/ exactly (the rendered chart is
+    // compared below).
     let chart = "deploy/helm/secprov-operator/templates";
     let rbac = read(&format!("{chart}/rbac.yaml"));
     for line in read("deploy/rbac.yaml").lines().map(str::trim).filter(|l| {
@@ -332,6 +332,10 @@ fn kubectl_apply_k_installs_everything() {
         ("deployment/secprov-operator", Some("secprov-system")),
         ("service/secprov-operator-metrics", Some("secprov-system")),
         ("networkpolicy/secprov-operator", Some("secprov-system")),
+        (
+            "poddisruptionbudget/secprov-operator",
+            Some("secprov-system"),
+        ),
     ] {
         let mut args = vec!["get", resource, "-o", "name"];
         if let Some(ns) = namespace {
@@ -339,12 +343,32 @@ fn kubectl_apply_k_installs_everything() {
         }
         kubectl(&args).unwrap_or_else(|e| panic!("{resource} not installed: {e}"));
     }
-    // Applying again changes nothing.
+    // Applying again changes nothing. kubectl reports the PodDisruptionBudget as "configured"
+    // every time (its selector is patched with `$patch: replace`, a non-empty no-op patch), so
+    // for it the proof is that the stored object did not change.
+    let pdb_version = || {
+        kubectl(&[
+            "get",
+            "pdb/secprov-operator",
+            "-n",
+            "secprov-system",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}/{.metadata.generation}",
+        ])
+        .unwrap()
+    };
+    let before = pdb_version();
     let deploy = repo().join("deploy");
     let again = kubectl(&["apply", "-k", deploy.to_str().unwrap()]).unwrap();
     assert!(
-        again.lines().all(|l| l.ends_with("unchanged")),
+        again.lines().all(|l| l.ends_with("unchanged")
+            || l == "poddisruptionbudget.policy/secprov-operator configured"),
         "second apply changed something:\n{again}"
+    );
+    assert_eq!(
+        pdb_version(),
+        before,
+        "the second apply rewrote the PodDisruptionBudget"
     );
 }
 
@@ -630,30 +654,44 @@ fn operator_with_the_service_account_token_reconciles_to_ready() {
     assert!(lease.is_ok(), "{lease:?}");
 }
 
-/// `helm`, when this machine has it (`SECPROV_HELM` or on PATH). CI machines may not: the chart
-/// is then checked only textually (helm_chart_has_the_same_rbac_and_pod_security_as_deploy).
-fn helm() -> Option<String> {
-    let candidate = std::env::var("SECPROV_HELM").unwrap_or_else(|_| "helm".into());
-    Command::new(&candidate)
-        .arg("version")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|_| candidate)
+/// `helm`: `SECPROV_HELM` (scripts/test.sh sets it), else the binary that
+/// scripts/tools/build.sh builds from the Go module proxy (cached after the first build). A
+/// machine without helm fails here instead of skipping the chart checks.
+fn helm() -> String {
+    static HELM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HELM.get_or_init(|| {
+        let path = match std::env::var("SECPROV_HELM") {
+            Ok(p) if !p.is_empty() => p,
+            _ => {
+                let out = Command::new("bash")
+                    .arg(repo().join("scripts/tools/build.sh"))
+                    .arg("helm")
+                    .stderr(Stdio::inherit())
+                    .output()
+                    .expect("run scripts/tools/build.sh helm");
+                assert!(out.status.success(), "scripts/tools/build.sh helm failed");
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                stdout.lines().last().unwrap_or_default().trim().to_owned()
+            }
+        };
+        let version = Command::new(&path).arg("version").output();
+        assert!(
+            version.as_ref().is_ok_and(|o| o.status.success()),
+            "helm at {path:?} does not run: {version:?}"
+        );
+        path
+    })
+    .clone()
 }
 
-#[test]
-fn helm_chart_renders_the_same_objects_as_deploy_and_the_api_server_accepts_them() {
-    let Some(helm) = helm() else {
-        eprintln!("helm not found (set SECPROV_HELM): skipping the rendering check");
-        return;
-    };
-    let namespace = "secprov-helm";
+/// `helm template` of the chart with `--include-crds` and `extra` arguments.
+fn helm_template(namespace: &str, extra: &[&str]) -> (String, Vec<Value>) {
     let chart = repo().join("deploy/helm/secprov-operator");
-    let out = Command::new(&helm)
+    let out = Command::new(helm())
         .args(["template", "secprov"])
         .arg(&chart)
-        .args(["--namespace", namespace])
+        .args(["--namespace", namespace, "--include-crds"])
+        .args(extra)
         .output()
         .unwrap();
     assert!(
@@ -662,11 +700,59 @@ fn helm_chart_renders_the_same_objects_as_deploy_and_the_api_server_accepts_them
         String::from_utf8_lossy(&out.stderr)
     );
     let rendered = String::from_utf8(out.stdout).unwrap();
-    let chart_docs: Vec<Value> = serde_yaml::Deserializer::from_str(&rendered)
+    let docs = serde_yaml::Deserializer::from_str(&rendered)
         .map(|d| Value::deserialize(d).unwrap())
         .filter(|v| !v.is_null())
         .collect();
+    (rendered, docs)
+}
+
+#[test]
+fn helm_lint_is_clean() {
+    let chart = repo().join("deploy/helm/secprov-operator");
+    for values in [
+        &[][..],
+        &[
+            "--set",
+            "serviceMonitor.enabled=true,prometheusRule.enabled=true",
+        ],
+    ] {
+        let out = Command::new(helm())
+            .args(["lint", "--strict"])
+            .arg(&chart)
+            .args(values)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "helm lint {values:?}:\n{text}");
+        assert!(
+            !text.contains("[WARNING]") && !text.contains("[ERROR]"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn helm_chart_renders_the_same_objects_as_deploy_and_the_api_server_accepts_them() {
+    let namespace = "secprov-helm";
+    let (rendered, chart_docs) = helm_template(namespace, &[]);
     let deploy = deploy_docs();
+    // The same kinds of objects as deploy/ (the chart leaves the namespace to `helm install
+    // --create-namespace`).
+    let kinds = |docs: &[Value]| -> Vec<String> {
+        let mut k: Vec<String> = docs
+            .iter()
+            .map(|d| d["kind"].as_str().unwrap_or_default().to_owned())
+            .filter(|k| k != "Namespace")
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        kinds(&chart_docs),
+        kinds(&deploy),
+        "chart objects differ from deploy/"
+    );
     let kind = |docs: &[Value], k: &str| -> Value {
         docs.iter()
             .find(|d| d["kind"] == k)
@@ -696,6 +782,20 @@ fn helm_chart_renders_the_same_objects_as_deploy_and_the_api_server_accepts_them
             "container {field}"
         );
     }
+    // The PodDisruptionBudget keeps a standby during drains, in both.
+    let pdb = |docs: &[Value]| kind(docs, "PodDisruptionBudget")["spec"].clone();
+    assert_eq!(
+        pdb(&chart_docs)["maxUnavailable"],
+        pdb(&deploy)["maxUnavailable"]
+    );
+    assert_eq!(
+        pdb(&chart_docs)["selector"]["matchLabels"],
+        kind(&chart_docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(
+        pdb(&deploy)["selector"]["matchLabels"],
+        kind(&deploy, "Deployment")["spec"]["selector"]["matchLabels"]
+    );
     let policy = |docs: &[Value]| kind(docs, "NetworkPolicy")["spec"].clone();
     assert_eq!(policy(&chart_docs)["ingress"], policy(&deploy)["ingress"]);
     assert_eq!(policy(&chart_docs)["egress"], policy(&deploy)["egress"]);
@@ -712,4 +812,54 @@ fn helm_chart_renders_the_same_objects_as_deploy_and_the_api_server_accepts_them
     .unwrap();
     let (ok, output) = run_kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &rendered);
     assert!(ok, "{output}");
+}
+
+#[test]
+fn helm_chart_monitoring_objects_are_those_of_deploy_monitoring() {
+    let (_, off) = helm_template("secprov-helm", &[]);
+    for kind in ["ServiceMonitor", "PrometheusRule", "ConfigMap"] {
+        assert!(
+            off.iter().all(|d| d["kind"] != kind),
+            "{kind} rendered although switched off"
+        );
+    }
+    let (_, docs) = helm_template(
+        "secprov-helm",
+        &[
+            "--set",
+            "serviceMonitor.enabled=true,prometheusRule.enabled=true,grafanaDashboard.enabled=true",
+            "--set",
+            "serviceMonitor.labels.release=prometheus",
+        ],
+    );
+    let kind = |k: &str| -> &Value {
+        docs.iter()
+            .find(|d| d["kind"] == k)
+            .unwrap_or_else(|| panic!("{k} missing"))
+    };
+    let rule: Value =
+        serde_yaml::from_str(&read("deploy/monitoring/prometheusrule.yaml")).expect("YAML");
+    assert_eq!(kind("PrometheusRule")["spec"], rule["spec"]);
+    let monitor = kind("ServiceMonitor");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+    // It selects the metrics Service by its labels and scrapes its named port.
+    let service = kind("Service");
+    let selector = monitor["spec"]["selector"]["matchLabels"]
+        .as_mapping()
+        .unwrap();
+    for (k, v) in selector {
+        assert_eq!(&service["metadata"]["labels"][k], v, "Service label {k:?}");
+    }
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["port"],
+        service["spec"]["ports"][0]["name"]
+    );
+    assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    let dashboard = kind("ConfigMap");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json: serde_json::Value =
+        serde_json::from_str(dashboard["data"]["secprov-operator.json"].as_str().unwrap()).unwrap();
+    let original: serde_json::Value =
+        serde_json::from_str(&read("deploy/monitoring/grafana-dashboard.json")).unwrap();
+    assert_eq!(json, original);
 }

@@ -434,13 +434,22 @@ fn missing_secret_is_reported_and_a_late_secret_triggers_reconcile() {
             "--from-literal=apiKey=wrong-key",
         ])
         .unwrap();
+    // Credentials opt in by label (a created Secret carries none).
+    env.ns
+        .kubectl(&[
+            "label",
+            "secret",
+            "coveo-api-key",
+            "secprov.dev/credential=true",
+        ])
+        .unwrap();
     eventually(Duration::from_secs(30), "RemoteUnauthorized", || {
         let obj = env.ns.get_json("securityprovider/late")?;
         (condition(&obj, "Ready")?["reason"] == "RemoteUnauthorized").then_some(())
     });
     // Rotating the Secret to the right key triggers a reconcile without any spec change.
     let fixed = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: coveo-api-key\nstringData:\n  apiKey: {API_KEY}\n"
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: coveo-api-key\n  labels: {{secprov.dev/credential: \"true\"}}\nstringData:\n  apiKey: {API_KEY}\n"
     );
     env.ns.apply(&fixed).unwrap();
     wait_ready(&env, "late");

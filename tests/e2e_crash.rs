@@ -57,6 +57,7 @@ fn connection(endpoint: &str) -> String {
 kind: Secret
 metadata:
   name: coveo-api-key
+  labels: {{secprov.dev/credential: "true"}}
 type: Opaque
 stringData:
   apiKey: {API_KEY}

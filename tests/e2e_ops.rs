@@ -192,6 +192,7 @@ apiVersion: v1
 kind: Secret
 metadata:
   name: wrong-key
+  labels: {{secprov.dev/credential: "true"}}
 stringData:
   apiKey: not-the-key
 ---
@@ -237,7 +238,7 @@ spec:
     // Creating the missing Secret makes the connection Ready at once (Secret watch).
     env.ns
         .apply(&format!(
-            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: absent\nstringData:\n  apiKey: {API_KEY}\n"
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: absent\n  labels: {{secprov.dev/credential: \"true\"}}\nstringData:\n  apiKey: {API_KEY}\n"
         ))
         .unwrap();
     env.ns
@@ -329,7 +330,7 @@ fn metrics_health_json_logs_and_graceful_sigterm() {
     let text = eventually(Duration::from_secs(10), "metrics after a reconcile", || {
         let text = operator.metrics();
         // The connection check runs concurrently with the provider's reconcile.
-        (text.contains("secprov_security_providers{ready=\"True\"} 1")
+        (text.contains("secprov_security_providers{backend=\"coveo\",ready=\"True\"} 1")
             && text.contains("operation=\"verify\""))
         .then_some(text)
     });
@@ -344,7 +345,7 @@ fn metrics_health_json_logs_and_graceful_sigterm() {
         "secprov_remote_requests_total{backend=\"coveo\",operation=\"verify\",status=\"200\"}",
         "secprov_remote_request_duration_seconds_count",
         "secprov_status_patches_total",
-        "secprov_security_providers{ready=\"True\"} 1",
+        "secprov_security_providers{backend=\"coveo\",ready=\"True\"} 1",
         "secprov_leader 1",
     ] {
         assert!(text.contains(family), "missing {family} in\n{text}");

@@ -42,7 +42,7 @@ fn base64(input: &[u8]) -> String {
 
 fn secret(name: &str, key: &str, value: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\ntype: Opaque\nstringData:\n  {key}: {value}\n"
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  labels: {{secprov.dev/credential: \"true\"}}\ntype: Opaque\nstringData:\n  {key}: {value}\n"
     )
 }
 

@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 use super::common::SecretKeyRef;
 
 /// CEL rule shared by every endpoint field: https, or http only to a loopback host.
+/// A JITSudo tenant id is a UUID (it also goes into the `X-Tenant-ID` header as is).
+const TENANT_ID_RULE: &str =
+    "self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')";
+const TENANT_ID_MESSAGE: &str =
+    "tenantId must be a UUID, e.g. 2489e9ad-2ee2-4e00-8ec9-32d5f69181c0";
 const ENDPOINT_RULE: &str = "self.startsWith('https://') || self.matches('^http://(127\\\\.[0-9]+\\\\.[0-9]+\\\\.[0-9]+|localhost|\\\\[::1\\\\])(:[0-9]+)?(/.*)?$')";
 const ENDPOINT_MESSAGE: &str = "endpoint must be an https:// URL (http:// is accepted only for loopback hosts such as 127.0.0.1 or localhost)";
 
@@ -168,8 +173,10 @@ pub struct JitsudoConnection {
     #[x_kube(validation = Rule::new(ENDPOINT_RULE).message(ENDPOINT_MESSAGE))]
     pub endpoint: String,
 
-    /// Tenant id (UUID) sent as `X-Tenant-ID`; it must be the tenant of the API key.
-    #[schemars(length(min = 1, max = 64))]
+    /// Tenant id (a UUID, e.g. `2489e9ad-2ee2-4e00-8ec9-32d5f69181c0`) sent as `X-Tenant-ID`;
+    /// it must be the tenant of the API key.
+    #[schemars(length(min = 36, max = 36))]
+    #[x_kube(validation = Rule::new(TENANT_ID_RULE).message(TENANT_ID_MESSAGE))]
     pub tenant_id: String,
 
     /// Secret key holding the API key sent as `X-API-Key`.
@@ -219,6 +226,13 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
+    /// Every backend (metrics create their per-backend series up front).
+    pub const ALL: [BackendKind; 3] = [
+        BackendKind::Coveo,
+        BackendKind::Keystone,
+        BackendKind::Jitsudo,
+    ];
+
     /// Lower-case name used in status, metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -10,6 +10,7 @@ use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
+use super::scrub::{ScrubbedBackend, Scrubber};
 use super::{Backend, ProviderBackend, coveo, http, jitsudo, keystone};
 use crate::api::provider_connection::ProviderConnectionSpec;
 use crate::api::{ProviderConnection, SecretKeyRef};
@@ -106,9 +107,60 @@ fn missing(r: &SecretKeyRef) -> String {
     format!("Secret {:?} key {:?} was not resolved", r.name, r.key)
 }
 
-/// Builds the backend client of a connection. Errors are plain text for the InvalidConnection
-/// condition and never contain secret values.
+/// Builds the backend client of a connection, wrapped so that its errors and remote status
+/// text are scrubbed of the connection's credentials. Errors are plain text for the
+/// InvalidConnection condition and never contain secret values.
 pub fn build_client(
+    spec: &ProviderConnectionSpec,
+    secrets: &SecretValues,
+    observer: Option<http::RequestObserver>,
+) -> Result<Arc<dyn ProviderBackend>, String> {
+    check_header_values(spec, secrets)?;
+    let credentials: Vec<&str> = secret_refs(spec)
+        .into_iter()
+        .filter(|r| Some(*r) != spec.ca_bundle_secret_ref.as_ref())
+        .filter_map(|r| secrets.get(r))
+        .collect();
+    let scrubber = Scrubber::new(credentials);
+    let inner = build_unscrubbed(spec, secrets, observer)?;
+    Ok(Arc::new(ScrubbedBackend::new(inner, scrubber)))
+}
+
+/// Credentials sent in HTTP headers must be valid header values (no control characters, no
+/// line breaks, visible ASCII): otherwise every request would fail the same way, so the
+/// connection is `InvalidConnection` at once rather than retried forever.
+pub fn check_header_values(
+    spec: &ProviderConnectionSpec,
+    secrets: &SecretValues,
+) -> Result<(), String> {
+    let mut in_headers: Vec<(&SecretKeyRef, &str)> = Vec::new();
+    if let Some(coveo) = &spec.coveo {
+        in_headers.push((&coveo.api_key_secret_ref, "Authorization"));
+    }
+    if let Some(js) = &spec.jitsudo {
+        in_headers.push((&js.api_key_secret_ref, "X-API-Key"));
+        if !is_header_value(&js.tenant_id) {
+            return Err("spec.jitsudo.tenantId is not a valid HTTP header value".into());
+        }
+    }
+    for (reference, header) in in_headers {
+        if let Some(value) = secrets.get(reference)
+            && !is_header_value(value)
+        {
+            return Err(format!(
+                "the value of Secret {:?} key {:?} is not a valid {header} header value (only visible ASCII characters and spaces are allowed)",
+                reference.name, reference.key
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn is_header_value(value: &str) -> bool {
+    value.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+}
+
+fn build_unscrubbed(
     spec: &ProviderConnectionSpec,
     secrets: &SecretValues,
     observer: Option<http::RequestObserver>,
@@ -236,25 +288,8 @@ async fn connect_reading_secrets(
     let mut values = SecretValues::default();
     let mut versions = Vec::new();
     for r in secret_refs(&connection.spec) {
-        let secret = secrets_api
-            .get_opt(&r.name)
-            .await?
-            .ok_or_else(|| Error::SecretNotFound(r.name.clone()))?;
-        versions.push((
-            r.name.clone(),
-            secret.resource_version().unwrap_or_default(),
-        ));
-        let value = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(&r.key))
-            .and_then(|v| String::from_utf8(v.0.clone()).ok())
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| Error::SecretKeyMissing {
-                name: r.name.clone(),
-                key: r.key.clone(),
-            })?;
+        let (value, version) = read_secret_key(&secrets_api, r).await?;
+        versions.push((r.name.clone(), version));
         values.insert(r, value);
     }
     let backend = build_client(&connection.spec, &values, observer).map_err(|message| {
@@ -264,4 +299,204 @@ async fn connect_reading_secrets(
         }
     })?;
     Ok((backend, versions))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The one place Secrets are read: opt-in label, refused types, missing permission
+
+/// Label a Secret must carry (value `"true"`) before the operator uses it as a credential.
+pub const CREDENTIAL_LABEL: &str = "secprov.dev/credential";
+
+/// Secret types never used as credentials, whatever their labels: a ServiceAccount token
+/// would let whoever writes a ProviderConnection send the cluster's own identity anywhere.
+const REFUSED_SECRET_TYPES: &[&str] = &["kubernetes.io/service-account-token"];
+
+/// Whether `secret` may be used as a credential: not a refused type, and opted in with
+/// [`CREDENTIAL_LABEL`]. Pure, so the rule is unit-tested on its own.
+pub fn check_credential_secret(secret: &Secret) -> Result<(), Error> {
+    let name = secret.name_any();
+    if let Some(type_) = secret.type_.as_deref()
+        && REFUSED_SECRET_TYPES.contains(&type_)
+    {
+        return Err(Error::SecretTypeRefused {
+            name,
+            type_: type_.to_owned(),
+        });
+    }
+    if secret.labels().get(CREDENTIAL_LABEL).map(String::as_str) != Some("true") {
+        return Err(Error::SecretNotOptedIn(name));
+    }
+    Ok(())
+}
+
+/// `namespace:name` of the operator's ServiceAccount, for the RoleBinding command in
+/// `SecretAccessDenied` (from `POD_NAMESPACE` and `SERVICE_ACCOUNT_NAME`, set by the
+/// Deployment through the downward API).
+pub fn operator_service_account() -> String {
+    let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "secprov-system".into());
+    let name = std::env::var("SERVICE_ACCOUNT_NAME").unwrap_or_else(|_| "secprov-operator".into());
+    format!("{namespace}:{name}")
+}
+
+/// Reads Secret `name` from `api`'s namespace and applies [`check_credential_secret`]. Every
+/// Secret the operator uses (connection credentials, CA bundles, provider parameters) is read
+/// through here, by name, never listed or watched. A 403 (the namespace has not bound
+/// `secprov-credential-reader` to the operator) is `SecretAccessDenied`.
+pub async fn read_credential_secret(api: &Api<Secret>, name: &str) -> Result<Secret, Error> {
+    let secret = match api.get_opt(name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => return Err(Error::SecretNotFound(name.to_owned())),
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            return Err(Error::SecretAccessDenied {
+                name: name.to_owned(),
+                namespace: api.namespace().unwrap_or_default().to_owned(),
+                service_account: operator_service_account(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    check_credential_secret(&secret)?;
+    Ok(secret)
+}
+
+/// The trimmed, non-empty UTF-8 value of one key of a credential Secret, and the Secret's
+/// resourceVersion (to notice rotation).
+pub async fn read_secret_key(
+    api: &Api<Secret>,
+    reference: &SecretKeyRef,
+) -> Result<(String, String), Error> {
+    let secret = read_credential_secret(api, &reference.name).await?;
+    let value =
+        secret_key_value(&secret, &reference.key).ok_or_else(|| Error::SecretKeyMissing {
+            name: reference.name.clone(),
+            key: reference.key.clone(),
+        })?;
+    Ok((value, secret.resource_version().unwrap_or_default()))
+}
+
+fn secret_key_value(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::provider_connection::{CoveoConnection, JitsudoConnection};
+
+    fn secret(labels: &[(&str, &str)], type_: Option<&str>) -> Secret {
+        let mut s = Secret::default();
+        s.metadata.name = Some("key".into());
+        s.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
+        s.type_ = type_.map(str::to_owned);
+        s
+    }
+
+    #[test]
+    fn only_secrets_labelled_as_credentials_are_used() {
+        let unlabelled = check_credential_secret(&secret(&[], Some("Opaque"))).unwrap_err();
+        assert_eq!(unlabelled.reason(), "SecretNotOptedIn");
+        let message = unlabelled.to_string();
+        assert!(
+            message.contains(r#"secprov.dev/credential: "true""#)
+                && message.contains("kubectl label secret key secprov.dev/credential=true"),
+            "the message names the label to add: {message}"
+        );
+        assert!(unlabelled.is_terminal());
+        let wrong_value = check_credential_secret(&secret(&[(CREDENTIAL_LABEL, "yes")], None));
+        assert_eq!(wrong_value.unwrap_err().reason(), "SecretNotOptedIn");
+        assert!(check_credential_secret(&secret(&[(CREDENTIAL_LABEL, "true")], None)).is_ok());
+        assert!(
+            check_credential_secret(&secret(&[(CREDENTIAL_LABEL, "true")], Some("Opaque"))).is_ok()
+        );
+    }
+
+    #[test]
+    fn service_account_tokens_are_refused_whatever_their_labels() {
+        let token = secret(
+            &[(CREDENTIAL_LABEL, "true")],
+            Some("kubernetes.io/service-account-token"),
+        );
+        let e = check_credential_secret(&token).unwrap_err();
+        assert_eq!(e.reason(), "SecretTypeRefused");
+        assert!(
+            e.to_string()
+                .contains("kubernetes.io/service-account-token")
+        );
+        assert!(e.is_terminal());
+    }
+
+    #[test]
+    fn access_denied_names_the_rolebinding_to_create() {
+        let e = Error::SecretAccessDenied {
+            name: "key".into(),
+            namespace: "team-a".into(),
+            service_account: "secprov-system:secprov-operator".into(),
+        };
+        assert_eq!(e.reason(), "SecretAccessDenied");
+        assert!(e.to_string().contains(
+            "kubectl create rolebinding secprov-credential-reader -n team-a --clusterrole=secprov-credential-reader --serviceaccount=secprov-system:secprov-operator"
+        ), "{e}");
+    }
+
+    fn key_ref() -> SecretKeyRef {
+        SecretKeyRef {
+            name: "key".into(),
+            key: "apiKey".into(),
+        }
+    }
+
+    fn coveo_spec() -> ProviderConnectionSpec {
+        ProviderConnectionSpec {
+            coveo: Some(CoveoConnection {
+                organization_id: "org".into(),
+                endpoint: Some("http://127.0.0.1:1".into()),
+                api_key_secret_ref: key_ref(),
+            }),
+            keystone: None,
+            jitsudo: None,
+            rate_limit: None,
+            timeout_seconds: None,
+            ca_bundle_secret_ref: None,
+        }
+    }
+
+    fn values(value: &str) -> SecretValues {
+        let mut v = SecretValues::default();
+        v.insert(&key_ref(), value.into());
+        v
+    }
+
+    #[test]
+    fn a_credential_that_is_not_a_header_value_is_an_invalid_connection() {
+        for bad in ["line\nbreak", "tab\tinside", "nul\0", "caf\u{e9}"] {
+            let e = build_client(&coveo_spec(), &values(bad), None)
+                .err()
+                .expect("refused");
+            assert!(e.contains("not a valid Authorization header value"), "{e}");
+            assert!(!e.contains(bad), "the value is not shown: {e}");
+        }
+        assert!(build_client(&coveo_spec(), &values("xx-good key"), None).is_ok());
+        let mut jitsudo = coveo_spec();
+        jitsudo.coveo = None;
+        jitsudo.jitsudo = Some(JitsudoConnection {
+            endpoint: "http://127.0.0.1:1".into(),
+            tenant_id: "2489e9ad-2ee2-4e00-8ec9-32d5f69181c0".into(),
+            api_key_secret_ref: key_ref(),
+        });
+        let e = build_client(&jitsudo, &values("k\r\nX-Evil: 1"), None)
+            .err()
+            .expect("refused");
+        assert!(e.contains("X-API-Key"), "{e}");
+    }
 }

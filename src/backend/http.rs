@@ -128,9 +128,22 @@ impl HttpResponse {
     }
 }
 
-/// Counts of requests, for tests and metrics.
-pub type RequestObserver =
-    Arc<dyn Fn(&'static str, &'static str, Option<u16>, Duration) + Send + Sync>;
+/// What a client reports to its observer (metrics, tests).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Observation {
+    /// One attempt of a request: the HTTP status (None when no response arrived) and how long
+    /// it took.
+    Request {
+        operation: &'static str,
+        status: Option<u16>,
+        duration: Duration,
+    },
+    /// A request waited this long for the connection's token bucket.
+    RateLimitWait(Duration),
+}
+
+/// Called with the client's backend name and each observation.
+pub type RequestObserver = Arc<dyn Fn(&'static str, Observation) + Send + Sync>;
 
 /// One connection's HTTP client. Cheap to share behind an `Arc`.
 pub struct HttpClient {
@@ -177,7 +190,7 @@ impl HttpClient {
         })
     }
 
-    /// Calls `observer(backend, operation, status, duration)` after every attempt.
+    /// Calls `observer(backend, observation)` after every attempt and every rate-limit wait.
     pub fn with_observer(mut self, observer: RequestObserver) -> Self {
         self.observer = Some(observer);
         self
@@ -267,7 +280,11 @@ impl HttpClient {
                 "client shut down",
             )
         })?;
-        self.limiter.until_ready().await;
+        if self.limiter.check().is_err() {
+            let waiting = Instant::now();
+            self.limiter.until_ready().await;
+            self.observe(Observation::RateLimitWait(waiting.elapsed()));
+        }
         let request = build(&self.client)
             .build()
             .map_err(|e| transport_error(self.backend, operation, &e))?;
@@ -295,15 +312,18 @@ impl HttpClient {
             })
         }
         .await;
-        if let Some(observer) = &self.observer {
-            observer(
-                self.backend,
-                operation,
-                result.as_ref().ok().map(|r| r.status),
-                started.elapsed(),
-            );
-        }
+        self.observe(Observation::Request {
+            operation,
+            status: result.as_ref().ok().map(|r| r.status),
+            duration: started.elapsed(),
+        });
         result.map_err(|e| transport_error(self.backend, operation, &e))
+    }
+
+    fn observe(&self, observation: Observation) {
+        if let Some(observer) = &self.observer {
+            observer(self.backend, observation);
+        }
     }
 }
 

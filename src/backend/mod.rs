@@ -13,6 +13,7 @@ pub mod coveo;
 pub mod http;
 pub mod jitsudo;
 pub mod keystone;
+pub mod scrub;
 pub mod spec;
 
 pub use connect::{ClientCache, connect_from_api, secret_refs};

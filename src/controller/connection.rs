@@ -111,6 +111,12 @@ async fn reconcile(
         return result.map(|()| Action::await_change());
     }
     let new_status = connection_status(&connection, &result, jiff::Timestamp::now());
+    ctx.metrics.connection_observed(
+        &namespace,
+        &connection.name_any(),
+        connection.spec.backend().map_or("unknown", |b| b.as_str()),
+        result.is_ok(),
+    );
     if connection.status.as_ref() != Some(&new_status) {
         let api: Api<ProviderConnection> = Api::namespaced(ctx.client.clone(), &namespace);
         let patch = json!({

@@ -16,6 +16,7 @@ use kube::runtime::{PredicateConfig, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
+use crate::api::provider_connection::BackendKind;
 use crate::api::{PAUSED_ANNOTATION, ProviderConnection, REFRESH_ANNOTATION, SecurityProvider};
 use crate::backend;
 use crate::metrics::Metrics;
@@ -221,6 +222,7 @@ pub async fn run(
         },
     );
 
+    metrics.init_backends(&BackendKind::ALL.map(BackendKind::as_str));
     let recorder = Recorder::new(client.clone(), reporter());
     let ctx = Arc::new(Context::new(
         client.clone(),

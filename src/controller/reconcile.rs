@@ -16,6 +16,7 @@ use tracing::{info, instrument, warn};
 use super::context::Context;
 use super::plan::{Plan, PlanInput, plan};
 use super::status::{self, Outcome, OutcomeResult, compute_status};
+use crate::api::provider_connection::BackendKind;
 use crate::api::security_provider::DeletionPolicy;
 use crate::api::{
     FINALIZER, PAUSED_ANNOTATION, REFRESH_ANNOTATION, SecurityProvider, SecurityProviderStatus,
@@ -36,6 +37,7 @@ pub const FIELD_MANAGER: &str = "secprov-operator";
 #[instrument(skip_all, fields(object = %format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any())))]
 pub async fn reconcile(sp: Arc<SecurityProvider>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
+    let _running = ctx.metrics.reconcile_started();
     let namespace = sp
         .namespace()
         .ok_or_else(|| Error::InvalidSpec("SecurityProvider must be namespaced".into()))?;
@@ -132,10 +134,13 @@ async fn apply(
     if (create_pending(&sp) || effects.marked_pending) && new_status.remote_id.is_some() {
         clear_create_pending(api, &sp).await?;
     }
-    let ready = status::find(Some(&new_status), status::READY).map(|c| c.status == "True");
-    ctx.metrics.set_ready(
-        &format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any()),
-        ready,
+    let is_true = |kind| status::find(Some(&new_status), kind).is_some_and(|c| c.status == "True");
+    ctx.metrics.provider_observed(
+        &sp.namespace().unwrap_or_default(),
+        &sp.name_any(),
+        sp.spec.backend().map_or("unknown", BackendKind::as_str),
+        is_true(status::READY),
+        is_true(status::STALLED),
     );
     publish_events(ctx, &sp, &effects, &new_status).await;
 
@@ -458,10 +463,8 @@ async fn cleanup(
                 format!("remote provider {remote_id:?} was already gone")
             };
             publish(ctx, &sp, EventType::Normal, "Deleted", "Delete", note).await;
-            ctx.metrics.set_ready(
-                &format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any()),
-                None,
-            );
+            ctx.metrics
+                .provider_forgotten(&sp.namespace().unwrap_or_default(), &sp.name_any());
             Ok(Action::await_change())
         }
         Err(error) => {
