@@ -59,7 +59,36 @@ echo "==> waiting for every SecurityProvider to be Ready"
 if ! kubectl wait --for=condition=Ready --timeout=120s securityprovider --all; then
   echo "not Ready in time; operator log:"; tail -n 40 "$STATE/operator.log"; exit 1
 fi
-sleep 3   # let the remote creation lifecycle settle into status
+
+# What a secured Push source does: push its security identities into the provider through the
+# Push API (here with curl, to the simulator). Most users alias to the Email Security Provider;
+# three alias to a directory that does not exist in the organization (their mapping is broken,
+# so the refresh puts them IN_ERROR); one user left and is disabled.
+push_identities() {
+  local api="http://127.0.0.1:18089/push/v1/organizations/demo-org/providers/push-source-provider"
+  local auth=(-H "Authorization: Bearer demo-api-key" -H "Content-Type: application/json")
+  local i provider
+  for i in $(seq -w 1 36); do
+    provider="Email Security Provider"
+    [[ "$i" == 07 || "$i" == 19 || "$i" == 28 ]] && provider="Legacy LDAP"
+    curl -fsS -X PUT "${auth[@]}" "$api/mappings" -d "{\"identity\": {\"name\": \"user$i\", \"type\": \"USER\"},
+      \"mappings\": [{\"name\": \"user$i@example.com\", \"type\": \"USER\", \"provider\": \"$provider\"}]}"
+  done
+  for group in engineering sales support finance; do
+    curl -fsS -X PUT "${auth[@]}" "$api/permissions" -d "{\"identity\": {\"name\": \"$group\", \"type\": \"GROUP\"},
+      \"members\": [{\"name\": \"user01\", \"type\": \"USER\"}, {\"name\": \"user02\", \"type\": \"USER\"}]}"
+  done
+  curl -fsS -X DELETE "${auth[@]}" "$api/permissions" -d '{"identity": {"name": "user36", "type": "USER"}}'
+}
+echo "==> pushing 40 security identities through the Push API (as a secured Push source would)"
+push_identities
+echo "==> requesting a refresh: kubectl annotate securityprovider push-source-provider secprov.dev/refresh-requested-at=..."
+kubectl annotate --overwrite securityprovider push-source-provider \
+  "secprov.dev/refresh-requested-at=$(date -u +%Y-%m-%dT%H:%M:%SZ)" >/dev/null
+if ! kubectl wait --for=jsonpath='{.status.lastRefreshOperation.operationType}'=SECURITY_PROVIDER_REFRESH \
+    --timeout=120s securityprovider push-source-provider >/dev/null; then
+  echo "the refresh did not complete in time; operator log:"; tail -n 40 "$STATE/operator.log"; exit 1
+fi
 echo
 kubectl get securityproviders,providerconnections
 echo

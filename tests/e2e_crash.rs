@@ -376,9 +376,27 @@ fn ambiguous_creates_are_adopted_never_repeated() {
     let ns = TestNamespace::new("ambiguous");
     ns.apply(&connection(&sim.base_url())).unwrap();
 
-    // A crash right after the remote create: the provider exists, the object carries the
-    // marker but no status.
+    // A crash right after the remote create: the provider exists and carries the attempt's
+    // evidence (the token a create sends), the object carries the marker but no status.
     sim.faults().clear();
+    ns.apply(&rollout(&["crashed".to_owned()])).unwrap();
+    let uid = ns
+        .kubectl(&[
+            "get",
+            "securityprovider",
+            "crashed",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ])
+        .unwrap();
+    let token = format!("{uid}/0000000000c0ffee");
+    ns.kubectl(&[
+        "annotate",
+        "securityprovider",
+        "crashed",
+        &format!("secprov.dev/create-pending={token}"),
+    ])
+    .unwrap();
     let created = rt.block_on(async {
         reqwest::Client::new()
             .post(format!(
@@ -387,6 +405,7 @@ fn ambiguous_creates_are_adopted_never_repeated() {
             ))
             .bearer_auth(API_KEY)
             .json(&serde_json::json!({"id": "crashed", "type": "EXPANDED",
+                "parameters": {"secprov.dev/create-attempt": {"value": token, "sensitive": false}},
                 "cascadingSecurityProviders": {"Email Security Provider": {"id": "Email Security Provider", "type": "EMAIL"}}}))
             .send()
             .await
@@ -394,11 +413,6 @@ fn ambiguous_creates_are_adopted_never_repeated() {
             .status()
     });
     assert!(created.is_success());
-    let marked = rollout(&["crashed".to_owned()]).replace(
-        "metadata:\n  name: crashed\n",
-        "metadata:\n  name: crashed\n  annotations:\n    secprov.dev/create-pending: \"2026-11-23T10:00:00Z\"\n",
-    );
-    ns.apply(&marked).unwrap();
     sim.faults()
         .set(FaultConfig {
             lost_response_rate: 1.0,

@@ -16,6 +16,19 @@
 //! | POST | `/securitycache/{id}/refresh/cancel`, `/securityproviders/{id}/refresh/cancel` | 204 |
 //! | POST | `/securitycache/refresh` | 204; refreshes every provider (`SECURITY_CACHE_REFRESH`) |
 //! | GET | `/securitycache/status` | `{currentStatus, statistics}` summed over providers |
+//! | GET | `/securitycache/entities/{id}/members` | the provider's identities with their state |
+//! | GET | `/securityproviders/{id}/schedules` | `ScheduleModel[]`, the console's two defaults |
+//! | PUT | `/securityproviders/{id}/schedules/{scheduleId}` | 200 `ScheduleModel` |
+//!
+//! Push API identity endpoints (prefix `/push/v1/organizations/{organizationId}/providers/{id}`;
+//! the real API serves them from the `api.cloud.coveo.com` host, the simulator from the same
+//! one), see [`identities`]:
+//!
+//! | Method | Path | Result |
+//! |---|---|---|
+//! | PUT | `/permissions` | 202; adds or updates one identity (`NOT_UPDATED` until a refresh) |
+//! | DELETE | `/permissions` | 202; disables one identity |
+//! | PUT | `/mappings` | 202; adds one identity with aliases (`mappings`) |
 //!
 //! Unauthenticated control endpoints for tests and benchmarks (never counted):
 //! `GET /_sim/stats` (request counters as JSON) and `POST /_sim/reset` (zero the counters);
@@ -50,9 +63,15 @@
 //!   `organizationClusterId` (`<org>-<26 base32 chars>`, deterministic), cascading entries
 //!   keyed by target id with the target's real type, `attributes` for SOURCE references (name
 //!   = source id, since the simulator knows no source names), `parameters` echoed as sent
-//!   (sensitive values are not masked).
-//! * Refresh: 204 even while already refreshing (no restart). On completion every identity
-//!   that is not DISABLED becomes UP_TO_DATE, `lastRefreshOperation` =
+//!   except that the value of a `sensitive: true` parameter reads `********`, as does every
+//!   `userIdentities` password. Sending the mask back on PUT keeps the stored secret.
+//! * Refresh: 204 even while already refreshing (no restart). A provider holding pushed
+//!   identities processes them (see [`identities`]: broken mappings end `IN_ERROR`), its
+//!   `statistics` are derived from them and `currentStatus` carries their counts (the
+//!   processed count grows while REFRESHING); `lastRefreshOperation` =
+//!   `{id, operationType, timestamp, result, numberOfEntitiesProcessed}`. A provider without
+//!   identities (counts set by a test) turns every identity that is not DISABLED UP_TO_DATE,
+//!   `lastRefreshOperation` =
 //!   `{operationType, timestamp (epoch ms of completion), numberOfEntitiesProcessed = total}`.
 //!   The lifecycle is computed lazily on each request, so reads are always consistent.
 //! * Paging: `page` ≥ 0 (default 0), `perPage` in 1..=1000 (default 100; outside → 400
@@ -61,9 +80,13 @@
 //!   API.
 //! * Counters count every request under `/rest` (including rejected ones) by HTTP method and
 //!   by operation: `list`, `page`, `batch_filter`, `get`, `create`, `update`, `delete`,
-//!   `refresh`, `refresh_all`, `cancel_refresh`, `status`, `other`.
+//!   `refresh`, `refresh_all`, `cancel_refresh`, `status`, `schedules`, `update_schedule`,
+//!   `members`, `push_identity`, `disable_identity`, `push_mapping`, `other` (Push API paths
+//!   count too).
 
 mod error;
+pub mod identities;
+mod schedules;
 mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -78,9 +101,9 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use self::error::ApiError;
 use self::store::{Now, PROVIDER_REFRESH, PageQuery, Store};
@@ -94,10 +117,12 @@ const DEFAULT_PER_PAGE: usize = 100;
 /// Largest accepted `perPage` (our assumption; Coveo's Platform APIs commonly cap at 1000).
 const MAX_PER_PAGE: usize = 1000;
 const ORGANIZATIONS_PREFIX: &str = "/rest/organizations/";
+const PUSH_PREFIX: &str = "/push/v1/organizations/";
 
 static SHAPE: ApiShape = ApiShape {
     name: "coveo",
     prefix: "/rest",
+    other_prefixes: &["/push"],
     classify,
     request_id_header: "x-request-id",
     request_id_prefix: "",
@@ -155,7 +180,11 @@ impl SimState {
     fn new(config: CoveoSimConfig) -> Self {
         let cluster_id = organization_cluster_id(&config.organization_id);
         Self {
-            store: Mutex::new(Store::new(cluster_id, config.refresh_duration)),
+            store: Mutex::new(Store::new(
+                config.organization_id.clone(),
+                cluster_id,
+                config.refresh_duration,
+            )),
             harness: Harness::new(&SHAPE, config.latency, Faults::new(config.faults.clone())),
             committed_creates: AtomicU64::new(0),
             create_conflicts: AtomicU64::new(0),
@@ -291,6 +320,34 @@ impl CoveoSimulator {
         self.sim.store().edit_as_json(id, edit)
     }
 
+    /// The provider's refresh schedules as `GET …/schedules` returns them; None if unknown.
+    pub fn schedules(&self, id: &str) -> Option<Value> {
+        let store = self.sim.store();
+        serde_json::to_value(store.schedules(id).ok()?).ok()
+    }
+
+    /// Simulates a console edit of the schedule running `refresh_type` (drift): `edit` gets
+    /// its JSON and may change `enabled` and `frequency`. False if there is no such schedule.
+    pub fn mutate_schedule(
+        &self,
+        id: &str,
+        refresh_type: &str,
+        edit: impl FnOnce(&mut Value),
+    ) -> bool {
+        self.sim.store().edit_schedule(id, refresh_type, edit)
+    }
+
+    /// The secret values the provider holds, unmasked: `parameters.<name>` for sensitive
+    /// parameters, `userIdentities.<name>` for passwords. None if the provider is unknown.
+    pub fn secret_values(&self, id: &str) -> Option<BTreeMap<String, String>> {
+        self.sim.store().secret_values(id)
+    }
+
+    /// The provider's pushed identities (`name`, `type`, `state`, `lastUpdateResult`).
+    pub fn members(&self, id: &str) -> Option<Vec<Value>> {
+        self.sim.store().members(id)
+    }
+
     /// The live fault settings and counters (see [`super::faults`]).
     pub fn faults(&self) -> Faults {
         self.sim.harness.faults.clone()
@@ -351,6 +408,23 @@ fn build_router(sim: Shared) -> Router {
             &api_path("/securityproviders/{id}/refresh/cancel"),
             post(cancel_refresh),
         )
+        .route(
+            &api_path("/securityproviders/{id}/schedules"),
+            get(list_schedules),
+        )
+        .route(
+            &api_path("/securityproviders/{id}/schedules/{schedule_id}"),
+            put(update_schedule),
+        )
+        .route(
+            &api_path("/securitycache/entities/{id}/members"),
+            get(list_members),
+        )
+        .route(
+            &push_path("/providers/{id}/permissions"),
+            put(push_identity).delete(disable_identity),
+        )
+        .route(&push_path("/providers/{id}/mappings"), put(push_mapping))
         .route(&api_path("/securitycache/refresh"), post(refresh_all))
         .route(&api_path("/securitycache/status"), get(cache_status))
         .route(
@@ -373,12 +447,25 @@ fn build_router(sim: Shared) -> Router {
     sim.harness.router(api, providers)
 }
 
+fn push_path(suffix: &str) -> String {
+    format!("{PUSH_PREFIX}{{organization}}{suffix}")
+}
+
 fn is_api_path(path: &str) -> bool {
-    path == "/rest" || path.starts_with("/rest/")
+    path == "/rest" || path.starts_with("/rest/") || path.starts_with("/push/")
 }
 
 /// The operation name a request counts under.
 fn classify(method: &Method, path: &str) -> &'static str {
+    if let Some(rest) = path.strip_prefix(PUSH_PREFIX) {
+        let segments: Vec<&str> = rest.split('/').skip(1).collect();
+        return match (method.as_str(), segments.as_slice()) {
+            ("PUT", ["providers", _, "permissions"]) => "push_identity",
+            ("DELETE", ["providers", _, "permissions"]) => "disable_identity",
+            ("PUT", ["providers", _, "mappings"]) => "push_mapping",
+            _ => "other",
+        };
+    }
     let Some(rest) = path.strip_prefix(ORGANIZATIONS_PREFIX) else {
         return "other";
     };
@@ -391,6 +478,9 @@ fn classify(method: &Method, path: &str) -> &'static str {
         ("GET", ["securityproviders", _]) => "get",
         ("PUT", ["securityproviders", _]) => "update",
         ("DELETE", ["securityproviders", _]) => "delete",
+        ("GET", ["securityproviders", _, "schedules"]) => "schedules",
+        ("PUT", ["securityproviders", _, "schedules", _]) => "update_schedule",
+        ("GET", ["securitycache", "entities", _, "members"]) => "members",
         ("POST", ["securitycache", "refresh"]) => "refresh_all",
         ("GET", ["securitycache", "status"]) => "status",
         ("POST", ["securitycache", _, "refresh"]) => "refresh",
@@ -452,7 +542,9 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 
 /// The decoded `{organizationId}` path segment, if the path has one.
 fn path_organization(path: &str) -> Option<String> {
-    let rest = path.strip_prefix(ORGANIZATIONS_PREFIX)?;
+    let rest = path
+        .strip_prefix(ORGANIZATIONS_PREFIX)
+        .or_else(|| path.strip_prefix(PUSH_PREFIX))?;
     let segment = rest.split('/').next()?;
     Some(
         percent_encoding::percent_decode_str(segment)
@@ -670,6 +762,94 @@ async fn cancel_refresh(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[derive(Deserialize)]
+struct SchedulePath {
+    id: String,
+    schedule_id: String,
+}
+
+async fn list_schedules(
+    State(sim): State<Shared>,
+    path: Result<Path<ProviderPath>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = provider_id(path)?;
+    let store = sim.store();
+    Ok(ok_json(&store.schedules(&id)?))
+}
+
+async fn update_schedule(
+    State(sim): State<Shared>,
+    path: Result<Path<SchedulePath>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let Path(path) = path.map_err(|rejection| {
+        ApiError::invalid_parameter(format!("Invalid schedule path: {rejection}"))
+    })?;
+    let input = schedules::parse_input(&json_body(&headers, body)?)?;
+    let mut store = sim.store();
+    let updated = store.update_schedule(&path.id, &path.schedule_id, input)?;
+    Ok(ok_json(updated))
+}
+
+async fn list_members(
+    State(sim): State<Shared>,
+    path: Result<Path<ProviderPath>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = provider_id(path)?;
+    let members = sim
+        .store()
+        .members(&id)
+        .ok_or_else(|| ApiError::provider_not_found(&id))?;
+    let total = members.len();
+    Ok(ok_json(
+        &json!({"items": members, "totalEntries": total, "totalPages": 1}),
+    ))
+}
+
+async fn push_identity(
+    State(sim): State<Shared>,
+    path: Result<Path<ProviderPath>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    push(sim, path, headers, body, identities::PushKind::Permissions)
+}
+
+async fn push_mapping(
+    State(sim): State<Shared>,
+    path: Result<Path<ProviderPath>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    push(sim, path, headers, body, identities::PushKind::Mappings)
+}
+
+fn push(
+    sim: Shared,
+    path: Result<Path<ProviderPath>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    kind: identities::PushKind,
+) -> Result<StatusCode, ApiError> {
+    let id = provider_id(path)?;
+    let body = identities::parse_push(&json_body(&headers, body)?, kind)?;
+    sim.store().push_identity(&id, body)?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn disable_identity(
+    State(sim): State<Shared>,
+    path: Result<Path<ProviderPath>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let id = provider_id(path)?;
+    let body = identities::parse_disable(&json_body(&headers, body)?)?;
+    sim.store().disable_identity(&id, &body)?;
+    Ok(StatusCode::ACCEPTED)
+}
+
 async fn cache_status(State(sim): State<Shared>) -> Response {
     let status = sim.store().cache_status();
     ok_json(&status)
@@ -700,6 +880,7 @@ mod tests {
     use serde_json::json;
 
     const ORG: &str = "mycoveocloudv2organization";
+    const MASK_FOR_TESTS: &str = store::MASK;
     const KEY: &str = "xx-test-api-key";
     const SOURCE_ID: &str = "mycoveocloudv2organization-rp5rxzbdz753uhndklv2ztkfgy";
     /// How long CREATING/REFRESHING last in tests: long enough to observe, short enough to wait.
@@ -1706,6 +1887,194 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    impl Api {
+        async fn push(&self, method: HttpMethod, suffix: &str, body: Value) -> Reply {
+            let url = format!(
+                "{}/push/v1/organizations/{ORG}/providers/{suffix}",
+                self.sim.base_url()
+            );
+            send(self.http.request(method, url).bearer_auth(KEY).json(&body)).await
+        }
+    }
+
+    #[tokio::test]
+    async fn pushed_identities_are_processed_by_a_refresh_and_broken_mappings_end_in_error() {
+        let h = Api::start().await;
+        h.create_expanded("p").await;
+        h.wait_for_status("p", "IDLE").await;
+        for (user, provider) in [
+            ("a", EMAIL_SECURITY_PROVIDER_ID),
+            ("b", EMAIL_SECURITY_PROVIDER_ID),
+            ("c", "Missing Directory"),
+        ] {
+            let mapping = json!({"identity": {"name": user, "type": "USER"},
+                "mappings": [{"name": format!("{user}@x"), "type": "USER", "provider": provider}]});
+            assert_eq!(
+                h.push(HttpMethod::PUT, "p/mappings", mapping).await.status,
+                StatusCode::ACCEPTED
+            );
+        }
+        let group = json!({"identity": {"name": "g", "type": "GROUP"}, "members": [{"name": "a", "type": "USER"}]});
+        assert_eq!(
+            h.push(HttpMethod::PUT, "p/permissions", group).await.status,
+            StatusCode::ACCEPTED
+        );
+        let gone = json!({"identity": {"name": "b", "type": "USER"}});
+        assert_eq!(
+            h.push(HttpMethod::DELETE, "p/permissions", gone)
+                .await
+                .status,
+            StatusCode::ACCEPTED
+        );
+        let bad = json!({"identity": {"name": "x", "type": "ROBOT"}});
+        assert_error(
+            &h.push(HttpMethod::PUT, "p/permissions", bad).await,
+            StatusCode::BAD_REQUEST,
+            "INVALID_JSON",
+        );
+        let unknown = json!({"identity": {"name": "x", "type": "USER"}});
+        assert_eq!(
+            h.push(HttpMethod::PUT, "nope/permissions", unknown)
+                .await
+                .status,
+            StatusCode::NOT_FOUND
+        );
+
+        let before = h.get(&provider_path("p")).await.body;
+        assert_eq!(
+            before["statistics"]["numberOfEntitiesByState"]["NOT_UPDATED"],
+            3
+        );
+        assert_eq!(before["statistics"]["totalNumberOfEntities"], 4);
+        assert_eq!(before["currentStatus"]["totalNumberOfEntities"], 4);
+        assert!(before.get("lastRefreshOperation").is_none());
+
+        assert_eq!(
+            h.post_empty(&refresh_path("p")).await.status,
+            StatusCode::NO_CONTENT
+        );
+        let refreshing = h.get(&provider_path("p")).await.body;
+        assert_eq!(refreshing["currentStatus"]["type"], "REFRESHING");
+        let after = h.wait_for_status("p", "IDLE").await;
+        let by_state = &after["statistics"]["numberOfEntitiesByState"];
+        assert_eq!(
+            (
+                by_state["UP_TO_DATE"].as_i64(),
+                by_state["IN_ERROR"].as_i64(),
+                by_state["DISABLED"].as_i64()
+            ),
+            (Some(2), Some(1), Some(1))
+        );
+        assert_eq!(after["statistics"]["numberOfEntitiesInError"], 1);
+        assert_eq!(after["currentStatus"]["numberOfEntitiesInError"], 1);
+        assert_eq!(
+            after["lastRefreshOperation"]["numberOfEntitiesProcessed"],
+            3
+        );
+        assert_eq!(
+            after["lastRefreshOperation"]["result"],
+            "COMPLETED_WITH_ERRORS"
+        );
+        let members = h.get("/securitycache/entities/p/members").await.body;
+        let c = members["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "c")
+            .unwrap()
+            .clone();
+        assert_eq!(c["state"], "IN_ERROR");
+        assert_eq!(h.sim.request_count_for("PUT", "push_mapping"), 3);
+        assert_eq!(h.sim.request_count_for("DELETE", "disable_identity"), 1);
+    }
+
+    #[tokio::test]
+    async fn sensitive_values_and_passwords_are_masked_on_read_and_kept_when_sent_back() {
+        let h = Api::start().await;
+        let mut body = expanded("c");
+        body["type"] = json!("DATABASE");
+        body["parameters"] = json!({"host": {"value": "db", "sensitive": false}, "token": {"value": "s3cret", "sensitive": true}});
+        body["userIdentities"] =
+            json!({"svc": {"name": "svc", "userName": "crawler", "password": "pa55"}});
+        h.create(body.clone()).await;
+        let read = h.get(&provider_path("c")).await.body;
+        assert_eq!(
+            read["parameters"]["token"],
+            json!({"value": MASK_FOR_TESTS, "sensitive": true})
+        );
+        assert_eq!(read["parameters"]["host"]["value"], "db");
+        assert_eq!(
+            read["userIdentities"]["svc"],
+            json!({"name": "svc", "userName": "crawler", "password": MASK_FOR_TESTS})
+        );
+        assert!(!read.to_string().contains("s3cret") && !read.to_string().contains("pa55"));
+        // Sending back what was read keeps the secrets; a new value replaces them.
+        assert_eq!(
+            h.put(&provider_path("c"), read).await.status,
+            StatusCode::OK
+        );
+        let secrets = h.sim.secret_values("c").unwrap();
+        assert_eq!(secrets["parameters.token"], "s3cret");
+        assert_eq!(secrets["userIdentities.svc"], "pa55");
+        body["parameters"]["token"]["value"] = json!("rotated");
+        assert_eq!(
+            h.put(&provider_path("c"), body).await.status,
+            StatusCode::OK
+        );
+        assert_eq!(
+            h.sim.secret_values("c").unwrap()["parameters.token"],
+            "rotated"
+        );
+    }
+
+    #[tokio::test]
+    async fn providers_have_the_console_default_schedules_and_accept_schedule_puts() {
+        let h = Api::start().await;
+        h.create_expanded("s").await;
+        let schedules = h.get("/securityproviders/s/schedules").await.body;
+        let list = schedules.as_array().expect("an array");
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0]["refreshType"], "SECURITY_PROVIDER_REFRESH");
+        assert_eq!(list[0]["frequency"]["type"], "DAILY");
+        assert_eq!(
+            list[0]["frequency"]["hourMinute"],
+            json!({"hour": 4, "minute": 0})
+        );
+        assert_eq!(
+            list[1]["refreshType"],
+            "SECURITY_PROVIDER_REFRESH_ENTITIES_IN_ERROR"
+        );
+        let id = list[0]["id"].as_str().unwrap().to_owned();
+        let weekly = json!({"refreshType": "SECURITY_PROVIDER_REFRESH", "enabled": true,
+            "frequency": {"type": "WEEKLY", "weekDays": ["SUNDAY"], "hourMinute": {"hour": 1, "minute": 15}}});
+        let reply = h
+            .put(&format!("/securityproviders/s/schedules/{id}"), weekly)
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(reply.body["frequency"]["weekDays"], json!(["SUNDAY"]));
+        let bad = json!({"frequency": {"type": "DAILY", "hourMinute": {"hour": 25, "minute": 0}}});
+        assert_error(
+            &h.put(&format!("/securityproviders/s/schedules/{id}"), bad)
+                .await,
+            StatusCode::BAD_REQUEST,
+            "INVALID_PARAMETER",
+        );
+        let ok = json!({"frequency": {"type": "DAILY", "hourMinute": {"hour": 3, "minute": 0}}});
+        assert_error(
+            &h.put("/securityproviders/s/schedules/nope", ok).await,
+            StatusCode::NOT_FOUND,
+            "SCHEDULE_NOT_FOUND",
+        );
+        assert!(
+            h.sim
+                .mutate_schedule("s", "SECURITY_PROVIDER_REFRESH", |s| s["enabled"] =
+                    json!(false))
+        );
+        assert_eq!(h.sim.schedules("s").unwrap()[0]["enabled"], false);
+        assert_eq!(h.sim.request_count_for("GET", "schedules"), 1);
+        assert_eq!(h.sim.request_count_for("PUT", "update_schedule"), 3);
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub(crate) struct ApiShape {
     pub name: &'static str,
     /// Path prefix of the API requests, e.g. `/rest`.
     pub prefix: &'static str,
+    /// Further API path prefixes served by the same simulator (Coveo's Push API, `/push`).
+    pub other_prefixes: &'static [&'static str],
     /// The operation name a request counts under (see the README's `/_sim/stats` table).
     pub classify: fn(&Method, &str) -> &'static str,
     /// The response header that carries the request id, and a prefix of its value.
@@ -43,8 +45,12 @@ pub(crate) struct ApiShape {
 
 impl ApiShape {
     fn is_api_path(&self, path: &str) -> bool {
-        path.strip_prefix(self.prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        std::iter::once(&self.prefix)
+            .chain(self.other_prefixes)
+            .any(|prefix| {
+                path.strip_prefix(prefix)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
     }
 }
 
@@ -174,6 +180,7 @@ mod tests {
     static SHAPE: ApiShape = ApiShape {
         name: "test",
         prefix: "/v1",
+        other_prefixes: &["/push"],
         classify,
         request_id_header: "x-request-id",
         request_id_prefix: "req-",
@@ -184,6 +191,8 @@ mod tests {
         assert!(SHAPE.is_api_path("/v1"));
         assert!(SHAPE.is_api_path("/v1/things"));
         assert!(!SHAPE.is_api_path("/v10/things"));
+        assert!(SHAPE.is_api_path("/push/v1/things"));
+        assert!(!SHAPE.is_api_path("/pushy"));
         assert!(!SHAPE.is_api_path("/_sim/stats"));
     }
 }

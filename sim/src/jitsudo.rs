@@ -56,6 +56,7 @@ const PREFIX: &str = "/v1/identity-providers";
 static SHAPE: ApiShape = ApiShape {
     name: "jitsudo",
     prefix: "/v1",
+    other_prefixes: &[],
     classify,
     request_id_header: "x-request-id",
     request_id_prefix: "",

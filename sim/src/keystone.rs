@@ -61,6 +61,7 @@ const FEDERATION_PREFIX: &str = "/v3/OS-FEDERATION/identity_providers";
 static SHAPE: ApiShape = ApiShape {
     name: "keystone",
     prefix: "/v3",
+    other_prefixes: &[],
     classify,
     request_id_header: "x-openstack-request-id",
     request_id_prefix: "req-",

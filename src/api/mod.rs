@@ -19,6 +19,12 @@ pub const FINALIZER: &str = "secprov.dev/cleanup";
 pub const REFRESH_ANNOTATION: &str = "secprov.dev/refresh-requested-at";
 /// Annotation that suspends remote writes while set to "true".
 pub const PAUSED_ANNOTATION: &str = "secprov.dev/paused";
+/// Annotation set just before a remote create and removed once the remote id is recorded in
+/// status. If the operator dies in between, the next reconcile knows the provider it finds is
+/// its own (not someone else's) and adopts it instead of creating a second one.
+pub const CREATE_PENDING_ANNOTATION: &str = "secprov.dev/create-pending";
+/// Field manager of every write.
+pub const FIELD_MANAGER: &str = "secprov-operator";
 
 /// Every CRD this operator owns, in the order they are printed and stored in `crds/`.
 pub fn crds()

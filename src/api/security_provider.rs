@@ -6,6 +6,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::common::SecretKeyRef;
+
 /// Desired state of a security identity provider. Exactly one of `coveo`, `keystone` or
 /// `jitsudo` is set, and it must match the backend of the referenced ProviderConnection.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -109,6 +111,7 @@ pub enum ManagementPolicy {
 /// Settings of a Coveo security identity provider (`SecurityProviderModel`).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.sensitiveParameters) || !has(self.parameters) || self.sensitiveParameters.all(k, !(k in self.parameters))").message("a parameter name may appear in coveo.parameters or in coveo.sensitiveParameters, not in both"))]
 pub struct CoveoProviderSpec {
     /// Provider type. Defaults to `EXPANDED`, the type for secured Push sources whose
     /// identities arrive through the Push API.
@@ -130,6 +133,34 @@ pub struct CoveoProviderSpec {
     #[schemars(extend("maxProperties" = 64))]
     pub parameters: BTreeMap<String, String>,
 
+    /// Connector parameters whose values are secret, read from Secrets in this object's
+    /// namespace: parameter name to `{name, key}` of a Secret. Sent beside `parameters` as
+    /// `{value, sensitive: true}`. Coveo masks these values on read, so the operator records a
+    /// keyed hash of what it last sent (`status.coveo.secretsHash`, never the value) and sends
+    /// an update only when a referenced Secret value changes. A name may not also appear in
+    /// `parameters`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub sensitive_parameters: BTreeMap<String, SecretKeyRef>,
+
+    /// Credentials a connector-type provider logs in with (Coveo `userIdentities`): identity
+    /// name to a user name and the Secret key holding the password. The password is read from
+    /// a Secret in this object's namespace and handled like `sensitiveParameters`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16))]
+    pub user_identities: BTreeMap<String, CoveoUserIdentity>,
+
+    /// Refresh schedules of the provider (Coveo `ScheduleModel`), at most one entry per
+    /// `refreshType`. Unset or empty leaves the remote schedules alone; a listed refresh type
+    /// is compared field by field and corrected (a hand-made change is restored at the next
+    /// resync, with a `DriftCorrected` Event); an unlisted one is left alone. Coveo's defaults:
+    /// `SECURITY_PROVIDER_REFRESH` daily at 04:00 UTC and
+    /// `SECURITY_PROVIDER_REFRESH_ENTITIES_IN_ERROR`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(o, o.refreshType == s.refreshType))").message("coveo.refreshSchedules must list each refreshType at most once"))]
+    pub refresh_schedules: Vec<CoveoRefreshSchedule>,
+
     /// Sources or providers that use this provider; for a secured Push source:
     /// `{type: SOURCE, id: <source id>}`. A resource may be referenced only once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -143,6 +174,134 @@ pub struct CoveoProviderSpec {
     #[schemars(length(max = 50))]
     #[x_kube(validation = Rule::new("self.all(c, self.exists_one(o, o.id == c.id))").message("coveo.cascadingSecurityProviders must not list the same provider id twice"))]
     pub cascading_security_providers: Vec<CoveoCascadingProvider>,
+}
+
+/// A user name and password a connector-type Coveo provider logs in with.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CoveoUserIdentity {
+    /// User name (not secret; compared with what Coveo reports).
+    #[schemars(length(min = 1, max = 255))]
+    pub user_name: String,
+    /// The Secret key, in this object's namespace, that holds the password.
+    pub password_secret_ref: SecretKeyRef,
+}
+
+/// One refresh schedule of a Coveo provider (`ScheduleModel`, the fields a user sets).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CoveoRefreshSchedule {
+    /// Which refresh this schedule runs, e.g. `SECURITY_PROVIDER_REFRESH` ("Identity Provider
+    /// Refresh" in the console) or `SECURITY_PROVIDER_REFRESH_ENTITIES_IN_ERROR` ("Identities
+    /// in Error Refresh").
+    pub refresh_type: CoveoRefreshType,
+    /// Whether the schedule runs. Defaults to true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// When it runs.
+    pub frequency: CoveoScheduleFrequency,
+}
+
+/// Coveo refresh types that a provider schedule can run (`ScheduleModel.refreshType`).
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[allow(missing_docs)]
+pub enum CoveoRefreshType {
+    SecurityProviderRefresh,
+    SecurityProviderRefreshEntitiesInError,
+    SecurityProviderRefreshEntitiesNotUpdated,
+    Rebuild,
+    FullRefresh,
+    IncrementalRefresh,
+}
+
+impl CoveoRefreshType {
+    /// The wire name, e.g. `SECURITY_PROVIDER_REFRESH`.
+    pub fn as_wire(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
+/// When a schedule runs (`ScheduleModel.frequency`). Times are UTC.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(self.type in ['MINUTELY', 'HOURLY']) || has(self.value)").message("frequency.value (the interval) is required for MINUTELY and HOURLY schedules"))]
+#[x_kube(validation = Rule::new("self.type != 'MINUTELY' || !has(self.value) || self.value <= 59").message("frequency.value of a MINUTELY schedule is 1 to 59 minutes"))]
+#[x_kube(validation = Rule::new("self.type != 'HOURLY' || !has(self.value) || self.value <= 23").message("frequency.value of an HOURLY schedule is 1 to 23 hours"))]
+#[x_kube(validation = Rule::new("!(self.type in ['DAILY', 'WEEKLY', 'MONTHLY']) || has(self.hourMinute)").message("frequency.hourMinute is required for DAILY, WEEKLY and MONTHLY schedules"))]
+#[x_kube(validation = Rule::new("!(self.type in ['MINUTELY', 'HOURLY']) || !has(self.hourMinute)").message("frequency.hourMinute is only valid for DAILY, WEEKLY and MONTHLY schedules"))]
+#[x_kube(validation = Rule::new("self.type in ['MINUTELY', 'HOURLY'] || !has(self.value)").message("frequency.value is only valid for MINUTELY and HOURLY schedules"))]
+#[x_kube(validation = Rule::new("self.type != 'WEEKLY' || (has(self.weekDays) && size(self.weekDays) > 0)").message("frequency.weekDays is required (at least one day) for WEEKLY schedules"))]
+#[x_kube(validation = Rule::new("self.type == 'WEEKLY' || !has(self.weekDays) || size(self.weekDays) == 0").message("frequency.weekDays is only valid for WEEKLY schedules"))]
+#[x_kube(validation = Rule::new("self.type != 'MONTHLY' || has(self.monthDay)").message("frequency.monthDay is required for MONTHLY schedules"))]
+#[x_kube(validation = Rule::new("self.type == 'MONTHLY' || !has(self.monthDay)").message("frequency.monthDay is only valid for MONTHLY schedules"))]
+pub struct CoveoScheduleFrequency {
+    /// `MINUTELY` or `HOURLY` (every `value` minutes or hours), `DAILY` (at `hourMinute`),
+    /// `WEEKLY` (on `weekDays` at `hourMinute`) or `MONTHLY` (on `monthDay` at `hourMinute`).
+    #[serde(rename = "type")]
+    pub frequency_type: CoveoFrequencyType,
+    /// The interval of a `MINUTELY` (1-59) or `HOURLY` (1-23) schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 59))]
+    pub value: Option<i32>,
+    /// Time of day (UTC) of a `DAILY`, `WEEKLY` or `MONTHLY` schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hour_minute: Option<CoveoHourMinute>,
+    /// Days of a `WEEKLY` schedule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 7))]
+    #[x_kube(validation = Rule::new("self.all(d, self.exists_one(o, o == d))").message("frequency.weekDays must not repeat a day"))]
+    pub week_days: Vec<CoveoWeekDay>,
+    /// Day of the month (1-31) of a `MONTHLY` schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 31))]
+    pub month_day: Option<i32>,
+}
+
+/// How often a schedule runs.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[allow(missing_docs)]
+pub enum CoveoFrequencyType {
+    Minutely,
+    Hourly,
+    Daily,
+    Weekly,
+    Monthly,
+}
+
+/// A time of day, UTC.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CoveoHourMinute {
+    /// Hour, 0-23.
+    #[schemars(range(min = 0, max = 23))]
+    pub hour: i32,
+    /// Minute, 0-59.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 59))]
+    pub minute: i32,
+}
+
+/// A day of the week.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[allow(missing_docs)]
+pub enum CoveoWeekDay {
+    Monday,
+    Tuesday,
+    Wednesday,
+    Thursday,
+    Friday,
+    Saturday,
+    Sunday,
 }
 
 /// A resource that uses this provider.
@@ -358,6 +517,11 @@ pub struct SecurityProviderStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statistics: Option<Statistics>,
 
+    /// Coveo-specific observed state: refresh schedules and the hash of the secret values
+    /// last sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coveo: Option<CoveoStatus>,
+
     /// Keystone-specific observed state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keystone: Option<KeystoneStatus>,
@@ -440,6 +604,39 @@ pub struct Statistics {
     /// All identities of the provider.
     #[serde(default)]
     pub total_number_of_entities: i64,
+}
+
+/// Coveo-specific observed state.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CoveoStatus {
+    /// Keyed hash (HMAC-SHA256, keyed with this object's uid) of the sensitive parameter values
+    /// and user identity passwords last sent to Coveo, never the values. Coveo masks them on
+    /// read, so a change of this hash is how a rotated Secret is noticed. `sha256-hmac:<hex>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_hash: Option<String>,
+    /// The provider's refresh schedules as last read from Coveo (only read when
+    /// `spec.coveo.refreshSchedules` is set).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refresh_schedules: Vec<CoveoScheduleStatus>,
+}
+
+/// A refresh schedule as Coveo reports it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CoveoScheduleStatus {
+    /// Coveo's id of the schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Which refresh it runs.
+    pub refresh_type: String,
+    /// Whether it runs.
+    pub enabled: bool,
+    /// When it runs, e.g. `DAILY 04:00 UTC`.
+    pub frequency: String,
+    /// When it last ran, RFC 3339, when Coveo reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_execution: Option<String>,
 }
 
 /// Keystone-specific observed state.

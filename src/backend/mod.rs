@@ -10,6 +10,7 @@ use crate::error::{RemoteError, RemoteErrorKind};
 
 pub mod connect;
 pub mod coveo;
+pub mod creation_token;
 pub mod http;
 pub mod jitsudo;
 pub mod keystone;
@@ -79,7 +80,8 @@ impl ProviderConfig {
     /// Names of the spec fields whose observed value differs from the desired one (`self` is
     /// desired). Empty means in sync.
     pub fn diff(&self, observed: &ProviderConfig) -> Vec<&'static str> {
-        match (self, observed) {
+        // A create-attempt token on the remote provider is evidence, not configuration.
+        match (self, &observed.without_creation_token()) {
             (ProviderConfig::Coveo(d), ProviderConfig::Coveo(o)) => d.diff(o),
             (ProviderConfig::Keystone(d), ProviderConfig::Keystone(o)) => d.diff(o),
             (ProviderConfig::Jitsudo(d), ProviderConfig::Jitsudo(o)) => d.diff(o),

@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 
 pub mod connection;
 pub mod context;
+pub mod ownership;
 pub mod plan;
 pub mod reconcile;
 pub mod snapshot;

@@ -14,6 +14,7 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::context::Context;
+use super::ownership::{self, CreateMarker};
 use super::plan::{Plan, PlanInput, plan};
 use super::status::{self, Outcome, OutcomeResult, compute_status};
 use crate::api::provider_connection::BackendKind;
@@ -85,6 +86,8 @@ struct Effects {
     created: bool,
     /// This reconcile set the create-pending marker (the cached object doesn't show it yet).
     marked_pending: bool,
+    /// The create provably created nothing: the marker must go.
+    create_refused: bool,
     updated: Option<Vec<&'static str>>,
     refreshed: bool,
 }
@@ -131,7 +134,8 @@ async fn apply(
     }
     // Only now that status.remoteId is stored can the marker go: a crash before this point
     // leaves the marker, and the next reconcile adopts the provider instead of creating again.
-    if (create_pending(&sp) || effects.marked_pending) && new_status.remote_id.is_some() {
+    let pending = create_pending(&sp) || effects.marked_pending;
+    if pending && (new_status.remote_id.is_some() || effects.create_refused) {
         clear_create_pending(api, &sp).await?;
     }
     let is_true = |kind| status::find(Some(&new_status), kind).is_some_and(|c| c.status == "True");
@@ -205,14 +209,18 @@ async fn sync(
         Some(hit) => Some(hit),
         None => backend.observe(&key).await?,
     };
-    let mut owned = outcome.remote_id.is_some() || create_pending(sp);
-    if observed.is_some() && !owned && !sp.spec.adopt.unwrap_or(false) {
+    // Ours only when recorded under this id, or carrying the evidence of our own pending
+    // create attempt: a provider found by name or id alone may be anyone's.
+    let mut owned = observed.as_ref().is_some_and(|o| ownership::owns(sp, o));
+    if let Some(found) = &observed
+        && !owned
+        && !sp.spec.adopt.unwrap_or(false)
+    {
         // About to call the provider someone else's. The cached object may lag behind our own
         // writes (the create-pending marker, status.remoteId), so confirm with a fresh read
         // before blocking: a stale cache must never turn our own provider into a foreign one.
         if let Some(fresh) = api.get_opt(&sp.name_any()).await? {
-            owned = create_pending(&fresh)
-                || fresh.status.as_ref().is_some_and(|s| s.remote_id.is_some());
+            owned = ownership::owns(&fresh, found);
         }
     }
     let plan_for = |observed: Option<&ObservedProvider>| {
@@ -243,9 +251,12 @@ async fn sync(
 
     match decision {
         Plan::Create => {
-            mark_create_pending(api, sp).await?;
+            let marker = mark_create_pending(api, sp).await?;
             effects.marked_pending = true;
-            match backend.create(&desired).await {
+            match backend
+                .create(&desired.with_creation_token(&marker.token()))
+                .await
+            {
                 Ok(created) => {
                     info!(remote_id = %created.remote_id, "created remote provider");
                     outcome.remote_id = Some(created.remote_id.clone());
@@ -254,12 +265,21 @@ async fn sync(
                     effects.created = true;
                 }
                 Err(error) if error.kind == RemoteErrorKind::Conflict => {
-                    // The marker is set and the id appeared between our read and our create:
-                    // that is our own earlier create whose answer was lost (a timeout, a
-                    // dropped connection, a crash). Take it over instead of failing, and never
-                    // create again.
-                    let Some(found) = backend.observe(&key).await? else {
-                        return Err(error.into());
+                    // The id appeared between our read and our create. Ours only if it carries
+                    // the evidence of this attempt (an earlier try whose answer was lost: a
+                    // timeout, a dropped connection, a crash); else someone else won a race.
+                    let found = backend.observe(&key).await?;
+                    let Some(found) = found.filter(|f| marker.made(f)) else {
+                        effects.create_refused = true;
+                        outcome.observed = None;
+                        outcome.result = OutcomeResult::Blocked {
+                            reason: super::plan::REASON_ALREADY_EXISTS,
+                            message: format!(
+                                "a remote provider with id {:?} was created by someone else first; set spec.adopt: true to take it over",
+                                key.id
+                            ),
+                        };
+                        return Ok(());
                     };
                     info!(remote_id = %found.remote_id, "create answered 409 while create-pending: adopting our own earlier create");
                     outcome.remote_id = Some(found.remote_id.clone());
@@ -273,7 +293,10 @@ async fn sync(
                         effects.updated = Some(fields);
                     }
                 }
-                Err(error) => return Err(error.into()),
+                Err(error) => {
+                    effects.create_refused = ownership::created_nothing(error.kind);
+                    return Err(error.into());
+                }
             }
         }
         Plan::Update { fields } => {
@@ -351,21 +374,29 @@ fn refresh_to_handle(sp: &SecurityProvider) -> Option<String> {
     (handled != Some(value) && !sp.observe_only() && !is_paused(sp)).then(|| value.clone())
 }
 
+/// Sets the create-pending marker and returns it. An attempt already pending (maybe only in
+/// a fresher copy of the object than the cache holds) keeps its id, so that evidence of an
+/// earlier try whose answer was lost is still recognised.
 async fn mark_create_pending(
     api: &Api<SecurityProvider>,
     sp: &SecurityProvider,
-) -> Result<(), Error> {
-    if create_pending(sp) {
-        return Ok(());
+) -> Result<CreateMarker, Error> {
+    if let Some(marker) = CreateMarker::of(sp) {
+        return Ok(marker);
     }
-    let patch = json!({"metadata": {"annotations": {CREATE_PENDING_ANNOTATION: jiff::Timestamp::now().to_string()}}});
+    let fresh = api.get_opt(&sp.name_any()).await?;
+    if let Some(marker) = fresh.as_ref().and_then(CreateMarker::of) {
+        return Ok(marker);
+    }
+    let marker = CreateMarker::new(sp);
+    let patch = json!({"metadata": {"annotations": {CREATE_PENDING_ANNOTATION: marker.token()}}});
     api.patch_metadata(
         &sp.name_any(),
         &PatchParams::default(),
         &Patch::Merge(&patch),
     )
     .await?;
-    Ok(())
+    Ok(marker)
 }
 
 async fn clear_create_pending(
@@ -406,6 +437,21 @@ async fn cleanup(
     ctx: &Context,
     api: &Api<SecurityProvider>,
 ) -> Result<Action, Error> {
+    let mut sp = sp;
+    if sp
+        .status
+        .as_ref()
+        .and_then(|s| s.remote_id.as_ref())
+        .is_none()
+        && !create_pending(&sp)
+    {
+        // The cache may not show a create that just happened: read the object again before
+        // concluding that nothing remote is ours to delete.
+        match api.get_opt(&sp.name_any()).await? {
+            Some(fresh) => sp = Arc::new(fresh),
+            None => return Ok(Action::await_change()),
+        }
+    }
     let recorded = sp.status.as_ref().and_then(|s| s.remote_id.clone());
     if recorded.is_none() && !create_pending(&sp) {
         // Never created or adopted by this object: nothing remote is ours to delete.
@@ -442,9 +488,10 @@ async fn cleanup(
                     id: desired_config(&sp)?.lookup_key().to_owned(),
                     known_remote_id: None,
                 };
+                // Only a provider carrying this object's attempt evidence is ours.
                 match backend.observe(&key).await? {
-                    Some(found) => found.remote_id,
-                    None => return Ok((shown_id.clone(), false)),
+                    Some(found) if ownership::owns(&sp, &found) => found.remote_id,
+                    _ => return Ok((shown_id.clone(), false)),
                 }
             }
         };

@@ -21,6 +21,8 @@ pub(super) const INVALID_TOKEN: &str = "INVALID_TOKEN";
 pub(super) const ACCESS_DENIED: &str = "ACCESS_DENIED";
 /// Assumption: the real code for an unknown provider is undocumented.
 pub(super) const NOT_FOUND: &str = "SECURITY_PROVIDER_NOT_FOUND";
+/// Assumption: the real code for an unknown schedule is undocumented.
+pub(super) const SCHEDULE_NOT_FOUND: &str = "SCHEDULE_NOT_FOUND";
 /// Assumption: an unknown route under `/rest`.
 pub(super) const ROUTE_NOT_FOUND: &str = "NOT_FOUND";
 /// Assumption: the real code for a create of an existing id is undocumented.
@@ -71,6 +73,14 @@ impl ApiError {
             StatusCode::NOT_FOUND,
             NOT_FOUND,
             format!("The security provider '{id}' does not exist."),
+        )
+    }
+
+    pub fn schedule_not_found(id: &str, schedule_id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            SCHEDULE_NOT_FOUND,
+            format!("The security provider '{id}' has no schedule '{schedule_id}'."),
         )
     }
 

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
+use super::identities::{self, DisableBody, Identities, IdentityBody};
+use super::schedules::{self, Schedule, ScheduleInput};
 
 use super::EMAIL_SECURITY_PROVIDER_ID as EMAIL_PROVIDER_ID;
 const EMAIL_PROVIDER_TYPE: &str = "EMAIL";
@@ -58,9 +60,10 @@ const PROVIDER_TYPES: &[&str] = &[
 const SOURCE_REFERENCE: &str = "SOURCE";
 const REFERENCE_TYPES: &[&str] = &[SOURCE_REFERENCE, "SECURITY_PROVIDER"];
 
-const UP_TO_DATE: &str = "UP_TO_DATE";
-const DISABLED: &str = "DISABLED";
-const IN_ERROR: &str = "IN_ERROR";
+use identities::{DISABLED, IN_ERROR, UP_TO_DATE};
+
+/// What GET returns in place of a sensitive parameter value or a user identity password.
+pub(super) const MASK: &str = "********";
 /// The identity states the API always reports, in the seed 000 order.
 const REPORTED_STATES: [&str; 5] = [UP_TO_DATE, DISABLED, "NOT_UPDATED", "OUT_OF_DATE", IN_ERROR];
 
@@ -91,8 +94,7 @@ impl Now {
 // ---------------------------------------------------------------------------------------------
 
 /// `SecurityProviderModel` as a client sends it. Every field is optional, as in the spec;
-/// unknown and server-managed fields (organizationId, instanceId, userIdentities, ...) are
-/// ignored.
+/// unknown and server-managed fields (organizationId, instanceId, ...) are ignored.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct ProviderInput {
@@ -105,10 +107,29 @@ pub(super) struct ProviderInput {
     node_required: Option<bool>,
     case_sensitive: Option<bool>,
     parameters: Option<Map<String, Value>>,
+    /// Credentials of connector-type providers; passwords are masked on read.
+    user_identities: Option<BTreeMap<String, UserIdentityInput>>,
     /// The map key is arbitrary (seed 002 uses "EmailSecurityProvider"); entries are
     /// identified by their `id` (or `name`, or failing both, the key).
     cascading_security_providers: Option<BTreeMap<String, CascadeInput>>,
     referenced_by: Option<Vec<ReferenceInput>>,
+}
+
+/// `{name, userName, password}`; the spec spells it `username`, platform-client `userName`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UserIdentityInput {
+    name: Option<String>,
+    #[serde(alias = "username")]
+    user_name: Option<String>,
+    password: Option<String>,
+}
+
+/// A stored user identity (the password in clear, as the service holds it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct UserIdentity {
+    user_name: String,
+    password: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,6 +166,7 @@ pub(super) struct ProviderSpec {
     node_required: bool,
     case_sensitive: bool,
     parameters: Map<String, Value>,
+    user_identities: BTreeMap<String, UserIdentity>,
     /// Keyed by the target provider's id, as responses key it (seed 000).
     cascading: BTreeMap<String, CascadeEntry>,
     referenced_by: Vec<Reference>,
@@ -154,6 +176,52 @@ impl ProviderSpec {
     pub fn id(&self) -> &str {
         &self.id
     }
+
+    /// A client that sends back the masked value of a sensitive parameter or password means
+    /// "unchanged" (what it read): keep the stored secret then.
+    fn keep_masked_secrets(&mut self, stored: &ProviderSpec) {
+        for (name, parameter) in self.parameters.iter_mut() {
+            if is_sensitive(parameter)
+                && parameter.get("value").and_then(Value::as_str) == Some(MASK)
+                && let Some(old) = stored.parameters.get(name)
+            {
+                *parameter = old.clone();
+            }
+        }
+        for (name, identity) in self.user_identities.iter_mut() {
+            if identity.password == MASK
+                && let Some(old) = stored.user_identities.get(name)
+            {
+                identity.password = old.password.clone();
+            }
+        }
+    }
+
+    fn masked_parameters(&self) -> Map<String, Value> {
+        let mut parameters = self.parameters.clone();
+        for parameter in parameters.values_mut() {
+            if is_sensitive(parameter)
+                && let Some(object) = parameter.as_object_mut()
+            {
+                object.insert("value".to_owned(), json!(MASK));
+            }
+        }
+        parameters
+    }
+
+    fn masked_user_identities(&self) -> BTreeMap<String, Value> {
+        self.user_identities
+            .iter()
+            .map(|(name, identity)| {
+                let view = json!({"name": name, "userName": identity.user_name, "password": MASK});
+                (name.clone(), view)
+            })
+            .collect()
+    }
+}
+
+fn is_sensitive(parameter: &Value) -> bool {
+    parameter.get("sensitive").and_then(Value::as_bool) == Some(true)
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -200,6 +268,10 @@ pub(super) struct Provider {
     /// `currentStatus` when no activity runs: IDLE, or what a console edit set.
     resting_status: Value,
     activity: Option<Activity>,
+    /// Identities pushed through the Push API. While there are any, `by_state` is derived
+    /// from them; otherwise it is what a test or a console edit set.
+    identities: Identities,
+    schedules: Vec<Schedule>,
 }
 
 fn idle_status() -> Value {
@@ -216,6 +288,8 @@ impl Provider {
             last_refresh: None,
             resting_status: idle_status(),
             activity: None,
+            identities: Identities::default(),
+            schedules: Vec::new(),
         };
         provider.refresh_search_keys();
         provider
@@ -226,9 +300,17 @@ impl Provider {
         self.search_display_name = self.spec.display_name.to_lowercase();
     }
 
-    fn set_spec(&mut self, spec: ProviderSpec) {
+    fn set_spec(&mut self, mut spec: ProviderSpec) {
+        spec.keep_masked_secrets(&self.spec);
         self.spec = spec;
         self.refresh_search_keys();
+    }
+
+    /// Recomputes the counts from the identities, when the provider holds any.
+    fn derive_statistics(&mut self) {
+        if !self.identities.is_empty() {
+            self.by_state = self.identities.by_state(&REPORTED_STATES);
+        }
     }
 
     /// `filter` is lower-cased; matches an id or displayName substring.
@@ -238,26 +320,71 @@ impl Provider {
         })
     }
 
-    fn current_status(&self) -> Cow<'_, Value> {
-        match self.activity.map(|activity| activity.kind) {
-            Some(ActivityKind::Creating) => Cow::Owned(json!({"type": "CREATING"})),
-            Some(ActivityKind::Refreshing(refresh_type)) => Cow::Owned(json!({
+    /// `currentStatus`. With identities it also carries their counts (`numberOfEntities…`);
+    /// while refreshing, `numberOfEntitiesProcessed` grows with the elapsed time.
+    fn current_status(&self, refresh_duration: Duration) -> Cow<'_, Value> {
+        let mut status = match self.activity.map(|activity| activity.kind) {
+            Some(ActivityKind::Creating) => json!({"type": "CREATING"}),
+            Some(ActivityKind::Refreshing(refresh_type)) => json!({
                 "type": "REFRESHING",
                 "refreshType": refresh_type,
-            })),
-            None => Cow::Borrowed(&self.resting_status),
+            }),
+            None if self.identities.is_empty() => return Cow::Borrowed(&self.resting_status),
+            None => self.resting_status.clone(),
+        };
+        if self.identities.is_empty() {
+            return Cow::Owned(status);
         }
+        let total = total_entities(&self.by_state);
+        let processed = match self.activity {
+            Some(activity) if matches!(activity.kind, ActivityKind::Refreshing(_)) => {
+                let left = activity.deadline.saturating_duration_since(Instant::now());
+                let done = 1.0 - left.as_secs_f64() / refresh_duration.as_secs_f64().max(0.001);
+                (total as f64 * done.clamp(0.0, 1.0)) as i64
+            }
+            _ => total,
+        };
+        if let Some(object) = status.as_object_mut() {
+            object.insert("totalNumberOfEntities".to_owned(), json!(total));
+            object.insert("numberOfEntitiesProcessed".to_owned(), json!(processed));
+            let in_error = self.by_state.get(IN_ERROR).copied().unwrap_or(0);
+            object.insert("numberOfEntitiesInError".to_owned(), json!(in_error));
+        }
+        Cow::Owned(status)
     }
 
     /// Ends the running activity as if it ran to completion.
-    fn finish_activity(&mut self) {
+    fn finish_activity(&mut self, exists: &dyn Fn(&str) -> bool) {
         let Some(activity) = self.activity.take() else {
             return;
         };
         if let ActivityKind::Refreshing(refresh_type) = activity.kind {
-            self.complete_refresh(refresh_type, activity.finished_epoch_ms);
+            if self.identities.is_empty() {
+                self.complete_refresh(refresh_type, activity.finished_epoch_ms);
+            } else {
+                self.process_identities(refresh_type, activity.finished_epoch_ms, exists);
+            }
         }
         self.resting_status = idle_status();
+    }
+
+    /// A refresh of pushed identities (see [`super::identities`]).
+    fn process_identities(
+        &mut self,
+        refresh_type: &str,
+        finished_epoch_ms: i64,
+        exists: &dyn Fn(&str) -> bool,
+    ) {
+        let processed = self.identities.refresh(exists);
+        self.derive_statistics();
+        let in_error = self.by_state.get(IN_ERROR).copied().unwrap_or(0);
+        self.last_refresh = Some(json!({
+            "id": super::super::new_request_id(),
+            "operationType": refresh_type,
+            "timestamp": finished_epoch_ms,
+            "result": if in_error > 0 { "COMPLETED_WITH_ERRORS" } else { "COMPLETED" },
+            "numberOfEntitiesProcessed": processed,
+        }));
     }
 
     /// A successful refresh brings every identity up to date, except disabled ones, which
@@ -286,6 +413,7 @@ impl Provider {
         let mut spec = self.spec.clone();
         apply_spec_edit(&mut spec, edited);
         self.set_spec(spec);
+        self.derive_statistics();
         if let Some(by_state) = edited_statistics(edited) {
             self.by_state = by_state;
         }
@@ -507,6 +635,28 @@ fn build_references(inputs: Vec<ReferenceInput>) -> Result<Vec<Reference>, ApiEr
     Ok(references)
 }
 
+fn user_identities(
+    inputs: BTreeMap<String, UserIdentityInput>,
+) -> Result<BTreeMap<String, UserIdentity>, ApiError> {
+    inputs
+        .into_iter()
+        .map(|(key, input)| {
+            let name = input.name.filter(|n| !n.is_empty()).unwrap_or(key);
+            let user_name = input.user_name.filter(|u| !u.is_empty()).ok_or_else(|| {
+                ApiError::invalid_json(format!("The user identity '{name}' needs a 'userName'."))
+            })?;
+            let password = input.password.unwrap_or_default();
+            Ok((
+                name,
+                UserIdentity {
+                    user_name,
+                    password,
+                },
+            ))
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // The store
 // ---------------------------------------------------------------------------------------------
@@ -520,6 +670,7 @@ pub(super) struct PageQuery {
 }
 
 pub(super) struct Store {
+    organization_id: String,
     organization_cluster_id: String,
     refresh_duration: Duration,
     /// Ordered by id: the stable order of every listing.
@@ -530,7 +681,11 @@ pub(super) struct Store {
 
 impl Store {
     /// An organization holding only the built-in Email Security Provider.
-    pub fn new(organization_cluster_id: String, refresh_duration: Duration) -> Self {
+    pub fn new(
+        organization_id: String,
+        organization_cluster_id: String,
+        refresh_duration: Duration,
+    ) -> Self {
         let email = ProviderSpec {
             id: EMAIL_PROVIDER_ID.to_owned(),
             display_name: EMAIL_PROVIDER_ID.to_owned(),
@@ -538,12 +693,14 @@ impl Store {
             node_required: false,
             case_sensitive: false,
             parameters: Map::new(),
+            user_identities: BTreeMap::new(),
             cascading: BTreeMap::new(),
             referenced_by: Vec::new(),
         };
         let mut providers = BTreeMap::new();
         providers.insert(email.id.clone(), Provider::new(email));
         Self {
+            organization_id,
             organization_cluster_id,
             refresh_duration,
             providers,
@@ -561,8 +718,11 @@ impl Store {
             let Some((_, id)) = self.due.pop_first() else {
                 break;
             };
-            if let Some(provider) = self.providers.get_mut(&id) {
-                provider.finish_activity();
+            // Out of the map while it finishes, so the refresh can look up the others.
+            if let Some(mut provider) = self.providers.remove(&id) {
+                let providers = &self.providers;
+                provider.finish_activity(&|other| other == id || providers.contains_key(other));
+                self.providers.insert(id, provider);
             }
         }
     }
@@ -614,6 +774,7 @@ impl Store {
             node_required: input.node_required.unwrap_or(false),
             case_sensitive: input.case_sensitive.unwrap_or(false),
             parameters: input.parameters.unwrap_or_default(),
+            user_identities: user_identities(input.user_identities.unwrap_or_default())?,
             cascading,
             referenced_by,
         })
@@ -650,7 +811,10 @@ impl Store {
             return Err(ApiError::already_exists(&spec.id));
         }
         let id = spec.id.clone();
-        self.providers.insert(id.clone(), Provider::new(spec));
+        let mut provider = Provider::new(spec);
+        provider.schedules =
+            schedules::defaults(&self.organization_id, &id, super::super::new_request_id);
+        self.providers.insert(id.clone(), provider);
         self.start_activity(&id, ActivityKind::Creating, now);
         let provider = self
             .providers
@@ -747,6 +911,96 @@ impl Store {
         if let Some(activity) = provider.activity.take() {
             self.due.remove(&(activity.deadline, id.to_owned()));
         }
+    }
+
+    /// Adds or replaces one identity (Push API `PUT …/permissions` or `…/mappings`).
+    pub fn push_identity(&mut self, id: &str, body: IdentityBody) -> Result<(), ApiError> {
+        let provider = self
+            .providers
+            .get_mut(id)
+            .ok_or_else(|| ApiError::provider_not_found(id))?;
+        provider.identities.push(id, body);
+        provider.derive_statistics();
+        Ok(())
+    }
+
+    /// Disables one identity (Push API `DELETE …/permissions`).
+    pub fn disable_identity(&mut self, id: &str, body: &DisableBody) -> Result<(), ApiError> {
+        let provider = self
+            .providers
+            .get_mut(id)
+            .ok_or_else(|| ApiError::provider_not_found(id))?;
+        provider.identities.disable(body);
+        provider.derive_statistics();
+        Ok(())
+    }
+
+    /// The identities of a provider with their states.
+    pub fn members(&self, id: &str) -> Option<Vec<Value>> {
+        Some(self.providers.get(id)?.identities.members_json())
+    }
+
+    /// `GET /securityproviders/{id}/schedules`.
+    pub fn schedules(&self, id: &str) -> Result<&[Schedule], ApiError> {
+        self.providers
+            .get(id)
+            .map(|provider| provider.schedules.as_slice())
+            .ok_or_else(|| ApiError::provider_not_found(id))
+    }
+
+    /// `PUT /securityproviders/{id}/schedules/{scheduleId}`.
+    pub fn update_schedule(
+        &mut self,
+        id: &str,
+        schedule_id: &str,
+        input: ScheduleInput,
+    ) -> Result<&Schedule, ApiError> {
+        let provider = self
+            .providers
+            .get_mut(id)
+            .ok_or_else(|| ApiError::provider_not_found(id))?;
+        let schedule = provider
+            .schedules
+            .iter_mut()
+            .find(|schedule| schedule.id() == schedule_id)
+            .ok_or_else(|| ApiError::schedule_not_found(id, schedule_id))?;
+        schedule.apply(input)?;
+        Ok(schedule)
+    }
+
+    /// A console edit of the schedule running `refresh_type`; false if there is none.
+    pub fn edit_schedule(
+        &mut self,
+        id: &str,
+        refresh_type: &str,
+        edit: impl FnOnce(&mut Value),
+    ) -> bool {
+        let schedule = self.providers.get_mut(id).and_then(|provider| {
+            provider
+                .schedules
+                .iter_mut()
+                .find(|schedule| schedule.refresh_type() == refresh_type)
+        });
+        let Some(schedule) = schedule else {
+            return false;
+        };
+        schedules::edit_as_json(schedule, edit);
+        true
+    }
+
+    /// The stored (unmasked) value of a sensitive parameter, and the password of a user
+    /// identity: what a test checks the operator sent.
+    pub fn secret_values(&self, id: &str) -> Option<BTreeMap<String, String>> {
+        let spec = &self.providers.get(id)?.spec;
+        let parameters = spec.parameters.iter().filter_map(|(name, parameter)| {
+            let value = parameter.get("value")?.as_str()?;
+            is_sensitive(parameter).then(|| (format!("parameters.{name}"), value.to_owned()))
+        });
+        let passwords = spec
+            .user_identities
+            .iter()
+            .map(|(name, identity)| (format!("userIdentities.{name}"), identity.password.clone()));
+        Some(parameters.chain(passwords).collect())
     }
 
     /// Replaces a provider's identity counts by state; false if the provider is unknown.
@@ -869,7 +1123,8 @@ impl Store {
             provider_type: &spec.provider_type,
             node_required: spec.node_required,
             case_sensitive: spec.case_sensitive,
-            parameters: &spec.parameters,
+            parameters: spec.masked_parameters(),
+            user_identities: spec.masked_user_identities(),
             cascading_security_providers: &spec.cascading,
             referenced_by: &spec.referenced_by,
         }
@@ -880,7 +1135,7 @@ impl Store {
             model: self.model_view(provider),
             statistics: StatisticsView::of(&provider.by_state),
             last_refresh_operation: provider.last_refresh.as_ref(),
-            current_status: provider.current_status(),
+            current_status: provider.current_status(self.refresh_duration),
         }
     }
 }
@@ -902,7 +1157,11 @@ pub(super) struct ModelView<'a> {
     provider_type: &'a str,
     node_required: bool,
     case_sensitive: bool,
-    parameters: &'a Map<String, Value>,
+    /// Sensitive values masked.
+    parameters: Map<String, Value>,
+    /// Passwords masked; absent when there are none (seed 000 shows no such key).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    user_identities: BTreeMap<String, Value>,
     cascading_security_providers: &'a BTreeMap<String, CascadeEntry>,
     referenced_by: &'a [Reference],
 }
@@ -972,7 +1231,11 @@ mod tests {
     use super::*;
 
     fn store() -> Store {
-        Store::new("org-cluster".to_owned(), Duration::from_millis(100))
+        Store::new(
+            "org".to_owned(),
+            "org-cluster".to_owned(),
+            Duration::from_millis(100),
+        )
     }
 
     fn input(json: Value) -> ProviderInput {

@@ -110,6 +110,7 @@ impl CoveoConfig {
                     })
                 })
                 .collect::<Result<_, String>>()?,
+            ..Default::default()
         })
     }
 

@@ -38,6 +38,7 @@ fn seed_spec() -> CoveoProviderSpec {
             id: EMAIL_SECURITY_PROVIDER.into(),
             provider_type: CoveoProviderType::Email,
         }],
+        ..Default::default()
     }
 }
 
