@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
+use secprov_sim::coveo::CoveoSimConfig;
 use serde::Deserialize;
 use serde_yaml::Value;
 use support::*;
@@ -641,23 +641,10 @@ fn service_account_kubeconfig(dir: &Path) -> std::path::PathBuf {
 #[test]
 fn operator_with_the_service_account_token_reconciles_to_ready() {
     apply_deploy();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let api_key = "deploy-rbac-key";
-    let sim = rt
-        .block_on(CoveoSimulator::start(
-            "127.0.0.1:0".parse().unwrap(),
-            CoveoSimConfig::new("demo-org", api_key),
-        ))
-        .unwrap();
-    let ns = TestNamespace::new("deploy-rbac");
-    ns.apply(
-        &example("coveo/00-connection.yaml", &sim.base_url()).replace("demo-api-key", api_key),
-    )
-    .unwrap();
+    let Env { ns, sim, rt: _rt } = Env::coveo(
+        "deploy-rbac",
+        CoveoSimConfig::new(COVEO_ORG, "deploy-rbac-key"),
+    );
     ns.apply(&example("coveo/10-securityprovider.yaml", &sim.base_url()))
         .unwrap();
 

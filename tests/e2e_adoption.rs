@@ -5,58 +5,20 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
+use secprov_sim::coveo::CoveoSimulator;
 use support::*;
 
 const API_KEY: &str = "e2e-adoption-key-51d2";
-const ORG: &str = "demo-org";
 
-struct Env {
-    ns: TestNamespace,
-    sim: CoveoSimulator,
-    rt: tokio::runtime::Runtime,
-}
+type Env = support::Env<CoveoSimulator>;
 
 fn setup(prefix: &str) -> Env {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let sim = rt
-        .block_on(CoveoSimulator::start(
-            "127.0.0.1:0".parse().unwrap(),
-            CoveoSimConfig {
-                refresh_duration: Duration::from_millis(100),
-                ..CoveoSimConfig::new(ORG, API_KEY)
-            },
-        ))
-        .unwrap();
-    let ns = TestNamespace::new(prefix);
-    ns.apply(
-        &example("coveo/00-connection.yaml", &sim.base_url()).replace("demo-api-key", API_KEY),
-    )
-    .unwrap();
-    Env { ns, sim, rt }
+    Env::coveo(prefix, coveo_config(API_KEY, Duration::from_millis(100)))
 }
 
 /// Creates a provider directly in the remote system, as a console user would.
 fn create_remotely(env: &Env, body: serde_json::Value) {
-    let url = format!(
-        "{}/rest/organizations/{ORG}/securityproviders",
-        env.sim.base_url()
-    );
-    env.rt.block_on(async {
-        reqwest::Client::new()
-            .post(url)
-            .bearer_auth(API_KEY)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap();
-    });
+    env.create_remotely(body);
 }
 
 fn operator_cli(args: &[&str]) -> String {
@@ -141,7 +103,7 @@ fn export_then_apply_adopts_everything_with_zero_remote_writes() {
             .wait_condition(&format!("securityprovider/{name}"), "Ready", "60s")
             .unwrap_or_else(|e| panic!("{e}\n{}", operator.log_text()));
     }
-    std::thread::sleep(Duration::from_secs(5)); // a couple of resyncs
+    operator.wait_reconciles(2 * names.len() as u32); // a couple of resyncs each
     assert_eq!(
         remote_writes(&env.sim),
         0,
@@ -186,7 +148,7 @@ fn observe_only_never_writes_even_when_the_spec_differs() {
         obj["status"]["currentStatus"]["type"].is_string(),
         "status is still mirrored"
     );
-    std::thread::sleep(Duration::from_secs(4));
+    operator.wait_reconciles(3); // resyncs (1 s) of the observed object
     env.ns
         .kubectl(&["delete", "securityprovider/watched", "--timeout=60s"])
         .unwrap();

@@ -4,52 +4,19 @@ mod support;
 
 use std::time::Duration;
 
-use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
+use secprov_sim::coveo::CoveoSimulator;
 use serde_json::Value;
 use support::*;
 
 const API_KEY: &str = "e2e-coveo-key-7f3a9c";
-const ORG: &str = "demo-org";
+const ORG: &str = COVEO_ORG;
 
-struct Env {
-    ns: TestNamespace,
-    sim: CoveoSimulator,
-    operator: Operator,
-    _rt: tokio::runtime::Runtime,
-}
+type Env = Running<CoveoSimulator>;
 
 /// A namespace with the example connection pointing at a fresh simulator, and an operator.
 fn setup(prefix: &str, operator_args: &[&str]) -> Env {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let sim = rt
-        .block_on(CoveoSimulator::start(
-            "127.0.0.1:0".parse().unwrap(),
-            CoveoSimConfig {
-                refresh_duration: Duration::from_millis(300),
-                ..CoveoSimConfig::new(ORG, API_KEY)
-            },
-        ))
-        .unwrap();
-    let ns = TestNamespace::new(prefix);
-    let connection =
-        example("coveo/00-connection.yaml", &sim.base_url()).replace("demo-api-key", API_KEY);
-    ns.apply(&connection).unwrap();
-    let mut args = vec!["--progress-interval", "500ms"];
-    if !operator_args.contains(&"--resync-interval") {
-        args.extend_from_slice(&["--resync-interval", "2s"]);
-    }
-    args.extend_from_slice(operator_args);
-    let operator = Operator::start(&ns.name, &args);
-    Env {
-        ns,
-        sim,
-        operator,
-        _rt: rt,
-    }
+    support::Env::coveo(prefix, coveo_config(API_KEY, Duration::from_millis(300)))
+        .with_operator(operator_args)
 }
 
 fn provider_manifest(name: &str, display: &str, extra_spec: &str) -> String {
@@ -207,7 +174,7 @@ fn example_is_created_updated_with_one_put_and_deleted_with_one_delete() {
             (obj["status"]["observedGeneration"] == obj["metadata"]["generation"]).then_some(())
         },
     );
-    std::thread::sleep(Duration::from_secs(5)); // a couple of resyncs
+    env.operator.wait_reconciles(2); // a couple of resyncs
     assert_eq!(
         env.sim.request_count("PUT") - puts_before,
         1,
@@ -276,12 +243,13 @@ fn ten_quiet_resyncs_cause_no_writes_anywhere() {
         let obj = env.ns.get_json("securityprovider/quiet")?;
         (obj["status"]["currentStatus"]["type"] == "IDLE").then_some(())
     });
-    std::thread::sleep(Duration::from_secs(2));
+    env.operator.wait_reconciles(2);
     let rv = resource_version(&env, "quiet");
     let patches = env.operator.metric_sum("secprov_status_patches_total", &[]);
     env.sim.reset_counters();
 
-    std::thread::sleep(Duration::from_secs(11)); // ten resync intervals of 1 s (±10 % jitter)
+    let window = env.operator.wait_reconciles(10); // ten resyncs (1 s, ±10 % jitter)
+    println!("ten resyncs in {window:?}");
 
     let gets = env.sim.request_count("GET");
     assert!(gets >= 8, "the operator kept observing (saw {gets} GETs)");
@@ -363,6 +331,7 @@ fn invalid_manifests_are_rejected_by_the_api_server_with_clear_messages() {
 #[test]
 fn remote_configuration_error_is_terminal_until_the_spec_changes() {
     let env = setup("coveo-terminal", &[]);
+    env.ns.apply_witness();
     let manifest = provider_manifest("bad-cascade", "Bad", "")
         .replace("id: Email Security Provider", "id: Missing Provider");
     env.ns.apply(&manifest).unwrap();
@@ -388,7 +357,8 @@ fn remote_configuration_error_is_terminal_until_the_spec_changes() {
     assert_eq!(condition(&obj, "Stalled").unwrap()["status"], "True");
     let posts = env.sim.request_count("POST");
     assert_eq!(posts, 1, "one create attempt");
-    std::thread::sleep(Duration::from_secs(5));
+    // Longer than the first retries of a transient failure (about 1 and 2 s).
+    env.operator.wait_reconciles(3);
     assert_eq!(
         env.sim.request_count("POST"),
         posts,
@@ -498,11 +468,24 @@ fn operator_restart_converges_without_duplicates() {
     );
 
     // A clean restart with everything converged writes nothing.
-    std::thread::sleep(Duration::from_secs(2));
+    eventually(Duration::from_secs(20), "every status settled", || {
+        names
+            .iter()
+            .all(|n| {
+                env.ns
+                    .get_json(&format!("securityprovider/{n}"))
+                    .is_some_and(|o| {
+                        o["status"]["currentStatus"]["type"] == "IDLE"
+                            && o["status"]["statistics"]
+                                == env.sim.provider(n).unwrap()["statistics"]
+                    })
+            })
+            .then_some(())
+    });
     let rvs: Vec<String> = names.iter().map(|n| resource_version(&env, n)).collect();
     env.sim.reset_counters();
     env.operator.restart();
-    std::thread::sleep(Duration::from_secs(5));
+    env.operator.wait_reconciles(2 * names.len() as u32);
     // Converged providers are read through their connection's paged snapshot (batch
     // observation): one list may serve them all.
     let (pages, gets) = (
@@ -559,7 +542,7 @@ fn refresh_annotation_triggers_one_refresh_and_is_echoed() {
             .then_some(())
     });
     let _ = obj;
-    std::thread::sleep(Duration::from_secs(3));
+    env.operator.wait_reconciles(2);
     assert_eq!(
         env.sim.operation_count("refresh"),
         1,

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
+use secprov_sim::coveo::CoveoSimConfig;
 use secprov_sim::faults::FaultConfig;
 use serde_json::Value;
 use support::*;
@@ -135,22 +135,15 @@ fn ready_reasons(ns: &TestNamespace) -> (usize, BTreeMap<String, usize>, Vec<Val
 fn sigkills_during_a_faulty_rollout_lose_and_duplicate_nothing() {
     let objects = object_count();
     let kills = kill_count();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let sim = rt
-        .block_on(CoveoSimulator::start(
-            "127.0.0.1:0".parse().unwrap(),
-            CoveoSimConfig {
-                refresh_duration: Duration::from_millis(200),
-                faults: faults(),
-                ..CoveoSimConfig::new(ORG, API_KEY)
-            },
-        ))
-        .unwrap();
-    let ns = TestNamespace::new("crash");
+    let Env { ns, sim, rt: _rt } = Env::coveo(
+        "crash",
+        CoveoSimConfig {
+            refresh_duration: Duration::from_millis(200),
+            faults: faults(),
+            ..CoveoSimConfig::new(ORG, API_KEY)
+        },
+    );
+    // The example connection with a short timeout and a rate limit for 16 workers.
     ns.apply(&connection(&sim.base_url())).unwrap();
     let mut operator = Operator::start(
         &ns.name,
@@ -276,8 +269,8 @@ fn sigkills_during_a_faulty_rollout_lose_and_duplicate_nothing() {
             .unwrap();
         }
     }
-    // Longer than one resync interval, so every object was read again at least once.
-    std::thread::sleep(Duration::from_secs(8));
+    // As many reconciles as objects: about one resync (5 s) of each.
+    operator.wait_reconciles(objects as u32);
     let writes_after_restart = sim.request_count_for("POST", "create")
         + sim.request_count_for("PUT", "update")
         + sim.request_count_for("DELETE", "delete");
@@ -355,25 +348,18 @@ fn sigkills_during_a_faulty_rollout_lose_and_duplicate_nothing() {
 /// provider exists, status.remoteId is not). Both end adopted, with no second create.
 #[test]
 fn ambiguous_creates_are_adopted_never_repeated() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let sim = rt
-        .block_on(CoveoSimulator::start(
-            "127.0.0.1:0".parse().unwrap(),
-            CoveoSimConfig {
-                refresh_duration: Duration::from_millis(100),
-                faults: FaultConfig {
-                    lost_response_rate: 1.0,
-                    ..FaultConfig::default()
-                },
-                ..CoveoSimConfig::new(ORG, API_KEY)
+    let Env { ns, sim, rt } = Env::coveo(
+        "ambiguous",
+        CoveoSimConfig {
+            refresh_duration: Duration::from_millis(100),
+            faults: FaultConfig {
+                lost_response_rate: 1.0,
+                ..FaultConfig::default()
             },
-        ))
-        .unwrap();
-    let ns = TestNamespace::new("ambiguous");
+            ..CoveoSimConfig::new(ORG, API_KEY)
+        },
+    );
+    // The example connection with a short timeout and a rate limit for 16 workers.
     ns.apply(&connection(&sim.base_url())).unwrap();
 
     // A crash right after the remote create: the provider exists and carries the attempt's
@@ -464,26 +450,19 @@ fn ambiguous_creates_are_adopted_never_repeated() {
 /// not reported as a conflict, and not created twice.
 #[test]
 fn a_late_committed_create_answered_409_is_adopted() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let sim = rt
-        .block_on(CoveoSimulator::start(
-            "127.0.0.1:0".parse().unwrap(),
-            CoveoSimConfig {
-                refresh_duration: Duration::from_millis(100),
-                faults: FaultConfig {
-                    late_commit_rate: 1.0,
-                    hang_for: Duration::from_secs(60),
-                    ..FaultConfig::default()
-                },
-                ..CoveoSimConfig::new(ORG, API_KEY)
+    let Env { ns, sim, rt: _rt } = Env::coveo(
+        "late-commit",
+        CoveoSimConfig {
+            refresh_duration: Duration::from_millis(100),
+            faults: FaultConfig {
+                late_commit_rate: 1.0,
+                hang_for: Duration::from_secs(60),
+                ..FaultConfig::default()
             },
-        ))
-        .unwrap();
-    let ns = TestNamespace::new("late-commit");
+            ..CoveoSimConfig::new(ORG, API_KEY)
+        },
+    );
+    // The example connection with a short timeout and a rate limit for 16 workers.
     ns.apply(&connection(&sim.base_url())).unwrap();
     let operator = Operator::start(&ns.name, &["--progress-interval", "300ms"]);
     ns.apply(&rollout(&["late".to_owned()])).unwrap();

@@ -20,14 +20,6 @@ const JITSUDO_KEY: &str = "hostile-test-jitsudo-key-91bd";
 const KEYSTONE_PASSWORD: &str = "hostile-test-keystone-password-c0de";
 const TENANT: &str = "2489e9ad-2ee2-4e00-8ec9-32d5f69181c0";
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn addr(ip: &str) -> SocketAddr {
     format!("{ip}:0").parse().unwrap()
 }

@@ -12,51 +12,18 @@ const API_KEY: &str = "e2e-jitsudo-key-93b1d0";
 /// The example provider's name (its displayName).
 const NAME: &str = "Okta workforce";
 
-struct Env {
-    ns: TestNamespace,
-    sim: JitsudoSimulator,
-    operator: Operator,
-    _rt: tokio::runtime::Runtime,
-}
+type Env = Running<JitsudoSimulator>;
 
 /// A namespace with the example connection pointing at a fresh simulator (whose tenant is the
 /// example's), the API key `secret_key` in the Secret, and an operator.
 fn setup(prefix: &str, secret_key: &str, adjust: impl FnOnce(&mut JitsudoSimConfig)) -> Env {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     let mut config = JitsudoSimConfig {
         api_key: API_KEY.into(),
         sync_duration: Duration::from_millis(800),
         ..Default::default()
     };
     adjust(&mut config);
-    let sim = rt
-        .block_on(JitsudoSimulator::start(
-            "127.0.0.1:0".parse().unwrap(),
-            config,
-        ))
-        .unwrap();
-    let ns = TestNamespace::new(prefix);
-    let connection = example("jitsudo/00-connection.yaml", &sim.base_url())
-        .replace("demo-jitsudo-key", secret_key);
-    assert!(
-        connection.contains(&sim.config().tenant_id),
-        "the example's tenant is the simulator's default tenant"
-    );
-    ns.apply(&connection).unwrap();
-    let operator = Operator::start(
-        &ns.name,
-        &["--progress-interval", "500ms", "--resync-interval", "2s"],
-    );
-    Env {
-        ns,
-        sim,
-        operator,
-        _rt: rt,
-    }
+    support::Env::jitsudo(prefix, config, secret_key).with_operator(&[])
 }
 
 fn wait_ready(env: &Env, name: &str) -> Value {
@@ -139,7 +106,7 @@ fn example_is_created_updated_with_one_put_observed_and_deleted() {
         .then_some(obj)
     });
     assert_eq!(condition(&obj, "Ready").unwrap()["status"], "True");
-    std::thread::sleep(Duration::from_secs(4)); // a couple of resyncs
+    env.operator.wait_reconciles(2); // a couple of resyncs
     assert_eq!(env.sim.request_count("PUT"), 1, "exactly one PUT");
     // Resyncs read the connection's paged snapshot (batch observation), so lists go on; the
     // spec change itself was read by id: at most one list per resync period since then.
@@ -236,6 +203,7 @@ fn tenant_mismatch_is_terminal_and_names_the_header() {
             "7d6f0c8e-1111-4222-8333-944455556666".into(),
         )]
     });
+    env.ns.apply_witness();
     apply_example(&env, "");
     let obj = eventually(
         Duration::from_secs(30),
@@ -258,7 +226,8 @@ fn tenant_mismatch_is_terminal_and_names_the_header() {
     );
     assert_eq!(condition(&obj, "Stalled").unwrap()["status"], "True");
     let calls = env.sim.request_count("GET");
-    std::thread::sleep(Duration::from_secs(4));
+    // Longer than the first retries of a transient failure (about 1 and 2 s).
+    env.operator.wait_reconciles(3);
     assert_eq!(env.sim.request_count("GET"), calls, "terminal: not retried");
     assert_eq!(env.sim.provider_count(), 0);
 }

@@ -10,45 +10,16 @@ use support::*;
 
 const PASSWORD: &str = "e2e-keystone-password-41c9";
 
-struct Env {
-    ns: TestNamespace,
-    sim: KeystoneSimulator,
-    operator: Operator,
-    _rt: tokio::runtime::Runtime,
-}
+type Env = Running<KeystoneSimulator>;
 
 /// A namespace with the example connection pointing at a fresh simulator, and an operator.
 fn setup(prefix: &str, adjust: impl FnOnce(&mut KeystoneSimConfig)) -> Env {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     let mut config = KeystoneSimConfig {
         password: PASSWORD.into(),
         ..Default::default()
     };
     adjust(&mut config);
-    let sim = rt
-        .block_on(KeystoneSimulator::start(
-            "127.0.0.1:0".parse().unwrap(),
-            config,
-        ))
-        .unwrap();
-    let ns = TestNamespace::new(prefix);
-    let connection =
-        example("keystone/00-connection.yaml", &sim.base_url()).replace("demo-password", PASSWORD);
-    ns.apply(&connection).unwrap();
-    let operator = Operator::start(
-        &ns.name,
-        &["--progress-interval", "500ms", "--resync-interval", "2s"],
-    );
-    Env {
-        ns,
-        sim,
-        operator,
-        _rt: rt,
-    }
+    support::Env::keystone(prefix, config, PASSWORD).with_operator(&[])
 }
 
 fn wait_ready(env: &Env, name: &str) -> Value {
@@ -138,7 +109,7 @@ fn example_is_created_updated_with_one_minimal_patch_observed_and_deleted() {
         "description updated remotely",
         || (env.sim.identity_provider("acme-saml")?["description"] == "Renamed").then_some(()),
     );
-    std::thread::sleep(Duration::from_secs(5)); // a couple of resyncs
+    env.operator.wait_reconciles(2); // a couple of resyncs
     assert_eq!(
         env.sim.patch_bodies(),
         vec![json!({"identity_provider": {"description": "Renamed"}})],
@@ -184,6 +155,7 @@ fn example_is_created_updated_with_one_minimal_patch_observed_and_deleted() {
 #[test]
 fn duplicate_remote_id_is_a_terminal_conflict_until_the_spec_changes() {
     let env = setup("keystone-conflict", |c| c.otc_errors = true);
+    env.ns.apply_witness();
     env.sim.insert_identity_provider(SimIdentityProvider {
         remote_ids: vec!["https://idp.acme.example/saml/metadata".into()],
         ..SimIdentityProvider::new("someone-else")
@@ -210,7 +182,8 @@ fn duplicate_remote_id_is_a_terminal_conflict_until_the_spec_changes() {
     assert_eq!(condition(&obj, "Stalled").unwrap()["status"], "True");
     let creates = env.sim.operation_count("create");
     assert_eq!(creates, 1, "one create attempt");
-    std::thread::sleep(Duration::from_secs(5));
+    // Longer than the first retries of a transient failure (about 1 and 2 s).
+    env.operator.wait_reconciles(3);
     assert_eq!(
         env.sim.operation_count("create"),
         creates,

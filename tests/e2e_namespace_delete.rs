@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Instant;
 
-use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
+use secprov_sim::coveo::CoveoSimConfig;
 use support::*;
 
 const API_KEY: &str = "e2e-nsdelete-key-7d21";
@@ -36,21 +36,7 @@ spec:
 #[test]
 #[ignore = "fails until issue 12 item 9 lands (connection and Secret kept while providers need them): the namespace stays Terminating with ConnectionNotFound"]
 fn deleting_the_namespace_deletes_the_remote_providers_and_completes() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let sim = rt
-        .block_on(CoveoSimulator::start(
-            "127.0.0.1:0".parse().unwrap(),
-            CoveoSimConfig::new(ORG, API_KEY),
-        ))
-        .unwrap();
-    let ns = TestNamespace::new("nsdelete");
-    let connection =
-        example("coveo/00-connection.yaml", &sim.base_url()).replace("demo-api-key", API_KEY);
-    ns.apply(&connection).unwrap();
+    let Env { ns, sim, rt: _rt } = Env::coveo("nsdelete", CoveoSimConfig::new(ORG, API_KEY));
     let operator = Operator::start(&ns.name, &["--progress-interval", "500ms"]);
     for name in PROVIDERS {
         ns.apply(&provider(name)).unwrap();

@@ -6,40 +6,18 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
+use secprov_sim::coveo::CoveoSimulator;
 use serde_json::Value;
 use support::*;
 
 const API_KEY: &str = "e2e-ops-key-51c0";
-const ORG: &str = "demo-org";
+const ORG: &str = COVEO_ORG;
 
-struct Env {
-    ns: TestNamespace,
-    sim: CoveoSimulator,
-    _rt: tokio::runtime::Runtime,
-}
+type Env = support::Env<CoveoSimulator>;
 
 /// A namespace holding the example connection, pointing at a fresh simulator.
 fn setup(prefix: &str) -> Env {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let sim = rt
-        .block_on(CoveoSimulator::start(
-            "127.0.0.1:0".parse().unwrap(),
-            CoveoSimConfig {
-                refresh_duration: Duration::from_millis(300),
-                ..CoveoSimConfig::new(ORG, API_KEY)
-            },
-        ))
-        .unwrap();
-    let ns = TestNamespace::new(prefix);
-    let connection =
-        example("coveo/00-connection.yaml", &sim.base_url()).replace("demo-api-key", API_KEY);
-    ns.apply(&connection).unwrap();
-    Env { ns, sim, _rt: rt }
+    Env::coveo(prefix, coveo_config(API_KEY, Duration::from_millis(300)))
 }
 
 /// deploy/argocd/health.lua run on an object read from the API server, as Argo CD runs it.
@@ -247,7 +225,12 @@ spec:
 
     // Events on the transitions only: one Warning per failure reason, one Connected on recovery,
     // none for the connection that was fine from the start, none per periodic check (2 s).
-    std::thread::sleep(Duration::from_secs(5));
+    // Three checks of each of the three connections.
+    operator.wait_metric_advance(
+        "secprov_remote_requests_total",
+        &["operation=\"verify\""],
+        9,
+    );
     let reasons = |name: &str| -> Vec<String> {
         env.ns
             .events_for(name)
@@ -309,14 +292,8 @@ fn steady_provider_gets_no_new_events_across_resyncs() {
     };
     let before = events(&env);
     assert!(before.iter().any(|e| e.2 == "Created"), "{before:?}");
-    let reconciles = operator.metric_sum("secprov_reconciles_total", &["result=\"success\""]);
-    // Four resync intervals.
-    std::thread::sleep(Duration::from_secs(8));
-    let after_reconciles = operator.metric_sum("secprov_reconciles_total", &["result=\"success\""]);
-    assert!(
-        after_reconciles >= reconciles + 2.0,
-        "resyncs happened: {reconciles} -> {after_reconciles}"
-    );
+    // Four resyncs.
+    operator.wait_reconciles(4);
     let after = events(&env);
     assert_eq!(before, after, "a steady object got new or updated Events");
 }
@@ -388,6 +365,7 @@ fn metrics_health_json_logs_and_graceful_sigterm() {
 #[test]
 fn paused_provider_gets_no_remote_writes_until_resumed() {
     let env = setup("ops-pause");
+    env.ns.apply_witness();
     let operator = start_operator(&env, &[]);
     env.ns.apply(&provider("pausable", "Before")).unwrap();
     wait_ready(&env, "securityprovider/pausable", &operator);
@@ -422,8 +400,8 @@ fn paused_provider_gets_no_remote_writes_until_resumed() {
                 .then_some(obj)
         },
     );
-    // Three resyncs later still nothing was written remotely.
-    std::thread::sleep(Duration::from_secs(6));
+    // While the operator keeps working (the witness's retries), nothing is written remotely.
+    operator.wait_reconciles(3);
     assert_eq!(env.sim.request_count("PUT"), puts, "a PUT while paused");
     assert_eq!(env.sim.request_count("POST"), posts, "a POST while paused");
     assert_eq!(
@@ -516,7 +494,7 @@ fn leader_election_one_replica_writes_and_the_standby_takes_over() {
     // Only the leader talks to the remote system and writes status.
     assert!(replicas[0].metric_sum("secprov_status_patches_total", &[]) > 0.0);
     assert!(replicas[0].metric_sum("secprov_remote_requests_total", &[]) > 0.0);
-    std::thread::sleep(Duration::from_secs(3));
+    replicas[0].wait_reconciles(2);
     assert_eq!(
         replicas[1].metric_sum("secprov_status_patches_total", &[]),
         0.0

@@ -13,14 +13,6 @@ use support::*;
 const API_KEY: &str = "e2e-ownership-key-7c31";
 const ORG: &str = "demo-org";
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// A simulated organization; `latency` widens the window between a read and a create.
 fn simulator(rt: &tokio::runtime::Runtime, latency: Duration) -> CoveoSimulator {
     rt.block_on(CoveoSimulator::start(

@@ -103,11 +103,7 @@ fn wait_reason(ns: &TestNamespace, operator: &Operator, name: &str, reason: &str
 
 #[test]
 fn no_credential_reaches_logs_events_or_status() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let sim = rt
         .block_on(CoveoSimulator::start(
             "127.0.0.1:0".parse().unwrap(),
@@ -198,12 +194,14 @@ fn no_credential_reaches_logs_events_or_status() {
         "Email Security Provider",
     ))
     .unwrap();
-    std::thread::sleep(Duration::from_secs(4));
+    eventually(Duration::from_secs(30), "faults injected", || {
+        (sim.faults().total_injected() >= 3).then_some(())
+    });
     sim.faults().clear();
     wait_reason(&ns, &operator, "during-outage", "Available");
     // A crash and restart replays everything once more.
     operator.restart();
-    std::thread::sleep(Duration::from_secs(3));
+    operator.wait_reconciles(3);
     operator.terminate(Duration::from_secs(10));
 
     // The Secret itself holds the key in base64: proof that the search looks for the right form.

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
+use secprov_sim::coveo::CoveoSimConfig;
 use support::*;
 
 fn read(path: &str) -> String {
@@ -265,23 +265,10 @@ fn names_used() -> BTreeSet<String> {
 
 #[test]
 fn every_metric_the_dashboard_and_alerts_use_is_exported_by_a_running_operator() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let api_key = "monitoring-key";
-    let sim = rt
-        .block_on(CoveoSimulator::start(
-            "127.0.0.1:0".parse().unwrap(),
-            CoveoSimConfig::new("demo-org", api_key),
-        ))
-        .unwrap();
-    let ns = TestNamespace::new("monitoring");
-    ns.apply(
-        &example("coveo/00-connection.yaml", &sim.base_url()).replace("demo-api-key", api_key),
-    )
-    .unwrap();
+    let Env { ns, sim, rt: _rt } = Env::coveo(
+        "monitoring",
+        CoveoSimConfig::new(COVEO_ORG, "monitoring-key"),
+    );
     ns.apply(&example("coveo/10-securityprovider.yaml", &sim.base_url()))
         .unwrap();
     let operator = Operator::start(&ns.name, &["--connection-check-interval", "2s"]);

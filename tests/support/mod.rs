@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod env;
+#[allow(unused_imports)] // not every test binary uses the builder
+pub use env::*;
+
 /// Repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -213,7 +217,18 @@ impl Operator {
 
     /// Starts the operator with a given `RUST_LOG` filter.
     pub fn start_with_log(namespace: &str, extra: &[&str], rust_log: &str) -> Self {
-        let log = repo().join(format!("target/e2e-logs/{namespace}.log"));
+        Self::start_logging_to(namespace, namespace, extra, rust_log)
+    }
+
+    /// Starts one of several operators of a namespace, logging to
+    /// `target/e2e-logs/<log_name>.log`.
+    pub fn start_logging_to(
+        namespace: &str,
+        log_name: &str,
+        extra: &[&str],
+        rust_log: &str,
+    ) -> Self {
+        let log = repo().join(format!("target/e2e-logs/{log_name}.log"));
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
         let mut args: Vec<String> = vec!["run".into(), "--namespace".into(), namespace.into()];
         args.extend(extra.iter().map(|s| s.to_string()));
@@ -307,6 +322,29 @@ impl Operator {
             .filter(|l| l.starts_with(name) && filters.iter().all(|f| l.contains(f)))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
+    }
+
+    /// Reconciles the operator completed so far (every result and reason).
+    pub fn reconciles(&self) -> f64 {
+        self.metric_sum("secprov_reconciles_total", &[])
+    }
+
+    /// Waits (up to 60 s) until the operator completes `n` more reconciles than it had when
+    /// called: proof that it was active in a window in which a test then asserts that nothing
+    /// happened. Returns how long the window lasted.
+    pub fn wait_reconciles(&self, n: u32) -> Duration {
+        self.wait_metric_advance("secprov_reconciles_total", &[], n)
+    }
+
+    /// Like [`Operator::wait_reconciles`] for any counter: waits (up to 60 s) until the sum of
+    /// `name`'s samples matching `filters` (see [`Operator::metric_sum`]) grew by `n`.
+    pub fn wait_metric_advance(&self, name: &str, filters: &[&str], n: u32) -> Duration {
+        let (start, since) = (Instant::now(), self.metric_sum(name, filters));
+        let what = format!("{name}{filters:?} to grow by {n} from {since}");
+        eventually(Duration::from_secs(60), &what, || {
+            (self.metric_sum(name, filters) >= since + f64::from(n)).then_some(())
+        });
+        start.elapsed()
     }
 
     pub fn log_text(&self) -> String {

@@ -1,0 +1,218 @@
+//! The one environment builder of the end-to-end tests: a namespace of its own, a fresh
+//! simulator, the example connection pointing at it with the simulator's credentials, and the
+//! runtime the simulator runs on. Operators are started from it with the tests' usual timing.
+use std::time::Duration;
+
+use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
+use secprov_sim::jitsudo::{JitsudoSimConfig, JitsudoSimulator};
+use secprov_sim::keystone::{KeystoneSimConfig, KeystoneSimulator};
+
+use super::{Operator, TestNamespace, example};
+
+/// The Coveo organization of the example connection.
+pub const COVEO_ORG: &str = "demo-org";
+
+/// A namespace, a simulator `S` and the example connection to it.
+pub struct Env<S> {
+    pub ns: TestNamespace,
+    pub sim: S,
+    pub rt: tokio::runtime::Runtime,
+}
+
+/// The runtime simulators run on (two workers: they serve while the test thread blocks).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A Coveo simulator for the example organization accepting `api_key`, its CREATING and
+/// REFRESHING lasting `refresh`.
+pub fn coveo_config(api_key: &str, refresh: Duration) -> CoveoSimConfig {
+    CoveoSimConfig {
+        refresh_duration: refresh,
+        ..CoveoSimConfig::new(COVEO_ORG, api_key)
+    }
+}
+
+impl Env<CoveoSimulator> {
+    /// The example Coveo connection (`coveo`, organization and API key of `config`) in a new
+    /// namespace named after `prefix`.
+    pub fn coveo(prefix: &str, config: CoveoSimConfig) -> Self {
+        let rt = runtime();
+        let (org, key) = (config.organization_id.clone(), config.api_key.clone());
+        let sim = rt
+            .block_on(CoveoSimulator::start(
+                "127.0.0.1:0".parse().unwrap(),
+                config,
+            ))
+            .expect("start the Coveo simulator");
+        let ns = TestNamespace::new(prefix);
+        let connection = example("coveo/00-connection.yaml", &sim.base_url())
+            .replace("demo-api-key", &key)
+            .replace(
+                &format!("organizationId: {COVEO_ORG}"),
+                &format!("organizationId: {org}"),
+            );
+        ns.apply(&connection).expect("apply the Coveo connection");
+        Env { ns, sim, rt }
+    }
+}
+
+impl Env<CoveoSimulator> {
+    /// Creates a provider directly in the remote organization, as a console user would.
+    pub fn create_remotely(&self, body: serde_json::Value) {
+        let config = self.sim.config();
+        let url = format!(
+            "{}/rest/organizations/{}/securityproviders",
+            self.sim.base_url(),
+            config.organization_id
+        );
+        self.rt.block_on(async {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(&config.api_key)
+                .json(&body)
+                .send()
+                .await
+                .expect("POST to the Coveo simulator")
+                .error_for_status()
+                .expect("the simulator accepts the provider");
+        });
+    }
+}
+
+impl Env<KeystoneSimulator> {
+    /// The example Keystone connection (`keystone`) with `password` in its Secret (the
+    /// simulator accepts `config.password`), in a new namespace named after `prefix`.
+    pub fn keystone(prefix: &str, config: KeystoneSimConfig, password: &str) -> Self {
+        let rt = runtime();
+        let sim = rt
+            .block_on(KeystoneSimulator::start(
+                "127.0.0.1:0".parse().unwrap(),
+                config,
+            ))
+            .expect("start the Keystone simulator");
+        let ns = TestNamespace::new(prefix);
+        let connection = example("keystone/00-connection.yaml", &sim.base_url())
+            .replace("demo-password", password);
+        ns.apply(&connection)
+            .expect("apply the Keystone connection");
+        Env { ns, sim, rt }
+    }
+}
+
+impl Env<JitsudoSimulator> {
+    /// The example JITSudo connection (`jitsudo`, the simulator's default tenant) with
+    /// `secret_key` in its Secret (the simulator accepts `config.api_key`), in a new namespace
+    /// named after `prefix`.
+    pub fn jitsudo(prefix: &str, config: JitsudoSimConfig, secret_key: &str) -> Self {
+        let rt = runtime();
+        let sim = rt
+            .block_on(JitsudoSimulator::start(
+                "127.0.0.1:0".parse().unwrap(),
+                config,
+            ))
+            .expect("start the JITSudo simulator");
+        let ns = TestNamespace::new(prefix);
+        let connection = example("jitsudo/00-connection.yaml", &sim.base_url())
+            .replace("demo-jitsudo-key", secret_key);
+        assert!(
+            connection.contains(&sim.config().tenant_id),
+            "the example's tenant is the simulator's default tenant"
+        );
+        ns.apply(&connection).expect("apply the JITSudo connection");
+        Env { ns, sim, rt }
+    }
+}
+
+impl<S> Env<S> {
+    /// An operator for this namespace with the tests' usual timing (progress every 500 ms,
+    /// resync every 2 s); `extra` adds flags or overrides those two.
+    pub fn start_operator(&self, extra: &[&str]) -> Operator {
+        Operator::start(&self.ns.name, &operator_args(extra))
+    }
+}
+
+/// The tests' usual operator flags followed by `extra`, without the defaults `extra` sets.
+pub fn operator_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = Vec::new();
+    for (flag, value) in [
+        ("--progress-interval", "500ms"),
+        ("--resync-interval", "2s"),
+    ] {
+        if !extra.contains(&flag) {
+            args.extend_from_slice(&[flag, value]);
+        }
+    }
+    args.extend_from_slice(extra);
+    args
+}
+
+/// An environment with its operator running.
+pub struct Running<S> {
+    pub operator: Operator,
+    pub env: Env<S>,
+}
+
+impl<S> Env<S> {
+    /// Starts the operator (see [`Env::start_operator`]) and keeps it with the environment.
+    pub fn with_operator(self, extra: &[&str]) -> Running<S> {
+        Running {
+            operator: self.start_operator(extra),
+            env: self,
+        }
+    }
+}
+
+impl<S> std::ops::Deref for Running<S> {
+    type Target = Env<S>;
+    fn deref(&self) -> &Env<S> {
+        &self.env
+    }
+}
+
+/// A SecurityProvider named `witness` whose connection points at a closed loopback port: it
+/// fails with RemoteUnavailable and is retried with backoff (about 1, 2, 4 s ...), touching no
+/// simulator. Its reconciles prove the operator was active while a test waits for something
+/// not to happen to an object that is not reconciled again on its own (a terminal failure, a
+/// paused object).
+pub const WITNESS: &str = r#"apiVersion: v1
+kind: Secret
+metadata:
+  name: witness-key
+  labels: {secprov.dev/credential: "true"}
+stringData:
+  apiKey: witness-key-unused
+---
+apiVersion: secprov.dev/v1alpha1
+kind: ProviderConnection
+metadata:
+  name: witness
+spec:
+  timeoutSeconds: 2
+  coveo:
+    organizationId: witness-org
+    endpoint: http://127.0.0.1:9
+    apiKeySecretRef: {name: witness-key, key: apiKey}
+---
+apiVersion: secprov.dev/v1alpha1
+kind: SecurityProvider
+metadata:
+  name: witness
+spec:
+  connectionRef: witness
+  coveo:
+    referencedBy:
+      - type: SOURCE
+        id: witness-source
+"#;
+
+impl TestNamespace {
+    /// Applies [`WITNESS`].
+    pub fn apply_witness(&self) {
+        self.apply(WITNESS).expect("apply the witness provider");
+    }
+}
