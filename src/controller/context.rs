@@ -67,6 +67,8 @@ pub struct Context {
     /// Built backend clients, shared by every reconcile of a connection version.
     clients: ClientCache,
     failures: Mutex<HashMap<ObjectRef<SecurityProvider>, u32>>,
+    /// The reason of each failing object's latest failure (for one warning per change).
+    failure_reasons: Mutex<HashMap<ObjectRef<SecurityProvider>, &'static str>>,
     /// Paged reads of each connection's providers, shared by resyncs; reached only through
     /// a [`ConnectionHandle`].
     snapshots: Snapshots<SnapshotKey>,
@@ -98,6 +100,7 @@ impl Context {
             metrics,
             clients: ClientCache::default(),
             failures: Mutex::new(HashMap::new()),
+            failure_reasons: Mutex::new(HashMap::new()),
             snapshots: Snapshots::new(if settings.batch_observe {
                 snapshot_max_age(settings.resync_interval)
             } else {
@@ -130,17 +133,21 @@ impl Context {
         Ok(ConnectionHandle::new(connection, client, &self.snapshots))
     }
 
-    /// Drops everything kept for a deleted connection: its client (and the credentials in it)
-    /// and its snapshots.
+    /// Drops everything kept for a deleted connection: its client (and the credentials in it),
+    /// its snapshots and its ready gauge.
     pub async fn forget_connection(&self, connection: &ObjectRef<ProviderConnection>) {
         self.clients.forget(connection).await;
         self.snapshots.retain(|(r, _, _)| r != connection);
+        let namespace = connection.namespace.as_deref().unwrap_or_default();
+        self.metrics
+            .connection_forgotten(namespace, &connection.name);
     }
 
     /// Drops the per-object state of a deleted SecurityProvider: failure count, settling mark
     /// and ready gauge.
     pub fn forget_object(&self, object: &ObjectRef<SecurityProvider>) {
         self.reset_failures(object);
+        self.record_failure(object, None);
         self.set_settling(object, false);
         let namespace = object.namespace.as_deref().unwrap_or_default();
         self.metrics.provider_forgotten(namespace, &object.name);
@@ -239,6 +246,23 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(object);
+    }
+
+    /// Records the reason of the object's latest reconcile failure (None: it did not fail) and
+    /// returns the one recorded before, if this process saw one.
+    pub fn record_failure(
+        &self,
+        object: &ObjectRef<SecurityProvider>,
+        reason: Option<&'static str>,
+    ) -> Option<&'static str> {
+        let mut reasons = self
+            .failure_reasons
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match reason {
+            Some(reason) => reasons.insert(object.clone(), reason),
+            None => reasons.remove(object),
+        }
     }
 
     /// Remembers whether the provider's remote state was settling (its next read must be

@@ -4,6 +4,8 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use kube::runtime::reflector::ObjectRef;
+
 use super::fixtures::*;
 use super::reconcile::reconcile;
 use super::status::{Outcome, OutcomeResult, compute_status};
@@ -132,4 +134,32 @@ async fn a_warning_is_logged_when_failing_starts_or_changes_reason_not_on_retrie
         failure_warnings(other, RemoteErrorKind::Unauthorized).await,
         1
     );
+}
+
+#[tokio::test]
+async fn a_deleted_connection_leaves_no_ready_gauge() {
+    let h = Harness::new(Some(provider()), &[]).await;
+    h.metrics
+        .connection_observed(NAMESPACE, CONNECTION, "coveo", true);
+    let series = format!(r#"name="{CONNECTION}""#);
+    assert!(h.metrics.encode().contains(&series));
+    let reference = ObjectRef::new(CONNECTION).within(NAMESPACE);
+    h.ctx.forget_connection(&reference).await;
+    let text = h.metrics.encode();
+    assert!(!text.contains(&series), "{text}");
+}
+
+#[tokio::test]
+async fn a_retry_on_a_cached_object_without_the_new_status_is_not_warned_again() {
+    // The second reconcile runs before the cache shows the status the first one wrote.
+    let h = failing_remote(&provider(), RemoteErrorKind::Unavailable).await;
+    let log = logged(async {
+        for _ in 0..2 {
+            reconcile(Arc::new(provider()), h.ctx.clone())
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    assert_eq!(log.matches("SecurityProvider failing").count(), 1, "{log}");
 }

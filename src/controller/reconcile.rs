@@ -81,7 +81,7 @@ async fn apply(
     if let OutcomeResult::Failed { reason, .. } = &report.outcome.result {
         let _ = handled_failure.set(*reason);
     }
-    warn_on_new_failure(&sp, &report.outcome.result);
+    warn_on_new_failure(ctx, &sp, &report.outcome.result);
     let new_status = update_status(ctx, api, &sp, &report.outcome).await?;
     // Only now that status.remoteId is stored can the marker go: a crash before this point
     // leaves the marker, and the next reconcile adopts the provider instead of creating again.
@@ -103,7 +103,14 @@ async fn apply(
 
 /// Logs a warning when the object starts failing or fails for another reason than before. A
 /// retry that fails the same way stays quiet: status and the Warning Event already say it.
-fn warn_on_new_failure(sp: &SecurityProvider, result: &OutcomeResult) {
+/// "Before" is what this process saw last (the cached object may not show the status the
+/// previous reconcile wrote yet), else the status (after a restart).
+fn warn_on_new_failure(ctx: &Context, sp: &SecurityProvider, result: &OutcomeResult) {
+    let reason = match result {
+        OutcomeResult::Failed { reason, .. } => Some(*reason),
+        _ => None,
+    };
+    let seen = ctx.record_failure(&ObjectRef::from_obj(sp), reason);
     let OutcomeResult::Failed {
         reason,
         message,
@@ -112,15 +119,18 @@ fn warn_on_new_failure(sp: &SecurityProvider, result: &OutcomeResult) {
     else {
         return;
     };
-    let before = status::find(sp.status.as_ref(), status::SYNCED);
-    if before.is_some_and(|c| c.status != "True" && c.reason == *reason) {
+    let in_status = status::find(sp.status.as_ref(), status::SYNCED)
+        .filter(|c| c.status != "True")
+        .map(|c| c.reason.as_str());
+    let previous = seen.or(in_status);
+    if previous == Some(*reason) {
         return;
     }
     warn!(
         object = %sp.name_any(),
         reason,
         terminal,
-        previous = before.map_or("none", |c| c.reason.as_str()),
+        previous = previous.unwrap_or("none"),
         %message,
         "SecurityProvider failing"
     );
