@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every fuzz target in fuzz/ briefly (FUZZ_SECONDS each, default 20). Needs a nightly
-# toolchain and cargo-fuzz; without nightly it says so and exits 0 (CI must not fail for a
-# missing optional toolchain). A crash found by the fuzzer fails the run.
+# Runs every fuzz target in fuzz/ briefly (FUZZ_SECONDS each, default 20) with a nightly
+# toolchain and cargo-fuzz. Skips (exit 0, saying why) only when no nightly toolchain exists;
+# a stale fuzz/Cargo.lock, fuzz targets that do not build, or a crash found by the fuzzer fail
+# the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${FUZZ_SECONDS:-20}"
@@ -12,15 +13,18 @@ if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
 fi
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   echo "fuzz: installing cargo-fuzz"
-  if ! cargo install cargo-fuzz --locked; then
-    echo "fuzz: skipped, cannot install cargo-fuzz"
-    exit 0
-  fi
+  cargo install cargo-fuzz --locked || { echo "fuzz: FAIL: cannot install cargo-fuzz" >&2; exit 1; }
 fi
 cd fuzz
+# The fuzz crate is outside the workspace and has its own lock file: it must be current, or
+# the build below would quietly resolve other versions than the ones reviewed.
+if ! cargo +nightly metadata --locked --format-version 1 >/dev/null; then
+  echo "fuzz: FAIL: fuzz/Cargo.lock is stale; run (cd fuzz && cargo +nightly update -w) and commit it" >&2
+  exit 1
+fi
 if ! cargo +nightly fuzz build -O; then
-  echo "fuzz: skipped, the fuzz targets do not build on this nightly (they are also compiled by cargo test)"
-  exit 0
+  echo "fuzz: FAIL: the fuzz targets do not build (cd fuzz && cargo +nightly fuzz build -O)" >&2
+  exit 1
 fi
 for target in $(cargo +nightly fuzz list); do
   echo "fuzz: $target for ${seconds}s"
