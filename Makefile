@@ -21,7 +21,7 @@ bench:
 	  python3 -m venv target/peer-kopf-venv && \
 	  target/peer-kopf-venv/bin/pip install -q -r benches/peer-kopf/requirements.txt; fi
 	cargo bench --locked --bench operator
-	cargo test --release --locked --test scheduling -- --ignored --nocapture
+	cargo bench --locked --bench scheduling
 
 unit:
 	cargo test --workspace --lib --bins
