@@ -205,7 +205,9 @@ async fn listed(mut listed: tokio::sync::watch::Receiver<bool>) {
     let _ = listed.wait_for(|done| *done).await;
 }
 
-/// Providers to reconcile when a Secret changes: those of the connections that read it.
+/// Providers to reconcile when a Secret changes: those of the connections that read it, and
+/// those that send values from it (Coveo `sensitiveParameters`, `userIdentities`). Which keys
+/// changed is not known from metadata: the reconcile compares the hash of the values.
 fn providers_reading_secret(
     secret: &PartialObjectMeta<Secret>,
     connections: &Store<ProviderConnection>,
@@ -216,7 +218,36 @@ fn providers_reading_secret(
         .into_iter()
         .map(|c| c.name)
         .collect();
-    providers_using(providers, &namespace, &users)
+    let mut triggered = providers_using(providers, &namespace, &users);
+    triggered.extend(providers_sending_values_of(
+        providers,
+        &namespace,
+        &secret.name_any(),
+    ));
+    triggered.sort_by(|a, b| a.name.cmp(&b.name));
+    triggered.dedup();
+    triggered
+}
+
+/// Providers in `namespace` whose spec sends values read from Secret `name`.
+fn providers_sending_values_of(
+    store: &Store<SecurityProvider>,
+    namespace: &str,
+    name: &str,
+) -> Vec<ObjectRef<SecurityProvider>> {
+    store
+        .state()
+        .iter()
+        .filter(|sp| {
+            sp.namespace().as_deref() == Some(namespace)
+                && sp
+                    .spec
+                    .coveo
+                    .as_ref()
+                    .is_some_and(|c| crate::backend::coveo::secrets::secret_names(c).contains(name))
+        })
+        .map(|sp| ObjectRef::from_obj(sp.as_ref()))
+        .collect()
 }
 
 /// The version of a connection that matters to its providers: the connection controller
@@ -426,5 +457,29 @@ mod strip_tests {
             vec!["secprov.dev/paused"]
         );
         assert_eq!(sp.finalizers(), ["secprov.dev/cleanup"]);
+    }
+
+    #[test]
+    fn a_secret_triggers_the_providers_that_send_its_values() {
+        use crate::api::security_provider::SecurityProvider;
+        let (store, mut writer) = reflector::store::<SecurityProvider>();
+        for (name, namespace, secret) in [
+            ("db", "team", "creds"),
+            ("other-ns", "elsewhere", "creds"),
+            ("other-secret", "team", "unrelated"),
+        ] {
+            let sp: SecurityProvider = serde_json::from_value(serde_json::json!({
+                "apiVersion": "secprov.dev/v1alpha1",
+                "kind": "SecurityProvider",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"connectionRef": "c", "coveo": {"userIdentities": {"crawler": {
+                    "userName": "svc", "passwordSecretRef": {"name": secret, "key": "password"}}}}}
+            }))
+            .unwrap();
+            writer.apply_watcher_event(&watcher::Event::Apply(sp));
+        }
+        let triggered = providers_sending_values_of(&store, "team", "creds");
+        let names: Vec<&str> = triggered.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["db"]);
     }
 }
