@@ -307,7 +307,7 @@ fn values_come_only_from_opted_in_secrets_and_labelling_one_resumes_the_provider
         env.sim.provider("optin").is_none(),
         "nothing sent from an unlabelled Secret"
     );
-    // The error is terminal: only the Secret watch can bring the provider back.
+    // Secrets are not watched: the provider reads the Secret again at its next resync.
     env.ns
         .kubectl(&[
             "label",

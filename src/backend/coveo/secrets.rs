@@ -6,7 +6,7 @@
 //! cannot be checked offline against a dictionary without the uid, and equal values in two
 //! objects hash differently), and sends an update exactly when the hash of the current Secret
 //! values differs from the recorded one.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -87,14 +87,6 @@ pub fn secret_refs(spec: &CoveoProviderSpec) -> Vec<(String, &SecretKeyRef)> {
         .iter()
         .map(|(name, identity)| (identity_key(name), &identity.password_secret_ref));
     parameters.chain(passwords).collect()
-}
-
-/// Names of the Secrets a provider spec reads values from (for the Secret watch).
-pub fn secret_names(spec: &CoveoProviderSpec) -> BTreeSet<&str> {
-    secret_refs(spec)
-        .into_iter()
-        .map(|(_, r)| r.name.as_str())
-        .collect()
 }
 
 /// Reads every value `spec` names from the Secrets of `api`'s namespace, each Secret once and
