@@ -219,11 +219,18 @@ fn providers_reading_secret(
     providers_using(providers, &namespace, &users)
 }
 
-/// The version of a connection that matters to its providers: the connection controller
-/// writes status, so only spec changes (a new generation) and replacement (a new uid) count.
+/// The version of a connection that matters to its providers: spec changes (a new
+/// generation), replacement (a new uid) and its Ready condition turning True or not (a
+/// key activated after a 401, a WAF rule lifted: providers parked on a remote refusal try
+/// again at once). Other status writes of the connection controller do not count.
 fn connection_version(conn: &ProviderConnection) -> String {
+    let ready = conn.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    });
     format!(
-        "{}/{}",
+        "{}/{}/{ready}",
         conn.uid().unwrap_or_default(),
         conn.metadata.generation.unwrap_or_default()
     )
@@ -400,6 +407,47 @@ async fn provider_controller(
 #[cfg(test)]
 mod strip_tests {
     use super::*;
+
+    fn connection_ready(ready: bool) -> ProviderConnection {
+        let status = match ready {
+            true => crate::api::ConditionStatus::True,
+            false => crate::api::ConditionStatus::False,
+        };
+        let ready = super::status::condition(
+            &[],
+            "Ready",
+            status,
+            "Checked".into(),
+            "",
+            Some(1),
+            jiff::Timestamp::UNIX_EPOCH,
+        );
+        let mut conn = super::fixtures::connection(1);
+        conn.status = Some(crate::api::ProviderConnectionStatus {
+            conditions: vec![ready],
+            ..Default::default()
+        });
+        conn
+    }
+
+    #[tokio::test]
+    async fn a_connection_turning_ready_triggers_its_providers() {
+        let (store, mut writer) = reflector::store::<SecurityProvider>();
+        writer.apply_watcher_event(&watcher::Event::Apply(super::fixtures::provider()));
+        let events = futures::stream::iter([
+            Ok(watcher::Event::InitApply(connection_ready(false))),
+            Ok(watcher::Event::InitDone),
+            // A status write that changes nothing that matters: no trigger.
+            Ok(watcher::Event::Apply(connection_ready(false))),
+            Ok(watcher::Event::Apply(connection_ready(true))),
+        ]);
+        let triggers: Vec<_> = dependency_triggers(events, connection_version, move |conn| {
+            providers_using(&store, "ns", &[conn.name_any()])
+        })
+        .collect()
+        .await;
+        assert_eq!(triggers, [ObjectRef::new("idp").within("ns")]);
+    }
 
     #[test]
     fn cached_providers_keep_only_what_the_controller_reads() {
