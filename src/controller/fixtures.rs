@@ -8,8 +8,6 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use http::{Request, Response, StatusCode};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::PartialObjectMeta;
 use kube::client::Body;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, store::Writer};
@@ -222,6 +220,8 @@ pub struct FakeBackend {
     pub lost_create: Mutex<Option<ObservedProvider>>,
     /// Operations (`create`, `update`, ...) that fail, and how.
     pub failing: Mutex<BTreeMap<&'static str, RemoteErrorKind>>,
+    /// When set, every observe fails with this kind (a remote outage, refused credentials).
+    pub observe_failure: Mutex<Option<RemoteErrorKind>>,
     pub timeline: Timeline,
 }
 
@@ -237,6 +237,7 @@ impl FakeBackend {
             ),
             lost_create: Mutex::new(None),
             failing: Mutex::new(BTreeMap::new()),
+            observe_failure: Mutex::new(None),
             timeline: timeline.clone(),
         })
     }
@@ -266,6 +267,9 @@ impl FakeBackend {
 impl ProviderBackend for FakeBackend {
     async fn observe(&self, key: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError> {
         self.record(format!("observe {}", key.id));
+        if let Some(kind) = *self.observe_failure.lock().unwrap() {
+            return Err(Self::error("get", kind));
+        }
         let providers = self.providers.lock().unwrap();
         let by_id = key
             .known_remote_id
@@ -394,22 +398,13 @@ pub fn annotate(mut sp: SecurityProvider, key: &str, value: &str) -> SecurityPro
     sp
 }
 
-/// A controller context over `client` whose caches hold `connections` and the metadata of
-/// the Secrets `secrets` (in the test namespace); also the writer of the connection cache.
+/// A controller context over `client` whose cache holds `connections`; also the writer of
+/// the connection cache.
 pub fn context(
     client: Client,
     connections: &[ProviderConnection],
-    secrets: &[&str],
 ) -> (Arc<Context>, Writer<ProviderConnection>) {
     let (connection_store, mut connection_writer) = reflector::store::<ProviderConnection>();
-    let (secret_store, mut secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
-    for name in secrets {
-        let mut secret = PartialObjectMeta::<Secret>::default();
-        secret.metadata.name = Some((*name).into());
-        secret.metadata.namespace = Some(NAMESPACE.into());
-        secret.metadata.resource_version = Some("7".into());
-        secret_writer.apply_watcher_event(&watcher::Event::Apply(secret));
-    }
     for connection in connections {
         connection_writer.apply_watcher_event(&watcher::Event::Apply(connection.clone()));
     }
@@ -418,7 +413,6 @@ pub fn context(
         client,
         Settings::default(),
         connection_store,
-        secret_store,
         recorder,
         Arc::new(Metrics::new()),
     );
@@ -463,7 +457,7 @@ impl Harness {
             .collect();
         let client = mock_client(objects, timeline.clone(), events.clone());
         let conn = connection(1);
-        let (ctx, connections) = context(client, std::slice::from_ref(&conn), &["key"]);
+        let (ctx, connections) = context(client, std::slice::from_ref(&conn));
         let metrics = ctx.metrics.clone();
         let fake = backend(&timeline);
         ctx.install_client(&conn, fake.clone()).await;
