@@ -74,7 +74,14 @@ pub struct Context {
     /// Providers whose remote state was settling at their last reconcile: their next read
     /// must be fresh, a snapshot would show the old state.
     settling: Mutex<HashSet<ObjectRef<SecurityProvider>>>,
+    /// Consecutive cleanup attempts that failed permanently, per object (bounded by
+    /// [`MAX_CLEANUP_ATTEMPTS`]).
+    cleanup_failures: Mutex<HashMap<ObjectRef<SecurityProvider>, u32>>,
 }
+
+/// Permanent cleanup failures (credentials refused, connection or Secret gone) before a
+/// deletion stops retrying and reports `CleanupBlocked` with its escape hatch.
+pub const MAX_CLEANUP_ATTEMPTS: u32 = 5;
 
 impl Context {
     /// A context over the given caches.
@@ -100,6 +107,7 @@ impl Context {
                 Duration::ZERO
             }),
             settling: Mutex::new(HashSet::new()),
+            cleanup_failures: Mutex::new(HashMap::new()),
             settings,
         }
     }
@@ -111,6 +119,44 @@ impl Context {
         let connection = self.connection_of(sp)?;
         check_backend_match(sp, &connection)?;
         self.handle_for(connection).await
+    }
+
+    /// [`Self::connection`] for the remote cleanup of a provider: when the connection's Secret
+    /// is already gone (deleted with the namespace before its usage finalizer was set), the
+    /// client built from it last time still works.
+    pub async fn connection_for_cleanup(
+        &self,
+        sp: &SecurityProvider,
+    ) -> Result<ConnectionHandle<'_>, Error> {
+        match self.connection(sp).await {
+            Err(
+                error @ (Error::SecretNotFound(_)
+                | Error::SecretKeyMissing { .. }
+                | Error::SecretNotOptedIn(_)),
+            ) => {
+                let connection = self.connection_of(sp)?;
+                let Some(client) = self.clients.last_built(&connection).await else {
+                    return Err(error);
+                };
+                tracing::info!(
+                    reason = error.reason(),
+                    "cleanup uses the connection's last built client"
+                );
+                Ok(ConnectionHandle::new(connection, client, &self.snapshots))
+            }
+            other => other,
+        }
+    }
+
+    /// Counts one more permanent cleanup failure of `object` and returns the count.
+    pub fn cleanup_failed(&self, object: &ObjectRef<SecurityProvider>) -> u32 {
+        let mut failures = self
+            .cleanup_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let count = failures.entry(object.clone()).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
     }
 
     /// The handle of a connection (for its own controller, which checks its credentials).
@@ -138,6 +184,10 @@ impl Context {
     pub fn forget_object(&self, object: &ObjectRef<SecurityProvider>) {
         self.reset_failures(object);
         self.set_settling(object, false);
+        self.cleanup_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(object);
         let namespace = object.namespace.as_deref().unwrap_or_default();
         self.metrics.provider_forgotten(namespace, &object.name);
     }

@@ -36,6 +36,7 @@ pub mod reconcile;
 mod reconcile_tests;
 pub mod snapshot;
 pub mod status;
+pub mod usage;
 
 pub use context::{Context, Settings};
 
@@ -234,8 +235,11 @@ fn connection_version(conn: &ProviderConnection) -> String {
 fn dependency_watches(
     client: &Client,
     ctx: &Arc<Context>,
-    connection_writer: reflector::store::Writer<ProviderConnection>,
-    secret_writer: reflector::store::Writer<PartialObjectMeta<Secret>>,
+    (connection_writer, secret_writer): (
+        reflector::store::Writer<ProviderConnection>,
+        reflector::store::Writer<PartialObjectMeta<Secret>>,
+    ),
+    usage: &usage::Triggers,
 ) -> (
     Events<ProviderConnection>,
     Events<PartialObjectMeta<Secret>>,
@@ -257,7 +261,9 @@ fn dependency_watches(
                 }
                 event
             }
-        });
+        })
+        .inspect(usage_trigger(usage.clone(), |_| true));
+    let secret_connections = ctx.connections.clone();
     let secrets = watcher(secrets_api, watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(|s: &mut PartialObjectMeta<Secret>| {
@@ -265,8 +271,28 @@ fn dependency_watches(
             s.metadata.annotations = None;
             s.metadata.labels = None;
         })
-        .reflect(secret_writer);
+        .reflect(secret_writer)
+        // Only the Secrets that connections read, or that still carry the usage finalizer.
+        .inspect(usage_trigger(usage.clone(), move |secret| {
+            usage::has_finalizer(secret)
+                || !connection::connections_reading(&secret_connections, secret).is_empty()
+        }));
     (connections.boxed(), secrets.boxed())
+}
+
+/// Sends a usage trigger for the namespace of every changed object that `matters`.
+fn usage_trigger<K: Resource>(
+    triggers: usage::Triggers,
+    matters: impl Fn(&K) -> bool,
+) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) {
+    move |event| {
+        if let Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) = event
+            && matters(obj)
+            && let Some(namespace) = obj.meta().namespace.clone()
+        {
+            let _ = triggers.unbounded_send(usage::Trigger::Namespace(namespace));
+        }
+    }
 }
 
 /// Runs the SecurityProvider and ProviderConnection controllers until `shutdown` resolves.
@@ -299,8 +325,13 @@ pub async fn run(
         recorder,
         metrics,
     ));
-    let (connection_events, secret_events) =
-        dependency_watches(&client, &ctx, connection_writer, secret_writer);
+    let (usage_triggers, usage_receiver) = futures::channel::mpsc::unbounded();
+    let (connection_events, secret_events) = dependency_watches(
+        &client,
+        &ctx,
+        (connection_writer, secret_writer),
+        &usage_triggers,
+    );
     let connections = fan_out(connection_events);
     let secrets = fan_out(secret_events);
     // Dependencies must be cached before the first reconcile, or a provider whose connection
@@ -310,8 +341,17 @@ pub async fn run(
         listed(secrets.listed.clone()),
     )
     .map(|_| ());
+    let (providers, provider_writer) = reflector::store::<SecurityProvider>();
+    let usage = usage::run(
+        ctx.clone(),
+        providers.clone(),
+        usage_receiver,
+        usage_triggers.clone(),
+    );
     let provider_controller = provider_controller(
         providers_api,
+        (providers, provider_writer),
+        usage_triggers,
         ctx.clone(),
         (connections.for_providers, secrets.for_providers),
         dependencies_listed,
@@ -327,6 +367,7 @@ pub async fn run(
     tokio::select! {
         _ = futures::future::join(provider_controller, connection_controller) => {}
         _ = futures::future::join(connections.pump, secrets.pump) => {}
+        _ = usage => {}
     }
     info!("controller stopped");
     Ok(())
@@ -336,6 +377,11 @@ pub async fn run(
 /// and Secret watches. Runs until `shutdown`.
 async fn provider_controller(
     providers_api: Api<SecurityProvider>,
+    (providers, provider_writer): (
+        Store<SecurityProvider>,
+        reflector::store::Writer<SecurityProvider>,
+    ),
+    usage_triggers: usage::Triggers,
     ctx: Arc<Context>,
     (connection_events, secret_events): (
         Events<ProviderConnection>,
@@ -344,7 +390,6 @@ async fn provider_controller(
     dependencies_listed: impl std::future::Future<Output = ()> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (providers, provider_writer) = reflector::store::<SecurityProvider>();
     let forget_ctx = ctx.clone();
     // The shard's selector applies to SecurityProviders only: connections and Secrets are
     // shared by providers of every shard.
@@ -356,6 +401,7 @@ async fn provider_controller(
         .default_backoff()
         .modify(strip_provider)
         .reflect(provider_writer)
+        .inspect(usage::provider_watcher(usage_triggers))
         .inspect(move |event| {
             // Whatever way it went (finalizer removed by hand included), a deleted object's
             // backoff, settling mark and ready gauge go with it.
