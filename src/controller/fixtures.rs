@@ -198,6 +198,8 @@ pub struct FakeBackend {
     pub providers: Mutex<BTreeMap<String, ObservedProvider>>,
     /// A provider our own earlier create made, invisible until the next create answers 409.
     pub lost_create: Mutex<Option<ObservedProvider>>,
+    /// When set, every observe fails with this kind (a remote outage, refused credentials).
+    pub observe_failure: Mutex<Option<RemoteErrorKind>>,
     pub timeline: Timeline,
 }
 
@@ -212,6 +214,7 @@ impl FakeBackend {
                     .collect(),
             ),
             lost_create: Mutex::new(None),
+            observe_failure: Mutex::new(None),
             timeline: timeline.clone(),
         })
     }
@@ -229,6 +232,9 @@ impl FakeBackend {
 impl ProviderBackend for FakeBackend {
     async fn observe(&self, key: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError> {
         self.record(format!("observe {}", key.id));
+        if let Some(kind) = *self.observe_failure.lock().unwrap() {
+            return Err(Self::error("get", kind));
+        }
         let providers = self.providers.lock().unwrap();
         let by_id = key
             .known_remote_id

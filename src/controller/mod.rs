@@ -28,6 +28,8 @@ pub mod execute;
 pub(crate) mod fixtures;
 pub mod handle;
 pub mod observe;
+#[cfg(test)]
+mod outcome_tests;
 pub mod ownership;
 pub mod patch;
 pub mod plan;

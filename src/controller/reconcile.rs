@@ -1,6 +1,6 @@
 //! One reconcile of a SecurityProvider: validate -> connection handle -> observe -> plan ->
 //! execute -> status. Deletion goes through the finalizer.
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use kube::ResourceExt;
@@ -35,9 +35,11 @@ pub async fn reconcile(sp: Arc<SecurityProvider>, ctx: Arc<Context>) -> Result<A
         .namespace()
         .ok_or_else(|| Error::InvalidSpec("SecurityProvider must be namespaced".into()))?;
     let api: Api<SecurityProvider> = Api::namespaced(ctx.client.clone(), &namespace);
+    // A remote failure that apply reports in status (and retries) is still a failed reconcile.
+    let handled_failure = OnceLock::new();
     let result = finalizer(&api, FINALIZER, sp, |event| async {
         match event {
-            finalizer::Event::Apply(sp) => apply(sp, &ctx, &api).await,
+            finalizer::Event::Apply(sp) => apply(sp, &ctx, &api, &handled_failure).await,
             finalizer::Event::Cleanup(sp) => cleanup(sp, &ctx, &api).await,
         }
     })
@@ -47,9 +49,10 @@ pub async fn reconcile(sp: Arc<SecurityProvider>, ctx: Arc<Context>) -> Result<A
         finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::from(e),
         other => Error::InvalidSpec(other.to_string()),
     });
-    let (label, reason) = match &result {
-        Ok(_) => ("success", "Reconciled"),
-        Err(e) => ("error", e.reason()),
+    let (label, reason) = match (&result, handled_failure.get()) {
+        (Ok(_), None) => ("success", "Reconciled"),
+        (Ok(_), Some(reason)) => ("error", *reason),
+        (Err(e), _) => ("error", e.reason()),
     };
     ctx.metrics.reconciled(label, reason, started.elapsed());
     result
@@ -67,16 +70,23 @@ pub fn error_policy(sp: Arc<SecurityProvider>, error: &Error, ctx: Arc<Context>)
     Action::requeue(delay)
 }
 
+/// Reconciles towards the spec. A failure reported in status sets `handled_failure` to its
+/// reason (for the reconcile metric); a Kubernetes API failure is returned.
 async fn apply(
     sp: Arc<SecurityProvider>,
     ctx: &Context,
     api: &Api<SecurityProvider>,
+    handled_failure: &OnceLock<&'static str>,
 ) -> Result<Action, Error> {
     let report = match sync(&sp, ctx, api).await {
         Ok(report) => report,
         Err(error @ Error::Kube(_)) => return Err(error),
         Err(error) => Report::failed(&sp, &error),
     };
+    if let OutcomeResult::Failed { reason, .. } = &report.outcome.result {
+        let _ = handled_failure.set(*reason);
+    }
+    warn_on_new_failure(&sp, &report.outcome.result);
     let new_status = update_status(ctx, api, &sp, &report.outcome).await?;
     // Only now that status.remoteId is stored can the marker go: a crash before this point
     // leaves the marker, and the next reconcile adopts the provider instead of creating again.
@@ -94,6 +104,31 @@ async fn apply(
     );
     publish_events(ctx, &sp, &report, &new_status).await;
     Ok(next_action(ctx, &ObjectRef::from_obj(&*sp), &report))
+}
+
+/// Logs a warning when the object starts failing or fails for another reason than before. A
+/// retry that fails the same way stays quiet: status and the Warning Event already say it.
+fn warn_on_new_failure(sp: &SecurityProvider, result: &OutcomeResult) {
+    let OutcomeResult::Failed {
+        reason,
+        message,
+        terminal,
+    } = result
+    else {
+        return;
+    };
+    let before = status::find(sp.status.as_ref(), status::SYNCED);
+    if before.is_some_and(|c| c.status != "True" && c.reason == *reason) {
+        return;
+    }
+    warn!(
+        object = %sp.name_any(),
+        reason,
+        terminal,
+        previous = before.map_or("none", |c| c.reason.as_str()),
+        %message,
+        "SecurityProvider failing"
+    );
 }
 
 /// The remote part of a reconcile: connection, observe, plan, execute.
