@@ -77,10 +77,11 @@ fn deleting_the_namespace_deletes_the_remote_providers_and_completes() {
     for name in PROVIDERS {
         assert!(sim.provider(name).is_none(), "{name} still exists remotely");
     }
-    assert_eq!(
-        sim.request_count_for("DELETE", "delete"),
-        PROVIDERS.len() as u64,
-        "one remote DELETE per provider"
+    // At least one per provider (a reconcile from a cache that has not seen the finalizer go
+    // yet may DELETE again and find it gone).
+    assert!(
+        sim.request_count_for("DELETE", "delete") >= PROVIDERS.len() as u64,
+        "a remote DELETE per provider"
     );
     assert!(
         took < Duration::from_secs(60),
