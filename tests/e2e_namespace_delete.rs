@@ -123,7 +123,17 @@ fn a_cleanup_refused_with_401_stops_after_bounded_attempts_and_names_the_escape_
     let connection =
         example("coveo/00-connection.yaml", &sim.base_url()).replace("demo-api-key", API_KEY);
     ns.apply(&connection).unwrap();
-    let operator = Operator::start(&ns.name, &["--progress-interval", "500ms"]);
+    // Secrets are read at each connection check (never watched): check often, so the revoked
+    // key below is picked up at once.
+    let operator = Operator::start(
+        &ns.name,
+        &[
+            "--progress-interval",
+            "500ms",
+            "--connection-check-interval",
+            "2s",
+        ],
+    );
     ns.apply(&provider("refused")).unwrap();
     ns.wait_condition("securityprovider/refused", "Ready", "60s")
         .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.log_text()));

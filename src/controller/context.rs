@@ -1,16 +1,16 @@
-//! Shared state of the controller: clients, caches of connections and Secret metadata, built
+//! Shared state of the controller: clients, the cache of connections, built
 //! backends, and per-object failure counts for backoff.
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::PartialObjectMeta;
+use futures::channel::mpsc;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
 use crate::api::{ProviderConnection, SecurityProvider};
+use crate::backend::connect::Recheck;
 use crate::backend::{ClientCache, ProviderBackend, check_backend_match};
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -62,7 +62,6 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub connections: Store<ProviderConnection>,
-    pub secrets: Store<PartialObjectMeta<Secret>>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     /// Built backend clients, shared by every reconcile of a connection version.
@@ -77,6 +76,10 @@ pub struct Context {
     /// Consecutive cleanup attempts that failed permanently, per object (bounded by
     /// [`MAX_CLEANUP_ATTEMPTS`]).
     cleanup_failures: Mutex<HashMap<ObjectRef<SecurityProvider>, u32>>,
+    /// Connections whose check found a change (a rebuilt client, a new result): their
+    /// providers are reconciled again. Taken once by the provider controller.
+    connection_changes: mpsc::UnboundedSender<ObjectRef<ProviderConnection>>,
+    connection_changes_rx: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<ProviderConnection>>>>,
 }
 
 /// Permanent cleanup failures (credentials refused, connection or Secret gone) before a
@@ -89,14 +92,15 @@ impl Context {
         client: Client,
         settings: Settings,
         connections: Store<ProviderConnection>,
-        secrets: Store<PartialObjectMeta<Secret>>,
         recorder: Recorder,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let (connection_changes, rx) = mpsc::unbounded();
         Context {
             client,
             connections,
-            secrets,
+            connection_changes,
+            connection_changes_rx: Mutex::new(Some(rx)),
             recorder,
             metrics,
             clients: ClientCache::default(),
@@ -199,9 +203,7 @@ impl Context {
         connection: &ProviderConnection,
         client: Arc<dyn ProviderBackend>,
     ) {
-        self.clients
-            .install(&self.secrets, connection, client)
-            .await;
+        self.clients.install(connection, client).await;
     }
 
     /// How many snapshot slots exist (unit tests).
@@ -226,7 +228,7 @@ impl Context {
     }
 
     /// The backend client of a connection, built once per version of the connection and of
-    /// the Secrets it reads (see [`ClientCache::get_or_connect`]).
+    /// the Secrets it read (see [`ClientCache::get_or_connect`]).
     async fn backend_for(
         &self,
         connection: &ProviderConnection,
@@ -234,11 +236,38 @@ impl Context {
         self.clients
             .get_or_connect(
                 &self.client,
-                &self.secrets,
                 connection,
                 Some(self.metrics.request_observer()),
             )
             .await
+    }
+
+    /// The connection check's handle: the connection's Secrets are read again, and its client
+    /// rebuilt when they or the connection changed (the `bool` says so).
+    pub async fn recheck_handle(
+        &self,
+        connection: Arc<ProviderConnection>,
+    ) -> Result<(ConnectionHandle<'_>, bool), Error> {
+        let observer = Some(self.metrics.request_observer());
+        let recheck = self.clients.recheck(&self.client, &connection, observer);
+        let rebuilt = matches!(recheck.await?, Recheck::Rebuilt(_));
+        Ok((self.handle_for(connection).await?, rebuilt))
+    }
+
+    /// Asks for the providers of `connection` to be reconciled again (its Secrets or its
+    /// check result changed).
+    pub fn connection_changed(&self, connection: ObjectRef<ProviderConnection>) {
+        let _ = self.connection_changes.unbounded_send(connection);
+    }
+
+    /// The stream of [`Context::connection_changed`] requests (once; None afterwards).
+    pub fn take_connection_changes(
+        &self,
+    ) -> Option<mpsc::UnboundedReceiver<ObjectRef<ProviderConnection>>> {
+        self.connection_changes_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// Records a transient failure and returns the delay before the next attempt:

@@ -8,8 +8,6 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use http::{Request, Response, StatusCode};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::PartialObjectMeta;
 use kube::client::Body;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, store::Writer};
@@ -361,22 +359,13 @@ pub fn annotate(mut sp: SecurityProvider, key: &str, value: &str) -> SecurityPro
     sp
 }
 
-/// A controller context over `client` whose caches hold `connections` and the metadata of
-/// the Secrets `secrets` (in the test namespace); also the writer of the connection cache.
+/// A controller context over `client` whose cache holds `connections`; also the writer of
+/// the connection cache.
 pub fn context(
     client: Client,
     connections: &[ProviderConnection],
-    secrets: &[&str],
 ) -> (Arc<Context>, Writer<ProviderConnection>) {
     let (connection_store, mut connection_writer) = reflector::store::<ProviderConnection>();
-    let (secret_store, mut secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
-    for name in secrets {
-        let mut secret = PartialObjectMeta::<Secret>::default();
-        secret.metadata.name = Some((*name).into());
-        secret.metadata.namespace = Some(NAMESPACE.into());
-        secret.metadata.resource_version = Some("7".into());
-        secret_writer.apply_watcher_event(&watcher::Event::Apply(secret));
-    }
     for connection in connections {
         connection_writer.apply_watcher_event(&watcher::Event::Apply(connection.clone()));
     }
@@ -385,7 +374,6 @@ pub fn context(
         client,
         Settings::default(),
         connection_store,
-        secret_store,
         recorder,
         Arc::new(Metrics::new()),
     );
@@ -422,7 +410,7 @@ impl Harness {
             .collect();
         let client = mock_client(objects, timeline.clone(), events.clone());
         let conn = connection(1);
-        let (ctx, connections) = context(client, std::slice::from_ref(&conn), &["key"]);
+        let (ctx, connections) = context(client, std::slice::from_ref(&conn));
         let metrics = ctx.metrics.clone();
         let fake = backend(&timeline);
         ctx.install_client(&conn, fake.clone()).await;

@@ -276,10 +276,33 @@ pub fn condition(
         type_: type_.to_owned(),
         status: status.as_str().to_owned(),
         reason,
-        message: message.to_owned(),
+        message: clip(message, CONDITION_MESSAGE_MAX_BYTES),
         observed_generation: generation,
         last_transition_time,
     }
+}
+
+/// Longest condition message kept (bytes): remote text can be anything, and a status is read
+/// by every `kubectl get`.
+pub const CONDITION_MESSAGE_MAX_BYTES: usize = 2048;
+
+/// Longest Event note sent (bytes): the API server refuses a note over 1024 bytes, and the
+/// Warning Event would be lost, not shortened.
+pub const EVENT_NOTE_MAX_BYTES: usize = 1000;
+
+/// `text` cut to at most `max_bytes` bytes on a character boundary, with `...` marking a cut.
+/// (Remote text is scrubbed of credentials before it gets here, so a cut never leaves a
+/// recognisable part of a secret.)
+pub fn clip(text: &str, max_bytes: usize) -> String {
+    const MARK: &str = "...";
+    if text.len() <= max_bytes {
+        return text.to_owned();
+    }
+    let mut end = max_bytes.saturating_sub(MARK.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MARK}", &text[..end])
 }
 
 /// The condition of a type, if present.
@@ -293,6 +316,30 @@ mod tests {
     use crate::api::security_provider::{CoveoProviderSpec, CurrentStatus, Statistics};
     use crate::backend::coveo::CoveoConfig;
     use crate::backend::{ProviderConfig, RemoteState};
+
+    #[test]
+    fn remote_text_is_clipped_in_conditions_and_event_notes() {
+        assert_eq!(clip("short", 10), "short");
+        let huge = "é".repeat(1_000_000);
+        let cut = clip(&huge, EVENT_NOTE_MAX_BYTES);
+        assert!(
+            cut.len() <= EVENT_NOTE_MAX_BYTES && cut.len() > 900,
+            "{}",
+            cut.len()
+        );
+        assert!(cut.ends_with("..."));
+        let c = condition(
+            &[],
+            READY,
+            ConditionStatus::False,
+            "RemoteBadResponse".into(),
+            &huge,
+            Some(1),
+            t("2026-01-01T00:00:00Z"),
+        );
+        assert!(c.message.len() <= CONDITION_MESSAGE_MAX_BYTES);
+        assert!(c.message.starts_with("éé"));
+    }
 
     fn t(s: &str) -> jiff::Timestamp {
         s.parse().unwrap()
