@@ -676,5 +676,10 @@ async fn a_spec_change_withheld_is_not_ready_for_its_generation() {
             (Some("False"), Some(expected))
         );
         assert_eq!(status["observedGeneration"], 2);
+        // kstatus: not Current while the change waits.
+        assert_eq!(
+            cond_of(&status, "Stalled"),
+            (&json!("True"), &json!(expected))
+        );
     }
 }

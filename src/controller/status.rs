@@ -247,12 +247,19 @@ fn conditions_for(
             applied,
         } => {
             let synced = value(ConditionStatus::False, reason, message);
-            // A difference not written means the spec is not applied: never "matches".
-            let ready = match &outcome.observed {
-                Some(observed) if *applied => health_ready(observed),
-                _ => synced.clone(),
-            };
-            (synced, ready, progressing, degraded)
+            // A difference not written means the spec is not applied: never "matches", and
+            // for kstatus Stalled (only a change, unpausing included, lets it progress).
+            match &outcome.observed {
+                Some(observed) if *applied => {
+                    (synced, health_ready(observed), progressing, degraded)
+                }
+                _ => (
+                    synced.clone(),
+                    synced.clone(),
+                    None,
+                    Some(value(ConditionStatus::True, reason, message)),
+                ),
+            }
         }
         OutcomeResult::Blocked { reason, message }
         | OutcomeResult::Failed {
