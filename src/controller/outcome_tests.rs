@@ -18,6 +18,7 @@ fn failing(mut sp: SecurityProvider, reason: &'static str) -> SecurityProvider {
     let outcome = Outcome {
         backend: Some(BackendKind::Coveo),
         remote_id: None,
+        ownership: None,
         observed: None,
         result: OutcomeResult::Failed {
             reason,
@@ -25,6 +26,7 @@ fn failing(mut sp: SecurityProvider, reason: &'static str) -> SecurityProvider {
             terminal: false,
         },
         refresh_handled: None,
+        secrets_hash: None,
     };
     let now = "2026-01-01T00:00:00Z".parse().unwrap();
     sp.status = Some(compute_status(None, sp.metadata.generation, &outcome, now));

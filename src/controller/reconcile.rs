@@ -11,11 +11,11 @@ use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use tracing::{info, instrument, warn};
 
-use super::context::Context;
+use super::context::{Context, MAX_CLEANUP_ATTEMPTS};
 use super::events::{publish, publish_events};
 use super::execute::{Report, clear_create_pending, execute};
 use super::observe::{
-    create_pending, is_paused, observe_and_plan, recorded_remote_id, refresh_to_handle,
+    Apis, create_pending, is_paused, observe_and_plan, recorded_remote_id, refresh_to_handle,
 };
 use super::ownership;
 use super::patch::write_status;
@@ -23,8 +23,8 @@ use super::status::{self, Outcome, OutcomeResult, compute_status};
 use crate::api::provider_connection::BackendKind;
 use crate::api::security_provider::DeletionPolicy;
 use crate::api::{FINALIZER, SecurityProvider, SecurityProviderStatus};
-use crate::backend::{ObservedProvider, ProviderKey, desired_config};
-use crate::error::Error;
+use crate::backend::{ObservedProvider, ProviderKey, desired_config, resolve_desired};
+use crate::error::{Error, TERMINAL_RECHECK};
 
 /// Entry point for the kube-runtime Controller.
 #[instrument(skip_all, fields(object = %format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any())))]
@@ -60,6 +60,15 @@ pub async fn reconcile(sp: Arc<SecurityProvider>, ctx: Arc<Context>) -> Result<A
 
 /// Requeue policy for errors that escaped `apply`/`cleanup` (Kubernetes API failures).
 pub fn error_policy(sp: Arc<SecurityProvider>, error: &Error, ctx: Arc<Context>) -> Action {
+    if let Error::CleanupBlocked { .. } = error {
+        // Reported with its escape hatch; a change of the object, its connection or its
+        // Secret tries again.
+        return Action::await_change();
+    }
+    if let Error::CleanupDeferred(_) = error {
+        info!(object = %sp.name_any(), reason = error.reason(), %error, "deletion waits");
+        return Action::requeue(ctx.settings.progress_interval);
+    }
     let delay = ctx.backoff_after_failure(&ObjectRef::from_obj(&*sp));
     warn!(object = %sp.name_any(), reason = error.reason(), %error, ?delay, "reconcile failed");
     Action::requeue(delay)
@@ -76,13 +85,22 @@ async fn apply(
     let report = match sync(&sp, ctx, api).await {
         Ok(report) => report,
         Err(error @ Error::Kube(_)) => return Err(error),
-        Err(error) => Report::failed(&sp, &error),
+        Err(error) => {
+            let mut report = Report::failed(&sp, &error);
+            report.outcome.secrets_hash = ctx.secrets_hash_sent(&sp);
+            report
+        }
     };
     if let OutcomeResult::Failed { reason, .. } = &report.outcome.result {
         let _ = handled_failure.set(*reason);
     }
     warn_on_new_failure(ctx, &sp, &report.outcome.result);
     let new_status = update_status(ctx, api, &sp, &report.outcome).await?;
+    let sent = new_status
+        .coveo
+        .as_ref()
+        .and_then(|c| c.secrets_hash.clone());
+    ctx.remember_secrets_hash(&ObjectRef::from_obj(&*sp), sent);
     // Only now that status.remoteId is stored can the marker go: a crash before this point
     // leaves the marker, and the next reconcile adopts the provider instead of creating again.
     let pending = create_pending(&sp) || report.marked_pending;
@@ -142,11 +160,17 @@ async fn sync(
     ctx: &Context,
     api: &Api<SecurityProvider>,
 ) -> Result<Report, Error> {
-    let desired = desired_config(sp)?;
     let connection = ctx.connection(sp).await?;
+    let mut desired = resolve_desired(&ctx.client, sp).await?;
+    desired.set_recorded_secrets_hash(ctx.secrets_hash_sent(sp));
     let use_snapshot = may_use_snapshot(sp, ctx);
+    let cluster = ctx.cluster_providers();
+    let apis = Apis {
+        namespace: api,
+        cluster: &cluster,
+    };
     let (observation, decision) =
-        observe_and_plan(sp, desired, &connection, api, use_snapshot).await?;
+        observe_and_plan(sp, desired, &connection, apis, use_snapshot).await?;
     execute(sp, &connection, api, observation, decision).await
 }
 
@@ -158,18 +182,54 @@ async fn update_status(
     outcome: &Outcome,
 ) -> Result<SecurityProviderStatus, Error> {
     let now = jiff::Timestamp::now();
-    let new_status = compute_status(sp.status.as_ref(), sp.metadata.generation, outcome, now);
     let old = sp.status.as_ref();
+    let mut new_status = compute_status(old, sp.metadata.generation, outcome, now);
+    if old != Some(&new_status) && new_status.remote_id.is_none() {
+        keep_stored_remote_id(api, sp, &mut new_status).await?;
+    }
     write_status(api, &sp.name_any(), old, &new_status, &ctx.metrics).await?;
     Ok(new_status)
+}
+
+/// A status write must never drop a known remoteId: server-side apply removes a field the
+/// apply omits, and the cached object may not show a remoteId stored a moment ago. Before
+/// writing a status without one, read the object and keep what the API server has.
+async fn keep_stored_remote_id(
+    api: &Api<SecurityProvider>,
+    sp: &SecurityProvider,
+    new_status: &mut SecurityProviderStatus,
+) -> Result<(), Error> {
+    let stored = api
+        .get_opt(&sp.name_any())
+        .await?
+        .and_then(|fresh| fresh.status);
+    if let Some(stored) = stored.filter(|s| s.remote_id.is_some()) {
+        new_status.remote_id = stored.remote_id;
+        new_status.ownership = stored.ownership;
+    }
+    Ok(())
 }
 
 /// When to reconcile again after `report`.
 fn next_action(ctx: &Context, object: &ObjectRef<SecurityProvider>, report: &Report) -> Action {
     match &report.outcome.result {
+        // Secrets are read by name, never watched: look again at the next resync, so a
+        // Secret created, fixed or labelled later is picked up without a spec change.
+        OutcomeResult::Failed {
+            terminal: true,
+            reason,
+            ..
+        } if reason.starts_with("Secret") => {
+            ctx.reset_failures(object);
+            Action::requeue(ctx.resync_delay())
+        }
         OutcomeResult::Failed { terminal: true, .. } => {
             ctx.reset_failures(object);
-            Action::await_change()
+            if report.recheck_terminal {
+                Action::requeue(TERMINAL_RECHECK)
+            } else {
+                Action::await_change()
+            }
         }
         OutcomeResult::Failed {
             terminal: false, ..
@@ -244,7 +304,7 @@ async fn cleanup(
         return Ok(Action::await_change());
     }
     match delete_remote(&sp, ctx, recorded).await {
-        Ok((remote_id, existed)) => {
+        Ok(Deletion::Deleted { remote_id, existed }) => {
             info!(%remote_id, existed, "deleted remote provider");
             let note = if existed {
                 format!("deleted remote provider {remote_id:?}")
@@ -255,66 +315,142 @@ async fn cleanup(
             ctx.forget_object(&object);
             Ok(Action::await_change())
         }
-        Err(error) => Err(report_cleanup_failure(&sp, ctx, api, error).await?),
+        Ok(Deletion::NotOurs(note)) => {
+            info!(%note, "leaving remote provider in place");
+            publish(ctx, &sp, EventType::Normal, "Orphaned", "Delete", note).await;
+            ctx.forget_object(&object);
+            Ok(Action::await_change())
+        }
+        Err(error @ Error::CleanupDeferred(_)) => Err(error),
+        Err(error) => Err(report_cleanup_failure(&sp, ctx, api, &shown_id, error).await?),
     }
 }
 
-/// Deletes the remote provider this object owns. Returns its id and whether it existed.
+/// What deleting the object did remotely.
+enum Deletion {
+    /// The remote provider `remote_id` was deleted (or `existed` was false: already gone).
+    Deleted { remote_id: String, existed: bool },
+    /// Nothing remote is this object's to delete (the note says why).
+    NotOurs(String),
+}
+
+/// Deletes the remote provider this object owns.
 async fn delete_remote(
     sp: &SecurityProvider,
     ctx: &Context,
     recorded: Option<String>,
-) -> Result<(String, bool), Error> {
+) -> Result<Deletion, Error> {
     if is_paused(sp) {
         return Err(Error::Paused(
             "deletion of the remote provider waits until the secprov.dev/paused annotation is removed".into(),
         ));
     }
-    let connection = ctx.connection(sp).await?;
+    let connection = ctx.connection_for_cleanup(sp).await?;
+    let system = connection.connection().ownership();
     let remote_id = match recorded {
-        Some(id) => id,
-        None => {
-            // A create was interrupted before its id was recorded. Look the provider up the
-            // way the backend finds it (for JITSudo the id is server-assigned).
-            let desired = desired_config(sp)?;
-            let key = ProviderKey {
-                id: desired.lookup_key().to_owned(),
-                known_remote_id: None,
-            };
-            // Only a provider carrying this object's attempt evidence is ours.
-            match connection.read(&key).await? {
-                Some(found) if ownership::owns(sp, &found) => found.remote_id,
-                _ => return Ok((sp.provider_id(), false)),
-            }
+        Some(id) if ownership::recorded_in(sp, system.as_ref()).is_some() => id,
+        Some(id) => {
+            return Ok(Deletion::NotOurs(format!(
+                "left remote provider {id:?} alone: it was recorded in another remote system than the connection reaches now"
+            )));
         }
+        None => match pending_create_result(sp, ctx, &connection, system.as_ref()).await? {
+            Some(id) => id,
+            None => {
+                let (remote_id, existed) = (sp.provider_id(), false);
+                return Ok(Deletion::Deleted { remote_id, existed });
+            }
+        },
     };
     let existed = connection.delete(&remote_id).await?;
-    Ok((remote_id, existed))
+    Ok(Deletion::Deleted { remote_id, existed })
+}
+
+/// The remote id of the provider an interrupted create of this object made, if any. Found
+/// the way the backend finds it (for JITSudo the id is server-assigned); only a provider
+/// carrying this object's attempt evidence is ours. When none is found yet, deletion waits
+/// one progress interval once: a create whose answer was lost may still be committed.
+async fn pending_create_result(
+    sp: &SecurityProvider,
+    ctx: &Context,
+    connection: &super::handle::ConnectionHandle<'_>,
+    system: Option<&crate::api::security_provider::Ownership>,
+) -> Result<Option<String>, Error> {
+    let desired = desired_config(sp)?;
+    let key = ProviderKey {
+        id: desired.lookup_key().to_owned(),
+        known_remote_id: None,
+    };
+    match connection.read(&key).await? {
+        Some(found) if ownership::owns(sp, &found, system) => Ok(Some(found.remote_id)),
+        Some(_) => Ok(None),
+        None if ctx.defer_cleanup_once(&ObjectRef::from_obj(sp)) => Err(Error::CleanupDeferred(
+            "a create of this object may still land remotely (create-pending marker set, provider not found yet); deletion looks again after one progress interval".into(),
+        )),
+        None => Ok(None),
+    }
 }
 
 /// Reports a failed deletion in status (through the same compute -> compare -> patch as a
 /// reconcile) and as a Warning when that changed the status; returns the error to retry on.
+/// A permanent failure (refused credentials, connection or Secret gone) becomes
+/// [`Error::CleanupBlocked`] after [`MAX_CLEANUP_ATTEMPTS`], which is not retried by itself.
 async fn report_cleanup_failure(
     sp: &SecurityProvider,
     ctx: &Context,
     api: &Api<SecurityProvider>,
+    remote_id: &str,
     error: Error,
 ) -> Result<Error, Error> {
-    let message = format!(
-        "cannot delete the remote provider: {error}; fix the cause, or set deletionPolicy: Orphan to keep it"
-    );
+    let error = bound_cleanup_failure(sp, ctx, remote_id, error);
+    let (message, terminal) = match &error {
+        Error::CleanupBlocked { .. } => (error.to_string(), true),
+        _ => (
+            format!(
+                "cannot delete the remote provider: {error}; fix the cause, or set deletionPolicy: Orphan to keep it"
+            ),
+            false,
+        ),
+    };
     let outcome = Outcome {
         result: OutcomeResult::Failed {
             reason: error.reason(),
             message,
-            terminal: false,
+            terminal,
         },
         ..Report::failed(sp, &error).outcome
     };
     let new_status = update_status(ctx, api, sp, &outcome).await?;
-    if sp.status.as_ref() != Some(&new_status) {
+    if sp.status.as_ref() != Some(&new_status) || matches!(error, Error::CleanupBlocked { .. }) {
         let note = error.to_string();
         publish(ctx, sp, EventType::Warning, error.reason(), "Delete", note).await;
     }
     Ok(error)
+}
+
+/// `error` as [`Error::CleanupBlocked`] once permanent failures of this object's cleanup
+/// reached [`MAX_CLEANUP_ATTEMPTS`]; a pause is deliberate and never counts.
+fn bound_cleanup_failure(
+    sp: &SecurityProvider,
+    ctx: &Context,
+    remote_id: &str,
+    error: Error,
+) -> Error {
+    if !error.is_terminal() || matches!(error, Error::Paused(_)) {
+        return error;
+    }
+    let attempts = ctx.cleanup_failed(&ObjectRef::from_obj(sp));
+    if attempts < MAX_CLEANUP_ATTEMPTS {
+        return error;
+    }
+    match error {
+        blocked @ Error::CleanupBlocked { .. } => blocked,
+        cause => Error::CleanupBlocked {
+            remote_id: remote_id.to_owned(),
+            attempts,
+            cause: cause.to_string(),
+            name: sp.name_any(),
+            namespace: sp.namespace().unwrap_or_default(),
+        },
+    }
 }
