@@ -239,7 +239,10 @@ fn a_provider_managed_in_the_cluster_is_not_exported_nor_adopted_twice() {
         let obj = env.ns.get_json("securityprovider/owner")?;
         (condition(&obj, "Ready")?["status"] == "True").then_some(obj)
     });
-    assert_eq!(owner["status"]["ownership"]["scope"], ORG, "{owner:#}");
+    assert_eq!(
+        owner["status"]["ownership"]["scope"], COVEO_ORG,
+        "{owner:#}"
+    );
     let ns = &env.ns.name;
 
     // export leaves it out, saying why.
