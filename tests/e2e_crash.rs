@@ -10,7 +10,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use rand::Rng;
+use rand::RngExt;
 use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
 use secprov_sim::faults::FaultConfig;
 use serde_json::Value;
@@ -397,7 +397,10 @@ fn ambiguous_creates_are_adopted_never_repeated() {
     ])
     .unwrap();
     let created = rt.block_on(async {
-        reqwest::Client::new()
+        {
+            secprov::backend::http::install_tls_provider();
+            reqwest::Client::new()
+        }
             .post(format!(
                 "{}/rest/organizations/{ORG}/securityproviders",
                 sim.base_url()

@@ -112,7 +112,7 @@ async fn update_status(
     sp: &SecurityProvider,
     outcome: &Outcome,
 ) -> Result<SecurityProviderStatus, Error> {
-    let now = jiff::Timestamp::now();
+    let now = k8s_openapi::jiff::Timestamp::now();
     let new_status = compute_status(sp.status.as_ref(), sp.metadata.generation, outcome, now);
     let old = sp.status.as_ref();
     write_status(api, &sp.name_any(), old, &new_status, &ctx.metrics).await?;
