@@ -96,7 +96,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("cannot build a Kubernetes client from the kubeconfig")?;
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
-    serve_probes(args.metrics_addr, metrics.clone(), ready.clone());
+    serve_probes(args.metrics_addr, metrics.clone(), ready.clone()).await?;
     let settings = Settings {
         resync_interval: args.resync_interval,
         progress_interval: args.progress_interval,
@@ -120,14 +120,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 type ShutdownSignal = Shared<futures::future::BoxFuture<'static, ()>>;
 
-/// Serves /metrics, /healthz and /readyz in the background.
-fn serve_probes(addr: SocketAddr, metrics: Arc<Metrics>, ready: Arc<AtomicBool>) {
+/// Serves /metrics, /healthz and /readyz in the background. Fatal when the address cannot be
+/// bound or the server stops: an operator that cannot be watched or probed is not healthy.
+async fn serve_probes(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let listener = server::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind the metrics server to {addr} (--metrics-addr)"))?;
     let state = ServerState { metrics, ready };
     tokio::spawn(async move {
-        if let Err(e) = server::serve(addr, state).await {
-            tracing::error!(error = %e, %addr, "metrics server failed");
+        if let Err(e) = server::serve(listener, state).await {
+            tracing::error!(error = %e, %addr, "metrics server failed; exiting");
+            std::process::exit(1);
         }
     });
+    Ok(())
 }
 
 /// Observes the signal in a task of its own, so it is seen (and logged) whatever the

@@ -46,9 +46,14 @@ async fn readyz(State(state): State<ServerState>) -> impl IntoResponse {
     }
 }
 
-/// Serves the endpoints on `addr` until the task is dropped.
-pub async fn serve(addr: SocketAddr, state: ServerState) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+/// Binds the endpoints' address. Separate from [`serve`] so the caller can treat a port that
+/// cannot be bound as a start-up error (an operator without /metrics and probes is not healthy).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+/// Serves the endpoints on a bound `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, state: ServerState) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
     axum::serve(listener, router(state)).await
 }

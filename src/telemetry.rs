@@ -1,4 +1,6 @@
 //! Logging setup: human-readable by default, JSON when asked for.
+use std::io::IsTerminal;
+
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// Installs the global tracing subscriber. `RUST_LOG` overrides the default filter.
@@ -11,6 +13,11 @@ pub fn init(json: bool) {
             .with(fmt::layer().json().with_current_span(false))
             .init();
     } else {
-        registry.with(fmt::layer().with_target(false)).init();
+        // Colour codes only for a person at a terminal: a log file or pipe (kubectl logs, a
+        // collector) would get raw escape sequences.
+        let ansi = std::io::stdout().is_terminal();
+        registry
+            .with(fmt::layer().with_target(false).with_ansi(ansi))
+            .init();
     }
 }

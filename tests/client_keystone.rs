@@ -130,6 +130,37 @@ async fn wrong_password_is_a_terminal_unauthorized_without_the_secret() {
 }
 
 #[tokio::test]
+async fn a_refused_login_is_remembered_until_the_next_credential_check() {
+    let sim = start(|_| {}).await;
+    let client = std::sync::Arc::new(password_client(&sim, "wrong-secret-value"));
+    // Fifty reconciles at once, then fifty more: one login attempt in all.
+    let calls = (0..50).map(|_| {
+        let client = client.clone();
+        async move { client.get("x").await }
+    });
+    for result in futures::future::join_all(calls).await {
+        assert_eq!(result.unwrap_err().kind, RemoteErrorKind::Unauthorized);
+    }
+    for _ in 0..50 {
+        assert_eq!(
+            client.get("x").await.unwrap_err().kind,
+            RemoteErrorKind::Unauthorized
+        );
+    }
+    assert_eq!(
+        sim.operation_count("authenticate"),
+        1,
+        "no lockout by retries"
+    );
+    // The connection check tries again (the password may have been fixed remotely).
+    let e = client.check_credentials().await.unwrap_err();
+    assert_eq!(e.kind, RemoteErrorKind::Unauthorized);
+    assert_eq!(sim.operation_count("authenticate"), 2);
+    assert!(client.get("x").await.is_err());
+    assert_eq!(sim.operation_count("authenticate"), 2);
+}
+
+#[tokio::test]
 async fn application_credentials_authenticate() {
     let sim = start(|_| {}).await;
     let client = KeystoneClient::new(

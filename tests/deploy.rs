@@ -9,6 +9,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
 use serde::Deserialize;
@@ -94,8 +95,6 @@ fn rbac_is_least_privilege_without_wildcards() {
         ("secprov.dev", "securityproviders/status", "patch"),
         ("secprov.dev", "providerconnections/status", "patch"),
         ("", "secrets", "get"),
-        ("", "secrets", "list"),
-        ("", "secrets", "watch"),
         ("events.k8s.io", "events", "create"),
         ("events.k8s.io", "events", "patch"),
         ("coordination.k8s.io", "leases", "get"),
@@ -108,6 +107,23 @@ fn rbac_is_least_privilege_without_wildcards() {
     assert_eq!(
         granted, expected,
         "RBAC grants differ from what the operator needs"
+    );
+    // Secrets: only in the credential-reader role, which no namespace binds by default.
+    let operator = find(&docs, "ClusterRole", "secprov-operator");
+    assert!(
+        !serde_yaml::to_string(operator).unwrap().contains("secrets"),
+        "the operator's ClusterRole names no Secrets: {operator:?}"
+    );
+    let reader = find(&docs, "ClusterRole", "secprov-credential-reader");
+    assert_eq!(
+        strings(&reader["rules"][0]["verbs"]),
+        ["get".to_owned()].into()
+    );
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["roleRef"]["name"] == "secprov-credential-reader"),
+        "deploy/ binds the credential reader nowhere"
     );
     // Leases only in the operator's own namespace.
     let role = find(&docs, "Role", "secprov-operator-leader-election");
@@ -342,6 +358,7 @@ fn kubectl_apply_k_installs_everything() {
         ("serviceaccount/secprov-operator", Some("secprov-system")),
         ("clusterrole/secprov-operator", None),
         ("clusterrolebinding/secprov-operator", None),
+        ("clusterrole/secprov-credential-reader", None),
         (
             "role/secprov-operator-leader-election",
             Some("secprov-system"),
@@ -394,21 +411,21 @@ fn kubectl_apply_k_installs_everything() {
 }
 
 fn can_i(verb: &str, resource: &str, namespace: &str) -> bool {
+    can_i_in(verb, resource, &["-n", namespace])
+}
+
+/// `kubectl auth can-i` as the operator, with `scope` (`-n NS` or `--all-namespaces`).
+fn can_i_in(verb: &str, resource: &str, scope: &[&str]) -> bool {
     let (resource, subresource) = match resource.split_once('/') {
         Some((r, s)) => (r, Some(s)),
         None => (resource, None),
     };
     let mut cmd = Command::new("kubectl");
-    cmd.arg("--kubeconfig").arg(kubeconfig()).args([
-        "auth",
-        "can-i",
-        verb,
-        resource,
-        "-n",
-        namespace,
-        "--as",
-        OPERATOR_SA,
-    ]);
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig())
+        .args(["auth", "can-i", verb, resource])
+        .args(scope)
+        .args(["--as", OPERATOR_SA]);
     if let Some(s) = subresource {
         cmd.arg(format!("--subresource={s}"));
     }
@@ -427,8 +444,6 @@ fn service_account_can_do_exactly_what_the_operator_needs() {
         ("patch", "securityproviders.secprov.dev/status"),
         ("watch", "providerconnections.secprov.dev"),
         ("patch", "providerconnections.secprov.dev/status"),
-        ("get", "secrets"),
-        ("watch", "secrets"),
         ("create", "events.events.k8s.io"),
     ] {
         assert!(
@@ -437,6 +452,9 @@ fn service_account_can_do_exactly_what_the_operator_needs() {
         );
     }
     for (verb, resource) in [
+        ("get", "secrets"),
+        ("list", "secrets"),
+        ("watch", "secrets"),
         ("delete", "secrets"),
         ("create", "secrets"),
         ("update", "secrets"),
@@ -470,6 +488,43 @@ fn service_account_can_do_exactly_what_the_operator_needs() {
         "leases.coordination.k8s.io",
         "secprov-system"
     ));
+}
+
+#[test]
+fn secrets_are_readable_only_by_name_and_only_where_a_namespace_granted_it() {
+    apply_deploy();
+    let team = "credential-team";
+    let _ = kubectl(&["create", "namespace", team]);
+    let _ = kubectl(&[
+        "delete",
+        "rolebinding",
+        "secprov-credential-reader",
+        "-n",
+        team,
+    ]);
+    // The default install reads no Secret anywhere.
+    assert!(!can_i_in("list", "secrets", &["--all-namespaces"]));
+    assert!(!can_i_in("watch", "secrets", &["--all-namespaces"]));
+    assert!(!can_i_in("get", "secrets", &["--all-namespaces"]));
+    assert!(!can_i("get", "secrets", "kube-system"));
+    assert!(!can_i("get", "secrets", team));
+    // The grant the SecretAccessDenied condition names, run as it says.
+    kubectl(&[
+        "create",
+        "rolebinding",
+        "secprov-credential-reader",
+        "-n",
+        team,
+        "--clusterrole=secprov-credential-reader",
+        "--serviceaccount=secprov-system:secprov-operator",
+    ])
+    .unwrap();
+    assert!(can_i("get", "secrets", team), "granted in {team}");
+    for verb in ["list", "watch", "create", "update", "delete"] {
+        assert!(!can_i(verb, "secrets", team), "{verb} secrets in {team}");
+    }
+    assert!(!can_i("get", "secrets", "kube-system"));
+    assert!(!can_i_in("list", "secrets", &["--all-namespaces"]));
 }
 
 /// The Deployment's Pod template, as a Pod manifest in `namespace`.
@@ -637,6 +692,8 @@ fn operator_with_the_service_account_token_reconciles_to_ready() {
             &format!("secprov-operator-{}", ns.name),
             "--metrics-addr",
             &format!("127.0.0.1:{}", free_port()),
+            "--connection-check-interval",
+            "2s",
         ])
         .env("KUBECONFIG", &sa_kubeconfig)
         .env("RUST_LOG", "info,secprov=debug")
@@ -644,6 +701,45 @@ fn operator_with_the_service_account_token_reconciles_to_ready() {
         .stderr(log_file)
         .spawn()
         .unwrap();
+    // The namespace has not granted the operator its Secrets yet: a clear condition naming
+    // the grant, on the connection and on the provider.
+    let reason_of = |resource: &str| {
+        let obj = ns.get_json(resource)?;
+        let ready = condition(&obj, "Ready")?;
+        Some((
+            ready["reason"].as_str()?.to_owned(),
+            ready["message"].as_str()?.to_owned(),
+        ))
+    };
+    let (_, message) = eventually(Duration::from_secs(60), "SecretAccessDenied", || {
+        reason_of("providerconnection/coveo").filter(|(r, _)| r == "SecretAccessDenied")
+    });
+    assert!(
+        message.contains(&format!(
+            "kubectl create rolebinding secprov-credential-reader -n {} --clusterrole=secprov-credential-reader",
+            ns.name
+        )),
+        "{message}"
+    );
+    eventually(
+        Duration::from_secs(60),
+        "provider SecretAccessDenied",
+        || {
+            reason_of("securityprovider/push-source-provider")
+                .filter(|(r, _)| r == "SecretAccessDenied")
+        },
+    );
+    assert!(sim.provider("push-source-provider").is_none());
+    // The grant, as the message says (the ServiceAccount name comes from the defaults, the
+    // Deployment sets it through the downward API).
+    ns.kubectl(&[
+        "create",
+        "rolebinding",
+        "secprov-credential-reader",
+        "--clusterrole=secprov-credential-reader",
+        "--serviceaccount=secprov-system:secprov-operator",
+    ])
+    .unwrap();
     let ready = ns.wait_condition("securityprovider/push-source-provider", "Ready", "60s");
     let connection_ready = ns.wait_condition("providerconnection/coveo", "Ready", "30s");
     let _ = child.kill();
@@ -652,9 +748,14 @@ fn operator_with_the_service_account_token_reconciles_to_ready() {
     ready.unwrap_or_else(|e| panic!("{e}\noperator log:\n{log_text}"));
     connection_ready.unwrap_or_else(|e| panic!("{e}\noperator log:\n{log_text}"));
     assert!(sim.provider("push-source-provider").is_some());
+    let forbidden: Vec<&str> = log_text
+        .lines()
+        .filter(|l| l.contains("Forbidden") || l.contains("forbidden"))
+        .filter(|l| !l.contains("SecretAccessDenied") && !l.contains("may not read Secret"))
+        .collect();
     assert!(
-        !log_text.contains("Forbidden") && !log_text.contains("forbidden"),
-        "the ServiceAccount lacked a permission:\n{log_text}"
+        forbidden.is_empty(),
+        "the ServiceAccount lacked a permission:\n{forbidden:?}"
     );
     // The Created Event was written with the ServiceAccount's events.k8s.io grant.
     let events = ns.events_for("push-source-provider");
@@ -781,12 +882,35 @@ fn helm_chart_renders_the_same_objects_as_deploy_and_the_api_server_accepts_them
             .clone()
     };
     for k in ["ClusterRole", "Role"] {
-        assert_eq!(
-            kind(&chart_docs, k)["rules"],
-            kind(&deploy, k)["rules"],
-            "{k} rules"
-        );
+        let rules = |docs: &[Value]| -> Vec<Value> {
+            docs.iter()
+                .filter(|d| d["kind"] == k)
+                .map(|d| d["rules"].clone())
+                .collect()
+        };
+        assert_eq!(rules(&chart_docs), rules(&deploy), "{k} rules");
     }
+    // No credential RoleBinding by default; one per listed namespace when asked.
+    let reader_bindings = |docs: &[Value]| -> Vec<String> {
+        docs.iter()
+            .filter(|d| d["kind"] == "RoleBinding")
+            .filter(|d| d["roleRef"]["name"] == "secprov-credential-reader")
+            .map(|d| d["metadata"]["namespace"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(reader_bindings(&chart_docs).is_empty());
+    let (_, granted) = helm_template(
+        namespace,
+        &["--set", "credentialNamespaces={team-a,team-b}"],
+    );
+    assert_eq!(reader_bindings(&granted), ["team-a", "team-b"]);
+    let binding = granted
+        .iter()
+        .find(|d| d["kind"] == "RoleBinding" && d["metadata"]["namespace"] == "team-a")
+        .unwrap();
+    assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(binding["subjects"][0]["name"], "secprov-operator");
+    assert_eq!(binding["subjects"][0]["namespace"], namespace);
     let container = |docs: &[Value]| kind(docs, "Deployment")["spec"]["template"]["spec"].clone();
     let (chart_pod, deploy_pod) = (container(&chart_docs), container(&deploy));
     assert_eq!(chart_pod["securityContext"], deploy_pod["securityContext"]);

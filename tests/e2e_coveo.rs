@@ -413,7 +413,9 @@ fn remote_configuration_error_is_terminal_until_the_spec_changes() {
 
 #[test]
 fn missing_secret_is_reported_and_a_late_secret_triggers_reconcile() {
-    let env = setup("coveo-late-secret", &[]);
+    // Secrets are read by name at each connection check (the operator may not watch them):
+    // a created or rotated Secret is picked up within the check interval.
+    let env = setup("coveo-late-secret", &["--connection-check-interval", "2s"]);
     env.ns
         .kubectl(&["delete", "secret", "coveo-api-key"])
         .unwrap();

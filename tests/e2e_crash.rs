@@ -176,11 +176,9 @@ fn sigkills_during_a_faulty_rollout_lose_and_duplicate_nothing() {
     // Kills at random points of the rollout: while kubectl still applies, and later while
     // creates and their lost responses are being sorted out.
     let mut rng = rand::rng();
-    let mut survived = 0;
     for _ in 0..kills {
         std::thread::sleep(Duration::from_millis(rng.random_range(1500..4000)));
         operator.restart(); // SIGKILL, then a fresh process
-        survived += 1;
     }
     applier
         .join()
@@ -236,8 +234,9 @@ fn sigkills_during_a_faulty_rollout_lose_and_duplicate_nothing() {
         .iter()
         .filter(|e| e["reason"] == "AlreadyExists")
         .count();
-    // The markers go once status.remoteId is stored.
-    let pending_left = eventually(
+    // The markers go once status.remoteId is stored (the wait fails the test otherwise).
+    let markers_waited = Instant::now();
+    eventually(
         Duration::from_secs(20),
         "create-pending markers cleared",
         || {
@@ -250,9 +249,10 @@ fn sigkills_during_a_faulty_rollout_lose_and_duplicate_nothing() {
                         .is_some()
                 })
                 .count();
-            (left == 0).then_some(left)
+            (left == 0).then_some(())
         },
     );
+    let markers_cleared_after = markers_waited.elapsed();
 
     let injected = sim.faults().injected();
     let total_injected = sim.faults().total_injected();
@@ -295,7 +295,7 @@ fn sigkills_during_a_faulty_rollout_lose_and_duplicate_nothing() {
     line("=== crash-safety run (tests/e2e_crash.rs) ===".into());
     line(format!("CRs: {objects}"));
     line(format!("converged (all Ready) after: {converged_after:?}"));
-    line(format!("SIGKILLs survived: {survived}"));
+    line(format!("SIGKILLs during the rollout: {kills}"));
     line(format!(
         "faults injected (excluding plain latency): {total_injected}"
     ));
@@ -310,7 +310,9 @@ fn sigkills_during_a_faulty_rollout_lose_and_duplicate_nothing() {
     line(format!("lost providers: {}", lost.len()));
     line(format!("unexpected remote providers: {}", extra.len()));
     line(format!("AlreadyExists events: {already_exists_events}"));
-    line(format!("create-pending markers left: {pending_left}"));
+    line(format!(
+        "create-pending markers all cleared {markers_cleared_after:?} after convergence"
+    ));
     // Status is written with server-side apply + force and markers with merge patches, none
     // conditional on a resourceVersion: a 409 from Kubernetes would show up here.
     let log = operator.log_text();
@@ -334,7 +336,6 @@ fn sigkills_during_a_faulty_rollout_lose_and_duplicate_nothing() {
         already_exists_events, 0,
         "an object took its own provider for a foreign one"
     );
-    assert_eq!(survived, kills);
     assert!(total_injected > 0, "the run must actually inject faults");
     assert_eq!(
         writes_after_restart, 0,

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PartialObjectMeta};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 
 use super::scrub::{ScrubbedBackend, Scrubber};
@@ -198,7 +198,9 @@ fn with_observer(backend: Backend, observer: http::RequestObserver) -> Backend {
 // Reading the Secrets, and the client cache
 
 /// The built clients of connections, one per version of the connection and of the Secrets it
-/// reads (so a rotated key is picked up at the next reconcile).
+/// read. Secrets are read by name only (the operator may neither list nor watch them): when a
+/// client is built, and again by every connection check ([`ClientCache::recheck`]), which is
+/// how a rotated, relabelled or deleted Secret is noticed within the connection-check interval.
 #[derive(Default)]
 pub struct ClientCache {
     /// Async lock held while a client is built, so concurrent reconciles of one connection
@@ -207,56 +209,77 @@ pub struct ClientCache {
 }
 
 struct CachedBackend {
-    fingerprint: String,
+    /// The connection's uid and generation when the client was built.
+    connection: String,
+    /// The resourceVersions of the Secrets it was built from.
+    secrets: Vec<(String, String)>,
     backend: Arc<dyn ProviderBackend>,
+}
+
+/// What a [`ClientCache::recheck`] found.
+pub enum Recheck {
+    /// The Secrets and the connection are unchanged: the cached client.
+    Unchanged(Arc<dyn ProviderBackend>),
+    /// A client built now (first use, or the connection or a Secret changed).
+    Rebuilt(Arc<dyn ProviderBackend>),
 }
 
 impl ClientCache {
     /// The client of `connection`: the cached one while the connection's uid and generation
-    /// and the resourceVersions of its Secrets (from the `secrets` metadata cache) are
-    /// unchanged, else a new one built from Secrets read from the API server. Built under an
-    /// async lock so concurrent reconciles of one connection, and its credential check, share
-    /// one client: one token bucket, one concurrency cap, one Keystone token.
+    /// are unchanged, else one built from its Secrets read from the API server now. Built under
+    /// an async lock so concurrent reconciles of one connection, and its credential check,
+    /// share one client: one token bucket, one concurrency cap, one Keystone token.
     pub async fn get_or_connect(
         &self,
         client: &Client,
-        secrets: &Store<PartialObjectMeta<Secret>>,
         connection: &ProviderConnection,
         observer: Option<http::RequestObserver>,
     ) -> Result<Arc<dyn ProviderBackend>, Error> {
-        let namespace = connection.namespace().unwrap_or_default();
-        let versions: Option<Vec<(String, String)>> = secret_refs(&connection.spec)
-            .iter()
-            .map(|r| {
-                let meta = secrets.get(&ObjectRef::new(&r.name).within(&namespace))?;
-                Some((r.name.clone(), meta.resource_version().unwrap_or_default()))
-            })
-            .collect();
         let key = ObjectRef::from_obj(connection);
         let mut built = self.built.lock().await;
-        if let Some(versions) = &versions
-            && let Some(cached) = built.get(&key)
-            && cached.fingerprint == fingerprint(connection, versions)
+        if let Some(cached) = built.get(&key)
+            && cached.connection == connection_version(connection)
         {
             return Ok(cached.backend.clone());
         }
-        // A Secret missing from the cache was created a moment ago (its watch event is still
-        // on the way) or really is missing: the API server tells which.
-        let (backend, read_versions) =
-            connect_reading_secrets(client, connection, observer).await?;
-        let fingerprint = fingerprint(connection, &read_versions);
-        built.insert(
-            key,
-            CachedBackend {
-                fingerprint,
-                backend: backend.clone(),
-            },
-        );
+        let (values, versions) = read_secret_values(client, connection).await?;
+        let backend = build_for(connection, &values, observer)?;
+        built.insert(key, cached(connection, versions, backend.clone()));
         Ok(backend)
     }
-}
 
-impl ClientCache {
+    /// Reads the connection's Secrets again (by name) and rebuilds its client when one of them
+    /// or the connection changed. A Secret that can no longer be used (deleted, unlabelled, no
+    /// longer readable) drops the cached client, so its credentials stop being sent.
+    pub async fn recheck(
+        &self,
+        client: &Client,
+        connection: &ProviderConnection,
+        observer: Option<http::RequestObserver>,
+    ) -> Result<Recheck, Error> {
+        let key = ObjectRef::from_obj(connection);
+        let mut built = self.built.lock().await;
+        let (values, versions) = match read_secret_values(client, connection).await {
+            Ok(read) => read,
+            Err(e) => {
+                if !matches!(e, Error::Kube(_)) {
+                    built.remove(&key);
+                }
+                return Err(e);
+            }
+        };
+        if let Some(cached) = built.get(&key)
+            && cached.connection == connection_version(connection)
+            && cached.secrets == versions
+        {
+            return Ok(Recheck::Unchanged(cached.backend.clone()));
+        }
+        built.remove(&key);
+        let backend = build_for(connection, &values, observer)?;
+        built.insert(key, cached(connection, versions, backend.clone()));
+        Ok(Recheck::Rebuilt(backend))
+    }
+
     /// Drops the client of a deleted connection, and the credentials in it.
     pub async fn forget(&self, connection: &ObjectRef<ProviderConnection>) {
         self.built.lock().await.remove(connection);
@@ -267,48 +290,51 @@ impl ClientCache {
         self.built.lock().await.contains_key(connection)
     }
 
-    /// Caches `backend` as the client of `connection` at its current version and the versions
-    /// of its Secrets in `secrets` (unit tests: a fake backend).
+    /// Caches `backend` as the client of `connection` at its current version (unit tests: a
+    /// fake backend).
     #[cfg(test)]
     pub(crate) async fn install(
         &self,
-        secrets: &Store<PartialObjectMeta<Secret>>,
         connection: &ProviderConnection,
         backend: Arc<dyn ProviderBackend>,
     ) {
-        let namespace = connection.namespace().unwrap_or_default();
-        let versions: Vec<(String, String)> = secret_refs(&connection.spec)
-            .iter()
-            .map(|r| {
-                let meta = secrets.get(&ObjectRef::new(&r.name).within(&namespace));
-                let version = meta.and_then(|m| m.resource_version()).unwrap_or_default();
-                (r.name.clone(), version)
-            })
-            .collect();
-        let fingerprint = fingerprint(connection, &versions);
-        let cached = CachedBackend {
-            fingerprint,
-            backend,
-        };
-        self.built
-            .lock()
-            .await
-            .insert(ObjectRef::from_obj(connection), cached);
+        self.built.lock().await.insert(
+            ObjectRef::from_obj(connection),
+            cached(connection, Vec::new(), backend),
+        );
     }
 }
 
-/// Identity of a built client: the connection's uid and generation and the versions of the
-/// Secrets it read.
-fn fingerprint(connection: &ProviderConnection, secret_versions: &[(String, String)]) -> String {
-    let mut fingerprint = format!(
+fn cached(
+    connection: &ProviderConnection,
+    secrets: Vec<(String, String)>,
+    backend: Arc<dyn ProviderBackend>,
+) -> CachedBackend {
+    CachedBackend {
+        connection: connection_version(connection),
+        secrets,
+        backend,
+    }
+}
+
+/// The connection's uid and generation: a client is rebuilt when either changes.
+fn connection_version(connection: &ProviderConnection) -> String {
+    format!(
         "{}/{}",
         connection.uid().unwrap_or_default(),
         connection.metadata.generation.unwrap_or_default()
-    );
-    for (name, version) in secret_versions {
-        fingerprint.push_str(&format!("/{name}={version}"));
-    }
-    fingerprint
+    )
+}
+
+fn build_for(
+    connection: &ProviderConnection,
+    values: &SecretValues,
+    observer: Option<http::RequestObserver>,
+) -> Result<Arc<dyn ProviderBackend>, Error> {
+    build_client(&connection.spec, values, observer).map_err(|message| Error::InvalidConnection {
+        name: connection.name_any(),
+        message,
+    })
 }
 
 /// Builds a connection's backend client, reading its Secrets from the connection's namespace
@@ -318,17 +344,16 @@ pub async fn connect_from_api(
     connection: &ProviderConnection,
     observer: Option<http::RequestObserver>,
 ) -> Result<Arc<dyn ProviderBackend>, Error> {
-    Ok(connect_reading_secrets(client, connection, observer)
-        .await?
-        .0)
+    let (values, _versions) = read_secret_values(client, connection).await?;
+    build_for(connection, &values, observer)
 }
 
-/// Like [`connect_from_api`], also returning the resourceVersion of each Secret read.
-async fn connect_reading_secrets(
+/// The values of every Secret key the connection reads (from its own namespace, through
+/// [`read_credential_secret`]) and the resourceVersion of each Secret, to notice rotation.
+async fn read_secret_values(
     client: &Client,
     connection: &ProviderConnection,
-    observer: Option<http::RequestObserver>,
-) -> Result<(Arc<dyn ProviderBackend>, Vec<(String, String)>), Error> {
+) -> Result<(SecretValues, Vec<(String, String)>), Error> {
     let namespace = connection.namespace().unwrap_or_default();
     let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let mut values = SecretValues::default();
@@ -338,13 +363,7 @@ async fn connect_reading_secrets(
         versions.push((r.name.clone(), version));
         values.insert(r, value);
     }
-    let backend = build_client(&connection.spec, &values, observer).map_err(|message| {
-        Error::InvalidConnection {
-            name: connection.name_any(),
-            message,
-        }
-    })?;
-    Ok((backend, versions))
+    Ok((values, versions))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -142,12 +142,7 @@ async fn cli_decision(example: &Example) -> String {
 async fn controller_decision(example: &Example) -> String {
     let timeline = Timeline::default();
     let client = mock_client(api_objects(example), timeline.clone(), EventLog::default());
-    let secret = example.secret.name_any();
-    let (ctx, _writer) = context(
-        client,
-        std::slice::from_ref(&example.connection),
-        &[&secret],
-    );
+    let (ctx, _writer) = context(client, std::slice::from_ref(&example.connection));
     let mut sp = example.provider.clone();
     sp.metadata.finalizers = Some(vec![FINALIZER.into()]);
     sp.metadata.generation = Some(1);

@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PartialObjectMeta};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, predicates};
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument, warn};
@@ -20,7 +19,6 @@ use super::context::Context;
 use super::patch::write_status;
 use super::status::{READY, RECONCILING, STALLED, condition};
 use crate::api::{ConditionStatus, ProviderConnection, ProviderConnectionStatus};
-use crate::backend;
 use crate::error::Error;
 
 /// Reason of `Ready=True` on a connection.
@@ -83,7 +81,9 @@ pub fn connection_status(
     }
 }
 
-/// Resolves the Secrets, builds the client and asks the remote system.
+/// Reads the Secrets again (by name: a rotated, relabelled or deleted Secret is noticed here,
+/// within the check interval), rebuilds the client when they changed, and asks the remote
+/// system. A rebuilt client reconciles the connection's providers again.
 async fn check(connection: &Arc<ProviderConnection>, ctx: &Context) -> Result<(), Error> {
     if connection.spec.backend().is_none() {
         return Err(Error::InvalidConnection {
@@ -93,7 +93,10 @@ async fn check(connection: &Arc<ProviderConnection>, ctx: &Context) -> Result<()
     }
     // The same client the providers use: one token bucket, one concurrency cap and (Keystone)
     // one token per connection, as spec.rateLimit promises.
-    let handle = ctx.handle_for(connection.clone()).await?;
+    let (handle, rebuilt) = ctx.recheck_handle(connection.clone()).await?;
+    if rebuilt {
+        ctx.connection_changed(ObjectRef::from_obj(connection.as_ref()));
+    }
     handle.verify_credentials().await?;
     Ok(())
 }
@@ -124,10 +127,17 @@ async fn reconcile(
             Err(e) => warn!(reason = e.reason(), error = %e, "connection not ready"),
         }
         publish_transition(&ctx, &connection, &new_status).await;
+        // Providers that failed on this connection's Secrets or credentials wait for a
+        // change: this is it.
+        ctx.connection_changed(ObjectRef::from_obj(connection.as_ref()));
     }
     let interval = ctx.settings.connection_check_interval;
     Ok(match &result {
-        Err(e) if !e.is_terminal() => Action::requeue(TRANSIENT_RETRY.min(interval)),
+        // Secrets are not watched: a missing or unusable one is read again soon (an API-server
+        // read, nothing remote), so a Secret created or fixed a moment later is picked up.
+        Err(e) if !e.is_terminal() || is_secret_error(e) => {
+            Action::requeue(TRANSIENT_RETRY.min(interval))
+        }
         // Terminal failures also come back at the interval: a key can be activated remotely
         // without any change in Kubernetes.
         _ => Action::requeue(interval),
@@ -166,7 +176,10 @@ async fn publish_transition(
     let event = Event {
         type_,
         reason: reason.clone(),
-        note: Some(message),
+        note: Some(super::status::clip(
+            &message,
+            super::status::EVENT_NOTE_MAX_BYTES,
+        )),
         action: "VerifyCredentials".into(),
         secondary: None,
     };
@@ -179,48 +192,37 @@ async fn publish_transition(
     }
 }
 
+/// Failures that reading the Secrets again can clear.
+fn is_secret_error(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::SecretNotFound(_)
+            | Error::SecretKeyMissing { .. }
+            | Error::SecretNotOptedIn(_)
+            | Error::SecretTypeRefused { .. }
+            | Error::SecretAccessDenied { .. }
+    )
+}
+
 fn error_policy(_connection: Arc<ProviderConnection>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(reason = error.reason(), %error, "connection check failed");
     Action::requeue(TRANSIENT_RETRY.min(ctx.settings.connection_check_interval))
 }
 
-/// The connections in `secret`'s namespace that read it.
-pub fn connections_reading(
-    connections: &Store<ProviderConnection>,
-    secret: &PartialObjectMeta<Secret>,
-) -> Vec<ObjectRef<ProviderConnection>> {
-    let namespace = secret.namespace().unwrap_or_default();
-    let name = secret.name_any();
-    connections
-        .state()
-        .iter()
-        .filter(|c| c.namespace().as_deref() == Some(namespace.as_str()))
-        .filter(|c| backend::secret_refs(&c.spec).iter().any(|r| r.name == name))
-        .map(|c| ObjectRef::from_obj(c.as_ref()))
-        .collect()
-}
-
-/// Runs the connection controller on the shared connection and Secret watches (whose caches
-/// are `ctx.connections` and `ctx.secrets`) until `shutdown` resolves.
+/// Runs the connection controller on the shared connection watch (whose cache is
+/// `ctx.connections`) until `shutdown` resolves. Each connection is checked again every
+/// `connection_check_interval`.
 pub async fn run(
     ctx: Arc<Context>,
     connection_events: Events<ProviderConnection>,
-    secret_events: Events<PartialObjectMeta<Secret>>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     // Status writes (our own included) do not change the generation: ignore them.
     let changed_connections = connection_events
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
-    let connections = ctx.connections.clone();
-    let secret_changes = secret_events
-        .touched_objects()
-        .predicate_filter(predicates::resource_version, Default::default())
-        .filter_map(|r| futures::future::ready(r.ok()))
-        .flat_map(move |secret| futures::stream::iter(connections_reading(&connections, &secret)));
     info!("starting connection controller");
     Controller::for_stream(changed_connections, ctx.connections.clone())
-        .reconcile_on(secret_changes)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

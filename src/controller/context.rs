@@ -1,16 +1,16 @@
-//! Shared state of the controller: clients, caches of connections and Secret metadata, built
+//! Shared state of the controller: clients, the cache of connections, built
 //! backends, and per-object failure counts for backoff.
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::PartialObjectMeta;
+use futures::channel::mpsc;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
 use crate::api::{ProviderConnection, SecurityProvider};
+use crate::backend::connect::Recheck;
 use crate::backend::{ClientCache, ProviderBackend, check_backend_match};
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -62,7 +62,6 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub connections: Store<ProviderConnection>,
-    pub secrets: Store<PartialObjectMeta<Secret>>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     /// Built backend clients, shared by every reconcile of a connection version.
@@ -74,6 +73,12 @@ pub struct Context {
     /// Providers whose remote state was settling at their last reconcile: their next read
     /// must be fresh, a snapshot would show the old state.
     settling: Mutex<HashSet<ObjectRef<SecurityProvider>>>,
+    /// Objects whose deletion already waited once for a create that may still land.
+    deferred_cleanups: Mutex<HashSet<ObjectRef<SecurityProvider>>>,
+    /// Connections whose check found a change (a rebuilt client, a new result): their
+    /// providers are reconciled again. Taken once by the provider controller.
+    connection_changes: mpsc::UnboundedSender<ObjectRef<ProviderConnection>>,
+    connection_changes_rx: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<ProviderConnection>>>>,
 }
 
 impl Context {
@@ -82,14 +87,15 @@ impl Context {
         client: Client,
         settings: Settings,
         connections: Store<ProviderConnection>,
-        secrets: Store<PartialObjectMeta<Secret>>,
         recorder: Recorder,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let (connection_changes, rx) = mpsc::unbounded();
         Context {
             client,
             connections,
-            secrets,
+            connection_changes,
+            connection_changes_rx: Mutex::new(Some(rx)),
             recorder,
             metrics,
             clients: ClientCache::default(),
@@ -100,6 +106,7 @@ impl Context {
                 Duration::ZERO
             }),
             settling: Mutex::new(HashSet::new()),
+            deferred_cleanups: Mutex::new(HashSet::new()),
             settings,
         }
     }
@@ -138,6 +145,10 @@ impl Context {
     pub fn forget_object(&self, object: &ObjectRef<SecurityProvider>) {
         self.reset_failures(object);
         self.set_settling(object, false);
+        self.deferred_cleanups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(object);
         let namespace = object.namespace.as_deref().unwrap_or_default();
         self.metrics.provider_forgotten(namespace, &object.name);
     }
@@ -149,9 +160,7 @@ impl Context {
         connection: &ProviderConnection,
         client: Arc<dyn ProviderBackend>,
     ) {
-        self.clients
-            .install(&self.secrets, connection, client)
-            .await;
+        self.clients.install(connection, client).await;
     }
 
     /// How many snapshot slots exist (unit tests).
@@ -166,6 +175,24 @@ impl Context {
         self.clients.contains(connection).await
     }
 
+    /// True the first time it is asked for `object`, false afterwards: the deletion of an
+    /// object whose create may still land waits once.
+    pub fn defer_cleanup_once(&self, object: &ObjectRef<SecurityProvider>) -> bool {
+        self.deferred_cleanups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(object.clone())
+    }
+
+    /// Every SecurityProvider this controller may see (the watched namespace, or the
+    /// cluster), read from the API server: who else manages a remote provider.
+    pub fn cluster_providers(&self) -> kube::Api<SecurityProvider> {
+        match &self.settings.namespace {
+            Some(namespace) => kube::Api::namespaced(self.client.clone(), namespace),
+            None => kube::Api::all(self.client.clone()),
+        }
+    }
+
     /// The ProviderConnection named by a SecurityProvider, from the cache.
     pub fn connection_of(&self, sp: &SecurityProvider) -> Result<Arc<ProviderConnection>, Error> {
         let namespace = sp.namespace().unwrap_or_default();
@@ -176,7 +203,7 @@ impl Context {
     }
 
     /// The backend client of a connection, built once per version of the connection and of
-    /// the Secrets it reads (see [`ClientCache::get_or_connect`]).
+    /// the Secrets it read (see [`ClientCache::get_or_connect`]).
     async fn backend_for(
         &self,
         connection: &ProviderConnection,
@@ -184,11 +211,38 @@ impl Context {
         self.clients
             .get_or_connect(
                 &self.client,
-                &self.secrets,
                 connection,
                 Some(self.metrics.request_observer()),
             )
             .await
+    }
+
+    /// The connection check's handle: the connection's Secrets are read again, and its client
+    /// rebuilt when they or the connection changed (the `bool` says so).
+    pub async fn recheck_handle(
+        &self,
+        connection: Arc<ProviderConnection>,
+    ) -> Result<(ConnectionHandle<'_>, bool), Error> {
+        let observer = Some(self.metrics.request_observer());
+        let recheck = self.clients.recheck(&self.client, &connection, observer);
+        let rebuilt = matches!(recheck.await?, Recheck::Rebuilt(_));
+        Ok((self.handle_for(connection).await?, rebuilt))
+    }
+
+    /// Asks for the providers of `connection` to be reconciled again (its Secrets or its
+    /// check result changed).
+    pub fn connection_changed(&self, connection: ObjectRef<ProviderConnection>) {
+        let _ = self.connection_changes.unbounded_send(connection);
+    }
+
+    /// The stream of [`Context::connection_changed`] requests (once; None afterwards).
+    pub fn take_connection_changes(
+        &self,
+    ) -> Option<mpsc::UnboundedReceiver<ObjectRef<ProviderConnection>>> {
+        self.connection_changes_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// Records a transient failure and returns the delay before the next attempt:

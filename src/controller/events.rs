@@ -84,7 +84,7 @@ pub async fn publish(
     let event = Event {
         type_,
         reason: reason.into(),
-        note: Some(note),
+        note: Some(status::clip(&note, status::EVENT_NOTE_MAX_BYTES)),
         action: action.into(),
         secondary: None,
     };

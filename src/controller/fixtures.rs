@@ -8,8 +8,6 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use http::{Request, Response, StatusCode};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::PartialObjectMeta;
 use kube::client::Body;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, store::Writer};
@@ -36,6 +34,18 @@ pub const NAME: &str = "idp";
 pub const CONNECTION: &str = "conn";
 /// Path of the test SecurityProvider.
 pub const SP_PATH: &str = "/apis/secprov.dev/v1alpha1/namespaces/ns/securityproviders/idp";
+
+/// Path of every SecurityProvider of the cluster.
+pub const CLUSTER_LIST_PATH: &str = "/apis/secprov.dev/v1alpha1/securityproviders";
+
+/// The path of a SecurityProvider.
+pub fn path_of(sp: &SecurityProvider) -> String {
+    format!(
+        "/apis/secprov.dev/v1alpha1/namespaces/{}/securityproviders/{}",
+        sp.namespace().unwrap_or_default(),
+        sp.name_any()
+    )
+}
 
 /// One thing that happened, in order.
 #[derive(Clone, Debug, PartialEq)]
@@ -152,6 +162,16 @@ pub fn mock_client(objects: Vec<(String, Value)>, timeline: Timeline, events: Ev
 }
 
 fn answer(objects: &[(String, Value)], path: &str) -> Response<Body> {
+    if path.ends_with("/securityproviders") {
+        let items: Vec<&Value> = objects
+            .iter()
+            .filter(|(p, _)| p.starts_with(path) || path == CLUSTER_LIST_PATH)
+            .map(|(_, o)| o)
+            .collect();
+        let list = json!({"apiVersion": "secprov.dev/v1alpha1", "kind": "SecurityProviderList",
+                          "metadata": {}, "items": items});
+        return json_response(StatusCode::OK, &list);
+    }
     let found = objects
         .iter()
         .find(|(p, _)| path == p || path.strip_suffix("/status") == Some(p.as_str()));
@@ -198,6 +218,10 @@ pub struct FakeBackend {
     pub providers: Mutex<BTreeMap<String, ObservedProvider>>,
     /// A provider our own earlier create made, invisible until the next create answers 409.
     pub lost_create: Mutex<Option<ObservedProvider>>,
+    /// Operations (`create`, `update`, ...) that fail, and how.
+    pub failing: Mutex<BTreeMap<&'static str, RemoteErrorKind>>,
+    /// When set, every observe fails with this kind (a remote outage, refused credentials).
+    pub observe_failure: Mutex<Option<RemoteErrorKind>>,
     pub timeline: Timeline,
 }
 
@@ -212,6 +236,8 @@ impl FakeBackend {
                     .collect(),
             ),
             lost_create: Mutex::new(None),
+            failing: Mutex::new(BTreeMap::new()),
+            observe_failure: Mutex::new(None),
             timeline: timeline.clone(),
         })
     }
@@ -223,12 +249,27 @@ impl FakeBackend {
     fn error(operation: &'static str, kind: RemoteErrorKind) -> RemoteError {
         RemoteError::transport("fake", operation, kind, "fake")
     }
+
+    /// Makes `operation` fail with `kind` from now on.
+    pub fn fail(&self, operation: &'static str, kind: RemoteErrorKind) {
+        self.failing.lock().unwrap().insert(operation, kind);
+    }
+
+    fn check(&self, operation: &'static str) -> Result<(), RemoteError> {
+        match self.failing.lock().unwrap().get(operation) {
+            Some(kind) => Err(Self::error(operation, *kind)),
+            None => Ok(()),
+        }
+    }
 }
 
 #[async_trait]
 impl ProviderBackend for FakeBackend {
     async fn observe(&self, key: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError> {
         self.record(format!("observe {}", key.id));
+        if let Some(kind) = *self.observe_failure.lock().unwrap() {
+            return Err(Self::error("get", kind));
+        }
         let providers = self.providers.lock().unwrap();
         let by_id = key
             .known_remote_id
@@ -242,6 +283,7 @@ impl ProviderBackend for FakeBackend {
     async fn create(&self, desired: &ProviderConfig) -> Result<ObservedProvider, RemoteError> {
         let id = desired.lookup_key().to_owned();
         self.record(format!("create {id}"));
+        self.check("create")?;
         let mut providers = self.providers.lock().unwrap();
         if let Some(lost) = self.lost_create.lock().unwrap().take() {
             providers.insert(lost.remote_id.clone(), lost);
@@ -263,6 +305,7 @@ impl ProviderBackend for FakeBackend {
         desired: &ProviderConfig,
     ) -> Result<ObservedProvider, RemoteError> {
         self.record(format!("update {}", observed.remote_id));
+        self.check("update")?;
         let updated = ObservedProvider {
             config: desired.clone(),
             ..observed.clone()
@@ -355,22 +398,13 @@ pub fn annotate(mut sp: SecurityProvider, key: &str, value: &str) -> SecurityPro
     sp
 }
 
-/// A controller context over `client` whose caches hold `connections` and the metadata of
-/// the Secrets `secrets` (in the test namespace); also the writer of the connection cache.
+/// A controller context over `client` whose cache holds `connections`; also the writer of
+/// the connection cache.
 pub fn context(
     client: Client,
     connections: &[ProviderConnection],
-    secrets: &[&str],
 ) -> (Arc<Context>, Writer<ProviderConnection>) {
     let (connection_store, mut connection_writer) = reflector::store::<ProviderConnection>();
-    let (secret_store, mut secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
-    for name in secrets {
-        let mut secret = PartialObjectMeta::<Secret>::default();
-        secret.metadata.name = Some((*name).into());
-        secret.metadata.namespace = Some(NAMESPACE.into());
-        secret.metadata.resource_version = Some("7".into());
-        secret_writer.apply_watcher_event(&watcher::Event::Apply(secret));
-    }
     for connection in connections {
         connection_writer.apply_watcher_event(&watcher::Event::Apply(connection.clone()));
     }
@@ -379,7 +413,6 @@ pub fn context(
         client,
         Settings::default(),
         connection_store,
-        secret_store,
         recorder,
         Arc::new(Metrics::new()),
     );
@@ -409,14 +442,22 @@ impl Harness {
         object: Option<SecurityProvider>,
         backend: impl FnOnce(&Timeline) -> Arc<FakeBackend>,
     ) -> Self {
+        Self::with_objects(object.into_iter().collect(), backend).await
+    }
+
+    /// A harness whose API server holds `objects` (the test provider among them, or not).
+    pub async fn with_objects(
+        objects: Vec<SecurityProvider>,
+        backend: impl FnOnce(&Timeline) -> Arc<FakeBackend>,
+    ) -> Self {
         let (timeline, events) = (Timeline::default(), EventLog::default());
-        let objects = object
+        let objects = objects
             .iter()
-            .map(|sp| (SP_PATH.to_owned(), serde_json::to_value(sp).unwrap()))
+            .map(|sp| (path_of(sp), serde_json::to_value(sp).unwrap()))
             .collect();
         let client = mock_client(objects, timeline.clone(), events.clone());
         let conn = connection(1);
-        let (ctx, connections) = context(client, std::slice::from_ref(&conn), &["key"]);
+        let (ctx, connections) = context(client, std::slice::from_ref(&conn));
         let metrics = ctx.metrics.clone();
         let fake = backend(&timeline);
         ctx.install_client(&conn, fake.clone()).await;

@@ -1,13 +1,15 @@
-//! The SecurityProvider controller: watches SecurityProviders, the ProviderConnections they
-//! name and the Secrets those read, and reconciles each provider with bounded concurrency.
+//! The SecurityProvider controller: watches SecurityProviders and the ProviderConnections they
+//! name, and reconciles each provider with bounded concurrency. Secrets are never listed or
+//! watched (the operator may only `get` them, and only in namespaces that granted it): the
+//! connection check reads them by name and reports changes through
+//! [`Context::connection_changed`].
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use futures::{FutureExt, Stream, StreamExt};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams, PartialObjectMeta};
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -28,6 +30,8 @@ pub mod execute;
 pub(crate) mod fixtures;
 pub mod handle;
 pub mod observe;
+#[cfg(test)]
+mod outcome_tests;
 pub mod ownership;
 pub mod patch;
 pub mod plan;
@@ -205,20 +209,6 @@ async fn listed(mut listed: tokio::sync::watch::Receiver<bool>) {
     let _ = listed.wait_for(|done| *done).await;
 }
 
-/// Providers to reconcile when a Secret changes: those of the connections that read it.
-fn providers_reading_secret(
-    secret: &PartialObjectMeta<Secret>,
-    connections: &Store<ProviderConnection>,
-    providers: &Store<SecurityProvider>,
-) -> Vec<ObjectRef<SecurityProvider>> {
-    let namespace = secret.namespace().unwrap_or_default();
-    let users: Vec<String> = connection::connections_reading(connections, secret)
-        .into_iter()
-        .map(|c| c.name)
-        .collect();
-    providers_using(providers, &namespace, &users)
-}
-
 /// The version of a connection that matters to its providers: the connection controller
 /// writes status, so only spec changes (a new generation) and replacement (a new uid) count.
 fn connection_version(conn: &ProviderConnection) -> String {
@@ -229,23 +219,16 @@ fn connection_version(conn: &ProviderConnection) -> String {
     )
 }
 
-/// The shared watches of ProviderConnections and Secret metadata, reflected into the
-/// context's caches. A deleted connection's client and snapshots are dropped.
-fn dependency_watches(
+/// The shared watch of ProviderConnections, reflected into the context's cache. A deleted
+/// connection's client and snapshots are dropped.
+fn connection_watch(
     client: &Client,
     ctx: &Arc<Context>,
     connection_writer: reflector::store::Writer<ProviderConnection>,
-    secret_writer: reflector::store::Writer<PartialObjectMeta<Secret>>,
-) -> (
-    Events<ProviderConnection>,
-    Events<PartialObjectMeta<Secret>>,
-) {
-    let namespace = &ctx.settings.namespace;
-    let connections_api: Api<ProviderConnection> = api_for(client, namespace);
-    // A metadata-only watch: Secret values are read on demand, never cached.
-    let secrets_api: Api<PartialObjectMeta<Secret>> = api_for(client, namespace);
+) -> Events<ProviderConnection> {
+    let connections_api: Api<ProviderConnection> = api_for(client, &ctx.settings.namespace);
     let evict_ctx = ctx.clone();
-    let connections = watcher(connections_api, watcher::Config::default().any_semantic())
+    watcher(connections_api, watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(strip)
         .reflect(connection_writer)
@@ -257,16 +240,8 @@ fn dependency_watches(
                 }
                 event
             }
-        });
-    let secrets = watcher(secrets_api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .modify(|s: &mut PartialObjectMeta<Secret>| {
-            s.metadata.managed_fields = None;
-            s.metadata.annotations = None;
-            s.metadata.labels = None;
         })
-        .reflect(secret_writer);
-    (connections.boxed(), secrets.boxed())
+        .boxed()
 }
 
 /// Runs the SecurityProvider and ProviderConnection controllers until `shutdown` resolves.
@@ -288,59 +263,42 @@ pub async fn run(
         .context("cannot list SecurityProviders; are the CRDs in crds/ applied, and may this identity list them?")?;
 
     let (connections, connection_writer) = reflector::store::<ProviderConnection>();
-    let (secrets, secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
     metrics.init_backends(&BackendKind::ALL.map(BackendKind::as_str));
     let recorder = Recorder::new(client.clone(), reporter());
     let ctx = Arc::new(Context::new(
         client.clone(),
         settings.clone(),
         connections,
-        secrets,
         recorder,
         metrics,
     ));
-    let (connection_events, secret_events) =
-        dependency_watches(&client, &ctx, connection_writer, secret_writer);
-    let connections = fan_out(connection_events);
-    let secrets = fan_out(secret_events);
-    // Dependencies must be cached before the first reconcile, or a provider whose connection
+    let connections = fan_out(connection_watch(&client, &ctx, connection_writer));
+    // Connections must be cached before the first reconcile, or a provider whose connection
     // simply hasn't been listed yet would be reported as ConnectionNotFound.
-    let dependencies_listed = futures::future::join(
-        listed(connections.listed.clone()),
-        listed(secrets.listed.clone()),
-    )
-    .map(|_| ());
+    let dependencies_listed = listed(connections.listed.clone());
     let provider_controller = provider_controller(
         providers_api,
         ctx.clone(),
-        (connections.for_providers, secrets.for_providers),
+        connections.for_providers,
         dependencies_listed,
         shutdown.clone(),
     );
-    let connection_controller = connection::run(
-        ctx.clone(),
-        connections.for_connections,
-        secrets.for_connections,
-        shutdown,
-    );
+    let connection_controller = connection::run(ctx.clone(), connections.for_connections, shutdown);
     info!(concurrency = settings.concurrency, resync = ?settings.resync_interval, namespace = ?settings.namespace, selector = ?settings.label_selector, "starting controller");
     tokio::select! {
         _ = futures::future::join(provider_controller, connection_controller) => {}
-        _ = futures::future::join(connections.pump, secrets.pump) => {}
+        _ = connections.pump => {}
     }
     info!("controller stopped");
     Ok(())
 }
 
 /// The SecurityProvider controller: its own watch, plus triggers from the shared connection
-/// and Secret watches. Runs until `shutdown`.
+/// watch and from connection checks that found a change. Runs until `shutdown`.
 async fn provider_controller(
     providers_api: Api<SecurityProvider>,
     ctx: Arc<Context>,
-    (connection_events, secret_events): (
-        Events<ProviderConnection>,
-        Events<PartialObjectMeta<Secret>>,
-    ),
+    connection_events: Events<ProviderConnection>,
     dependencies_listed: impl std::future::Future<Output = ()> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -372,13 +330,15 @@ async fn provider_controller(
             let namespace = conn.namespace().unwrap_or_default();
             providers_using(&for_connections, &namespace, &[conn.name_any()])
         });
-    let (for_secrets, connections) = (providers.clone(), ctx.connections.clone());
-    let secret_triggers = dependency_triggers(
-        secret_events,
-        // Secrets have no generation; any change may be a rotated value.
-        |secret: &PartialObjectMeta<Secret>| secret.resource_version().unwrap_or_default(),
-        move |secret| providers_reading_secret(secret, &connections, &for_secrets),
-    );
+    let for_checks = providers.clone();
+    let check_triggers = ctx
+        .take_connection_changes()
+        .map(|changes| changes.boxed())
+        .unwrap_or_else(|| futures::stream::empty().boxed())
+        .flat_map(move |conn| {
+            let namespace = conn.namespace.clone().unwrap_or_default();
+            futures::stream::iter(providers_using(&for_checks, &namespace, &[conn.name]))
+        });
 
     let gated_provider_events = futures::stream::once(dependencies_listed)
         .filter_map(|_| futures::future::ready(None))
@@ -386,7 +346,7 @@ async fn provider_controller(
     Controller::for_stream(gated_provider_events, providers)
         .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
         .reconcile_on(connection_triggers)
-        .reconcile_on(secret_triggers)
+        .reconcile_on(check_triggers)
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| async move {

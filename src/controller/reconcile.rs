@@ -1,6 +1,6 @@
 //! One reconcile of a SecurityProvider: validate -> connection handle -> observe -> plan ->
 //! execute -> status. Deletion goes through the finalizer.
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use kube::ResourceExt;
@@ -15,7 +15,7 @@ use super::context::Context;
 use super::events::{publish, publish_events};
 use super::execute::{Report, clear_create_pending, execute};
 use super::observe::{
-    create_pending, is_paused, observe_and_plan, recorded_remote_id, refresh_to_handle,
+    Apis, create_pending, is_paused, observe_and_plan, recorded_remote_id, refresh_to_handle,
 };
 use super::ownership;
 use super::patch::write_status;
@@ -24,7 +24,7 @@ use crate::api::provider_connection::BackendKind;
 use crate::api::security_provider::DeletionPolicy;
 use crate::api::{FINALIZER, SecurityProvider, SecurityProviderStatus};
 use crate::backend::{ObservedProvider, ProviderKey, desired_config};
-use crate::error::Error;
+use crate::error::{Error, TERMINAL_RECHECK};
 
 /// Entry point for the kube-runtime Controller.
 #[instrument(skip_all, fields(object = %format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any())))]
@@ -35,9 +35,11 @@ pub async fn reconcile(sp: Arc<SecurityProvider>, ctx: Arc<Context>) -> Result<A
         .namespace()
         .ok_or_else(|| Error::InvalidSpec("SecurityProvider must be namespaced".into()))?;
     let api: Api<SecurityProvider> = Api::namespaced(ctx.client.clone(), &namespace);
+    // A remote failure that apply reports in status (and retries) is still a failed reconcile.
+    let handled_failure = OnceLock::new();
     let result = finalizer(&api, FINALIZER, sp, |event| async {
         match event {
-            finalizer::Event::Apply(sp) => apply(sp, &ctx, &api).await,
+            finalizer::Event::Apply(sp) => apply(sp, &ctx, &api, &handled_failure).await,
             finalizer::Event::Cleanup(sp) => cleanup(sp, &ctx, &api).await,
         }
     })
@@ -47,9 +49,10 @@ pub async fn reconcile(sp: Arc<SecurityProvider>, ctx: Arc<Context>) -> Result<A
         finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::from(e),
         other => Error::InvalidSpec(other.to_string()),
     });
-    let (label, reason) = match &result {
-        Ok(_) => ("success", "Reconciled"),
-        Err(e) => ("error", e.reason()),
+    let (label, reason) = match (&result, handled_failure.get()) {
+        (Ok(_), None) => ("success", "Reconciled"),
+        (Ok(_), Some(reason)) => ("error", *reason),
+        (Err(e), _) => ("error", e.reason()),
     };
     ctx.metrics.reconciled(label, reason, started.elapsed());
     result
@@ -57,21 +60,32 @@ pub async fn reconcile(sp: Arc<SecurityProvider>, ctx: Arc<Context>) -> Result<A
 
 /// Requeue policy for errors that escaped `apply`/`cleanup` (Kubernetes API failures).
 pub fn error_policy(sp: Arc<SecurityProvider>, error: &Error, ctx: Arc<Context>) -> Action {
+    if let Error::CleanupDeferred(_) = error {
+        info!(object = %sp.name_any(), reason = error.reason(), %error, "deletion waits");
+        return Action::requeue(ctx.settings.progress_interval);
+    }
     let delay = ctx.backoff_after_failure(&ObjectRef::from_obj(&*sp));
     warn!(object = %sp.name_any(), reason = error.reason(), %error, ?delay, "reconcile failed");
     Action::requeue(delay)
 }
 
+/// Reconciles towards the spec. A failure reported in status sets `handled_failure` to its
+/// reason (for the reconcile metric); a Kubernetes API failure is returned.
 async fn apply(
     sp: Arc<SecurityProvider>,
     ctx: &Context,
     api: &Api<SecurityProvider>,
+    handled_failure: &OnceLock<&'static str>,
 ) -> Result<Action, Error> {
     let report = match sync(&sp, ctx, api).await {
         Ok(report) => report,
         Err(error @ Error::Kube(_)) => return Err(error),
         Err(error) => Report::failed(&sp, &error),
     };
+    if let OutcomeResult::Failed { reason, .. } = &report.outcome.result {
+        let _ = handled_failure.set(*reason);
+    }
+    warn_on_new_failure(&sp, &report.outcome.result);
     let new_status = update_status(ctx, api, &sp, &report.outcome).await?;
     // Only now that status.remoteId is stored can the marker go: a crash before this point
     // leaves the marker, and the next reconcile adopts the provider instead of creating again.
@@ -91,6 +105,31 @@ async fn apply(
     Ok(next_action(ctx, &ObjectRef::from_obj(&*sp), &report))
 }
 
+/// Logs a warning when the object starts failing or fails for another reason than before. A
+/// retry that fails the same way stays quiet: status and the Warning Event already say it.
+fn warn_on_new_failure(sp: &SecurityProvider, result: &OutcomeResult) {
+    let OutcomeResult::Failed {
+        reason,
+        message,
+        terminal,
+    } = result
+    else {
+        return;
+    };
+    let before = status::find(sp.status.as_ref(), status::SYNCED);
+    if before.is_some_and(|c| c.status != "True" && c.reason == *reason) {
+        return;
+    }
+    warn!(
+        object = %sp.name_any(),
+        reason,
+        terminal,
+        previous = before.map_or("none", |c| c.reason.as_str()),
+        %message,
+        "SecurityProvider failing"
+    );
+}
+
 /// The remote part of a reconcile: connection, observe, plan, execute.
 async fn sync(
     sp: &SecurityProvider,
@@ -100,8 +139,13 @@ async fn sync(
     let desired = desired_config(sp)?;
     let connection = ctx.connection(sp).await?;
     let use_snapshot = may_use_snapshot(sp, ctx);
+    let cluster = ctx.cluster_providers();
+    let apis = Apis {
+        namespace: api,
+        cluster: &cluster,
+    };
     let (observation, decision) =
-        observe_and_plan(sp, desired, &connection, api, use_snapshot).await?;
+        observe_and_plan(sp, desired, &connection, apis, use_snapshot).await?;
     execute(sp, &connection, api, observation, decision).await
 }
 
@@ -113,10 +157,32 @@ async fn update_status(
     outcome: &Outcome,
 ) -> Result<SecurityProviderStatus, Error> {
     let now = k8s_openapi::jiff::Timestamp::now();
-    let new_status = compute_status(sp.status.as_ref(), sp.metadata.generation, outcome, now);
     let old = sp.status.as_ref();
+    let mut new_status = compute_status(old, sp.metadata.generation, outcome, now);
+    if old != Some(&new_status) && new_status.remote_id.is_none() {
+        keep_stored_remote_id(api, sp, &mut new_status).await?;
+    }
     write_status(api, &sp.name_any(), old, &new_status, &ctx.metrics).await?;
     Ok(new_status)
+}
+
+/// A status write must never drop a known remoteId: server-side apply removes a field the
+/// apply omits, and the cached object may not show a remoteId stored a moment ago. Before
+/// writing a status without one, read the object and keep what the API server has.
+async fn keep_stored_remote_id(
+    api: &Api<SecurityProvider>,
+    sp: &SecurityProvider,
+    new_status: &mut SecurityProviderStatus,
+) -> Result<(), Error> {
+    let stored = api
+        .get_opt(&sp.name_any())
+        .await?
+        .and_then(|fresh| fresh.status);
+    if let Some(stored) = stored.filter(|s| s.remote_id.is_some()) {
+        new_status.remote_id = stored.remote_id;
+        new_status.ownership = stored.ownership;
+    }
+    Ok(())
 }
 
 /// When to reconcile again after `report`.
@@ -124,7 +190,11 @@ fn next_action(ctx: &Context, object: &ObjectRef<SecurityProvider>, report: &Rep
     match &report.outcome.result {
         OutcomeResult::Failed { terminal: true, .. } => {
             ctx.reset_failures(object);
-            Action::await_change()
+            if report.recheck_terminal {
+                Action::requeue(TERMINAL_RECHECK)
+            } else {
+                Action::await_change()
+            }
         }
         OutcomeResult::Failed {
             terminal: false, ..
@@ -199,7 +269,7 @@ async fn cleanup(
         return Ok(Action::await_change());
     }
     match delete_remote(&sp, ctx, recorded).await {
-        Ok((remote_id, existed)) => {
+        Ok(Deletion::Deleted { remote_id, existed }) => {
             info!(%remote_id, existed, "deleted remote provider");
             let note = if existed {
                 format!("deleted remote provider {remote_id:?}")
@@ -210,41 +280,80 @@ async fn cleanup(
             ctx.forget_object(&object);
             Ok(Action::await_change())
         }
+        Ok(Deletion::NotOurs(note)) => {
+            info!(%note, "leaving remote provider in place");
+            publish(ctx, &sp, EventType::Normal, "Orphaned", "Delete", note).await;
+            ctx.forget_object(&object);
+            Ok(Action::await_change())
+        }
+        Err(error @ Error::CleanupDeferred(_)) => Err(error),
         Err(error) => Err(report_cleanup_failure(&sp, ctx, api, error).await?),
     }
 }
 
-/// Deletes the remote provider this object owns. Returns its id and whether it existed.
+/// What deleting the object did remotely.
+enum Deletion {
+    /// The remote provider `remote_id` was deleted (or `existed` was false: already gone).
+    Deleted { remote_id: String, existed: bool },
+    /// Nothing remote is this object's to delete (the note says why).
+    NotOurs(String),
+}
+
+/// Deletes the remote provider this object owns.
 async fn delete_remote(
     sp: &SecurityProvider,
     ctx: &Context,
     recorded: Option<String>,
-) -> Result<(String, bool), Error> {
+) -> Result<Deletion, Error> {
     if is_paused(sp) {
         return Err(Error::Paused(
             "deletion of the remote provider waits until the secprov.dev/paused annotation is removed".into(),
         ));
     }
     let connection = ctx.connection(sp).await?;
+    let system = connection.connection().ownership();
     let remote_id = match recorded {
-        Some(id) => id,
-        None => {
-            // A create was interrupted before its id was recorded. Look the provider up the
-            // way the backend finds it (for JITSudo the id is server-assigned).
-            let desired = desired_config(sp)?;
-            let key = ProviderKey {
-                id: desired.lookup_key().to_owned(),
-                known_remote_id: None,
-            };
-            // Only a provider carrying this object's attempt evidence is ours.
-            match connection.read(&key).await? {
-                Some(found) if ownership::owns(sp, &found) => found.remote_id,
-                _ => return Ok((sp.provider_id(), false)),
-            }
+        Some(id) if ownership::recorded_in(sp, system.as_ref()).is_some() => id,
+        Some(id) => {
+            return Ok(Deletion::NotOurs(format!(
+                "left remote provider {id:?} alone: it was recorded in another remote system than the connection reaches now"
+            )));
         }
+        None => match pending_create_result(sp, ctx, &connection, system.as_ref()).await? {
+            Some(id) => id,
+            None => {
+                let (remote_id, existed) = (sp.provider_id(), false);
+                return Ok(Deletion::Deleted { remote_id, existed });
+            }
+        },
     };
     let existed = connection.delete(&remote_id).await?;
-    Ok((remote_id, existed))
+    Ok(Deletion::Deleted { remote_id, existed })
+}
+
+/// The remote id of the provider an interrupted create of this object made, if any. Found
+/// the way the backend finds it (for JITSudo the id is server-assigned); only a provider
+/// carrying this object's attempt evidence is ours. When none is found yet, deletion waits
+/// one progress interval once: a create whose answer was lost may still be committed.
+async fn pending_create_result(
+    sp: &SecurityProvider,
+    ctx: &Context,
+    connection: &super::handle::ConnectionHandle<'_>,
+    system: Option<&crate::api::security_provider::Ownership>,
+) -> Result<Option<String>, Error> {
+    let desired = desired_config(sp)?;
+    let key = ProviderKey {
+        id: desired.lookup_key().to_owned(),
+        known_remote_id: None,
+    };
+    match connection.read(&key).await? {
+        Some(found) if ownership::owns(sp, &found, system) => Ok(Some(found.remote_id)),
+        Some(_) => Ok(None),
+        None if ctx.defer_cleanup_once(&ObjectRef::from_obj(sp)) => Err(Error::CleanupDeferred(
+            "a create of this object may still land remotely (create-pending marker set, provider not found yet); deletion looks again after one progress interval".into(),
+        )),
+        None => Ok(None),
+    }
 }
 
 /// Reports a failed deletion in status (through the same compute -> compare -> patch as a

@@ -283,9 +283,21 @@ impl Operator {
         self.spawn();
     }
 
-    /// The operator's /metrics text.
+    /// The operator's /metrics text. Panics with the URL and the error when /metrics cannot be
+    /// read within 30 s (an operator still starting gets that long): an empty text would make
+    /// every "this counter is 0" assertion pass without the operator being there.
     pub fn metrics(&self) -> String {
-        http_get(self.metrics_port, "/metrics").unwrap_or_default()
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match http_get_result(self.metrics_port, "/metrics") {
+                Ok(text) => return text,
+                Err(e) if Instant::now() >= deadline => {
+                    panic!("operator /metrics unreachable at {url}: {e}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
     }
 
     /// Sum of one metric family's samples whose line contains every `filters` string.
@@ -319,19 +331,31 @@ pub fn free_port() -> u16 {
 
 /// Minimal HTTP/1.1 GET on loopback.
 pub fn http_get(port: u16, path: &str) -> Option<String> {
+    http_get_result(port, path).ok()
+}
+
+/// Like [`http_get`], with the reason when there is no body (connection refused, timeout, a
+/// response that is not HTTP).
+pub fn http_get_result(port: u16, path: &str) -> Result<String, String> {
     use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
-    .ok()?;
+    .map_err(|e| format!("write: {e}"))?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("read: {e}"))?;
     response
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_owned())
+        .ok_or_else(|| format!("not an HTTP response: {response:?}"))
 }
 
 /// Polls `check` until it returns Some or `timeout` passes.

@@ -20,7 +20,17 @@ pub struct KeystoneClient {
     rest: RestClient,
     credentials: KeystoneCredentials,
     scope: Option<KeystoneScope>,
-    token: tokio::sync::Mutex<Option<CachedToken>>,
+    token: tokio::sync::Mutex<TokenState>,
+}
+
+/// The token, or the refusal of the credentials. A refused login is remembered until the next
+/// connection check ([`KeystoneClient::check_credentials`]) or a new client (the connection or
+/// its Secret changed): fifty providers on a wrong password make one login attempt, not fifty,
+/// so the account is not locked out by its own operator.
+#[derive(Default)]
+struct TokenState {
+    token: Option<CachedToken>,
+    refused: Option<Box<RemoteError>>,
 }
 
 /// Never prints the password, the secret or the token.
@@ -58,7 +68,7 @@ impl KeystoneClient {
             rest: RestClient::new(BACKEND, base, options, parse_error)?,
             credentials,
             scope,
-            token: tokio::sync::Mutex::new(None),
+            token: tokio::sync::Mutex::new(TokenState::default()),
         })
     }
 
@@ -101,25 +111,40 @@ impl KeystoneClient {
     }
 
     /// A usable token: the cached one, or a new one. Authentication runs under the lock, so
-    /// concurrent reconciles wait for one token instead of each requesting their own.
+    /// concurrent reconciles wait for one token instead of each requesting their own; a
+    /// refused login is answered from memory (see [`TokenState`]).
     async fn token(&self) -> Result<String, RemoteError> {
-        let mut cached = self.token.lock().await;
-        if let Some(token) = cached.as_ref()
+        let mut state = self.token.lock().await;
+        if let Some(refused) = &state.refused {
+            return Err(refused.as_ref().clone());
+        }
+        if let Some(token) = state.token.as_ref()
             && token.fresh(jiff::Timestamp::now())
         {
             return Ok(token.value.clone());
         }
-        let token = self.authenticate().await?;
-        let value = token.value.clone();
-        *cached = Some(token);
-        Ok(value)
+        match self.authenticate().await {
+            Ok(token) => {
+                let value = token.value.clone();
+                state.token = Some(token);
+                Ok(value)
+            }
+            Err(e) => {
+                // Wrong password, disabled user, bad scope: trying again cannot help until
+                // something changes, and every attempt counts towards a lockout.
+                if e.kind.is_terminal() {
+                    state.refused = Some(Box::new(e.clone()));
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Forgets `rejected` unless another call already replaced it.
     async fn drop_token(&self, rejected: &str) {
-        let mut cached = self.token.lock().await;
-        if cached.as_ref().is_some_and(|t| t.value == rejected) {
-            *cached = None;
+        let mut state = self.token.lock().await;
+        if state.token.as_ref().is_some_and(|t| t.value == rejected) {
+            state.token = None;
         }
     }
 
@@ -311,8 +336,11 @@ impl KeystoneClient {
         Ok(url)
     }
 
-    /// Obtains a token now (for tests and connection checks).
+    /// Obtains a token now (for tests and connection checks). The connection check is the one
+    /// caller that tries a remembered refusal again (once per check interval): a password can
+    /// be fixed remotely without any change in Kubernetes.
     pub async fn check_credentials(&self) -> Result<(), RemoteError> {
+        self.token.lock().await.refused = None;
         self.token().await.map(|_| ())
     }
 }
