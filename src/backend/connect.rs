@@ -285,6 +285,21 @@ impl ClientCache {
         self.built.lock().await.remove(connection);
     }
 
+    /// The client last built for `connection` (same uid), whatever its Secrets' state: the
+    /// remote cleanup of its providers falls back to it when a Secret is already gone.
+    pub async fn last_built(
+        &self,
+        connection: &ProviderConnection,
+    ) -> Option<Arc<dyn ProviderBackend>> {
+        let uid = format!("{}/", connection.uid().unwrap_or_default());
+        let built = self.built.lock().await;
+        let cached = built.get(&ObjectRef::from_obj(connection))?;
+        cached
+            .connection
+            .starts_with(&uid)
+            .then(|| cached.backend.clone())
+    }
+
     /// Whether a client of `connection` is cached.
     pub async fn contains(&self, connection: &ObjectRef<ProviderConnection>) -> bool {
         self.built.lock().await.contains_key(connection)
@@ -439,7 +454,8 @@ pub async fn read_secret_key(
     Ok((value, secret.resource_version().unwrap_or_default()))
 }
 
-fn secret_key_value(secret: &Secret, key: &str) -> Option<String> {
+/// The trimmed, non-empty UTF-8 value of one key of a Secret.
+pub(crate) fn secret_key_value(secret: &Secret, key: &str) -> Option<String> {
     secret
         .data
         .as_ref()

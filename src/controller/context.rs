@@ -73,6 +73,12 @@ pub struct Context {
     /// Providers whose remote state was settling at their last reconcile: their next read
     /// must be fresh, a snapshot would show the old state.
     settling: Mutex<HashSet<ObjectRef<SecurityProvider>>>,
+    /// `status.coveo.secretsHash` as this process last wrote it: the cached object may not
+    /// show our own status write yet, and a stale hash would send the same values twice.
+    secrets_sent: Mutex<HashMap<ObjectRef<SecurityProvider>, Option<String>>>,
+    /// Consecutive cleanup attempts that failed permanently, per object (bounded by
+    /// [`MAX_CLEANUP_ATTEMPTS`]).
+    cleanup_failures: Mutex<HashMap<ObjectRef<SecurityProvider>, u32>>,
     /// Objects whose deletion already waited once for a create that may still land.
     deferred_cleanups: Mutex<HashSet<ObjectRef<SecurityProvider>>>,
     /// Connections whose check found a change (a rebuilt client, a new result): their
@@ -80,6 +86,10 @@ pub struct Context {
     connection_changes: mpsc::UnboundedSender<ObjectRef<ProviderConnection>>,
     connection_changes_rx: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<ProviderConnection>>>>,
 }
+
+/// Permanent cleanup failures (credentials refused, connection or Secret gone) before a
+/// deletion stops retrying and reports `CleanupBlocked` with its escape hatch.
+pub const MAX_CLEANUP_ATTEMPTS: u32 = 5;
 
 impl Context {
     /// A context over the given caches.
@@ -106,6 +116,8 @@ impl Context {
                 Duration::ZERO
             }),
             settling: Mutex::new(HashSet::new()),
+            secrets_sent: Mutex::new(HashMap::new()),
+            cleanup_failures: Mutex::new(HashMap::new()),
             deferred_cleanups: Mutex::new(HashSet::new()),
             settings,
         }
@@ -118,6 +130,44 @@ impl Context {
         let connection = self.connection_of(sp)?;
         check_backend_match(sp, &connection)?;
         self.handle_for(connection).await
+    }
+
+    /// [`Self::connection`] for the remote cleanup of a provider: when the connection's Secret
+    /// is already gone (deleted with the namespace before its usage finalizer was set), the
+    /// client built from it last time still works.
+    pub async fn connection_for_cleanup(
+        &self,
+        sp: &SecurityProvider,
+    ) -> Result<ConnectionHandle<'_>, Error> {
+        match self.connection(sp).await {
+            Err(
+                error @ (Error::SecretNotFound(_)
+                | Error::SecretKeyMissing { .. }
+                | Error::SecretNotOptedIn(_)),
+            ) => {
+                let connection = self.connection_of(sp)?;
+                let Some(client) = self.clients.last_built(&connection).await else {
+                    return Err(error);
+                };
+                tracing::info!(
+                    reason = error.reason(),
+                    "cleanup uses the connection's last built client"
+                );
+                Ok(ConnectionHandle::new(connection, client, &self.snapshots))
+            }
+            other => other,
+        }
+    }
+
+    /// Counts one more permanent cleanup failure of `object` and returns the count.
+    pub fn cleanup_failed(&self, object: &ObjectRef<SecurityProvider>) -> u32 {
+        let mut failures = self
+            .cleanup_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let count = failures.entry(object.clone()).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
     }
 
     /// The handle of a connection (for its own controller, which checks its credentials).
@@ -145,6 +195,14 @@ impl Context {
     pub fn forget_object(&self, object: &ObjectRef<SecurityProvider>) {
         self.reset_failures(object);
         self.set_settling(object, false);
+        self.secrets_sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(object);
+        self.cleanup_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(object);
         self.deferred_cleanups
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -283,6 +341,28 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .contains(object)
+    }
+
+    /// The hash of the secret values `sp`'s remote provider last received: as this process
+    /// last wrote it in status, else as the (cached) status says.
+    pub fn secrets_hash_sent(&self, sp: &SecurityProvider) -> Option<String> {
+        let written = self.secrets_sent.lock().unwrap_or_else(|e| e.into_inner());
+        match written.get(&ObjectRef::from_obj(sp)) {
+            Some(hash) => hash.clone(),
+            None => sp.status.as_ref()?.coveo.as_ref()?.secrets_hash.clone(),
+        }
+    }
+
+    /// Remembers the `status.coveo.secretsHash` just written for `object`.
+    pub fn remember_secrets_hash(
+        &self,
+        object: &ObjectRef<SecurityProvider>,
+        hash: Option<String>,
+    ) {
+        self.secrets_sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(object.clone(), hash);
     }
 
     /// The resync delay with ±10 % jitter, so objects created together don't resync together.

@@ -11,7 +11,7 @@ use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use tracing::{info, instrument, warn};
 
-use super::context::Context;
+use super::context::{Context, MAX_CLEANUP_ATTEMPTS};
 use super::events::{publish, publish_events};
 use super::execute::{Report, clear_create_pending, execute};
 use super::observe::{
@@ -23,7 +23,7 @@ use super::status::{self, Outcome, OutcomeResult, compute_status};
 use crate::api::provider_connection::BackendKind;
 use crate::api::security_provider::DeletionPolicy;
 use crate::api::{FINALIZER, SecurityProvider, SecurityProviderStatus};
-use crate::backend::{ObservedProvider, ProviderKey, desired_config};
+use crate::backend::{ObservedProvider, ProviderKey, desired_config, resolve_desired};
 use crate::error::{Error, TERMINAL_RECHECK};
 
 /// Entry point for the kube-runtime Controller.
@@ -60,6 +60,11 @@ pub async fn reconcile(sp: Arc<SecurityProvider>, ctx: Arc<Context>) -> Result<A
 
 /// Requeue policy for errors that escaped `apply`/`cleanup` (Kubernetes API failures).
 pub fn error_policy(sp: Arc<SecurityProvider>, error: &Error, ctx: Arc<Context>) -> Action {
+    if let Error::CleanupBlocked { .. } = error {
+        // Reported with its escape hatch; a change of the object, its connection or its
+        // Secret tries again.
+        return Action::await_change();
+    }
     if let Error::CleanupDeferred(_) = error {
         info!(object = %sp.name_any(), reason = error.reason(), %error, "deletion waits");
         return Action::requeue(ctx.settings.progress_interval);
@@ -80,13 +85,22 @@ async fn apply(
     let report = match sync(&sp, ctx, api).await {
         Ok(report) => report,
         Err(error @ Error::Kube(_)) => return Err(error),
-        Err(error) => Report::failed(&sp, &error),
+        Err(error) => {
+            let mut report = Report::failed(&sp, &error);
+            report.outcome.secrets_hash = ctx.secrets_hash_sent(&sp);
+            report
+        }
     };
     if let OutcomeResult::Failed { reason, .. } = &report.outcome.result {
         let _ = handled_failure.set(*reason);
     }
     warn_on_new_failure(&sp, &report.outcome.result);
     let new_status = update_status(ctx, api, &sp, &report.outcome).await?;
+    let sent = new_status
+        .coveo
+        .as_ref()
+        .and_then(|c| c.secrets_hash.clone());
+    ctx.remember_secrets_hash(&ObjectRef::from_obj(&*sp), sent);
     // Only now that status.remoteId is stored can the marker go: a crash before this point
     // leaves the marker, and the next reconcile adopts the provider instead of creating again.
     let pending = create_pending(&sp) || report.marked_pending;
@@ -136,8 +150,9 @@ async fn sync(
     ctx: &Context,
     api: &Api<SecurityProvider>,
 ) -> Result<Report, Error> {
-    let desired = desired_config(sp)?;
     let connection = ctx.connection(sp).await?;
+    let mut desired = resolve_desired(&ctx.client, sp).await?;
+    desired.set_recorded_secrets_hash(ctx.secrets_hash_sent(sp));
     let use_snapshot = may_use_snapshot(sp, ctx);
     let cluster = ctx.cluster_providers();
     let apis = Apis {
@@ -188,6 +203,16 @@ async fn keep_stored_remote_id(
 /// When to reconcile again after `report`.
 fn next_action(ctx: &Context, object: &ObjectRef<SecurityProvider>, report: &Report) -> Action {
     match &report.outcome.result {
+        // Secrets are read by name, never watched: look again at the next resync, so a
+        // Secret created, fixed or labelled later is picked up without a spec change.
+        OutcomeResult::Failed {
+            terminal: true,
+            reason,
+            ..
+        } if reason.starts_with("Secret") => {
+            ctx.reset_failures(object);
+            Action::requeue(ctx.resync_delay())
+        }
         OutcomeResult::Failed { terminal: true, .. } => {
             ctx.reset_failures(object);
             if report.recheck_terminal {
@@ -287,7 +312,7 @@ async fn cleanup(
             Ok(Action::await_change())
         }
         Err(error @ Error::CleanupDeferred(_)) => Err(error),
-        Err(error) => Err(report_cleanup_failure(&sp, ctx, api, error).await?),
+        Err(error) => Err(report_cleanup_failure(&sp, ctx, api, &shown_id, error).await?),
     }
 }
 
@@ -310,7 +335,7 @@ async fn delete_remote(
             "deletion of the remote provider waits until the secprov.dev/paused annotation is removed".into(),
         ));
     }
-    let connection = ctx.connection(sp).await?;
+    let connection = ctx.connection_for_cleanup(sp).await?;
     let system = connection.connection().ownership();
     let remote_id = match recorded {
         Some(id) if ownership::recorded_in(sp, system.as_ref()).is_some() => id,
@@ -358,27 +383,64 @@ async fn pending_create_result(
 
 /// Reports a failed deletion in status (through the same compute -> compare -> patch as a
 /// reconcile) and as a Warning when that changed the status; returns the error to retry on.
+/// A permanent failure (refused credentials, connection or Secret gone) becomes
+/// [`Error::CleanupBlocked`] after [`MAX_CLEANUP_ATTEMPTS`], which is not retried by itself.
 async fn report_cleanup_failure(
     sp: &SecurityProvider,
     ctx: &Context,
     api: &Api<SecurityProvider>,
+    remote_id: &str,
     error: Error,
 ) -> Result<Error, Error> {
-    let message = format!(
-        "cannot delete the remote provider: {error}; fix the cause, or set deletionPolicy: Orphan to keep it"
-    );
+    let error = bound_cleanup_failure(sp, ctx, remote_id, error);
+    let (message, terminal) = match &error {
+        Error::CleanupBlocked { .. } => (error.to_string(), true),
+        _ => (
+            format!(
+                "cannot delete the remote provider: {error}; fix the cause, or set deletionPolicy: Orphan to keep it"
+            ),
+            false,
+        ),
+    };
     let outcome = Outcome {
         result: OutcomeResult::Failed {
             reason: error.reason(),
             message,
-            terminal: false,
+            terminal,
         },
         ..Report::failed(sp, &error).outcome
     };
     let new_status = update_status(ctx, api, sp, &outcome).await?;
-    if sp.status.as_ref() != Some(&new_status) {
+    if sp.status.as_ref() != Some(&new_status) || matches!(error, Error::CleanupBlocked { .. }) {
         let note = error.to_string();
         publish(ctx, sp, EventType::Warning, error.reason(), "Delete", note).await;
     }
     Ok(error)
+}
+
+/// `error` as [`Error::CleanupBlocked`] once permanent failures of this object's cleanup
+/// reached [`MAX_CLEANUP_ATTEMPTS`]; a pause is deliberate and never counts.
+fn bound_cleanup_failure(
+    sp: &SecurityProvider,
+    ctx: &Context,
+    remote_id: &str,
+    error: Error,
+) -> Error {
+    if !error.is_terminal() || matches!(error, Error::Paused(_)) {
+        return error;
+    }
+    let attempts = ctx.cleanup_failed(&ObjectRef::from_obj(sp));
+    if attempts < MAX_CLEANUP_ATTEMPTS {
+        return error;
+    }
+    match error {
+        blocked @ Error::CleanupBlocked { .. } => blocked,
+        cause => Error::CleanupBlocked {
+            remote_id: remote_id.to_owned(),
+            attempts,
+            cause: cause.to_string(),
+            name: sp.name_any(),
+            namespace: sp.namespace().unwrap_or_default(),
+        },
+    }
 }
