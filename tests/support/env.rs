@@ -70,6 +70,8 @@ impl Env<CoveoSimulator> {
             self.sim.base_url(),
             config.organization_id
         );
+        // reqwest is built without a default TLS provider: install the operator's.
+        secprov::backend::http::install_tls_provider();
         self.rt.block_on(async {
             reqwest::Client::new()
                 .post(url)
