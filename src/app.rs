@@ -26,6 +26,18 @@ pub struct RunArgs {
     /// Providers reconciled at once.
     #[arg(long, default_value_t = 16, env = "SECPROV_CONCURRENCY")]
     pub concurrency: u16,
+    /// Providers of one connection reconciled at once (default: half of --concurrency): a slow
+    /// or hanging remote holds at most this many slots, the others serve other connections.
+    #[arg(
+        long,
+        default_value_t = 0,
+        env = "SECPROV_CONNECTION_CONCURRENCY",
+        hide_default_value = true
+    )]
+    pub connection_concurrency: u16,
+    /// Longest time the remote calls of one reconcile may take, retries included.
+    #[arg(long, default_value = "2m", value_parser = positive_duration, env = "SECPROV_RECONCILE_TIMEOUT")]
+    pub reconcile_timeout: Duration,
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "SECPROV_NAMESPACE")]
     pub namespace: Option<String>,
@@ -105,6 +117,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         connection_check_interval: args.connection_check_interval,
         batch_observe: args.batch_observe,
         label_selector,
+        connection_concurrency: args.connection_concurrency,
+        reconcile_timeout: args.reconcile_timeout,
         ..Settings::default()
     };
     let shutdown = shutdown_signal().boxed().shared();
