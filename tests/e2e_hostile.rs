@@ -447,3 +447,74 @@ fn a_hanging_remote_does_not_hold_up_another_namespace() {
     );
     op.kill();
 }
+
+/// The Ready reasons of every SecurityProvider in `ns`.
+fn provider_reasons(ns: &TestNamespace) -> Vec<String> {
+    let Ok(list) = ns.kubectl(&["get", "securityproviders", "-o", "json"]) else {
+        return Vec::new();
+    };
+    let list: Value = serde_json::from_str(&list).unwrap_or_default();
+    list["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|o| {
+                    condition(o, "Ready")
+                        .and_then(|c| c["reason"].as_str())
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// No account lockout: fifty Keystone providers on a connection with a wrong password make
+/// at most one or two login attempts per connection-check interval, not one each.
+#[test]
+fn a_wrong_keystone_password_is_tried_once_per_check_not_once_per_provider() {
+    let rt = runtime();
+    let sim = rt
+        .block_on(secprov_sim::keystone::KeystoneSimulator::start(
+            addr("127.0.0.1"),
+            secprov_sim::keystone::KeystoneSimConfig::default(),
+        ))
+        .unwrap();
+    let ns = TestNamespace::new("hostile-lockout");
+    // KEYSTONE_PASSWORD is not the simulator's password.
+    ns.apply(&connection("keystone", "ks", &sim.base_url()))
+        .unwrap();
+    let providers: String = (0..50)
+        .map(|i| provider("keystone", &format!("p{i}"), "ks") + "---\n")
+        .collect();
+    ns.apply(&providers).unwrap();
+    let interval = Duration::from_secs(10);
+    let started = Instant::now();
+    let mut op = Operator::start(&ns.name, &["--connection-check-interval", "10s"]);
+    eventually(Duration::from_secs(120), "50 x RemoteUnauthorized", || {
+        let reasons = provider_reasons(&ns);
+        (reasons.len() == 50 && reasons.iter().all(|r| r == "RemoteUnauthorized")).then_some(())
+    });
+    let first = sim.operation_count("authenticate");
+    let intervals = started.elapsed().as_secs_f64() / interval.as_secs_f64();
+    eprintln!(
+        "50 providers Unauthorized after {:?}: {first} login attempts",
+        started.elapsed()
+    );
+    assert!(first >= 1, "the operator never tried");
+    assert!(
+        first as f64 <= 2.0 * intervals.ceil(),
+        "{first} login attempts in {intervals:.1} check intervals"
+    );
+    // Two more intervals: the connection check tries again once each (the password may have
+    // been fixed remotely); the providers answer from the remembered refusal.
+    std::thread::sleep(2 * interval + Duration::from_secs(1));
+    let more = sim.operation_count("authenticate") - first;
+    eprintln!("{more} login attempts in the next two intervals");
+    assert!(
+        (1..=4).contains(&more),
+        "{more} login attempts in two intervals"
+    );
+    op.kill();
+}
