@@ -20,6 +20,7 @@ use tracing::{info, warn};
 
 use crate::api::provider_connection::BackendKind;
 use crate::api::{PAUSED_ANNOTATION, ProviderConnection, REFRESH_ANNOTATION, SecurityProvider};
+use crate::health::Health;
 use crate::metrics::Metrics;
 
 pub mod connection;
@@ -225,6 +226,7 @@ fn connection_watch(
     client: &Client,
     ctx: &Arc<Context>,
     connection_writer: reflector::store::Writer<ProviderConnection>,
+    health: Arc<Health>,
 ) -> Events<ProviderConnection> {
     let connections_api: Api<ProviderConnection> = api_for(client, &ctx.settings.namespace);
     let evict_ctx = ctx.clone();
@@ -232,6 +234,13 @@ fn connection_watch(
         .default_backoff()
         .modify(strip)
         .reflect(connection_writer)
+        .inspect(move |event| {
+            health.watch_event(
+                "ProviderConnection",
+                event.is_ok(),
+                std::time::Instant::now(),
+            );
+        })
         .then(move |event| {
             let ctx = evict_ctx.clone();
             async move {
@@ -249,9 +258,12 @@ pub async fn run(
     client: Client,
     settings: Settings,
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
     let shutdown = shutdown.shared();
+    // Ready again once this run's caches are filled (see provider_controller).
+    health.set_ready(false);
     let providers_api: Api<SecurityProvider> = api_for(&client, &settings.namespace);
     let provider_list = match &settings.label_selector {
         Some(selector) => ListParams::default().labels(selector),
@@ -272,7 +284,12 @@ pub async fn run(
         recorder,
         metrics,
     ));
-    let connections = fan_out(connection_watch(&client, &ctx, connection_writer));
+    let connections = fan_out(connection_watch(
+        &client,
+        &ctx,
+        connection_writer,
+        health.clone(),
+    ));
     // Connections must be cached before the first reconcile, or a provider whose connection
     // simply hasn't been listed yet would be reported as ConnectionNotFound.
     let dependencies_listed = listed(connections.listed.clone());
@@ -281,6 +298,7 @@ pub async fn run(
         ctx.clone(),
         connections.for_providers,
         dependencies_listed,
+        health,
         shutdown.clone(),
     );
     let connection_controller = connection::run(ctx.clone(), connections.for_connections, shutdown);
@@ -300,6 +318,7 @@ async fn provider_controller(
     ctx: Arc<Context>,
     connection_events: Events<ProviderConnection>,
     dependencies_listed: impl std::future::Future<Output = ()> + Send + 'static,
+    health: Arc<Health>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (providers, provider_writer) = reflector::store::<SecurityProvider>();
@@ -315,6 +334,12 @@ async fn provider_controller(
         .modify(strip_provider)
         .reflect(provider_writer)
         .inspect(move |event| {
+            health.watch_event("SecurityProvider", event.is_ok(), std::time::Instant::now());
+            // Provider events flow only after the connections are listed: both caches are
+            // filled once the providers' first list is done.
+            if let Ok(watcher::Event::InitDone) = event {
+                health.set_ready(true);
+            }
             // Whatever way it went (finalizer removed by hand included), a deleted object's
             // backoff, settling mark and ready gauge go with it.
             if let Ok(watcher::Event::Delete(sp)) = event {
