@@ -19,7 +19,8 @@ use crate::backend::ObservedProvider;
 use crate::backend::ProviderConfig;
 use crate::backend::{check_backend_match, connect_from_api, desired_config};
 use crate::controller::handle::ConnectionHandle;
-use crate::controller::observe::{Observation, observe_and_plan};
+use crate::controller::observe::{Apis, Observation, observe_and_plan};
+use crate::controller::ownership;
 use crate::controller::plan::Plan;
 use crate::controller::snapshot::Snapshots;
 
@@ -88,18 +89,46 @@ pub fn manifest_for(
     Ok(sp)
 }
 
+/// `namespace/name` of the object in `managers` that manages the remote provider `remote_id`
+/// of the remote system `system`.
+pub fn managed_by(
+    managers: &[SecurityProvider],
+    remote_id: &str,
+    system: Option<&crate::api::security_provider::Ownership>,
+) -> Option<String> {
+    managers
+        .iter()
+        .find(|sp| ownership::manages(sp, remote_id, system))
+        .map(|sp| format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any()))
+}
+
 /// `secprov-operator export`: every remote provider of a connection as SecurityProvider
-/// manifests with `adopt: true`, sorted by name, one YAML stream without status.
+/// manifests with `adopt: true`, sorted by name, one YAML stream without status. Providers
+/// an object in the cluster already manages are left out (listed as comments): a second
+/// object adopting one would overwrite it for ever.
 pub async fn export(client: Client, connection: &str, namespace: &str) -> anyhow::Result<String> {
     let connections: Api<ProviderConnection> = Api::namespaced(client.clone(), namespace);
     let conn = connections.get_opt(connection).await?.with_context(|| {
         format!("ProviderConnection {connection:?} not found in namespace {namespace:?}")
     })?;
+    let managers = Api::<SecurityProvider>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .context("cannot list the SecurityProviders of the cluster (to leave out the providers already managed)")?
+        .items;
+    let system = conn.ownership();
     let backend = connect_from_api(&client, &conn, None).await?;
     let observed = backend.list().await?;
     let mut manifests = Vec::new();
     let mut skipped = Vec::new();
     for provider in &observed {
+        if let Some(other) = managed_by(&managers, &provider.remote_id, system.as_ref()) {
+            let id = &provider.remote_id;
+            skipped.push(format!(
+                "# skipped {id:?}: already managed by SecurityProvider {other}"
+            ));
+            continue;
+        }
         match manifest_for(provider, connection, namespace) {
             Ok(sp) => manifests.push(sp),
             Err(reason) => skipped.push(format!("# skipped {:?}: {reason}", provider.remote_id)),
@@ -275,7 +304,12 @@ async fn plan_one(
     // No batch reads: a plan reads each provider fresh, as the controller does before a write.
     let snapshots = Snapshots::new(Duration::ZERO);
     let handle = ConnectionHandle::new(Arc::new(connection), backend, &snapshots);
-    let (observation, decision) = observe_and_plan(&sp, desired, &handle, &api, false).await?;
+    let cluster = Api::<SecurityProvider>::all(client.clone());
+    let apis = Apis {
+        namespace: &api,
+        cluster: &cluster,
+    };
+    let (observation, decision) = observe_and_plan(&sp, desired, &handle, apis, false).await?;
     Ok(plan_line(object.to_owned(), &observation, decision))
 }
 

@@ -64,6 +64,16 @@ pub enum Error {
     #[error(transparent)]
     Remote(#[from] RemoteError),
 
+    /// A write answered 404 or 409: the provider changed remotely since it was read (deleted
+    /// or replaced in the console). Observed again soon, not terminal.
+    #[error("the remote provider changed since it was read; reading it again: {0}")]
+    RemoteChanged(#[source] RemoteError),
+
+    /// Deletion waits: a create of this object may still land remotely (its create-pending
+    /// marker is set and the provider was not found yet).
+    #[error("{0}")]
+    CleanupDeferred(String),
+
     /// Remote writes wait for the `secprov.dev/paused` annotation to be removed.
     #[error("{0}")]
     Paused(String),
@@ -97,6 +107,8 @@ impl Error {
             Error::SecretTypeRefused { .. } => "SecretTypeRefused",
             Error::SecretAccessDenied { .. } => "SecretAccessDenied",
             Error::Remote(e) => e.kind.reason(),
+            Error::RemoteChanged(_) => "RemoteChanged",
+            Error::CleanupDeferred(_) => "WaitingForPendingCreate",
             Error::Paused(_) => "ReconcilePaused",
             Error::Internal(_) => "InternalError",
             Error::Kube(_) => "KubernetesApiError",
@@ -119,8 +131,19 @@ impl Error {
             // Removing the annotation is a watched change.
             | Error::Paused(_) => true,
             Error::Remote(e) => e.kind.is_terminal(),
-            Error::Internal(_) | Error::Kube(_) => false,
+            Error::RemoteChanged(_)
+            | Error::CleanupDeferred(_)
+            | Error::Internal(_)
+            | Error::Kube(_) => false,
         }
+    }
+
+    /// For a terminal error: whether it is still checked again now and then (every
+    /// [`TERMINAL_RECHECK`]), because the remote side can change without any watched change
+    /// (a key being activated, a WAF rule, a provider deleted in the console). Only a
+    /// configuration the remote system refused waits for a spec change alone.
+    pub fn rechecked_when_terminal(&self) -> bool {
+        matches!(self, Error::Remote(e) if e.kind.is_terminal() && e.kind != RemoteErrorKind::InvalidConfiguration)
     }
 
     /// How long the remote system asked us to wait, if it did.
@@ -131,6 +154,10 @@ impl Error {
         }
     }
 }
+
+/// How long a terminal remote error other than an invalid configuration waits before it is
+/// tried again (see [`Error::rechecked_when_terminal`]).
+pub const TERMINAL_RECHECK: Duration = Duration::from_secs(30 * 60);
 
 /// Classification of a remote failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

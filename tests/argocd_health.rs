@@ -184,6 +184,32 @@ fn paused_is_suspended() {
         ],
     );
     assert_eq!(health(&provider(3, Some(paused))).0, "Suspended");
+    // A spec change waiting while paused (Ready and Stalled say so): still Suspended.
+    let waiting = condition(
+        "Synced",
+        "False",
+        "ReconcilePaused",
+        "the update waits until the secprov.dev/paused annotation is removed",
+    );
+    let paused_change = status(
+        3,
+        vec![
+            condition("Ready", "False", "ReconcilePaused", "waits"),
+            waiting,
+            condition("Stalled", "True", "ReconcilePaused", "waits"),
+        ],
+    );
+    assert_eq!(health(&provider(3, Some(paused_change))).0, "Suspended");
+    // Observe-only with a difference: the spec is not what the remote has.
+    let observed = status(
+        3,
+        vec![
+            condition("Ready", "False", "ObserveOnly", "remote differs"),
+            condition("Synced", "False", "ObserveOnly", "remote differs"),
+            condition("Stalled", "True", "ObserveOnly", "remote differs"),
+        ],
+    );
+    assert_eq!(health(&provider(3, Some(observed))).0, "Degraded");
 }
 
 #[test]

@@ -181,7 +181,9 @@ fn observe_only_never_writes_even_when_the_spec_differs() {
         synced["message"].as_str().unwrap().contains("displayName"),
         "{synced}"
     );
-    assert_eq!(obj["status"]["remoteId"], "watched");
+    // Observing records no ownership: a later switch to Manage must not take it over.
+    assert!(obj["status"]["remoteId"].is_null(), "{obj:#}");
+    assert!(obj["status"]["ownership"].is_null(), "{obj:#}");
     assert!(
         obj["status"]["currentStatus"]["type"].is_string(),
         "status is still mirrored"
@@ -260,4 +262,75 @@ fn plan_shows_create_update_and_no_change_without_writing() {
     .unwrap();
     let out = operator_cli(&["plan", "-f", file.to_str().unwrap(), "-n", &env.ns.name]);
     assert!(out.contains(&format!("! AlreadyExists {ns}/same")), "{out}");
+}
+
+#[test]
+fn a_provider_managed_in_the_cluster_is_not_exported_nor_adopted_twice() {
+    let env = setup("adopt-managed");
+    let operator = Operator::start(&env.ns.name, &["--resync-interval", "2s"]);
+    env.ns
+        .apply(
+            "apiVersion: secprov.dev/v1alpha1\nkind: SecurityProvider\nmetadata:\n  name: owner\nspec:\n  connectionRef: coveo\n  providerId: shared\n  displayName: Owner's name\n  coveo:\n    type: EXPANDED\n",
+        )
+        .unwrap();
+    let owner = eventually(Duration::from_secs(60), "owner Ready", || {
+        let obj = env.ns.get_json("securityprovider/owner")?;
+        (condition(&obj, "Ready")?["status"] == "True").then_some(obj)
+    });
+    assert_eq!(owner["status"]["ownership"]["scope"], ORG, "{owner:#}");
+    let ns = &env.ns.name;
+
+    // export leaves it out, saying why.
+    let exported = operator_cli(&["export", "--connection", "coveo", "-n", ns]);
+    assert!(
+        exported.contains(&format!(
+            "# skipped \"shared\": already managed by SecurityProvider {ns}/owner"
+        )),
+        "{exported}"
+    );
+    assert!(!exported.contains("providerId: shared"), "{exported}");
+
+    // A hand-made adopting copy (as an export from before would be): plan says so.
+    let copy = "apiVersion: secprov.dev/v1alpha1\nkind: SecurityProvider\nmetadata:\n  name: copy\nspec:\n  connectionRef: coveo\n  providerId: shared\n  adopt: true\n  deletionPolicy: Orphan\n  displayName: Copy's name\n  coveo:\n    type: EXPANDED\n";
+    let file = std::env::temp_dir().join(format!("managed-{ns}.yaml"));
+    std::fs::write(&file, copy).unwrap();
+    let plan = operator_cli(&["plan", "-f", file.to_str().unwrap(), "-n", ns]);
+    assert!(
+        plan.contains(&format!("! AlreadyManaged {ns}/copy:"))
+            && plan.contains(&format!("{ns}/owner")),
+        "{plan}"
+    );
+
+    // Applied anyway: refused, naming the owner; the provider is not written.
+    let updates = env.sim.operation_count("update");
+    env.ns.apply(copy).unwrap();
+    let obj = eventually(Duration::from_secs(60), "copy AlreadyManaged", || {
+        let obj = env.ns.get_json("securityprovider/copy")?;
+        (condition(&obj, "Ready")?["reason"] == "AlreadyManaged").then_some(obj)
+    });
+    let message = condition(&obj, "Ready").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains(&format!("{ns}/owner")), "{message}");
+    assert!(obj["status"]["remoteId"].is_null(), "{obj:#}");
+    // Several resyncs of both objects later: still no write, the owner's name stays.
+    let reconciles = operator.metric_sum("secprov_reconciles_total", &[]);
+    eventually(Duration::from_secs(60), "three more reconciles", || {
+        (operator.metric_sum("secprov_reconciles_total", &[]) >= reconciles + 3.0).then_some(())
+    });
+    assert_eq!(
+        env.sim.operation_count("update"),
+        updates,
+        "{}",
+        operator.log_text()
+    );
+    assert_eq!(
+        env.sim.provider("shared").unwrap()["displayName"],
+        "Owner's name"
+    );
+    env.ns
+        .kubectl(&["delete", "securityprovider/copy", "--timeout=60s"])
+        .unwrap();
+    assert!(env.sim.provider("shared").is_some());
 }

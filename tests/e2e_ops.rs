@@ -432,6 +432,24 @@ fn paused_provider_gets_no_remote_writes_until_resumed() {
     );
     assert!(obj["status"]["remoteId"] == "pausable");
     assert_eq!(argocd_health(&obj), "Suspended");
+    // The new generation is not applied: Ready does not claim it, so kubectl wait waits.
+    let ready = condition(&obj, "Ready").unwrap();
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("ReconcilePaused")),
+        "{obj:#}"
+    );
+    assert!(
+        env.ns
+            .kubectl(&[
+                "wait",
+                "--for=condition=Ready",
+                "securityprovider/pausable",
+                "--timeout=2s"
+            ])
+            .is_err(),
+        "kubectl wait returned before the change was applied"
+    );
 
     env.ns
         .kubectl(&[
@@ -450,6 +468,14 @@ fn paused_provider_gets_no_remote_writes_until_resumed() {
         let obj = env.ns.get_json("securityprovider/pausable")?;
         (condition(&obj, "Synced")?["status"] == "True").then_some(())
     });
+    env.ns
+        .kubectl(&[
+            "wait",
+            "--for=condition=Ready",
+            "securityprovider/pausable",
+            "--timeout=20s",
+        ])
+        .unwrap();
 }
 
 fn leader_args(ns: &str) -> Vec<String> {

@@ -92,6 +92,8 @@ pub struct Context {
     /// Providers whose remote state was settling at their last reconcile: their next read
     /// must be fresh, a snapshot would show the old state.
     settling: Mutex<HashSet<ObjectRef<SecurityProvider>>>,
+    /// Objects whose deletion already waited once for a create that may still land.
+    deferred_cleanups: Mutex<HashSet<ObjectRef<SecurityProvider>>>,
     /// Connections whose check found a change (a rebuilt client, a new result): their
     /// providers are reconciled again. Taken once by the provider controller.
     connection_changes: mpsc::UnboundedSender<ObjectRef<ProviderConnection>>,
@@ -130,6 +132,7 @@ impl Context {
                 Duration::ZERO
             }),
             settling: Mutex::new(HashSet::new()),
+            deferred_cleanups: Mutex::new(HashSet::new()),
             settings,
         }
     }
@@ -199,6 +202,10 @@ impl Context {
     pub fn forget_object(&self, object: &ObjectRef<SecurityProvider>) {
         self.reset_failures(object);
         self.set_settling(object, false);
+        self.deferred_cleanups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(object);
         let namespace = object.namespace.as_deref().unwrap_or_default();
         self.metrics.provider_forgotten(namespace, &object.name);
     }
@@ -223,6 +230,24 @@ impl Context {
     #[cfg(test)]
     pub(crate) async fn has_client(&self, connection: &ObjectRef<ProviderConnection>) -> bool {
         self.clients.contains(connection).await
+    }
+
+    /// True the first time it is asked for `object`, false afterwards: the deletion of an
+    /// object whose create may still land waits once.
+    pub fn defer_cleanup_once(&self, object: &ObjectRef<SecurityProvider>) -> bool {
+        self.deferred_cleanups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(object.clone())
+    }
+
+    /// Every SecurityProvider this controller may see (the watched namespace, or the
+    /// cluster), read from the API server: who else manages a remote provider.
+    pub fn cluster_providers(&self) -> kube::Api<SecurityProvider> {
+        match &self.settings.namespace {
+            Some(namespace) => kube::Api::namespaced(self.client.clone(), namespace),
+            None => kube::Api::all(self.client.clone()),
+        }
     }
 
     /// The ProviderConnection named by a SecurityProvider, from the cache.

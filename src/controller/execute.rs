@@ -10,9 +10,9 @@ use serde_json::json;
 use tracing::info;
 
 use super::handle::{ConnectionHandle, Remote};
-use super::observe::{Observation, recorded_remote_id, refresh_to_handle};
+use super::observe::{Observation, is_paused, recorded_remote_id, refresh_to_handle};
 use super::ownership::{self, CreateMarker};
-use super::plan::{Plan, REASON_ALREADY_EXISTS, REASON_OBSERVE_ONLY};
+use super::plan::{Plan, REASON_ALREADY_EXISTS, REASON_OBSERVE_ONLY, REASON_PAUSED};
 use super::status::{Outcome, OutcomeResult};
 use crate::api::{CREATE_PENDING_ANNOTATION, SecurityProvider};
 use crate::error::{Error, RemoteError, RemoteErrorKind};
@@ -34,6 +34,9 @@ pub struct Report {
     pub refreshed: bool,
     /// How long the remote system asked us to wait after its failure.
     pub retry_after: Option<Duration>,
+    /// A terminal failure that is still checked again now and then (see
+    /// [`Error::rechecked_when_terminal`]).
+    pub recheck_terminal: bool,
 }
 
 impl Report {
@@ -47,6 +50,7 @@ impl Report {
             updated: None,
             refreshed: false,
             retry_after: None,
+            recheck_terminal: false,
         }
     }
 
@@ -54,9 +58,11 @@ impl Report {
     pub fn failed(sp: &SecurityProvider, error: &Error) -> Report {
         Report {
             retry_after: error.retry_after(),
+            recheck_terminal: error.rechecked_when_terminal(),
             ..Report::new(Outcome {
                 backend: sp.spec.backend(),
                 remote_id: recorded_remote_id(sp),
+                ownership: None,
                 observed: None,
                 result: failure(error),
                 refresh_handled: None,
@@ -89,6 +95,7 @@ pub async fn execute(
         Err(error @ Error::Kube(_)) => Err(error),
         Err(error) => {
             run.report.retry_after = error.retry_after();
+            run.report.recheck_terminal = error.rechecked_when_terminal();
             run.report.outcome.result = failure(&error);
             Ok(run.report)
         }
@@ -118,13 +125,18 @@ impl<'a, 'c> Execution<'a, 'c> {
             Plan::Blocked { .. } => None,
             _ => observation.remote.provider().cloned(),
         };
-        let remote_id = observed
-            .as_ref()
-            .map(|o| o.remote_id.clone())
-            .or_else(|| recorded_remote_id(sp));
+        // Observing never records ownership (a later switch to Manage must not take over
+        // what was only watched); status keeps what an earlier Manage recorded.
+        let (remote_id, ownership) = match &observed {
+            Some(found) if !sp.observe_only() => {
+                (Some(found.remote_id.clone()), observation.system.clone())
+            }
+            _ => (recorded_remote_id(sp), None),
+        };
         let report = Report::new(Outcome {
             backend: sp.spec.backend(),
             remote_id,
+            ownership,
             observed,
             result: OutcomeResult::Synced {
                 reason: "ReconcileSuccess",
@@ -147,8 +159,17 @@ impl<'a, 'c> Execution<'a, 'c> {
             Plan::Update { fields } => self.update(fields).await?,
             Plan::InSync => {}
             Plan::Withheld {
-                reason, message, ..
-            } => self.report.outcome.result = OutcomeResult::Withheld { reason, message },
+                reason,
+                message,
+                fields,
+            } => {
+                let applied = fields.is_empty() && self.report.outcome.observed.is_some();
+                self.report.outcome.result = OutcomeResult::Withheld {
+                    reason,
+                    message,
+                    applied,
+                }
+            }
             Plan::Blocked { reason, message } => {
                 self.report.outcome.result = OutcomeResult::Blocked { reason, message };
                 return Ok(());
@@ -181,6 +202,7 @@ impl<'a, 'c> Execution<'a, 'c> {
             Ok(created) => {
                 info!(remote_id = %created.remote_id, "created remote provider");
                 self.report.outcome.remote_id = Some(created.remote_id.clone());
+                self.report.outcome.ownership = self.observation.system.clone();
                 self.report.outcome.observed = Some(created);
                 self.report.created = true;
                 Ok(())
@@ -224,10 +246,15 @@ impl<'a, 'c> Execution<'a, 'c> {
         }
         info!(remote_id = %found.remote_id, "create answered 409 while create-pending: adopting our own earlier create");
         self.report.outcome.remote_id = Some(found.remote_id.clone());
+        self.report.outcome.ownership = self.observation.system.clone();
         self.report.outcome.observed = Some(found.clone());
         let fields = desired.diff(&found.config);
         if !fields.is_empty() {
-            let updated = self.connection.update(&found, desired).await?;
+            let updated = self
+                .connection
+                .update(&found, desired)
+                .await
+                .map_err(observe_again)?;
             self.report.outcome.observed = Some(updated);
             self.report.updated = Some(fields);
         }
@@ -243,7 +270,8 @@ impl<'a, 'c> Execution<'a, 'c> {
         let updated = self
             .connection
             .update(current, &self.observation.desired)
-            .await?;
+            .await
+            .map_err(observe_again)?;
         info!(remote_id = %updated.remote_id, ?fields, "updated remote provider");
         self.report.outcome.observed = Some(updated);
         self.report.updated = Some(fields);
@@ -259,7 +287,13 @@ impl<'a, 'c> Execution<'a, 'c> {
         let Some(current) = self.report.outcome.observed.clone() else {
             return Ok(());
         };
-        if !current.state.busy && self.connection.refresh(&current.remote_id).await? {
+        if !current.state.busy
+            && self
+                .connection
+                .refresh(&current.remote_id)
+                .await
+                .map_err(observe_again)?
+        {
             self.report.refreshed = true;
             let reread = self.connection.read(&self.observation.key).await?;
             self.report.outcome.observed = reread.or(Some(current));
@@ -272,7 +306,14 @@ impl<'a, 'c> Execution<'a, 'c> {
         if !matches!(self.report.outcome.result, OutcomeResult::Synced { .. }) {
             return;
         }
-        self.report.outcome.result = if self.sp.observe_only() {
+        self.report.outcome.result = if is_paused(self.sp) {
+            // Paused says so even when nothing waits: Argo CD shows it Suspended.
+            OutcomeResult::Withheld {
+                reason: REASON_PAUSED,
+                message: "the remote provider matches the spec; remote writes are paused by the secprov.dev/paused annotation".into(),
+                applied: true,
+            }
+        } else if self.sp.observe_only() {
             OutcomeResult::Synced {
                 reason: REASON_OBSERVE_ONLY,
                 message: "observing only; the remote provider matches the spec".into(),
@@ -283,6 +324,15 @@ impl<'a, 'c> Execution<'a, 'c> {
                 message: "the remote provider matches the spec".into(),
             }
         };
+    }
+}
+
+/// A 404 or 409 answering a write to a provider just read means it changed under us (deleted
+/// or replaced in the console): read it again soon rather than wait for a spec change.
+fn observe_again(error: RemoteError) -> Error {
+    match error.kind {
+        RemoteErrorKind::NotFound | RemoteErrorKind::Conflict => Error::RemoteChanged(error),
+        _ => error.into(),
     }
 }
 

@@ -35,6 +35,18 @@ pub const CONNECTION: &str = "conn";
 /// Path of the test SecurityProvider.
 pub const SP_PATH: &str = "/apis/secprov.dev/v1alpha1/namespaces/ns/securityproviders/idp";
 
+/// Path of every SecurityProvider of the cluster.
+pub const CLUSTER_LIST_PATH: &str = "/apis/secprov.dev/v1alpha1/securityproviders";
+
+/// The path of a SecurityProvider.
+pub fn path_of(sp: &SecurityProvider) -> String {
+    format!(
+        "/apis/secprov.dev/v1alpha1/namespaces/{}/securityproviders/{}",
+        sp.namespace().unwrap_or_default(),
+        sp.name_any()
+    )
+}
+
 /// One thing that happened, in order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Call {
@@ -150,6 +162,16 @@ pub fn mock_client(objects: Vec<(String, Value)>, timeline: Timeline, events: Ev
 }
 
 fn answer(objects: &[(String, Value)], path: &str) -> Response<Body> {
+    if path.ends_with("/securityproviders") {
+        let items: Vec<&Value> = objects
+            .iter()
+            .filter(|(p, _)| p.starts_with(path) || path == CLUSTER_LIST_PATH)
+            .map(|(_, o)| o)
+            .collect();
+        let list = json!({"apiVersion": "secprov.dev/v1alpha1", "kind": "SecurityProviderList",
+                          "metadata": {}, "items": items});
+        return json_response(StatusCode::OK, &list);
+    }
     let found = objects
         .iter()
         .find(|(p, _)| path == p || path.strip_suffix("/status") == Some(p.as_str()));
@@ -196,6 +218,8 @@ pub struct FakeBackend {
     pub providers: Mutex<BTreeMap<String, ObservedProvider>>,
     /// A provider our own earlier create made, invisible until the next create answers 409.
     pub lost_create: Mutex<Option<ObservedProvider>>,
+    /// Operations (`create`, `update`, ...) that fail, and how.
+    pub failing: Mutex<BTreeMap<&'static str, RemoteErrorKind>>,
     /// When set, every observe fails with this kind (a remote outage, refused credentials).
     pub observe_failure: Mutex<Option<RemoteErrorKind>>,
     /// When set, every observe first waits this long (a hanging remote).
@@ -214,6 +238,7 @@ impl FakeBackend {
                     .collect(),
             ),
             lost_create: Mutex::new(None),
+            failing: Mutex::new(BTreeMap::new()),
             observe_failure: Mutex::new(None),
             observe_delay: Mutex::new(None),
             timeline: timeline.clone(),
@@ -226,6 +251,18 @@ impl FakeBackend {
 
     fn error(operation: &'static str, kind: RemoteErrorKind) -> RemoteError {
         RemoteError::transport("fake", operation, kind, "fake")
+    }
+
+    /// Makes `operation` fail with `kind` from now on.
+    pub fn fail(&self, operation: &'static str, kind: RemoteErrorKind) {
+        self.failing.lock().unwrap().insert(operation, kind);
+    }
+
+    fn check(&self, operation: &'static str) -> Result<(), RemoteError> {
+        match self.failing.lock().unwrap().get(operation) {
+            Some(kind) => Err(Self::error(operation, *kind)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -253,6 +290,7 @@ impl ProviderBackend for FakeBackend {
     async fn create(&self, desired: &ProviderConfig) -> Result<ObservedProvider, RemoteError> {
         let id = desired.lookup_key().to_owned();
         self.record(format!("create {id}"));
+        self.check("create")?;
         let mut providers = self.providers.lock().unwrap();
         if let Some(lost) = self.lost_create.lock().unwrap().take() {
             providers.insert(lost.remote_id.clone(), lost);
@@ -274,6 +312,7 @@ impl ProviderBackend for FakeBackend {
         desired: &ProviderConfig,
     ) -> Result<ObservedProvider, RemoteError> {
         self.record(format!("update {}", observed.remote_id));
+        self.check("update")?;
         let updated = ObservedProvider {
             config: desired.clone(),
             ..observed.clone()
@@ -410,10 +449,18 @@ impl Harness {
         object: Option<SecurityProvider>,
         backend: impl FnOnce(&Timeline) -> Arc<FakeBackend>,
     ) -> Self {
+        Self::with_objects(object.into_iter().collect(), backend).await
+    }
+
+    /// A harness whose API server holds `objects` (the test provider among them, or not).
+    pub async fn with_objects(
+        objects: Vec<SecurityProvider>,
+        backend: impl FnOnce(&Timeline) -> Arc<FakeBackend>,
+    ) -> Self {
         let (timeline, events) = (Timeline::default(), EventLog::default());
-        let objects = object
+        let objects = objects
             .iter()
-            .map(|sp| (SP_PATH.to_owned(), serde_json::to_value(sp).unwrap()))
+            .map(|sp| (path_of(sp), serde_json::to_value(sp).unwrap()))
             .collect();
         let client = mock_client(objects, timeline.clone(), events.clone());
         let conn = connection(1);

@@ -3,11 +3,12 @@
 //! object before it is called someone else's. The controller and `secprov-operator plan`
 //! both go through [`observe_and_plan`], so they cannot disagree on what they find.
 use kube::ResourceExt;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 
 use super::handle::{ConnectionHandle, Remote};
 use super::ownership;
 use super::plan::{Plan, PlanInput, plan};
+use crate::api::security_provider::Ownership;
 use crate::api::{CREATE_PENDING_ANNOTATION, PAUSED_ANNOTATION, SecurityProvider};
 use crate::backend::{ObservedProvider, ProviderConfig, ProviderKey};
 use crate::error::Error;
@@ -21,9 +22,16 @@ pub struct Observation {
     pub key: ProviderKey,
     /// What was found, and from where.
     pub remote: Remote,
-    /// This object created or adopted the remote provider before (status.remoteId or the
-    /// create-pending marker, confirmed on a fresh read of the object).
+    /// This object created or adopted the remote provider before (status.remoteId for this
+    /// remote system, or the create-pending marker, confirmed on a fresh read of the object).
     pub owned: bool,
+    /// The remote system the connection reaches now (recorded next to status.remoteId).
+    pub system: Option<Ownership>,
+    /// status.remoteId was recorded for another remote system (the connection was edited).
+    pub recorded_elsewhere: bool,
+    /// Another object (`namespace/name`) that already manages the provider found, when this
+    /// one would adopt it.
+    pub managed_by: Option<String>,
 }
 
 impl Observation {
@@ -33,6 +41,8 @@ impl Observation {
             desired: &self.desired,
             observed: self.remote.provider(),
             owned: self.owned,
+            recorded_elsewhere: self.recorded_elsewhere,
+            managed_by: self.managed_by.as_deref(),
             adopt: sp.spec.adopt.unwrap_or(false),
             observe_only: sp.observe_only(),
             paused: is_paused(sp),
@@ -57,18 +67,29 @@ pub fn recorded_remote_id(sp: &SecurityProvider) -> Option<String> {
     sp.status.as_ref().and_then(|s| s.remote_id.clone())
 }
 
+/// The Kubernetes APIs an observation reads: the object's namespace (fresh reads of the
+/// object) and every SecurityProvider the caller may see (who else manages a provider).
+#[derive(Clone, Copy)]
+pub struct Apis<'a> {
+    /// SecurityProviders of the object's namespace.
+    pub namespace: &'a Api<SecurityProvider>,
+    /// SecurityProviders of the whole cluster (or of the watched namespace).
+    pub cluster: &'a Api<SecurityProvider>,
+}
+
 /// Reads the remote provider: from the connection's snapshot when `may_use_snapshot` and the
 /// remote id is known and the snapshot has it, else directly.
 pub async fn observe(
     sp: &SecurityProvider,
     desired: ProviderConfig,
     connection: &ConnectionHandle<'_>,
-    api: &Api<SecurityProvider>,
+    apis: Apis<'_>,
     may_use_snapshot: bool,
 ) -> Result<Observation, Error> {
+    let system = connection.connection().ownership();
     let key = ProviderKey {
         id: desired.lookup_key().to_owned(),
-        known_remote_id: recorded_remote_id(sp),
+        known_remote_id: ownership::recorded_in(sp, system.as_ref()).map(str::to_owned),
     };
     let snapshot_hit = match (&key.known_remote_id, may_use_snapshot) {
         (Some(remote_id), true) => connection.read_snapshot(remote_id).await,
@@ -78,13 +99,45 @@ pub async fn observe(
         Some(hit) => hit,
         None => Remote::Fresh(connection.read(&key).await?),
     };
-    let owned = confirm_ownership(sp, api, remote.provider()).await?;
+    let owned = confirm_ownership(sp, apis.namespace, remote.provider(), system.as_ref()).await?;
+    let managed_by = match remote.provider() {
+        Some(found) if !owned && sp.spec.adopt.unwrap_or(false) && !sp.observe_only() => {
+            other_manager(sp, apis.cluster, &found.remote_id, system.as_ref()).await?
+        }
+        _ => None,
+    };
     Ok(Observation {
         desired,
         key,
         remote,
         owned,
+        recorded_elsewhere: ownership::recorded_elsewhere(sp, system.as_ref()),
+        system,
+        managed_by,
     })
+}
+
+/// Another object that manages the provider `remote_id` of `system` (`namespace/name`):
+/// adopting it as well would make two objects overwrite each other for ever. Read from the
+/// API server, so objects of other shards count too.
+pub async fn other_manager(
+    sp: &SecurityProvider,
+    cluster: &Api<SecurityProvider>,
+    remote_id: &str,
+    system: Option<&Ownership>,
+) -> Result<Option<String>, Error> {
+    let all = cluster.list(&ListParams::default()).await?;
+    Ok(all
+        .items
+        .iter()
+        .find(|other| other.uid() != sp.uid() && ownership::manages(other, remote_id, system))
+        .map(|other| {
+            format!(
+                "{}/{}",
+                other.namespace().unwrap_or_default(),
+                other.name_any()
+            )
+        }))
 }
 
 /// Whether this object owns the provider it found: recorded under this id, or carrying the
@@ -96,17 +149,18 @@ async fn confirm_ownership(
     sp: &SecurityProvider,
     api: &Api<SecurityProvider>,
     found: Option<&ObservedProvider>,
+    system: Option<&Ownership>,
 ) -> Result<bool, Error> {
     let Some(found) = found else {
         return Ok(false);
     };
-    if ownership::owns(sp, found) || sp.spec.adopt.unwrap_or(false) {
-        return Ok(ownership::owns(sp, found));
+    if ownership::owns(sp, found, system) {
+        return Ok(true);
     }
     Ok(api
         .get_opt(&sp.name_any())
         .await?
-        .is_some_and(|fresh| ownership::owns(&fresh, found)))
+        .is_some_and(|fresh| ownership::owns(&fresh, found, system)))
 }
 
 /// Observes and plans. A write is never planned from a snapshot: when the snapshot's view
@@ -115,13 +169,13 @@ pub async fn observe_and_plan(
     sp: &SecurityProvider,
     desired: ProviderConfig,
     connection: &ConnectionHandle<'_>,
-    api: &Api<SecurityProvider>,
+    apis: Apis<'_>,
     may_use_snapshot: bool,
 ) -> Result<(Observation, Plan), Error> {
-    let observation = observe(sp, desired.clone(), connection, api, may_use_snapshot).await?;
+    let observation = observe(sp, desired.clone(), connection, apis, may_use_snapshot).await?;
     let decision = observation.plan(sp);
     if observation.remote.is_snapshot() && decision.writes() {
-        let fresh = observe(sp, desired, connection, api, false).await?;
+        let fresh = observe(sp, desired, connection, apis, false).await?;
         let decision = fresh.plan(sp);
         return Ok((fresh, decision));
     }

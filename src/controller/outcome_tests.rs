@@ -16,6 +16,7 @@ fn failing(mut sp: SecurityProvider, reason: &'static str) -> SecurityProvider {
     let outcome = Outcome {
         backend: Some(BackendKind::Coveo),
         remote_id: None,
+        ownership: None,
         observed: None,
         result: OutcomeResult::Failed {
             reason,

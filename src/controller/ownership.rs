@@ -3,6 +3,7 @@
 //! leaves on the remote provider, and which create failures provably created nothing. Pure.
 use kube::ResourceExt;
 
+use crate::api::security_provider::{Ownership, SecurityProviderStatus};
 use crate::api::{CREATE_PENDING_ANNOTATION, SecurityProvider};
 use crate::backend::ObservedProvider;
 use crate::error::RemoteErrorKind;
@@ -59,12 +60,56 @@ pub fn created_nothing(kind: RemoteErrorKind) -> bool {
     )
 }
 
-/// Whether this object owns `found`, a provider under its id: it recorded it in status
-/// before, or it carries the evidence of this object's own pending create attempt.
-pub fn owns(sp: &SecurityProvider, found: &ObservedProvider) -> bool {
+/// The remote id status records as this object's in the remote system `system` (the
+/// connection's current one). None when nothing is recorded, or it was recorded for another
+/// remote system (the connection was pointed elsewhere since): the same id there is another
+/// provider.
+pub fn recorded_in<'a>(sp: &'a SecurityProvider, system: Option<&Ownership>) -> Option<&'a str> {
+    let status = sp.status.as_ref()?;
+    let id = status.remote_id.as_deref()?;
+    let ours = match (&status.ownership, system) {
+        (Some(recorded), Some(current)) => recorded.same_remote_system(current),
+        (Some(_), None) => false,
+        (None, _) => legacy_claim(status),
+    };
+    ours.then_some(id)
+}
+
+/// A remote id recorded before its remote system was (an earlier version of the operator):
+/// ours, unless it was recorded while only observing (which no longer records it).
+fn legacy_claim(status: &SecurityProviderStatus) -> bool {
+    !status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == super::status::SYNCED && c.reason == super::plan::REASON_OBSERVE_ONLY)
+}
+
+/// Whether status records a remote id for a remote system other than `system`.
+pub fn recorded_elsewhere(sp: &SecurityProvider, system: Option<&Ownership>) -> bool {
     let recorded = sp.status.as_ref().and_then(|s| s.remote_id.as_deref());
-    recorded == Some(found.remote_id.as_str())
+    recorded.is_some() && recorded_in(sp, system).is_none()
+}
+
+/// Whether this object owns `found`, a provider under its id in the remote system `system`:
+/// it recorded it in status before (for that system), or it carries the evidence of this
+/// object's own pending create attempt.
+pub fn owns(sp: &SecurityProvider, found: &ObservedProvider, system: Option<&Ownership>) -> bool {
+    recorded_in(sp, system) == Some(found.remote_id.as_str())
         || CreateMarker::of(sp).is_some_and(|marker| marker.made(found))
+}
+
+/// Whether `other`, another object, manages the provider `remote_id` of `system`: its status
+/// records that id for that remote system (or, recorded by an earlier version, without one).
+pub fn manages(other: &SecurityProvider, remote_id: &str, system: Option<&Ownership>) -> bool {
+    let Some(status) = other.status.as_ref() else {
+        return false;
+    };
+    status.remote_id.as_deref() == Some(remote_id)
+        && match (&status.ownership, system) {
+            (Some(recorded), Some(current)) => recorded.same_remote_system(current),
+            (None, _) => legacy_claim(status),
+            (Some(_), None) => false,
+        }
 }
 
 #[cfg(test)]
@@ -104,23 +149,26 @@ mod tests {
     #[test]
     fn a_pending_marker_owns_only_the_provider_its_attempt_made() {
         let sp = object("uid-a", Some("uid-a/0001"));
-        assert!(owns(&sp, &found(Some("uid-a/0001"))));
-        assert!(!owns(&sp, &found(None)), "made by someone else");
+        assert!(owns(&sp, &found(Some("uid-a/0001")), None));
+        assert!(!owns(&sp, &found(None), None), "made by someone else");
         assert!(
-            !owns(&sp, &found(Some("uid-b/0009"))),
+            !owns(&sp, &found(Some("uid-b/0009")), None),
             "another object's create"
         );
-        assert!(!owns(&sp, &found(Some("uid-a/0002"))), "another attempt");
+        assert!(
+            !owns(&sp, &found(Some("uid-a/0002")), None),
+            "another attempt"
+        );
     }
 
     #[test]
     fn a_marker_without_attempt_id_or_copied_from_another_object_claims_nothing() {
         let legacy = object("uid-a", Some("2026-12-01T10:00:00Z"));
         assert_eq!(CreateMarker::of(&legacy), None);
-        assert!(!owns(&legacy, &found(None)));
+        assert!(!owns(&legacy, &found(None), None));
         let copied = object("uid-b", Some("uid-a/0001"));
         assert_eq!(CreateMarker::of(&copied), None);
-        assert!(!owns(&copied, &found(Some("uid-a/0001"))));
+        assert!(!owns(&copied, &found(Some("uid-a/0001")), None));
     }
 
     #[test]
@@ -141,5 +189,54 @@ mod tests {
         ] {
             assert!(!created_nothing(kind), "{kind:?}");
         }
+    }
+
+    fn system(scope: &str) -> Ownership {
+        Ownership {
+            connection_uid: "conn-uid".into(),
+            endpoint: "https://platform.cloud.coveo.com".into(),
+            scope: scope.into(),
+        }
+    }
+
+    fn recorded(ownership: Option<Ownership>, synced_reason: &str) -> SecurityProvider {
+        let mut sp = object("uid-a", None);
+        let condition = super::super::status::condition(
+            &[],
+            super::super::status::SYNCED,
+            crate::api::ConditionStatus::True,
+            synced_reason.into(),
+            "",
+            Some(1),
+            jiff::Timestamp::UNIX_EPOCH,
+        );
+        sp.status = Some(SecurityProviderStatus {
+            remote_id: Some("p".into()),
+            ownership,
+            conditions: vec![condition],
+            ..Default::default()
+        });
+        sp
+    }
+
+    #[test]
+    fn a_remote_id_recorded_for_another_remote_system_is_not_owned() {
+        let staging = recorded(Some(system("org-staging")), "ReconcileSuccess");
+        assert!(owns(&staging, &found(None), Some(&system("org-staging"))));
+        let production = system("org-prod");
+        assert!(!owns(&staging, &found(None), Some(&production)));
+        assert_eq!(recorded_in(&staging, Some(&production)), None);
+        assert!(recorded_elsewhere(&staging, Some(&production)));
+        assert!(!manages(&staging, "p", Some(&production)));
+        assert!(manages(&staging, "p", Some(&system("org-staging"))));
+    }
+
+    #[test]
+    fn a_legacy_record_is_owned_unless_it_was_only_observed() {
+        let managed = recorded(None, "ReconcileSuccess");
+        assert!(owns(&managed, &found(None), Some(&system("org"))));
+        let observed = recorded(None, "ObserveOnly");
+        assert!(!owns(&observed, &found(None), Some(&system("org"))));
+        assert!(!manages(&observed, "p", Some(&system("org"))));
     }
 }

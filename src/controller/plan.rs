@@ -40,6 +40,11 @@ pub struct PlanInput<'a> {
     /// This object created or adopted the remote provider before (status.remoteId or a
     /// create-pending marker).
     pub owned: bool,
+    /// status.remoteId was recorded for another remote system than the connection's current
+    /// one: the provider found under this id there is not the one this object owns.
+    pub recorded_elsewhere: bool,
+    /// Another object (`namespace/name`) already manages the provider found.
+    pub managed_by: Option<&'a str>,
     /// `spec.adopt`.
     pub adopt: bool,
     /// `managementPolicy: Observe`.
@@ -54,6 +59,11 @@ pub const REASON_PAUSED: &str = "ReconcilePaused";
 pub const REASON_OBSERVE_ONLY: &str = "ObserveOnly";
 /// Condition reason when someone else's provider already has this id.
 pub const REASON_ALREADY_EXISTS: &str = "AlreadyExists";
+/// Condition reason when adopting would make a second object manage one remote provider.
+pub const REASON_ALREADY_MANAGED: &str = "AlreadyManaged";
+/// Condition reason when status.remoteId belongs to another remote system than the
+/// connection now reaches, and a provider this object did not create has the id there.
+pub const REASON_REMOTE_SYSTEM_CHANGED: &str = "RemoteSystemChanged";
 /// Condition reason when an observe-only object finds nothing to observe.
 pub const REASON_NOT_FOUND: &str = "RemoteProviderNotFound";
 
@@ -75,14 +85,11 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         }
         return Plan::Create;
     };
-    if !input.owned && !input.adopt && !input.observe_only {
-        return Plan::Blocked {
-            reason: REASON_ALREADY_EXISTS,
-            message: format!(
-                "a remote provider with id {:?} already exists and was not created by this object; set spec.adopt: true to take it over",
-                observed.remote_id
-            ),
-        };
+    if !input.owned
+        && !input.observe_only
+        && let Some(blocked) = not_ours(input, observed)
+    {
+        return blocked;
     }
     let fields = input.desired.diff(&observed.config);
     if fields.is_empty() {
@@ -109,6 +116,39 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         };
     }
     Plan::Update { fields }
+}
+
+/// Why a provider found under this object's id, that it does not own, may not be written:
+/// None when `spec.adopt` lets it take the provider over.
+fn not_ours(input: &PlanInput<'_>, observed: &ObservedProvider) -> Option<Plan> {
+    let id = &observed.remote_id;
+    if let Some(other) = input.managed_by {
+        return Some(Plan::Blocked {
+            reason: REASON_ALREADY_MANAGED,
+            message: format!(
+                "the remote provider {id:?} is already managed by SecurityProvider {other}; two objects managing one provider overwrite each other, so this one does not adopt it: remove this object, or that one with deletionPolicy: Orphan first"
+            ),
+        });
+    }
+    if input.adopt {
+        return None;
+    }
+    let (reason, message) = if input.recorded_elsewhere {
+        (
+            REASON_REMOTE_SYSTEM_CHANGED,
+            format!(
+                "status.remoteId was recorded in another remote system than the one the connection reaches now (endpoint or organization/tenant changed); the provider {id:?} found there was not created by this object and is left alone; set spec.adopt: true to take it over"
+            ),
+        )
+    } else {
+        (
+            REASON_ALREADY_EXISTS,
+            format!(
+                "a remote provider with id {id:?} already exists and was not created by this object; set spec.adopt: true to take it over"
+            ),
+        )
+    };
+    Some(Plan::Blocked { reason, message })
 }
 
 #[cfg(test)]
@@ -140,6 +180,8 @@ mod tests {
             desired: d,
             observed: o,
             owned: true,
+            recorded_elsewhere: false,
+            managed_by: None,
             adopt: false,
             observe_only: false,
             paused: false,
@@ -185,6 +227,45 @@ mod tests {
             Plan::Update {
                 fields: vec!["displayName"]
             }
+        );
+    }
+
+    #[test]
+    fn adopting_a_provider_another_object_manages_is_refused() {
+        let d = desired("P");
+        let o = observed("Old");
+        let mut i = input(&d, Some(&o));
+        (i.owned, i.adopt, i.managed_by) = (false, true, Some("team-a/idp"));
+        assert!(
+            matches!(plan(&i), Plan::Blocked { reason: REASON_ALREADY_MANAGED, ref message } if message.contains("team-a/idp")),
+            "{:?}",
+            plan(&i)
+        );
+        // Observing it is harmless.
+        i.observe_only = true;
+        assert!(matches!(plan(&i), Plan::Withheld { .. }));
+    }
+
+    #[test]
+    fn an_id_recorded_in_another_remote_system_is_not_taken_over() {
+        let d = desired("P");
+        let o = observed("Old");
+        let mut i = input(&d, Some(&o));
+        (i.owned, i.recorded_elsewhere) = (false, true);
+        assert!(matches!(
+            plan(&i),
+            Plan::Blocked {
+                reason: REASON_REMOTE_SYSTEM_CHANGED,
+                ..
+            }
+        ));
+        // Nothing under the id in the new remote system: created there.
+        assert_eq!(
+            plan(&PlanInput {
+                observed: None,
+                ..i
+            }),
+            Plan::Create
         );
     }
 

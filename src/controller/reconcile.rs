@@ -15,7 +15,7 @@ use super::context::Context;
 use super::events::{publish, publish_events};
 use super::execute::{Report, clear_create_pending, execute};
 use super::observe::{
-    create_pending, is_paused, observe_and_plan, recorded_remote_id, refresh_to_handle,
+    Apis, create_pending, is_paused, observe_and_plan, recorded_remote_id, refresh_to_handle,
 };
 use super::ownership;
 use super::patch::write_status;
@@ -24,7 +24,7 @@ use crate::api::provider_connection::BackendKind;
 use crate::api::security_provider::DeletionPolicy;
 use crate::api::{FINALIZER, SecurityProvider, SecurityProviderStatus};
 use crate::backend::{ObservedProvider, ProviderKey, desired_config};
-use crate::error::{Error, RemoteError, RemoteErrorKind};
+use crate::error::{Error, RemoteError, RemoteErrorKind, TERMINAL_RECHECK};
 
 /// Entry point for the kube-runtime Controller.
 #[instrument(skip_all, fields(object = %format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any())))]
@@ -94,6 +94,10 @@ async fn within_deadline<T>(
 
 /// Requeue policy for errors that escaped `apply`/`cleanup` (Kubernetes API failures).
 pub fn error_policy(sp: Arc<SecurityProvider>, error: &Error, ctx: Arc<Context>) -> Action {
+    if let Error::CleanupDeferred(_) = error {
+        info!(object = %sp.name_any(), reason = error.reason(), %error, "deletion waits");
+        return Action::requeue(ctx.settings.progress_interval);
+    }
     let delay = ctx.backoff_after_failure(&ObjectRef::from_obj(&*sp));
     warn!(object = %sp.name_any(), reason = error.reason(), %error, ?delay, "reconcile failed");
     Action::requeue(delay)
@@ -169,8 +173,13 @@ async fn sync(
     let desired = desired_config(sp)?;
     let connection = ctx.connection(sp).await?;
     let use_snapshot = may_use_snapshot(sp, ctx);
+    let cluster = ctx.cluster_providers();
+    let apis = Apis {
+        namespace: api,
+        cluster: &cluster,
+    };
     let (observation, decision) =
-        observe_and_plan(sp, desired, &connection, api, use_snapshot).await?;
+        observe_and_plan(sp, desired, &connection, apis, use_snapshot).await?;
     execute(sp, &connection, api, observation, decision).await
 }
 
@@ -182,10 +191,32 @@ async fn update_status(
     outcome: &Outcome,
 ) -> Result<SecurityProviderStatus, Error> {
     let now = jiff::Timestamp::now();
-    let new_status = compute_status(sp.status.as_ref(), sp.metadata.generation, outcome, now);
     let old = sp.status.as_ref();
+    let mut new_status = compute_status(old, sp.metadata.generation, outcome, now);
+    if old != Some(&new_status) && new_status.remote_id.is_none() {
+        keep_stored_remote_id(api, sp, &mut new_status).await?;
+    }
     write_status(api, &sp.name_any(), old, &new_status, &ctx.metrics).await?;
     Ok(new_status)
+}
+
+/// A status write must never drop a known remoteId: server-side apply removes a field the
+/// apply omits, and the cached object may not show a remoteId stored a moment ago. Before
+/// writing a status without one, read the object and keep what the API server has.
+async fn keep_stored_remote_id(
+    api: &Api<SecurityProvider>,
+    sp: &SecurityProvider,
+    new_status: &mut SecurityProviderStatus,
+) -> Result<(), Error> {
+    let stored = api
+        .get_opt(&sp.name_any())
+        .await?
+        .and_then(|fresh| fresh.status);
+    if let Some(stored) = stored.filter(|s| s.remote_id.is_some()) {
+        new_status.remote_id = stored.remote_id;
+        new_status.ownership = stored.ownership;
+    }
+    Ok(())
 }
 
 /// When to reconcile again after `report`.
@@ -193,7 +224,11 @@ fn next_action(ctx: &Context, object: &ObjectRef<SecurityProvider>, report: &Rep
     match &report.outcome.result {
         OutcomeResult::Failed { terminal: true, .. } => {
             ctx.reset_failures(object);
-            Action::await_change()
+            if report.recheck_terminal {
+                Action::requeue(TERMINAL_RECHECK)
+            } else {
+                Action::await_change()
+            }
         }
         OutcomeResult::Failed {
             terminal: false, ..
@@ -268,7 +303,7 @@ async fn cleanup(
         return Ok(Action::await_change());
     }
     match within_deadline(&sp, ctx, delete_remote(&sp, ctx, recorded)).await {
-        Ok((remote_id, existed)) => {
+        Ok(Deletion::Deleted { remote_id, existed }) => {
             info!(%remote_id, existed, "deleted remote provider");
             let note = if existed {
                 format!("deleted remote provider {remote_id:?}")
@@ -279,41 +314,80 @@ async fn cleanup(
             ctx.forget_object(&object);
             Ok(Action::await_change())
         }
+        Ok(Deletion::NotOurs(note)) => {
+            info!(%note, "leaving remote provider in place");
+            publish(ctx, &sp, EventType::Normal, "Orphaned", "Delete", note).await;
+            ctx.forget_object(&object);
+            Ok(Action::await_change())
+        }
+        Err(error @ Error::CleanupDeferred(_)) => Err(error),
         Err(error) => Err(report_cleanup_failure(&sp, ctx, api, error).await?),
     }
 }
 
-/// Deletes the remote provider this object owns. Returns its id and whether it existed.
+/// What deleting the object did remotely.
+enum Deletion {
+    /// The remote provider `remote_id` was deleted (or `existed` was false: already gone).
+    Deleted { remote_id: String, existed: bool },
+    /// Nothing remote is this object's to delete (the note says why).
+    NotOurs(String),
+}
+
+/// Deletes the remote provider this object owns.
 async fn delete_remote(
     sp: &SecurityProvider,
     ctx: &Context,
     recorded: Option<String>,
-) -> Result<(String, bool), Error> {
+) -> Result<Deletion, Error> {
     if is_paused(sp) {
         return Err(Error::Paused(
             "deletion of the remote provider waits until the secprov.dev/paused annotation is removed".into(),
         ));
     }
     let connection = ctx.connection(sp).await?;
+    let system = connection.connection().ownership();
     let remote_id = match recorded {
-        Some(id) => id,
-        None => {
-            // A create was interrupted before its id was recorded. Look the provider up the
-            // way the backend finds it (for JITSudo the id is server-assigned).
-            let desired = desired_config(sp)?;
-            let key = ProviderKey {
-                id: desired.lookup_key().to_owned(),
-                known_remote_id: None,
-            };
-            // Only a provider carrying this object's attempt evidence is ours.
-            match connection.read(&key).await? {
-                Some(found) if ownership::owns(sp, &found) => found.remote_id,
-                _ => return Ok((sp.provider_id(), false)),
-            }
+        Some(id) if ownership::recorded_in(sp, system.as_ref()).is_some() => id,
+        Some(id) => {
+            return Ok(Deletion::NotOurs(format!(
+                "left remote provider {id:?} alone: it was recorded in another remote system than the connection reaches now"
+            )));
         }
+        None => match pending_create_result(sp, ctx, &connection, system.as_ref()).await? {
+            Some(id) => id,
+            None => {
+                let (remote_id, existed) = (sp.provider_id(), false);
+                return Ok(Deletion::Deleted { remote_id, existed });
+            }
+        },
     };
     let existed = connection.delete(&remote_id).await?;
-    Ok((remote_id, existed))
+    Ok(Deletion::Deleted { remote_id, existed })
+}
+
+/// The remote id of the provider an interrupted create of this object made, if any. Found
+/// the way the backend finds it (for JITSudo the id is server-assigned); only a provider
+/// carrying this object's attempt evidence is ours. When none is found yet, deletion waits
+/// one progress interval once: a create whose answer was lost may still be committed.
+async fn pending_create_result(
+    sp: &SecurityProvider,
+    ctx: &Context,
+    connection: &super::handle::ConnectionHandle<'_>,
+    system: Option<&crate::api::security_provider::Ownership>,
+) -> Result<Option<String>, Error> {
+    let desired = desired_config(sp)?;
+    let key = ProviderKey {
+        id: desired.lookup_key().to_owned(),
+        known_remote_id: None,
+    };
+    match connection.read(&key).await? {
+        Some(found) if ownership::owns(sp, &found, system) => Ok(Some(found.remote_id)),
+        Some(_) => Ok(None),
+        None if ctx.defer_cleanup_once(&ObjectRef::from_obj(sp)) => Err(Error::CleanupDeferred(
+            "a create of this object may still land remotely (create-pending marker set, provider not found yet); deletion looks again after one progress interval".into(),
+        )),
+        None => Ok(None),
+    }
 }
 
 /// Reports a failed deletion in status (through the same compute -> compare -> patch as a

@@ -15,10 +15,14 @@ use super::plan::Plan;
 use super::reconcile::reconcile;
 use super::status::{Outcome, OutcomeResult, compute_status};
 use crate::api::provider_connection::BackendKind;
+use crate::api::provider_connection::CoveoConnection;
+use crate::api::security_provider::ManagementPolicy;
 use crate::api::{
     CREATE_PENDING_ANNOTATION, PAUSED_ANNOTATION, REFRESH_ANNOTATION, SecurityProvider,
 };
 use crate::backend::{ObservedProvider, ProviderKey};
+use crate::error::{RemoteErrorKind, TERMINAL_RECHECK};
+use kube::runtime::controller::Action;
 
 const MERGE: &str = "application/merge-patch+json";
 const APPLY: &str = "application/apply-patch+yaml";
@@ -29,6 +33,7 @@ fn in_sync(mut sp: SecurityProvider, observed: &ObservedProvider) -> SecurityPro
     let outcome = Outcome {
         backend: Some(BackendKind::Coveo),
         remote_id: Some(observed.remote_id.clone()),
+        ownership: connection(1).ownership(),
         observed: Some(observed.clone()),
         result: OutcomeResult::Synced {
             reason: "ReconcileSuccess",
@@ -174,6 +179,9 @@ async fn execute_refuses_a_write_planned_from_a_snapshot() {
         },
         remote: Remote::Snapshot(remote("idp", "Drifted")),
         owned: true,
+        system: super::fixtures::connection(1).ownership(),
+        recorded_elsewhere: false,
+        managed_by: None,
     };
     let decision = Plan::Update {
         fields: vec!["displayName"],
@@ -349,15 +357,331 @@ async fn a_409_without_our_evidence_is_someone_elses_and_clears_the_marker() {
             "remote observe idp".to_owned(),
             "remote create idp".to_owned(),
             "remote observe idp".to_owned(),
+            // A status without remoteId: read what the API server stores first.
+            format!("GET {SP_PATH}"),
             format!("PATCH {}", status_path()),
             format!("PATCH {SP_PATH}"),
         ]
     );
     let kube = h.timeline.kube();
-    let synced = condition(&kube[0].3, "Synced");
+    let synced = condition(&kube[1].3, "Synced");
     assert_eq!(synced["reason"], "AlreadyExists");
-    assert!(kube[0].3["status"]["remoteId"].is_null());
-    assert!(marker(&kube[1].3).is_null(), "the create made nothing");
+    assert!(kube[1].3["status"]["remoteId"].is_null());
+    assert!(marker(&kube[2].3).is_null(), "the create made nothing");
+}
+
+/// The status body of the `n`th Kubernetes request (a status PATCH).
+fn status_of(h: &Harness, n: usize) -> Value {
+    let (method, uri, _, body) = &h.timeline.kube()[n];
+    assert_eq!(
+        (method.as_str(), uri.split('?').next().unwrap()),
+        ("PATCH", status_path().as_str())
+    );
+    body["status"].clone()
+}
+
+/// The status written last.
+fn last_status(h: &Harness) -> Value {
+    let kube = h.timeline.kube();
+    let n = kube
+        .iter()
+        .rposition(|(_, uri, _, _)| uri.starts_with(&status_path()))
+        .expect("a status write");
+    status_of(h, n)
+}
+
+fn cond_of<'a>(status: &'a Value, type_: &str) -> (&'a Value, &'a Value) {
+    let found = status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .expect("condition");
+    (&found["status"], &found["reason"])
+}
+
+#[tokio::test]
+async fn observe_only_records_no_ownership_so_a_later_manage_does_not_take_over() {
+    let mut sp = provider();
+    sp.spec.management_policy = Some(ManagementPolicy::Observe);
+    let theirs = remote("idp", "theirs");
+    let h = Harness::new(Some(sp.clone()), std::slice::from_ref(&theirs)).await;
+    reconcile(Arc::new(sp.clone()), h.ctx.clone())
+        .await
+        .unwrap();
+    let observed = last_status(&h);
+    assert!(observed["remoteId"].is_null(), "{observed}");
+    assert!(observed["ownership"].is_null(), "{observed}");
+    assert_eq!(observed["currentStatus"], Value::Null);
+
+    // Switch to Manage: the provider that was only watched is not ours.
+    sp.status = Some(serde_json::from_value(observed).unwrap());
+    sp.spec.management_policy = None;
+    sp.metadata.generation = Some(2);
+    let h = Harness::new(Some(sp.clone()), &[theirs]).await;
+    reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
+    assert_eq!(h.timeline.remote(), ["observe idp"], "no write");
+    assert_eq!(cond_of(&last_status(&h), "Synced").1, "AlreadyExists");
+}
+
+/// The test connection pointed at another Coveo organization.
+fn connection_to(organization: &str) -> crate::api::ProviderConnection {
+    let mut c = connection(2);
+    c.spec.coveo = Some(CoveoConnection {
+        organization_id: organization.into(),
+        ..c.spec.coveo.clone().unwrap()
+    });
+    c
+}
+
+#[tokio::test]
+async fn a_connection_moved_to_another_organization_owns_nothing_there() {
+    let sp = in_sync(provider(), &remote("idp", "idp"));
+    assert_eq!(
+        sp.status
+            .as_ref()
+            .unwrap()
+            .ownership
+            .as_ref()
+            .unwrap()
+            .scope,
+        "org"
+    );
+    // In the new organization someone else has a provider with our id.
+    let mut h = Harness::new(Some(sp.clone()), &[remote("idp", "production's own")]).await;
+    let production = connection_to("org-prod");
+    h.update_connection(production.clone());
+    h.ctx.install_client(&production, h.fake.clone()).await;
+    reconcile(Arc::new(sp.clone()), h.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(h.timeline.remote(), ["observe idp"], "no update");
+    let status = last_status(&h);
+    assert_eq!(cond_of(&status, "Synced").1, "RemoteSystemChanged");
+    assert_eq!(
+        status["ownership"]["scope"], "org",
+        "the record stays as it was"
+    );
+
+    // Deleting the object leaves that provider alone.
+    let h2_sp = deleting(sp);
+    reconcile(Arc::new(h2_sp), h.ctx.clone()).await.unwrap();
+    assert!(!h.timeline.remote().iter().any(|c| c.starts_with("delete")));
+    assert!(h.fake.providers.lock().unwrap().contains_key("idp"));
+    h.wait_for_event("Orphaned").await;
+}
+
+#[tokio::test]
+async fn a_recorded_id_that_disappeared_is_not_replaced_by_one_found_by_name() {
+    // JITSudo-like: the recorded id is gone; another provider has our name.
+    let mut sp = in_sync(provider(), &remote("uuid-1", "idp"));
+    sp.status.as_mut().unwrap().remote_id = Some("uuid-1".into());
+    let by_name = ObservedProvider {
+        remote_id: "uuid-2".into(),
+        config: coveo_config("idp", "someone else's"),
+        ..remote("uuid-2", "")
+    };
+    let h = Harness::new(Some(sp.clone()), &[by_name]).await;
+    reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
+    assert!(
+        !h.timeline.remote().iter().any(|c| c.starts_with("update")),
+        "{:?}",
+        h.timeline.steps()
+    );
+    let status = last_status(&h);
+    assert_eq!(cond_of(&status, "Synced").1, "AlreadyExists");
+    assert_eq!(status["remoteId"], "uuid-1");
+}
+
+#[tokio::test]
+async fn a_status_write_from_a_stale_cache_keeps_the_stored_remote_id() {
+    // The API server stores remoteId; the cached copy does not show it yet.
+    let stored = in_sync(provider(), &remote("idp", "idp"));
+    let mut cached = provider();
+    cached.spec.connection_ref = "missing".into();
+    let h = Harness::new(Some(stored), &[]).await;
+    reconcile(Arc::new(cached), h.ctx.clone()).await.unwrap();
+    let steps = h.timeline.steps();
+    assert_eq!(
+        steps,
+        [format!("GET {SP_PATH}"), format!("PATCH {}", status_path())]
+    );
+    let status = last_status(&h);
+    assert_eq!(cond_of(&status, "Ready").1, "ConnectionNotFound");
+    assert_eq!(status["remoteId"], "idp");
+    assert_eq!(status["ownership"]["scope"], "org");
+}
+
+#[tokio::test]
+async fn cleanup_reads_the_object_again_and_deletes_what_a_stale_cache_hid() {
+    let stored = deleting(in_sync(provider(), &remote("idp", "idp")));
+    let cached = deleting(provider());
+    let h = Harness::new(Some(stored), &[remote("idp", "idp")]).await;
+    reconcile(Arc::new(cached), h.ctx.clone()).await.unwrap();
+    assert_eq!(
+        h.timeline.steps(),
+        [
+            format!("GET {SP_PATH}"),
+            "remote delete idp".to_owned(),
+            format!("PATCH {SP_PATH}")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn cleanup_with_a_pending_create_not_found_waits_once_for_a_late_commit() {
+    let sp = deleting(annotate(provider(), CREATE_PENDING_ANNOTATION, "sp-uid/a1"));
+    let h = Harness::new(Some(sp.clone()), &[]).await;
+    let error = reconcile(Arc::new(sp.clone()), h.ctx.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(error.reason(), "WaitingForPendingCreate");
+    assert_eq!(h.timeline.steps(), ["remote observe idp"], "finalizer kept");
+    let action = super::reconcile::error_policy(Arc::new(sp.clone()), &error, h.ctx.clone());
+    assert_eq!(action, Action::requeue(h.ctx.settings.progress_interval));
+
+    // The create committed late, with our attempt's evidence: the next try deletes it.
+    let late = ObservedProvider {
+        config: coveo_config("idp", "idp").with_creation_token("sp-uid/a1"),
+        ..remote("idp", "idp")
+    };
+    h.fake.providers.lock().unwrap().insert("idp".into(), late);
+    reconcile(Arc::new(sp.clone()), h.ctx.clone())
+        .await
+        .unwrap();
+    assert!(h.fake.providers.lock().unwrap().is_empty());
+    assert_eq!(
+        h.timeline.steps().last().unwrap(),
+        &format!("PATCH {SP_PATH}")
+    );
+
+    // Without a late commit, the second try lets the object go.
+    let h = Harness::new(Some(sp.clone()), &[]).await;
+    reconcile(Arc::new(sp.clone()), h.ctx.clone())
+        .await
+        .unwrap_err();
+    reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
+    assert_eq!(
+        h.timeline.steps().last().unwrap(),
+        &format!("PATCH {SP_PATH}")
+    );
+}
+
+#[tokio::test]
+async fn adopting_a_provider_another_object_manages_is_refused_naming_it() {
+    let ours = remote("idp", "idp");
+    let mut other = in_sync(provider(), &ours);
+    other.metadata.name = Some("first".into());
+    other.metadata.namespace = Some("team-a".into());
+    other.metadata.uid = Some("other-uid".into());
+    let mut sp = provider();
+    sp.spec.adopt = Some(true);
+    sp.spec.display_name = Some("Exported copy".into());
+    let h = Harness::with_objects(vec![sp.clone(), other], |t| {
+        FakeBackend::with(t, std::slice::from_ref(&ours))
+    })
+    .await;
+    reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
+    assert_eq!(h.timeline.remote(), ["observe idp"], "no write");
+    let status = last_status(&h);
+    let (ready, reason) = cond_of(&status, "Ready");
+    assert_eq!(
+        (ready.as_str(), reason.as_str()),
+        (Some("False"), Some("AlreadyManaged"))
+    );
+    let message = status["conditions"][0]["message"].as_str().unwrap();
+    assert!(message.contains("team-a/first"), "{message}");
+    assert!(status["remoteId"].is_null());
+}
+
+async fn action_after_create_failure(kind: RemoteErrorKind) -> (Action, Value) {
+    let h = Harness::new(Some(provider()), &[]).await;
+    h.fake.fail("create", kind);
+    let action = reconcile(Arc::new(provider()), h.ctx.clone())
+        .await
+        .unwrap();
+    (action, last_status(&h))
+}
+
+#[tokio::test]
+async fn only_an_invalid_configuration_waits_for_a_spec_change() {
+    let (action, status) = action_after_create_failure(RemoteErrorKind::InvalidConfiguration).await;
+    assert_eq!(action, Action::await_change());
+    assert_eq!(cond_of(&status, "Stalled").0, "True");
+    for kind in [
+        RemoteErrorKind::Unauthorized,
+        RemoteErrorKind::Forbidden,
+        RemoteErrorKind::Rejected,
+    ] {
+        let (action, status) = action_after_create_failure(kind).await;
+        assert_eq!(action, Action::requeue(TERMINAL_RECHECK), "{kind:?}");
+        assert_eq!(cond_of(&status, "Ready").1, kind.reason());
+    }
+}
+
+#[tokio::test]
+async fn a_404_on_update_observes_again_soon() {
+    let mut sp = in_sync(provider(), &remote("idp", "idp"));
+    sp.metadata.generation = Some(2);
+    sp.spec.display_name = Some("New".into());
+    let h = Harness::new(Some(sp.clone()), &[remote("idp", "idp")]).await;
+    h.fake.fail("update", RemoteErrorKind::NotFound);
+    let action = reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
+    assert_ne!(action, Action::await_change());
+    assert_ne!(action, Action::requeue(TERMINAL_RECHECK));
+    let status = last_status(&h);
+    assert_eq!(cond_of(&status, "Synced").1, "RemoteChanged");
+    assert_eq!(cond_of(&status, "Reconciling").0, "True");
+    // Generation 2 was not applied: Ready no longer says it matches.
+    let (ready, _) = cond_of(&status, "Ready");
+    assert_eq!(ready, "False");
+}
+
+#[tokio::test]
+async fn a_paused_object_in_sync_says_paused_and_stays_ready() {
+    let synced = remote("idp", "idp");
+    let sp = annotate(in_sync(provider(), &synced), PAUSED_ANNOTATION, "true");
+    let h = Harness::new(Some(sp.clone()), std::slice::from_ref(&synced)).await;
+    reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
+    let status = last_status(&h);
+    let (synced_status, synced_reason) = cond_of(&status, "Synced");
+    assert_eq!(
+        (synced_status.as_str(), synced_reason.as_str()),
+        (Some("False"), Some("ReconcilePaused"))
+    );
+    assert_eq!(cond_of(&status, "Ready").0, "True");
+}
+
+#[tokio::test]
+async fn a_spec_change_withheld_is_not_ready_for_its_generation() {
+    for paused in [true, false] {
+        let mut sp = in_sync(provider(), &remote("idp", "idp"));
+        sp.metadata.generation = Some(2);
+        sp.spec.display_name = Some("New".into());
+        if paused {
+            sp = annotate(sp, PAUSED_ANNOTATION, "true");
+        } else {
+            sp.spec.management_policy = Some(ManagementPolicy::Observe);
+        }
+        let h = Harness::new(Some(sp.clone()), &[remote("idp", "idp")]).await;
+        reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
+        assert_eq!(h.timeline.remote(), ["observe idp"], "nothing written");
+        let status = last_status(&h);
+        let (ready, reason) = cond_of(&status, "Ready");
+        let expected = if paused {
+            "ReconcilePaused"
+        } else {
+            "ObserveOnly"
+        };
+        assert_eq!(
+            (ready.as_str(), reason.as_str()),
+            (Some("False"), Some(expected))
+        );
+        assert_eq!(status["observedGeneration"], 2);
+        // kstatus: not Current while the change waits.
+        assert_eq!(
+            cond_of(&status, "Stalled"),
+            (&json!("True"), &json!(expected))
+        );
+    }
 }
 
 #[tokio::test]

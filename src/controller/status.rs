@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::ConditionStatus;
 use crate::api::provider_connection::BackendKind;
-use crate::api::security_provider::SecurityProviderStatus;
+use crate::api::security_provider::{Ownership, SecurityProviderStatus};
 use crate::backend::{ObservedProvider, RemoteHealth};
 
 /// Condition types.
@@ -21,8 +21,11 @@ pub const STALLED: &str = "Stalled";
 pub struct Outcome {
     /// Backend of the provider, once known.
     pub backend: Option<BackendKind>,
-    /// Remote id of the provider this object owns (created, adopted or observed).
+    /// Remote id of the provider this object owns (created or adopted); None keeps what
+    /// status recorded (a known remote id is never dropped).
     pub remote_id: Option<String>,
+    /// The remote system `remote_id` belongs to (set together with `remote_id`).
+    pub ownership: Option<Ownership>,
     /// The latest remote view, after any write.
     pub observed: Option<ObservedProvider>,
     /// The result.
@@ -39,10 +42,12 @@ pub enum OutcomeResult {
         reason: &'static str,
         message: String,
     },
-    /// Differences were found and deliberately not written.
+    /// Remote writes were deliberately not made (observe-only, paused). `applied`: the remote
+    /// provider matches the spec anyway.
     Withheld {
         reason: &'static str,
         message: String,
+        applied: bool,
     },
     /// Managing the provider is impossible until something changes.
     Blocked {
@@ -81,6 +86,26 @@ pub fn compute_status(
     }
 }
 
+/// The remote id and its remote system: the outcome's when it has one, else what status
+/// recorded. A known remote id is never dropped: a write that omitted it (server-side apply)
+/// would disown the provider.
+fn ownership_fields(
+    prev: &SecurityProviderStatus,
+    outcome: &Outcome,
+) -> (Option<String>, Option<Ownership>) {
+    match &outcome.remote_id {
+        Some(id) => {
+            let same_id = prev.remote_id.as_ref() == Some(id);
+            let ownership = outcome
+                .ownership
+                .clone()
+                .or_else(|| prev.ownership.clone().filter(|_| same_id));
+            (Some(id.clone()), ownership)
+        }
+        None => (prev.remote_id.clone(), prev.ownership.clone()),
+    }
+}
+
 /// The remote fields of the status: the latest observation mirrored, or the last known values
 /// when the remote system could not be read this time.
 fn remote_fields(prev: &SecurityProviderStatus, outcome: &Outcome) -> SecurityProviderStatus {
@@ -91,9 +116,11 @@ fn remote_fields(prev: &SecurityProviderStatus, outcome: &Outcome) -> SecurityPr
             ..
         }
     );
+    let (remote_id, ownership) = ownership_fields(prev, outcome);
     match &outcome.observed {
         Some(observed) => SecurityProviderStatus {
-            remote_id: outcome.remote_id.clone(),
+            remote_id,
+            ownership,
             current_status: observed.state.current_status.clone(),
             last_refresh_operation: observed.state.last_refresh_operation.clone(),
             statistics: observed.state.statistics.clone(),
@@ -102,7 +129,8 @@ fn remote_fields(prev: &SecurityProviderStatus, outcome: &Outcome) -> SecurityPr
             ..Default::default()
         },
         None if transient_failure => SecurityProviderStatus {
-            remote_id: outcome.remote_id.clone().or_else(|| prev.remote_id.clone()),
+            remote_id,
+            ownership,
             current_status: prev.current_status.clone(),
             last_refresh_operation: prev.last_refresh_operation.clone(),
             statistics: prev.statistics.clone(),
@@ -111,7 +139,8 @@ fn remote_fields(prev: &SecurityProviderStatus, outcome: &Outcome) -> SecurityPr
             ..Default::default()
         },
         None => SecurityProviderStatus {
-            remote_id: outcome.remote_id.clone(),
+            remote_id,
+            ownership,
             ..Default::default()
         },
     }
@@ -124,7 +153,7 @@ fn conditions(
     generation: Option<i64>,
     now: jiff::Timestamp,
 ) -> Vec<Condition> {
-    let (synced, ready, reconciling, stalled) = conditions_for(prev, outcome);
+    let (synced, ready, reconciling, stalled) = conditions_for(prev, outcome, generation);
     [
         (READY, Some(ready)),
         (SYNCED, Some(synced)),
@@ -184,10 +213,12 @@ fn remote_signals(outcome: &Outcome) -> (Option<ConditionValue>, Option<Conditio
     )
 }
 
-/// (Synced, Ready, Reconciling, Stalled) for an outcome.
+/// (Synced, Ready, Reconciling, Stalled) for an outcome. Ready is True for a generation only
+/// once that generation is applied remotely (and the provider is healthy).
 fn conditions_for(
     prev: &SecurityProviderStatus,
     outcome: &Outcome,
+    generation: Option<i64>,
 ) -> (
     ConditionValue,
     ConditionValue,
@@ -210,13 +241,25 @@ fn conditions_for(
             let synced = value(ConditionStatus::True, reason, message);
             (synced, ready, progressing, degraded)
         }
-        OutcomeResult::Withheld { reason, message } => {
+        OutcomeResult::Withheld {
+            reason,
+            message,
+            applied,
+        } => {
             let synced = value(ConditionStatus::False, reason, message);
-            let ready = outcome
-                .observed
-                .as_ref()
-                .map_or(synced.clone(), health_ready);
-            (synced, ready, progressing, degraded)
+            // A difference not written means the spec is not applied: never "matches", and
+            // for kstatus Stalled (only a change, unpausing included, lets it progress).
+            match &outcome.observed {
+                Some(observed) if *applied => {
+                    (synced, health_ready(observed), progressing, degraded)
+                }
+                _ => (
+                    synced.clone(),
+                    synced.clone(),
+                    None,
+                    Some(value(ConditionStatus::True, reason, message)),
+                ),
+            }
         }
         OutcomeResult::Blocked { reason, message }
         | OutcomeResult::Failed {
@@ -234,18 +277,33 @@ fn conditions_for(
             terminal: false,
         } => {
             let failed = value(ConditionStatus::False, reason, message);
-            // A passing failure says nothing new about the provider itself: keep Ready as it was.
-            let ready = prev
-                .conditions
-                .iter()
-                .find(|c| c.type_ == READY)
-                .map(|c| (parse_status(&c.status), c.reason.clone(), c.message.clone()))
+            let ready = ready_through_failure(prev, generation, reason, message)
                 .unwrap_or_else(|| failed.clone());
             let retrying = format!("retrying: {message}");
             let reconciling = value(ConditionStatus::True, reason, &retrying);
             (failed, ready, Some(reconciling), None)
         }
     }
+}
+
+/// Ready through a passing failure: kept as it was (the failure says nothing new about the
+/// provider), except that a Ready=True of an earlier generation does not carry over to a spec
+/// change that could not be applied. None: no Ready yet.
+fn ready_through_failure(
+    prev: &SecurityProviderStatus,
+    generation: Option<i64>,
+    reason: &str,
+    message: &str,
+) -> Option<ConditionValue> {
+    let c = prev.conditions.iter().find(|c| c.type_ == READY)?;
+    if c.status == "True" && c.observed_generation != generation {
+        let waiting = format!(
+            "generation {} is not applied remotely yet: {message}",
+            generation.unwrap_or_default()
+        );
+        return Some((ConditionStatus::False, reason.to_owned(), waiting));
+    }
+    Some((parse_status(&c.status), c.reason.clone(), c.message.clone()))
 }
 
 fn parse_status(s: &str) -> ConditionStatus {
@@ -372,6 +430,7 @@ mod tests {
         Outcome {
             backend: Some(BackendKind::Coveo),
             remote_id: Some("p".into()),
+            ownership: None,
             observed,
             result: OutcomeResult::Synced {
                 reason: "ReconcileSuccess",
@@ -552,5 +611,66 @@ mod tests {
             cond(&s, READY).unwrap().last_transition_time.0,
             t("2026-01-01T00:00:00Z")
         );
+    }
+
+    #[test]
+    fn a_known_remote_id_is_never_dropped() {
+        let prev = compute_status(
+            None,
+            Some(1),
+            &synced(Some(observed(RemoteHealth::Healthy, 1))),
+            t("2026-01-01T00:00:00Z"),
+        );
+        for result in [
+            OutcomeResult::Blocked {
+                reason: "AlreadyExists",
+                message: "x".into(),
+            },
+            OutcomeResult::Failed {
+                reason: "ConnectionNotFound",
+                message: "x".into(),
+                terminal: true,
+            },
+        ] {
+            let outcome = Outcome {
+                remote_id: None,
+                observed: None,
+                result,
+                ..synced(None)
+            };
+            let s = compute_status(Some(&prev), Some(1), &outcome, t("2026-01-02T00:00:00Z"));
+            assert_eq!(s.remote_id.as_deref(), Some("p"));
+        }
+    }
+
+    #[test]
+    fn ready_of_an_earlier_generation_does_not_carry_over_a_failure() {
+        let prev = compute_status(
+            None,
+            Some(1),
+            &synced(Some(observed(RemoteHealth::Healthy, 1))),
+            t("2026-01-01T00:00:00Z"),
+        );
+        let outcome = Outcome {
+            observed: None,
+            result: OutcomeResult::Failed {
+                reason: "RemoteUnavailable",
+                message: "503".into(),
+                terminal: false,
+            },
+            ..synced(None)
+        };
+        let s = compute_status(Some(&prev), Some(2), &outcome, t("2026-01-02T00:00:00Z"));
+        let ready = cond(&s, READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "RemoteUnavailable")
+        );
+        assert!(
+            ready.message.contains("generation 2 is not applied"),
+            "{}",
+            ready.message
+        );
+        assert_eq!(ready.observed_generation, Some(2));
     }
 }
