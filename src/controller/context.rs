@@ -275,7 +275,8 @@ impl Context {
     }
 
     /// The connection check's handle: the connection's Secrets are read again, and its client
-    /// rebuilt when they or the connection changed (the `bool` says so).
+    /// rebuilt when they or the connection changed (the `bool` says so; a first build is no
+    /// change).
     pub async fn recheck_handle(
         &self,
         connection: Arc<ProviderConnection>,
