@@ -78,6 +78,20 @@ pub enum Error {
     #[error("{0}")]
     Paused(String),
 
+    /// Deleting the remote provider failed the same permanent way (credentials refused, the
+    /// connection or its Secret gone) for a bounded number of attempts; deletion waits for a
+    /// change. The message names the escape hatch.
+    #[error(
+        "cannot delete the remote provider {remote_id:?} ({attempts} attempts failed): {cause}. Deletion stops retrying until the connection, its Secret or this object changes. To finish deleting this object and leave the remote provider in place, set spec.deletionPolicy: Orphan (kubectl patch securityprovider {name} -n {namespace} --type merge -p '{{\"spec\":{{\"deletionPolicy\":\"Orphan\"}}}}')"
+    )]
+    CleanupBlocked {
+        remote_id: String,
+        attempts: u32,
+        cause: String,
+        name: String,
+        namespace: String,
+    },
+
     /// A step was asked to do something its invariants forbid (a bug, not a user error).
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -110,6 +124,7 @@ impl Error {
             Error::RemoteChanged(_) => "RemoteChanged",
             Error::CleanupDeferred(_) => "WaitingForPendingCreate",
             Error::Paused(_) => "ReconcilePaused",
+            Error::CleanupBlocked { .. } => "CleanupBlocked",
             Error::Internal(_) => "InternalError",
             Error::Kube(_) => "KubernetesApiError",
         }
@@ -129,7 +144,8 @@ impl Error {
             | Error::SecretTypeRefused { .. }
             | Error::SecretAccessDenied { .. }
             // Removing the annotation is a watched change.
-            | Error::Paused(_) => true,
+            | Error::Paused(_)
+            | Error::CleanupBlocked { .. } => true,
             Error::Remote(e) => e.kind.is_terminal(),
             Error::RemoteChanged(_)
             | Error::CleanupDeferred(_)

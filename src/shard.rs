@@ -49,7 +49,7 @@ pub fn default_lease_name(selector: Option<&str>) -> String {
 
 /// FNV-1a: tiny and fixed forever, unlike std's hasher, whose output may change between
 /// Rust releases (and with it every derived Lease name).
-fn fnv1a32(bytes: &[u8]) -> u32 {
+pub(crate) fn fnv1a32(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
         (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
     })

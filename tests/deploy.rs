@@ -92,9 +92,11 @@ fn rbac_is_least_privilege_without_wildcards() {
         ("secprov.dev", "providerconnections", "get"),
         ("secprov.dev", "providerconnections", "list"),
         ("secprov.dev", "providerconnections", "watch"),
+        ("secprov.dev", "providerconnections", "patch"),
         ("secprov.dev", "securityproviders/status", "patch"),
         ("secprov.dev", "providerconnections/status", "patch"),
         ("", "secrets", "get"),
+        ("", "secrets", "patch"),
         ("events.k8s.io", "events", "create"),
         ("events.k8s.io", "events", "patch"),
         ("coordination.k8s.io", "leases", "get"),
@@ -117,7 +119,7 @@ fn rbac_is_least_privilege_without_wildcards() {
     let reader = find(&docs, "ClusterRole", "secprov-credential-reader");
     assert_eq!(
         strings(&reader["rules"][0]["verbs"]),
-        ["get".to_owned()].into()
+        ["get".to_owned(), "patch".to_owned()].into()
     );
     assert!(
         !docs
@@ -443,6 +445,7 @@ fn service_account_can_do_exactly_what_the_operator_needs() {
         ("patch", "securityproviders.secprov.dev"),
         ("patch", "securityproviders.secprov.dev/status"),
         ("watch", "providerconnections.secprov.dev"),
+        ("patch", "providerconnections.secprov.dev"),
         ("patch", "providerconnections.secprov.dev/status"),
         ("create", "events.events.k8s.io"),
     ] {
@@ -461,7 +464,6 @@ fn service_account_can_do_exactly_what_the_operator_needs() {
         ("update", "securityproviders.secprov.dev"),
         ("delete", "securityproviders.secprov.dev"),
         ("create", "securityproviders.secprov.dev"),
-        ("patch", "providerconnections.secprov.dev"),
         ("delete", "providerconnections.secprov.dev"),
         ("create", "pods"),
         ("get", "configmaps"),
@@ -520,6 +522,7 @@ fn secrets_are_readable_only_by_name_and_only_where_a_namespace_granted_it() {
     ])
     .unwrap();
     assert!(can_i("get", "secrets", team), "granted in {team}");
+    assert!(can_i("patch", "secrets", team), "usage finalizer in {team}");
     for verb in ["list", "watch", "create", "update", "delete"] {
         assert!(!can_i(verb, "secrets", team), "{verb} secrets in {team}");
     }

@@ -15,6 +15,11 @@ pub use security_provider::{SecurityProvider, SecurityProviderSpec, SecurityProv
 pub const GROUP: &str = "secprov.dev";
 /// Finalizer that makes deletion wait for the remote cleanup.
 pub const FINALIZER: &str = "secprov.dev/cleanup";
+/// Usage finalizer on a ProviderConnection and on the Secrets it reads, present while a
+/// SecurityProvider that may still need them for its remote cleanup references the connection
+/// (Crossplane's ProviderConfig usage pattern): deleting a namespace, or pruning an app, then
+/// cannot take the credentials away before the providers are deleted remotely.
+pub const IN_USE_FINALIZER: &str = "secprov.dev/in-use";
 /// Annotation whose changed value triggers a remote refresh (echoed in `status.lastHandledRefreshAt`).
 pub const REFRESH_ANNOTATION: &str = "secprov.dev/refresh-requested-at";
 /// Annotation that suspends remote writes while set to "true".

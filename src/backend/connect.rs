@@ -291,6 +291,21 @@ impl ClientCache {
         self.built.lock().await.remove(connection);
     }
 
+    /// The client last built for `connection` (same uid), whatever its Secrets' state: the
+    /// remote cleanup of its providers falls back to it when a Secret is already gone.
+    pub async fn last_built(
+        &self,
+        connection: &ProviderConnection,
+    ) -> Option<Arc<dyn ProviderBackend>> {
+        let uid = format!("{}/", connection.uid().unwrap_or_default());
+        let built = self.built.lock().await;
+        let cached = built.get(&ObjectRef::from_obj(connection))?;
+        cached
+            .connection
+            .starts_with(&uid)
+            .then(|| cached.backend.clone())
+    }
+
     /// Whether a client of `connection` is cached.
     pub async fn contains(&self, connection: &ObjectRef<ProviderConnection>) -> bool {
         self.built.lock().await.contains_key(connection)

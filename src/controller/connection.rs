@@ -107,6 +107,11 @@ async fn reconcile(
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     let namespace = connection.namespace().unwrap_or_default();
+    if connection.metadata.deletion_timestamp.is_some() {
+        // Kept only by its usage finalizer until its providers are cleaned up
+        // (see `super::usage`): nothing to check, nothing to report.
+        return Ok(Action::await_change());
+    }
     let result = check(&connection, &ctx).await;
     if let Err(Error::Kube(_)) = &result {
         // The Kubernetes API itself failed: nothing to say about the connection.

@@ -92,6 +92,9 @@ pub struct Context {
     /// Providers whose remote state was settling at their last reconcile: their next read
     /// must be fresh, a snapshot would show the old state.
     settling: Mutex<HashSet<ObjectRef<SecurityProvider>>>,
+    /// Consecutive cleanup attempts that failed permanently, per object (bounded by
+    /// [`MAX_CLEANUP_ATTEMPTS`]).
+    cleanup_failures: Mutex<HashMap<ObjectRef<SecurityProvider>, u32>>,
     /// Objects whose deletion already waited once for a create that may still land.
     deferred_cleanups: Mutex<HashSet<ObjectRef<SecurityProvider>>>,
     /// Connections whose check found a change (a rebuilt client, a new result): their
@@ -105,6 +108,10 @@ pub struct Context {
 /// The connection already runs its share of reconciles: requeue instead of waiting in a slot.
 #[derive(Debug)]
 pub struct ConnectionBusy;
+
+/// Permanent cleanup failures (credentials refused, connection or Secret gone) before a
+/// deletion stops retrying and reports `CleanupBlocked` with its escape hatch.
+pub const MAX_CLEANUP_ATTEMPTS: u32 = 5;
 
 impl Context {
     /// A context over the given caches.
@@ -132,6 +139,7 @@ impl Context {
                 Duration::ZERO
             }),
             settling: Mutex::new(HashSet::new()),
+            cleanup_failures: Mutex::new(HashMap::new()),
             deferred_cleanups: Mutex::new(HashSet::new()),
             settings,
         }
@@ -144,6 +152,44 @@ impl Context {
         let connection = self.connection_of(sp)?;
         check_backend_match(sp, &connection)?;
         self.handle_for(connection).await
+    }
+
+    /// [`Self::connection`] for the remote cleanup of a provider: when the connection's Secret
+    /// is already gone (deleted with the namespace before its usage finalizer was set), the
+    /// client built from it last time still works.
+    pub async fn connection_for_cleanup(
+        &self,
+        sp: &SecurityProvider,
+    ) -> Result<ConnectionHandle<'_>, Error> {
+        match self.connection(sp).await {
+            Err(
+                error @ (Error::SecretNotFound(_)
+                | Error::SecretKeyMissing { .. }
+                | Error::SecretNotOptedIn(_)),
+            ) => {
+                let connection = self.connection_of(sp)?;
+                let Some(client) = self.clients.last_built(&connection).await else {
+                    return Err(error);
+                };
+                tracing::info!(
+                    reason = error.reason(),
+                    "cleanup uses the connection's last built client"
+                );
+                Ok(ConnectionHandle::new(connection, client, &self.snapshots))
+            }
+            other => other,
+        }
+    }
+
+    /// Counts one more permanent cleanup failure of `object` and returns the count.
+    pub fn cleanup_failed(&self, object: &ObjectRef<SecurityProvider>) -> u32 {
+        let mut failures = self
+            .cleanup_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let count = failures.entry(object.clone()).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
     }
 
     /// The handle of a connection (for its own controller, which checks its credentials).
@@ -202,6 +248,10 @@ impl Context {
     pub fn forget_object(&self, object: &ObjectRef<SecurityProvider>) {
         self.reset_failures(object);
         self.set_settling(object, false);
+        self.cleanup_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(object);
         self.deferred_cleanups
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -41,6 +41,7 @@ pub mod reconcile;
 mod reconcile_tests;
 pub mod snapshot;
 pub mod status;
+pub mod usage;
 
 pub use context::{Context, Settings};
 
@@ -227,7 +228,9 @@ fn connection_watch(
     ctx: &Arc<Context>,
     connection_writer: reflector::store::Writer<ProviderConnection>,
     health: Arc<Health>,
+    usage_triggers: usage::Triggers,
 ) -> Events<ProviderConnection> {
+    let names = usage::UsageNames::for_shard(ctx.settings.label_selector.as_deref());
     let connections_api: Api<ProviderConnection> = api_for(client, &ctx.settings.namespace);
     let evict_ctx = ctx.clone();
     watcher(connections_api, watcher::Config::default().any_semantic())
@@ -250,6 +253,7 @@ fn connection_watch(
                 event
             }
         })
+        .inspect(usage::connection_watcher(usage_triggers, names))
         .boxed()
 }
 
@@ -284,21 +288,31 @@ pub async fn run(
         recorder,
         metrics,
     ));
+    let (usage_triggers, usage_receiver) = futures::channel::mpsc::unbounded();
     let connections = fan_out(connection_watch(
         &client,
         &ctx,
         connection_writer,
         health.clone(),
+        usage_triggers.clone(),
     ));
     // Connections must be cached before the first reconcile, or a provider whose connection
     // simply hasn't been listed yet would be reported as ConnectionNotFound.
     let dependencies_listed = listed(connections.listed.clone());
+    let (providers, provider_writer) = reflector::store::<SecurityProvider>();
+    let usage = usage::run(
+        ctx.clone(),
+        providers.clone(),
+        usage_receiver,
+        usage_triggers.clone(),
+    );
     let provider_controller = provider_controller(
         providers_api,
+        (providers, provider_writer),
+        usage_triggers,
         ctx.clone(),
         connections.for_providers,
-        dependencies_listed,
-        health,
+        (dependencies_listed, health),
         shutdown.clone(),
     );
     let connection_controller = connection::run(ctx.clone(), connections.for_connections, shutdown);
@@ -306,6 +320,7 @@ pub async fn run(
     tokio::select! {
         _ = futures::future::join(provider_controller, connection_controller) => {}
         _ = connections.pump => {}
+        _ = usage => {}
     }
     info!("controller stopped");
     Ok(())
@@ -315,13 +330,20 @@ pub async fn run(
 /// watch and from connection checks that found a change. Runs until `shutdown`.
 async fn provider_controller(
     providers_api: Api<SecurityProvider>,
+    (providers, provider_writer): (
+        Store<SecurityProvider>,
+        reflector::store::Writer<SecurityProvider>,
+    ),
+    usage_triggers: usage::Triggers,
     ctx: Arc<Context>,
     connection_events: Events<ProviderConnection>,
-    dependencies_listed: impl std::future::Future<Output = ()> + Send + 'static,
-    health: Arc<Health>,
+    // When the connections are listed, and where to report readiness and watch health.
+    (dependencies_listed, health): (
+        impl std::future::Future<Output = ()> + Send + 'static,
+        Arc<Health>,
+    ),
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (providers, provider_writer) = reflector::store::<SecurityProvider>();
     let forget_ctx = ctx.clone();
     // The shard's selector applies to SecurityProviders only: connections and Secrets are
     // shared by providers of every shard.
@@ -333,6 +355,7 @@ async fn provider_controller(
         .default_backoff()
         .modify(strip_provider)
         .reflect(provider_writer)
+        .inspect(usage::provider_watcher(usage_triggers))
         .inspect(move |event| {
             health.watch_event("SecurityProvider", event.is_ok(), std::time::Instant::now());
             // Provider events flow only after the connections are listed: both caches are

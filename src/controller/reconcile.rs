@@ -11,7 +11,7 @@ use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use tracing::{info, instrument, warn};
 
-use super::context::Context;
+use super::context::{Context, MAX_CLEANUP_ATTEMPTS};
 use super::events::{publish, publish_events};
 use super::execute::{Report, clear_create_pending, execute};
 use super::observe::{
@@ -94,6 +94,11 @@ async fn within_deadline<T>(
 
 /// Requeue policy for errors that escaped `apply`/`cleanup` (Kubernetes API failures).
 pub fn error_policy(sp: Arc<SecurityProvider>, error: &Error, ctx: Arc<Context>) -> Action {
+    if let Error::CleanupBlocked { .. } = error {
+        // Reported with its escape hatch; a change of the object, its connection or its
+        // Secret tries again.
+        return Action::await_change();
+    }
     if let Error::CleanupDeferred(_) = error {
         info!(object = %sp.name_any(), reason = error.reason(), %error, "deletion waits");
         return Action::requeue(ctx.settings.progress_interval);
@@ -321,7 +326,7 @@ async fn cleanup(
             Ok(Action::await_change())
         }
         Err(error @ Error::CleanupDeferred(_)) => Err(error),
-        Err(error) => Err(report_cleanup_failure(&sp, ctx, api, error).await?),
+        Err(error) => Err(report_cleanup_failure(&sp, ctx, api, &shown_id, error).await?),
     }
 }
 
@@ -344,7 +349,7 @@ async fn delete_remote(
             "deletion of the remote provider waits until the secprov.dev/paused annotation is removed".into(),
         ));
     }
-    let connection = ctx.connection(sp).await?;
+    let connection = ctx.connection_for_cleanup(sp).await?;
     let system = connection.connection().ownership();
     let remote_id = match recorded {
         Some(id) if ownership::recorded_in(sp, system.as_ref()).is_some() => id,
@@ -392,27 +397,64 @@ async fn pending_create_result(
 
 /// Reports a failed deletion in status (through the same compute -> compare -> patch as a
 /// reconcile) and as a Warning when that changed the status; returns the error to retry on.
+/// A permanent failure (refused credentials, connection or Secret gone) becomes
+/// [`Error::CleanupBlocked`] after [`MAX_CLEANUP_ATTEMPTS`], which is not retried by itself.
 async fn report_cleanup_failure(
     sp: &SecurityProvider,
     ctx: &Context,
     api: &Api<SecurityProvider>,
+    remote_id: &str,
     error: Error,
 ) -> Result<Error, Error> {
-    let message = format!(
-        "cannot delete the remote provider: {error}; fix the cause, or set deletionPolicy: Orphan to keep it"
-    );
+    let error = bound_cleanup_failure(sp, ctx, remote_id, error);
+    let (message, terminal) = match &error {
+        Error::CleanupBlocked { .. } => (error.to_string(), true),
+        _ => (
+            format!(
+                "cannot delete the remote provider: {error}; fix the cause, or set deletionPolicy: Orphan to keep it"
+            ),
+            false,
+        ),
+    };
     let outcome = Outcome {
         result: OutcomeResult::Failed {
             reason: error.reason(),
             message,
-            terminal: false,
+            terminal,
         },
         ..Report::failed(sp, &error).outcome
     };
     let new_status = update_status(ctx, api, sp, &outcome).await?;
-    if sp.status.as_ref() != Some(&new_status) {
+    if sp.status.as_ref() != Some(&new_status) || matches!(error, Error::CleanupBlocked { .. }) {
         let note = error.to_string();
         publish(ctx, sp, EventType::Warning, error.reason(), "Delete", note).await;
     }
     Ok(error)
+}
+
+/// `error` as [`Error::CleanupBlocked`] once permanent failures of this object's cleanup
+/// reached [`MAX_CLEANUP_ATTEMPTS`]; a pause is deliberate and never counts.
+fn bound_cleanup_failure(
+    sp: &SecurityProvider,
+    ctx: &Context,
+    remote_id: &str,
+    error: Error,
+) -> Error {
+    if !error.is_terminal() || matches!(error, Error::Paused(_)) {
+        return error;
+    }
+    let attempts = ctx.cleanup_failed(&ObjectRef::from_obj(sp));
+    if attempts < MAX_CLEANUP_ATTEMPTS {
+        return error;
+    }
+    match error {
+        blocked @ Error::CleanupBlocked { .. } => blocked,
+        cause => Error::CleanupBlocked {
+            remote_id: remote_id.to_owned(),
+            attempts,
+            cause: cause.to_string(),
+            name: sp.name_any(),
+            namespace: sp.namespace().unwrap_or_default(),
+        },
+    }
 }
