@@ -17,7 +17,7 @@ use crate::api::{
 use crate::backend::ObservedProvider;
 #[cfg(test)]
 use crate::backend::ProviderConfig;
-use crate::backend::{check_backend_match, connect_from_api, desired_config};
+use crate::backend::{check_backend_match, connect_from_api, resolve_desired};
 use crate::controller::handle::ConnectionHandle;
 use crate::controller::observe::{Apis, Observation, observe_and_plan};
 use crate::controller::ownership;
@@ -118,7 +118,11 @@ pub async fn export(client: Client, connection: &str, namespace: &str) -> anyhow
         .items;
     let system = conn.ownership();
     let backend = connect_from_api(&client, &conn, None).await?;
-    let observed = backend.list().await?;
+    let mut observed = backend.list().await?;
+    // Everything the list does not carry (Coveo schedules), so the manifests declare it.
+    for provider in &mut observed {
+        backend.observe_details(None, provider).await?;
+    }
     let mut manifests = Vec::new();
     let mut skipped = Vec::new();
     for provider in &observed {
@@ -294,7 +298,7 @@ async fn plan_one(
     let api = Api::<SecurityProvider>::namespaced(client.clone(), namespace);
     let existing = api.get_opt(&manifest.name_any()).await?;
     let sp = as_applied(manifest, existing.as_ref());
-    let desired = desired_config(&sp)?;
+    let desired = resolve_desired(client, &sp).await?;
     let connection = Api::<ProviderConnection>::namespaced(client.clone(), namespace)
         .get_opt(&sp.spec.connection_ref)
         .await?
@@ -322,6 +326,8 @@ pub fn as_applied(
 ) -> SecurityProvider {
     let mut sp = manifest.clone();
     sp.status = existing.and_then(|e| e.status.clone());
+    // The recorded hash of secret values is keyed with the object's uid.
+    sp.metadata.uid = existing.and_then(|e| e.metadata.uid.clone());
     if let Some(marker) = existing.and_then(|e| e.annotations().get(CREATE_PENDING_ANNOTATION)) {
         sp.annotations_mut()
             .insert(CREATE_PENDING_ANNOTATION.to_owned(), marker.clone());
@@ -368,6 +374,7 @@ mod agrees_with_controller;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::desired_config;
 
     #[test]
     fn object_names_are_valid_and_distinct() {

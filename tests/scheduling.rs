@@ -37,16 +37,7 @@ const PAGE: u64 = 100;
 fn observed(id: &str) -> ObservedProvider {
     ObservedProvider {
         remote_id: id.into(),
-        config: ProviderConfig::Coveo(CoveoConfig {
-            id: id.into(),
-            display_name: id.into(),
-            provider_type: "EXPANDED".into(),
-            node_required: false,
-            case_sensitive: false,
-            parameters: Default::default(),
-            referenced_by: Default::default(),
-            cascading: Default::default(),
-        }),
+        config: ProviderConfig::Coveo(CoveoConfig::desired(id, id, &Default::default())),
         state: RemoteState::default(),
         health: RemoteHealth::Healthy,
     }

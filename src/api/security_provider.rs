@@ -618,7 +618,7 @@ pub struct Statistics {
 pub struct CoveoStatus {
     /// Keyed hash (HMAC-SHA256, keyed with this object's uid) of the sensitive parameter values
     /// and user identity passwords last sent to Coveo, never the values. Coveo masks them on
-    /// read, so a change of this hash is how a rotated Secret is noticed. `sha256-hmac:<hex>`.
+    /// read, so a change of this hash is how a rotated Secret is noticed. `hmac-sha256:<hex>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets_hash: Option<String>,
     /// The provider's refresh schedules as last read from Coveo (only read when

@@ -460,7 +460,8 @@ pub async fn read_secret_key(
     Ok((value, secret.resource_version().unwrap_or_default()))
 }
 
-fn secret_key_value(secret: &Secret, key: &str) -> Option<String> {
+/// The trimmed, non-empty UTF-8 value of one key of a Secret.
+pub(crate) fn secret_key_value(secret: &Secret, key: &str) -> Option<String> {
     secret
         .data
         .as_ref()

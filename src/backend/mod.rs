@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use crate::api::provider_connection::BackendKind;
 use crate::api::security_provider::{
-    CurrentStatus, JitsudoStatus, KeystoneStatus, LastRefreshOperation, Statistics,
+    CoveoStatus, CurrentStatus, JitsudoStatus, KeystoneStatus, LastRefreshOperation, Statistics,
 };
 use crate::error::{RemoteError, RemoteErrorKind};
 
@@ -18,11 +18,13 @@ pub mod scrub;
 pub mod spec;
 
 pub use connect::{ClientCache, connect_from_api, secret_refs};
-pub use spec::{check_backend_match, desired_config};
+pub use spec::{check_backend_match, desired_config, resolve_desired};
 
 /// Normalized configuration of one provider, desired or observed. Two values are equal exactly
 /// when no remote update is needed.
 #[derive(Clone, Debug, PartialEq)]
+// A handful live at a time (one per reconcile); boxing would only add indirection.
+#[allow(clippy::large_enum_variant)]
 pub enum ProviderConfig {
     Coveo(coveo::CoveoConfig),
     Keystone(keystone::KeystoneConfig),
@@ -56,9 +58,18 @@ impl ProviderConfig {
             ProviderConfig::Keystone(c) => serde_json::to_value(c),
             ProviderConfig::Jitsudo(c) => serde_json::to_value(c),
         };
+        // `name[key]` names one entry of a map field (Coveo `refreshSchedules[<type>]`).
+        let (name, key) = match field.strip_suffix(']').and_then(|f| f.split_once('[')) {
+            Some((name, key)) => (name, Some(key)),
+            None => (field, None),
+        };
         whole
             .ok()
-            .and_then(|v| v.get(field).cloned())
+            .and_then(|v| v.get(name).cloned())
+            .and_then(|v| match key {
+                Some(key) => v.get(key).cloned(),
+                None => Some(v),
+            })
             .unwrap_or(serde_json::Value::Null)
     }
 
@@ -75,6 +86,33 @@ impl ProviderConfig {
             ProviderConfig::Jitsudo(c) => spec.jitsudo = Some(c.to_spec()?),
         }
         Ok(())
+    }
+
+    /// Keyed hash of the secret values resolved into this desired configuration (Coveo
+    /// `sensitiveParameters` and `userIdentities`); None when it has none. A write of this
+    /// configuration sends exactly these values.
+    pub fn secrets_hash(&self) -> Option<&str> {
+        match self {
+            ProviderConfig::Coveo(c) => c.secrets_hash.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The hash of the secret values the remote provider last received, as this desired
+    /// configuration was told (see [`Self::set_recorded_secrets_hash`]).
+    pub fn recorded_secrets_hash(&self) -> Option<&str> {
+        match self {
+            ProviderConfig::Coveo(c) => c.recorded_secrets_hash.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Tells this desired configuration which secret values the remote provider last received
+    /// (by their hash), so that a change of them is a difference.
+    pub fn set_recorded_secrets_hash(&mut self, hash: Option<String>) {
+        if let ProviderConfig::Coveo(c) = self {
+            c.recorded_secrets_hash = hash;
+        }
     }
 
     /// Names of the spec fields whose observed value differs from the desired one (`self` is
@@ -113,6 +151,8 @@ pub struct RemoteState {
     pub current_status: Option<CurrentStatus>,
     pub last_refresh_operation: Option<LastRefreshOperation>,
     pub statistics: Option<Statistics>,
+    /// Coveo: the refresh schedules, when they were read (`secretsHash` is the controller's).
+    pub coveo: Option<CoveoStatus>,
     pub keystone: Option<KeystoneStatus>,
     pub jitsudo: Option<JitsudoStatus>,
     /// A refresh or sync is running or queued: start no other one, and read again soon.
@@ -167,6 +207,17 @@ pub trait ProviderBackend: Send + Sync {
         desired: &ProviderConfig,
     ) -> Result<ObservedProvider, RemoteError>;
 
+    /// Reads what the provider's main read does not return and `desired` compares (Coveo: its
+    /// refresh schedules, when the spec lists some; with no `desired`, as `export` asks: all
+    /// of them) into `observed`. Default: nothing more to read.
+    async fn observe_details(
+        &self,
+        _desired: Option<&ProviderConfig>,
+        _observed: &mut ObservedProvider,
+    ) -> Result<(), RemoteError> {
+        Ok(())
+    }
+
     /// Deletes the provider. Returns false when it was already gone.
     async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError>;
 
@@ -210,6 +261,15 @@ pub trait BackendClient: Send + Sync {
         current: &Self::Config,
         desired: &Self::Config,
     ) -> Result<Option<ObservedProvider>, RemoteError>;
+
+    /// See [`ProviderBackend::observe_details`]. Default: nothing more to read.
+    async fn observe_details(
+        &self,
+        _desired: Option<&Self::Config>,
+        _observed: &mut ObservedProvider,
+    ) -> Result<(), RemoteError> {
+        Ok(())
+    }
 
     /// Deletes the provider; false when it was already gone.
     async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError>;
@@ -310,6 +370,28 @@ impl ProviderBackend for Backend {
             _ => return Err(self.mismatch("update", desired)),
         };
         Ok(sent.unwrap_or_else(|| observed.clone()))
+    }
+
+    async fn observe_details(
+        &self,
+        desired: Option<&ProviderConfig>,
+        observed: &mut ObservedProvider,
+    ) -> Result<(), RemoteError> {
+        match (self, desired) {
+            (Backend::Coveo(c), Some(ProviderConfig::Coveo(d))) => {
+                BackendClient::observe_details(c, Some(d), observed).await
+            }
+            (Backend::Keystone(c), Some(ProviderConfig::Keystone(d))) => {
+                BackendClient::observe_details(c, Some(d), observed).await
+            }
+            (Backend::Jitsudo(c), Some(ProviderConfig::Jitsudo(d))) => {
+                BackendClient::observe_details(c, Some(d), observed).await
+            }
+            (_, None) => {
+                with_client!(self, c => BackendClient::observe_details(c, None, observed).await)
+            }
+            (_, Some(desired)) => Err(self.mismatch("observe", desired)),
+        }
     }
 
     async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError> {

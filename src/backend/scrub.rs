@@ -149,6 +149,15 @@ impl ProviderBackend for ScrubbedBackend {
         result.map(|o| self.observed(o)).map_err(|e| self.error(e))
     }
 
+    async fn observe_details(
+        &self,
+        desired: Option<&ProviderConfig>,
+        observed: &mut ObservedProvider,
+    ) -> Result<(), RemoteError> {
+        let result = self.inner.observe_details(desired, observed).await;
+        result.map_err(|e| self.error(e))
+    }
+
     async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError> {
         self.inner
             .delete(remote_id)

@@ -1,15 +1,17 @@
 //! From a SecurityProvider spec to the desired configuration of its backend, and the check
 //! that the SecurityProvider and its ProviderConnection name the same backend.
-use kube::ResourceExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::{Client, ResourceExt};
 
 use super::ProviderConfig;
 use crate::api::SecurityProvider;
 use crate::api::provider_connection::BackendKind;
 use crate::error::Error;
 
-/// The desired remote configuration from the spec.
+/// The desired remote configuration from the spec (secret values not resolved: see
+/// [`resolve_desired`]).
 pub fn desired_config(sp: &SecurityProvider) -> Result<ProviderConfig, Error> {
-    refuse_unapplied_fields(sp)?;
     let desired = match sp.spec.backend() {
         Some(BackendKind::Coveo) => super::coveo::desired_config(sp),
         Some(BackendKind::Keystone) => super::keystone::desired_config(sp),
@@ -23,38 +25,20 @@ pub fn desired_config(sp: &SecurityProvider) -> Result<ProviderConfig, Error> {
     })
 }
 
-/// Fields the CRD already accepts but this version does not apply remotely yet (Secret-sourced
-/// Coveo parameters and identities, refresh schedules). Accepting them silently would leave a
-/// user believing a credential or a schedule was configured, so they are a terminal spec error.
-fn refuse_unapplied_fields(sp: &SecurityProvider) -> Result<(), Error> {
-    let Some(coveo) = sp.spec.coveo.as_ref() else {
-        return Ok(());
-    };
-    let unapplied: Vec<&str> = [
-        (
-            "spec.coveo.sensitiveParameters",
-            !coveo.sensitive_parameters.is_empty(),
-        ),
-        (
-            "spec.coveo.userIdentities",
-            !coveo.user_identities.is_empty(),
-        ),
-        (
-            "spec.coveo.refreshSchedules",
-            !coveo.refresh_schedules.is_empty(),
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(field, set)| set.then_some(field))
-    .collect();
-    if unapplied.is_empty() {
-        return Ok(());
+/// The desired configuration with the secret values it sends (Coveo `sensitiveParameters`
+/// and `userIdentities` passwords) read from Secrets in the object's namespace, and their
+/// hash keyed with the object's uid. What the controller writes, and what `plan` compares.
+pub async fn resolve_desired(
+    client: &Client,
+    sp: &SecurityProvider,
+) -> Result<ProviderConfig, Error> {
+    let mut desired = desired_config(sp)?;
+    if let (ProviderConfig::Coveo(config), Some(spec)) = (&mut desired, sp.spec.coveo.as_ref()) {
+        let api: Api<Secret> = Api::namespaced(client.clone(), &sp.namespace().unwrap_or_default());
+        let material = super::coveo::secrets::resolve(&api, spec).await?;
+        config.set_secrets(material, &sp.uid().unwrap_or_default());
     }
-    Err(Error::InvalidSpec(format!(
-        "{} not applied by this operator version yet; remove {} to reconcile the provider",
-        unapplied.join(", "),
-        if unapplied.len() == 1 { "it" } else { "them" }
-    )))
+    Ok(desired)
 }
 
 /// Checks that the SecurityProvider and its connection name the same backend.
@@ -106,32 +90,6 @@ mod tests {
             coveo: None,
             keystone: None,
             jitsudo: None,
-        }
-    }
-
-    #[test]
-    fn coveo_fields_not_applied_yet_are_a_spec_error_not_silently_ignored() {
-        let mut coveo = CoveoProviderSpec::default();
-        coveo.sensitive_parameters.insert(
-            "password".into(),
-            crate::api::common::SecretKeyRef {
-                name: "s".into(),
-                key: "k".into(),
-            },
-        );
-        let sp = provider(SecurityProviderSpec {
-            coveo: Some(coveo),
-            ..spec()
-        });
-        match desired_config(&sp) {
-            Err(Error::InvalidSpec(message)) => {
-                assert!(
-                    message.contains("spec.coveo.sensitiveParameters"),
-                    "{message}"
-                );
-                assert!(!message.contains("refreshSchedules"), "{message}");
-            }
-            other => panic!("expected InvalidSpec, got {other:?}"),
         }
     }
 

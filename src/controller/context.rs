@@ -92,6 +92,9 @@ pub struct Context {
     /// Providers whose remote state was settling at their last reconcile: their next read
     /// must be fresh, a snapshot would show the old state.
     settling: Mutex<HashSet<ObjectRef<SecurityProvider>>>,
+    /// `status.coveo.secretsHash` as this process last wrote it: the cached object may not
+    /// show our own status write yet, and a stale hash would send the same values twice.
+    secrets_sent: Mutex<HashMap<ObjectRef<SecurityProvider>, Option<String>>>,
     /// Consecutive cleanup attempts that failed permanently, per object (bounded by
     /// [`MAX_CLEANUP_ATTEMPTS`]).
     cleanup_failures: Mutex<HashMap<ObjectRef<SecurityProvider>, u32>>,
@@ -139,6 +142,7 @@ impl Context {
                 Duration::ZERO
             }),
             settling: Mutex::new(HashSet::new()),
+            secrets_sent: Mutex::new(HashMap::new()),
             cleanup_failures: Mutex::new(HashMap::new()),
             deferred_cleanups: Mutex::new(HashSet::new()),
             settings,
@@ -248,6 +252,10 @@ impl Context {
     pub fn forget_object(&self, object: &ObjectRef<SecurityProvider>) {
         self.reset_failures(object);
         self.set_settling(object, false);
+        self.secrets_sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(object);
         self.cleanup_failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -391,6 +399,28 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .contains(object)
+    }
+
+    /// The hash of the secret values `sp`'s remote provider last received: as this process
+    /// last wrote it in status, else as the (cached) status says.
+    pub fn secrets_hash_sent(&self, sp: &SecurityProvider) -> Option<String> {
+        let written = self.secrets_sent.lock().unwrap_or_else(|e| e.into_inner());
+        match written.get(&ObjectRef::from_obj(sp)) {
+            Some(hash) => hash.clone(),
+            None => sp.status.as_ref()?.coveo.as_ref()?.secrets_hash.clone(),
+        }
+    }
+
+    /// Remembers the `status.coveo.secretsHash` just written for `object`.
+    pub fn remember_secrets_hash(
+        &self,
+        object: &ObjectRef<SecurityProvider>,
+        hash: Option<String>,
+    ) {
+        self.secrets_sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(object.clone(), hash);
     }
 
     /// The resync delay with ±10 % jitter, so objects created together don't resync together.

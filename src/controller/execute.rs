@@ -66,9 +66,16 @@ impl Report {
                 observed: None,
                 result: failure(error),
                 refresh_handled: None,
+                secrets_hash: recorded_secrets_hash(sp),
             })
         }
     }
+}
+
+/// The hash of the secret values recorded in status by an earlier write.
+fn recorded_secrets_hash(sp: &SecurityProvider) -> Option<String> {
+    let status = sp.status.as_ref()?.coveo.as_ref()?;
+    status.secrets_hash.clone()
 }
 
 /// The outcome result of an error.
@@ -143,6 +150,10 @@ impl<'a, 'c> Execution<'a, 'c> {
                 message: String::new(),
             },
             refresh_handled: None,
+            secrets_hash: observation
+                .desired
+                .recorded_secrets_hash()
+                .map(str::to_owned),
         });
         Execution {
             sp,
@@ -204,6 +215,7 @@ impl<'a, 'c> Execution<'a, 'c> {
                 self.report.outcome.remote_id = Some(created.remote_id.clone());
                 self.report.outcome.ownership = self.observation.system.clone();
                 self.report.outcome.observed = Some(created);
+                self.report.outcome.secrets_hash = desired.secrets_hash().map(str::to_owned);
                 self.report.created = true;
                 Ok(())
             }
@@ -256,6 +268,7 @@ impl<'a, 'c> Execution<'a, 'c> {
                 .await
                 .map_err(observe_again)?;
             self.report.outcome.observed = Some(updated);
+            self.report.outcome.secrets_hash = desired.secrets_hash().map(str::to_owned);
             self.report.updated = Some(fields);
         }
         Ok(())
@@ -274,6 +287,8 @@ impl<'a, 'c> Execution<'a, 'c> {
             .map_err(observe_again)?;
         info!(remote_id = %updated.remote_id, ?fields, "updated remote provider");
         self.report.outcome.observed = Some(updated);
+        let sent = self.observation.desired.secrets_hash().map(str::to_owned);
+        self.report.outcome.secrets_hash = sent;
         self.report.updated = Some(fields);
         Ok(())
     }
@@ -295,7 +310,11 @@ impl<'a, 'c> Execution<'a, 'c> {
                 .map_err(observe_again)?
         {
             self.report.refreshed = true;
-            let reread = self.connection.read(&self.observation.key).await?;
+            let mut reread = self.connection.read(&self.observation.key).await?;
+            if let Some(found) = reread.as_mut() {
+                let desired = Some(&self.observation.desired);
+                self.connection.read_details(desired, found).await?;
+            }
             self.report.outcome.observed = reread.or(Some(current));
         }
         self.report.outcome.refresh_handled = Some(value);

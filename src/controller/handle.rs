@@ -48,6 +48,14 @@ impl Remote {
         }
     }
 
+    /// The provider read, to add details to.
+    pub fn provider_mut(&mut self) -> Option<&mut ObservedProvider> {
+        match self {
+            Remote::Fresh(p) => p.as_mut(),
+            Remote::Snapshot(p) => Some(p),
+        }
+    }
+
     /// Whether this came from a snapshot.
     pub fn is_snapshot(&self) -> bool {
         matches!(self, Remote::Snapshot(_))
@@ -122,6 +130,15 @@ impl<'a> ConnectionHandle<'a> {
         let updated = self.client.update(current, desired).await?;
         self.snapshots.record(&self.key, &updated);
         Ok(updated)
+    }
+
+    /// Reads what `desired` compares beyond the main read (Coveo schedules) into `observed`.
+    pub async fn read_details(
+        &self,
+        desired: Option<&ProviderConfig>,
+        observed: &mut ObservedProvider,
+    ) -> Result<(), RemoteError> {
+        self.client.observe_details(desired, observed).await
     }
 
     /// Deletes the provider and forgets it. False when it was already gone.

@@ -95,10 +95,15 @@ pub async fn observe(
         (Some(remote_id), true) => connection.read_snapshot(remote_id).await,
         _ => None,
     };
-    let remote = match snapshot_hit {
+    let mut remote = match snapshot_hit {
         Some(hit) => hit,
         None => Remote::Fresh(connection.read(&key).await?),
     };
+    // What the main read (or the batch snapshot) does not carry is read fresh every time:
+    // drift in it must be seen at every resync.
+    if let Some(found) = remote.provider_mut() {
+        connection.read_details(Some(&desired), found).await?;
+    }
     let owned = confirm_ownership(sp, apis.namespace, remote.provider(), system.as_ref()).await?;
     let managed_by = match remote.provider() {
         Some(found) if !owned && sp.spec.adopt.unwrap_or(false) && !sp.observe_only() => {

@@ -24,6 +24,7 @@ fn failing(mut sp: SecurityProvider, reason: &'static str) -> SecurityProvider {
             terminal: false,
         },
         refresh_handled: None,
+        secrets_hash: None,
     };
     let now = "2026-01-01T00:00:00Z".parse().unwrap();
     sp.status = Some(compute_status(None, sp.metadata.generation, &outcome, now));

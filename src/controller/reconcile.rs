@@ -23,7 +23,7 @@ use super::status::{self, Outcome, OutcomeResult, compute_status};
 use crate::api::provider_connection::BackendKind;
 use crate::api::security_provider::DeletionPolicy;
 use crate::api::{FINALIZER, SecurityProvider, SecurityProviderStatus};
-use crate::backend::{ObservedProvider, ProviderKey, desired_config};
+use crate::backend::{ObservedProvider, ProviderKey, desired_config, resolve_desired};
 use crate::error::{Error, RemoteError, RemoteErrorKind, TERMINAL_RECHECK};
 
 /// Entry point for the kube-runtime Controller.
@@ -119,13 +119,22 @@ async fn apply(
     let report = match within_deadline(&sp, ctx, sync(&sp, ctx, api)).await {
         Ok(report) => report,
         Err(error @ Error::Kube(_)) => return Err(error),
-        Err(error) => Report::failed(&sp, &error),
+        Err(error) => {
+            let mut report = Report::failed(&sp, &error);
+            report.outcome.secrets_hash = ctx.secrets_hash_sent(&sp);
+            report
+        }
     };
     if let OutcomeResult::Failed { reason, .. } = &report.outcome.result {
         let _ = handled_failure.set(*reason);
     }
     warn_on_new_failure(&sp, &report.outcome.result);
     let new_status = update_status(ctx, api, &sp, &report.outcome).await?;
+    let sent = new_status
+        .coveo
+        .as_ref()
+        .and_then(|c| c.secrets_hash.clone());
+    ctx.remember_secrets_hash(&ObjectRef::from_obj(&*sp), sent);
     // Only now that status.remoteId is stored can the marker go: a crash before this point
     // leaves the marker, and the next reconcile adopts the provider instead of creating again.
     let pending = create_pending(&sp) || report.marked_pending;
@@ -175,8 +184,9 @@ async fn sync(
     ctx: &Context,
     api: &Api<SecurityProvider>,
 ) -> Result<Report, Error> {
-    let desired = desired_config(sp)?;
     let connection = ctx.connection(sp).await?;
+    let mut desired = resolve_desired(&ctx.client, sp).await?;
+    desired.set_recorded_secrets_hash(ctx.secrets_hash_sent(sp));
     let use_snapshot = may_use_snapshot(sp, ctx);
     let cluster = ctx.cluster_providers();
     let apis = Apis {
@@ -227,6 +237,16 @@ async fn keep_stored_remote_id(
 /// When to reconcile again after `report`.
 fn next_action(ctx: &Context, object: &ObjectRef<SecurityProvider>, report: &Report) -> Action {
     match &report.outcome.result {
+        // Secrets are read by name, never watched: look again at the next resync, so a
+        // Secret created, fixed or labelled later is picked up without a spec change.
+        OutcomeResult::Failed {
+            terminal: true,
+            reason,
+            ..
+        } if reason.starts_with("Secret") => {
+            ctx.reset_failures(object);
+            Action::requeue(ctx.resync_delay())
+        }
         OutcomeResult::Failed { terminal: true, .. } => {
             ctx.reset_failures(object);
             if report.recheck_terminal {

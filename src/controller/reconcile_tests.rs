@@ -40,6 +40,7 @@ fn in_sync(mut sp: SecurityProvider, observed: &ObservedProvider) -> SecurityPro
             message: "the remote provider matches the spec".into(),
         },
         refresh_handled: None,
+        secrets_hash: None,
     };
     let now = "2026-01-01T00:00:00Z".parse().unwrap();
     sp.status = Some(compute_status(None, sp.metadata.generation, &outcome, now));

@@ -181,16 +181,7 @@ mod tests {
     fn provider(id: &str, name: &str) -> ObservedProvider {
         ObservedProvider {
             remote_id: id.into(),
-            config: ProviderConfig::Coveo(CoveoConfig {
-                id: id.into(),
-                display_name: name.into(),
-                provider_type: "EXPANDED".into(),
-                node_required: false,
-                case_sensitive: false,
-                parameters: Default::default(),
-                referenced_by: Default::default(),
-                cascading: Default::default(),
-            }),
+            config: ProviderConfig::Coveo(CoveoConfig::desired(id, name, &Default::default())),
             state: RemoteState::default(),
             health: RemoteHealth::Healthy,
         }

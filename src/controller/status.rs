@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::ConditionStatus;
 use crate::api::provider_connection::BackendKind;
-use crate::api::security_provider::{Ownership, SecurityProviderStatus};
+use crate::api::security_provider::{CoveoStatus, Ownership, SecurityProviderStatus};
 use crate::backend::{ObservedProvider, RemoteHealth};
 
 /// Condition types.
@@ -32,6 +32,9 @@ pub struct Outcome {
     pub result: OutcomeResult,
     /// Refresh annotation value whose refresh was triggered now.
     pub refresh_handled: Option<String>,
+    /// Keyed hash of the secret values the remote provider last received from this object
+    /// (Coveo `status.coveo.secretsHash`): the one sent now after a write, else the recorded one.
+    pub secrets_hash: Option<String>,
 }
 
 /// The result of one reconcile.
@@ -117,13 +120,14 @@ fn remote_fields(prev: &SecurityProviderStatus, outcome: &Outcome) -> SecurityPr
         }
     );
     let (remote_id, ownership) = ownership_fields(prev, outcome);
-    match &outcome.observed {
+    let mirrored = match &outcome.observed {
         Some(observed) => SecurityProviderStatus {
             remote_id,
             ownership,
             current_status: observed.state.current_status.clone(),
             last_refresh_operation: observed.state.last_refresh_operation.clone(),
             statistics: observed.state.statistics.clone(),
+            coveo: observed.state.coveo.clone(),
             keystone: observed.state.keystone.clone(),
             jitsudo: observed.state.jitsudo.clone(),
             ..Default::default()
@@ -134,6 +138,7 @@ fn remote_fields(prev: &SecurityProviderStatus, outcome: &Outcome) -> SecurityPr
             current_status: prev.current_status.clone(),
             last_refresh_operation: prev.last_refresh_operation.clone(),
             statistics: prev.statistics.clone(),
+            coveo: prev.coveo.clone(),
             keystone: prev.keystone.clone(),
             jitsudo: prev.jitsudo.clone(),
             ..Default::default()
@@ -143,7 +148,24 @@ fn remote_fields(prev: &SecurityProviderStatus, outcome: &Outcome) -> SecurityPr
             ownership,
             ..Default::default()
         },
+    };
+    SecurityProviderStatus {
+        coveo: coveo_status(mirrored.coveo.clone(), outcome.secrets_hash.clone()),
+        ..mirrored
     }
+}
+
+/// `status.coveo`: the schedules as observed and the hash of the secret values last sent;
+/// absent when both are.
+fn coveo_status(
+    observed: Option<CoveoStatus>,
+    secrets_hash: Option<String>,
+) -> Option<CoveoStatus> {
+    let status = CoveoStatus {
+        secrets_hash,
+        ..observed.unwrap_or_default()
+    };
+    (status != CoveoStatus::default()).then_some(status)
 }
 
 /// The conditions for an outcome, keeping transition times from `prev`.
@@ -437,6 +459,7 @@ mod tests {
                 message: "in sync".into(),
             },
             refresh_handled: None,
+            secrets_hash: None,
         }
     }
 
@@ -611,6 +634,48 @@ mod tests {
             cond(&s, READY).unwrap().last_transition_time.0,
             t("2026-01-01T00:00:00Z")
         );
+    }
+
+    #[test]
+    fn coveo_status_shows_the_observed_schedules_and_the_hash_of_what_was_sent() {
+        let schedule = crate::api::security_provider::CoveoScheduleStatus {
+            id: Some("s1".into()),
+            refresh_type: "SECURITY_PROVIDER_REFRESH".into(),
+            enabled: true,
+            frequency: "DAILY 04:00 UTC".into(),
+            last_execution: None,
+        };
+        let mut observed = observed(RemoteHealth::Healthy, 1);
+        observed.state.coveo = Some(CoveoStatus {
+            secrets_hash: None,
+            refresh_schedules: vec![schedule.clone()],
+        });
+        let outcome = Outcome {
+            secrets_hash: Some("hmac-sha256:ab".into()),
+            ..synced(Some(observed))
+        };
+        let now = t("2026-01-01T00:00:00Z");
+        let status = compute_status(None, Some(1), &outcome, now);
+        let expected = CoveoStatus {
+            secrets_hash: Some("hmac-sha256:ab".into()),
+            refresh_schedules: vec![schedule],
+        };
+        assert_eq!(status.coveo.as_ref(), Some(&expected));
+        // The remote cannot be read for a moment: the last known schedules stay.
+        let failed = Outcome {
+            observed: None,
+            result: OutcomeResult::Failed {
+                reason: "RemoteUnavailable",
+                message: "down".into(),
+                terminal: false,
+            },
+            ..outcome.clone()
+        };
+        let kept = compute_status(Some(&status), Some(1), &failed, now);
+        assert_eq!(kept.coveo, Some(expected));
+        // Neither schedules nor secret values: no coveo block at all.
+        let plain = compute_status(None, Some(1), &synced(None), now);
+        assert_eq!(plain.coveo, None);
     }
 
     #[test]

@@ -1,4 +1,6 @@
 //! The Coveo HTTP client and its [`BackendClient`] implementation.
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use reqwest::Method;
 
@@ -134,6 +136,94 @@ impl CoveoClient {
         Ok(updated)
     }
 
+    /// `GET /securityproviders/{id}/schedules`, keyed by refresh type.
+    pub async fn schedules(
+        &self,
+        id: &str,
+    ) -> Result<BTreeMap<String, schedules::RemoteSchedule>, RemoteError> {
+        require_usable_id(BACKEND, "schedules", id)?;
+        let tail = ["securityproviders", id, "schedules"];
+        let body: serde_json::Value = self
+            .call("schedules", true, Method::GET, &tail, &[], None)
+            .await?
+            .json()?;
+        Ok(schedules::parse_remote(&body))
+    }
+
+    /// `PUT /securityproviders/{id}/schedules/{scheduleId}` (a full replacement, safe to
+    /// retry); returns the schedule as Coveo stored it.
+    pub async fn update_schedule(
+        &self,
+        id: &str,
+        schedule: &schedules::RemoteSchedule,
+        want: &schedules::ScheduleConfig,
+    ) -> Result<schedules::RemoteSchedule, RemoteError> {
+        require_usable_id(BACKEND, "update_schedule", id)?;
+        require_usable_id(BACKEND, "update_schedule", &schedule.id)?;
+        let body = schedules::put_body(schedule, want);
+        let tail = ["securityproviders", id, "schedules", schedule.id.as_str()];
+        let stored: serde_json::Value = self
+            .call(
+                "update_schedule",
+                true,
+                Method::PUT,
+                &tail,
+                &[],
+                Some(&body),
+            )
+            .await?
+            .json()?;
+        let parsed = schedules::parse_remote(&serde_json::Value::Array(vec![stored]));
+        // An answer we cannot read still means the PUT succeeded: assume what was sent.
+        Ok(parsed
+            .into_values()
+            .next()
+            .unwrap_or(schedules::RemoteSchedule {
+                config: want.clone(),
+                raw: body,
+                ..schedule.clone()
+            }))
+    }
+
+    /// Corrects every listed schedule of `observed` (read with its schedules) that differs
+    /// from `desired`, one PUT each, and records what Coveo stored in `observed`.
+    async fn fix_schedules(
+        &self,
+        desired: &CoveoConfig,
+        observed: &mut ObservedProvider,
+    ) -> Result<(), RemoteError> {
+        let Some(config) = coveo_config_mut(observed) else {
+            return Ok(());
+        };
+        let Some(mut remote) = config.remote_schedules.clone() else {
+            return Ok(());
+        };
+        let fix: Vec<String> = desired
+            .schedules_to_fix(config)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        for refresh_type in fix {
+            let (Some(have), Some(want)) = (
+                remote.get(&refresh_type),
+                desired.refresh_schedules.get(&refresh_type),
+            ) else {
+                continue;
+            };
+            let stored = self.update_schedule(&desired.id, have, want).await?;
+            remote.insert(refresh_type, stored);
+        }
+        schedules::record(observed, remote);
+        Ok(())
+    }
+
+    /// Reads the provider's schedules into `observed` (configuration and status).
+    async fn read_schedules(&self, observed: &mut ObservedProvider) -> Result<(), RemoteError> {
+        let remote = self.schedules(&observed.remote_id).await?;
+        schedules::record(observed, remote);
+        Ok(())
+    }
+
     /// `DELETE /securityproviders/{id}`; false when it was already gone.
     pub async fn delete(&self, id: &str) -> Result<bool, RemoteError> {
         require_usable_id(BACKEND, "delete", id)?;
@@ -259,6 +349,30 @@ impl CoveoClient {
     }
 }
 
+/// A provider that declares secret values is never written before they are resolved: a write
+/// without them would blank them remotely.
+fn check_secrets_resolved(
+    desired: &CoveoConfig,
+    operation: &'static str,
+) -> Result<(), RemoteError> {
+    if desired.needs_secrets() && desired.secrets.is_none() {
+        return Err(RemoteError::transport(
+            BACKEND,
+            operation,
+            crate::error::RemoteErrorKind::Rejected,
+            "the provider's secret values were not resolved from their Secrets".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+fn coveo_config_mut(observed: &mut ObservedProvider) -> Option<&mut CoveoConfig> {
+    match &mut observed.config {
+        crate::backend::ProviderConfig::Coveo(c) => Some(c),
+        _ => None,
+    }
+}
+
 /// The built-in Email Security Provider is not the operator's to manage or export.
 fn managed(providers: Vec<ProviderWire>) -> Vec<ObservedProvider> {
     providers
@@ -277,22 +391,62 @@ impl BackendClient for CoveoClient {
     }
 
     async fn create(&self, desired: &CoveoConfig) -> Result<ObservedProvider, RemoteError> {
+        check_secrets_resolved(desired, "create")?;
         let created = CoveoClient::create(self, &desired.to_request()).await?;
         // POST may answer without status fields; read the provider back for a complete view.
-        match self.get(&desired.id).await? {
-            Some(full) => Ok(observed_from_wire(full)),
-            None => Ok(observed_from_wire(created)),
+        let mut observed = match self.get(&desired.id).await? {
+            Some(full) => observed_from_wire(full),
+            None => observed_from_wire(created),
+        };
+        // A new provider has Coveo's default schedules: correct the listed ones now.
+        if !desired.refresh_schedules.is_empty() {
+            self.read_schedules(&mut observed).await?;
+            self.fix_schedules(desired, &mut observed).await?;
         }
+        Ok(observed)
     }
 
     async fn update(
         &self,
-        _remote_id: &str,
-        _current: &CoveoConfig,
+        remote_id: &str,
+        current: &CoveoConfig,
         desired: &CoveoConfig,
     ) -> Result<Option<ObservedProvider>, RemoteError> {
-        let updated = CoveoClient::update(self, &desired.to_request()).await?;
-        Ok(Some(observed_from_wire(updated)))
+        let fix_schedules = !desired.schedules_to_fix(current).is_empty();
+        // The create-attempt evidence is not configuration: alone it is no reason for a PUT.
+        let mut compared = current.clone();
+        compared
+            .parameters
+            .remove(crate::backend::creation_token::COVEO_PARAMETER);
+        let mut observed = if !desired.provider_diff(&compared).is_empty() {
+            check_secrets_resolved(desired, "update")?;
+            observed_from_wire(CoveoClient::update(self, &desired.to_request()).await?)
+        } else if fix_schedules {
+            // Only schedules differ: the provider as it is, for its status.
+            match self.get(remote_id).await? {
+                Some(wire) => observed_from_wire(wire),
+                None => return Ok(None),
+            }
+        } else {
+            return Ok(None);
+        };
+        if let Some(remote) = current.remote_schedules.clone() {
+            schedules::record(&mut observed, remote);
+            self.fix_schedules(desired, &mut observed).await?;
+        }
+        Ok(Some(observed))
+    }
+
+    async fn observe_details(
+        &self,
+        desired: Option<&CoveoConfig>,
+        observed: &mut ObservedProvider,
+    ) -> Result<(), RemoteError> {
+        // Schedules are read only when the spec lists some (or for export: no desired).
+        if desired.is_none_or(|d| !d.refresh_schedules.is_empty()) {
+            self.read_schedules(observed).await?;
+        }
+        Ok(())
     }
 
     async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError> {

@@ -9,8 +9,9 @@ use crate::backend::ProviderConfig;
 use super::*;
 
 /// The spec-owned part of a Coveo provider, normalized so that equal values mean "no update
-/// needed": reference order is irrelevant, cascading providers are compared by id, sensitive
-/// parameters (masked by Coveo) and server-managed fields are left out.
+/// needed": reference order is irrelevant, cascading providers are compared by id, masked
+/// values by the keyed hash recorded when they were last sent, schedules by the fields their
+/// frequency type uses, and server-managed fields are left out.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CoveoConfig {
@@ -26,7 +27,29 @@ pub struct CoveoConfig {
     /// id -> type. Only the ids are compared.
     #[serde(rename = "cascadingSecurityProviders")]
     pub cascading: BTreeMap<String, String>,
+    /// Names of the sensitive parameters (their values are masked on read).
+    pub sensitive_parameters: BTreeSet<String>,
+    /// User identity name -> user name (the passwords are masked on read).
+    pub user_identities: BTreeMap<String, String>,
+    /// Desired only: keyed hash of the secret values resolved from Secrets (None before they
+    /// are resolved, or when there are none).
+    pub secrets_hash: Option<String>,
+    /// Desired only: the hash recorded in status by the last write.
+    #[serde(skip)]
+    pub recorded_secrets_hash: Option<String>,
+    /// Desired only: the values themselves. Never serialized; Debug prints names only.
+    #[serde(skip)]
+    pub secrets: Option<secrets::SecretMaterial>,
+    /// Desired: the listed refresh types (empty leaves remote schedules alone). Observed:
+    /// every schedule read, when they were read.
+    pub refresh_schedules: BTreeMap<String, schedules::ScheduleConfig>,
+    /// Observed only: the schedules as read (None when not read), for ids and PUT bodies.
+    #[serde(skip)]
+    pub remote_schedules: Option<BTreeMap<String, schedules::RemoteSchedule>>,
 }
+
+/// The diff field of secret values whose hash differs from the recorded one.
+pub const SECRET_VALUES_FIELD: &str = "secretValues";
 
 impl CoveoConfig {
     /// The desired configuration of a SecurityProvider, with documented defaults applied.
@@ -48,6 +71,45 @@ impl CoveoConfig {
                 .iter()
                 .map(|c| (c.id.clone(), c.provider_type.as_wire()))
                 .collect(),
+            sensitive_parameters: spec.sensitive_parameters.keys().cloned().collect(),
+            user_identities: spec
+                .user_identities
+                .iter()
+                .map(|(name, identity)| (name.clone(), identity.user_name.clone()))
+                .collect(),
+            secrets_hash: None,
+            recorded_secrets_hash: None,
+            secrets: None,
+            refresh_schedules: schedules::desired(&spec.refresh_schedules),
+            remote_schedules: None,
+        }
+    }
+
+    /// Sets the secret values resolved from Secrets and their hash keyed with `object_key`
+    /// (the object's uid).
+    pub fn set_secrets(&mut self, material: secrets::SecretMaterial, object_key: &str) {
+        self.secrets_hash = material.keyed_hash(object_key);
+        self.secrets = Some(material);
+    }
+
+    /// Whether the provider declares secret values (which must be resolved before a write).
+    pub fn needs_secrets(&self) -> bool {
+        !self.sensitive_parameters.is_empty() || !self.user_identities.is_empty()
+    }
+
+    /// The fields a provider PUT fixes (everything but the schedules).
+    pub fn provider_diff(&self, observed: &CoveoConfig) -> Vec<&'static str> {
+        self.diff(observed)
+            .into_iter()
+            .filter(|f| !f.starts_with("refreshSchedules"))
+            .collect()
+    }
+
+    /// The refresh types whose remote schedule must be corrected (none when not read).
+    pub fn schedules_to_fix(&self, observed: &CoveoConfig) -> Vec<&str> {
+        match &observed.remote_schedules {
+            Some(remote) => schedules::differing(&self.refresh_schedules, remote),
+            None => Vec::new(),
         }
     }
 
@@ -75,12 +137,42 @@ impl CoveoConfig {
         if !self.cascading.keys().eq(observed.cascading.keys()) {
             fields.push("cascadingSecurityProviders");
         }
+        if self.sensitive_parameters != observed.sensitive_parameters {
+            fields.push("sensitiveParameters");
+        }
+        if self.user_identities != observed.user_identities {
+            fields.push("userIdentities");
+        }
+        // Masked on read: a changed value is known only from the hash of what was sent last.
+        // Unresolved secrets (the CLI's plan) compare nothing.
+        if self.secrets.is_some() && self.secrets_hash != self.recorded_secrets_hash {
+            fields.push(SECRET_VALUES_FIELD);
+        }
+        for refresh_type in self.schedules_to_fix(observed) {
+            fields.push(schedules::field_name(refresh_type));
+        }
         fields
     }
 
     /// The spec block that declares exactly this configuration (used by `export`), so that
     /// applying it plans no update. Defaults are left out.
     pub fn to_spec(&self) -> Result<CoveoProviderSpec, String> {
+        if self.needs_secrets() {
+            // Coveo masks these values: a manifest without them would blank them remotely.
+            return Err(format!(
+                "its sensitive parameters ({}) or user identities ({}) are masked by Coveo; declare it by hand with spec.coveo.sensitiveParameters and userIdentities naming Secrets",
+                self.sensitive_parameters
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.user_identities
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         fn parse<T: serde::de::DeserializeOwned>(what: &str, value: &str) -> Result<T, String> {
             serde_json::from_value(serde_json::Value::String(value.to_owned()))
                 .map_err(|_| format!("{what} {value:?} is not supported by this operator version"))
@@ -110,6 +202,10 @@ impl CoveoConfig {
                     })
                 })
                 .collect::<Result<_, String>>()?,
+            refresh_schedules: match &self.remote_schedules {
+                Some(remote) => schedules::to_spec(remote)?,
+                None => Vec::new(),
+            },
             ..Default::default()
         })
     }
@@ -131,6 +227,31 @@ impl CoveoConfig {
                         ParameterWire {
                             value: Some(v.clone()),
                             sensitive: Some(false),
+                        },
+                    )
+                })
+                .chain(self.sensitive_parameters.iter().map(|name| {
+                    let value = self.secrets.as_ref().and_then(|s| s.parameter(name));
+                    (
+                        name.clone(),
+                        ParameterWire {
+                            value: value.map(str::to_owned),
+                            sensitive: Some(true),
+                        },
+                    )
+                }))
+                .collect(),
+            user_identities: self
+                .user_identities
+                .iter()
+                .map(|(name, user_name)| {
+                    let password = self.secrets.as_ref().and_then(|s| s.password(name));
+                    (
+                        name.clone(),
+                        UserIdentityWire {
+                            name: Some(name.clone()),
+                            user_name: Some(user_name.clone()),
+                            password: password.map(str::to_owned),
                         },
                     )
                 })
@@ -171,9 +292,11 @@ fn reference_type_wire(t: crate::api::security_provider::CoveoReferenceType) -> 
 /// Builds the desired configuration of a SecurityProvider whose spec has a `coveo` block.
 pub fn desired_config(sp: &SecurityProvider) -> Option<ProviderConfig> {
     let spec = sp.spec.coveo.as_ref()?;
-    Some(ProviderConfig::Coveo(CoveoConfig::desired(
-        &sp.provider_id(),
-        &sp.display_name(),
-        spec,
-    )))
+    let mut config = CoveoConfig::desired(&sp.provider_id(), &sp.display_name(), spec);
+    config.recorded_secrets_hash = sp
+        .status
+        .as_ref()
+        .and_then(|s| s.coveo.as_ref())
+        .and_then(|c| c.secrets_hash.clone());
+    Some(ProviderConfig::Coveo(config))
 }

@@ -6,6 +6,8 @@
 //! accepted as epoch milliseconds or as a date-time string.
 mod client;
 mod config;
+pub mod schedules;
+pub mod secrets;
 #[cfg(test)]
 mod tests;
 mod wire;

@@ -253,3 +253,99 @@ fn request_body_matches_the_documented_payload() {
         EMAIL_SECURITY_PROVIDER
     );
 }
+
+fn connector_spec() -> CoveoProviderSpec {
+    serde_yaml::from_str(
+        "type: DATABASE\nparameters: {DatabaseType: SQLSERVER}\n\
+         sensitiveParameters: {ApiToken: {name: creds, key: token}}\n\
+         userIdentities: {crawler: {userName: svc, passwordSecretRef: {name: creds, key: password}}}\n",
+    )
+    .unwrap()
+}
+
+fn material(token: &str) -> secrets::SecretMaterial {
+    let mut m = secrets::SecretMaterial::default();
+    m.insert("parameters.ApiToken".into(), token.into());
+    m.insert("userIdentities.crawler".into(), "pw-1".into());
+    m
+}
+
+/// What Coveo returns for the connector: every secret value masked.
+fn masked_connector() -> CoveoConfig {
+    let json = r#"{"id":"db","displayName":"db","type":"DATABASE",
+        "parameters":{"DatabaseType":{"value":"SQLSERVER","sensitive":false},"ApiToken":{"value":"********","sensitive":true}},
+        "userIdentities":{"crawler":{"name":"crawler","userName":"svc","password":"********"}}}"#;
+    let ProviderConfig::Coveo(config) =
+        observed_from_wire(serde_json::from_str(json).unwrap()).config
+    else {
+        panic!("a Coveo observation");
+    };
+    config
+}
+
+#[test]
+fn secret_values_differ_only_when_their_hash_differs_from_the_recorded_one() {
+    let mut desired = CoveoConfig::desired("db", "db", &connector_spec());
+    desired.set_secrets(material("tok-1"), "uid-1");
+    let observed = masked_connector();
+    // Never sent (nothing recorded): the values must be sent.
+    assert_eq!(desired.diff(&observed), vec![SECRET_VALUES_FIELD]);
+    // Sent: the masked read is in sync, whatever the mask.
+    desired.recorded_secrets_hash = desired.secrets_hash.clone();
+    assert!(desired.diff(&observed).is_empty());
+    // Rotated: the hash moves, one field to update.
+    let recorded = desired.secrets_hash.clone();
+    desired.set_secrets(material("tok-2"), "uid-1");
+    assert_ne!(desired.secrets_hash, recorded);
+    assert_eq!(desired.diff(&observed), vec![SECRET_VALUES_FIELD]);
+    // Unresolved values (no Secrets read) compare nothing.
+    let mut unresolved = CoveoConfig::desired("db", "db", &connector_spec());
+    unresolved.recorded_secrets_hash = Some("hmac-sha256:00".into());
+    assert!(unresolved.diff(&observed).is_empty());
+    // A user name or a sensitive parameter removed remotely is a difference.
+    let mut renamed = observed.clone();
+    renamed
+        .user_identities
+        .insert("crawler".into(), "other".into());
+    renamed.sensitive_parameters.clear();
+    desired.recorded_secrets_hash = desired.secrets_hash.clone();
+    assert_eq!(
+        desired.diff(&renamed),
+        vec!["sensitiveParameters", "userIdentities"]
+    );
+}
+
+#[test]
+fn the_request_carries_the_values_and_nothing_else_shows_them() {
+    let mut desired = CoveoConfig::desired("db", "db", &connector_spec());
+    desired.set_secrets(material("tok-LEAK"), "uid-1");
+    let body = serde_json::to_value(desired.to_request()).unwrap();
+    assert_eq!(
+        body["parameters"]["ApiToken"],
+        serde_json::json!({"value": "tok-LEAK", "sensitive": true})
+    );
+    assert_eq!(
+        body["parameters"]["DatabaseType"],
+        serde_json::json!({"value": "SQLSERVER", "sensitive": false})
+    );
+    assert_eq!(
+        body["userIdentities"]["crawler"],
+        serde_json::json!({"name": "crawler", "userName": "svc", "password": "pw-1"})
+    );
+    for shown in [
+        format!("{desired:?}"),
+        format!("{:?}", desired.to_request()),
+        serde_json::to_string(&desired).unwrap(),
+    ] {
+        assert!(
+            !shown.contains("tok-LEAK") && !shown.contains("pw-1"),
+            "{shown}"
+        );
+    }
+    // Export cannot declare masked values: it says so instead of blanking them.
+    let error = masked_connector().to_spec().unwrap_err();
+    assert!(
+        error.contains("ApiToken") && error.contains("crawler"),
+        "{error}"
+    );
+}

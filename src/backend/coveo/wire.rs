@@ -10,14 +10,51 @@ use crate::error::{RemoteError, RemoteErrorKind};
 
 use super::*;
 
-/// A parameter value.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+/// A parameter value. Debug hides the value of a sensitive one.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ParameterWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sensitive: Option<bool>,
+}
+
+impl std::fmt::Debug for ParameterWire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sensitive = self.sensitive.unwrap_or(false);
+        let value = match &self.value {
+            Some(_) if sensitive => Some("<redacted>"),
+            other => other.as_deref(),
+        };
+        f.debug_struct("ParameterWire")
+            .field("value", &value)
+            .field("sensitive", &self.sensitive)
+            .finish()
+    }
+}
+
+/// An entry of `userIdentities`. The spec spells the user name `username`, platform-client
+/// and raw configs `userName`: both are read, `userName` is sent. Debug hides the password.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UserIdentityWire {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, alias = "username", skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for UserIdentityWire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserIdentityWire")
+            .field("name", &self.name)
+            .field("user_name", &self.user_name)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// An entry of `referencedBy`.
@@ -51,6 +88,8 @@ pub struct ProviderRequest {
     pub node_required: bool,
     pub case_sensitive: bool,
     pub parameters: BTreeMap<String, ParameterWire>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub user_identities: BTreeMap<String, UserIdentityWire>,
     pub referenced_by: Vec<ReferenceWire>,
     pub cascading_security_providers: BTreeMap<String, CascadingWire>,
 }
@@ -67,6 +106,7 @@ pub struct ProviderWire {
     pub node_required: Option<bool>,
     pub case_sensitive: Option<bool>,
     pub parameters: Option<BTreeMap<String, ParameterWire>>,
+    pub user_identities: Option<BTreeMap<String, UserIdentityWire>>,
     pub referenced_by: Option<Vec<ReferenceWire>>,
     pub cascading_security_providers: Option<BTreeMap<String, CascadingWire>>,
     pub statistics: Option<StatisticsWire>,
@@ -211,6 +251,8 @@ pub fn parse_error(
 
 /// Normalizes a provider read from Coveo.
 pub fn observed_from_wire(wire: ProviderWire) -> ObservedProvider {
+    let parameters = wire.parameters.clone().unwrap_or_default();
+    let is_sensitive = |p: &ParameterWire| p.sensitive.unwrap_or(false);
     let config = CoveoConfig {
         id: wire.id.clone(),
         display_name: wire
@@ -221,13 +263,28 @@ pub fn observed_from_wire(wire: ProviderWire) -> ObservedProvider {
         provider_type: wire.provider_type.clone().unwrap_or_default(),
         node_required: wire.node_required.unwrap_or(false),
         case_sensitive: wire.case_sensitive.unwrap_or(false),
-        parameters: wire
-            .parameters
+        parameters: parameters
+            .iter()
+            .filter(|(_, p)| !is_sensitive(p))
+            .map(|(k, p)| (k.clone(), p.value.clone().unwrap_or_default()))
+            .collect(),
+        sensitive_parameters: parameters
+            .iter()
+            .filter(|(_, p)| is_sensitive(p))
+            .map(|(k, _)| k.clone())
+            .collect(),
+        user_identities: wire
+            .user_identities
+            .clone()
             .unwrap_or_default()
             .into_iter()
-            .filter(|(_, p)| !p.sensitive.unwrap_or(false))
-            .map(|(k, p)| (k, p.value.unwrap_or_default()))
+            .map(|(k, u)| (k, u.user_name.unwrap_or_default()))
             .collect(),
+        secrets_hash: None,
+        recorded_secrets_hash: None,
+        secrets: None,
+        refresh_schedules: BTreeMap::new(),
+        remote_schedules: None,
         referenced_by: wire
             .referenced_by
             .unwrap_or_default()

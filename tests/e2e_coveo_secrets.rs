@@ -1,0 +1,327 @@
+//! Issue 15, secret values from Secrets: `spec.coveo.sensitiveParameters` and
+//! `spec.coveo.userIdentities` on a real API server against the Coveo simulator (which masks
+//! sensitive values on every read). The values reach Coveo and nowhere else (no log line at
+//! debug level, Event, status or `kubectl describe`); a rotated Secret makes exactly one PUT per
+//! provider that uses it; a change to an unused key and quiet resyncs make none.
+mod support;
+
+use std::time::Duration;
+
+use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
+use serde_json::Value;
+use support::*;
+
+const API_KEY: &str = "e2e-coveo-secrets-key-2c8e";
+const ORG: &str = "demo-org";
+/// Distinctive values: any occurrence outside the simulator is a leak.
+const TOKEN: &str = "tok-LEAKCHECK-9d2f7c1e5b";
+const PASSWORD: &str = "pw-LEAKCHECK-4a8b0e6c13";
+const ROTATED: &str = "tok-LEAKCHECK-rotated-77e1d4";
+
+struct Env {
+    ns: TestNamespace,
+    sim: CoveoSimulator,
+    operator: Operator,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn setup(prefix: &str) -> Env {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sim = rt
+        .block_on(CoveoSimulator::start(
+            "127.0.0.1:0".parse().unwrap(),
+            CoveoSimConfig {
+                refresh_duration: Duration::from_millis(200),
+                ..CoveoSimConfig::new(ORG, API_KEY)
+            },
+        ))
+        .unwrap();
+    let ns = TestNamespace::new(prefix);
+    ns.apply(
+        &example("coveo/00-connection.yaml", &sim.base_url()).replace("demo-api-key", API_KEY),
+    )
+    .unwrap();
+    ns.apply(&credentials_secret(TOKEN, "")).unwrap();
+    // Every crate at debug level: a value logged anywhere is found.
+    let operator = Operator::start_with_log(
+        &ns.name,
+        &["--resync-interval", "1s", "--progress-interval", "500ms"],
+        "debug",
+    );
+    Env {
+        ns,
+        sim,
+        operator,
+        _rt: rt,
+    }
+}
+
+fn credentials_secret(token: &str, extra: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata:
+  name: connector-credentials
+  labels:
+    secprov.dev/credential: "true"
+type: Opaque
+stringData:
+  token: {token}
+  password: {PASSWORD}
+{extra}"#
+    )
+}
+
+/// A DATABASE provider with a plain parameter, a sensitive parameter and a user identity.
+fn connector(name: &str) -> String {
+    format!(
+        r#"apiVersion: secprov.dev/v1alpha1
+kind: SecurityProvider
+metadata:
+  name: {name}
+spec:
+  connectionRef: coveo
+  coveo:
+    type: DATABASE
+    parameters:
+      DatabaseType: SQLSERVER
+    sensitiveParameters:
+      ApiToken: {{name: connector-credentials, key: token}}
+    userIdentities:
+      crawler:
+        userName: svc-crawler
+        passwordSecretRef: {{name: connector-credentials, key: password}}
+"#
+    )
+}
+
+fn plain(name: &str) -> String {
+    format!(
+        "apiVersion: secprov.dev/v1alpha1\nkind: SecurityProvider\nmetadata:\n  name: {name}\nspec:\n  connectionRef: coveo\n  coveo:\n    type: EXPANDED\n"
+    )
+}
+
+fn reconciles(env: &Env) -> f64 {
+    env.operator
+        .metric_sum("secprov_reconciles_total", &["result=\"success\""])
+}
+
+/// Waits until the operator has completed `n` more successful reconciles: proof that it was
+/// active in the window an assertion about "nothing happened" covers.
+fn wait_reconciles(env: &Env, n: f64) {
+    let start = reconciles(env);
+    eventually(Duration::from_secs(90), "reconciles", || {
+        (reconciles(env) >= start + n).then_some(())
+    });
+}
+
+fn secrets_hash(env: &Env, name: &str) -> Option<String> {
+    let sp = env.ns.get_json(&format!("securityprovider/{name}"))?;
+    sp["status"]["coveo"]["secretsHash"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+fn base64(input: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let input = input.as_bytes();
+    let mut out = String::new();
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Everything the operator wrote or printed about the providers, the Secret itself excluded.
+fn everything_visible(env: &Env, names: &[&str]) -> String {
+    let mut text = env.operator.log_text();
+    text.push_str(
+        &env.ns
+            .kubectl(&["get", "events", "-o", "yaml"])
+            .unwrap_or_default(),
+    );
+    for name in names {
+        let object = format!("securityprovider/{name}");
+        text.push_str(&env.ns.kubectl(&["get", &object, "-o", "yaml"]).unwrap());
+        text.push_str(&env.ns.kubectl(&["describe", &object]).unwrap());
+    }
+    text
+}
+
+fn assert_no_leak(text: &str) {
+    for value in [TOKEN, PASSWORD, ROTATED] {
+        assert!(!text.contains(value), "{value} leaked");
+        let encoded = base64(value);
+        assert!(
+            !text.contains(&encoded[..encoded.len() - 4]),
+            "{value} leaked as base64"
+        );
+    }
+}
+
+#[test]
+fn secret_values_reach_coveo_only_and_a_rotation_is_exactly_one_put_per_user() {
+    let env = setup("coveo-secrets");
+    for name in ["db-one", "db-two"] {
+        env.ns.apply(&connector(name)).unwrap();
+    }
+    env.ns.apply(&plain("bystander")).unwrap();
+    for name in ["db-one", "db-two", "bystander"] {
+        env.ns
+            .wait_condition(&format!("securityprovider/{name}"), "Ready", "90s")
+            .unwrap_or_else(|e| panic!("{e}\n{}", env.operator.log_text()));
+    }
+
+    // Created with the values from the Secret; the read is masked, the hash is recorded.
+    for name in ["db-one", "db-two"] {
+        let held = env.sim.secret_values(name).unwrap();
+        assert_eq!(held["parameters.ApiToken"], TOKEN);
+        assert_eq!(held["userIdentities.crawler"], PASSWORD);
+        let read = env.sim.provider(name).unwrap();
+        assert_ne!(
+            read["parameters"]["ApiToken"]["value"], TOKEN,
+            "simulator masks"
+        );
+        assert_eq!(read["parameters"]["DatabaseType"]["value"], "SQLSERVER");
+        assert_eq!(read["userIdentities"]["crawler"]["userName"], "svc-crawler");
+    }
+    let hash_before = eventually(Duration::from_secs(30), "secretsHash", || {
+        secrets_hash(&env, "db-one")
+    });
+    assert!(hash_before.starts_with("hmac-sha256:"), "{hash_before}");
+    assert_ne!(
+        Some(hash_before.clone()),
+        secrets_hash(&env, "db-two"),
+        "keyed per object"
+    );
+
+    // Ten quiet resyncs: reads (masked every time) but no PUT.
+    env.sim.reset_counters();
+    wait_reconciles(&env, 10.0);
+    assert!(
+        env.sim.request_count("GET") > 0,
+        "the operator read the remote"
+    );
+    assert_eq!(env.sim.request_count("PUT"), 0, "quiet resyncs make no PUT");
+
+    // A change to a key no provider uses: reconciled, no PUT.
+    env.ns
+        .apply(&credentials_secret(TOKEN, "  unused: anything-else\n"))
+        .unwrap();
+    wait_reconciles(&env, 6.0);
+    assert_eq!(
+        env.sim.request_count("PUT"),
+        0,
+        "an unused key makes no PUT"
+    );
+
+    // Rotation: exactly one PUT for each provider that uses the Secret, none for the other.
+    env.ns.apply(&credentials_secret(ROTATED, "")).unwrap();
+    for name in ["db-one", "db-two"] {
+        eventually(Duration::from_secs(60), "rotated value sent", || {
+            (env.sim.secret_values(name)?["parameters.ApiToken"] == ROTATED).then_some(())
+        });
+    }
+    wait_reconciles(&env, 10.0);
+    assert_eq!(
+        env.sim.request_count_for("PUT", "update"),
+        2,
+        "one PUT per provider using the rotated Secret"
+    );
+    assert_eq!(env.sim.request_count("PUT"), 2);
+    assert_eq!(env.sim.secret_values("bystander").unwrap().len(), 0);
+    let hash_after = secrets_hash(&env, "db-one").unwrap();
+    assert_ne!(hash_after, hash_before, "status records the new hash");
+
+    assert_no_leak(&everything_visible(
+        &env,
+        &["db-one", "db-two", "bystander"],
+    ));
+}
+
+#[test]
+fn a_missing_secret_key_is_reported_on_the_provider_without_its_value() {
+    let env = setup("coveo-secrets-missing");
+    let manifest = connector("broken").replace("key: token", "key: nope");
+    env.ns.apply(&manifest).unwrap();
+    let sp: Value = eventually(Duration::from_secs(60), "a Synced=False condition", || {
+        let sp = env.ns.get_json("securityprovider/broken")?;
+        let synced = condition(&sp, "Synced")?;
+        (synced["status"] == "False").then(|| sp.clone())
+    });
+    let message = condition(&sp, "Synced").unwrap()["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(message.contains("nope"), "names the missing key: {message}");
+    assert_eq!(
+        condition(&sp, "Synced").unwrap()["reason"],
+        "SecretKeyMissing"
+    );
+    assert!(
+        env.sim.provider("broken").is_none(),
+        "nothing sent without the value"
+    );
+    assert_no_leak(&everything_visible(&env, &["broken"]));
+}
+
+fn synced_reason(env: &Env, name: &str) -> Option<String> {
+    let sp = env.ns.get_json(&format!("securityprovider/{name}"))?;
+    let synced = condition(&sp, "Synced")?;
+    synced["reason"].as_str().map(str::to_owned)
+}
+
+#[test]
+fn values_come_only_from_opted_in_secrets_and_labelling_one_resumes_the_provider() {
+    let env = setup("coveo-secrets-optin");
+    let unlabelled = credentials_secret(TOKEN, "")
+        .replace(
+            "name: connector-credentials",
+            "name: unlabelled-credentials",
+        )
+        .replace("    secprov.dev/credential: \"true\"\n", "    team: hr\n");
+    env.ns.apply(&unlabelled).unwrap();
+    env.ns
+        .apply(&connector("optin").replace("connector-credentials", "unlabelled-credentials"))
+        .unwrap();
+    eventually(Duration::from_secs(60), "SecretNotOptedIn", || {
+        (synced_reason(&env, "optin")? == "SecretNotOptedIn").then_some(())
+    });
+    assert!(
+        env.sim.provider("optin").is_none(),
+        "nothing sent from an unlabelled Secret"
+    );
+    // Secrets are not watched: the provider reads the Secret again at its next resync.
+    env.ns
+        .kubectl(&[
+            "label",
+            "secret",
+            "unlabelled-credentials",
+            "secprov.dev/credential=true",
+        ])
+        .unwrap();
+    env.ns
+        .wait_condition("securityprovider/optin", "Ready", "60s")
+        .unwrap_or_else(|e| panic!("{e}\n{}", env.operator.log_text()));
+    assert_eq!(
+        env.sim.secret_values("optin").unwrap()["parameters.ApiToken"],
+        TOKEN
+    );
+    assert_no_leak(&everything_visible(&env, &["optin"]));
+}
