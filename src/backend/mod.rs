@@ -98,6 +98,14 @@ impl ProviderConfig {
         }
     }
 
+    /// The secret values resolved into this desired configuration (for scrubbing remote text).
+    pub fn secret_values(&self) -> Vec<&str> {
+        match self {
+            ProviderConfig::Coveo(c) => c.secrets.as_ref().map_or_else(Vec::new, |s| s.values()),
+            _ => Vec::new(),
+        }
+    }
+
     /// The hash of the secret values the remote provider last received, as this desired
     /// configuration was told (see [`Self::set_recorded_secrets_hash`]).
     pub fn recorded_secrets_hash(&self) -> Option<&str> {

@@ -137,7 +137,12 @@ impl ProviderBackend for ScrubbedBackend {
 
     async fn create(&self, desired: &ProviderConfig) -> Result<ObservedProvider, RemoteError> {
         let result = self.inner.create(desired).await;
-        result.map(|o| self.observed(o)).map_err(|e| self.error(e))
+        // A write also carries the provider's own secret values: a remote quoting them back
+        // in its error must not put them in a condition either.
+        let sent = Scrubber::new(desired.secret_values());
+        result
+            .map(|o| self.observed(o))
+            .map_err(|e| sent.scrub_error(self.error(e)))
     }
 
     async fn update(
@@ -146,7 +151,10 @@ impl ProviderBackend for ScrubbedBackend {
         desired: &ProviderConfig,
     ) -> Result<ObservedProvider, RemoteError> {
         let result = self.inner.update(observed, desired).await;
-        result.map(|o| self.observed(o)).map_err(|e| self.error(e))
+        let sent = Scrubber::new(desired.secret_values());
+        result
+            .map(|o| self.observed(o))
+            .map_err(|e| sent.scrub_error(self.error(e)))
     }
 
     async fn observe_details(
@@ -262,5 +270,67 @@ mod tests {
         let text = format!("{e} {:?} {:?}", e.code, e.request_id);
         assert!(!text.contains(KEY), "{text}");
         assert!(!text.contains(&b64(KEY.as_bytes())[..8]), "{text}");
+    }
+
+    /// A remote that quotes back whatever secret value it was sent.
+    struct Echo;
+
+    fn echo_error(desired: &ProviderConfig) -> RemoteError {
+        let quoted = desired.secret_values().join(",");
+        RemoteError::transport(
+            "coveo",
+            "update",
+            RemoteErrorKind::Rejected,
+            format!("bad value {quoted}"),
+        )
+    }
+
+    #[async_trait]
+    impl ProviderBackend for Echo {
+        async fn observe(&self, _: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError> {
+            Ok(None)
+        }
+        async fn create(&self, desired: &ProviderConfig) -> Result<ObservedProvider, RemoteError> {
+            Err(echo_error(desired))
+        }
+        async fn update(
+            &self,
+            _: &ObservedProvider,
+            desired: &ProviderConfig,
+        ) -> Result<ObservedProvider, RemoteError> {
+            Err(echo_error(desired))
+        }
+        async fn delete(&self, _: &str) -> Result<bool, RemoteError> {
+            Ok(false)
+        }
+        async fn refresh(&self, _: &str) -> Result<bool, RemoteError> {
+            Ok(false)
+        }
+        async fn list(&self) -> Result<Vec<ObservedProvider>, RemoteError> {
+            Ok(vec![])
+        }
+        async fn verify_credentials(&self) -> Result<(), RemoteError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_error_quoting_a_provider_secret_value_is_scrubbed() {
+        use crate::backend::coveo::{CoveoConfig, secrets::SecretMaterial};
+        let spec =
+            serde_yaml::from_str("sensitiveParameters: {ApiToken: {name: creds, key: token}}")
+                .unwrap();
+        let mut config = CoveoConfig::desired("db", "db", &spec);
+        let mut material = SecretMaterial::default();
+        material.insert("parameters.ApiToken".into(), "tok-ECHOED-1234".into());
+        config.set_secrets(material, "uid");
+        let desired = ProviderConfig::Coveo(config);
+        let backend = ScrubbedBackend::new(Arc::new(Echo), Scrubber::new(["connection-key"]));
+        let created = backend.create(&desired).await.unwrap_err();
+        assert!(
+            !created.to_string().contains("tok-ECHOED-1234"),
+            "{created}"
+        );
+        assert!(created.to_string().contains(SCRUBBED), "{created}");
     }
 }

@@ -457,10 +457,21 @@ impl Harness {
         objects: Vec<SecurityProvider>,
         backend: impl FnOnce(&Timeline) -> Arc<FakeBackend>,
     ) -> Self {
+        Self::with_raw_objects(objects, Vec::new(), backend).await
+    }
+
+    /// Like [`Harness::with_objects`], the API server also holding `raw` (path, JSON), e.g.
+    /// Secrets.
+    pub async fn with_raw_objects(
+        objects: Vec<SecurityProvider>,
+        raw: Vec<(String, Value)>,
+        backend: impl FnOnce(&Timeline) -> Arc<FakeBackend>,
+    ) -> Self {
         let (timeline, events) = (Timeline::default(), EventLog::default());
         let objects = objects
             .iter()
             .map(|sp| (path_of(sp), serde_json::to_value(sp).unwrap()))
+            .chain(raw)
             .collect();
         let client = mock_client(objects, timeline.clone(), events.clone());
         let conn = connection(1);

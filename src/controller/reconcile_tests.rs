@@ -738,3 +738,65 @@ async fn a_hanging_remote_ends_the_reconcile_at_its_deadline_as_remote_timeout()
         "{synced}"
     );
 }
+
+/// The test provider sending the value of Secret `creds` key `token` as a sensitive parameter,
+/// and that Secret (opted in) as the mocked API server holds it.
+fn provider_with_a_secret_value() -> (SecurityProvider, (String, Value)) {
+    let mut sp = provider();
+    let coveo = sp.spec.coveo.as_mut().unwrap();
+    coveo.sensitive_parameters.insert(
+        "ApiToken".into(),
+        crate::api::SecretKeyRef {
+            name: "creds".into(),
+            key: "token".into(),
+        },
+    );
+    let secret = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "creds", "namespace": NAMESPACE,
+                     "labels": {"secprov.dev/credential": "true"}},
+        "data": {"token": "dG9rLTE="}});
+    let path = format!("/api/v1/namespaces/{NAMESPACE}/secrets/creds");
+    (sp, (path, secret))
+}
+
+#[tokio::test]
+async fn secret_values_are_sent_once_even_when_the_cache_does_not_show_the_recorded_hash() {
+    let (sp, secret) = provider_with_a_secret_value();
+    let sp = in_sync(sp, &remote("idp", "idp"));
+    let h = Harness::with_raw_objects(vec![sp.clone()], vec![secret], |timeline| {
+        FakeBackend::with(timeline, &[remote("idp", "idp")])
+    })
+    .await;
+    reconcile(Arc::new(sp.clone()), h.ctx.clone())
+        .await
+        .unwrap();
+    // The resync snapshot shows the values unsent; the update follows a direct read.
+    assert_eq!(h.timeline.remote(), ["list", "observe idp", "update idp"]);
+    let written = h
+        .timeline
+        .kube()
+        .into_iter()
+        .rev()
+        .find(|(method, uri, _, _)| method == "PATCH" && uri.contains("/status"))
+        .map(|(_, _, _, body)| body)
+        .expect("a status write");
+    let hash = written["status"]["coveo"]["secretsHash"]
+        .as_str()
+        .unwrap_or("");
+    assert!(hash.starts_with("hmac-sha256:"), "{written}");
+    assert!(!written.to_string().contains("tok-1"), "{written}");
+    // The cache still shows the status from before that write: no second PUT.
+    let before = h.timeline.steps().len();
+    reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
+    assert!(
+        h.timeline.steps().len() > before,
+        "the second reconcile ran"
+    );
+    let updates = h
+        .timeline
+        .remote()
+        .iter()
+        .filter(|c| c.starts_with("update"))
+        .count();
+    assert_eq!(updates, 1, "{:?}", h.timeline.steps());
+}

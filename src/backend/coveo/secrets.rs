@@ -38,6 +38,11 @@ impl SecretMaterial {
         self.0.insert(key, value);
     }
 
+    /// Every value (to scrub them from remote text).
+    pub fn values(&self) -> Vec<&str> {
+        self.0.values().map(String::as_str).collect()
+    }
+
     /// The value of `parameters.<name>`.
     pub fn parameter(&self, name: &str) -> Option<&str> {
         self.0.get(&parameter_key(name)).map(String::as_str)
