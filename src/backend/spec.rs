@@ -28,11 +28,16 @@ pub fn desired_config(sp: &SecurityProvider) -> Result<ProviderConfig, Error> {
 /// The desired configuration with the secret values it sends (Coveo `sensitiveParameters`
 /// and `userIdentities` passwords) read from Secrets in the object's namespace, and their
 /// hash keyed with the object's uid. What the controller writes, and what `plan` compares.
+/// Observe-only objects read no Secret: their values are never sent.
 pub async fn resolve_desired(
     client: &Client,
     sp: &SecurityProvider,
 ) -> Result<ProviderConfig, Error> {
     let mut desired = desired_config(sp)?;
+    // `managementPolicy: Observe` never writes, so it needs no value (and no Secret).
+    if sp.observe_only() {
+        return Ok(desired);
+    }
     if let (ProviderConfig::Coveo(config), Some(spec)) = (&mut desired, sp.spec.coveo.as_ref()) {
         let api: Api<Secret> = Api::namespaced(client.clone(), &sp.namespace().unwrap_or_default());
         let material = super::coveo::secrets::resolve(&api, spec).await?;
