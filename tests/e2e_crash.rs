@@ -1,23 +1,33 @@
-//! Crash safety under remote faults (issue 5, items 3-5): a rollout of a few hundred
-//! SecurityProviders against a faulty Coveo simulator while the operator is SIGKILLed several
+//! Crash safety under remote faults (issue 5, items 3-5; issue 12, item 12): a rollout of a
+//! few hundred SecurityProviders against a faulty simulator of each backend (Coveo, Keystone,
+//! JITSudo: the fault layer is in every simulator) while the operator is SIGKILLed several
 //! times. Every object must converge, the simulator must hold exactly one provider per object
 //! (no duplicate create, none lost), and afterwards watch restarts (a fresh list, as after a
-//! 410 Gone) and concurrent metadata edits must cause no remote write.
+//! 410 Gone) and concurrent metadata edits must cause no remote write. JITSudo assigns ids
+//! itself, so a repeated create there would be a second provider, not a 409 on the same id.
 //!
-//! Figures are printed; see them with `cargo test --test e2e_crash -- --nocapture`.
+//! Figures are printed; see them with `cargo test --test e2e_crash -- --nocapture`. The three
+//! backends run one after another (a lock), never at once on a small machine.
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
-use secprov_sim::faults::FaultConfig;
+use secprov_sim::faults::{FaultConfig, Faults};
+use secprov_sim::jitsudo::{JitsudoSimConfig, JitsudoSimulator};
+use secprov_sim::keystone::{KeystoneSimConfig, KeystoneSimulator};
 use serde_json::Value;
 use support::*;
 
 const API_KEY: &str = "e2e-crash-key-5d21b7";
 const ORG: &str = "crash-org";
+const PASSWORD: &str = "e2e-crash-password-77e1";
+
+/// One backend's rollout at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Objects in the rollout (override with SECPROV_CRASH_OBJECTS).
 fn object_count() -> usize {
@@ -102,6 +112,221 @@ spec:
         .join("---\n")
 }
 
+/// The simulator of one backend, behind what the rollout test asks of it.
+enum Sim {
+    Coveo(CoveoSimulator),
+    Keystone(KeystoneSimulator),
+    Jitsudo(JitsudoSimulator),
+}
+
+impl Sim {
+    fn start(rt: &tokio::runtime::Runtime, backend: &str) -> Sim {
+        let addr = "127.0.0.1:0".parse().unwrap();
+        match backend {
+            "coveo" => Sim::Coveo(
+                rt.block_on(CoveoSimulator::start(
+                    addr,
+                    CoveoSimConfig {
+                        refresh_duration: Duration::from_millis(200),
+                        faults: faults(),
+                        ..CoveoSimConfig::new(ORG, API_KEY)
+                    },
+                ))
+                .unwrap(),
+            ),
+            "keystone" => Sim::Keystone(
+                rt.block_on(KeystoneSimulator::start(
+                    addr,
+                    KeystoneSimConfig {
+                        password: PASSWORD.into(),
+                        faults: faults(),
+                        ..Default::default()
+                    },
+                ))
+                .unwrap(),
+            ),
+            _ => Sim::Jitsudo(
+                rt.block_on(JitsudoSimulator::start(
+                    addr,
+                    JitsudoSimConfig {
+                        api_key: API_KEY.into(),
+                        sync_duration: Duration::from_millis(100),
+                        faults: faults(),
+                        ..Default::default()
+                    },
+                ))
+                .unwrap(),
+            ),
+        }
+    }
+
+    fn faults(&self) -> Faults {
+        match self {
+            Sim::Coveo(s) => s.faults(),
+            Sim::Keystone(s) => s.faults(),
+            Sim::Jitsudo(s) => s.faults(),
+        }
+    }
+
+    fn count(&self, method: &str, operation: &str) -> u64 {
+        match self {
+            Sim::Coveo(s) => s.request_count_for(method, operation),
+            Sim::Keystone(s) => s.request_count_for(method, operation),
+            Sim::Jitsudo(s) => s.request_count_for(method, operation),
+        }
+    }
+
+    fn reset_counters(&self) {
+        match self {
+            Sim::Coveo(s) => s.reset_counters(),
+            Sim::Keystone(s) => s.reset_counters(),
+            Sim::Jitsudo(s) => s.reset_counters(),
+        }
+    }
+
+    /// (applied creates, creates answered 409).
+    fn creates(&self) -> (u64, u64) {
+        match self {
+            Sim::Coveo(s) => (s.committed_creates(), s.create_conflicts()),
+            Sim::Keystone(s) => (s.committed_creates(), s.create_conflicts()),
+            Sim::Jitsudo(s) => (s.committed_creates(), s.create_conflicts()),
+        }
+    }
+
+    /// Remote providers by the object name they belong to, with their remote ids.
+    fn remote(&self) -> BTreeMap<String, Vec<String>> {
+        let pairs: Vec<(String, String)> = match self {
+            Sim::Coveo(s) => s
+                .provider_ids()
+                .into_iter()
+                .map(|i| (i.clone(), i))
+                .collect(),
+            Sim::Keystone(s) => s
+                .identity_provider_ids()
+                .into_iter()
+                .map(|i| (i.clone(), i))
+                .collect(),
+            Sim::Jitsudo(s) => s
+                .provider_ids_and_names()
+                .into_iter()
+                .map(|(id, name)| (name, id))
+                .collect(),
+        };
+        let mut remote: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (name, id) in pairs {
+            remote.entry(name).or_default().push(id);
+        }
+        remote
+    }
+
+    /// Remote writes of any kind.
+    fn writes(&self) -> u64 {
+        [
+            ("POST", "create"),
+            ("PUT", "create"),
+            ("PUT", "update"),
+            ("PATCH", "update"),
+            ("DELETE", "delete"),
+        ]
+        .iter()
+        .map(|(m, o)| self.count(m, o))
+        .sum()
+    }
+
+    /// Create requests (POST for Coveo and JITSudo, PUT for Keystone).
+    fn create_requests(&self) -> u64 {
+        self.count("POST", "create") + self.count("PUT", "create")
+    }
+
+    /// Direct GETs, pages and lists.
+    fn reads(&self) -> u64 {
+        self.count("GET", "get") + self.count("GET", "page") + self.count("GET", "list")
+    }
+
+    /// The Secret and ProviderConnection for this simulator.
+    fn connection(&self) -> String {
+        match self {
+            Sim::Coveo(s) => connection(&s.base_url()),
+            Sim::Keystone(s) => format!(
+                r#"apiVersion: v1
+kind: Secret
+metadata:
+  name: keystone-password
+  labels: {{secprov.dev/credential: "true"}}
+type: Opaque
+stringData:
+  password: {PASSWORD}
+---
+apiVersion: secprov.dev/v1alpha1
+kind: ProviderConnection
+metadata:
+  name: crash
+spec:
+  timeoutSeconds: 2
+  rateLimit: {{requestsPerSecond: 100, burst: 50, maxConcurrency: 16}}
+  keystone:
+    authUrl: {}/v3
+    password:
+      userName: admin
+      passwordSecretRef: {{name: keystone-password, key: password}}
+    scope: {{system: true}}
+"#,
+                s.base_url()
+            ),
+            Sim::Jitsudo(s) => format!(
+                r#"apiVersion: v1
+kind: Secret
+metadata:
+  name: jitsudo-api-key
+  labels: {{secprov.dev/credential: "true"}}
+type: Opaque
+stringData:
+  apiKey: {API_KEY}
+---
+apiVersion: secprov.dev/v1alpha1
+kind: ProviderConnection
+metadata:
+  name: crash
+spec:
+  timeoutSeconds: 2
+  rateLimit: {{requestsPerSecond: 100, burst: 50, maxConcurrency: 16}}
+  jitsudo:
+    endpoint: {}
+    tenantId: 2489e9ad-2ee2-4e00-8ec9-32d5f69181c0
+    apiKeySecretRef: {{name: jitsudo-api-key, key: apiKey}}
+"#,
+                s.base_url()
+            ),
+        }
+    }
+
+    /// The SecurityProviders of the rollout.
+    fn rollout(&self, names: &[String]) -> String {
+        let block = |name: &str| match self {
+            Sim::Coveo(_) => unreachable!(),
+            Sim::Keystone(_) => format!(
+                "  keystone:\n    description: Crash test {name}\n    remoteIds: [https://idp-{name}.example/saml]\n"
+            ),
+            Sim::Jitsudo(_) => format!(
+                "  displayName: {name}\n  jitsudo:\n    providerType: okta\n    config: {{domain: {name}.okta.example}}\n"
+            ),
+        };
+        if let Sim::Coveo(_) = self {
+            return rollout(names);
+        }
+        names
+            .iter()
+            .map(|name| {
+                format!(
+                    "apiVersion: secprov.dev/v1alpha1\nkind: SecurityProvider\nmetadata:\n  name: {name}\nspec:\n  connectionRef: crash\n{}",
+                    block(name)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("---\n")
+    }
+}
+
 /// Keeps the printed figures under target/e2e-logs, where CI shows them.
 fn write_figures(name: &str, text: &str) {
     let path = repo().join(format!("target/e2e-logs/figures-{name}.txt"));
@@ -132,26 +357,27 @@ fn ready_reasons(ns: &TestNamespace) -> (usize, BTreeMap<String, usize>, Vec<Val
 }
 
 #[test]
-fn sigkills_during_a_faulty_rollout_lose_and_duplicate_nothing() {
-    let objects = object_count();
-    let kills = kill_count();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let sim = rt
-        .block_on(CoveoSimulator::start(
-            "127.0.0.1:0".parse().unwrap(),
-            CoveoSimConfig {
-                refresh_duration: Duration::from_millis(200),
-                faults: faults(),
-                ..CoveoSimConfig::new(ORG, API_KEY)
-            },
-        ))
-        .unwrap();
-    let ns = TestNamespace::new("crash");
-    ns.apply(&connection(&sim.base_url())).unwrap();
+fn sigkills_during_a_faulty_coveo_rollout_lose_and_duplicate_nothing() {
+    crash_rollout("coveo");
+}
+
+#[test]
+fn sigkills_during_a_faulty_keystone_rollout_lose_and_duplicate_nothing() {
+    crash_rollout("keystone");
+}
+
+#[test]
+fn sigkills_during_a_faulty_jitsudo_rollout_lose_and_duplicate_nothing() {
+    crash_rollout("jitsudo");
+}
+
+/// Applies the rollout while SIGKILLing the operator; returns the operator, the time to
+/// convergence and the converged objects.
+fn rollout_with_kills(
+    ns: &TestNamespace,
+    sim: &Sim,
+    names: &[String],
+) -> (Operator, Duration, Vec<Value>) {
     let mut operator = Operator::start(
         &ns.name,
         &[
@@ -163,20 +389,17 @@ fn sigkills_during_a_faulty_rollout_lose_and_duplicate_nothing() {
             "500ms",
         ],
     );
-
-    let names: Vec<String> = (0..objects).map(|i| format!("sp-{i:03}")).collect();
-    let manifest = rollout(&names);
+    let manifest = sim.rollout(names);
     let started = Instant::now();
     let ns_name = ns.name.clone();
     let applier = std::thread::spawn(move || {
         let ns = TestNamespace { name: ns_name };
         ns.apply(&manifest)
     });
-
     // Kills at random points of the rollout: while kubectl still applies, and later while
     // creates and their lost responses are being sorted out.
     let mut rng = rand::rng();
-    for _ in 0..kills {
+    for _ in 0..kill_count() {
         std::thread::sleep(Duration::from_millis(rng.random_range(1500..4000)));
         operator.restart(); // SIGKILL, then a fresh process
     }
@@ -184,16 +407,16 @@ fn sigkills_during_a_faulty_rollout_lose_and_duplicate_nothing() {
         .join()
         .expect("kubectl apply thread")
         .expect("kubectl apply of the rollout");
-
-    let deadline = Instant::now() + Duration::from_secs(150);
-    let items = loop {
-        let (ready, reasons, items) = ready_reasons(&ns);
-        if ready == objects {
-            break items;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let (ready, reasons, items) = ready_reasons(ns);
+        if ready == names.len() {
+            return (operator, started.elapsed(), items);
         }
         if Instant::now() > deadline {
             panic!(
-                "only {ready}/{objects} Ready after {:?}; others: {reasons:?}; faults: {:?}\nlog tail:\n{}",
+                "only {ready}/{} Ready after {:?}; others: {reasons:?}; faults: {:?}\nlog tail:\n{}",
+                names.len(),
                 started.elapsed(),
                 sim.faults().injected(),
                 operator
@@ -206,22 +429,42 @@ fn sigkills_during_a_faulty_rollout_lose_and_duplicate_nothing() {
             );
         }
         std::thread::sleep(Duration::from_secs(2));
-    };
-    let converged_after = started.elapsed();
+    }
+}
 
-    // Exactly one remote provider per object: same set of ids, and as many applied creates
-    // as objects (the simulator keys providers by id, so a second create of the same id would
-    // show up as an applied create too many or a 409).
+fn crash_rollout(backend: &str) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let objects = object_count();
+    let kills = kill_count();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sim = Sim::start(&rt, backend);
+    let ns = TestNamespace::new(&format!("crash-{backend}"));
+    ns.apply(&sim.connection()).unwrap();
+    let names: Vec<String> = (0..objects).map(|i| format!("sp-{i:03}")).collect();
+    let (mut operator, converged_after, items) = rollout_with_kills(&ns, &sim, &names);
+
+    // Exactly one remote provider per object: the same set of names, one id each, and as many
+    // applied creates as objects (Coveo and Keystone key providers by id, JITSudo refuses a
+    // second provider of one name, so a repeated create shows up as an applied create too
+    // many or a 409).
+    let remote = sim.remote();
     let wanted: BTreeSet<String> = names.iter().cloned().collect();
-    let remote: BTreeSet<String> = sim.provider_ids().into_iter().collect();
-    let lost: Vec<&String> = wanted.difference(&remote).collect();
-    let extra: Vec<&String> = remote.difference(&wanted).collect();
-    let duplicates = sim.committed_creates().saturating_sub(objects as u64);
+    let found: BTreeSet<String> = remote.keys().cloned().collect();
+    let lost: Vec<&String> = wanted.difference(&found).collect();
+    let extra: Vec<&String> = found.difference(&wanted).collect();
+    let (committed, conflicts) = sim.creates();
+    let same_name_twice = remote.values().filter(|ids| ids.len() > 1).count() as u64;
+    let duplicates = committed.saturating_sub(objects as u64) + same_name_twice;
     for item in &items {
         let name = item["metadata"]["name"].as_str().unwrap_or_default();
+        let ids = remote.get(name).cloned().unwrap_or_default();
         assert_eq!(
             item["status"]["remoteId"].as_str(),
-            Some(name),
+            ids.first().map(String::as_str),
             "status.remoteId of {name}"
         );
     }
@@ -256,8 +499,7 @@ fn sigkills_during_a_faulty_rollout_lose_and_duplicate_nothing() {
 
     let injected = sim.faults().injected();
     let total_injected = sim.faults().total_injected();
-    let create_requests = sim.request_count_for("POST", "create");
-    let conflicts = sim.create_conflicts();
+    let create_requests = sim.create_requests();
 
     // Kubernetes-side: a fresh list and watch (what a 410 Gone or a watch restart amounts to)
     // plus concurrent metadata edits must not write remotely for unchanged objects.
@@ -278,12 +520,8 @@ fn sigkills_during_a_faulty_rollout_lose_and_duplicate_nothing() {
     }
     // Longer than one resync interval, so every object was read again at least once.
     std::thread::sleep(Duration::from_secs(8));
-    let writes_after_restart = sim.request_count_for("POST", "create")
-        + sim.request_count_for("PUT", "update")
-        + sim.request_count_for("DELETE", "delete");
-    // Direct GETs or, with batch observation, paged lists.
-    let reads_after_restart =
-        sim.request_count_for("GET", "get") + sim.request_count_for("GET", "page");
+    let writes_after_restart = sim.writes();
+    let reads_after_restart = sim.reads();
     let (ready_after, reasons_after, _) = ready_reasons(&ns);
 
     let mut figures = String::new();
@@ -292,7 +530,9 @@ fn sigkills_during_a_faulty_rollout_lose_and_duplicate_nothing() {
         figures.push_str(&text);
         figures.push('\n');
     };
-    line("=== crash-safety run (tests/e2e_crash.rs) ===".into());
+    line(format!(
+        "=== crash-safety run, backend {backend} (tests/e2e_crash.rs) ==="
+    ));
     line(format!("CRs: {objects}"));
     line(format!("converged (all Ready) after: {converged_after:?}"));
     line(format!("SIGKILLs during the rollout: {kills}"));
@@ -303,8 +543,7 @@ fn sigkills_during_a_faulty_rollout_lose_and_duplicate_nothing() {
         line(format!("  {kind}: {n}"));
     }
     line(format!(
-        "create requests: {create_requests}, applied creates: {}, 409 on create: {conflicts}",
-        sim.committed_creates()
+        "create requests: {create_requests}, applied creates: {committed}, 409 on create: {conflicts}"
     ));
     line(format!("remote duplicates: {duplicates}"));
     line(format!("lost providers: {}", lost.len()));
@@ -328,7 +567,7 @@ fn sigkills_during_a_faulty_rollout_lose_and_duplicate_nothing() {
         touched.len() * 3
     ));
 
-    write_figures("crash", &figures);
+    write_figures(&format!("crash-{backend}"), &figures);
     assert!(lost.is_empty(), "lost providers: {lost:?}");
     assert!(extra.is_empty(), "unexpected providers: {extra:?}");
     assert_eq!(duplicates, 0, "applied creates beyond one per object");

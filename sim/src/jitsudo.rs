@@ -35,6 +35,7 @@
 //!   `update`, `delete`, `sync`, `other`.
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -239,6 +240,10 @@ struct SimState {
     store: Mutex<Store>,
     /// Request counters and faults.
     harness: Harness,
+    /// Creates that were applied (201 from the handler), whatever happened to the response.
+    committed_creates: AtomicU64,
+    /// Creates answered 409 because the provider existed.
+    create_conflicts: AtomicU64,
 }
 
 impl SimState {
@@ -342,6 +347,8 @@ impl JitsudoSimulator {
         let sim = Arc::new(SimState {
             store: Mutex::new(Store::default()),
             harness: Harness::new(&SHAPE, config.latency, faults),
+            committed_creates: AtomicU64::new(0),
+            create_conflicts: AtomicU64::new(0),
             config,
         });
         let server = ServerHandle::spawn(addr, build_router(sim.clone())).await?;
@@ -426,6 +433,26 @@ impl JitsudoSimulator {
             .values()
             .find(|p| &p.tenant == tenant && p.name == name)
             .map(|p| p.view(duration))
+    }
+
+    /// Creates that were applied, including those whose response a fault then lost.
+    pub fn committed_creates(&self) -> u64 {
+        self.sim.committed_creates.load(Ordering::SeqCst)
+    }
+
+    /// Creates refused with 409 because the provider already existed.
+    pub fn create_conflicts(&self) -> u64 {
+        self.sim.create_conflicts.load(Ordering::SeqCst)
+    }
+
+    /// (id, name) of every provider, every tenant included, in creation order.
+    pub fn provider_ids_and_names(&self) -> Vec<(String, String)> {
+        self.sim
+            .store()
+            .providers
+            .values()
+            .map(|p| (p.id.clone(), p.name.clone()))
+            .collect()
     }
 
     /// Number of providers, every tenant included.
@@ -745,9 +772,11 @@ async fn create_provider(
     let duration = sim.config.sync_duration;
     let mut store = sim.store();
     if store.name_taken(&tenant, &name, None) {
+        sim.create_conflicts.fetch_add(1, Ordering::SeqCst);
         return Err(conflict(&name));
     }
     let created = store.insert(&tenant, &name, &provider_type, config, enabled);
+    sim.committed_creates.fetch_add(1, Ordering::SeqCst);
     Ok(json_response(StatusCode::CREATED, &created.view(duration)))
 }
 

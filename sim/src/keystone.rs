@@ -40,6 +40,7 @@
 //!   `get`, `create`, `update`, `delete`, `other`.
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -160,6 +161,10 @@ struct SimState {
     store: Mutex<Store>,
     /// Request counters and faults.
     harness: Harness,
+    /// Creates that were applied (201 from the handler), whatever happened to the response.
+    committed_creates: AtomicU64,
+    /// Creates answered 409 because the provider existed.
+    create_conflicts: AtomicU64,
 }
 
 impl SimState {
@@ -227,6 +232,8 @@ impl KeystoneSimulator {
         let sim = Arc::new(SimState {
             store: Mutex::new(Store::default()),
             harness: Harness::new(&SHAPE, config.latency, faults),
+            committed_creates: AtomicU64::new(0),
+            create_conflicts: AtomicU64::new(0),
             config,
         });
         let server = ServerHandle::spawn(addr, build_router(sim.clone())).await?;
@@ -324,6 +331,16 @@ impl KeystoneSimulator {
     /// The live fault settings and counters (see [`super::faults`]).
     pub fn faults(&self) -> Faults {
         self.sim.harness.faults.clone()
+    }
+
+    /// Creates that were applied, including those whose response a fault then lost.
+    pub fn committed_creates(&self) -> u64 {
+        self.sim.committed_creates.load(Ordering::SeqCst)
+    }
+
+    /// Creates refused with 409 because the provider already existed.
+    pub fn create_conflicts(&self) -> u64 {
+        self.sim.create_conflicts.load(Ordering::SeqCst)
     }
 
     /// Stops the server.
@@ -668,6 +685,7 @@ async fn create_idp(
     let fields = validated_fields(&sim, &body, true)?;
     let mut store = sim.store();
     if store.idps.contains_key(&id) {
+        sim.create_conflicts.fetch_add(1, Ordering::SeqCst);
         return Err(sim.error(
             StatusCode::CONFLICT,
             "Conflict occurred attempting to store identity_provider - Duplicate entry.",
@@ -686,6 +704,7 @@ async fn create_idp(
     }
     let view = idp.view(&host_of(&headers));
     store.idps.insert(id, idp);
+    sim.committed_creates.fetch_add(1, Ordering::SeqCst);
     Ok(json_response(
         StatusCode::CREATED,
         &json!({ "identity_provider": view }),
