@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use kube::api::{Api, ObjectMeta};
 use kube::{Client, ResourceExt};
-use serde::Deserialize;
 
 use crate::api::{
     CREATE_PENDING_ANNOTATION, ProviderConnection, SecurityProvider, SecurityProviderSpec,
@@ -149,7 +148,7 @@ pub async fn export(client: Client, connection: &str, namespace: &str) -> anyhow
             obj.remove("status");
         }
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&value)?);
+        out.push_str(&serde_saphyr::to_string(&value)?);
     }
     Ok(out)
 }
@@ -249,8 +248,9 @@ impl std::fmt::Display for PlanLine {
 /// The SecurityProviders of a YAML stream; other kinds are ignored.
 pub fn security_providers_in(yaml: &str) -> anyhow::Result<Vec<SecurityProvider>> {
     let mut out = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(yaml) {
-        let value = serde_json::Value::deserialize(doc).context("the file is not valid YAML")?;
+    let docs: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(yaml).context("the file is not valid YAML")?;
+    for value in docs {
         if value.is_null() {
             continue;
         }

@@ -31,7 +31,10 @@ async fn a_resync_of_10k_providers_costs_about_n_over_100_remote_reads() {
         &options,
     )
     .unwrap();
-    let http = reqwest::Client::new();
+    let http = {
+        secprov::backend::http::install_tls_provider();
+        reqwest::Client::new()
+    };
     let url = format!(
         "{}/rest/organizations/{}/securityproviders",
         sim.base_url(),

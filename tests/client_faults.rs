@@ -249,7 +249,10 @@ async fn the_token_bucket_paces_requests() {
 #[tokio::test]
 async fn faults_are_configurable_over_http_at_run_time() {
     let sim = simulator(FaultConfig::default()).await;
-    let http = reqwest::Client::new();
+    let http = {
+        secprov::backend::http::install_tls_provider();
+        reqwest::Client::new()
+    };
     let url = format!("{}/_sim/faults", sim.base_url());
     let reply = http
         .post(&url)

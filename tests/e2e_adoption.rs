@@ -47,15 +47,18 @@ fn create_remotely(env: &Env, body: serde_json::Value) {
         env.sim.base_url()
     );
     env.rt.block_on(async {
-        reqwest::Client::new()
-            .post(url)
-            .bearer_auth(API_KEY)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap();
+        {
+            secprov::backend::http::install_tls_provider();
+            reqwest::Client::new()
+        }
+        .post(url)
+        .bearer_auth(API_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
     });
 }
 

@@ -602,15 +602,21 @@ fn existing_remote_provider_needs_explicit_adoption() {
     // Someone created "handmade" in the console.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        reqwest::Client::new()
-            .post(format!("{}/rest/organizations/{ORG}/securityproviders", env.sim.base_url()))
-            .bearer_auth(API_KEY)
-            .json(&serde_json::json!({"id": "handmade", "type": "EXPANDED", "displayName": "By hand"}))
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap();
+        {
+            secprov::backend::http::install_tls_provider();
+            reqwest::Client::new()
+        }
+        .post(format!(
+            "{}/rest/organizations/{ORG}/securityproviders",
+            env.sim.base_url()
+        ))
+        .bearer_auth(API_KEY)
+        .json(&serde_json::json!({"id": "handmade", "type": "EXPANDED", "displayName": "By hand"}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
     });
     env.sim.reset_counters();
     env.ns

@@ -212,15 +212,18 @@ fn export_of_custom_schedules_round_trips_with_zero_writes() {
         env.sim.base_url()
     );
     env._rt.block_on(async {
-        reqwest::Client::new()
-            .post(url)
-            .bearer_auth(API_KEY)
-            .json(&json!({"id": "hand-tuned", "type": "EXPANDED"}))
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap();
+        {
+            secprov::backend::http::install_tls_provider();
+            reqwest::Client::new()
+        }
+        .post(url)
+        .bearer_auth(API_KEY)
+        .json(&json!({"id": "hand-tuned", "type": "EXPANDED"}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
     });
     assert!(env.sim.mutate_schedule("hand-tuned", MAIN, |s| {
         s["frequency"] = json!({"type": "MONTHLY", "monthDay": 15, "hourMinute": {"hour": 23, "minute": 45}});

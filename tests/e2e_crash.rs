@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
+use rand::RngExt;
 use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
 use secprov_sim::faults::{FaultConfig, Faults};
 use secprov_sim::jitsudo::{JitsudoSimConfig, JitsudoSimulator};
@@ -637,7 +637,10 @@ fn ambiguous_creates_are_adopted_never_repeated() {
     ])
     .unwrap();
     let created = rt.block_on(async {
-        reqwest::Client::new()
+        {
+            secprov::backend::http::install_tls_provider();
+            reqwest::Client::new()
+        }
             .post(format!(
                 "{}/rest/organizations/{ORG}/securityproviders",
                 sim.base_url()

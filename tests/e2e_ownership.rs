@@ -201,15 +201,18 @@ fn a_refused_create_never_claims_a_provider_someone_else_made_later() {
         sim.base_url()
     );
     rt.block_on(async {
-        reqwest::Client::new()
-            .post(url)
-            .bearer_auth(API_KEY)
-            .json(&serde_json::json!({"id": "contested", "type": "EXPANDED", "displayName": "Theirs"}))
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap();
+        {
+            secprov::backend::http::install_tls_provider();
+            reqwest::Client::new()
+        }
+        .post(url)
+        .bearer_auth(API_KEY)
+        .json(&serde_json::json!({"id": "contested", "type": "EXPANDED", "displayName": "Theirs"}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
     });
     let theirs = sim.provider("contested").unwrap();
     let (updates, deletes) = (writes_to(&sim, "update"), writes_to(&sim, "delete"));

@@ -23,7 +23,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector;
 use kube::runtime::watcher;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use secprov::backend::coveo::CoveoConfig;
 use secprov::backend::{
     ObservedProvider, ProviderBackend, ProviderConfig, ProviderKey, RemoteHealth, RemoteState,

@@ -970,7 +970,10 @@ mod tests {
                 .expect("simulator starts");
             Self {
                 sim,
-                http: reqwest::Client::new(),
+                http: {
+                    let _ = rustls::crypto::ring::default_provider().install_default();
+                    reqwest::Client::new()
+                },
             }
         }
 
@@ -1878,7 +1881,10 @@ mod tests {
         let url = api.url("/securityproviders");
         assert_eq!(api.get("/securityproviders").await.status, StatusCode::OK);
         api.sim.clone().shutdown().await;
-        let fresh_client = reqwest::Client::new();
+        let fresh_client = {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            reqwest::Client::new()
+        };
         assert!(
             fresh_client
                 .get(&url)

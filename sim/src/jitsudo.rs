@@ -860,7 +860,10 @@ mod tests {
     #[tokio::test]
     async fn list_parameters_are_validated() {
         let sim = start(|_| {}).await;
-        let http = reqwest::Client::new();
+        let http = {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            reqwest::Client::new()
+        };
         let call = |query: &str| {
             http.get(format!("{}{PREFIX}{query}", sim.base_url()))
                 .header("X-API-Key", &sim.config().api_key)

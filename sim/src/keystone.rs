@@ -788,6 +788,7 @@ mod tests {
     #[tokio::test]
     async fn missing_token_is_401_with_www_authenticate() {
         let sim = start(|_| {}).await;
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let resp = reqwest::get(format!("{}{FEDERATION_PREFIX}", sim.base_url()))
             .await
             .unwrap();

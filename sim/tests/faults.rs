@@ -21,7 +21,10 @@ async fn api_get(base: &str, path: &str) -> (u16, Value) {
 /// Sets `errorRate: 1` at run time, checks that the API request gets an injected 5xx whose
 /// body passes `shaped`, that it was counted, and that `{}` turns the faults off again.
 async fn error_rate_one_is_injected(base: &str, path: &str, shaped: fn(&Value) -> bool) {
-    let http = reqwest::Client::new();
+    let http = {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::new()
+    };
     assert_eq!(api_get(base, path).await.0, 401, "no fault yet");
     let set = http
         .post(format!("{base}/_sim/faults"))

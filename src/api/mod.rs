@@ -97,11 +97,11 @@ fn drop_null_from_enums(value: &mut serde_json::Value) {
 
 /// Every CRD as one YAML stream: the exact content of `crds/secprov.dev.yaml` and the output
 /// of `secprov-operator crd`.
-pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+pub fn crds_yaml() -> Result<String, serde_saphyr::SerializeError> {
     let mut out = String::new();
     for crd in crds() {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&crd)?);
+        out.push_str(&serde_saphyr::to_string(&crd)?);
     }
     Ok(out)
 }

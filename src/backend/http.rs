@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use rand::Rng;
+use rand::RngExt;
 use reqwest::header::HeaderMap;
 use tokio::sync::Semaphore;
 
@@ -43,7 +43,7 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// Full-jitter delay before retry number `retry` (0-based): uniform in
     /// `[0, min(max_delay, base_delay * 2^retry)]`.
-    pub fn backoff(&self, retry: u32, rng: &mut impl Rng) -> Duration {
+    pub fn backoff(&self, retry: u32, rng: &mut impl RngExt) -> Duration {
         let ceiling = self
             .base_delay
             .saturating_mul(2u32.saturating_pow(retry.min(16)))
@@ -158,6 +158,17 @@ pub enum Observation {
 /// Called with the client's backend name and each observation.
 pub type RequestObserver = Arc<dyn Fn(&'static str, Observation) + Send + Sync>;
 
+/// Makes ring the process's TLS crypto provider (once; later calls do nothing). reqwest is built
+/// without a provider of its own so that only one crypto library is linked: the one kube uses.
+/// Every reqwest client of the process, including tests' plain ones, needs this first.
+pub fn install_tls_provider() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        // Err means another provider was installed first, which serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// One connection's HTTP client. Cheap to share behind an `Arc`.
 pub struct HttpClient {
     backend: &'static str,
@@ -174,6 +185,7 @@ pub struct HttpClient {
 impl HttpClient {
     /// Builds a client. TLS verification is always on; `ca_bundle_pem` adds trust anchors.
     pub fn new(backend: &'static str, options: &HttpOptions) -> Result<Self, String> {
+        install_tls_provider();
         let mut builder = reqwest::Client::builder()
             .timeout(options.timeout)
             .connect_timeout(options.timeout.min(Duration::from_secs(10)))

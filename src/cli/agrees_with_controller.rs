@@ -8,7 +8,6 @@ use std::sync::Arc;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::{PlanLine, plan_manifests};
@@ -38,8 +37,9 @@ fn documents(path: &str, endpoint: &str) -> Vec<Value> {
     let text = DEMO_ENDPOINTS
         .iter()
         .fold(text, |text, demo| text.replace(demo, endpoint));
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| Value::deserialize(doc).unwrap())
+    serde_saphyr::from_multiple::<Value>(&text)
+        .unwrap()
+        .into_iter()
         .filter(|v| !v.is_null())
         .collect()
 }
@@ -127,7 +127,7 @@ async fn cli_decision(example: &Example) -> String {
         Timeline::default(),
         EventLog::default(),
     );
-    let yaml = serde_yaml::to_string(&example.provider).unwrap();
+    let yaml = serde_saphyr::to_string(&example.provider).unwrap();
     let lines = plan_manifests(client, &yaml, NAMESPACE).await.unwrap();
     match &lines[..] {
         [PlanLine::Create { .. }] => "create".into(),

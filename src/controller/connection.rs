@@ -31,7 +31,7 @@ const TRANSIENT_RETRY: Duration = Duration::from_secs(30);
 pub fn connection_status(
     connection: &ProviderConnection,
     result: &Result<(), Error>,
-    now: jiff::Timestamp,
+    now: k8s_openapi::jiff::Timestamp,
 ) -> ProviderConnectionStatus {
     let previous = connection
         .status
@@ -117,7 +117,7 @@ async fn reconcile(
         // The Kubernetes API itself failed: nothing to say about the connection.
         return result.map(|()| Action::await_change());
     }
-    let new_status = connection_status(&connection, &result, jiff::Timestamp::now());
+    let new_status = connection_status(&connection, &result, k8s_openapi::jiff::Timestamp::now());
     ctx.metrics.connection_observed(
         &namespace,
         &connection.name_any(),

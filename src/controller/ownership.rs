@@ -208,7 +208,7 @@ mod tests {
             synced_reason.into(),
             "",
             Some(1),
-            jiff::Timestamp::UNIX_EPOCH,
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
         );
         sp.status = Some(SecurityProviderStatus {
             remote_id: Some("p".into()),

@@ -171,7 +171,7 @@ async fn update_status(
     sp: &SecurityProvider,
     outcome: &Outcome,
 ) -> Result<SecurityProviderStatus, Error> {
-    let now = jiff::Timestamp::now();
+    let now = k8s_openapi::jiff::Timestamp::now();
     let old = sp.status.as_ref();
     let mut new_status = compute_status(old, sp.metadata.generation, outcome, now);
     if old != Some(&new_status) && new_status.remote_id.is_none() {

@@ -70,7 +70,7 @@ pub fn compute_status(
     previous: Option<&SecurityProviderStatus>,
     generation: Option<i64>,
     outcome: &Outcome,
-    now: jiff::Timestamp,
+    now: k8s_openapi::jiff::Timestamp,
 ) -> SecurityProviderStatus {
     let empty = SecurityProviderStatus::default();
     let prev = previous.unwrap_or(&empty);
@@ -173,7 +173,7 @@ fn conditions(
     prev: &SecurityProviderStatus,
     outcome: &Outcome,
     generation: Option<i64>,
-    now: jiff::Timestamp,
+    now: k8s_openapi::jiff::Timestamp,
 ) -> Vec<Condition> {
     let (synced, ready, reconciling, stalled) = conditions_for(prev, outcome, generation);
     [
@@ -344,14 +344,16 @@ pub fn condition(
     reason: String,
     message: &str,
     generation: Option<i64>,
-    now: jiff::Timestamp,
+    now: k8s_openapi::jiff::Timestamp,
 ) -> Condition {
     let last_transition_time = previous
         .iter()
         .find(|c| c.type_ == type_ && c.status == status.as_str())
         .map(|c| c.last_transition_time.clone())
         // The API server stores whole seconds; round now so the stored value reads back equal.
-        .unwrap_or_else(|| Time(jiff::Timestamp::from_second(now.as_second()).unwrap_or(now)));
+        .unwrap_or_else(|| {
+            Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
+        });
     Condition {
         type_: type_.to_owned(),
         status: status.as_str().to_owned(),
@@ -421,7 +423,7 @@ mod tests {
         assert!(c.message.starts_with("éé"));
     }
 
-    fn t(s: &str) -> jiff::Timestamp {
+    fn t(s: &str) -> k8s_openapi::jiff::Timestamp {
         s.parse().unwrap()
     }
 

@@ -166,7 +166,7 @@ fn parse_date_time(s: &str) -> Option<jiff::Timestamp> {
     // A date-time without offset is taken as UTC.
     s.parse::<jiff::civil::DateTime>()
         .ok()?
-        .to_zoned(jiff::tz::TimeZone::UTC)
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
         .ok()
         .map(|z| z.timestamp())
 }
