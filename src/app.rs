@@ -2,7 +2,6 @@
 //! election, and the controllers.
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -10,6 +9,7 @@ use futures::FutureExt;
 use futures::future::Shared;
 
 use crate::controller::{self, Settings};
+use crate::health::Health;
 use crate::leader::{self, ElectionConfig, Elector, Outcome};
 use crate::metrics::Metrics;
 use crate::server::{self, ServerState};
@@ -26,6 +26,18 @@ pub struct RunArgs {
     /// Providers reconciled at once.
     #[arg(long, default_value_t = 16, env = "SECPROV_CONCURRENCY")]
     pub concurrency: u16,
+    /// Providers of one connection reconciled at once (default: half of --concurrency): a slow
+    /// or hanging remote holds at most this many slots, the others serve other connections.
+    #[arg(
+        long,
+        default_value_t = 0,
+        env = "SECPROV_CONNECTION_CONCURRENCY",
+        hide_default_value = true
+    )]
+    pub connection_concurrency: u16,
+    /// Longest time the remote calls of one reconcile may take, retries included.
+    #[arg(long, default_value = "2m", value_parser = positive_duration, env = "SECPROV_RECONCILE_TIMEOUT")]
+    pub reconcile_timeout: Duration,
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "SECPROV_NAMESPACE")]
     pub namespace: Option<String>,
@@ -95,8 +107,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = leader::fenced_client(kube_config, leader::fence())
         .context("cannot build a Kubernetes client from the kubeconfig")?;
     let metrics = Arc::new(Metrics::new());
-    let ready = Arc::new(AtomicBool::new(false));
-    serve_probes(args.metrics_addr, metrics.clone(), ready.clone()).await?;
+    let health = Arc::new(Health::new(args.reconcile_timeout));
+    serve_probes(args.metrics_addr, metrics.clone(), health.clone()).await?;
     let settings = Settings {
         resync_interval: args.resync_interval,
         progress_interval: args.progress_interval,
@@ -105,17 +117,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         connection_check_interval: args.connection_check_interval,
         batch_observe: args.batch_observe,
         label_selector,
+        connection_concurrency: args.connection_concurrency,
+        reconcile_timeout: args.reconcile_timeout,
         ..Settings::default()
     };
     let shutdown = shutdown_signal().boxed().shared();
     exit_after_grace(shutdown.clone());
-    // A standby is healthy and ready: it is doing its job, which is to wait.
     metrics.set_leader(elector.is_none());
-    ready.store(true, Ordering::Relaxed);
     let Some(elector) = elector else {
-        return controller::run(client, settings, metrics, shutdown).await;
+        return controller::run(client, settings, metrics, health, shutdown).await;
     };
-    run_as_leader(elector, client, settings, metrics, shutdown).await
+    // A standby is healthy and ready: it is doing its job, which is to wait. Once it leads,
+    // it is ready again when its caches are filled.
+    health.set_ready(true);
+    run_as_leader(elector, client, settings, metrics, health, shutdown).await
 }
 
 type ShutdownSignal = Shared<futures::future::BoxFuture<'static, ()>>;
@@ -125,12 +140,12 @@ type ShutdownSignal = Shared<futures::future::BoxFuture<'static, ()>>;
 async fn serve_probes(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
+    health: Arc<Health>,
 ) -> anyhow::Result<()> {
     let listener = server::bind(addr)
         .await
         .with_context(|| format!("cannot bind the metrics server to {addr} (--metrics-addr)"))?;
-    let state = ServerState { metrics, ready };
+    let state = ServerState { metrics, health };
     tokio::spawn(async move {
         if let Err(e) = server::serve(listener, state).await {
             tracing::error!(error = %e, %addr, "metrics server failed; exiting");
@@ -158,6 +173,7 @@ async fn run_as_leader(
     client: kube::Client,
     settings: Settings,
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
     shutdown: ShutdownSignal,
 ) -> anyhow::Result<()> {
     let work = {
@@ -165,7 +181,7 @@ async fn run_as_leader(
         let shutdown = shutdown.clone();
         async move {
             metrics.set_leader(true);
-            controller::run(client, settings, metrics, shutdown).await
+            controller::run(client, settings, metrics, health, shutdown).await
         }
     };
     match elector.run(work, shutdown).await {

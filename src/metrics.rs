@@ -272,6 +272,11 @@ impl Metrics {
         }
     }
 
+    /// Age of the oldest running reconcile (None when none runs), for `/healthz`.
+    pub fn longest_running(&self) -> Option<Duration> {
+        lock(&self.running).values().min().map(Instant::elapsed)
+    }
+
     /// Records whether this replica runs the controllers.
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));

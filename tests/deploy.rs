@@ -916,6 +916,26 @@ fn helm_chart_renders_the_same_objects_as_deploy_and_the_api_server_accepts_them
     assert_eq!(binding["subjects"][0]["namespace"], namespace);
     let container = |docs: &[Value]| kind(docs, "Deployment")["spec"]["template"]["spec"].clone();
     let (chart_pod, deploy_pod) = (container(&chart_docs), container(&deploy));
+    // Replicas spread over nodes, selecting the Deployment's own Pods.
+    for (what, pod, docs) in [
+        ("chart", &chart_pod, &chart_docs),
+        ("deploy", &deploy_pod, &deploy),
+    ] {
+        let term = &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+            [0]["podAffinityTerm"];
+        assert_eq!(
+            term["topologyKey"], "kubernetes.io/hostname",
+            "{what}: {pod:?}"
+        );
+        let selects = &term["labelSelector"]["matchLabels"];
+        let pod_labels = &kind(docs, "Deployment")["spec"]["template"]["metadata"]["labels"];
+        for (key, value) in selects.as_mapping().expect("matchLabels") {
+            assert_eq!(
+                &pod_labels[key], value,
+                "{what}: anti-affinity selects its own Pods"
+            );
+        }
+    }
     assert_eq!(chart_pod["securityContext"], deploy_pod["securityContext"]);
     for field in [
         "securityContext",

@@ -368,3 +368,153 @@ fn ids_that_would_address_another_route_are_refused_at_apply_time() {
         .unwrap_err();
     assert!(err.contains("organizationId"), "{err}");
 }
+
+/// `provider(...)` labelled `secprov-e2e/run: {run}` (the selector of a test's own operator).
+fn labelled_provider(backend: &str, name: &str, connection: &str, run: &str) -> String {
+    provider(backend, name, connection).replace(
+        &format!("  name: {name}\n"),
+        &format!("  name: {name}\n  labels: {{secprov-e2e/run: {run}}}\n"),
+    )
+}
+
+/// No head-of-line blocking between tenants: one remote hangs every request (its connection
+/// has more providers than the operator has reconcile slots, and the default 30 s timeout),
+/// a healthy remote serves another namespace. The healthy namespace's providers are Ready
+/// within a minute, because the hanging connection holds at most its share of the slots.
+#[test]
+fn a_hanging_remote_does_not_hold_up_another_namespace() {
+    let rt = runtime();
+    let hang = rt
+        .block_on(HostileServer::start(addr("127.0.0.1"), HostileMode::Hang))
+        .unwrap();
+    let healthy = rt
+        .block_on(secprov_sim::coveo::CoveoSimulator::start(
+            addr("127.0.0.1"),
+            secprov_sim::coveo::CoveoSimConfig::new("org1", COVEO_KEY),
+        ))
+        .unwrap();
+    let slow_ns = TestNamespace::new("hostile-hol-slow");
+    let ok_ns = TestNamespace::new("hostile-hol-ok");
+    let run = slow_ns.name.clone();
+    slow_ns
+        .apply(
+            &connection("coveo", "slow", &hang.base_url())
+                .replace("timeoutSeconds: 5", "timeoutSeconds: 30"),
+        )
+        .unwrap();
+    ok_ns
+        .apply(&connection("coveo", "ok", &healthy.base_url()))
+        .unwrap();
+    let slow: String = (0..12)
+        .map(|i| labelled_provider("coveo", &format!("slow-{i}"), "slow", &run) + "---\n")
+        .collect();
+    slow_ns.apply(&slow).unwrap();
+    let started = Instant::now();
+    let selector = format!("secprov-e2e/run={run}");
+    let mut op = Operator::start_all_namespaces(
+        &run,
+        &["--concurrency", "4", "--watch-label-selector", &selector],
+    );
+    // The hanging remote's providers are being reconciled (they hold slots) before the
+    // healthy namespace's providers even exist.
+    eventually(
+        Duration::from_secs(30),
+        "requests to the hanging remote",
+        || (hang.received().len() >= 2).then_some(()),
+    );
+    let ok: String = (0..6)
+        .map(|i| labelled_provider("coveo", &format!("ok-{i}"), "ok", &run) + "---\n")
+        .collect();
+    ok_ns.apply(&ok).unwrap();
+    let applied = Instant::now();
+    for i in 0..6 {
+        let ready = ok_ns.wait_condition(&format!("securityprovider/ok-{i}"), "Ready", "60s");
+        ready.unwrap_or_else(|e| panic!("ok-{i}: {e}\noperator log:\n{}", op.log_text()));
+    }
+    let took = applied.elapsed();
+    eprintln!(
+        "healthy providers Ready {took:?} after they were applied ({:?} after the operator started), while the hanging remote received {} requests",
+        started.elapsed(),
+        hang.received().len()
+    );
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    assert_eq!(healthy.provider_ids().len(), 6);
+    // The hanging connection's providers are still not Ready: they really were stuck.
+    let stuck = slow_ns.get_json("securityprovider/slow-0").unwrap();
+    assert_ne!(
+        condition(&stuck, "Ready").map(|c| c["status"].clone()),
+        Some("True".into())
+    );
+    op.kill();
+}
+
+/// The Ready reasons of every SecurityProvider in `ns`.
+fn provider_reasons(ns: &TestNamespace) -> Vec<String> {
+    let Ok(list) = ns.kubectl(&["get", "securityproviders", "-o", "json"]) else {
+        return Vec::new();
+    };
+    let list: Value = serde_json::from_str(&list).unwrap_or_default();
+    list["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|o| {
+                    condition(o, "Ready")
+                        .and_then(|c| c["reason"].as_str())
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// No account lockout: fifty Keystone providers on a connection with a wrong password make
+/// at most one or two login attempts per connection-check interval, not one each.
+#[test]
+fn a_wrong_keystone_password_is_tried_once_per_check_not_once_per_provider() {
+    let rt = runtime();
+    let sim = rt
+        .block_on(secprov_sim::keystone::KeystoneSimulator::start(
+            addr("127.0.0.1"),
+            secprov_sim::keystone::KeystoneSimConfig::default(),
+        ))
+        .unwrap();
+    let ns = TestNamespace::new("hostile-lockout");
+    // KEYSTONE_PASSWORD is not the simulator's password.
+    ns.apply(&connection("keystone", "ks", &sim.base_url()))
+        .unwrap();
+    let providers: String = (0..50)
+        .map(|i| provider("keystone", &format!("p{i}"), "ks") + "---\n")
+        .collect();
+    ns.apply(&providers).unwrap();
+    let interval = Duration::from_secs(10);
+    let started = Instant::now();
+    let mut op = Operator::start(&ns.name, &["--connection-check-interval", "10s"]);
+    eventually(Duration::from_secs(120), "50 x RemoteUnauthorized", || {
+        let reasons = provider_reasons(&ns);
+        (reasons.len() == 50 && reasons.iter().all(|r| r == "RemoteUnauthorized")).then_some(())
+    });
+    let first = sim.operation_count("authenticate");
+    let intervals = started.elapsed().as_secs_f64() / interval.as_secs_f64();
+    eprintln!(
+        "50 providers Unauthorized after {:?}: {first} login attempts",
+        started.elapsed()
+    );
+    assert!(first >= 1, "the operator never tried");
+    assert!(
+        first as f64 <= 2.0 * intervals.ceil(),
+        "{first} login attempts in {intervals:.1} check intervals"
+    );
+    // Two more intervals: the connection check tries again once each (the password may have
+    // been fixed remotely); the providers answer from the remembered refusal.
+    std::thread::sleep(2 * interval + Duration::from_secs(1));
+    let more = sim.operation_count("authenticate") - first;
+    eprintln!("{more} login attempts in the next two intervals");
+    assert!(
+        (1..=4).contains(&more),
+        "{more} login attempts in two intervals"
+    );
+    op.kill();
+}

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 /// An unauthenticated API request: 401 from every simulator when no fault is injected.
 async fn api_get(base: &str, path: &str) -> (u16, Value) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let response = reqwest::get(format!("{base}{path}")).await.unwrap();
     let status = response.status().as_u16();
     let body = response.json().await.unwrap_or(Value::Null);
@@ -173,6 +174,7 @@ async fn fault_flags_work_for_every_simulator() {
             "7",
         ]);
         let (mut child, base) = spawn_sim(&args);
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let response = tokio::time::timeout(
             Duration::from_secs(30),
             reqwest::get(format!("{base}{path}")),

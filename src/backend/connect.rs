@@ -220,7 +220,9 @@ struct CachedBackend {
 pub enum Recheck {
     /// The Secrets and the connection are unchanged: the cached client.
     Unchanged(Arc<dyn ProviderBackend>),
-    /// A client built now (first use, or the connection or a Secret changed).
+    /// A client built now, because there was none yet.
+    Built(Arc<dyn ProviderBackend>),
+    /// A client built now in place of one built before: the connection or a Secret changed.
     Rebuilt(Arc<dyn ProviderBackend>),
 }
 
@@ -274,10 +276,14 @@ impl ClientCache {
         {
             return Ok(Recheck::Unchanged(cached.backend.clone()));
         }
-        built.remove(&key);
+        let replaced = built.remove(&key).is_some();
         let backend = build_for(connection, &values, observer)?;
         built.insert(key, cached(connection, versions, backend.clone()));
-        Ok(Recheck::Rebuilt(backend))
+        Ok(if replaced {
+            Recheck::Rebuilt(backend)
+        } else {
+            Recheck::Built(backend)
+        })
     }
 
     /// Drops the client of a deleted connection, and the credentials in it.

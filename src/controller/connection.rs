@@ -133,8 +133,11 @@ async fn reconcile(
         }
         publish_transition(&ctx, &connection, &new_status).await;
         // Providers that failed on this connection's Secrets or credentials wait for a
-        // change: this is it.
-        ctx.connection_changed(ObjectRef::from_obj(connection.as_ref()));
+        // change: this is it. (Not on the first check: every provider starts by itself, and a
+        // second start would repeat a terminal failure, such as a refused create.)
+        if ready_changed(old, &new_status) {
+            ctx.connection_changed(ObjectRef::from_obj(connection.as_ref()));
+        }
     }
     let interval = ctx.settings.connection_check_interval;
     Ok(match &result {
@@ -147,6 +150,18 @@ async fn reconcile(
         // without any change in Kubernetes.
         _ => Action::requeue(interval),
     })
+}
+
+/// Whether the Ready condition of a connection that had one changed status or reason.
+fn ready_changed(old: Option<&ProviderConnectionStatus>, new: &ProviderConnectionStatus) -> bool {
+    let ready = |s: &ProviderConnectionStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == READY)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    old.and_then(ready)
+        .is_some_and(|before| Some(before) != ready(new))
 }
 
 /// One Event when the Ready condition changes status or reason (not on every check).
@@ -269,6 +284,26 @@ mod tests {
         );
         c.metadata.generation = Some(4);
         c
+    }
+
+    #[test]
+    fn providers_are_triggered_by_a_ready_change_not_by_the_first_check() {
+        let now = "2026-01-01T00:00:00Z".parse().unwrap();
+        let c = connection();
+        let denied = Err(Error::SecretNotFound("k".into()));
+        let first = connection_status(&c, &denied, now);
+        assert!(!ready_changed(None, &first), "the first check is no change");
+        assert!(!ready_changed(Some(&first), &first));
+        let connected = connection_status(&c, &Ok(()), now);
+        assert!(ready_changed(Some(&first), &connected));
+        let unauthorized = Err(Error::Remote(RemoteError::transport(
+            "coveo",
+            "verify",
+            RemoteErrorKind::Unauthorized,
+            "401",
+        )));
+        let other_reason = connection_status(&c, &unauthorized, now);
+        assert!(ready_changed(Some(&first), &other_reason), "a new reason");
     }
 
     #[test]

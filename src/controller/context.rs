@@ -8,6 +8,7 @@ use futures::channel::mpsc;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::api::{ProviderConnection, SecurityProvider};
 use crate::backend::connect::Recheck;
@@ -40,6 +41,22 @@ pub struct Settings {
     /// Reconcile only the SecurityProviders whose labels match this (already validated)
     /// selector: this replica's shard (all when None). See [`crate::shard`].
     pub label_selector: Option<String>,
+    /// Reconciles of one connection's providers at once: a slow or hanging remote holds at
+    /// most this many of the `concurrency` slots (0: half of `concurrency`, at least 1).
+    pub connection_concurrency: u16,
+    /// Longest a reconcile's remote work may take, retries included.
+    pub reconcile_timeout: Duration,
+}
+
+impl Settings {
+    /// The share of the global concurrency one connection may hold.
+    pub fn connection_share(&self) -> usize {
+        let share = match self.connection_concurrency {
+            0 => self.concurrency / 2,
+            n => n.min(self.concurrency),
+        };
+        usize::from(share.max(1))
+    }
 }
 
 impl Default for Settings {
@@ -53,6 +70,8 @@ impl Default for Settings {
             connection_check_interval: Duration::from_secs(300),
             batch_observe: true,
             label_selector: None,
+            connection_concurrency: 0,
+            reconcile_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -85,7 +104,13 @@ pub struct Context {
     /// providers are reconciled again. Taken once by the provider controller.
     connection_changes: mpsc::UnboundedSender<ObjectRef<ProviderConnection>>,
     connection_changes_rx: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<ProviderConnection>>>>,
+    /// Each connection's share of the reconcile slots (see [`Context::connection_slot`]).
+    connection_slots: Mutex<HashMap<ObjectRef<ProviderConnection>, Arc<Semaphore>>>,
 }
+
+/// The connection already runs its share of reconciles: requeue instead of waiting in a slot.
+#[derive(Debug)]
+pub struct ConnectionBusy;
 
 /// Permanent cleanup failures (credentials refused, connection or Secret gone) before a
 /// deletion stops retrying and reports `CleanupBlocked` with its escape hatch.
@@ -106,6 +131,7 @@ impl Context {
             connections,
             connection_changes,
             connection_changes_rx: Mutex::new(Some(rx)),
+            connection_slots: Mutex::new(HashMap::new()),
             recorder,
             metrics,
             clients: ClientCache::default(),
@@ -183,9 +209,40 @@ impl Context {
         Ok(ConnectionHandle::new(connection, client, &self.snapshots))
     }
 
+    /// One of the reconcile slots of `sp`'s connection (None when the provider names no
+    /// connection in the cache: its reconcile reports that without any remote call). The
+    /// permit is held for the whole reconcile, so one slow or hanging remote occupies at most
+    /// [`Settings::connection_share`] of the controller's slots; the others stay free for the
+    /// providers of other connections.
+    pub fn connection_slot(
+        &self,
+        sp: &SecurityProvider,
+    ) -> Result<Option<OwnedSemaphorePermit>, ConnectionBusy> {
+        let namespace = sp.namespace().unwrap_or_default();
+        let reference = ObjectRef::new(&sp.spec.connection_ref).within(&namespace);
+        if self.connections.get(&reference).is_none() {
+            return Ok(None);
+        }
+        let semaphore = self
+            .connection_slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(reference)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.settings.connection_share())))
+            .clone();
+        semaphore
+            .try_acquire_owned()
+            .map(Some)
+            .map_err(|_| ConnectionBusy)
+    }
+
     /// Drops everything kept for a deleted connection: its client (and the credentials in it)
     /// and its snapshots.
     pub async fn forget_connection(&self, connection: &ObjectRef<ProviderConnection>) {
+        self.connection_slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(connection);
         self.clients.forget(connection).await;
         self.snapshots.retain(|(r, _, _)| r != connection);
     }
@@ -276,7 +333,8 @@ impl Context {
     }
 
     /// The connection check's handle: the connection's Secrets are read again, and its client
-    /// rebuilt when they or the connection changed (the `bool` says so).
+    /// rebuilt when they or the connection changed (the `bool` says so; a first build is no
+    /// change).
     pub async fn recheck_handle(
         &self,
         connection: Arc<ProviderConnection>,

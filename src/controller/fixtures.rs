@@ -222,6 +222,8 @@ pub struct FakeBackend {
     pub failing: Mutex<BTreeMap<&'static str, RemoteErrorKind>>,
     /// When set, every observe fails with this kind (a remote outage, refused credentials).
     pub observe_failure: Mutex<Option<RemoteErrorKind>>,
+    /// When set, every observe first waits this long (a hanging remote).
+    pub observe_delay: Mutex<Option<std::time::Duration>>,
     pub timeline: Timeline,
 }
 
@@ -238,6 +240,7 @@ impl FakeBackend {
             lost_create: Mutex::new(None),
             failing: Mutex::new(BTreeMap::new()),
             observe_failure: Mutex::new(None),
+            observe_delay: Mutex::new(None),
             timeline: timeline.clone(),
         })
     }
@@ -267,6 +270,10 @@ impl FakeBackend {
 impl ProviderBackend for FakeBackend {
     async fn observe(&self, key: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError> {
         self.record(format!("observe {}", key.id));
+        let delay = *self.observe_delay.lock().unwrap();
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         if let Some(kind) = *self.observe_failure.lock().unwrap() {
             return Err(Self::error("get", kind));
         }

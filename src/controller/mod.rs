@@ -20,6 +20,7 @@ use tracing::{info, warn};
 
 use crate::api::provider_connection::BackendKind;
 use crate::api::{PAUSED_ANNOTATION, ProviderConnection, REFRESH_ANNOTATION, SecurityProvider};
+use crate::health::Health;
 use crate::metrics::Metrics;
 
 pub mod connection;
@@ -226,6 +227,7 @@ fn connection_watch(
     client: &Client,
     ctx: &Arc<Context>,
     connection_writer: reflector::store::Writer<ProviderConnection>,
+    health: Arc<Health>,
     usage_triggers: usage::Triggers,
 ) -> Events<ProviderConnection> {
     let names = usage::UsageNames::for_shard(ctx.settings.label_selector.as_deref());
@@ -235,6 +237,13 @@ fn connection_watch(
         .default_backoff()
         .modify(strip)
         .reflect(connection_writer)
+        .inspect(move |event| {
+            health.watch_event(
+                "ProviderConnection",
+                event.is_ok(),
+                std::time::Instant::now(),
+            );
+        })
         .then(move |event| {
             let ctx = evict_ctx.clone();
             async move {
@@ -253,9 +262,12 @@ pub async fn run(
     client: Client,
     settings: Settings,
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
     let shutdown = shutdown.shared();
+    // Ready again once this run's caches are filled (see provider_controller).
+    health.set_ready(false);
     let providers_api: Api<SecurityProvider> = api_for(&client, &settings.namespace);
     let provider_list = match &settings.label_selector {
         Some(selector) => ListParams::default().labels(selector),
@@ -281,6 +293,7 @@ pub async fn run(
         &client,
         &ctx,
         connection_writer,
+        health.clone(),
         usage_triggers.clone(),
     ));
     // Connections must be cached before the first reconcile, or a provider whose connection
@@ -299,7 +312,7 @@ pub async fn run(
         usage_triggers,
         ctx.clone(),
         connections.for_providers,
-        dependencies_listed,
+        (dependencies_listed, health),
         shutdown.clone(),
     );
     let connection_controller = connection::run(ctx.clone(), connections.for_connections, shutdown);
@@ -324,7 +337,11 @@ async fn provider_controller(
     usage_triggers: usage::Triggers,
     ctx: Arc<Context>,
     connection_events: Events<ProviderConnection>,
-    dependencies_listed: impl std::future::Future<Output = ()> + Send + 'static,
+    // When the connections are listed, and where to report readiness and watch health.
+    (dependencies_listed, health): (
+        impl std::future::Future<Output = ()> + Send + 'static,
+        Arc<Health>,
+    ),
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let forget_ctx = ctx.clone();
@@ -340,6 +357,12 @@ async fn provider_controller(
         .reflect(provider_writer)
         .inspect(usage::provider_watcher(usage_triggers))
         .inspect(move |event| {
+            health.watch_event("SecurityProvider", event.is_ok(), std::time::Instant::now());
+            // Provider events flow only after the connections are listed: both caches are
+            // filled once the providers' first list is done.
+            if let Ok(watcher::Event::InitDone) = event {
+                health.set_ready(true);
+            }
             // Whatever way it went (finalizer removed by hand included), a deleted object's
             // backoff, settling mark and ready gauge go with it.
             if let Ok(watcher::Event::Delete(sp)) = event {

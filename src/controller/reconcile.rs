@@ -24,11 +24,16 @@ use crate::api::provider_connection::BackendKind;
 use crate::api::security_provider::DeletionPolicy;
 use crate::api::{FINALIZER, SecurityProvider, SecurityProviderStatus};
 use crate::backend::{ObservedProvider, ProviderKey, desired_config, resolve_desired};
-use crate::error::{Error, TERMINAL_RECHECK};
+use crate::error::{Error, RemoteError, RemoteErrorKind, TERMINAL_RECHECK};
 
 /// Entry point for the kube-runtime Controller.
 #[instrument(skip_all, fields(object = %format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any())))]
 pub async fn reconcile(sp: Arc<SecurityProvider>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // Held to the end: this connection's share of the reconcile slots.
+    let Ok(_slot) = ctx.connection_slot(&sp) else {
+        tracing::debug!("connection busy with its share of reconciles; requeued");
+        return Ok(Action::requeue(busy_requeue()));
+    };
     let started = Instant::now();
     let _running = ctx.metrics.reconcile_started();
     let namespace = sp
@@ -58,6 +63,35 @@ pub async fn reconcile(sp: Arc<SecurityProvider>, ctx: Arc<Context>) -> Result<A
     result
 }
 
+/// When a provider whose connection was busy tries again: soon, spread so the waiting ones
+/// don't all come back at once.
+fn busy_requeue() -> std::time::Duration {
+    std::time::Duration::from_millis(rand::random_range(500..=2000))
+}
+
+/// Runs the remote part of a reconcile within `settings.reconcile_timeout`, retries
+/// included: past it the reconcile ends as `RemoteTimeout` (retried with backoff) and gives
+/// its slot back.
+async fn within_deadline<T>(
+    sp: &SecurityProvider,
+    ctx: &Context,
+    work: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let limit = ctx.settings.reconcile_timeout;
+    tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+        let backend = sp.spec.backend().map_or("remote", BackendKind::as_str);
+        Err(Error::Remote(RemoteError::transport(
+            backend,
+            "reconcile",
+            RemoteErrorKind::Timeout,
+            format!(
+                "the remote calls of this reconcile did not finish within {}s (retries included)",
+                limit.as_secs()
+            ),
+        )))
+    })
+}
+
 /// Requeue policy for errors that escaped `apply`/`cleanup` (Kubernetes API failures).
 pub fn error_policy(sp: Arc<SecurityProvider>, error: &Error, ctx: Arc<Context>) -> Action {
     if let Error::CleanupBlocked { .. } = error {
@@ -82,7 +116,7 @@ async fn apply(
     api: &Api<SecurityProvider>,
     handled_failure: &OnceLock<&'static str>,
 ) -> Result<Action, Error> {
-    let report = match sync(&sp, ctx, api).await {
+    let report = match within_deadline(&sp, ctx, sync(&sp, ctx, api)).await {
         Ok(report) => report,
         Err(error @ Error::Kube(_)) => return Err(error),
         Err(error) => {
@@ -293,7 +327,7 @@ async fn cleanup(
         ctx.forget_object(&object);
         return Ok(Action::await_change());
     }
-    match delete_remote(&sp, ctx, recorded).await {
+    match within_deadline(&sp, ctx, delete_remote(&sp, ctx, recorded)).await {
         Ok(Deletion::Deleted { remote_id, existed }) => {
             info!(%remote_id, existed, "deleted remote provider");
             let note = if existed {

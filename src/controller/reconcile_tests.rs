@@ -685,6 +685,60 @@ async fn a_spec_change_withheld_is_not_ready_for_its_generation() {
     }
 }
 
+#[tokio::test]
+async fn a_connection_running_its_share_of_reconciles_requeues_without_any_call() {
+    let observed = remote("idp", "IdP");
+    let sp = in_sync(provider(), &observed);
+    let h = Harness::new(Some(sp.clone()), &[observed]).await;
+    let share = h.ctx.settings.connection_share();
+    assert_eq!(share, 8, "half of the default concurrency of 16");
+    let held: Vec<_> = (0..share)
+        .map(|_| h.ctx.connection_slot(&sp).unwrap().expect("a slot"))
+        .collect();
+    assert!(
+        h.ctx.connection_slot(&sp).is_err(),
+        "no slot past the share"
+    );
+    reconcile(Arc::new(sp.clone()), h.ctx.clone())
+        .await
+        .unwrap();
+    assert!(
+        h.timeline.steps().is_empty(),
+        "a busy connection makes the reconcile requeue at once: {:?}",
+        h.timeline.steps()
+    );
+    drop(held);
+    reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
+    assert!(
+        h.timeline.remote().contains(&"observe idp".to_owned()),
+        "with a slot free it reconciles: {:?}",
+        h.timeline.remote()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_remote_ends_the_reconcile_at_its_deadline_as_remote_timeout() {
+    let h = Harness::new(Some(provider()), &[]).await;
+    *h.fake.observe_delay.lock().unwrap() = Some(std::time::Duration::from_secs(3600));
+    let started = tokio::time::Instant::now();
+    reconcile(Arc::new(provider()), h.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(started.elapsed(), h.ctx.settings.reconcile_timeout);
+    let kube = h.timeline.kube();
+    let (_, uri, _, written) = kube.last().expect("a status write");
+    assert!(uri.contains("/status"), "{uri}");
+    let synced = condition(written, "Synced");
+    assert_eq!(synced["reason"], "RemoteTimeout", "{synced}");
+    assert!(
+        synced["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish within 120s"),
+        "{synced}"
+    );
+}
+
 /// The test provider sending the value of Secret `creds` key `token` as a sensitive parameter,
 /// and that Secret (opted in) as the mocked API server holds it.
 fn provider_with_a_secret_value() -> (SecurityProvider, (String, Value)) {

@@ -10,7 +10,8 @@
 //!   word of a snapshot;
 //! * a snapshot older than `max_age` is replaced; the first reconcile that finds it stale
 //!   lists, the others of the same connection wait for that list (single flight) instead of
-//!   listing too;
+//!   listing too, but only for [`SNAPSHOT_WAIT`]: behind a slow or hanging list they read
+//!   directly rather than hold their reconcile slots;
 //! * our own creates and updates are written into the snapshot, deletes removed from it;
 //! * the caller re-reads before any write planned from a snapshot.
 use std::collections::HashMap;
@@ -29,6 +30,10 @@ use crate::backend::{ObservedProvider, ProviderBackend};
 pub fn snapshot_max_age(resync_interval: Duration) -> Duration {
     resync_interval * 9 / 10
 }
+
+/// How long a resync waits for another reconcile's list of the same connection before it
+/// reads its provider directly.
+pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
 
 /// One list result. `providers` is None when the list failed or the backend has no bulk
 /// read: until it expires, reconciles fall back to direct reads instead of retrying the
@@ -84,8 +89,11 @@ impl<K: Hash + Eq + Clone> Snapshots<K> {
         }
         let slot = self.slot(key);
         // Held across the list: concurrent reconciles of this connection wait here and then
-        // use the fresh snapshot.
-        let mut guard = slot.snapshot.lock().await;
+        // use the fresh snapshot, unless the list takes longer than a short wait.
+        let Ok(mut guard) = tokio::time::timeout(SNAPSHOT_WAIT, slot.snapshot.lock()).await else {
+            tracing::debug!("batch observation still listing; reading the provider directly");
+            return None;
+        };
         let usable = guard
             .as_ref()
             .is_some_and(|s| s.taken.elapsed() < self.max_age);
@@ -184,6 +192,7 @@ mod tests {
         ids: Mutex<Vec<String>>,
         lists: AtomicU32,
         fail: bool,
+        delay: Mutex<Duration>,
     }
 
     #[async_trait]
@@ -212,7 +221,8 @@ mod tests {
         }
         async fn list(&self) -> Result<Vec<ObservedProvider>, RemoteError> {
             self.lists.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            let delay = *self.delay.lock().unwrap();
+            tokio::time::sleep(delay).await;
             if self.fail {
                 return Err(RemoteError::transport(
                     "coveo",
@@ -231,6 +241,7 @@ mod tests {
             ids: Mutex::new(ids.iter().map(|s| s.to_string()).collect()),
             lists: AtomicU32::new(0),
             fail,
+            delay: Mutex::new(Duration::from_millis(50)),
         })
     }
 
@@ -251,6 +262,28 @@ mod tests {
         assert_eq!(results.iter().filter(|r| r.is_some()).count(), 75);
         // A miss is never reported as "absent": None means read it directly.
         assert!(results[3].is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lookups_behind_a_hanging_list_give_up_after_a_short_wait() {
+        let f = fake(&["a"], false);
+        *f.delay.lock().unwrap() = Duration::from_secs(600);
+        let backend: Arc<dyn ProviderBackend> = f.clone();
+        let snaps = Arc::new(Snapshots::<&str>::new(Duration::from_secs(10)));
+        let lister = {
+            let (snaps, backend) = (snaps.clone(), backend.clone());
+            tokio::spawn(async move { snaps.lookup(&"conn", &backend, "a").await })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let started = tokio::time::Instant::now();
+        assert!(snaps.lookup(&"conn", &backend, "a").await.is_none());
+        assert_eq!(
+            started.elapsed(),
+            SNAPSHOT_WAIT,
+            "read directly after the wait"
+        );
+        assert_eq!(f.lists.load(Ordering::SeqCst), 1, "no second list");
+        lister.abort();
     }
 
     #[tokio::test(start_paused = true)]

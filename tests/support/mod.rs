@@ -213,9 +213,22 @@ impl Operator {
 
     /// Starts the operator with a given `RUST_LOG` filter.
     pub fn start_with_log(namespace: &str, extra: &[&str], rust_log: &str) -> Self {
-        let log = repo().join(format!("target/e2e-logs/{namespace}.log"));
+        let mut args = vec!["--namespace", namespace];
+        args.extend_from_slice(extra);
+        Self::start_args(namespace, &args, rust_log)
+    }
+
+    /// Starts the operator watching every namespace; `extra` should hold a
+    /// `--watch-label-selector` that keeps it to the test's own SecurityProviders. The log is
+    /// `target/e2e-logs/{log_name}.log`.
+    pub fn start_all_namespaces(log_name: &str, extra: &[&str]) -> Self {
+        Self::start_args(log_name, extra, "info,secprov=debug")
+    }
+
+    fn start_args(log_name: &str, extra: &[&str], rust_log: &str) -> Self {
+        let log = repo().join(format!("target/e2e-logs/{log_name}.log"));
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
-        let mut args: Vec<String> = vec!["run".into(), "--namespace".into(), namespace.into()];
+        let mut args: Vec<String> = vec!["run".into()];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut op = Operator {
             child: None,
