@@ -298,27 +298,7 @@ pub fn observed_from_wire(wire: ProviderWire) -> ObservedProvider {
             .map(|c| (c.id, c.provider_type.unwrap_or_default()))
             .collect(),
     };
-    let statistics = wire.statistics.map(|s| {
-        let in_error = s.number_of_entities_in_error.unwrap_or_else(|| {
-            s.number_of_entities_by_state
-                .get("IN_ERROR")
-                .copied()
-                .unwrap_or(0)
-        });
-        let total = s
-            .total_number_of_entities
-            // Saturating: remote numbers are untrusted, and an overflow must not panic.
-            .unwrap_or_else(|| {
-                s.number_of_entities_by_state
-                    .values()
-                    .fold(0i64, |sum, n| sum.saturating_add(*n))
-            });
-        Statistics {
-            number_of_entities_by_state: s.number_of_entities_by_state,
-            number_of_entities_in_error: in_error,
-            total_number_of_entities: total,
-        }
-    });
+    let statistics = wire.statistics.map(statistics_from_wire);
     let last_refresh_operation = wire.last_refresh_operation.map(|op| LastRefreshOperation {
         operation_type: op.operation_type,
         timestamp: op.timestamp.and_then(|t| t.to_rfc3339()),
@@ -344,6 +324,29 @@ pub fn observed_from_wire(wire: ProviderWire) -> ObservedProvider {
             ..Default::default()
         },
         health,
+    }
+}
+
+/// `statistics`, with the totals derived from the per-state counts when the remote omits them.
+fn statistics_from_wire(s: StatisticsWire) -> Statistics {
+    let in_error = s.number_of_entities_in_error.unwrap_or_else(|| {
+        s.number_of_entities_by_state
+            .get("IN_ERROR")
+            .copied()
+            .unwrap_or(0)
+    });
+    let total = s
+        .total_number_of_entities
+        // Saturating: remote numbers are untrusted, and an overflow must not panic.
+        .unwrap_or_else(|| {
+            s.number_of_entities_by_state
+                .values()
+                .fold(0i64, |sum, n| sum.saturating_add(*n))
+        });
+    Statistics {
+        number_of_entities_by_state: s.number_of_entities_by_state,
+        number_of_entities_in_error: in_error,
+        total_number_of_entities: total,
     }
 }
 
