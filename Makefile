@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 SHELL := /bin/bash
 
-.PHONY: demo test unit e2e build crds lint clean deny fuzz bench image monitoring
+.PHONY: demo test unit e2e build crds lint clean deny fuzz bench profile-heap image monitoring
 
 ## demo: build everything, start a local control plane, the simulators and the operator,
 ## apply examples/ and keep running until Ctrl-C.
@@ -12,16 +12,22 @@ demo:
 test:
 	bash scripts/test.sh
 
-## bench: end-to-end benchmark on the real control plane (BENCHMARKS.md). Parameters via
-## BENCH_N, BENCH_LATENCY_MS, BENCH_CONCURRENCY, BENCH_RESYNC_S, BENCH_QUIET_PERIODS,
-## BENCH_PEER=kopf (the kopf peer, installed into target/peer-kopf-venv).
+## bench: end-to-end benchmark on the real control plane (BENCHMARKS.md): N = 1,000, N = 10,000
+## and N = 10,000 on two shards, side by side in one table (about 25 minutes); BENCH_PEER=kopf
+## adds the kopf peer (installed into target/peer-kopf-venv) at 1,000 and 10,000. One run with
+## other parameters: cargo bench --bench operator -- --n=... (see benches/operator.rs).
 bench:
 	cargo build --release --locked --bin secprov-operator
 	if [[ "$${BENCH_PEER:-}" == kopf && ! -x target/peer-kopf-venv/bin/kopf ]]; then \
 	  python3 -m venv target/peer-kopf-venv && \
 	  target/peer-kopf-venv/bin/pip install -q -r benches/peer-kopf/requirements.txt; fi
-	cargo bench --locked --bench operator
+	cargo bench --locked --bench operator -- --suite
 	cargo bench --locked --bench scheduling
+
+## profile-heap: heaptrack profile of the operator at PROFILE_N (default 10,000) objects, by
+## allocation site, at rest and at the peak: target/profile/heap-N.txt (BENCHMARKS.md, Memory).
+profile-heap:
+	bash scripts/profile-heap.sh
 
 unit:
 	cargo test --workspace --lib --bins

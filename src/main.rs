@@ -4,6 +4,33 @@
 //! `secprov-sim` (sim/).
 use clap::{Parser, Subcommand};
 
+// The allocator comparison of BENCHMARKS.md builds the operator with each of these.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc tuned for a long-running controller with bursts: freed pages go back to the system
+/// after a second (a background thread purges them, not the next allocating call), and two
+/// arenas are enough for the few worker threads. Read by jemalloc at start (prefixed symbol
+/// of tikv-jemalloc-sys); `_RJEM_MALLOC_CONF` overrides it.
+#[cfg(feature = "jemalloc")]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static JEMALLOC_CONF: JemallocConf =
+    JemallocConf(c"background_thread:true,narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
+
+/// jemalloc's `const char *malloc_conf`.
+#[cfg(feature = "jemalloc")]
+#[repr(transparent)]
+struct JemallocConf(*const std::ffi::c_char);
+
+// SAFETY: a pointer to a static string, never written.
+#[cfg(feature = "jemalloc")]
+unsafe impl Sync for JemallocConf {}
+
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "secprov-operator",

@@ -116,6 +116,13 @@ fn object_labels(key: &Key, backend: &str) -> ObjectLabels {
     }
 }
 
+fn ready_labels(backend: &str, ready: bool) -> ReadyLabels {
+    ReadyLabels {
+        backend: backend.to_owned(),
+        ready: if ready { "True" } else { "False" }.to_owned(),
+    }
+}
+
 impl Metrics {
     /// Registers every metric under the `secprov` prefix.
     pub fn new() -> Self {
@@ -245,9 +252,10 @@ impl Metrics {
             };
             let _ = self.rate_limit_waits.get_or_create(&labels);
             let _ = self.rate_limit_wait_seconds.get_or_create(&labels);
-            lock(&self.backends).insert((*backend).to_owned());
+            if lock(&self.backends).insert((*backend).to_owned()) {
+                self.zero_counts(backend);
+            }
         }
-        self.recount_providers(&lock(&self.provider_states));
     }
 
     /// Counts one reconcile.
@@ -334,9 +342,13 @@ impl Metrics {
         self.provider_stalled
             .get_or_create(&labels)
             .set(i64::from(stalled));
-        lock(&self.backends).insert(backend.to_owned());
-        states.insert(key, state);
-        self.recount_providers(&states);
+        if lock(&self.backends).insert(backend.to_owned()) {
+            self.zero_counts(backend);
+        }
+        if let Some(old) = states.insert(key, state) {
+            self.count_provider(&old.backend, old.ready, -1);
+        }
+        self.count_provider(backend, ready, 1);
     }
 
     /// Forgets a SecurityProvider that is gone: every series that named it, and its count.
@@ -348,7 +360,7 @@ impl Metrics {
                 .remove(&object_labels(&key, &old.backend));
             self.provider_stalled
                 .remove(&object_labels(&key, &old.backend));
-            self.recount_providers(&states);
+            self.count_provider(&old.backend, old.ready, -1);
         }
     }
 
@@ -357,23 +369,19 @@ impl Metrics {
         lock(&self.provider_states).len()
     }
 
-    fn recount_providers(&self, states: &HashMap<Key, ProviderState>) {
-        let mut counts: HashMap<(String, bool), i64> = HashMap::new();
-        for state in states.values() {
-            *counts
-                .entry((state.backend.clone(), state.ready))
-                .or_default() += 1;
-        }
-        for backend in lock(&self.backends).iter() {
-            for ready in [true, false] {
-                let count = counts.get(&(backend.clone(), ready)).copied();
-                self.providers
-                    .get_or_create(&ReadyLabels {
-                        backend: backend.clone(),
-                        ready: if ready { "True" } else { "False" }.to_owned(),
-                    })
-                    .set(count.unwrap_or(0));
-            }
+    /// Moves the count of providers of `backend` in state `ready` by `by`: counted as states
+    /// change, not recounted over every provider (with 10,000 of them, a recount on each
+    /// reconcile was 10,000 string copies per reconcile).
+    fn count_provider(&self, backend: &str, ready: bool, by: i64) {
+        self.providers
+            .get_or_create(&ready_labels(backend, ready))
+            .inc_by(by);
+    }
+
+    /// Exports both counts of `backend` (0 until a provider of it is seen).
+    fn zero_counts(&self, backend: &str) {
+        for ready in [true, false] {
+            let _ = self.providers.get_or_create(&ready_labels(backend, ready));
         }
     }
 

@@ -239,6 +239,19 @@ impl Context {
             .map_err(|_| ConnectionBusy)
     }
 
+    /// Keeps in the batch snapshots only the providers whose remote id a SecurityProvider in
+    /// `providers` (this replica's cache: its shard) has recorded: resyncs look up nothing
+    /// else, and two shards then hold half the providers each instead of all of them.
+    pub fn scope_snapshots(&self, providers: kube::runtime::reflector::Store<SecurityProvider>) {
+        self.snapshots.set_scope(Arc::new(move || {
+            providers
+                .state()
+                .iter()
+                .filter_map(|sp| sp.status.as_ref()?.remote_id.clone())
+                .collect()
+        }));
+    }
+
     /// Drops everything kept for a deleted connection: its client (and the credentials in it),
     /// its snapshots and its ready gauge.
     pub async fn forget_connection(&self, connection: &ObjectRef<ProviderConnection>) {

@@ -300,6 +300,7 @@ pub async fn run(
     // simply hasn't been listed yet would be reported as ConnectionNotFound.
     let dependencies_listed = listed(connections.listed.clone());
     let (providers, provider_writer) = reflector::store::<SecurityProvider>();
+    ctx.scope_snapshots(providers.clone());
     let usage = usage::run(
         ctx.clone(),
         providers.clone(),

@@ -8,17 +8,21 @@
 //! * only a *hit* is trusted: a provider missing from the snapshot is read with a direct GET
 //!   (it may have been created after the list started), so nothing is ever created on the
 //!   word of a snapshot;
-//! * a snapshot older than `max_age` is replaced; the first reconcile that finds it stale
-//!   lists, the others of the same connection wait for that list (single flight) instead of
-//!   listing too, but only for [`SNAPSHOT_WAIT`]: behind a slow or hanging list they read
+//! * a snapshot older than `max_age` is not used. The first lookup past two thirds of that
+//!   age lists again in the background (single flight, in a task of its own) while the
+//!   current snapshot keeps serving, so resyncs do not wait for lists in their reconcile
+//!   slots; only without any usable snapshot (at start, after a failed list) do lookups wait
+//!   for the list, and only for [`SNAPSHOT_WAIT`]: behind a slow or hanging list they read
 //!   directly rather than hold their reconcile slots;
-//! * our own creates and updates are written into the snapshot, deletes removed from it;
+//! * our own creates and updates are written into the snapshot, deletes removed from it, and
+//!   replayed on the result of a list that was in flight meanwhile (it may predate them);
 //! * the caller re-reads before any write planned from a snapshot.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::backend::{ObservedProvider, ProviderBackend};
@@ -32,8 +36,14 @@ pub fn snapshot_max_age(resync_interval: Duration) -> Duration {
 }
 
 /// How long a resync waits for another reconcile's list of the same connection before it
-/// reads its provider directly.
+/// reads its provider directly (only when no snapshot is usable: at start, or after a list
+/// failed).
 pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
+
+/// The share of `max_age` after which the first lookup lists again in the background while
+/// the current snapshot keeps serving: resyncs never wait for a list in their reconcile slot
+/// once the first snapshot exists.
+const REFRESH_AT: (u32, u32) = (2, 3);
 
 /// One list result. `providers` is None when the list failed or the backend has no bulk
 /// read: until it expires, reconciles fall back to direct reads instead of retrying the
@@ -43,10 +53,56 @@ struct Snapshot {
     providers: Option<HashMap<String, ObservedProvider>>,
 }
 
-#[derive(Default)]
-struct Slot {
-    snapshot: tokio::sync::Mutex<Option<Snapshot>>,
+/// Our own writes while a list is in flight: the list may predate them, so they are applied
+/// again on its result.
+enum Edit {
+    Record(ObservedProvider),
+    Forget(String),
 }
+
+#[derive(Default)]
+struct State {
+    snapshot: Option<Snapshot>,
+    /// A list of this connection is running (single flight).
+    listing: bool,
+    edits: Vec<Edit>,
+    /// After a failed background list: no other one before this instant.
+    quiet_until: Option<Instant>,
+}
+
+struct Slot {
+    state: Mutex<State>,
+    /// Bumped when a list ends: lookups without a usable snapshot wait for it.
+    lists_done: watch::Sender<u64>,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Slot {
+            state: Mutex::default(),
+            lists_done: watch::Sender::new(0),
+        }
+    }
+}
+
+impl Slot {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What a lookup finds in a slot.
+enum Found {
+    /// A snapshot young enough (maybe with a background list started).
+    Usable(Option<ObservedProvider>),
+    /// None usable: wait for the list in flight (started if needed).
+    Wait(watch::Receiver<u64>),
+}
+
+/// The remote ids a list keeps: those of the providers this replica reconciles (its shard),
+/// so that a snapshot holds nothing a resync of this replica will look up. Called once per
+/// list, when the list ends.
+pub type Scope = Arc<dyn Fn() -> HashSet<String> + Send + Sync>;
 
 /// Snapshots per connection. `K` identifies the connection *and its version* (uid and
 /// generation): a changed connection (another endpoint or organization) starts afresh. Not
@@ -55,6 +111,7 @@ struct Slot {
 pub struct Snapshots<K> {
     slots: Mutex<HashMap<K, Arc<Slot>>>,
     max_age: Duration,
+    scope: OnceLock<Scope>,
 }
 
 impl<K: Hash + Eq + Clone> Snapshots<K> {
@@ -63,7 +120,13 @@ impl<K: Hash + Eq + Clone> Snapshots<K> {
         Snapshots {
             slots: Mutex::new(HashMap::new()),
             max_age,
+            scope: OnceLock::new(),
         }
+    }
+
+    /// Keeps only the providers in `scope` from each list (unset: every provider listed).
+    pub fn set_scope(&self, scope: Scope) {
+        let _ = self.scope.set(scope);
     }
 
     fn slot(&self, key: &K) -> Arc<Slot> {
@@ -76,8 +139,10 @@ impl<K: Hash + Eq + Clone> Snapshots<K> {
     }
 
     /// The provider `remote_id` as seen by a snapshot of the connection no older than
-    /// `max_age`, listing first when needed. None means "read it directly": not in the
-    /// snapshot, no bulk read, or the list failed.
+    /// `max_age`. None means "read it directly": not in the snapshot, no bulk read, or the
+    /// list failed. A snapshot past [`REFRESH_AT`] of its life still serves while a list runs
+    /// in the background; only without a usable snapshot does a lookup wait for a list, and
+    /// then for [`SNAPSHOT_WAIT`] at most.
     pub async fn lookup(
         &self,
         key: &K,
@@ -88,35 +153,45 @@ impl<K: Hash + Eq + Clone> Snapshots<K> {
             return None;
         }
         let slot = self.slot(key);
-        // Held across the list: concurrent reconciles of this connection wait here and then
-        // use the fresh snapshot, unless the list takes longer than a short wait.
-        let Ok(mut guard) = tokio::time::timeout(SNAPSHOT_WAIT, slot.snapshot.lock()).await else {
+        let mut done = match self.find(&slot, backend, remote_id) {
+            Found::Usable(found) => return found,
+            Found::Wait(done) => done,
+        };
+        let waited = tokio::time::timeout(SNAPSHOT_WAIT, done.changed()).await;
+        if !matches!(waited, Ok(Ok(()))) {
             tracing::debug!("batch observation still listing; reading the provider directly");
             return None;
-        };
-        let usable = guard
-            .as_ref()
-            .is_some_and(|s| s.taken.elapsed() < self.max_age);
-        if !usable {
-            let taken = Instant::now();
-            let providers = match backend.observe_all().await {
-                Ok(Some(list)) => Some(
-                    list.into_iter()
-                        .map(|p| (p.remote_id.clone(), p))
-                        .collect::<HashMap<_, _>>(),
-                ),
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::debug!(error = %e, "batch observation failed; reading providers one by one");
-                    None
-                }
-            };
-            *guard = Some(Snapshot { taken, providers });
         }
-        guard
-            .as_ref()
-            .and_then(|s| s.providers.as_ref())
-            .and_then(|p| p.get(remote_id).cloned())
+        let state = slot.state();
+        let snapshot = state.snapshot.as_ref()?;
+        if snapshot.taken.elapsed() >= self.max_age {
+            return None;
+        }
+        snapshot.providers.as_ref()?.get(remote_id).cloned()
+    }
+
+    fn find(&self, slot: &Arc<Slot>, backend: &Arc<dyn ProviderBackend>, id: &str) -> Found {
+        let mut state = slot.state();
+        let age = state.snapshot.as_ref().map(|s| s.taken.elapsed());
+        let usable = age.is_some_and(|age| age < self.max_age);
+        let refresh_at = self.max_age * REFRESH_AT.0 / REFRESH_AT.1;
+        let due = !usable
+            || (age.is_some_and(|age| age >= refresh_at)
+                && state.quiet_until.is_none_or(|t| Instant::now() >= t));
+        // Subscribed under the lock: a list ending right after it is still seen.
+        let done = slot.lists_done.subscribe();
+        if due && !state.listing {
+            state.listing = true;
+            state.edits.clear();
+            let scope = self.scope.get().cloned();
+            tokio::spawn(list(slot.clone(), backend.clone(), self.max_age, scope));
+        }
+        if usable {
+            let snapshot = state.snapshot.as_ref();
+            let found = snapshot.and_then(|s| s.providers.as_ref()?.get(id).cloned());
+            return Found::Usable(found);
+        }
+        Found::Wait(done)
     }
 
     /// Drops the snapshots whose key fails `keep` (an old version of a connection, a deleted
@@ -137,19 +212,15 @@ impl<K: Hash + Eq + Clone> Snapshots<K> {
     /// Records what a create, update or direct read returned, so the snapshot does not
     /// contradict our own writes.
     pub fn record(&self, key: &K, observed: &ObservedProvider) {
-        self.edit(key, |p| {
-            p.insert(observed.remote_id.clone(), observed.clone());
-        });
+        self.edit(key, Edit::Record(observed.clone()));
     }
 
     /// Forgets a deleted provider.
     pub fn forget(&self, key: &K, remote_id: &str) {
-        self.edit(key, |p| {
-            p.remove(remote_id);
-        });
+        self.edit(key, Edit::Forget(remote_id.to_owned()));
     }
 
-    fn edit(&self, key: &K, f: impl FnOnce(&mut HashMap<String, ObservedProvider>)) {
+    fn edit(&self, key: &K, edit: Edit) {
         let Some(slot) = self
             .slots
             .lock()
@@ -159,14 +230,79 @@ impl<K: Hash + Eq + Clone> Snapshots<K> {
         else {
             return;
         };
-        // A list in flight holds the lock; its result predates our write and gets no entry
-        // for it at worst, which only costs a direct read later.
-        if let Ok(mut guard) = slot.snapshot.try_lock()
-            && let Some(providers) = guard.as_mut().and_then(|s| s.providers.as_mut())
-        {
-            f(providers);
+        let mut state = slot.state();
+        if let Some(providers) = state.snapshot.as_mut().and_then(|s| s.providers.as_mut()) {
+            apply(providers, &edit);
+        }
+        // A list in flight may have read the provider before this write: replay it on the
+        // list's result.
+        if state.listing {
+            state.edits.push(edit);
         }
     }
+}
+
+fn apply(providers: &mut HashMap<String, ObservedProvider>, edit: &Edit) {
+    match edit {
+        Edit::Record(observed) => {
+            providers.insert(observed.remote_id.clone(), observed.clone());
+        }
+        Edit::Forget(id) => {
+            providers.remove(id);
+        }
+    }
+}
+
+/// Lists the connection's providers into `slot`, in a task of its own so that a reconcile
+/// that gives up waiting (or is cancelled) does not cancel the list the others wait for.
+async fn list(
+    slot: Arc<Slot>,
+    backend: Arc<dyn ProviderBackend>,
+    max_age: Duration,
+    scope: Option<Scope>,
+) {
+    let taken = Instant::now();
+    let listed = match backend.observe_all().await {
+        Ok(list) => list.map(|list| {
+            let keep = scope.map(|scope| scope());
+            list.into_iter()
+                .filter(|p| keep.as_ref().is_none_or(|k| k.contains(&p.remote_id)))
+                .map(|p| (p.remote_id.clone(), p))
+                .collect::<HashMap<_, _>>()
+        }),
+        Err(e) => {
+            tracing::debug!(error = %e, "batch observation failed; reading providers one by one");
+            None
+        }
+    };
+    let mut state = slot.state();
+    let edits = std::mem::take(&mut state.edits);
+    state.listing = false;
+    let still_usable = state
+        .snapshot
+        .as_ref()
+        .is_some_and(|s| s.providers.is_some() && s.taken.elapsed() < max_age);
+    match listed {
+        Some(mut providers) => {
+            edits.iter().for_each(|edit| apply(&mut providers, edit));
+            // The old snapshot is dropped here, before the next list can start.
+            state.snapshot = Some(Snapshot {
+                taken,
+                providers: Some(providers),
+            });
+            state.quiet_until = None;
+        }
+        // A failed refresh keeps a snapshot that still serves, and is not retried at once.
+        None if still_usable => state.quiet_until = Some(Instant::now() + max_age / 10),
+        None => {
+            state.snapshot = Some(Snapshot {
+                taken,
+                providers: None,
+            })
+        }
+    }
+    drop(state);
+    slot.lists_done.send_modify(|n| *n += 1);
 }
 
 #[cfg(test)]
@@ -334,6 +470,76 @@ mod tests {
         assert_eq!(f.lists.load(Ordering::SeqCst), 1);
         let disabled = Snapshots::<&str>::new(Duration::ZERO);
         assert!(disabled.lookup(&"conn", &backend, "a").await.is_none());
+        assert_eq!(f.lists.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ageing_snapshot_is_refreshed_in_the_background_while_it_serves() {
+        let f = fake(&["a"], false);
+        let backend: Arc<dyn ProviderBackend> = f.clone();
+        let snaps = Snapshots::<&str>::new(Duration::from_secs(9));
+        assert!(snaps.lookup(&"conn", &backend, "a").await.is_some());
+        f.ids.lock().unwrap().push("b".into());
+        // Past two thirds of its life: served at once from the old snapshot...
+        tokio::time::advance(Duration::from_secs(7)).await;
+        let started = Instant::now();
+        assert!(snaps.lookup(&"conn", &backend, "a").await.is_some());
+        assert!(snaps.lookup(&"conn", &backend, "b").await.is_none());
+        assert_eq!(started.elapsed(), Duration::ZERO, "no lookup waited");
+        // ...while one list runs in the background, whose result serves next.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(f.lists.load(Ordering::SeqCst), 2);
+        assert!(snaps.lookup(&"conn", &backend, "b").await.is_some());
+        assert_eq!(f.lists.load(Ordering::SeqCst), 2, "the new snapshot is young");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn own_writes_during_a_list_survive_its_older_result() {
+        let f = fake(&["a"], false);
+        let backend: Arc<dyn ProviderBackend> = f.clone();
+        let snaps = Snapshots::<&str>::new(Duration::from_secs(9));
+        assert!(snaps.lookup(&"conn", &backend, "a").await.is_some());
+        tokio::time::advance(Duration::from_secs(7)).await;
+        // Starts the background list, which reads "a" as it was.
+        assert!(snaps.lookup(&"conn", &backend, "a").await.is_some());
+        snaps.record(&"conn", &provider("a", "renamed"));
+        snaps.record(&"conn", &provider("new", "n"));
+        snaps.forget(&"conn", "gone");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(f.lists.load(Ordering::SeqCst), 2);
+        let a = snaps.lookup(&"conn", &backend, "a").await.unwrap();
+        assert_eq!(a, provider("a", "renamed"), "our update is not undone by the list");
+        assert!(snaps.lookup(&"conn", &backend, "new").await.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_background_list_keeps_the_snapshot_that_still_serves() {
+        let f = fake(&["a"], false);
+        let backend: Arc<dyn ProviderBackend> = f.clone();
+        let snaps = Snapshots::<&str>::new(Duration::from_secs(9));
+        assert!(snaps.lookup(&"conn", &backend, "a").await.is_some());
+        tokio::time::advance(Duration::from_secs(7)).await;
+        let failing: Arc<dyn ProviderBackend> = fake(&[], true);
+        assert!(snaps.lookup(&"conn", &failing, "a").await.is_some());
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(
+            snaps.lookup(&"conn", &failing, "a").await.is_some(),
+            "still served after the failed refresh"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_scoped_snapshot_keeps_only_the_providers_of_this_replica() {
+        let f = fake(&["mine", "other-shard", "foreign"], false);
+        let backend: Arc<dyn ProviderBackend> = f.clone();
+        let snaps = Snapshots::<&str>::new(Duration::from_secs(9));
+        snaps.set_scope(Arc::new(|| HashSet::from(["mine".to_owned()])));
+        assert!(snaps.lookup(&"conn", &backend, "mine").await.is_some());
+        assert!(snaps.lookup(&"conn", &backend, "other-shard").await.is_none());
+        assert!(snaps.lookup(&"conn", &backend, "foreign").await.is_none());
+        // Our own writes are kept whatever the scope said at the list.
+        snaps.record(&"conn", &provider("created-since", "n"));
+        assert!(snaps.lookup(&"conn", &backend, "created-since").await.is_some());
         assert_eq!(f.lists.load(Ordering::SeqCst), 1);
     }
 }

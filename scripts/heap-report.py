@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Summarises heaptrack's folded stacks (`heaptrack_print -F`) by allocation site.
+
+Usage: heap-report.py LEAKED_STACKS PEAK_STACKS [HEAPTRACK_SUMMARY]
+
+A stack is charged to its *site*: the innermost frame that is not allocator, collection or
+standard-library plumbing (so `Vec::push` inside `serde_json` counts for serde_json), to its
+crate, and to the innermost frame of the operator itself (`secprov::`), which says which of
+our code paths holds the memory.
+"""
+import re
+import sys
+from collections import Counter
+
+PLUMBING = re.compile(
+    r"^(<)?(alloc::|core::|std::|hashbrown::|__rust|__rdl|__rg_|malloc|calloc|realloc|"
+    r"posix_memalign|aligned_alloc|operator new|_start|__libc|start_thread|clone3?|"
+    r"bytes::|smallvec::|indexmap::|<T as |<&|\[unknown\]|\?\?)"
+)
+
+
+def crate_of(frame: str) -> str:
+    f = frame.lstrip("<").lstrip("&")
+    f = re.sub(r"^(dyn |impl |mut )", "", f)
+    return re.split(r"::|<| ", f, maxsplit=1)[0] or frame
+
+
+def short(frame: str, width: int = 110) -> str:
+    frame = re.sub(r"::h[0-9a-f]{16}$", "", frame)
+    frame = re.sub(r"\{\{closure\}\}", "{closure}", frame)
+    return frame if len(frame) <= width else frame[: width - 3] + "..."
+
+
+def load(path):
+    stacks = []
+    with open(path, errors="replace") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            stack, _, cost = line.rpartition(" ")
+            try:
+                cost = int(cost)
+            except ValueError:
+                continue
+            if cost > 0:
+                stacks.append((stack.split(";"), cost))
+    return stacks
+
+
+def summarise(title, stacks, top=20):
+    total = sum(c for _, c in stacks)
+    by_site, by_crate, by_ours = Counter(), Counter(), Counter()
+    for frames, cost in stacks:
+        inner = [f for f in reversed(frames) if f and not PLUMBING.match(f)]
+        site = inner[0] if inner else frames[-1]
+        by_site[short(site)] += cost
+        by_crate[crate_of(site)] += cost
+        ours = next((f for f in inner if f.lstrip("<").startswith("secprov")), "(no operator frame)")
+        by_ours[short(ours)] += cost
+    mib = lambda b: f"{b / 1048576:8.2f} MiB"
+    print(f"\n## {title}: {mib(total)} in {len(stacks)} stacks\n")
+    for name, table in (("crate", by_crate), ("operator frame", by_ours), ("site", by_site)):
+        print(f"\nby {name}:")
+        for key, cost in table.most_common(top):
+            print(f"  {mib(cost)} {100 * cost / max(total, 1):5.1f} %  {key}")
+
+
+def main():
+    leaked, peak = sys.argv[1], sys.argv[2]
+    if len(sys.argv) > 3:
+        with open(sys.argv[3], errors="replace") as f:
+            for line in f:
+                if re.search(r"peak heap memory|peak RSS|total memory leaked|calls to allocation|temporary memory", line):
+                    print(line.rstrip())
+    summarise("at rest (still allocated when the operator was killed)", load(leaked))
+    summarise("at the peak of heap use", load(peak))
+
+
+if __name__ == "__main__":
+    main()
