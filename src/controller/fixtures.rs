@@ -145,6 +145,10 @@ pub fn mock_client(objects: Vec<(String, Value)>, timeline: Timeline, events: Ev
                 send.send_response(json_response(StatusCode::CREATED, &body));
                 continue;
             }
+            let response = match stale_precondition(&objects, &path, &body) {
+                true => conflict(),
+                false => answer(&objects, &path),
+            };
             timeline.push(Call::Kube {
                 method: parts.method.to_string(),
                 uri: parts.uri.to_string(),
@@ -156,10 +160,6 @@ pub fn mock_client(objects: Vec<(String, Value)>, timeline: Timeline, events: Ev
                     .to_owned(),
                 body,
             });
-            let response = match stale_precondition(&objects, &path, &body) {
-                true => conflict(),
-                false => answer(&objects, &path),
-            };
             send.send_response(response);
         }
     });
