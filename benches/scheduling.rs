@@ -125,7 +125,9 @@ async fn reconcile(cm: Arc<ConfigMap>, ctx: Arc<Ctx>) -> Result<Action, std::con
         }
     } else {
         // GET (404), POST.
-        ctx.remote.requests.fetch_add(CREATE_CALLS as u64, Ordering::Relaxed);
+        ctx.remote
+            .requests
+            .fetch_add(CREATE_CALLS as u64, Ordering::Relaxed);
         tokio::time::sleep(ctx.remote.l * CREATE_CALLS).await;
         ctx.remote.ids.lock().unwrap().push(id.clone());
         ctx.snapshots.record(&"conn", &observed(&id));

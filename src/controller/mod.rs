@@ -443,4 +443,21 @@ mod strip_tests {
         );
         assert_eq!(sp.finalizers(), ["secprov.dev/cleanup"]);
     }
+
+    #[test]
+    fn our_own_finalizer_triggers_no_reconcile_another_controllers_does() {
+        let sp: SecurityProvider = serde_json::from_value(serde_json::json!({
+            "apiVersion": "secprov.dev/v1alpha1", "kind": "SecurityProvider",
+            "metadata": {"name": "p"}, "spec": {"connectionRef": "c", "coveo": {}}
+        }))
+        .unwrap();
+        let with = |finalizers: &[&str]| {
+            let mut sp = sp.clone();
+            sp.metadata.finalizers = Some(finalizers.iter().map(|f| f.to_string()).collect());
+            trigger_fingerprint(&sp)
+        };
+        // The reconcile that adds it (with a create's marker) already did the work.
+        assert_eq!(trigger_fingerprint(&sp), with(&[FINALIZER]));
+        assert_ne!(with(&[FINALIZER]), with(&[FINALIZER, "other.example/x"]));
+    }
 }

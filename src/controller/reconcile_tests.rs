@@ -19,8 +19,7 @@ use crate::api::provider_connection::BackendKind;
 use crate::api::provider_connection::CoveoConnection;
 use crate::api::security_provider::ManagementPolicy;
 use crate::api::{
-    CREATE_PENDING_ANNOTATION, FINALIZER, PAUSED_ANNOTATION, REFRESH_ANNOTATION,
-    SecurityProvider,
+    CREATE_PENDING_ANNOTATION, FINALIZER, PAUSED_ANNOTATION, REFRESH_ANNOTATION, SecurityProvider,
 };
 use crate::backend::{ObservedProvider, ProviderKey};
 use crate::error::{RemoteErrorKind, TERMINAL_RECHECK};
@@ -113,7 +112,10 @@ async fn create_sets_the_marker_first_and_clears_it_after_the_status_write() {
     let (_, _, set_type, set) = &kube[0];
     assert_eq!(set_type, MERGE);
     assert_eq!(set["metadata"]["resourceVersion"], "1");
-    assert!(set["metadata"]["finalizers"].is_null(), "already there: {set}");
+    assert!(
+        set["metadata"]["finalizers"].is_null(),
+        "already there: {set}"
+    );
     let token = marker(set).as_str().expect("marker set").to_owned();
     assert!(token.starts_with("sp-uid/"), "{token}");
     // The create carries the attempt's token as evidence.
@@ -153,7 +155,11 @@ async fn a_new_objects_create_costs_three_writes_the_first_with_finalizer_and_ma
     let patch = || "PATCH".to_owned();
     assert_eq!(
         writes(&h),
-        [(patch(), object.clone()), (patch(), status), (patch(), object)]
+        [
+            (patch(), object.clone()),
+            (patch(), status),
+            (patch(), object)
+        ]
     );
     let (_, _, content_type, claim) = &h.timeline.kube()[0];
     assert_eq!(content_type, MERGE);
@@ -279,7 +285,11 @@ async fn a_new_object_gets_the_finalizer_alone_before_an_update_or_on_a_failure(
 
 #[tokio::test]
 async fn an_object_deleted_without_our_finalizer_is_left_alone() {
-    let sp = deleting(annotate(new_provider(), CREATE_PENDING_ANNOTATION, "sp-uid/a1"));
+    let sp = deleting(annotate(
+        new_provider(),
+        CREATE_PENDING_ANNOTATION,
+        "sp-uid/a1",
+    ));
     let h = Harness::new(Some(sp.clone()), &[remote("idp", "idp")]).await;
     let action = reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
     assert_eq!(action, Action::await_change());
