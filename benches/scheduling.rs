@@ -5,7 +5,8 @@
 //! `Config::concurrency`, requeues) fed by a trigger stream of N objects from a reflector
 //! store, and the operator's batch-observation [`Snapshots`] with its single flight.
 //! What is modelled: the reconcile. The first reconcile of an object is the Coveo create path
-//! (GET 404, POST, GET: k = 3 remote calls of L each); later ones are resyncs, which look the
+//! (GET 404, POST: k = 2 remote calls of L each; 3 before the POST's answer served as the
+//! observed provider); later ones are resyncs, which look the
 //! provider up in the connection's snapshot (a paged list of 100 per page: the first page,
 //! then the others 8 at a time, L per round) and fall back to one GET of L on a miss. Each reconcile requeues after the resync interval
 //! with the operator's ±10 % jitter (seeded, so runs are identical). The Kubernetes API (status
@@ -35,6 +36,8 @@ use secprov::error::RemoteError;
 use tokio::time::Instant;
 
 const PAGE: u64 = 100;
+/// Remote calls of a Coveo create (k): GET (404) and POST.
+const CREATE_CALLS: u32 = 2;
 
 fn observed(id: &str) -> ObservedProvider {
     ObservedProvider {
@@ -121,9 +124,11 @@ async fn reconcile(cm: Arc<ConfigMap>, ctx: Arc<Ctx>) -> Result<Action, std::con
                 .unwrap();
         }
     } else {
-        // GET (404), POST, GET.
-        ctx.remote.requests.fetch_add(3, Ordering::Relaxed);
-        tokio::time::sleep(ctx.remote.l * 3).await;
+        // GET (404), POST.
+        ctx.remote
+            .requests
+            .fetch_add(CREATE_CALLS as u64, Ordering::Relaxed);
+        tokio::time::sleep(ctx.remote.l * CREATE_CALLS).await;
         ctx.remote.ids.lock().unwrap().push(id.clone());
         ctx.snapshots.record(&"conn", &observed(&id));
         ctx.created.lock().unwrap().insert(id, Instant::now());
@@ -197,7 +202,7 @@ async fn simulate(n: usize, c: u16, l: Duration, resync: Duration, periods: u32)
         .max()
         .unwrap()
         .duration_since(start);
-    let ideal = l * 3 * (n.div_ceil(c as usize) as u32);
+    let ideal = l * CREATE_CALLS * (n.div_ceil(c as usize) as u32);
     // Then whole resync periods, counting remote reads in each.
     let mut resync_reads = Vec::new();
     let mut resync_list_reads = Vec::new();
@@ -223,7 +228,7 @@ async fn simulate(n: usize, c: u16, l: Duration, resync: Duration, periods: u32)
 
 fn print(n: usize, c: u16, l: Duration, r: &Report) {
     println!(
-        "N={n} C={c} L={l:?} k=3: all created after {:.3} s virtual, ideal ceil(N/C)*k*L = {:.3} s, ratio {:.4}; remote reads per resync period: {:?} (of which list pages {:?}; target <= N/100 = {})",
+        "N={n} C={c} L={l:?} k={CREATE_CALLS}: all created after {:.3} s virtual, ideal ceil(N/C)*k*L = {:.3} s, ratio {:.4}; remote reads per resync period: {:?} (of which list pages {:?}; target <= N/100 = {})",
         r.converge.as_secs_f64(),
         r.ideal.as_secs_f64(),
         r.converge.as_secs_f64() / r.ideal.as_secs_f64(),

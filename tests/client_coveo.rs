@@ -126,6 +126,31 @@ async fn create_observe_update_refresh_delete_round_trip() {
 }
 
 #[tokio::test]
+async fn a_create_costs_two_remote_requests_get_404_and_post() {
+    let sim = simulator().await;
+    let client = Backend::Coveo(client(&sim, KEY));
+    let desired = ProviderConfig::Coveo(CoveoConfig::desired("New", "New one", &spec()));
+    assert!(client.observe(&key("New")).await.unwrap().is_none());
+    let created = ProviderBackend::create(&client, &desired).await.unwrap();
+    // k = 2 (it was 3 while the create read the provider back): the POST's answer is the
+    // observed provider.
+    let counts = sim.counters().snapshot();
+    assert_eq!(counts.total, 2, "{counts:?}");
+    assert_eq!(sim.request_count_for("GET", "get"), 1);
+    assert_eq!(sim.request_count_for("POST", "create"), 1);
+    assert!(
+        desired.diff(&created.config).is_empty(),
+        "{:?}",
+        desired.diff(&created.config)
+    );
+    // POST answers without status fields: they come with the next read.
+    assert_eq!(created.state.current_status, None);
+    assert_eq!(created.health, secprov::backend::RemoteHealth::Healthy);
+    let read = client.observe(&key("New")).await.unwrap().unwrap();
+    assert!(read.state.current_status.is_some());
+}
+
+#[tokio::test]
 async fn list_follows_every_page_and_skips_the_built_in_provider() {
     let sim = simulator().await;
     let client = Backend::Coveo(client(&sim, KEY));

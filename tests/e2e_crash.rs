@@ -549,8 +549,9 @@ fn crash_rollout(backend: &str) {
     line(format!(
         "create-pending markers all cleared {markers_cleared_after:?} after convergence"
     ));
-    // Status is written with server-side apply + force and markers with merge patches, none
-    // conditional on a resourceVersion: a 409 from Kubernetes would show up here.
+    // Status is written with server-side apply + force and markers cleared with merge patches,
+    // none conditional on a resourceVersion; the create's conditional finalizer + marker write
+    // settles its own 409 with one read: a 409 from Kubernetes would show up here.
     let log = operator.log_text();
     let kube_conflicts = log
         .lines()

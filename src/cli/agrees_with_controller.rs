@@ -146,6 +146,8 @@ async fn controller_decision(example: &Example) -> String {
     let mut sp = example.provider.clone();
     sp.metadata.finalizers = Some(vec![FINALIZER.into()]);
     sp.metadata.generation = Some(1);
+    // The create-pending marker is written conditionally on the version the cache shows.
+    sp.metadata.resource_version = Some("1".into());
     reconcile(Arc::new(sp), ctx).await.unwrap();
     let kube = timeline.kube();
     let marked = kube.iter().any(|(method, _, _, body)| {

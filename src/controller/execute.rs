@@ -4,17 +4,15 @@
 //! from a fresh read ([`Remote::Fresh`]); a plan over a snapshot is refused.
 use std::time::Duration;
 
-use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
-use serde_json::json;
 use tracing::info;
 
 use super::handle::{ConnectionHandle, Remote};
+use super::metadata::ObjectMetadata;
 use super::observe::{Observation, is_paused, recorded_remote_id, refresh_to_handle};
 use super::ownership::{self, CreateMarker};
 use super::plan::{Plan, REASON_ALREADY_EXISTS, REASON_OBSERVE_ONLY, REASON_PAUSED};
 use super::status::{Outcome, OutcomeResult};
-use crate::api::{CREATE_PENDING_ANNOTATION, SecurityProvider};
+use crate::api::SecurityProvider;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 
 /// What one reconcile did and learnt.
@@ -87,16 +85,17 @@ pub fn failure(error: &Error) -> OutcomeResult {
     }
 }
 
-/// Carries out `decision`. Remote failures end up in the report (with whatever was learnt
-/// before them); only a failed Kubernetes API call is returned as an error.
+/// Carries out `decision`, the cleanup finalizer on the object before any remote write.
+/// Remote failures end up in the report (with whatever was learnt before them); only a failed
+/// Kubernetes API call is returned as an error.
 pub async fn execute(
     sp: &SecurityProvider,
     connection: &ConnectionHandle<'_>,
-    api: &Api<SecurityProvider>,
+    metadata: &ObjectMetadata<'_>,
     observation: Observation,
     decision: Plan,
 ) -> Result<Report, Error> {
-    let mut run = Execution::new(sp, connection, api, observation, &decision);
+    let mut run = Execution::new(sp, connection, metadata, observation, &decision);
     match run.perform(decision).await {
         Ok(()) => Ok(run.report),
         Err(error @ Error::Kube(_)) => Err(error),
@@ -114,7 +113,7 @@ pub async fn execute(
 struct Execution<'a, 'c> {
     sp: &'a SecurityProvider,
     connection: &'a ConnectionHandle<'c>,
-    api: &'a Api<SecurityProvider>,
+    metadata: &'a ObjectMetadata<'c>,
     observation: Observation,
     report: Report,
 }
@@ -123,7 +122,7 @@ impl<'a, 'c> Execution<'a, 'c> {
     fn new(
         sp: &'a SecurityProvider,
         connection: &'a ConnectionHandle<'c>,
-        api: &'a Api<SecurityProvider>,
+        metadata: &'a ObjectMetadata<'c>,
         observation: Observation,
         decision: &Plan,
     ) -> Self {
@@ -158,13 +157,17 @@ impl<'a, 'c> Execution<'a, 'c> {
         Execution {
             sp,
             connection,
-            api,
+            metadata,
             observation,
             report,
         }
     }
 
     async fn perform(&mut self, decision: Plan) -> Result<(), Error> {
+        // A create adds the finalizer with its marker, in one write.
+        if decision != Plan::Create {
+            self.metadata.ensure_finalizer(self.sp).await?;
+        }
         match decision {
             Plan::Create => self.create().await?,
             Plan::Update { fields } => self.update(fields).await?,
@@ -194,16 +197,17 @@ impl<'a, 'c> Execution<'a, 'c> {
         Ok(())
     }
 
-    /// Sets the marker, then creates, leaving the marker's token on the remote provider as
-    /// evidence. The marker stays until the remote id is in status (cleared by the caller after
-    /// the status write) or the create provably created nothing.
+    /// Sets the marker (with the finalizer, in one write), then creates, leaving the marker's
+    /// token on the remote provider as evidence. The marker stays until the remote id is in
+    /// status (cleared by the caller after the status write) or the create provably created
+    /// nothing.
     async fn create(&mut self) -> Result<(), Error> {
         if self.observation.remote != Remote::Fresh(None) {
             return Err(Error::Internal(
                 "a create may only follow a fresh read that found nothing",
             ));
         }
-        let marker = mark_create_pending(self.api, self.sp).await?;
+        let marker = self.metadata.mark_create_pending(self.sp).await?;
         self.report.marked_pending = true;
         let desired = self
             .observation
@@ -353,44 +357,4 @@ fn observe_again(error: RemoteError) -> Error {
         RemoteErrorKind::NotFound | RemoteErrorKind::Conflict => Error::RemoteChanged(error),
         _ => error.into(),
     }
-}
-
-/// Sets the create-pending marker and returns it. An attempt already pending (maybe only in
-/// a fresher copy of the object than the cache holds) keeps its id, so that evidence of an
-/// earlier try whose answer was lost is still recognised.
-async fn mark_create_pending(
-    api: &Api<SecurityProvider>,
-    sp: &SecurityProvider,
-) -> Result<CreateMarker, Error> {
-    if let Some(marker) = CreateMarker::of(sp) {
-        return Ok(marker);
-    }
-    let fresh = api.get_opt(&sp.name_any()).await?;
-    if let Some(marker) = fresh.as_ref().and_then(CreateMarker::of) {
-        return Ok(marker);
-    }
-    let marker = CreateMarker::new(sp);
-    let patch = json!({"metadata": {"annotations": {CREATE_PENDING_ANNOTATION: marker.token()}}});
-    api.patch_metadata(
-        &sp.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
-    Ok(marker)
-}
-
-/// Removes the create-pending marker (once status.remoteId is stored).
-pub async fn clear_create_pending(
-    api: &Api<SecurityProvider>,
-    sp: &SecurityProvider,
-) -> Result<(), Error> {
-    let patch = json!({"metadata": {"annotations": {CREATE_PENDING_ANNOTATION: null}}});
-    api.patch_metadata(
-        &sp.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
-    Ok(())
 }

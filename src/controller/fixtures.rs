@@ -129,7 +129,8 @@ impl EventLog {
 }
 
 /// A mocked API server holding `objects` (path, JSON): a GET or PATCH of one (or of its
-/// status) answers with it, anything else 404; Events are accepted and logged apart.
+/// status) answers with it, a write whose resourceVersion precondition the object no longer
+/// matches 409, anything else 404; Events are accepted and logged apart.
 pub fn mock_client(objects: Vec<(String, Value)>, timeline: Timeline, events: EventLog) -> Client {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     tokio::spawn(async move {
@@ -144,6 +145,10 @@ pub fn mock_client(objects: Vec<(String, Value)>, timeline: Timeline, events: Ev
                 send.send_response(json_response(StatusCode::CREATED, &body));
                 continue;
             }
+            let response = match stale_precondition(&objects, &path, &body) {
+                true => conflict(),
+                false => answer(&objects, &path),
+            };
             timeline.push(Call::Kube {
                 method: parts.method.to_string(),
                 uri: parts.uri.to_string(),
@@ -155,10 +160,31 @@ pub fn mock_client(objects: Vec<(String, Value)>, timeline: Timeline, events: Ev
                     .to_owned(),
                 body,
             });
-            send.send_response(answer(&objects, &path));
+            send.send_response(response);
         }
     });
     Client::new(service, "default")
+}
+
+/// Whether `body` is a write carrying a `metadata.resourceVersion` precondition that the
+/// stored object no longer has (the API server answers 409).
+fn stale_precondition(objects: &[(String, Value)], path: &str, body: &Value) -> bool {
+    let Some(expected) = body["metadata"]["resourceVersion"].as_str() else {
+        return false;
+    };
+    objects
+        .iter()
+        .find(|(p, _)| p == path)
+        .and_then(|(_, object)| object["metadata"]["resourceVersion"].as_str())
+        .is_some_and(|stored| stored != expected)
+}
+
+fn conflict() -> Response<Body> {
+    json_response(
+        StatusCode::CONFLICT,
+        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict",
+                "code": 409, "message": "the object has been modified; please apply your changes to the latest version and try again"}),
+    )
 }
 
 fn answer(objects: &[(String, Value)], path: &str) -> Response<Body> {

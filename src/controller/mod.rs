@@ -19,7 +19,9 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::provider_connection::BackendKind;
-use crate::api::{PAUSED_ANNOTATION, ProviderConnection, REFRESH_ANNOTATION, SecurityProvider};
+use crate::api::{
+    FINALIZER, PAUSED_ANNOTATION, ProviderConnection, REFRESH_ANNOTATION, SecurityProvider,
+};
 use crate::health::Health;
 use crate::metrics::Metrics;
 
@@ -30,6 +32,7 @@ pub mod execute;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod handle;
+pub mod metadata;
 pub mod observe;
 #[cfg(test)]
 mod outcome_tests;
@@ -78,12 +81,17 @@ fn strip_provider(sp: &mut SecurityProvider) {
 }
 
 /// What a SecurityProvider change must differ in to trigger a reconcile: status writes
-/// (including our own) do not, spec changes, deletion, finalizers and our annotations do.
+/// (including our own) do not, spec changes, deletion, other controllers' finalizers and our
+/// annotations do. Our own cleanup finalizer does not: the reconcile that adds it does the work
+/// in the same run (with a create, in the marker's write), so its watch event needs no second
+/// reconcile from a cache that may not show that run's status yet.
 fn trigger_fingerprint(sp: &SecurityProvider) -> Option<u64> {
     let mut hasher = DefaultHasher::new();
     sp.metadata.generation.hash(&mut hasher);
     sp.metadata.deletion_timestamp.is_some().hash(&mut hasher);
-    sp.finalizers().hash(&mut hasher);
+    for finalizer in sp.finalizers().iter().filter(|f| *f != FINALIZER) {
+        finalizer.hash(&mut hasher);
+    }
     for key in [REFRESH_ANNOTATION, PAUSED_ANNOTATION] {
         sp.annotations().get(key).hash(&mut hasher);
     }
@@ -435,5 +443,22 @@ mod strip_tests {
             vec!["secprov.dev/paused"]
         );
         assert_eq!(sp.finalizers(), ["secprov.dev/cleanup"]);
+    }
+
+    #[test]
+    fn our_own_finalizer_triggers_no_reconcile_another_controllers_does() {
+        let sp: SecurityProvider = serde_json::from_value(serde_json::json!({
+            "apiVersion": "secprov.dev/v1alpha1", "kind": "SecurityProvider",
+            "metadata": {"name": "p"}, "spec": {"connectionRef": "c", "coveo": {}}
+        }))
+        .unwrap();
+        let with = |finalizers: &[&str]| {
+            let mut sp = sp.clone();
+            sp.metadata.finalizers = Some(finalizers.iter().map(|f| f.to_string()).collect());
+            trigger_fingerprint(&sp)
+        };
+        // The reconcile that adds it (with a create's marker) already did the work.
+        assert_eq!(trigger_fingerprint(&sp), with(&[FINALIZER]));
+        assert_ne!(with(&[FINALIZER]), with(&[FINALIZER, "other.example/x"]));
     }
 }

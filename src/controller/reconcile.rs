@@ -1,5 +1,5 @@
 //! One reconcile of a SecurityProvider: validate -> connection handle -> observe -> plan ->
-//! execute -> status. Deletion goes through the finalizer.
+//! execute -> status. Deletion goes through the finalizer (see [`super::metadata`]).
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -7,13 +7,13 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use tracing::{info, instrument, warn};
 
 use super::context::{Context, MAX_CLEANUP_ATTEMPTS};
 use super::events::{publish, publish_events};
-use super::execute::{Report, clear_create_pending, execute};
+use super::execute::{Report, execute};
+use super::metadata::{ObjectMetadata, clear_create_pending, has_finalizer, remove_finalizer};
 use super::observe::{
     Apis, create_pending, is_paused, observe_and_plan, recorded_remote_id, refresh_to_handle,
 };
@@ -22,7 +22,7 @@ use super::patch::write_status;
 use super::status::{self, Outcome, OutcomeResult, compute_status};
 use crate::api::provider_connection::BackendKind;
 use crate::api::security_provider::DeletionPolicy;
-use crate::api::{FINALIZER, SecurityProvider, SecurityProviderStatus};
+use crate::api::{SecurityProvider, SecurityProviderStatus};
 use crate::backend::{ObservedProvider, ProviderKey, desired_config, resolve_desired};
 use crate::error::{Error, RemoteError, RemoteErrorKind, TERMINAL_RECHECK};
 
@@ -42,18 +42,15 @@ pub async fn reconcile(sp: Arc<SecurityProvider>, ctx: Arc<Context>) -> Result<A
     let api: Api<SecurityProvider> = Api::namespaced(ctx.client.clone(), &namespace);
     // A remote failure that apply reports in status (and retries) is still a failed reconcile.
     let handled_failure = OnceLock::new();
-    let result = finalizer(&api, FINALIZER, sp, |event| async {
-        match event {
-            finalizer::Event::Apply(sp) => apply(sp, &ctx, &api, &handled_failure).await,
-            finalizer::Event::Cleanup(sp) => cleanup(sp, &ctx, &api).await,
-        }
-    })
-    .await
-    .map_err(|e| match e {
-        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
-        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::from(e),
-        other => Error::InvalidSpec(other.to_string()),
-    });
+    let result = match (sp.metadata.deletion_timestamp.is_some(), has_finalizer(&sp)) {
+        (false, _) => apply(sp, &ctx, &api, &handled_failure).await,
+        (true, true) => match cleanup(sp.clone(), &ctx, &api).await {
+            Ok(action) => remove_finalizer(&api, &sp).await.map(|()| action),
+            Err(error) => Err(error),
+        },
+        // Being deleted, and nothing of ours to finish.
+        (true, false) => Ok(Action::await_change()),
+    };
     let (label, reason) = match (&result, handled_failure.get()) {
         (Ok(_), None) => ("success", "Reconciled"),
         (Ok(_), Some(reason)) => ("error", *reason),
@@ -116,7 +113,8 @@ async fn apply(
     api: &Api<SecurityProvider>,
     handled_failure: &OnceLock<&'static str>,
 ) -> Result<Action, Error> {
-    let report = match within_deadline(&sp, ctx, sync(&sp, ctx, api)).await {
+    let metadata = ObjectMetadata::new(api, &sp);
+    let report = match within_deadline(&sp, ctx, sync(&sp, ctx, &metadata)).await {
         Ok(report) => report,
         Err(error @ Error::Kube(_)) => return Err(error),
         Err(error) => {
@@ -125,6 +123,9 @@ async fn apply(
             report
         }
     };
+    // Whatever the path (a failure before any plan included), the object keeps the finalizer,
+    // so its deletion runs the cleanup.
+    metadata.ensure_finalizer(&sp).await?;
     if let OutcomeResult::Failed { reason, .. } = &report.outcome.result {
         let _ = handled_failure.set(*reason);
     }
@@ -192,8 +193,9 @@ fn warn_on_new_failure(ctx: &Context, sp: &SecurityProvider, result: &OutcomeRes
 async fn sync(
     sp: &SecurityProvider,
     ctx: &Context,
-    api: &Api<SecurityProvider>,
+    metadata: &ObjectMetadata<'_>,
 ) -> Result<Report, Error> {
+    let api = metadata.api();
     let connection = ctx.connection(sp).await?;
     let mut desired = resolve_desired(&ctx.client, sp).await?;
     desired.set_recorded_secrets_hash(ctx.secrets_hash_sent(sp));
@@ -205,7 +207,7 @@ async fn sync(
     };
     let (observation, decision) =
         observe_and_plan(sp, desired, &connection, apis, use_snapshot).await?;
-    execute(sp, &connection, api, observation, decision).await
+    execute(sp, &connection, metadata, observation, decision).await
 }
 
 /// Computes the status from `outcome`, and writes it when it changed.

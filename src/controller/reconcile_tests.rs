@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::execute::execute;
 use super::fixtures::*;
 use super::handle::Remote;
+use super::metadata::ObjectMetadata;
 use super::observe::Observation;
 use super::plan::Plan;
 use super::reconcile::reconcile;
@@ -18,7 +19,7 @@ use crate::api::provider_connection::BackendKind;
 use crate::api::provider_connection::CoveoConnection;
 use crate::api::security_provider::ManagementPolicy;
 use crate::api::{
-    CREATE_PENDING_ANNOTATION, PAUSED_ANNOTATION, REFRESH_ANNOTATION, SecurityProvider,
+    CREATE_PENDING_ANNOTATION, FINALIZER, PAUSED_ANNOTATION, REFRESH_ANNOTATION, SecurityProvider,
 };
 use crate::backend::{ObservedProvider, ProviderKey};
 use crate::error::{RemoteErrorKind, TERMINAL_RECHECK};
@@ -63,6 +64,30 @@ fn condition<'a>(body: &'a Value, type_: &str) -> &'a Value {
         .unwrap_or(&Value::Null)
 }
 
+/// The Kubernetes writes among the recorded requests (method, path without query).
+fn writes(h: &Harness) -> Vec<(String, String)> {
+    h.timeline
+        .kube()
+        .into_iter()
+        .filter(|(method, _, _, _)| method != "GET")
+        .map(|(method, uri, _, _)| (method, uri.split('?').next().unwrap_or_default().into()))
+        .collect()
+}
+
+/// The creation token the fake's provider `idp` carries.
+fn created_token(h: &Harness) -> Option<String> {
+    h.fake.providers.lock().unwrap()["idp"]
+        .config
+        .creation_token()
+}
+
+/// `provider()` as first seen: no finalizer yet.
+fn new_provider() -> SecurityProvider {
+    let mut sp = provider();
+    sp.metadata.finalizers = None;
+    sp
+}
+
 #[tokio::test]
 async fn create_sets_the_marker_first_and_clears_it_after_the_status_write() {
     let h = Harness::new(Some(provider()), &[]).await;
@@ -70,13 +95,13 @@ async fn create_sets_the_marker_first_and_clears_it_after_the_status_write() {
         .await
         .unwrap();
 
+    // The cache shows no marker, so no attempt is pending: the write is conditional on the
+    // cached resourceVersion instead of a GET first (a newer copy would answer 409).
     let status = status_path();
     assert_eq!(
         h.timeline.steps(),
         [
             "remote observe idp".to_owned(),
-            // A fresh read: an attempt pending in a newer copy keeps its id.
-            format!("GET {SP_PATH}"),
             format!("PATCH {SP_PATH}"),
             "remote create idp".to_owned(),
             format!("PATCH {status}"),
@@ -84,25 +109,191 @@ async fn create_sets_the_marker_first_and_clears_it_after_the_status_write() {
         ]
     );
     let kube = h.timeline.kube();
-    let (_, _, set_type, set) = &kube[1];
+    let (_, _, set_type, set) = &kube[0];
     assert_eq!(set_type, MERGE);
+    assert_eq!(set["metadata"]["resourceVersion"], "1");
+    assert!(
+        set["metadata"]["finalizers"].is_null(),
+        "already there: {set}"
+    );
     let token = marker(set).as_str().expect("marker set").to_owned();
     assert!(token.starts_with("sp-uid/"), "{token}");
     // The create carries the attempt's token as evidence.
-    let created = h.fake.providers.lock().unwrap()["idp"]
-        .config
-        .creation_token();
-    assert_eq!(created.as_deref(), Some(token.as_str()));
-    let (_, uri, status_type, written) = &kube[2];
+    assert_eq!(created_token(&h).as_deref(), Some(token.as_str()));
+    let (_, uri, status_type, written) = &kube[1];
     assert_eq!(status_type, APPLY);
     assert!(uri.contains("fieldManager=secprov-operator") && uri.contains("force=true"));
     assert_eq!(written["status"]["remoteId"], "idp");
     assert_eq!(condition(written, "Synced")["status"], "True");
-    let (_, _, clear_type, cleared) = &kube[3];
+    let (_, _, clear_type, cleared) = &kube[2];
     assert_eq!(clear_type, MERGE);
     assert!(marker(cleared).is_null() && cleared["metadata"]["annotations"].is_object());
     assert_eq!(h.metrics.status_patch_count(), 1);
     h.wait_for_event("Created").await;
+}
+
+#[tokio::test]
+async fn a_new_objects_create_costs_three_writes_the_first_with_finalizer_and_marker() {
+    let h = Harness::new(Some(new_provider()), &[]).await;
+    let action = reconcile(Arc::new(new_provider()), h.ctx.clone())
+        .await
+        .unwrap();
+    // One reconcile does it all (kube-runtime's finalizer helper took one of its own first).
+    assert_ne!(action, Action::await_change());
+    let (status, object) = (status_path(), SP_PATH.to_owned());
+    assert_eq!(
+        h.timeline.steps(),
+        [
+            "remote observe idp".to_owned(),
+            format!("PATCH {object}"),
+            "remote create idp".to_owned(),
+            format!("PATCH {status}"),
+            format!("PATCH {object}"),
+        ]
+    );
+    // Writes per created object: finalizer + marker, status, marker cleared.
+    let patch = || "PATCH".to_owned();
+    assert_eq!(
+        writes(&h),
+        [
+            (patch(), object.clone()),
+            (patch(), status),
+            (patch(), object)
+        ]
+    );
+    let (_, _, content_type, claim) = &h.timeline.kube()[0];
+    assert_eq!(content_type, MERGE);
+    assert_eq!(claim["metadata"]["finalizers"], json!([FINALIZER]));
+    assert_eq!(claim["metadata"]["resourceVersion"], "1");
+    let token = marker(claim).as_str().expect("marker set");
+    assert_eq!(created_token(&h).as_deref(), Some(token));
+}
+
+#[tokio::test]
+async fn a_create_keeps_a_finalizer_another_controller_added() {
+    let mut sp = new_provider();
+    sp.metadata.finalizers = Some(vec!["other.example/keep".into()]);
+    let h = Harness::new(Some(sp.clone()), &[]).await;
+    reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
+    let claim = &h.timeline.kube()[0].3;
+    assert_eq!(
+        claim["metadata"]["finalizers"],
+        json!(["other.example/keep", FINALIZER])
+    );
+
+    // Added after the cache saw the object: the conditional write fails, the object is read
+    // once, and the write made again over what the API server holds.
+    let mut stored = new_provider();
+    stored.metadata.resource_version = Some("2".into());
+    stored.metadata.finalizers = Some(vec!["other.example/late".into()]);
+    let h = Harness::new(Some(stored), &[]).await;
+    reconcile(Arc::new(new_provider()), h.ctx.clone())
+        .await
+        .unwrap();
+    let object = SP_PATH.to_owned();
+    assert_eq!(
+        h.timeline.steps()[..5],
+        [
+            "remote observe idp".to_owned(),
+            format!("PATCH {object}"),
+            format!("GET {object}"),
+            format!("PATCH {object}"),
+            "remote create idp".to_owned(),
+        ]
+    );
+    let kube = h.timeline.kube();
+    let rewritten = &kube[2].3;
+    assert_eq!(rewritten["metadata"]["resourceVersion"], "2");
+    assert_eq!(
+        rewritten["metadata"]["finalizers"],
+        json!(["other.example/late", FINALIZER])
+    );
+    assert_eq!(
+        created_token(&h).as_deref(),
+        marker(rewritten).as_str(),
+        "the create carries the marker written"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_cache_keeps_the_attempt_id_the_api_server_holds() {
+    // An earlier attempt set finalizer and marker; the cache shows neither yet.
+    let mut stored = annotate(new_provider(), CREATE_PENDING_ANNOTATION, "sp-uid/earlier");
+    stored.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    stored.metadata.resource_version = Some("2".into());
+    let h = Harness::new(Some(stored), &[]).await;
+    reconcile(Arc::new(new_provider()), h.ctx.clone())
+        .await
+        .unwrap();
+    let (status, object) = (status_path(), SP_PATH.to_owned());
+    assert_eq!(
+        h.timeline.steps(),
+        [
+            "remote observe idp".to_owned(),
+            format!("PATCH {object}"),
+            // 409: read once; marker and finalizer are there, nothing to write.
+            format!("GET {object}"),
+            "remote create idp".to_owned(),
+            format!("PATCH {status}"),
+            format!("PATCH {object}"),
+        ]
+    );
+    assert_eq!(created_token(&h).as_deref(), Some("sp-uid/earlier"));
+    assert!(marker(&h.timeline.kube()[3].3).is_null(), "cleared");
+}
+
+#[tokio::test]
+async fn a_new_object_gets_the_finalizer_alone_before_an_update_or_on_a_failure() {
+    // Adopting (or any path but a create): the finalizer first, then the remote write.
+    let mut sp = new_provider();
+    sp.spec.adopt = Some(true);
+    let h = Harness::new(Some(sp.clone()), &[remote("idp", "Other name")]).await;
+    reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
+    let object = SP_PATH.to_owned();
+    let steps = h.timeline.steps();
+    let at = |step: &str| steps.iter().position(|s| s == step).expect(step);
+    assert!(
+        at(&format!("PATCH {object}")) < at("remote update idp"),
+        "{steps:?}"
+    );
+    let kube = h.timeline.kube();
+    let (_, _, content_type, added) = kube
+        .iter()
+        .find(|(method, _, _, _)| method == "PATCH")
+        .unwrap();
+    assert_eq!(content_type, "application/json-patch+json");
+    assert_eq!(
+        added,
+        &json!([{"op": "test", "path": "/metadata/finalizers", "value": null},
+                {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}])
+    );
+
+    // A failure before any plan (no such connection): the finalizer still goes on.
+    let mut sp = new_provider();
+    sp.spec.connection_ref = "missing".into();
+    let h = Harness::new(Some(sp.clone()), &[]).await;
+    reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
+    assert_eq!(
+        writes(&h),
+        [
+            ("PATCH".to_owned(), object),
+            ("PATCH".to_owned(), status_path())
+        ]
+    );
+    assert_eq!(h.timeline.kube()[0].2, "application/json-patch+json");
+}
+
+#[tokio::test]
+async fn an_object_deleted_without_our_finalizer_is_left_alone() {
+    let sp = deleting(annotate(
+        new_provider(),
+        CREATE_PENDING_ANNOTATION,
+        "sp-uid/a1",
+    ));
+    let h = Harness::new(Some(sp.clone()), &[remote("idp", "idp")]).await;
+    let action = reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    assert!(h.timeline.steps().is_empty(), "{:?}", h.timeline.steps());
 }
 
 #[tokio::test]
@@ -172,6 +363,7 @@ async fn execute_refuses_a_write_planned_from_a_snapshot() {
     let h = Harness::new(Some(sp.clone()), &[remote("idp", "Drifted")]).await;
     let connection = h.ctx.connection(&sp).await.unwrap();
     let api: Api<SecurityProvider> = Api::namespaced(h.ctx.client.clone(), NAMESPACE);
+    let metadata = ObjectMetadata::new(&api, &sp);
     let observation = Observation {
         desired: coveo_config("idp", "idp"),
         key: ProviderKey {
@@ -187,7 +379,7 @@ async fn execute_refuses_a_write_planned_from_a_snapshot() {
     let decision = Plan::Update {
         fields: vec!["displayName"],
     };
-    let report = execute(&sp, &connection, &api, observation.clone(), decision)
+    let report = execute(&sp, &connection, &metadata, observation.clone(), decision)
         .await
         .unwrap();
     assert!(
@@ -204,7 +396,7 @@ async fn execute_refuses_a_write_planned_from_a_snapshot() {
         remote: Remote::Snapshot(remote("idp", "Drifted")),
         ..observation
     };
-    let report = execute(&sp, &connection, &api, create, Plan::Create)
+    let report = execute(&sp, &connection, &metadata, create, Plan::Create)
         .await
         .unwrap();
     assert!(matches!(

@@ -392,12 +392,10 @@ impl BackendClient for CoveoClient {
 
     async fn create(&self, desired: &CoveoConfig) -> Result<ObservedProvider, RemoteError> {
         check_secrets_resolved(desired, "create")?;
+        // POST answers the model without status fields (no currentStatus: Healthy); they come
+        // with the next read (a resync, a snapshot list), not with a GET of each create.
         let created = CoveoClient::create(self, &desired.to_request()).await?;
-        // POST may answer without status fields; read the provider back for a complete view.
-        let mut observed = match self.get(&desired.id).await? {
-            Some(full) => observed_from_wire(full),
-            None => observed_from_wire(created),
-        };
+        let mut observed = observed_from_wire(created);
         // A new provider has Coveo's default schedules: correct the listed ones now.
         if !desired.refresh_schedules.is_empty() {
             self.read_schedules(&mut observed).await?;
