@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 SHELL := /bin/bash
 
-.PHONY: demo test unit e2e build crds lint clean deny fuzz bench profile-heap image monitoring
+.PHONY: demo test unit e2e build crds lint clean deny fuzz bench bench-allocators profile-heap image monitoring
 
 ## demo: build everything, start a local control plane, the simulators and the operator,
 ## apply examples/ and keep running until Ctrl-C.
@@ -23,6 +23,11 @@ bench:
 	  target/peer-kopf-venv/bin/pip install -q -r benches/peer-kopf/requirements.txt; fi
 	cargo bench --locked --bench operator -- --suite
 	cargo bench --locked --bench scheduling
+
+## bench-allocators: the operator with the system allocator, jemalloc and mimalloc, at 1,000
+## and 10,000 objects (BENCHMARKS.md, Allocators; about 25 minutes).
+bench-allocators:
+	bash scripts/bench-allocators.sh
 
 ## profile-heap: heaptrack profile of the operator at PROFILE_N (default 10,000) objects, by
 ## allocation site, at rest and at the peak: target/profile/heap-N.txt (BENCHMARKS.md, Memory).

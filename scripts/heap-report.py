@@ -19,7 +19,39 @@ PLUMBING = re.compile(
 )
 
 
+def demangle(frame: str) -> str:
+    """Rust v0 symbols (`_R...`, which heaptrack leaves mangled) as `a::b::c (file)`: the
+    length-prefixed identifiers in order, without disambiguator hashes. Good enough to tell
+    crates and functions apart; other frames are returned as they are."""
+    name, _, rest = frame.partition(" ")
+    if not name.startswith("_R"):
+        return frame
+    name = re.sub(r"(?<=[CNXYMIB])s[0-9A-Za-z]*_", "", name[2:])
+    idents, i = [], 0
+    while i < len(name):
+        if name[i].isdigit() and (i == 0 or not name[i - 1].isdigit()):
+            j = i
+            while j < len(name) and name[j].isdigit():
+                j += 1
+            n = int(name[i:j])
+            ident = name[j : j + n]
+            if n and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", ident):
+                idents.append(ident)
+                i = j + n
+                continue
+        i += 1
+    return "::".join(idents) + (f" {rest}" if rest else "")
+
+
+OURS = re.compile(r"^secprov|\((app|cli|context|connect|events|execute|handle|health|leader|metadata|"
+                  r"metrics|observe|ownership|patch|plan|reconcile|server|shard|snapshot|status|"
+                  r"usage|client|wire|config|spec|scrub|http)\.rs\)")
+
+
 def crate_of(frame: str) -> str:
+    if "::" not in frame:
+        # An inlined frame: only its function and file are known.
+        return frame.split(" ", 1)[-1]
     f = frame.lstrip("<").lstrip("&")
     f = re.sub(r"^(dyn |impl |mut )", "", f)
     return re.split(r"::|<| ", f, maxsplit=1)[0] or frame
@@ -44,7 +76,7 @@ def load(path):
             except ValueError:
                 continue
             if cost > 0:
-                stacks.append((stack.split(";"), cost))
+                stacks.append(([demangle(f) for f in stack.split(";")], cost))
     return stacks
 
 
@@ -56,7 +88,7 @@ def summarise(title, stacks, top=20):
         site = inner[0] if inner else frames[-1]
         by_site[short(site)] += cost
         by_crate[crate_of(site)] += cost
-        ours = next((f for f in inner if f.lstrip("<").startswith("secprov")), "(no operator frame)")
+        ours = next((f for f in inner if OURS.search(f.lstrip("<"))), "(no operator frame)")
         by_ours[short(ours)] += cost
     mib = lambda b: f"{b / 1048576:8.2f} MiB"
     print(f"\n## {title}: {mib(total)} in {len(stacks)} stacks\n")

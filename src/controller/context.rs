@@ -448,16 +448,18 @@ impl Context {
         }
     }
 
-    /// Remembers the `status.coveo.secretsHash` just written for `object`.
-    pub fn remember_secrets_hash(
-        &self,
-        object: &ObjectRef<SecurityProvider>,
-        hash: Option<String>,
-    ) {
-        self.secrets_sent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(object.clone(), hash);
+    /// Remembers the `status.coveo.secretsHash` just written for `sp`. Only where it can
+    /// differ from what the cached status will show: an object without secret values (most
+    /// of them) needs no entry, which at 10,000 objects was 2.6 MiB at rest.
+    pub fn remember_secrets_hash(&self, sp: &SecurityProvider, hash: Option<String>) {
+        let object = ObjectRef::from_obj(sp);
+        let cached = sp.status.as_ref().and_then(|s| s.coveo.as_ref()?.secrets_hash.as_ref());
+        let mut written = self.secrets_sent.lock().unwrap_or_else(|e| e.into_inner());
+        if hash.is_none() && cached.is_none() {
+            written.remove(&object);
+        } else {
+            written.insert(object, hash);
+        }
     }
 
     /// The resync delay with ±10 % jitter, so objects created together don't resync together.

@@ -135,7 +135,7 @@ async fn apply(
         .coveo
         .as_ref()
         .and_then(|c| c.secrets_hash.clone());
-    ctx.remember_secrets_hash(&ObjectRef::from_obj(&*sp), sent);
+    ctx.remember_secrets_hash(&sp, sent);
     // Only now that status.remoteId is stored can the marker go: a crash before this point
     // leaves the marker, and the next reconcile adopts the provider instead of creating again.
     let pending = create_pending(&sp) || report.marked_pending;
