@@ -272,9 +272,8 @@ impl Operator {
         };
         // heaptrack's preload library in the operator itself (not the heaptrack script, which
         // would not pass SIGTERM on), writing to the pipe `make profile-heap` reads.
-        let heaptrack = std::env::var_os("BENCH_HEAPTRACK").filter(|_| {
-            args.peer.is_none() && shard.unwrap_or(0) == 0
-        });
+        let heaptrack = std::env::var_os("BENCH_HEAPTRACK")
+            .filter(|_| args.peer.is_none() && shard.unwrap_or(0) == 0);
         if let Some(pipe) = &heaptrack {
             cmd.env("LD_PRELOAD", "/usr/lib/heaptrack/libheaptrack_preload.so")
                 .env("DUMP_HEAPTRACK_OUTPUT", pipe);
@@ -352,13 +351,15 @@ fn is_ready(sp: &SecurityProvider) -> bool {
 
 /// The Ready objects of the namespace, counted from a watch: listing 10,000 objects every
 /// half second would load the API server, on the same two cores, more than the operator does.
-fn ready_counter(api: Api<SecurityProvider>) -> tokio::sync::watch::Receiver<usize> {
+fn ready_counter(api: Api<SecurityProvider>) -> ReadyCounter {
+    use kube::runtime::WatchStreamExt;
     use kube::runtime::watcher::{self, Event};
     let (tx, rx) = tokio::sync::watch::channel(usize::MAX);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut ready = std::collections::HashSet::new();
         let mut listed = false;
-        let mut events = std::pin::pin!(watcher::watcher(api, watcher::Config::default()));
+        let events = watcher::watcher(api, watcher::Config::default()).default_backoff();
+        let mut events = std::pin::pin!(events);
         while let Some(event) = events.next().await {
             match event {
                 Ok(Event::Apply(sp) | Event::InitApply(sp)) if is_ready(&sp) => {
@@ -376,7 +377,20 @@ fn ready_counter(api: Api<SecurityProvider>) -> tokio::sync::watch::Receiver<usi
             }
         }
     });
-    rx
+    ReadyCounter { rx, task }
+}
+
+/// The count of Ready objects, and the watch behind it (stopped with the run: a watch left
+/// behind would retry against the next run's fresh control plane).
+struct ReadyCounter {
+    rx: tokio::sync::watch::Receiver<usize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ReadyCounter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// RSS of each operator process: peak (VmHWM, kept across a restart) and the samples of the
@@ -552,7 +566,10 @@ fn table(columns: &[(String, Vec<(String, String)>)]) -> String {
     for (measure, _) in first {
         out.push_str(&format!("\n| {measure} |"));
         for (_, rows) in columns {
-            let value = rows.iter().find(|(m, _)| m == measure).map_or("", |(_, v)| v);
+            let value = rows
+                .iter()
+                .find(|(m, _)| m == measure)
+                .map_or("", |(_, v)| v);
             out.push_str(&format!(" {} |", value.replace('|', "\\|")));
         }
     }
@@ -674,6 +691,7 @@ spec:
     let mut ready = ready_counter(api.clone());
     // Counting starts from a complete list.
     ready
+        .rx
         .wait_for(|&n| n != usize::MAX)
         .await
         .expect("ready counter");
@@ -693,21 +711,27 @@ spec:
             .collect()
     };
 
-    eprintln!("==> starting the operator ({name}, {} shard(s)), waiting for all Ready", args.shards);
+    eprintln!(
+        "==> starting the operator ({name}, {} shard(s)), waiting for all Ready",
+        args.shards
+    );
     let started = Instant::now();
     let mut ops = start_all(args);
     let mut memory = Memory::new(&ops);
     let deadline = Duration::from_secs(1800);
     while started.elapsed() < deadline {
-        let wait = ready.wait_for(|&n| n >= args.n);
-        if tokio::time::timeout(Duration::from_millis(250), wait).await.is_ok() {
+        let wait = ready.rx.wait_for(|&n| n >= args.n);
+        if tokio::time::timeout(Duration::from_millis(250), wait)
+            .await
+            .is_ok()
+        {
             break;
         }
         memory.sample(&ops);
     }
     let converge = started.elapsed();
     memory.sample(&ops);
-    let ready_now = *ready.borrow();
+    let ready_now = *ready.rx.borrow();
     eprintln!("    {ready_now}/{} Ready after {converge:.1?}", args.n);
     let writes1 = apiserver_writes(&kubeconfig);
     let sim1 = sim_snapshot(&sim);

@@ -80,9 +80,32 @@ def load(path):
     return stacks
 
 
+# Components of the operator, recognised by the innermost frame (nearest the allocation) that
+# names one of their files or functions.
+COMPONENTS = [
+    ("batch snapshots (controller/snapshot.rs)", r"\(snapshot\.rs\)"),
+    ("Events (controller/events.rs)", r"\(events\.rs\)"),
+    ("per-object maps of the Context (controller/context.rs)", r"\(context\.rs\)"),
+    ("metrics series (metrics.rs, prometheus-client)", r"\(metrics\.rs\)|\(family\.rs\)"),
+    ("Secret usage tracking (controller/usage.rs)", r"\(usage\.rs\)"),
+    ("trigger fingerprints (kube-runtime predicate_filter)", r"\(predicate\.rs\)"),
+    ("reflector cache of SecurityProviders (kube-runtime store)", r"\((store|reflect)\.rs\)"),
+    ("controller scheduler (kube-runtime, DelayQueue)", r"scheduler|delay_queue|schedule_message|pop_queue|\(runner\.rs\)"),
+    ("watch events being decoded", r"event_decode|\(de\.rs\)"),
+]
+
+
+def component_of(frames):
+    for frame in reversed(frames):
+        for name, pattern in COMPONENTS:
+            if re.search(pattern, frame):
+                return name
+    return "other"
+
+
 def summarise(title, stacks, top=20):
     total = sum(c for _, c in stacks)
-    by_site, by_crate, by_ours = Counter(), Counter(), Counter()
+    by_site, by_crate, by_ours, by_component = Counter(), Counter(), Counter(), Counter()
     for frames, cost in stacks:
         inner = [f for f in reversed(frames) if f and not PLUMBING.match(f)]
         site = inner[0] if inner else frames[-1]
@@ -90,9 +113,16 @@ def summarise(title, stacks, top=20):
         by_crate[crate_of(site)] += cost
         ours = next((f for f in inner if OURS.search(f.lstrip("<"))), "(no operator frame)")
         by_ours[short(ours)] += cost
+        by_component[component_of(frames)] += cost
     mib = lambda b: f"{b / 1048576:8.2f} MiB"
     print(f"\n## {title}: {mib(total)} in {len(stacks)} stacks\n")
-    for name, table in (("crate", by_crate), ("operator frame", by_ours), ("site", by_site)):
+    tables = (
+        ("component", by_component),
+        ("operator frame", by_ours),
+        ("crate or file", by_crate),
+        ("site", by_site),
+    )
+    for name, table in tables:
         print(f"\nby {name}:")
         for key, cost in table.most_common(top):
             print(f"  {mib(cost)} {100 * cost / max(total, 1):5.1f} %  {key}")

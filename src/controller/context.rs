@@ -453,7 +453,10 @@ impl Context {
     /// of them) needs no entry, which at 10,000 objects was 2.6 MiB at rest.
     pub fn remember_secrets_hash(&self, sp: &SecurityProvider, hash: Option<String>) {
         let object = ObjectRef::from_obj(sp);
-        let cached = sp.status.as_ref().and_then(|s| s.coveo.as_ref()?.secrets_hash.as_ref());
+        let cached = sp
+            .status
+            .as_ref()
+            .and_then(|s| s.coveo.as_ref()?.secrets_hash.as_ref());
         let mut written = self.secrets_sent.lock().unwrap_or_else(|e| e.into_inner());
         if hash.is_none() && cached.is_none() {
             written.remove(&object);

@@ -173,7 +173,11 @@ impl<K: Hash + Eq + Clone> Snapshots<K> {
         if snapshot.taken.elapsed() >= self.max_age {
             return None;
         }
-        snapshot.providers.as_ref()?.get(remote_id).map(|p| (**p).clone())
+        snapshot
+            .providers
+            .as_ref()?
+            .get(remote_id)
+            .map(|p| (**p).clone())
     }
 
     fn find(&self, slot: &Arc<Slot>, backend: &Arc<dyn ProviderBackend>, id: &str) -> Found {
@@ -501,7 +505,11 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert_eq!(f.lists.load(Ordering::SeqCst), 2);
         assert!(snaps.lookup(&"conn", &backend, "b").await.is_some());
-        assert_eq!(f.lists.load(Ordering::SeqCst), 2, "the new snapshot is young");
+        assert_eq!(
+            f.lists.load(Ordering::SeqCst),
+            2,
+            "the new snapshot is young"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -519,7 +527,11 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert_eq!(f.lists.load(Ordering::SeqCst), 2);
         let a = snaps.lookup(&"conn", &backend, "a").await.unwrap();
-        assert_eq!(a, provider("a", "renamed"), "our update is not undone by the list");
+        assert_eq!(
+            a,
+            provider("a", "renamed"),
+            "our update is not undone by the list"
+        );
         assert!(snaps.lookup(&"conn", &backend, "new").await.is_some());
     }
 
@@ -546,11 +558,21 @@ mod tests {
         let snaps = Snapshots::<&str>::new(Duration::from_secs(9));
         snaps.set_scope(Arc::new(|| HashSet::from(["mine".to_owned()])));
         assert!(snaps.lookup(&"conn", &backend, "mine").await.is_some());
-        assert!(snaps.lookup(&"conn", &backend, "other-shard").await.is_none());
+        assert!(
+            snaps
+                .lookup(&"conn", &backend, "other-shard")
+                .await
+                .is_none()
+        );
         assert!(snaps.lookup(&"conn", &backend, "foreign").await.is_none());
         // Our own writes are kept whatever the scope said at the list.
         snaps.record(&"conn", &provider("created-since", "n"));
-        assert!(snaps.lookup(&"conn", &backend, "created-since").await.is_some());
+        assert!(
+            snaps
+                .lookup(&"conn", &backend, "created-since")
+                .await
+                .is_some()
+        );
         assert_eq!(f.lists.load(Ordering::SeqCst), 1);
     }
 }
