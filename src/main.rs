@@ -4,7 +4,8 @@
 //! `secprov-sim` (sim/).
 use clap::{Parser, Subcommand};
 
-// The allocator comparison of BENCHMARKS.md builds the operator with each of these.
+// jemalloc by default (feature `jemalloc`); BENCHMARKS.md ("Allocators") compares it with the
+// system allocator (`--no-default-features`) and mimalloc (feature `mimalloc` without jemalloc).
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
