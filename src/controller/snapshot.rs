@@ -8,8 +8,8 @@
 //! * only a *hit* is trusted: a provider missing from the snapshot is read with a direct GET
 //!   (it may have been created after the list started), so nothing is ever created on the
 //!   word of a snapshot;
-//! * a snapshot older than `max_age` is not used. The first lookup past nine tenths of that
-//!   age lists again in the background (single flight, in a task of its own) while the
+//! * a snapshot older than `max_age` is not used. The first lookup shortly before that age
+//!   (twice the previous list's duration) lists again in the background (single flight, in a task of its own) while the
 //!   current snapshot keeps serving, so resyncs do not wait for lists in their reconcile
 //!   slots; only without any usable snapshot (at start, after a failed list) do lookups wait
 //!   for the list, and only for [`SNAPSHOT_WAIT`]: behind a slow or hanging list they read
@@ -40,12 +40,18 @@ pub fn snapshot_max_age(resync_interval: Duration) -> Duration {
 /// failed).
 pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
 
-/// The share of `max_age` after which the first lookup lists again in the background while
-/// the current snapshot keeps serving: resyncs never wait for a list in their reconcile slot
-/// once the first snapshot exists. Late in the snapshot's life, so that a resync period costs
-/// about 1.2 lists (lists every 0.9 x 0.9 of the resync interval) rather than one list per
-/// snapshot life plus the waits: at two thirds, the benchmark read 2 lists per period.
-const REFRESH_AT: (u32, u32) = (9, 10);
+/// How long before a snapshot expires the first lookup starts the next list in the
+/// background, while the current snapshot keeps serving: twice the time the previous list
+/// took, at least [`MIN_REFRESH_LEAD`] and at most half the snapshot's life. So resyncs do not
+/// wait for lists in their reconcile slots once a first snapshot exists, and a resync period
+/// still costs about one list (starting at a fixed share of the life instead, two thirds, the
+/// benchmark at 10,000 read two lists per period).
+fn refresh_lead(last_list: Duration, max_age: Duration) -> Duration {
+    (last_list * 2).clamp(MIN_REFRESH_LEAD.min(max_age / 2), max_age / 2)
+}
+
+/// The shortest lead of a background refresh.
+const MIN_REFRESH_LEAD: Duration = Duration::from_millis(500);
 
 /// One list result. `providers` is None when the list failed or the backend has no bulk
 /// read: until it expires, reconciles fall back to direct reads instead of retrying the
@@ -76,6 +82,8 @@ struct State {
     edits: Vec<Edit>,
     /// After a failed background list: no other one before this instant.
     quiet_until: Option<Instant>,
+    /// How long the latest list took.
+    last_list: Duration,
 }
 
 struct Slot {
@@ -148,7 +156,7 @@ impl<K: Hash + Eq + Clone> Snapshots<K> {
 
     /// The provider `remote_id` as seen by a snapshot of the connection no older than
     /// `max_age`. None means "read it directly": not in the snapshot, no bulk read, or the
-    /// list failed. A snapshot past [`REFRESH_AT`] of its life still serves while a list runs
+    /// list failed. A snapshot close to its end (see [`refresh_lead`]) still serves while a list runs
     /// in the background; only without a usable snapshot does a lookup wait for a list, and
     /// then for [`SNAPSHOT_WAIT`] at most.
     pub async fn lookup(
@@ -186,7 +194,7 @@ impl<K: Hash + Eq + Clone> Snapshots<K> {
         let mut state = slot.state();
         let age = state.snapshot.as_ref().map(|s| s.taken.elapsed());
         let usable = age.is_some_and(|age| age < self.max_age);
-        let refresh_at = self.max_age * REFRESH_AT.0 / REFRESH_AT.1;
+        let refresh_at = self.max_age - refresh_lead(state.last_list, self.max_age);
         let due = !usable
             || (age.is_some_and(|age| age >= refresh_at)
                 && state.quiet_until.is_none_or(|t| Instant::now() >= t));
@@ -295,6 +303,7 @@ async fn list(
     let mut state = slot.state();
     let edits = std::mem::take(&mut state.edits);
     state.listing = false;
+    state.last_list = taken.elapsed();
     let still_usable = state
         .snapshot
         .as_ref()
@@ -497,8 +506,8 @@ mod tests {
         let snaps = Snapshots::<&str>::new(Duration::from_secs(9));
         assert!(snaps.lookup(&"conn", &backend, "a").await.is_some());
         f.ids.lock().unwrap().push("b".into());
-        // Late in its life: served at once from the old snapshot...
-        tokio::time::advance(Duration::from_millis(8500)).await;
+        // Within its last half second: served at once from the old snapshot...
+        tokio::time::advance(Duration::from_millis(8600)).await;
         let started = Instant::now();
         assert!(snaps.lookup(&"conn", &backend, "a").await.is_some());
         assert!(snaps.lookup(&"conn", &backend, "b").await.is_none());
@@ -520,7 +529,7 @@ mod tests {
         let backend: Arc<dyn ProviderBackend> = f.clone();
         let snaps = Snapshots::<&str>::new(Duration::from_secs(9));
         assert!(snaps.lookup(&"conn", &backend, "a").await.is_some());
-        tokio::time::advance(Duration::from_millis(8500)).await;
+        tokio::time::advance(Duration::from_millis(8600)).await;
         // Starts the background list, which reads "a" as it was.
         assert!(snaps.lookup(&"conn", &backend, "a").await.is_some());
         snaps.record(&"conn", &provider("a", "renamed"));
@@ -543,7 +552,7 @@ mod tests {
         let backend: Arc<dyn ProviderBackend> = f.clone();
         let snaps = Snapshots::<&str>::new(Duration::from_secs(9));
         assert!(snaps.lookup(&"conn", &backend, "a").await.is_some());
-        tokio::time::advance(Duration::from_millis(8500)).await;
+        tokio::time::advance(Duration::from_millis(8600)).await;
         let failing: Arc<dyn ProviderBackend> = fake(&[], true);
         assert!(snaps.lookup(&"conn", &failing, "a").await.is_some());
         tokio::time::sleep(Duration::from_millis(60)).await;
