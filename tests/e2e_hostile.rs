@@ -495,8 +495,12 @@ fn a_wrong_keystone_password_is_tried_once_per_check_not_once_per_provider() {
         started.elapsed()
     );
     assert!(first >= 1, "the operator never tried");
+    // At start the connection check and the first reconciles (which since issue 16 do their
+    // work at once instead of first adding the finalizer in a reconcile of their own) may
+    // each log in before the first refusal is remembered: up to two more than one per check
+    // (3 seen in CI), never one per provider. The next two intervals are the steady state.
     assert!(
-        first as f64 <= 2.0 * intervals.ceil(),
+        first as f64 <= 2.0 * intervals.ceil() + 2.0,
         "{first} login attempts in {intervals:.1} check intervals"
     );
     // Two more intervals: the connection check tries again once each (the password may have
