@@ -22,7 +22,7 @@ pub use spec::{check_backend_match, desired_config, resolve_desired};
 
 /// Normalized configuration of one provider, desired or observed. Two values are equal exactly
 /// when no remote update is needed.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 // A handful live at a time (one per reconcile); boxing would only add indirection.
 #[allow(clippy::large_enum_variant)]
 pub enum ProviderConfig {
@@ -136,8 +136,10 @@ impl ProviderConfig {
     }
 }
 
-/// How the remote system judges the provider's health.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How the remote system judges the provider's health. Serialized (for the compact entries
+/// of batch snapshots) with its reason by name: only the reasons the backends use decode.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(into = "HealthRepr")]
 pub enum RemoteHealth {
     /// Usable.
     Healthy,
@@ -153,8 +155,76 @@ pub enum RemoteHealth {
     },
 }
 
+/// The condition reasons of [`RemoteHealth`] the backends use (the reason is a `&'static str`
+/// so that it can only be one of the backends' constants).
+const HEALTH_REASONS: &[&str] = &[
+    coveo::REASON_REMOTE_CREATING,
+    coveo::REASON_REMOTE_ERROR,
+    coveo::REASON_REMOTE_SUSPENDED,
+    jitsudo::REASON_SYNC_FAILED,
+    jitsudo::REASON_SYNC_PENDING,
+    jitsudo::REASON_SYNCING,
+];
+
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+enum HealthRepr {
+    Healthy,
+    Progressing { reason: String, message: String },
+    Degraded { reason: String, message: String },
+}
+
+impl From<RemoteHealth> for HealthRepr {
+    fn from(health: RemoteHealth) -> Self {
+        match health {
+            RemoteHealth::Healthy => HealthRepr::Healthy,
+            RemoteHealth::Progressing { reason, message } => HealthRepr::Progressing {
+                reason: reason.to_owned(),
+                message,
+            },
+            RemoteHealth::Degraded { reason, message } => HealthRepr::Degraded {
+                reason: reason.to_owned(),
+                message,
+            },
+        }
+    }
+}
+
+// By hand: derived with `try_from`, the `&'static str` fields would tie the impl to 'static
+// input.
+impl<'de> serde::Deserialize<'de> for RemoteHealth {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let repr = HealthRepr::deserialize(deserializer)?;
+        RemoteHealth::try_from(repr).map_err(serde::de::Error::custom)
+    }
+}
+
+impl TryFrom<HealthRepr> for RemoteHealth {
+    type Error = String;
+
+    fn try_from(repr: HealthRepr) -> Result<Self, String> {
+        let known = |reason: String| {
+            HEALTH_REASONS
+                .iter()
+                .find(|known| **known == reason)
+                .copied()
+                .ok_or_else(|| format!("unknown health reason {reason:?}"))
+        };
+        Ok(match repr {
+            HealthRepr::Healthy => RemoteHealth::Healthy,
+            HealthRepr::Progressing { reason, message } => RemoteHealth::Progressing {
+                reason: known(reason)?,
+                message,
+            },
+            HealthRepr::Degraded { reason, message } => RemoteHealth::Degraded {
+                reason: known(reason)?,
+                message,
+            },
+        })
+    }
+}
+
 /// What the remote system reports about a provider, to mirror into the CR status.
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct RemoteState {
     pub current_status: Option<CurrentStatus>,
     pub last_refresh_operation: Option<LastRefreshOperation>,
@@ -167,8 +237,9 @@ pub struct RemoteState {
     pub busy: bool,
 }
 
-/// One provider as read from the remote system.
-#[derive(Clone, Debug, PartialEq)]
+/// One provider as read from the remote system. Serializable for the compact entries of batch
+/// snapshots (fields a list never fills, such as Coveo's schedule ids, are not kept).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ObservedProvider {
     /// Id in the remote system (for JITSudo a server-assigned UUID).
     pub remote_id: String,
@@ -178,6 +249,14 @@ pub struct ObservedProvider {
     pub state: RemoteState,
     /// Health as judged from the remote status.
     pub health: RemoteHealth,
+}
+
+/// Encodes and decodes `observed` as a batch snapshot does, asserting nothing is lost.
+#[cfg(test)]
+pub(crate) fn assert_survives_snapshot_encoding(observed: &ObservedProvider) {
+    let encoded = serde_json::to_vec(observed).unwrap();
+    let decoded: ObservedProvider = serde_json::from_slice(&encoded).unwrap();
+    assert_eq!(&decoded, observed, "{}", String::from_utf8_lossy(&encoded));
 }
 
 impl ObservedProvider {
@@ -241,10 +320,15 @@ pub trait ProviderBackend: Send + Sync {
     async fn verify_credentials(&self) -> Result<(), RemoteError>;
 
     /// Reads every provider of the connection in as few requests as the API allows (pages),
-    /// for resyncs ([`crate::controller::snapshot`]). None when the backend has no cheaper
-    /// bulk read than one GET per provider.
-    async fn observe_all(&self) -> Result<Option<Vec<ObservedProvider>>, RemoteError> {
-        self.list().await.map(Some)
+    /// handing each to `each` as its page arrives, for resyncs
+    /// ([`crate::controller::snapshot`]). False when the backend has no cheaper bulk read than
+    /// one GET per provider. On an error some providers may have been handed over already.
+    async fn observe_each(
+        &self,
+        each: &mut (dyn FnMut(ObservedProvider) + Send),
+    ) -> Result<bool, RemoteError> {
+        self.list().await?.into_iter().for_each(each);
+        Ok(true)
     }
 }
 
@@ -291,9 +375,14 @@ pub trait BackendClient: Send + Sync {
     /// One small authenticated read (see [`ProviderBackend::verify_credentials`]).
     async fn verify_credentials(&self) -> Result<(), RemoteError>;
 
-    /// Every provider, in as few round trips as the API allows (default: [`Self::list`]).
-    async fn observe_all(&self) -> Result<Vec<ObservedProvider>, RemoteError> {
-        self.list().await
+    /// Every provider, in as few round trips as the API allows, each handed to `each` as it
+    /// arrives (default: [`Self::list`]).
+    async fn observe_each(
+        &self,
+        each: &mut (dyn FnMut(ObservedProvider) + Send),
+    ) -> Result<(), RemoteError> {
+        self.list().await?.into_iter().for_each(each);
+        Ok(())
     }
 }
 
@@ -418,7 +507,10 @@ impl ProviderBackend for Backend {
         with_client!(self, c => BackendClient::verify_credentials(c).await)
     }
 
-    async fn observe_all(&self) -> Result<Option<Vec<ObservedProvider>>, RemoteError> {
-        with_client!(self, c => BackendClient::observe_all(c).await.map(Some))
+    async fn observe_each(
+        &self,
+        each: &mut (dyn FnMut(ObservedProvider) + Send),
+    ) -> Result<bool, RemoteError> {
+        with_client!(self, c => BackendClient::observe_each(c, each).await.map(|()| true))
     }
 }

@@ -194,11 +194,15 @@ impl ProviderBackend for ScrubbedBackend {
             .map_err(|e| self.error(e))
     }
 
-    async fn observe_all(&self) -> Result<Option<Vec<ObservedProvider>>, RemoteError> {
-        let result = self.inner.observe_all().await;
-        result
-            .map(|all| all.map(|all| all.into_iter().map(|o| self.observed(o)).collect()))
-            .map_err(|e| self.error(e))
+    async fn observe_each(
+        &self,
+        each: &mut (dyn FnMut(ObservedProvider) + Send),
+    ) -> Result<bool, RemoteError> {
+        let result = self
+            .inner
+            .observe_each(&mut |o| each(self.observed(o)))
+            .await;
+        result.map_err(|e| self.error(e))
     }
 }
 

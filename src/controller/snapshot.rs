@@ -61,17 +61,34 @@ struct Snapshot {
     providers: Option<Providers>,
 }
 
-/// A snapshot's providers by remote id. Boxed: an `ObservedProvider` is about 800 bytes
-/// inline, and a hash table keeps about a third of its buckets empty, so storing the values
-/// inline cost 13.6 MiB of table at 10,000 providers (heap profile in BENCHMARKS.md) against
-/// 0.4 MiB of pointers.
-type Providers = HashMap<Box<str>, Box<ObservedProvider>>;
+/// A snapshot's providers by remote id, each kept as its compact JSON encoding and decoded
+/// when a resync looks it up. A decoded `ObservedProvider` costs about 3 KiB of heap (848 bytes
+/// inline, and every one- or two-entry `BTreeMap` of it allocates a whole leaf node of about
+/// 500 bytes), its encoding a few hundred bytes: at 10,000 providers the snapshot went from
+/// about 26 MiB to a few MiB (heap profile in BENCHMARKS.md). A resync decodes one entry, which
+/// costs microseconds against the remote read it replaces.
+type Providers = HashMap<Box<str>, Box<[u8]>>;
+
+/// The compact form of a provider in a snapshot; None if it cannot be encoded (the provider
+/// is then read directly at its resync).
+fn encode(observed: &ObservedProvider) -> Option<Box<[u8]>> {
+    serde_json::to_vec(observed)
+        .map(Vec::into_boxed_slice)
+        .inspect_err(|e| tracing::debug!(error = %e, "provider not kept in the batch snapshot"))
+        .ok()
+}
+
+fn decode(entry: &[u8]) -> Option<ObservedProvider> {
+    serde_json::from_slice(entry)
+        .inspect_err(|e| tracing::debug!(error = %e, "batch snapshot entry unreadable; reading directly"))
+        .ok()
+}
 
 /// Our own writes while a list is in flight: the list may predate them, so they are applied
-/// again on its result.
+/// again on its result. A provider that cannot be encoded is forgotten (read directly).
 enum Edit {
-    Record(ObservedProvider),
-    Forget(String),
+    Record(Box<str>, Box<[u8]>),
+    Forget(Box<str>),
 }
 
 #[derive(Default)]
@@ -117,7 +134,7 @@ enum Found {
 
 /// The remote ids a list keeps: those of the providers this replica reconciles (its shard),
 /// so that a snapshot holds nothing a resync of this replica will look up. Called once per
-/// list, when the list ends.
+/// list, when the list starts.
 pub type Scope = Arc<dyn Fn() -> HashSet<String> + Send + Sync>;
 
 /// Snapshots per connection. `K` identifies the connection *and its version* (uid and
@@ -183,11 +200,7 @@ impl<K: Hash + Eq + Clone> Snapshots<K> {
         if snapshot.taken.elapsed() >= self.max_age {
             return None;
         }
-        snapshot
-            .providers
-            .as_ref()?
-            .get(remote_id)
-            .map(|p| (**p).clone())
+        decode(snapshot.providers.as_ref()?.get(remote_id)?)
     }
 
     fn find(&self, slot: &Arc<Slot>, backend: &Arc<dyn ProviderBackend>, id: &str) -> Found {
@@ -208,7 +221,7 @@ impl<K: Hash + Eq + Clone> Snapshots<K> {
         }
         if usable {
             let snapshot = state.snapshot.as_ref();
-            let found = snapshot.and_then(|s| Some((**s.providers.as_ref()?.get(id)?).clone()));
+            let found = snapshot.and_then(|s| decode(s.providers.as_ref()?.get(id)?));
             return Found::Usable(found);
         }
         Found::Wait(done)
@@ -232,12 +245,17 @@ impl<K: Hash + Eq + Clone> Snapshots<K> {
     /// Records what a create, update or direct read returned, so the snapshot does not
     /// contradict our own writes.
     pub fn record(&self, key: &K, observed: &ObservedProvider) {
-        self.edit(key, Edit::Record(observed.clone()));
+        let id = observed.remote_id.as_str().into();
+        let edit = match encode(observed) {
+            Some(entry) => Edit::Record(id, entry),
+            None => Edit::Forget(id),
+        };
+        self.edit(key, edit);
     }
 
     /// Forgets a deleted provider.
     pub fn forget(&self, key: &K, remote_id: &str) {
-        self.edit(key, Edit::Forget(remote_id.to_owned()));
+        self.edit(key, Edit::Forget(remote_id.into()));
     }
 
     fn edit(&self, key: &K, edit: Edit) {
@@ -264,12 +282,11 @@ impl<K: Hash + Eq + Clone> Snapshots<K> {
 
 fn apply(providers: &mut Providers, edit: &Edit) {
     match edit {
-        Edit::Record(observed) => {
-            let id = observed.remote_id.as_str().into();
-            providers.insert(id, Box::new(observed.clone()));
+        Edit::Record(id, entry) => {
+            providers.insert(id.clone(), entry.clone());
         }
         Edit::Forget(id) => {
-            providers.remove(id.as_str());
+            providers.remove(id);
         }
     }
 }
@@ -283,15 +300,24 @@ async fn list(
     scope: Option<Scope>,
 ) {
     let taken = Instant::now();
-    let listed = match backend.observe_all().await {
-        Ok(list) => list.map(|list| {
-            let keep = scope.map(|scope| scope());
-            let mut providers = Providers::with_capacity(list.len());
-            for p in list {
-                if keep.as_ref().is_none_or(|k| k.contains(&p.remote_id)) {
-                    providers.insert(p.remote_id.as_str().into(), Box::new(p));
-                }
+    // The scope is taken when the list starts: providers this replica creates or reads
+    // meanwhile reach the snapshot as edits, replayed below.
+    let keep = scope.map(|scope| scope());
+    let mut providers = Providers::with_capacity(keep.as_ref().map_or(0, HashSet::len));
+    // Each provider is encoded (or dropped, when out of scope) as its page arrives, so a list
+    // never holds the whole connection decoded: the peak of a refresh is the old snapshot, the
+    // new one's compact entries and the pages in flight.
+    let listed = backend
+        .observe_each(&mut |p| {
+            if keep.as_ref().is_none_or(|k| k.contains(&p.remote_id))
+                && let Some(entry) = encode(&p)
+            {
+                providers.insert(p.remote_id.into_boxed_str(), entry);
             }
+        })
+        .await;
+    let listed = match listed {
+        Ok(bulk) => bulk.then(|| {
             providers.shrink_to_fit();
             providers
         }),

@@ -295,34 +295,47 @@ impl CoveoClient {
         &self,
         concurrency: usize,
     ) -> Result<Vec<ProviderWire>, RemoteError> {
+        let mut all = Vec::new();
+        self.list_each_concurrently(concurrency, &mut |p| all.push(p))
+            .await?;
+        Ok(all)
+    }
+
+    /// Like [`Self::list_concurrently`], handing each provider to `each` as its page arrives
+    /// (in page order), so that no list of the whole organization is held.
+    pub async fn list_each_concurrently(
+        &self,
+        concurrency: usize,
+        each: &mut (dyn FnMut(ProviderWire) + Send),
+    ) -> Result<(), RemoteError> {
         self.rest
-            .bulk_read("list", self.list_pages_concurrently(concurrency))
+            .bulk_read("list", self.each_page_concurrently(concurrency, each))
             .await
     }
 
-    async fn list_pages_concurrently(
+    async fn each_page_concurrently(
         &self,
         concurrency: usize,
-    ) -> Result<Vec<ProviderWire>, RemoteError> {
+        each: &mut (dyn FnMut(ProviderWire) + Send),
+    ) -> Result<(), RemoteError> {
         use futures::{StreamExt, TryStreamExt};
         let first = self.page(0).await?;
         let Some(total) = first.total_pages else {
-            return self.list_pages().await;
+            self.list_pages().await?.into_iter().for_each(each);
+            return Ok(());
         };
         // A remote's totalPages is not taken at its word beyond the bound.
         if total > MAX_LIST_PAGES as u64 {
             return Err(too_many_pages(BACKEND, MAX_LIST_PAGES));
         }
-        let mut all = first.items;
-        let rest: Vec<PageWire> = futures::stream::iter(1..total)
+        first.items.into_iter().for_each(&mut *each);
+        let mut rest = futures::stream::iter(1..total)
             .map(|page| self.page(page))
-            .buffered(concurrency.max(1))
-            .try_collect()
-            .await?;
-        for page in rest {
-            all.extend(page.items);
+            .buffered(concurrency.max(1));
+        while let Some(page) = rest.try_next().await? {
+            page.items.into_iter().for_each(&mut *each);
         }
-        Ok(all)
+        Ok(())
     }
 
     /// All providers, via `GET /securityproviders/page`, following pages until exhausted
@@ -377,9 +390,14 @@ fn coveo_config_mut(observed: &mut ObservedProvider) -> Option<&mut CoveoConfig>
 fn managed(providers: Vec<ProviderWire>) -> Vec<ObservedProvider> {
     providers
         .into_iter()
-        .filter(|p| p.id != EMAIL_SECURITY_PROVIDER)
+        .filter(is_managed)
         .map(observed_from_wire)
         .collect()
+}
+
+/// Whether the operator may manage the provider (Coveo's built-in email provider is not).
+fn is_managed(provider: &ProviderWire) -> bool {
+    provider.id != EMAIL_SECURITY_PROVIDER
 }
 
 #[async_trait]
@@ -463,9 +481,15 @@ impl BackendClient for CoveoClient {
         CoveoClient::verify_credentials(self).await
     }
 
-    async fn observe_all(&self) -> Result<Vec<ObservedProvider>, RemoteError> {
-        Ok(managed(
-            CoveoClient::list_concurrently(self, LIST_CONCURRENCY).await?,
-        ))
+    async fn observe_each(
+        &self,
+        each: &mut (dyn FnMut(ObservedProvider) + Send),
+    ) -> Result<(), RemoteError> {
+        let mut each_managed = |wire: ProviderWire| {
+            if is_managed(&wire) {
+                each(observed_from_wire(wire));
+            }
+        };
+        CoveoClient::list_each_concurrently(self, LIST_CONCURRENCY, &mut each_managed).await
     }
 }

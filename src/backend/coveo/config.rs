@@ -1,7 +1,7 @@
 //! Normalized configuration of a Coveo provider and its diff (pure).
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::api::security_provider::{CoveoProviderSpec, SecurityProvider};
 use crate::backend::ProviderConfig;
@@ -12,7 +12,7 @@ use super::*;
 /// needed": reference order is irrelevant, cascading providers are compared by id, masked
 /// values by the keyed hash recorded when they were last sent, schedules by the fields their
 /// frequency type uses, and server-managed fields are left out.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CoveoConfig {
     pub id: String,

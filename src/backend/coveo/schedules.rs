@@ -17,20 +17,20 @@ use crate::api::security_provider::{
 use crate::backend::{ObservedProvider, ProviderConfig};
 
 /// A schedule reduced to what a spec entry declares.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScheduleConfig {
     pub enabled: bool,
     #[serde(rename = "type")]
     pub frequency_type: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<i64>,
     /// (hour, minute), UTC.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hour_minute: Option<(i64, i64)>,
-    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub week_days: BTreeSet<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub month_day: Option<i64>,
 }
 

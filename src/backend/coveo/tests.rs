@@ -349,3 +349,23 @@ fn the_request_carries_the_values_and_nothing_else_shows_them() {
         "{error}"
     );
 }
+
+#[test]
+fn observed_providers_survive_the_snapshot_encoding() {
+    let mut samples = vec![observed_from_wire(serde_json::from_str(SEED_000_SAMPLE).unwrap())];
+    for status in ["ERROR", "CREATING", "PAUSED", "REFRESHING"] {
+        let json = format!(
+            r#"{{"id":"p","displayName":"P","type":"CUSTOM","nodeRequired":true,"caseSensitive":true,
+                "parameters":{{"a":{{"value":"1","sensitive":false}},"s":{{"value":"****","sensitive":true}}}},
+                "referencedBy":[{{"type":"SOURCE","id":"src-1"}}],
+                "cascadingSecurityProviders":{{"Email Security Provider":{{"type":"EMAIL","name":"Email Security Provider"}}}},
+                "currentStatus":{{"type":"{status}"}},
+                "statistics":{{"numberOfEntitiesByState":{{"UP_TO_DATE":3,"IN_ERROR":1}},"numberOfEntitiesInError":1,"totalNumberOfEntities":4}}}}"#
+        );
+        samples.push(observed_from_wire(serde_json::from_str(&json).unwrap()));
+    }
+    assert!(samples.iter().any(|o| o.health != RemoteHealth::Healthy));
+    samples
+        .iter()
+        .for_each(crate::backend::assert_survives_snapshot_encoding);
+}

@@ -352,21 +352,28 @@ fn statistics_from_wire(s: StatisticsWire) -> Statistics {
 
 /// Maps `currentStatus.type` to health. The set of values is open: unknown values count as
 /// healthy, so a new remote state never blocks a rollout.
+/// Condition reason: Coveo is still creating the provider.
+pub const REASON_REMOTE_CREATING: &str = "RemoteCreating";
+/// Condition reason: Coveo reports the provider in error.
+pub const REASON_REMOTE_ERROR: &str = "RemoteError";
+/// Condition reason: Coveo reports the provider disabled or paused.
+pub const REASON_REMOTE_SUSPENDED: &str = "RemoteSuspended";
+
 pub fn health_of(current: Option<&CurrentStatus>) -> RemoteHealth {
     let Some(current) = current else {
         return RemoteHealth::Healthy;
     };
     match current.status_type.as_str() {
         "CREATING" => RemoteHealth::Progressing {
-            reason: "RemoteCreating",
+            reason: REASON_REMOTE_CREATING,
             message: "Coveo is creating the provider".into(),
         },
         "ERROR" | "PAUSED_ON_ERROR" => RemoteHealth::Degraded {
-            reason: "RemoteError",
+            reason: REASON_REMOTE_ERROR,
             message: format!("Coveo reports the provider as {}", current.status_type),
         },
         "DISABLED" | "PAUSED" => RemoteHealth::Degraded {
-            reason: "RemoteSuspended",
+            reason: REASON_REMOTE_SUSPENDED,
             message: format!("Coveo reports the provider as {}", current.status_type),
         },
         _ => RemoteHealth::Healthy,

@@ -5,7 +5,7 @@ use crate::api::security_provider::{JitsudoProviderSpec, SecurityProvider};
 use crate::backend::ProviderConfig;
 
 /// The spec-owned part of a JITSudo identity provider. A missing `config` is `{}`.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JitsudoConfig {
     #[serde(rename = "displayName")]

@@ -118,22 +118,29 @@ pub fn observed_from_wire(wire: ProviderWire) -> ObservedProvider {
     }
 }
 
+/// Condition reason: JITSudo's last sync failed.
+pub const REASON_SYNC_FAILED: &str = "SyncFailed";
+/// Condition reason: JITSudo has not synchronised the provider yet.
+pub const REASON_SYNC_PENDING: &str = "SyncPending";
+/// Condition reason: JITSudo synchronises the provider for the first time.
+pub const REASON_SYNCING: &str = "Syncing";
+
 /// Health from `sync_status` (see the module docs).
 pub fn health_of(sync_status: &str, synced_before: bool, sync_error: Option<&str>) -> RemoteHealth {
     match sync_status {
         "failed" => RemoteHealth::Degraded {
-            reason: "SyncFailed",
+            reason: REASON_SYNC_FAILED,
             message: match sync_error {
                 Some(e) if !e.trim().is_empty() => format!("JITSudo sync failed: {e}"),
                 _ => "JITSudo sync failed without an error message".into(),
             },
         },
         "pending" => RemoteHealth::Progressing {
-            reason: "SyncPending",
+            reason: REASON_SYNC_PENDING,
             message: "JITSudo has not synchronised the provider yet".into(),
         },
         "syncing" if !synced_before => RemoteHealth::Progressing {
-            reason: "Syncing",
+            reason: REASON_SYNCING,
             message: "JITSudo is synchronising the provider for the first time".into(),
         },
         _ => RemoteHealth::Healthy,

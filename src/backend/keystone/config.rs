@@ -8,7 +8,7 @@ use crate::backend::ProviderConfig;
 
 /// The spec-owned part of a Keystone identity provider, normalized: a missing description is
 /// empty and remote ids are a set (Keystone does not keep their order meaningful).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KeystoneConfig {
     pub id: String,

@@ -221,3 +221,11 @@ fn tokens_are_replaced_a_minute_before_expiry() {
     assert!(!token("2026-11-23T10:00:59Z").fresh(now));
     assert!(!token("2026-11-23T09:00:00Z").fresh(now));
 }
+
+#[test]
+fn observed_providers_survive_the_snapshot_encoding() {
+    let one: OneWire = serde_json::from_str(SEED_004_SAMPLE).unwrap();
+    crate::backend::assert_survives_snapshot_encoding(&observed_from_wire(
+        one.identity_provider.unwrap(),
+    ));
+}
