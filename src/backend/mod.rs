@@ -81,9 +81,9 @@ impl ProviderConfig {
                 spec.coveo = Some(c.to_spec()?);
                 spec.display_name = (c.display_name != c.id).then(|| c.display_name.clone());
             }
-            ProviderConfig::Keystone(c) => spec.keystone = Some(c.to_spec()),
+            ProviderConfig::Keystone(c) => spec.keystone = Some(Box::new(c.to_spec())),
             // The name is the lookup key; export puts it in providerId (or metadata.name).
-            ProviderConfig::Jitsudo(c) => spec.jitsudo = Some(c.to_spec()?),
+            ProviderConfig::Jitsudo(c) => spec.jitsudo = Some(Box::new(c.to_spec()?)),
         }
         Ok(())
     }

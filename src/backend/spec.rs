@@ -77,7 +77,7 @@ mod tests {
     use super::*;
     use crate::api::SecurityProviderSpec;
     use crate::api::security_provider::{
-        CoveoProviderSpec, JitsudoProviderSpec, JitsudoProviderType, KeystoneProviderSpec,
+        CoveoProviderSpec, JitsudoProviderSpec, JitsudoProviderType,
     };
 
     fn provider(spec: SecurityProviderSpec) -> SecurityProvider {
@@ -111,7 +111,7 @@ mod tests {
         );
         let keystone = provider(SecurityProviderSpec {
             provider_id: Some("acme".into()),
-            keystone: Some(KeystoneProviderSpec::default()),
+            keystone: Some(Box::default()),
             ..spec()
         });
         let desired = desired_config(&keystone).unwrap();
@@ -122,11 +122,11 @@ mod tests {
         // JITSudo providers are found by name: displayName, else the provider id.
         let jitsudo = provider(SecurityProviderSpec {
             display_name: Some("Okta workforce".into()),
-            jitsudo: Some(JitsudoProviderSpec {
+            jitsudo: Some(Box::new(JitsudoProviderSpec {
                 provider_type: JitsudoProviderType::Okta,
                 config: None,
                 enabled: None,
-            }),
+            })),
             ..spec()
         });
         let desired = desired_config(&jitsudo).unwrap();

@@ -80,7 +80,9 @@ fn encode(observed: &ObservedProvider) -> Option<Box<[u8]>> {
 
 fn decode(entry: &[u8]) -> Option<ObservedProvider> {
     serde_json::from_slice(entry)
-        .inspect_err(|e| tracing::debug!(error = %e, "batch snapshot entry unreadable; reading directly"))
+        .inspect_err(
+            |e| tracing::debug!(error = %e, "batch snapshot entry unreadable; reading directly"),
+        )
         .ok()
 }
 
@@ -125,6 +127,8 @@ impl Slot {
 }
 
 /// What a lookup finds in a slot.
+// One lives for the length of a lookup: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Found {
     /// A snapshot young enough (maybe with a background list started).
     Usable(Option<ObservedProvider>),

@@ -127,9 +127,9 @@ fn remote_fields(prev: &SecurityProviderStatus, outcome: &Outcome) -> SecurityPr
             current_status: observed.state.current_status.clone(),
             last_refresh_operation: observed.state.last_refresh_operation.clone(),
             statistics: observed.state.statistics.clone(),
-            coveo: observed.state.coveo.clone(),
-            keystone: observed.state.keystone.clone(),
-            jitsudo: observed.state.jitsudo.clone(),
+            coveo: observed.state.coveo.clone().map(Box::new),
+            keystone: observed.state.keystone.clone().map(Box::new),
+            jitsudo: observed.state.jitsudo.clone().map(Box::new),
             ..Default::default()
         },
         None if transient_failure => SecurityProviderStatus {
@@ -158,14 +158,14 @@ fn remote_fields(prev: &SecurityProviderStatus, outcome: &Outcome) -> SecurityPr
 /// `status.coveo`: the schedules as observed and the hash of the secret values last sent;
 /// absent when both are.
 fn coveo_status(
-    observed: Option<CoveoStatus>,
+    observed: Option<Box<CoveoStatus>>,
     secrets_hash: Option<String>,
-) -> Option<CoveoStatus> {
+) -> Option<Box<CoveoStatus>> {
     let status = CoveoStatus {
         secrets_hash,
-        ..observed.unwrap_or_default()
+        ..observed.map(|b| *b).unwrap_or_default()
     };
-    (status != CoveoStatus::default()).then_some(status)
+    (status != CoveoStatus::default()).then(|| Box::new(status))
 }
 
 /// The conditions for an outcome, keeping transition times from `prev`.
@@ -662,7 +662,7 @@ mod tests {
             secrets_hash: Some("hmac-sha256:ab".into()),
             refresh_schedules: vec![schedule],
         };
-        assert_eq!(status.coveo.as_ref(), Some(&expected));
+        assert_eq!(status.coveo.as_deref(), Some(&expected));
         // The remote cannot be read for a moment: the last known schedules stay.
         let failed = Outcome {
             observed: None,
@@ -674,7 +674,7 @@ mod tests {
             ..outcome.clone()
         };
         let kept = compute_status(Some(&status), Some(1), &failed, now);
-        assert_eq!(kept.coveo, Some(expected));
+        assert_eq!(kept.coveo.as_deref(), Some(&expected));
         // Neither schedules nor secret values: no coveo block at all.
         let plain = compute_status(None, Some(1), &synced(None), now);
         assert_eq!(plain.coveo, None);

@@ -352,7 +352,9 @@ fn the_request_carries_the_values_and_nothing_else_shows_them() {
 
 #[test]
 fn observed_providers_survive_the_snapshot_encoding() {
-    let mut samples = vec![observed_from_wire(serde_json::from_str(SEED_000_SAMPLE).unwrap())];
+    let mut samples = vec![observed_from_wire(
+        serde_json::from_str(SEED_000_SAMPLE).unwrap(),
+    )];
     for status in ["ERROR", "CREATING", "PAUSED", "REFRESHING"] {
         let json = format!(
             r#"{{"id":"p","displayName":"P","type":"CUSTOM","nodeRequired":true,"caseSensitive":true,

@@ -120,7 +120,12 @@ fn tenant_mismatch_names_the_wrong_header() {
 
 #[test]
 fn observed_providers_survive_the_snapshot_encoding() {
-    for (status, error) in [("pending", "null"), ("failed", "\"bad issuer\""), ("syncing", "null"), ("synced", "null")] {
+    for (status, error) in [
+        ("pending", "null"),
+        ("failed", "\"bad issuer\""),
+        ("syncing", "null"),
+        ("synced", "null"),
+    ] {
         let json = format!(
             r#"{{"id":"0d5c7b1e-0000-4000-8000-000000000001","name":"aws","provider_type":"okta","config":{{"issuer":"https://x","nested":{{"a":[1,2]}}}},"enabled":false,"last_synced_at":null,"sync_status":"{status}","sync_error":{error}}}"#
         );
