@@ -47,22 +47,25 @@ struct ReadyLabels {
     ready: String,
 }
 
+/// Labels of the per-object series. Shared strings: the namespace and name of one object are
+/// allocated once for its entry in the state map and both of its gauges (at 10,000 objects
+/// separate copies were a good part of the metrics' 5 MiB), and backend names once per process.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ObjectLabels {
-    namespace: String,
-    name: String,
-    backend: String,
+    namespace: Arc<str>,
+    name: Arc<str>,
+    backend: Arc<str>,
 }
 
 /// What the gauges last showed of one SecurityProvider.
 #[derive(Clone, Debug, PartialEq)]
 struct ProviderState {
-    backend: String,
+    backend: Arc<str>,
     ready: bool,
     stalled: bool,
 }
 
-type Key = (String, String);
+type Key = (Arc<str>, Arc<str>);
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -90,8 +93,9 @@ pub struct Metrics {
     leader: Gauge,
     resident_memory: Gauge,
     provider_states: Mutex<HashMap<Key, ProviderState>>,
-    connection_backends: Mutex<HashMap<Key, String>>,
-    backends: Mutex<BTreeSet<String>>,
+    connection_backends: Mutex<HashMap<Key, Arc<str>>>,
+    /// Backend names seen, each allocated once.
+    backends: Mutex<BTreeSet<Arc<str>>>,
 }
 
 impl Default for Metrics {
@@ -105,14 +109,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn key(namespace: &str, name: &str) -> Key {
-    (namespace.to_owned(), name.to_owned())
+    (namespace.into(), name.into())
 }
 
-fn object_labels(key: &Key, backend: &str) -> ObjectLabels {
+/// The key of `map` equal to (namespace, name), shared, or a new one.
+fn shared_key<V>(map: &HashMap<Key, V>, namespace: &str, name: &str) -> Key {
+    let probe = key(namespace, name);
+    map.get_key_value(&probe)
+        .map_or(probe, |(shared, _)| shared.clone())
+}
+
+fn object_labels(key: &Key, backend: &Arc<str>) -> ObjectLabels {
     ObjectLabels {
         namespace: key.0.clone(),
         name: key.1.clone(),
-        backend: backend.to_owned(),
+        backend: backend.clone(),
     }
 }
 
@@ -252,9 +263,7 @@ impl Metrics {
             };
             let _ = self.rate_limit_waits.get_or_create(&labels);
             let _ = self.rate_limit_wait_seconds.get_or_create(&labels);
-            if lock(&self.backends).insert((*backend).to_owned()) {
-                self.zero_counts(backend);
-            }
+            self.backend_name(backend);
         }
     }
 
@@ -311,6 +320,20 @@ impl Metrics {
             .inc_by(waited.as_secs_f64());
     }
 
+    /// The backend's name, allocated once per process; its provider counts are exported
+    /// (at zero) from the first time it is seen.
+    fn backend_name(&self, backend: &str) -> Arc<str> {
+        let mut backends = lock(&self.backends);
+        if let Some(known) = backends.get(backend) {
+            return known.clone();
+        }
+        let name: Arc<str> = backend.into();
+        backends.insert(name.clone());
+        drop(backends);
+        self.zero_counts(backend);
+        name
+    }
+
     /// Records the Ready and Stalled state of a SecurityProvider.
     pub fn provider_observed(
         &self,
@@ -320,13 +343,14 @@ impl Metrics {
         ready: bool,
         stalled: bool,
     ) {
-        let key = key(namespace, name);
+        let backend = self.backend_name(backend);
+        let mut states = lock(&self.provider_states);
+        let key = shared_key(&states, namespace, name);
         let state = ProviderState {
-            backend: backend.to_owned(),
+            backend: backend.clone(),
             ready,
             stalled,
         };
-        let mut states = lock(&self.provider_states);
         if let Some(old) = states.get(&key)
             && old.backend != backend
         {
@@ -335,20 +359,17 @@ impl Metrics {
             self.provider_stalled
                 .remove(&object_labels(&key, &old.backend));
         }
-        let labels = object_labels(&key, backend);
+        let labels = object_labels(&key, &backend);
         self.provider_ready
             .get_or_create(&labels)
             .set(i64::from(ready));
         self.provider_stalled
             .get_or_create(&labels)
             .set(i64::from(stalled));
-        if lock(&self.backends).insert(backend.to_owned()) {
-            self.zero_counts(backend);
-        }
         if let Some(old) = states.insert(key, state) {
             self.count_provider(&old.backend, old.ready, -1);
         }
-        self.count_provider(backend, ready, 1);
+        self.count_provider(&backend, ready, 1);
     }
 
     /// Forgets a SecurityProvider that is gone: every series that named it, and its count.
@@ -387,17 +408,18 @@ impl Metrics {
 
     /// Records the Ready state of a ProviderConnection.
     pub fn connection_observed(&self, namespace: &str, name: &str, backend: &str, ready: bool) {
-        let key = key(namespace, name);
+        let backend = self.backend_name(backend);
         let mut backends = lock(&self.connection_backends);
+        let key = shared_key(&backends, namespace, name);
         if let Some(old) = backends.get(&key)
-            && old != backend
+            && *old != backend
         {
             self.connection_ready.remove(&object_labels(&key, old));
         }
         self.connection_ready
-            .get_or_create(&object_labels(&key, backend))
+            .get_or_create(&object_labels(&key, &backend))
             .set(i64::from(ready));
-        backends.insert(key, backend.to_owned());
+        backends.insert(key, backend);
     }
 
     /// Forgets a ProviderConnection that is gone.
