@@ -21,7 +21,7 @@ use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -29,6 +29,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::context::Context;
+use super::fingerprints::Fingerprints;
 use crate::api::{FINALIZER, IN_USE_FINALIZER, ProviderConnection, SecurityProvider};
 use crate::backend::secret_refs;
 use crate::error::Error;
@@ -408,19 +409,23 @@ pub fn connection_watcher(
 pub fn provider_watcher(
     triggers: Triggers,
 ) -> impl FnMut(&Result<watcher::Event<SecurityProvider>, watcher::Error>) {
-    let mut needs: HashMap<ObjectRef<SecurityProvider>, (String, bool)> = HashMap::new();
+    let mut needs = Fingerprints::default();
     move |event| {
         let namespace = match event {
             Ok(watcher::Event::Apply(sp) | watcher::Event::InitApply(sp)) => {
-                let need = (sp.spec.connection_ref.clone(), needs_connection(sp));
-                let previous = needs.insert(ObjectRef::from_obj(sp), need.clone());
-                (previous != Some(need)).then(|| sp.namespace()).flatten()
+                let need = needs.hash(&(&sp.spec.connection_ref, needs_connection(sp)));
+                needs.changed(sp.meta(), need).then(|| sp.namespace()).flatten()
             }
             Ok(watcher::Event::Delete(sp)) => {
-                needs.remove(&ObjectRef::from_obj(sp));
+                needs.forget(sp.meta());
                 sp.namespace()
             }
+            Ok(watcher::Event::Init) => {
+                needs.list_started();
+                None
+            }
             Ok(watcher::Event::InitDone) => {
+                needs.list_done();
                 let _ = triggers.unbounded_send(Trigger::All);
                 None
             }
