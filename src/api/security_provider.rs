@@ -1,4 +1,5 @@
 //! `SecurityProvider`: one security identity provider in a remote system.
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use super::common::PATH_SEGMENT_RULE;
@@ -603,13 +604,95 @@ pub struct LastRefreshOperation {
 pub struct Statistics {
     /// Identities per state (`UP_TO_DATE`, `NOT_UPDATED`, `OUT_OF_DATE`, `IN_ERROR`, `DISABLED`).
     #[serde(default)]
-    pub number_of_entities_by_state: BTreeMap<String, i64>,
+    pub number_of_entities_by_state: CountsByState,
     /// Identities in error.
     #[serde(default)]
     pub number_of_entities_in_error: i64,
     /// All identities of the provider.
     #[serde(default)]
     pub total_number_of_entities: i64,
+}
+
+/// Counts by state name, sorted by name: what a `BTreeMap<String, i64>` holds (and the same
+/// JSON and schema), in one small allocation. A one- to five-entry `BTreeMap` allocates a whole
+/// node of about 370 bytes plus a string per key; every cached SecurityProvider holds one
+/// (5 MiB at 10,000 providers in the heap profile). Coveo's state names are not allocated.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct CountsByState(Vec<(Cow<'static, str>, i64)>);
+
+/// The states Coveo reports.
+const COVEO_STATES: [&str; 5] = [
+    "UP_TO_DATE",
+    "NOT_UPDATED",
+    "OUT_OF_DATE",
+    "IN_ERROR",
+    "DISABLED",
+];
+
+impl CountsByState {
+    /// The count of `state`.
+    pub fn get(&self, state: &str) -> Option<i64> {
+        self.0
+            .binary_search_by(|(s, _)| s.as_ref().cmp(state))
+            .ok()
+            .map(|i| self.0[i].1)
+    }
+
+    /// The counts, by state name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.0.iter().map(|(s, n)| (s.as_ref(), *n))
+    }
+
+    /// Whether no state is counted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<(String, i64)> for CountsByState {
+    /// Sorted by state; a repeated state keeps its last count (as a map would).
+    fn from_iter<I: IntoIterator<Item = (String, i64)>>(iter: I) -> Self {
+        let sorted: BTreeMap<String, i64> = iter.into_iter().collect();
+        let mut counts: Vec<_> = sorted
+            .into_iter()
+            .map(|(state, n)| {
+                let name = match COVEO_STATES.iter().find(|known| **known == state) {
+                    Some(known) => Cow::Borrowed(*known),
+                    None => Cow::Owned(state),
+                };
+                (name, n)
+            })
+            .collect();
+        counts.shrink_to_fit();
+        CountsByState(counts)
+    }
+}
+
+impl Serialize for CountsByState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for CountsByState {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<String, i64>::deserialize(deserializer)?;
+        Ok(map.into_iter().collect())
+    }
+}
+
+impl JsonSchema for CountsByState {
+    fn schema_name() -> Cow<'static, str> {
+        BTreeMap::<String, i64>::schema_name()
+    }
+
+    fn inline_schema() -> bool {
+        BTreeMap::<String, i64>::inline_schema()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        BTreeMap::<String, i64>::json_schema(generator)
+    }
 }
 
 /// Coveo-specific observed state.
@@ -751,5 +834,28 @@ mod size_tests {
     fn a_cached_security_provider_fits_a_one_kib_allocation() {
         let size = std::mem::size_of::<SecurityProvider>();
         assert!(size <= 1008, "SecurityProvider is {size} bytes inline");
+    }
+}
+
+#[cfg(test)]
+mod counts_tests {
+    use super::CountsByState;
+
+    #[test]
+    fn counts_by_state_read_and_write_as_a_sorted_map() {
+        let json = r#"{"UP_TO_DATE":3,"IN_ERROR":1,"SOMETHING_NEW":7,"DISABLED":0}"#;
+        let counts: CountsByState = serde_json::from_str(json).unwrap();
+        assert_eq!(counts.get("UP_TO_DATE"), Some(3));
+        assert_eq!(counts.get("SOMETHING_NEW"), Some(7));
+        assert_eq!(counts.get("OUT_OF_DATE"), None);
+        assert_eq!(
+            serde_json::to_string(&counts).unwrap(),
+            r#"{"DISABLED":0,"IN_ERROR":1,"SOMETHING_NEW":7,"UP_TO_DATE":3}"#
+        );
+        let repeated: CountsByState = [("A".to_owned(), 1), ("A".to_owned(), 2)]
+            .into_iter()
+            .collect();
+        assert_eq!(repeated.iter().collect::<Vec<_>>(), vec![("A", 2)]);
+        assert!(CountsByState::default().is_empty());
     }
 }

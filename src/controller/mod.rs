@@ -71,10 +71,13 @@ fn strip<K: Resource>(obj: &mut K) {
 }
 
 /// [`strip`], plus every annotation the controller does not read (only `secprov.dev/*` ones
-/// steer it): with thousands of providers, tool annotations (Argo CD tracking, Helm, kubectl)
-/// would otherwise be a good part of the cache.
+/// steer it) and the labels (a shard's selector is applied by the API server, and nothing
+/// reads them from the cache): with thousands of providers, tool metadata (Argo CD tracking,
+/// Helm, kustomize, kubectl) would otherwise be a good part of the cache, and a map of even
+/// one label allocates a whole node of about 560 bytes.
 fn strip_provider(sp: &mut SecurityProvider) {
     strip(sp);
+    sp.metadata.labels = None;
     if let Some(annotations) = sp.metadata.annotations.as_mut() {
         annotations.retain(|k, _| k.starts_with("secprov.dev/"));
         if annotations.is_empty() {
@@ -437,6 +440,7 @@ mod strip_tests {
             "kind": "SecurityProvider",
             "metadata": {
                 "name": "p",
+                "labels": {"app.kubernetes.io/instance": "idp", "sharding.secprov.dev/key": "a"},
                 "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
                 "annotations": {
                     "kubectl.kubernetes.io/last-applied-configuration": "{}",
@@ -450,6 +454,7 @@ mod strip_tests {
         .unwrap();
         strip_provider(&mut sp);
         assert!(sp.metadata.managed_fields.is_none());
+        assert!(sp.metadata.labels.is_none());
         assert_eq!(
             sp.annotations().keys().collect::<Vec<_>>(),
             vec!["secprov.dev/paused"]

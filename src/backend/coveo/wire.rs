@@ -344,7 +344,7 @@ fn statistics_from_wire(s: StatisticsWire) -> Statistics {
                 .fold(0i64, |sum, n| sum.saturating_add(*n))
         });
     Statistics {
-        number_of_entities_by_state: s.number_of_entities_by_state,
+        number_of_entities_by_state: s.number_of_entities_by_state.into_iter().collect(),
         number_of_entities_in_error: in_error,
         total_number_of_entities: total,
     }
