@@ -17,7 +17,8 @@ fi
 N="${PROFILE_N:-10000}"
 out=target/profile
 mkdir -p "$out"
-cargo build --locked --profile profiling --bin secprov-operator
+# The system allocator: heaptrack follows malloc, not jemalloc (the default feature).
+cargo build --locked --profile profiling --no-default-features --bin secprov-operator
 cargo bench --locked --bench operator --no-run
 
 fifo="$(mktemp -u /tmp/heaptrack.XXXXXX)"
@@ -25,7 +26,7 @@ mkfifo "$fifo"
 /usr/lib/heaptrack/libexec/heaptrack_interpret <"$fifo" | zstd -q -c >"$out/heaptrack-$N.zst" &
 interpreter=$!
 # A bench that fails before it starts the operator leaves the interpreter waiting on the pipe.
-trap 'pkill -f heaptrack_interpret 2>/dev/null || true; rm -f "$fifo"' EXIT
+trap 'kill "$interpreter" 2>/dev/null || true; rm -f "$fifo"' EXIT
 
 BENCH_OPERATOR="$PWD/target/profiling/secprov-operator" BENCH_HEAPTRACK="$fifo" \
   cargo bench --locked --bench operator -- --n="$N" --latency-ms="${PROFILE_LATENCY_MS:-0}" \
