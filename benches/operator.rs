@@ -182,6 +182,32 @@ fn sp_writes(d: &BTreeMap<String, u64>) -> u64 {
         .sum()
 }
 
+/// CPU time (user + system) a process has used, seconds; 0 when it cannot be read.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces): state is the first, utime
+    // and stime the 12th and 13th; in clock ticks of 1/100 s on Linux.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// CPU seconds used so far by the bench control plane's kube-apiserver and etcd.
+fn control_plane_cpu() -> (f64, f64) {
+    let dir = repo().join("target/bench-controlplane");
+    let of = |name: &str| {
+        std::fs::read_to_string(dir.join(format!("{name}.pid")))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .map_or(0.0, cpu_seconds)
+    };
+    (of("apiserver"), of("etcd"))
+}
+
 /// VmRSS and VmHWM of a process, KiB.
 fn rss(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -702,6 +728,7 @@ spec:
     let writes0 = apiserver_writes(&kubeconfig);
     let sim0 = sim_snapshot(&sim);
     let load0 = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let cpu0 = control_plane_cpu();
     let start_all = |args: &Args| -> Vec<Operator> {
         (0..args.shards)
             .map(|s| {
@@ -733,6 +760,8 @@ spec:
     memory.sample(&ops);
     let ready_now = *ready.rx.borrow();
     eprintln!("    {ready_now}/{} Ready after {converge:.1?}", args.n);
+    let cpu1 = control_plane_cpu();
+    let operator_cpu: f64 = ops.iter().map(|op| cpu_seconds(op.child.id())).sum();
     let writes1 = apiserver_writes(&kubeconfig);
     let sim1 = sim_snapshot(&sim);
     let conv_writes = delta(&writes1, &writes0);
@@ -863,6 +892,15 @@ spec:
                 "{:.2} {:?}",
                 sp_writes(&conv_writes) as f64 / n,
                 conv_writes
+            ),
+        ),
+        (
+            "CPU while converging, core-seconds: kube-apiserver / etcd / operator(s)".into(),
+            format!(
+                "{:.1} / {:.1} / {operator_cpu:.1} ({:.1} ms of kube-apiserver per API-server write, events included)",
+                cpu1.0 - cpu0.0,
+                cpu1.1 - cpu0.1,
+                1000.0 * (cpu1.0 - cpu0.0) / conv_writes.values().sum::<u64>().max(1) as f64,
             ),
         ),
         (

@@ -85,7 +85,7 @@ def load(path):
 COMPONENTS = [
     ("batch snapshots (controller/snapshot.rs)", r"\(snapshot\.rs\)"),
     ("Events (controller/events.rs)", r"\(events\.rs\)"),
-    ("per-object maps of the Context (controller/context.rs)", r"\(context\.rs\)"),
+    ("per-object maps of the Context (controller/context.rs; also tokio's own context.rs: spawned tasks)", r"\(context\.rs\)"),
     ("metrics series (metrics.rs, prometheus-client)", r"\(metrics\.rs\)|\(family\.rs\)"),
     ("Secret usage tracking (controller/usage.rs)", r"\(usage\.rs\)"),
     ("trigger fingerprints (controller/fingerprints.rs; kube-runtime predicate_filter before)",

@@ -78,6 +78,14 @@ fn strip<K: Resource>(obj: &mut K) {
 fn strip_provider(sp: &mut SecurityProvider) {
     strip(sp);
     sp.metadata.labels = None;
+    // Decoded lists grow by doubling: two conditions sit in room for four (512 bytes instead
+    // of 256), one finalizer in room for four.
+    if let Some(status) = sp.status.as_mut() {
+        status.conditions.shrink_to_fit();
+    }
+    if let Some(finalizers) = sp.metadata.finalizers.as_mut() {
+        finalizers.shrink_to_fit();
+    }
     if let Some(annotations) = sp.metadata.annotations.as_mut() {
         annotations.retain(|k, _| k.starts_with("secprov.dev/"));
         if annotations.is_empty() {
@@ -485,6 +493,7 @@ mod strip_tests {
         .unwrap();
         strip_provider(&mut sp);
         assert!(sp.metadata.managed_fields.is_none());
+        assert_eq!(sp.metadata.finalizers.as_ref().map(Vec::capacity), Some(1));
         assert!(sp.metadata.labels.is_none());
         assert_eq!(
             sp.annotations().keys().collect::<Vec<_>>(),
