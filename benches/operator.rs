@@ -192,7 +192,12 @@ fn cpu_seconds(pid: u32) -> f64 {
         .map_or("", |(_, rest)| rest)
         .split_whitespace()
         .collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
@@ -208,18 +213,20 @@ fn control_plane_cpu() -> (f64, f64) {
     (of("apiserver"), of("etcd"))
 }
 
+/// A field of /proc/PID/status, KiB.
+fn status_kib(pid: u32, name: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// VmRSS and VmHWM of a process, KiB.
 fn rss(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    (status_kib(pid, "VmRSS:"), status_kib(pid, "VmHWM:"))
 }
 
 fn mib(kib: u64) -> String {
@@ -424,6 +431,8 @@ impl Drop for ReadyCounter {
 struct Memory {
     peak_kib: Vec<u64>,
     quiet: Vec<Vec<u64>>,
+    /// The latest RssAnon and RssFile in the quiet window.
+    split: Vec<(u64, u64)>,
     in_quiet: bool,
 }
 
@@ -432,6 +441,7 @@ impl Memory {
         Memory {
             peak_kib: vec![0; ops.len()],
             quiet: vec![Vec::new(); ops.len()],
+            split: vec![(0, 0); ops.len()],
             in_quiet: false,
         }
     }
@@ -442,6 +452,8 @@ impl Memory {
             self.peak_kib[i] = self.peak_kib[i].max(hwm);
             if self.in_quiet {
                 self.quiet[i].push(now);
+                let pid = op.child.id();
+                self.split[i] = (status_kib(pid, "RssAnon:"), status_kib(pid, "RssFile:"));
             }
         }
     }
@@ -464,6 +476,13 @@ impl Memory {
 
     fn peak(&self) -> String {
         Memory::show(&self.peak_kib)
+    }
+
+    /// The steady RSS split: anonymous (heap, stacks, allocator) / file-backed (the binary).
+    fn split(&self) -> String {
+        let anon: Vec<u64> = self.split.iter().map(|s| s.0).collect();
+        let file: Vec<u64> = self.split.iter().map(|s| s.1).collect();
+        format!("{} / {}", Memory::show(&anon), Memory::show(&file))
     }
 
     /// RSS at the end of the quiet window (the largest sample of the window in brackets).
@@ -917,6 +936,10 @@ spec:
         (
             "steady RSS (end of quiet window; max in window)".into(),
             memory.steady(),
+        ),
+        (
+            "steady RSS: anonymous (heap, stacks) / file-backed (the binary's pages)".into(),
+            memory.split(),
         ),
         (
             format!(

@@ -12,8 +12,8 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::runtime::watcher;
 use kube::Resource;
+use kube::runtime::watcher;
 
 /// The last fingerprint seen per object, forgotten on delete; after a (re)list, objects the
 /// list did not show (deleted while the watch was down) are forgotten too.
@@ -41,8 +41,7 @@ impl Default for Fingerprints {
 
 impl Fingerprints {
     fn identity(&self, meta: &ObjectMeta) -> u64 {
-        self.keys
-            .hash_one((&meta.namespace, &meta.name, &meta.uid))
+        self.keys.hash_one((&meta.namespace, &meta.name, &meta.uid))
     }
 
     /// Records `fingerprint` for the object; true when it differs from the recorded one or
@@ -142,14 +141,20 @@ mod tests {
         let apply = |sp| watcher::Event::Apply(sp);
         assert!(prints.follow(&apply(sp("a", "u1", 1)), generation));
         assert!(!prints.follow(&apply(sp("a", "u1", 1)), generation));
-        assert!(prints.follow(&apply(sp("b", "u2", 1)), generation), "another object");
+        assert!(
+            prints.follow(&apply(sp("b", "u2", 1)), generation),
+            "another object"
+        );
         assert!(prints.follow(&apply(sp("a", "u1", 2)), generation));
         // The same name with another uid is another object.
         assert!(prints.follow(&apply(sp("a", "u3", 2)), generation));
         assert_eq!(prints.len(), 3);
         assert!(prints.follow(&watcher::Event::Delete(sp("a", "u1", 2)), generation));
         assert_eq!(prints.len(), 2);
-        assert!(prints.follow(&apply(sp("a", "u1", 2)), generation), "forgotten");
+        assert!(
+            prints.follow(&apply(sp("a", "u1", 2)), generation),
+            "forgotten"
+        );
     }
 
     #[test]

@@ -414,7 +414,10 @@ pub fn provider_watcher(
         let namespace = match event {
             Ok(watcher::Event::Apply(sp) | watcher::Event::InitApply(sp)) => {
                 let need = needs.hash(&(&sp.spec.connection_ref, needs_connection(sp)));
-                needs.changed(sp.meta(), need).then(|| sp.namespace()).flatten()
+                needs
+                    .changed(sp.meta(), need)
+                    .then(|| sp.namespace())
+                    .flatten()
             }
             Ok(watcher::Event::Delete(sp)) => {
                 needs.forget(sp.meta());

@@ -49,7 +49,10 @@ fn seed_sample_parses_into_status_fields() {
     assert_eq!(observed.remote_id, "mypushsourcesecurityidentityprovider");
     let stats = observed.state.statistics.unwrap();
     assert_eq!(stats.total_number_of_entities, 10);
-    assert_eq!(stats.number_of_entities_by_state.get("UP_TO_DATE"), Some(10));
+    assert_eq!(
+        stats.number_of_entities_by_state.get("UP_TO_DATE"),
+        Some(10)
+    );
     let op = observed.state.last_refresh_operation.unwrap();
     assert_eq!(op.timestamp.as_deref(), Some("2017-12-11T16:02:08.699Z"));
     assert_eq!(op.operation_type.as_deref(), Some("SECURITY_CACHE_REFRESH"));
