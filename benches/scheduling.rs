@@ -87,7 +87,7 @@ impl ProviderBackend for Remote {
         let pages = (ids.len() as u64).div_ceil(PAGE).max(1);
         self.requests.fetch_add(pages, Ordering::Relaxed);
         self.list_requests.fetch_add(pages, Ordering::Relaxed);
-        // First page, then the others LIST_CONCURRENCY at a time (CoveoClient::observe_all).
+        // First page, then the others LIST_CONCURRENCY at a time (CoveoClient::list_each_concurrently).
         let rounds = 1 + (pages - 1).div_ceil(secprov::backend::coveo::LIST_CONCURRENCY as u64);
         tokio::time::sleep(self.l * rounds as u32).await;
         Ok(ids.iter().map(|id| observed(id)).collect())

@@ -289,20 +289,9 @@ impl CoveoClient {
 
     /// All providers like [`Self::list`], but once the first page tells how many there are,
     /// the others are fetched `concurrency` at a time: a resync snapshot of 10,000 providers
-    /// takes about 101 / concurrency round trips instead of 101, and the reconciles waiting
-    /// for it wait that much less. Same requests, same pages.
-    pub async fn list_concurrently(
-        &self,
-        concurrency: usize,
-    ) -> Result<Vec<ProviderWire>, RemoteError> {
-        let mut all = Vec::new();
-        self.list_each_concurrently(concurrency, &mut |p| all.push(p))
-            .await?;
-        Ok(all)
-    }
-
-    /// Like [`Self::list_concurrently`], handing each provider to `each` as its page arrives
-    /// (in page order), so that no list of the whole organization is held.
+    /// takes about 101 / concurrency round trips instead of 101. Same requests, same pages.
+    /// Each provider is handed to `each` as its page arrives (in page order), so that no list
+    /// of the whole organization is held.
     pub async fn list_each_concurrently(
         &self,
         concurrency: usize,

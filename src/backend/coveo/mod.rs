@@ -23,7 +23,7 @@ pub const INVALID_CONFIGURATION: &str = "SECURITY_PROVIDER_INVALID_CONFIGURATION
 pub const EMAIL_SECURITY_PROVIDER: &str = "Email Security Provider";
 /// Page size for listing; Coveo's default and a safe maximum.
 pub const LIST_PAGE_SIZE: usize = 100;
-/// Pages fetched at once by [`CoveoClient::list_concurrently`] (the connection's rate limit
+/// Pages fetched at once by [`CoveoClient::list_each_concurrently`] (the connection's rate limit
 /// and concurrency cap still apply).
 pub const LIST_CONCURRENCY: usize = 8;
 /// Safety bound on pages when listing (100,000 providers); a remote announcing or serving more
