@@ -58,8 +58,10 @@ pub struct RunArgs {
     /// replicas can run with one active (deploy/ turns it on).
     #[arg(long, env = "SECPROV_LEADER_ELECTION")]
     pub leader_election: bool,
-    /// Namespace of the Lease (default: POD_NAMESPACE, the in-cluster namespace, --namespace,
-    /// then `default`).
+    /// Namespace of the Lease, and of the claims (one Lease per managed remote provider, so
+    /// at most one SecurityProvider manages it; every replica and shard of one installation
+    /// must share it). Default: POD_NAMESPACE, the in-cluster namespace, --namespace, then
+    /// `default`.
     #[arg(long, env = "SECPROV_LEADER_ELECTION_NAMESPACE")]
     pub leader_election_namespace: Option<String>,
     /// Name of the Lease (default: `secprov-operator`, or with --watch-label-selector
@@ -119,6 +121,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         label_selector,
         connection_concurrency: args.connection_concurrency,
         reconcile_timeout: args.reconcile_timeout,
+        claims_namespace: lease_namespace(&args),
         ..Settings::default()
     };
     let shutdown = shutdown_signal().boxed().shared();

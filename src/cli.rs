@@ -18,7 +18,7 @@ use crate::backend::ObservedProvider;
 use crate::backend::ProviderConfig;
 use crate::backend::{check_backend_match, connect_from_api, resolve_desired};
 use crate::controller::handle::ConnectionHandle;
-use crate::controller::observe::{Apis, Observation, observe_and_plan};
+use crate::controller::observe::{Apis, Managers, Observation, observe_and_plan};
 use crate::controller::ownership;
 use crate::controller::plan::Plan;
 use crate::controller::snapshot::Snapshots;
@@ -309,9 +309,10 @@ async fn plan_one(
     let snapshots = Snapshots::new(Duration::ZERO);
     let handle = ConnectionHandle::new(Arc::new(connection), backend, &snapshots);
     let cluster = Api::<SecurityProvider>::all(client.clone());
+    // A plan claims nothing: other managers come from one LIST.
     let apis = Apis {
         namespace: &api,
-        cluster: &cluster,
+        managers: Managers::Listed(&cluster),
     };
     let (observation, decision) = observe_and_plan(&sp, desired, &handle, apis, false).await?;
     Ok(plan_line(object.to_owned(), &observation, decision))

@@ -92,6 +92,11 @@ pub enum Error {
         namespace: String,
     },
 
+    /// The claim on a remote provider (see `controller::claims`) kept changing hands while
+    /// this object tried to take it; retried with backoff.
+    #[error("{0}")]
+    ClaimContested(String),
+
     /// A step was asked to do something its invariants forbid (a bug, not a user error).
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -125,6 +130,7 @@ impl Error {
             Error::CleanupDeferred(_) => "WaitingForPendingCreate",
             Error::Paused(_) => "ReconcilePaused",
             Error::CleanupBlocked { .. } => "CleanupBlocked",
+            Error::ClaimContested(_) => "ClaimContested",
             Error::Internal(_) => "InternalError",
             Error::Kube(_) => "KubernetesApiError",
         }
@@ -149,6 +155,7 @@ impl Error {
             Error::Remote(e) => e.kind.is_terminal(),
             Error::RemoteChanged(_)
             | Error::CleanupDeferred(_)
+            | Error::ClaimContested(_)
             | Error::Internal(_)
             | Error::Kube(_) => false,
         }

@@ -3,6 +3,7 @@
 
 pub mod common;
 pub mod provider_connection;
+pub mod remote_system;
 pub mod security_provider;
 
 pub use common::{ConditionStatus, SecretKeyRef};
@@ -28,6 +29,11 @@ pub const PAUSED_ANNOTATION: &str = "secprov.dev/paused";
 /// status. If the operator dies in between, the next reconcile knows the provider it finds is
 /// its own (not someone else's) and adopts it instead of creating a second one.
 pub const CREATE_PENDING_ANNOTATION: &str = "secprov.dev/create-pending";
+/// Annotation that confirms a change of remote system: when status.remoteId was recorded in
+/// another remote system than the connection reaches now, nothing is created or adopted in the
+/// new one until this annotation names the new system exactly as the `RemoteSystemChanged`
+/// condition shows it. The provider in the old system is left there (status.leftBehind).
+pub const REMOTE_SYSTEM_CHANGE_ANNOTATION: &str = "secprov.dev/remote-system-change";
 /// Field manager of every write.
 pub const FIELD_MANAGER: &str = "secprov-operator";
 

@@ -291,10 +291,11 @@ impl ProviderConnection {
             (None, None, Some(j)) => (j.endpoint.as_str(), j.tenant_id.as_str()),
             _ => return None,
         };
-        Some(super::security_provider::Ownership {
+        let recorded = super::security_provider::Ownership {
             connection_uid: self.metadata.uid.clone().unwrap_or_default(),
-            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            endpoint: endpoint.to_owned(),
             scope: scope.to_owned(),
-        })
+        };
+        Some(recorded.canonical())
     }
 }

@@ -511,6 +511,12 @@ pub struct SecurityProviderStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ownership: Option<Ownership>,
 
+    /// A provider this object managed in another remote system and left there, not deleted,
+    /// when its connection was pointed at a new system and the change was confirmed with the
+    /// `secprov.dev/remote-system-change` annotation. Nothing manages it any more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_behind: Option<Box<LeftBehind>>,
+
     /// Current activity of the remote provider (Coveo `currentStatus`; for Keystone
     /// `ENABLED`/`DISABLED`; for JITSudo the `sync_status`, upper-cased).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -542,6 +548,17 @@ pub struct SecurityProviderStatus {
     pub last_handled_refresh_at: Option<String>,
 }
 
+/// A remote provider left in the remote system an object managed it in before its connection
+/// was pointed elsewhere.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LeftBehind {
+    /// Its id in that system.
+    pub remote_id: String,
+    /// The remote system (canonical endpoint, and organization or tenant in parentheses).
+    pub system: String,
+}
+
 /// Which remote system an owned provider id belongs to: the same id in another organization,
 /// tenant or cloud is a different provider.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
@@ -561,9 +578,27 @@ impl Ownership {
     /// Whether `self` and `other` name the same remote system (endpoint and organization or
     /// tenant). The connection uid is not compared: recreating a connection to the same
     /// system keeps ownership, pointing it at another organization does not.
+    /// Both sides are read through [`remote_system`](super::remote_system)'s normalization, so
+    /// values recorded by an earlier version (as the user spelled them) still match.
     pub fn same_remote_system(&self, other: &Ownership) -> bool {
-        self.endpoint.trim_end_matches('/') == other.endpoint.trim_end_matches('/')
-            && self.scope == other.scope
+        self.system_key() == other.system_key()
+    }
+
+    /// The canonical `endpoint` and `scope` this ownership names, one string: what claims are
+    /// keyed by and what messages show.
+    pub fn system_key(&self) -> String {
+        let endpoint = super::remote_system::canonical_endpoint(&self.endpoint);
+        match super::remote_system::canonical_scope(&self.scope) {
+            scope if scope.is_empty() => endpoint,
+            scope => format!("{endpoint} ({scope})"),
+        }
+    }
+
+    /// This ownership with endpoint and scope in canonical form (what status records).
+    pub fn canonical(mut self) -> Ownership {
+        self.endpoint = super::remote_system::canonical_endpoint(&self.endpoint);
+        self.scope = super::remote_system::canonical_scope(&self.scope);
+        self
     }
 }
 
@@ -819,6 +854,19 @@ mod ownership_tests {
         let before = ownership("u1", "https://platform.cloud.coveo.com/", "org");
         let after = ownership("u2", "https://platform.cloud.coveo.com", "org");
         assert!(before.same_remote_system(&after));
+    }
+
+    #[test]
+    fn values_recorded_as_spelled_by_an_earlier_version_match_their_canonical_form() {
+        // An earlier version recorded the endpoint as the user wrote it (minus a trailing /).
+        let stored = ownership("u1", "https://IAM.example:443/v3", "");
+        let respelled = ownership("u1", "https://iam.example/", "").canonical();
+        assert_eq!(respelled.endpoint, "https://iam.example");
+        assert!(stored.same_remote_system(&respelled));
+        let tenant = ownership("u1", "https://api.jitsudo.io", "2489E9AD-2EE2-4E00-8EC9-32D5F69181C0");
+        let lower = ownership("u1", "https://api.jitsudo.io/", "2489e9ad-2ee2-4e00-8ec9-32d5f69181c0");
+        assert!(tenant.same_remote_system(&lower));
+        assert_eq!(tenant.system_key(), lower.canonical().system_key());
     }
 }
 

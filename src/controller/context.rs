@@ -46,6 +46,9 @@ pub struct Settings {
     pub connection_concurrency: u16,
     /// Longest a reconcile's remote work may take, retries included.
     pub reconcile_timeout: Duration,
+    /// Namespace of the claims (one Lease per managed remote provider, see
+    /// [`super::claims`]): the operator's own, shared by every shard and replica.
+    pub claims_namespace: String,
 }
 
 impl Settings {
@@ -72,6 +75,7 @@ impl Default for Settings {
             label_selector: None,
             connection_concurrency: 0,
             reconcile_timeout: Duration::from_secs(120),
+            claims_namespace: "default".into(),
         }
     }
 }
@@ -108,6 +112,10 @@ pub struct Context {
     connection_changes_rx: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<ProviderConnection>>>>,
     /// Each connection's share of the reconcile slots (see [`Context::connection_slot`]).
     connection_slots: Mutex<HashMap<ObjectRef<ProviderConnection>, Arc<Semaphore>>>,
+    /// At most one owner per remote provider (see [`super::claims`]). None only in the
+    /// reconcile's unit tests, whose mocked API has no Leases: they find other managers with
+    /// the LIST `secprov-operator plan` uses.
+    pub claims: Option<super::claims::Claims>,
 }
 
 /// The connection already runs its share of reconciles: requeue instead of waiting in a slot.
@@ -134,6 +142,7 @@ impl Context {
             connection_changes,
             connection_changes_rx: Mutex::new(Some(rx)),
             connection_slots: Mutex::new(HashMap::new()),
+            claims: None,
             recorder,
             metrics,
             clients: ClientCache::default(),
@@ -319,8 +328,20 @@ impl Context {
             .insert(object.clone())
     }
 
+    /// How an observation finds other managers of a remote provider: the claims, or (unit
+    /// tests) a LIST of the SecurityProviders this controller may see.
+    pub fn managers<'a>(
+        &'a self,
+        cluster: &'a kube::Api<SecurityProvider>,
+    ) -> super::observe::Managers<'a> {
+        match &self.claims {
+            Some(claims) => super::observe::Managers::Claims(claims),
+            None => super::observe::Managers::Listed(cluster),
+        }
+    }
+
     /// Every SecurityProvider this controller may see (the watched namespace, or the
-    /// cluster), read from the API server: who else manages a remote provider.
+    /// cluster), read from the API server (only without claims).
     pub fn cluster_providers(&self) -> kube::Api<SecurityProvider> {
         match &self.settings.namespace {
             Some(namespace) => kube::Api::namespaced(self.client.clone(), namespace),

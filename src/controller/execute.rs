@@ -13,6 +13,7 @@ use super::ownership::{self, CreateMarker};
 use super::plan::{Plan, REASON_ALREADY_EXISTS, REASON_OBSERVE_ONLY, REASON_PAUSED};
 use super::status::{Outcome, OutcomeResult};
 use crate::api::SecurityProvider;
+use crate::api::security_provider::LeftBehind;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 
 /// What one reconcile did and learnt.
@@ -61,6 +62,7 @@ impl Report {
                 backend: sp.spec.backend(),
                 remote_id: recorded_remote_id(sp),
                 ownership: None,
+                left_behind: None,
                 observed: None,
                 result: failure(error),
                 refresh_handled: None,
@@ -143,6 +145,14 @@ impl<'a, 'c> Execution<'a, 'c> {
             backend: sp.spec.backend(),
             remote_id,
             ownership,
+            left_behind: observation
+                .retarget
+                .as_ref()
+                .filter(|r| r.acknowledged)
+                .map(|r| LeftBehind {
+                    remote_id: r.remote_id.clone(),
+                    system: r.from.clone(),
+                }),
             observed,
             result: OutcomeResult::Synced {
                 reason: "ReconcileSuccess",
@@ -266,9 +276,10 @@ impl<'a, 'c> Execution<'a, 'c> {
         self.report.outcome.observed = Some(found.clone());
         let fields = desired.diff(&found.config);
         if !fields.is_empty() {
+            let body = desired.with_creation_token(&marker.token());
             let updated = self
                 .connection
-                .update(&found, desired)
+                .update(&found, &body)
                 .await
                 .map_err(observe_again)?;
             self.report.outcome.observed = Some(updated);
@@ -284,9 +295,15 @@ impl<'a, 'c> Execution<'a, 'c> {
                 "an update may only follow a fresh read of the provider",
             ));
         };
+        // The update keeps (or, for an adopted provider, leaves) this object's evidence on
+        // the provider: whoever reaches it under another name sees who manages it.
+        let body = self
+            .observation
+            .desired
+            .with_creation_token(&ownership::update_token(self.sp, current));
         let updated = self
             .connection
-            .update(current, &self.observation.desired)
+            .update(current, &body)
             .await
             .map_err(observe_again)?;
         info!(remote_id = %updated.remote_id, ?fields, "updated remote provider");

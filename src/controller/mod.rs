@@ -27,6 +27,8 @@ use crate::api::{
 use crate::health::Health;
 use crate::metrics::Metrics;
 
+pub mod claims;
+use claims::Claims;
 pub mod connection;
 pub mod context;
 pub mod events;
@@ -314,13 +316,16 @@ pub async fn run(
     let (connections, connection_writer) = reflector::store::<ProviderConnection>();
     metrics.init_backends(&BackendKind::ALL.map(BackendKind::as_str));
     let recorder = Recorder::new(client.clone(), reporter());
-    let ctx = Arc::new(Context::new(
+    let mut context = Context::new(
         client.clone(),
         settings.clone(),
         connections,
         recorder,
         metrics,
-    ));
+    );
+    let (claims, claims_watch) = Claims::new(client.clone(), &settings.claims_namespace);
+    context.claims = Some(claims);
+    let ctx = Arc::new(context);
     let (usage_triggers, usage_receiver) = futures::channel::mpsc::unbounded();
     let connections = fan_out(connection_watch(
         &client,
@@ -355,6 +360,7 @@ pub async fn run(
         _ = futures::future::join(provider_controller, connection_controller) => {}
         _ = connections.pump => {}
         _ = usage => {}
+        _ = claims_watch => {}
     }
     info!("controller stopped");
     Ok(())

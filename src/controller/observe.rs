@@ -5,11 +5,15 @@
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 
+use super::claims::{Claims, Holder};
 use super::handle::{ConnectionHandle, Remote};
 use super::ownership;
 use super::plan::{Plan, PlanInput, plan};
 use crate::api::security_provider::Ownership;
-use crate::api::{CREATE_PENDING_ANNOTATION, PAUSED_ANNOTATION, SecurityProvider};
+use crate::api::{
+    CREATE_PENDING_ANNOTATION, PAUSED_ANNOTATION, REMOTE_SYSTEM_CHANGE_ANNOTATION,
+    SecurityProvider,
+};
 use crate::backend::{ObservedProvider, ProviderConfig, ProviderKey};
 use crate::error::Error;
 
@@ -27,8 +31,9 @@ pub struct Observation {
     pub owned: bool,
     /// The remote system the connection reaches now (recorded next to status.remoteId).
     pub system: Option<Ownership>,
-    /// status.remoteId was recorded for another remote system (the connection was edited).
-    pub recorded_elsewhere: bool,
+    /// status.remoteId was recorded for another remote system than the connection reaches now
+    /// (the connection, or `spec.connectionRef`, was pointed elsewhere).
+    pub retarget: Option<Retarget>,
     /// Another object (`namespace/name`) that already manages the provider found, when this
     /// one would adopt it.
     pub managed_by: Option<String>,
@@ -41,7 +46,7 @@ impl Observation {
             desired: &self.desired,
             observed: self.remote.provider(),
             owned: self.owned,
-            recorded_elsewhere: self.recorded_elsewhere,
+            retarget: self.retarget.as_ref(),
             managed_by: self.managed_by.as_deref(),
             adopt: sp.spec.adopt.unwrap_or(false),
             observe_only: sp.observe_only(),
@@ -68,13 +73,38 @@ pub fn recorded_remote_id(sp: &SecurityProvider) -> Option<String> {
 }
 
 /// The Kubernetes APIs an observation reads: the object's namespace (fresh reads of the
-/// object) and every SecurityProvider the caller may see (who else manages a provider).
+/// object), and who else manages a remote provider.
 #[derive(Clone, Copy)]
 pub struct Apis<'a> {
     /// SecurityProviders of the object's namespace.
     pub namespace: &'a Api<SecurityProvider>,
-    /// SecurityProviders of the whole cluster (or of the watched namespace).
-    pub cluster: &'a Api<SecurityProvider>,
+    /// How other managers are found.
+    pub managers: Managers<'a>,
+}
+
+/// How an observation learns whether another object manages the provider.
+#[derive(Clone, Copy)]
+pub enum Managers<'a> {
+    /// The controller: the claims (see [`super::claims`]), taken before any remote write or
+    /// adoption and checked from their cache at every reconcile.
+    Claims(&'a Claims),
+    /// A dry run (`secprov-operator plan`, and the reconcile's unit tests, which have no
+    /// Lease API): one LIST of the SecurityProviders the caller may see; nothing is claimed.
+    Listed(&'a Api<SecurityProvider>),
+}
+
+/// A remote id recorded in another remote system than the connection reaches now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retarget {
+    /// The remote id status records.
+    pub remote_id: String,
+    /// The remote system it was recorded in (canonical).
+    pub from: String,
+    /// The remote system the connection reaches now (canonical).
+    pub to: String,
+    /// The `secprov.dev/remote-system-change` annotation names `to`: manage a provider there
+    /// and leave `remote_id` in `from`.
+    pub acknowledged: bool,
 }
 
 /// Reads the remote provider: from the connection's snapshot when `may_use_snapshot` and the
@@ -105,9 +135,11 @@ pub async fn observe(
         connection.read_details(Some(&desired), found).await?;
     }
     let owned = confirm_ownership(sp, apis.namespace, remote.provider(), system.as_ref()).await?;
-    let managed_by = match remote.provider() {
-        Some(found) if !owned && sp.spec.adopt.unwrap_or(false) && !sp.observe_only() => {
-            other_manager(sp, apis.cluster, &found.remote_id, system.as_ref()).await?
+    let retarget = retarget(sp, system.as_ref());
+    let managed_by = match (&system, &retarget) {
+        (Some(system), None) | (Some(system), Some(Retarget { acknowledged: true, .. })) => {
+            let found = remote.provider();
+            other_manager(sp, apis.managers, system, &key.id, found, owned).await?
         }
         _ => None,
     };
@@ -116,26 +148,84 @@ pub async fn observe(
         key,
         remote,
         owned,
-        recorded_elsewhere: ownership::recorded_elsewhere(sp, system.as_ref()),
+        retarget: retarget.filter(|_| !owned),
         system,
         managed_by,
     })
 }
 
-/// Another object that manages the provider `remote_id` of `system` (`namespace/name`):
-/// adopting it as well would make two objects overwrite each other for ever. Read from the
-/// API server, so objects of other shards count too.
-pub async fn other_manager(
+/// The remote system change status shows, if status.remoteId was recorded elsewhere.
+fn retarget(sp: &SecurityProvider, system: Option<&Ownership>) -> Option<Retarget> {
+    if !ownership::recorded_elsewhere(sp, system) {
+        return None;
+    }
+    let status = sp.status.as_ref()?;
+    let to = system.map(Ownership::system_key).unwrap_or_default();
+    let acknowledged = sp
+        .annotations()
+        .get(REMOTE_SYSTEM_CHANGE_ANNOTATION)
+        .is_some_and(|value| value.trim() == to);
+    Some(Retarget {
+        remote_id: status.remote_id.clone()?,
+        from: status
+            .ownership
+            .as_ref()
+            .map(Ownership::system_key)
+            .unwrap_or_else(|| "an unrecorded remote system".into()),
+        to,
+        acknowledged,
+    })
+}
+
+/// Another object (`namespace/name`) that manages the provider `provider` of `system`, so this
+/// one must neither write nor delete it. Observe-only objects never claim (they never write).
+async fn other_manager(
+    sp: &SecurityProvider,
+    managers: Managers<'_>,
+    system: &Ownership,
+    provider: &str,
+    found: Option<&ObservedProvider>,
+    owned: bool,
+) -> Result<Option<String>, Error> {
+    let adopt = sp.spec.adopt.unwrap_or(false);
+    if sp.observe_only() || (found.is_some() && !owned && !adopt) {
+        // Someone else's provider this object will not touch (AlreadyExists): claiming it
+        // would block the object that may legitimately adopt it.
+        return Ok(None);
+    }
+    match managers {
+        Managers::Claims(claims) => {
+            if let Holder::Other(holder) = claims.acquire(sp, system, provider).await? {
+                return Ok(Some(holder));
+            }
+            // The creation evidence on the provider names the object that made (or last
+            // wrote) it: if that object claimed this provider before us, possibly through
+            // another spelling of the endpoint, it is the owner.
+            let token_uid = found
+                .and_then(|f| f.config.creation_token())
+                .and_then(|token| token.split_once('/').map(|(uid, _)| uid.to_owned()));
+            Ok(token_uid.and_then(|uid| claims.older_claim_by(sp, &uid, system, provider)))
+        }
+        Managers::Listed(cluster) => match found {
+            Some(found) if !owned => listed_manager(sp, cluster, &found.remote_id, system).await,
+            _ => Ok(None),
+        },
+    }
+}
+
+/// Another object that manages the provider `remote_id` of `system` (`namespace/name`), from
+/// one LIST: adopting it as well would make two objects overwrite each other for ever.
+async fn listed_manager(
     sp: &SecurityProvider,
     cluster: &Api<SecurityProvider>,
     remote_id: &str,
-    system: Option<&Ownership>,
+    system: &Ownership,
 ) -> Result<Option<String>, Error> {
     let all = cluster.list(&ListParams::default()).await?;
     Ok(all
         .items
         .iter()
-        .find(|other| other.uid() != sp.uid() && ownership::manages(other, remote_id, system))
+        .find(|other| other.uid() != sp.uid() && ownership::manages(other, remote_id, Some(system)))
         .map(|other| {
             format!(
                 "{}/{}",

@@ -96,6 +96,35 @@ pub fn recorded_elsewhere(sp: &SecurityProvider, system: Option<&Ownership>) -> 
 pub fn owns(sp: &SecurityProvider, found: &ObservedProvider, system: Option<&Ownership>) -> bool {
     recorded_in(sp, system) == Some(found.remote_id.as_str())
         || CreateMarker::of(sp).is_some_and(|marker| marker.made(found))
+        || reached_under_another_name(sp, found)
+}
+
+/// Whether `found` is the very provider status records, reached through another spelling of
+/// its remote system (`localhost` for `127.0.0.1`, a second DNS name): it has the recorded id
+/// and carries this object's own creation evidence, which no other object's write leaves.
+fn reached_under_another_name(sp: &SecurityProvider, found: &ObservedProvider) -> bool {
+    let recorded = sp.status.as_ref().and_then(|s| s.remote_id.as_deref());
+    recorded == Some(found.remote_id.as_str())
+        && found
+            .config
+            .creation_token()
+            .is_some_and(|token| token_of(sp, &token))
+}
+
+/// Whether the creation evidence `token` was left by `sp` (by a create or by an update).
+pub fn token_of(sp: &SecurityProvider, token: &str) -> bool {
+    let uid = sp.uid().unwrap_or_default();
+    !uid.is_empty() && token.split_once('/').is_some_and(|(owner, _)| owner == uid)
+}
+
+/// The evidence an update leaves on the provider: the token it carries if this object left
+/// it, else a new one of this object (an adopted provider then names its new owner, so an
+/// object reaching it under another spelling of the endpoint sees who manages it).
+pub fn update_token(sp: &SecurityProvider, current: &ObservedProvider) -> String {
+    match current.config.creation_token() {
+        Some(token) if token_of(sp, &token) => token,
+        _ => format!("{}/adopted", sp.uid().unwrap_or_default()),
+    }
 }
 
 /// Whether `other`, another object, manages the provider `remote_id` of `system`: its status

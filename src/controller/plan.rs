@@ -1,5 +1,7 @@
 //! Deciding what to do remotely: a pure function of the desired configuration, what was
 //! observed and the object's policies. No I/O here.
+use super::observe::Retarget;
+use crate::api::REMOTE_SYSTEM_CHANGE_ANNOTATION;
 use crate::backend::{ObservedProvider, ProviderConfig};
 
 /// What a reconcile should do to the remote provider.
@@ -40,9 +42,9 @@ pub struct PlanInput<'a> {
     /// This object created or adopted the remote provider before (status.remoteId or a
     /// create-pending marker).
     pub owned: bool,
-    /// status.remoteId was recorded for another remote system than the connection's current
-    /// one: the provider found under this id there is not the one this object owns.
-    pub recorded_elsewhere: bool,
+    /// status.remoteId was recorded for another remote system than the connection reaches
+    /// now: nothing is created or adopted there until the change is acknowledged.
+    pub retarget: Option<&'a Retarget>,
     /// Another object (`namespace/name`) already manages the provider found.
     pub managed_by: Option<&'a str>,
     /// `spec.adopt`.
@@ -69,6 +71,11 @@ pub const REASON_NOT_FOUND: &str = "RemoteProviderNotFound";
 
 /// Decides the remote action.
 pub fn plan(input: &PlanInput<'_>) -> Plan {
+    if !input.observe_only
+        && let Some(blocked) = blocked_by_ownership(input)
+    {
+        return blocked;
+    }
     let Some(observed) = input.observed else {
         if input.observe_only {
             return Plan::Blocked {
@@ -118,37 +125,49 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     Plan::Update { fields }
 }
 
-/// Why a provider found under this object's id, that it does not own, may not be written:
-/// None when `spec.adopt` lets it take the provider over.
-fn not_ours(input: &PlanInput<'_>, observed: &ObservedProvider) -> Option<Plan> {
-    let id = &observed.remote_id;
+/// Why this object may not write at all: another object manages the provider (it holds the
+/// claim, or claimed it first under another spelling of the endpoint), or the connection now
+/// reaches another remote system than the one status.remoteId was recorded in and the change
+/// is not acknowledged (creating there would silently fork the provider).
+fn blocked_by_ownership(input: &PlanInput<'_>) -> Option<Plan> {
     if let Some(other) = input.managed_by {
+        let id = input.observed.map_or(input.desired.lookup_key(), |o| o.remote_id.as_str());
         return Some(Plan::Blocked {
             reason: REASON_ALREADY_MANAGED,
             message: format!(
-                "the remote provider {id:?} is already managed by SecurityProvider {other}; two objects managing one provider overwrite each other, so this one does not adopt it: remove this object, or that one with deletionPolicy: Orphan first"
+                "the remote provider {id:?} is already managed by SecurityProvider {other}; two objects managing one provider overwrite each other, so this one neither writes nor deletes it: remove this object, or that one with deletionPolicy: Orphan first"
             ),
         });
     }
+    let retarget = input.retarget.filter(|r| !r.acknowledged)?;
+    Some(Plan::Blocked {
+        reason: REASON_REMOTE_SYSTEM_CHANGED,
+        message: format!(
+            "status.remoteId {:?} was recorded in {} but the connection now reaches {}; nothing is created or adopted there until you confirm: annotate this object {REMOTE_SYSTEM_CHANGE_ANNOTATION}={:?} to manage a provider in {} and leave {:?} in {} (it is not deleted), or point the connection back",
+            retarget.remote_id,
+            retarget.from,
+            retarget.to,
+            retarget.to,
+            retarget.to,
+            retarget.remote_id,
+            retarget.from,
+        ),
+    })
+}
+
+/// Why a provider found under this object's id, that it does not own, may not be written:
+/// None when `spec.adopt` lets it take the provider over.
+fn not_ours(input: &PlanInput<'_>, observed: &ObservedProvider) -> Option<Plan> {
     if input.adopt {
         return None;
     }
-    let (reason, message) = if input.recorded_elsewhere {
-        (
-            REASON_REMOTE_SYSTEM_CHANGED,
-            format!(
-                "status.remoteId was recorded in another remote system than the one the connection reaches now (endpoint or organization/tenant changed); the provider {id:?} found there was not created by this object and is left alone; set spec.adopt: true to take it over"
-            ),
-        )
-    } else {
-        (
-            REASON_ALREADY_EXISTS,
-            format!(
-                "a remote provider with id {id:?} already exists and was not created by this object; set spec.adopt: true to take it over"
-            ),
-        )
-    };
-    Some(Plan::Blocked { reason, message })
+    let id = &observed.remote_id;
+    Some(Plan::Blocked {
+        reason: REASON_ALREADY_EXISTS,
+        message: format!(
+            "a remote provider with id {id:?} already exists and was not created by this object; set spec.adopt: true to take it over"
+        ),
+    })
 }
 
 #[cfg(test)]
@@ -180,7 +199,7 @@ mod tests {
             desired: d,
             observed: o,
             owned: true,
-            recorded_elsewhere: false,
+            retarget: None,
             managed_by: None,
             adopt: false,
             observe_only: false,
@@ -246,27 +265,66 @@ mod tests {
         assert!(matches!(plan(&i), Plan::Withheld { .. }));
     }
 
+    fn moved(acknowledged: bool) -> Retarget {
+        Retarget {
+            remote_id: "p".into(),
+            from: "http://127.0.0.1:1 (org)".into(),
+            to: "http://127.0.0.1:2 (org)".into(),
+            acknowledged,
+        }
+    }
+
     #[test]
-    fn an_id_recorded_in_another_remote_system_is_not_taken_over() {
+    fn a_connection_pointed_at_another_system_is_refused_until_acknowledged() {
         let d = desired("P");
         let o = observed("Old");
+        let unacknowledged = moved(false);
         let mut i = input(&d, Some(&o));
-        (i.owned, i.recorded_elsewhere) = (false, true);
+        (i.owned, i.retarget) = (false, Some(&unacknowledged));
+        for observed in [Some(&o), None] {
+            // Found there or not: neither adopted nor created, and the message names both.
+            let decision = plan(&PlanInput { observed, ..i.clone() });
+            assert!(
+                matches!(&decision, Plan::Blocked { reason: REASON_REMOTE_SYSTEM_CHANGED, message }
+                    if message.contains("127.0.0.1:1 (org)") && message.contains("127.0.0.1:2 (org)")
+                        && message.contains(REMOTE_SYSTEM_CHANGE_ANNOTATION)),
+                "{decision:?}"
+            );
+        }
+        let acknowledged = moved(true);
+        i.retarget = Some(&acknowledged);
+        assert_eq!(plan(&PlanInput { observed: None, ..i.clone() }), Plan::Create);
         assert!(matches!(
             plan(&i),
             Plan::Blocked {
-                reason: REASON_REMOTE_SYSTEM_CHANGED,
+                reason: REASON_ALREADY_EXISTS,
                 ..
             }
         ));
-        // Nothing under the id in the new remote system: created there.
-        assert_eq!(
-            plan(&PlanInput {
-                observed: None,
-                ..i
-            }),
-            Plan::Create
-        );
+    }
+
+    #[test]
+    fn an_owned_provider_whose_claim_another_object_holds_is_not_written() {
+        let d = desired("P");
+        let o = observed("Old");
+        let mut i = input(&d, Some(&o));
+        i.managed_by = Some("team-a/idp");
+        assert!(matches!(
+            plan(&i),
+            Plan::Blocked {
+                reason: REASON_ALREADY_MANAGED,
+                ..
+            }
+        ));
+        // Nor created when the other object claimed the id first.
+        i.observed = None;
+        assert!(matches!(
+            plan(&i),
+            Plan::Blocked {
+                reason: REASON_ALREADY_MANAGED,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -203,7 +203,7 @@ async fn sync(
     let cluster = ctx.cluster_providers();
     let apis = Apis {
         namespace: api,
-        cluster: &cluster,
+        managers: ctx.managers(&cluster),
     };
     let (observation, decision) =
         observe_and_plan(sp, desired, &connection, apis, use_snapshot).await?;
@@ -320,7 +320,7 @@ async fn cleanup(
         match api.get_opt(&sp.name_any()).await? {
             Some(fresh) => sp = Arc::new(fresh),
             None => {
-                ctx.forget_object(&object);
+                finish_cleanup(ctx, &sp, &object).await;
                 return Ok(Action::await_change());
             }
         }
@@ -328,7 +328,7 @@ async fn cleanup(
     let recorded = recorded_remote_id(&sp);
     if recorded.is_none() && !create_pending(&sp) {
         // Never created or adopted by this object: nothing remote is ours to delete.
-        ctx.forget_object(&object);
+        finish_cleanup(ctx, &sp, &object).await;
         return Ok(Action::await_change());
     }
     let shown_id = recorded.clone().unwrap_or_else(|| sp.provider_id());
@@ -336,7 +336,7 @@ async fn cleanup(
         info!(remote_id = %shown_id, "leaving remote provider in place (deletionPolicy Orphan or managementPolicy Observe)");
         let note = format!("left remote provider {shown_id:?} in place");
         publish(ctx, &sp, EventType::Normal, "Orphaned", "Delete", note).await;
-        ctx.forget_object(&object);
+        finish_cleanup(ctx, &sp, &object).await;
         return Ok(Action::await_change());
     }
     match within_deadline(&sp, ctx, delete_remote(&sp, ctx, recorded)).await {
@@ -348,18 +348,30 @@ async fn cleanup(
                 format!("remote provider {remote_id:?} was already gone")
             };
             publish(ctx, &sp, EventType::Normal, "Deleted", "Delete", note).await;
-            ctx.forget_object(&object);
+            finish_cleanup(ctx, &sp, &object).await;
             Ok(Action::await_change())
         }
         Ok(Deletion::NotOurs(note)) => {
             info!(%note, "leaving remote provider in place");
             publish(ctx, &sp, EventType::Normal, "Orphaned", "Delete", note).await;
-            ctx.forget_object(&object);
+            finish_cleanup(ctx, &sp, &object).await;
             Ok(Action::await_change())
         }
         Err(error @ Error::CleanupDeferred(_)) => Err(error),
         Err(error) => Err(report_cleanup_failure(&sp, ctx, api, &shown_id, error).await?),
     }
+}
+
+/// The object's deletion is done (remotely, or nothing remote was its to delete): its claims
+/// go back and its per-object state is forgotten. A claim that cannot be deleted now is judged
+/// stale by the next object that wants it (its holder is gone).
+async fn finish_cleanup(ctx: &Context, sp: &SecurityProvider, object: &ObjectRef<SecurityProvider>) {
+    if let Some(claims) = &ctx.claims
+        && let Err(error) = claims.release(sp).await
+    {
+        warn!(%error, "cannot release the claims of a deleted SecurityProvider; the next claimant removes them");
+    }
+    ctx.forget_object(object);
 }
 
 /// What deleting the object did remotely.
@@ -398,6 +410,15 @@ async fn delete_remote(
             }
         },
     };
+    // Claims are keyed by the id the provider is looked up by (a JITSudo name, not its UUID).
+    let claimed_as = desired_config(sp).map_or(remote_id.clone(), |d| d.lookup_key().to_owned());
+    if let (Some(claims), Some(system)) = (&ctx.claims, system.as_ref())
+        && let Some(holder) = claims.held_by_other(sp, system, &claimed_as).await?
+    {
+        return Ok(Deletion::NotOurs(format!(
+            "left remote provider {remote_id:?} alone: SecurityProvider {holder} holds its claim"
+        )));
+    }
     let existed = connection.delete(&remote_id).await?;
     Ok(Deletion::Deleted { remote_id, existed })
 }

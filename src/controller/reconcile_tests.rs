@@ -35,6 +35,7 @@ fn in_sync(mut sp: SecurityProvider, observed: &ObservedProvider) -> SecurityPro
         backend: Some(BackendKind::Coveo),
         remote_id: Some(observed.remote_id.clone()),
         ownership: connection(1).ownership(),
+        left_behind: None,
         observed: Some(observed.clone()),
         result: OutcomeResult::Synced {
             reason: "ReconcileSuccess",
@@ -373,7 +374,7 @@ async fn execute_refuses_a_write_planned_from_a_snapshot() {
         remote: Remote::Snapshot(remote("idp", "Drifted")),
         owned: true,
         system: super::fixtures::connection(1).ownership(),
-        recorded_elsewhere: false,
+        retarget: None,
         managed_by: None,
     };
     let decision = Plan::Update {

@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::ConditionStatus;
 use crate::api::provider_connection::BackendKind;
-use crate::api::security_provider::{CoveoStatus, Ownership, SecurityProviderStatus};
+use crate::api::security_provider::{CoveoStatus, LeftBehind, Ownership, SecurityProviderStatus};
 use crate::backend::{ObservedProvider, RemoteHealth};
 
 /// Condition types.
@@ -26,6 +26,9 @@ pub struct Outcome {
     pub remote_id: Option<String>,
     /// The remote system `remote_id` belongs to (set together with `remote_id`).
     pub ownership: Option<Ownership>,
+    /// The provider left in the previous remote system, when this reconcile records a provider
+    /// in a new one after a confirmed change of remote system.
+    pub left_behind: Option<LeftBehind>,
     /// The latest remote view, after any write.
     pub observed: Option<ObservedProvider>,
     /// The result.
@@ -85,6 +88,11 @@ pub fn compute_status(
             .clone()
             .or_else(|| prev.last_handled_refresh_at.clone()),
         conditions: conditions(prev, outcome, generation, now),
+        // Kept until the next confirmed change of remote system replaces it.
+        left_behind: match (&outcome.ownership, &outcome.left_behind) {
+            (Some(_), Some(left)) => Some(Box::new(left.clone())),
+            _ => prev.left_behind.clone(),
+        },
         ..remote_fields(prev, outcome)
     }
 }
@@ -455,6 +463,7 @@ mod tests {
             backend: Some(BackendKind::Coveo),
             remote_id: Some("p".into()),
             ownership: None,
+            left_behind: None,
             observed,
             result: OutcomeResult::Synced {
                 reason: "ReconcileSuccess",

@@ -419,11 +419,12 @@ impl BackendClient for CoveoClient {
     ) -> Result<Option<ObservedProvider>, RemoteError> {
         let fix_schedules = !desired.schedules_to_fix(current).is_empty();
         // The create-attempt evidence is not configuration: alone it is no reason for a PUT.
+        let token = crate::backend::creation_token::COVEO_PARAMETER;
         let mut compared = current.clone();
-        compared
-            .parameters
-            .remove(crate::backend::creation_token::COVEO_PARAMETER);
-        let mut observed = if !desired.provider_diff(&compared).is_empty() {
+        compared.parameters.remove(token);
+        let mut wanted = desired.clone();
+        wanted.parameters.remove(token);
+        let mut observed = if !wanted.provider_diff(&compared).is_empty() {
             check_secrets_resolved(desired, "update")?;
             observed_from_wire(CoveoClient::update(self, &desired.to_request()).await?)
         } else if fix_schedules {

@@ -1,0 +1,339 @@
+//! At most one owner per remote provider. A claim is a Lease in the operator's namespace whose
+//! name is derived from the canonical remote system and the provider's id; an object takes it
+//! with a create-if-absent (the API server arbitrates: of two objects racing, one create wins
+//! and the other gets 409) before its first remote write and before it adopts, and gives it
+//! back when its deletion is done. Claims are watched (metadata only), so the check that every
+//! reconcile makes costs no API call; only taking a claim, or contesting one whose holder may be
+//! gone, reaches the API server.
+use std::collections::BTreeMap;
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, PartialObjectMeta, PostParams, Preconditions};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use tracing::{info, warn};
+
+use crate::api::SecurityProvider;
+use crate::api::security_provider::Ownership;
+use crate::error::Error;
+
+/// Label on every claim (the watch selects on it).
+pub const CLAIM_LABEL: &str = "secprov.dev/claim";
+/// `namespace/name` of the SecurityProvider holding the claim.
+pub const HOLDER_ANNOTATION: &str = "secprov.dev/claim-holder";
+/// uid of the SecurityProvider holding the claim.
+pub const HOLDER_UID_ANNOTATION: &str = "secprov.dev/claim-holder-uid";
+/// The canonical remote system (see [`Ownership::system_key`]).
+pub const SYSTEM_ANNOTATION: &str = "secprov.dev/claim-system";
+/// The provider id claimed (the id the provider is looked up by).
+pub const PROVIDER_ANNOTATION: &str = "secprov.dev/claim-provider";
+
+type ClaimMeta = PartialObjectMeta<Lease>;
+
+/// Who holds a claim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// The object asking.
+    Us,
+    /// Another live SecurityProvider, `namespace/name`.
+    Other(String),
+}
+
+/// The claims of one installation: their namespace's Leases and a cache of them.
+#[derive(Clone)]
+pub struct Claims {
+    api: Api<Lease>,
+    namespace: String,
+    store: Store<ClaimMeta>,
+    client: Client,
+}
+
+/// The name of the claim on `provider` in `system`: a digest, so any spelling of either fits
+/// in a Lease name and no name leaks through `kubectl get leases`.
+pub fn claim_name(system: &Ownership, provider: &str) -> String {
+    let key = format!("{}\n{provider}", system.system_key());
+    let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+    let hex: String = digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("secprov-claim-{hex}")
+}
+
+impl Claims {
+    /// Claims kept in `namespace`, with the future that keeps their cache filled (run it for
+    /// the life of the controller).
+    pub fn new(
+        client: Client,
+        namespace: &str,
+    ) -> (Claims, impl std::future::Future<Output = ()> + Send + use<>) {
+        let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
+        let (store, writer) = reflector::store::<ClaimMeta>();
+        let config = watcher::Config::default().labels(&format!("{CLAIM_LABEL}=true"));
+        // An Api of PartialObjectMeta watches metadata only: the cache holds no Lease specs.
+        let metadata: Api<ClaimMeta> = Api::namespaced(client.clone(), namespace);
+        let pump = watcher::watcher(metadata, config)
+            .default_backoff()
+            .reflect(writer)
+            .for_each(|event| {
+                if let Err(error) = event {
+                    warn!(%error, "watching claims failed; retrying");
+                }
+                futures::future::ready(())
+            });
+        let claims = Claims {
+            api,
+            namespace: namespace.to_owned(),
+            store,
+            client,
+        };
+        (claims, pump)
+    }
+
+    /// Takes the claim on `provider` in `system` for `sp`, or says who holds it. A claim whose
+    /// holder no longer exists (deleted without its finalizer, or recreated under the same
+    /// name) is stale: it is removed (only if unchanged since judged) and the take retried.
+    pub async fn acquire(
+        &self,
+        sp: &SecurityProvider,
+        system: &Ownership,
+        provider: &str,
+    ) -> Result<Holder, Error> {
+        let name = claim_name(system, provider);
+        let mut found = self.cached(&name).map(|c| (*c).clone());
+        for _ in 0..3 {
+            if let Some(existing) = found.take() {
+                match self.judge(sp, &existing).await? {
+                    Judged::Held(holder) => return Ok(holder),
+                    Judged::Stale => self.remove_stale(&name, &existing).await?,
+                }
+            }
+            let body = claim(sp, system, provider, &name);
+            match self.api.create(&PostParams::default(), &body).await {
+                Ok(_) => {
+                    info!(claim = %name, system = %system.system_key(), provider, "claimed remote provider");
+                    return Ok(Holder::Us);
+                }
+                // Taken meanwhile (or the cache lags): judge what the API server has.
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    found = self.api.get_opt(&name).await?.map(|lease| ClaimMeta {
+                        metadata: lease.metadata,
+                        ..ClaimMeta::default()
+                    });
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(Error::ClaimContested(format!(
+            "the claim on provider {provider:?} in {} changed hands during three attempts to take it; retrying",
+            system.system_key()
+        )))
+    }
+
+    /// Whether `claim` is held by `sp`, by another live object, or by nobody alive.
+    async fn judge(&self, sp: &SecurityProvider, claim: &ClaimMeta) -> Result<Judged, Error> {
+        let annotations = claim.annotations();
+        let holder_uid = annotations.get(HOLDER_UID_ANNOTATION).map(String::as_str);
+        if holder_uid.is_some() && holder_uid == sp.uid().as_deref() {
+            return Ok(Judged::Held(Holder::Us));
+        }
+        let holder = annotations.get(HOLDER_ANNOTATION).cloned().unwrap_or_default();
+        let Some((namespace, name)) = holder.split_once('/') else {
+            return Ok(Judged::Stale);
+        };
+        let api: Api<SecurityProvider> = Api::namespaced(self.client.clone(), namespace);
+        let alive = api
+            .get_metadata_opt(name)
+            .await?
+            .is_some_and(|found| found.uid().as_deref() == holder_uid);
+        Ok(if alive {
+            Judged::Held(Holder::Other(holder))
+        } else {
+            Judged::Stale
+        })
+    }
+
+    /// Deletes a stale claim, only if it is still the one judged (its uid as a precondition).
+    async fn remove_stale(&self, name: &str, stale: &ClaimMeta) -> Result<(), Error> {
+        info!(claim = %name, holder = ?stale.annotations().get(HOLDER_ANNOTATION), "removing a claim whose holder is gone");
+        self.delete_if_unchanged(name, stale.uid()).await
+    }
+
+    async fn delete_if_unchanged(&self, name: &str, uid: Option<String>) -> Result<(), Error> {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid,
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match self.api.delete(name, &params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Another live object holding the claim on `provider` in `system`, as the cache shows it
+    /// (a deletion asks before it deletes remotely; it takes nothing).
+    pub async fn held_by_other(
+        &self,
+        sp: &SecurityProvider,
+        system: &Ownership,
+        provider: &str,
+    ) -> Result<Option<String>, Error> {
+        let Some(cached) = self.cached(&claim_name(system, provider)) else {
+            return Ok(None);
+        };
+        Ok(match self.judge(sp, &cached).await? {
+            Judged::Held(Holder::Other(holder)) => Some(holder),
+            _ => None,
+        })
+    }
+
+    /// Gives back every claim `sp` holds (in any remote system: a connection edited since a
+    /// claim was taken names another system). Claims of other objects stay.
+    pub async fn release(&self, sp: &SecurityProvider) -> Result<(), Error> {
+        let Some(uid) = sp.uid() else {
+            return Ok(());
+        };
+        for claim in self.store.state() {
+            if claim.annotations().get(HOLDER_UID_ANNOTATION) == Some(&uid) {
+                self.delete_if_unchanged(&claim.name_any(), claim.uid()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The holder of an older claim on `provider` than `sp`'s own, by the object whose uid
+    /// is `token_uid` (the creation evidence found on the remote provider): that object
+    /// reached this very provider first, maybe through another spelling of the endpoint.
+    pub fn older_claim_by(
+        &self,
+        sp: &SecurityProvider,
+        token_uid: &str,
+        system: &Ownership,
+        provider: &str,
+    ) -> Option<String> {
+        let ours = self.cached(&claim_name(system, provider));
+        let our_age = ours.as_ref().map(|c| claim_age(c));
+        self.store
+            .state()
+            .into_iter()
+            .filter(|claim| {
+                let annotations = claim.annotations();
+                annotations.get(HOLDER_UID_ANNOTATION).map(String::as_str) == Some(token_uid)
+                    && annotations.get(PROVIDER_ANNOTATION).map(String::as_str) == Some(provider)
+                    && Some(token_uid) != sp.uid().as_deref()
+            })
+            .find(|claim| our_age.as_ref().is_none_or(|ours| claim_age(claim) < *ours))
+            .and_then(|claim| claim.annotations().get(HOLDER_ANNOTATION).cloned())
+    }
+
+    /// The namespace claims live in.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn cached(&self, name: &str) -> Option<std::sync::Arc<ClaimMeta>> {
+        self.store
+            .get(&ObjectRef::new(name).within(&self.namespace))
+    }
+}
+
+/// What a claim found says.
+enum Judged {
+    Held(Holder),
+    Stale,
+}
+
+/// Order of two claims: creation time, then name (a total order, so two objects never both
+/// think their claim is the older one).
+fn claim_age(claim: &ClaimMeta) -> (Option<k8s_openapi::jiff::Timestamp>, String) {
+    (claim.creation_timestamp().map(|t| t.0), claim.name_any())
+}
+
+/// The Lease that claims `provider` in `system` for `sp`.
+fn claim(sp: &SecurityProvider, system: &Ownership, provider: &str, name: &str) -> Lease {
+    let holder = format!(
+        "{}/{}",
+        sp.namespace().unwrap_or_default(),
+        sp.name_any()
+    );
+    let annotations = BTreeMap::from([
+        (HOLDER_ANNOTATION.to_owned(), holder.clone()),
+        (HOLDER_UID_ANNOTATION.to_owned(), sp.uid().unwrap_or_default()),
+        (SYSTEM_ANNOTATION.to_owned(), system.system_key()),
+        (PROVIDER_ANNOTATION.to_owned(), provider.to_owned()),
+    ]);
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some(BTreeMap::from([
+                (CLAIM_LABEL.to_owned(), "true".to_owned()),
+                (
+                    "app.kubernetes.io/managed-by".to_owned(),
+                    crate::api::FIELD_MANAGER.to_owned(),
+                ),
+            ])),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(holder),
+            ..LeaseSpec::default()
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn system(endpoint: &str, scope: &str) -> Ownership {
+        Ownership {
+            connection_uid: "c".into(),
+            endpoint: endpoint.into(),
+            scope: scope.into(),
+        }
+    }
+
+    #[test]
+    fn one_claim_name_for_every_spelling_of_one_system() {
+        let a = claim_name(&system("https://Platform.cloud.coveo.com:443/", "MyOrg"), "idp");
+        let b = claim_name(&system("https://platform.cloud.coveo.com", "myorg"), "idp");
+        assert_eq!(a, b);
+        assert!(a.len() <= 63 && a.starts_with("secprov-claim-"), "{a}");
+    }
+
+    #[test]
+    fn another_system_or_provider_is_another_claim() {
+        let base = claim_name(&system("https://platform.cloud.coveo.com", "org"), "idp");
+        let other_org = claim_name(&system("https://platform.cloud.coveo.com", "org2"), "idp");
+        let other_id = claim_name(&system("https://platform.cloud.coveo.com", "org"), "idp2");
+        let other_host = claim_name(&system("https://platform-eu.cloud.coveo.com", "org"), "idp");
+        for other in [other_org, other_id, other_host] {
+            assert_ne!(base, other);
+        }
+    }
+
+    #[test]
+    fn a_claim_names_its_holder_and_keeps_no_secret() {
+        let mut sp = SecurityProvider::new(
+            "idp",
+            serde_json::from_value(serde_json::json!({"connectionRef": "c", "coveo": {}}))
+                .unwrap(),
+        );
+        sp.metadata.namespace = Some("team-a".into());
+        sp.metadata.uid = Some("uid-1".into());
+        let lease = claim(&sp, &system("https://h/", "o"), "idp", "n");
+        let annotations = lease.metadata.annotations.unwrap();
+        assert_eq!(annotations[HOLDER_ANNOTATION], "team-a/idp");
+        assert_eq!(annotations[HOLDER_UID_ANNOTATION], "uid-1");
+        assert_eq!(annotations[SYSTEM_ANNOTATION], "https://h (o)");
+        assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("team-a/idp"));
+    }
+}
