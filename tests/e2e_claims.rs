@@ -40,7 +40,10 @@ fn namespace_reaching(prefix: &str, sim: &CoveoSimulator, endpoint: &str) -> Tes
     let ns = TestNamespace::new(prefix);
     let connection = example("coveo/00-connection.yaml", endpoint)
         .replace("demo-api-key", API_KEY)
-        .replace("organizationId: demo-org", &format!("organizationId: {}", sim.config().organization_id));
+        .replace(
+            "organizationId: demo-org",
+            &format!("organizationId: {}", sim.config().organization_id),
+        );
     ns.apply(&connection).expect("apply the connection");
     ns
 }
@@ -88,56 +91,90 @@ fn a_second_spelling_of_the_endpoint_does_not_make_a_second_owner() {
     assert_ne!(base, other_spelling);
     let b = namespace_reaching("claims-spell-b", &env.sim, &other_spelling);
     let operator = operator("spell", &env.ns.name);
-    env.ns.apply(&provider("owner", "shared-idp", "spell", false)).unwrap();
+    env.ns
+        .apply(&provider("owner", "shared-idp", "spell", false))
+        .unwrap();
     wait_reason(&env.ns, "owner", "ReconcileSuccess", &operator);
 
     env.sim.reset_counters();
-    b.apply(&provider("second", "shared-idp", "spell", true)).unwrap();
+    b.apply(&provider("second", "shared-idp", "spell", true))
+        .unwrap();
     let blocked = wait_reason(&b, "second", "AlreadyManaged", &operator);
     let message = condition(&blocked, "Synced").unwrap()["message"].to_string();
-    assert!(message.contains(&format!("{}/owner", env.ns.name)), "{message}");
+    assert!(
+        message.contains(&format!("{}/owner", env.ns.name)),
+        "{message}"
+    );
     // Resyncs of both pass (the operator is active) and nothing is written remotely.
     operator.wait_reconciles(6);
     assert_eq!(writes(&env.sim), 0, "the second object writes nothing");
 
     delete(&b, "second");
-    assert!(env.sim.provider("shared-idp").is_some(), "deleting the second object keeps the provider");
+    assert!(
+        env.sim.provider("shared-idp").is_some(),
+        "deleting the second object keeps the provider"
+    );
     operator.wait_reconciles(2);
-    assert_eq!(synced_reason(&env.ns, "owner").as_deref(), Some("ReconcileSuccess"));
+    assert_eq!(
+        synced_reason(&env.ns, "owner").as_deref(),
+        Some("ReconcileSuccess")
+    );
     delete(&env.ns, "owner");
-    assert!(env.sim.provider("shared-idp").is_none(), "the owner's deletion deletes it");
+    assert!(
+        env.sim.provider("shared-idp").is_none(),
+        "the owner's deletion deletes it"
+    );
 }
 
 #[test]
 fn respelling_the_owners_own_endpoint_keeps_it_the_owner() {
     let env = setup("claims-respell");
     let operator = operator("respell", &env.ns.name);
-    env.ns.apply(&provider("idp", "respelled-idp", "respell", false)).unwrap();
+    env.ns
+        .apply(&provider("idp", "respelled-idp", "respell", false))
+        .unwrap();
     wait_reason(&env.ns, "idp", "ReconcileSuccess", &operator);
 
     // A cosmetic edit (case, trailing slash), then another name for the same host.
     let base = env.sim.base_url();
     // (The CRD accepts http:// only in lower case for loopback hosts, so the cosmetic edits
     // here are slashes; case and default ports are covered by the unit tests' table.)
-    for endpoint in [format!("{base}//"), base.replace("127.0.0.1", "localhost") + "/"] {
+    for endpoint in [
+        format!("{base}//"),
+        base.replace("127.0.0.1", "localhost") + "/",
+    ] {
         env.ns
             .kubectl(&[
-                "patch", "providerconnection", "coveo", "--type", "merge", "-p",
+                "patch",
+                "providerconnection",
+                "coveo",
+                "--type",
+                "merge",
+                "-p",
                 &format!(r#"{{"spec":{{"coveo":{{"endpoint":"{endpoint}"}}}}}}"#),
             ])
             .unwrap();
-        let canonical = endpoint.to_ascii_lowercase().trim_end_matches('/').to_owned();
+        let canonical = endpoint
+            .to_ascii_lowercase()
+            .trim_end_matches('/')
+            .to_owned();
         let what = format!("ownership recorded for {canonical}");
         eventually(Duration::from_secs(60), &what, || {
             let obj = env.ns.get_json("securityprovider/idp")?;
             (obj["status"]["ownership"]["endpoint"] == canonical.as_str()).then_some(())
         });
         operator.wait_reconciles(2);
-        assert_eq!(synced_reason(&env.ns, "idp").as_deref(), Some("ReconcileSuccess"));
+        assert_eq!(
+            synced_reason(&env.ns, "idp").as_deref(),
+            Some("ReconcileSuccess")
+        );
     }
     assert_eq!(env.sim.operation_count("create"), 1, "never created twice");
     delete(&env.ns, "idp");
-    assert!(env.sim.provider("respelled-idp").is_none(), "deletion still deletes remotely");
+    assert!(
+        env.sim.provider("respelled-idp").is_none(),
+        "deletion still deletes remotely"
+    );
 }
 
 #[test]
@@ -151,13 +188,23 @@ fn pointing_the_connection_at_another_system_is_refused_until_confirmed() {
         ))
         .unwrap();
     let operator = operator("retarget", &env.ns.name);
-    env.ns.apply(&provider("idp", "moved-idp", "retarget", false)).unwrap();
+    env.ns
+        .apply(&provider("idp", "moved-idp", "retarget", false))
+        .unwrap();
     wait_reason(&env.ns, "idp", "ReconcileSuccess", &operator);
 
     env.ns
         .kubectl(&[
-            "patch", "providerconnection", "coveo", "--type", "merge", "-p",
-            &format!(r#"{{"spec":{{"coveo":{{"endpoint":"{}"}}}}}}"#, second.base_url()),
+            "patch",
+            "providerconnection",
+            "coveo",
+            "--type",
+            "merge",
+            "-p",
+            &format!(
+                r#"{{"spec":{{"coveo":{{"endpoint":"{}"}}}}}}"#,
+                second.base_url()
+            ),
         ])
         .unwrap();
     let refused = wait_reason(&env.ns, "idp", "RemoteSystemChanged", &operator);
@@ -170,14 +217,23 @@ fn pointing_the_connection_at_another_system_is_refused_until_confirmed() {
         .into_iter()
         .find(|(reason, _)| reason == "RemoteSystemChanged")
         .expect("a Warning Event");
-    assert!(warning.1.contains(&old_system) && warning.1.contains(&new_system), "{warning:?}");
+    assert!(
+        warning.1.contains(&old_system) && warning.1.contains(&new_system),
+        "{warning:?}"
+    );
     operator.wait_reconciles(4);
-    assert_eq!(second.operation_count("create"), 0, "nothing created in the new system");
+    assert_eq!(
+        second.operation_count("create"),
+        0,
+        "nothing created in the new system"
+    );
 
     // Confirmed: created in the new system, the old provider named as left behind.
     env.ns
         .kubectl(&[
-            "annotate", "securityprovider", "idp",
+            "annotate",
+            "securityprovider",
+            "idp",
             &format!("secprov.dev/remote-system-change={new_system}"),
         ])
         .unwrap();
@@ -185,10 +241,14 @@ fn pointing_the_connection_at_another_system_is_refused_until_confirmed() {
     assert_eq!(moved["status"]["leftBehind"]["system"], old_system.as_str());
     assert_eq!(moved["status"]["leftBehind"]["remoteId"], "moved-idp");
     assert!(second.provider("moved-idp").is_some());
-    assert!(env.sim.provider("moved-idp").is_some(), "the old provider is left, not deleted");
+    assert!(
+        env.sim.provider("moved-idp").is_some(),
+        "the old provider is left, not deleted"
+    );
     let left = env.ns.events_for("idp");
     assert!(
-        left.iter().any(|(r, m)| r == "RemoteProviderLeftBehind" && m.contains(&old_system)),
+        left.iter()
+            .any(|(r, m)| r == "RemoteProviderLeftBehind" && m.contains(&old_system)),
         "{left:?}"
     );
 }
@@ -226,8 +286,12 @@ fn two_objects_adopting_one_provider_at_the_same_instant_make_one_owner() {
         ids.iter()
             .all(|id| {
                 let reasons = [synced_reason(&env.ns, id), synced_reason(&b, id)];
-                reasons.iter().any(|r| r.as_deref() == Some("ReconcileSuccess"))
-                    && reasons.iter().any(|r| r.as_deref() == Some("AlreadyManaged"))
+                reasons
+                    .iter()
+                    .any(|r| r.as_deref() == Some("ReconcileSuccess"))
+                    && reasons
+                        .iter()
+                        .any(|r| r.as_deref() == Some("AlreadyManaged"))
             })
             .then_some(())
     });

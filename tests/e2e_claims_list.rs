@@ -73,6 +73,9 @@ fn five_blocked_adopters_do_not_list_the_cluster_at_each_resync() {
         "blocked adopters: {lists} LISTs of SecurityProviders in {:?} over {resyncs} reconciles",
         started.elapsed()
     );
-    assert!(resyncs >= 5.0 * 6.0, "the blocked objects were resynced ({resyncs} reconciles)");
+    assert!(
+        resyncs >= 5.0 * 6.0,
+        "the blocked objects were resynced ({resyncs} reconciles)"
+    );
     assert!(lists <= 2.0, "{lists} LISTs of SecurityProviders in 40 s");
 }

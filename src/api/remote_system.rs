@@ -42,7 +42,10 @@ pub fn canonical_endpoint(raw: &str) -> String {
             path.push_str(segment);
             path
         });
-    if path.to_ascii_lowercase().ends_with(KEYSTONE_VERSION_SEGMENT) {
+    if path
+        .to_ascii_lowercase()
+        .ends_with(KEYSTONE_VERSION_SEGMENT)
+    {
         path.truncate(path.len() - KEYSTONE_VERSION_SEGMENT.len());
     }
     let origin = url.origin().ascii_serialization();

@@ -863,8 +863,16 @@ mod ownership_tests {
         let respelled = ownership("u1", "https://iam.example/", "").canonical();
         assert_eq!(respelled.endpoint, "https://iam.example");
         assert!(stored.same_remote_system(&respelled));
-        let tenant = ownership("u1", "https://api.jitsudo.io", "2489E9AD-2EE2-4E00-8EC9-32D5F69181C0");
-        let lower = ownership("u1", "https://api.jitsudo.io/", "2489e9ad-2ee2-4e00-8ec9-32d5f69181c0");
+        let tenant = ownership(
+            "u1",
+            "https://api.jitsudo.io",
+            "2489E9AD-2EE2-4E00-8EC9-32D5F69181C0",
+        );
+        let lower = ownership(
+            "u1",
+            "https://api.jitsudo.io/",
+            "2489e9ad-2ee2-4e00-8ec9-32d5f69181c0",
+        );
         assert!(tenant.same_remote_system(&lower));
         assert_eq!(tenant.system_key(), lower.canonical().system_key());
     }

@@ -140,7 +140,10 @@ impl Claims {
         if holder_uid.is_some() && holder_uid == sp.uid().as_deref() {
             return Ok(Judged::Held(Holder::Us));
         }
-        let holder = annotations.get(HOLDER_ANNOTATION).cloned().unwrap_or_default();
+        let holder = annotations
+            .get(HOLDER_ANNOTATION)
+            .cloned()
+            .unwrap_or_default();
         let Some((namespace, name)) = holder.split_once('/') else {
             return Ok(Judged::Stale);
         };
@@ -202,7 +205,8 @@ impl Claims {
         };
         for claim in self.store.state() {
             if claim.annotations().get(HOLDER_UID_ANNOTATION) == Some(&uid) {
-                self.delete_if_unchanged(&claim.name_any(), claim.uid()).await?;
+                self.delete_if_unchanged(&claim.name_any(), claim.uid())
+                    .await?;
             }
         }
         Ok(())
@@ -258,14 +262,13 @@ fn claim_age(claim: &ClaimMeta) -> (Option<k8s_openapi::jiff::Timestamp>, String
 
 /// The Lease that claims `provider` in `system` for `sp`.
 fn claim(sp: &SecurityProvider, system: &Ownership, provider: &str, name: &str) -> Lease {
-    let holder = format!(
-        "{}/{}",
-        sp.namespace().unwrap_or_default(),
-        sp.name_any()
-    );
+    let holder = format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any());
     let annotations = BTreeMap::from([
         (HOLDER_ANNOTATION.to_owned(), holder.clone()),
-        (HOLDER_UID_ANNOTATION.to_owned(), sp.uid().unwrap_or_default()),
+        (
+            HOLDER_UID_ANNOTATION.to_owned(),
+            sp.uid().unwrap_or_default(),
+        ),
         (SYSTEM_ANNOTATION.to_owned(), system.system_key()),
         (PROVIDER_ANNOTATION.to_owned(), provider.to_owned()),
     ]);
@@ -303,7 +306,10 @@ mod tests {
 
     #[test]
     fn one_claim_name_for_every_spelling_of_one_system() {
-        let a = claim_name(&system("https://Platform.cloud.coveo.com:443/", "MyOrg"), "idp");
+        let a = claim_name(
+            &system("https://Platform.cloud.coveo.com:443/", "MyOrg"),
+            "idp",
+        );
         let b = claim_name(&system("https://platform.cloud.coveo.com", "myorg"), "idp");
         assert_eq!(a, b);
         assert!(a.len() <= 63 && a.starts_with("secprov-claim-"), "{a}");
@@ -324,8 +330,7 @@ mod tests {
     fn a_claim_names_its_holder_and_keeps_no_secret() {
         let mut sp = SecurityProvider::new(
             "idp",
-            serde_json::from_value(serde_json::json!({"connectionRef": "c", "coveo": {}}))
-                .unwrap(),
+            serde_json::from_value(serde_json::json!({"connectionRef": "c", "coveo": {}})).unwrap(),
         );
         sp.metadata.namespace = Some("team-a".into());
         sp.metadata.uid = Some("uid-1".into());
@@ -334,6 +339,9 @@ mod tests {
         assert_eq!(annotations[HOLDER_ANNOTATION], "team-a/idp");
         assert_eq!(annotations[HOLDER_UID_ANNOTATION], "uid-1");
         assert_eq!(annotations[SYSTEM_ANNOTATION], "https://h (o)");
-        assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("team-a/idp"));
+        assert_eq!(
+            lease.spec.unwrap().holder_identity.as_deref(),
+            Some("team-a/idp")
+        );
     }
 }

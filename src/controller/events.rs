@@ -39,12 +39,24 @@ pub async fn publish_events(
         .await;
     }
     let before = sp.status.as_ref().and_then(|s| s.left_behind.as_deref());
-    if let Some(left) = new_status.left_behind.as_deref().filter(|l| Some(*l) != before) {
+    if let Some(left) = new_status
+        .left_behind
+        .as_deref()
+        .filter(|l| Some(*l) != before)
+    {
         let note = format!(
             "left remote provider {:?} in {} (not deleted, no longer managed): the connection now reaches another remote system",
             left.remote_id, left.system
         );
-        publish(ctx, sp, EventType::Warning, "RemoteProviderLeftBehind", "Reconcile", note).await;
+        publish(
+            ctx,
+            sp,
+            EventType::Warning,
+            "RemoteProviderLeftBehind",
+            "Reconcile",
+            note,
+        )
+        .await;
     }
     // Failures and blocks: one Warning per change of the Synced condition, not per retry.
     let old = status::find(sp.status.as_ref(), status::SYNCED);

@@ -11,8 +11,7 @@ use super::ownership;
 use super::plan::{Plan, PlanInput, plan};
 use crate::api::security_provider::Ownership;
 use crate::api::{
-    CREATE_PENDING_ANNOTATION, PAUSED_ANNOTATION, REMOTE_SYSTEM_CHANGE_ANNOTATION,
-    SecurityProvider,
+    CREATE_PENDING_ANNOTATION, PAUSED_ANNOTATION, REMOTE_SYSTEM_CHANGE_ANNOTATION, SecurityProvider,
 };
 use crate::backend::{ObservedProvider, ProviderConfig, ProviderKey};
 use crate::error::Error;
@@ -137,7 +136,13 @@ pub async fn observe(
     let owned = confirm_ownership(sp, apis.namespace, remote.provider(), system.as_ref()).await?;
     let retarget = retarget(sp, system.as_ref());
     let managed_by = match (&system, &retarget) {
-        (Some(system), None) | (Some(system), Some(Retarget { acknowledged: true, .. })) => {
+        (Some(system), None)
+        | (
+            Some(system),
+            Some(Retarget {
+                acknowledged: true, ..
+            }),
+        ) => {
             let found = remote.provider();
             other_manager(sp, apis.managers, system, &key.id, found, owned).await?
         }

@@ -131,7 +131,9 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
 /// is not acknowledged (creating there would silently fork the provider).
 fn blocked_by_ownership(input: &PlanInput<'_>) -> Option<Plan> {
     if let Some(other) = input.managed_by {
-        let id = input.observed.map_or(input.desired.lookup_key(), |o| o.remote_id.as_str());
+        let id = input
+            .observed
+            .map_or(input.desired.lookup_key(), |o| o.remote_id.as_str());
         return Some(Plan::Blocked {
             reason: REASON_ALREADY_MANAGED,
             message: format!(
@@ -283,7 +285,10 @@ mod tests {
         (i.owned, i.retarget) = (false, Some(&unacknowledged));
         for observed in [Some(&o), None] {
             // Found there or not: neither adopted nor created, and the message names both.
-            let decision = plan(&PlanInput { observed, ..i.clone() });
+            let decision = plan(&PlanInput {
+                observed,
+                ..i.clone()
+            });
             assert!(
                 matches!(&decision, Plan::Blocked { reason: REASON_REMOTE_SYSTEM_CHANGED, message }
                     if message.contains("127.0.0.1:1 (org)") && message.contains("127.0.0.1:2 (org)")
@@ -293,7 +298,13 @@ mod tests {
         }
         let acknowledged = moved(true);
         i.retarget = Some(&acknowledged);
-        assert_eq!(plan(&PlanInput { observed: None, ..i.clone() }), Plan::Create);
+        assert_eq!(
+            plan(&PlanInput {
+                observed: None,
+                ..i.clone()
+            }),
+            Plan::Create
+        );
         assert!(matches!(
             plan(&i),
             Plan::Blocked {

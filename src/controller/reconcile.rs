@@ -365,7 +365,11 @@ async fn cleanup(
 /// The object's deletion is done (remotely, or nothing remote was its to delete): its claims
 /// go back and its per-object state is forgotten. A claim that cannot be deleted now is judged
 /// stale by the next object that wants it (its holder is gone).
-async fn finish_cleanup(ctx: &Context, sp: &SecurityProvider, object: &ObjectRef<SecurityProvider>) {
+async fn finish_cleanup(
+    ctx: &Context,
+    sp: &SecurityProvider,
+    object: &ObjectRef<SecurityProvider>,
+) {
     if let Some(claims) = &ctx.claims
         && let Err(error) = claims.release(sp).await
     {
