@@ -203,10 +203,15 @@ fn with_observer(backend: Backend, observer: http::RequestObserver) -> Backend {
 /// how a rotated, relabelled or deleted Secret is noticed within the connection-check interval.
 #[derive(Default)]
 pub struct ClientCache {
-    /// Async lock held while a client is built, so concurrent reconciles of one connection
-    /// (and the connection check) share one client: one token bucket, one Keystone token.
-    built: tokio::sync::Mutex<HashMap<ObjectRef<ProviderConnection>, CachedBackend>>,
+    /// One slot per connection, each behind its own async lock, held while that connection's
+    /// client is built (its Secrets read), so concurrent reconciles of one connection (and
+    /// the connection check) share one client: one token bucket, one Keystone token. The map's
+    /// own lock is held only to find a slot: a slow Secret read of one connection never stalls
+    /// the client lookups of another.
+    slots: std::sync::Mutex<HashMap<ObjectRef<ProviderConnection>, Slot>>,
 }
+
+type Slot = Arc<tokio::sync::Mutex<Option<CachedBackend>>>;
 
 struct CachedBackend {
     /// The connection's uid and generation when the client was built.
@@ -227,26 +232,38 @@ pub enum Recheck {
 }
 
 impl ClientCache {
+    /// The slot of `connection`, created empty when missing.
+    fn slot(&self, connection: &ObjectRef<ProviderConnection>) -> Slot {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.entry(connection.clone()).or_default().clone()
+    }
+
+    /// The slot of `connection`, if it has one.
+    fn existing_slot(&self, connection: &ObjectRef<ProviderConnection>) -> Option<Slot> {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.get(connection).cloned()
+    }
+
     /// The client of `connection`: the cached one while the connection's uid and generation
     /// are unchanged, else one built from its Secrets read from the API server now. Built under
-    /// an async lock so concurrent reconciles of one connection, and its credential check,
-    /// share one client: one token bucket, one concurrency cap, one Keystone token.
+    /// the connection's lock so concurrent reconciles of one connection, and its credential
+    /// check, share one client: one token bucket, one concurrency cap, one Keystone token.
     pub async fn get_or_connect(
         &self,
         client: &Client,
         connection: &ProviderConnection,
         observer: Option<http::RequestObserver>,
     ) -> Result<Arc<dyn ProviderBackend>, Error> {
-        let key = ObjectRef::from_obj(connection);
-        let mut built = self.built.lock().await;
-        if let Some(cached) = built.get(&key)
+        let slot = self.slot(&ObjectRef::from_obj(connection));
+        let mut built = slot.lock().await;
+        if let Some(cached) = built.as_ref()
             && cached.connection == connection_version(connection)
         {
             return Ok(cached.backend.clone());
         }
         let (values, versions) = read_secret_values(client, connection).await?;
         let backend = build_for(connection, &values, observer)?;
-        built.insert(key, cached(connection, versions, backend.clone()));
+        *built = Some(cached(connection, versions, backend.clone()));
         Ok(backend)
     }
 
@@ -259,26 +276,26 @@ impl ClientCache {
         connection: &ProviderConnection,
         observer: Option<http::RequestObserver>,
     ) -> Result<Recheck, Error> {
-        let key = ObjectRef::from_obj(connection);
-        let mut built = self.built.lock().await;
+        let slot = self.slot(&ObjectRef::from_obj(connection));
+        let mut built = slot.lock().await;
         let (values, versions) = match read_secret_values(client, connection).await {
             Ok(read) => read,
             Err(e) => {
                 if !matches!(e, Error::Kube(_)) {
-                    built.remove(&key);
+                    *built = None;
                 }
                 return Err(e);
             }
         };
-        if let Some(cached) = built.get(&key)
+        if let Some(cached) = built.as_ref()
             && cached.connection == connection_version(connection)
             && cached.secrets == versions
         {
             return Ok(Recheck::Unchanged(cached.backend.clone()));
         }
-        let replaced = built.remove(&key).is_some();
+        let replaced = built.take().is_some();
         let backend = build_for(connection, &values, observer)?;
-        built.insert(key, cached(connection, versions, backend.clone()));
+        *built = Some(cached(connection, versions, backend.clone()));
         Ok(if replaced {
             Recheck::Rebuilt(backend)
         } else {
@@ -288,7 +305,14 @@ impl ClientCache {
 
     /// Drops the client of a deleted connection, and the credentials in it.
     pub async fn forget(&self, connection: &ObjectRef<ProviderConnection>) {
-        self.built.lock().await.remove(connection);
+        let removed = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots.remove(connection)
+        };
+        if let Some(slot) = removed {
+            // A build in flight finishes into the removed slot, which nothing reaches again.
+            *slot.lock().await = None;
+        }
     }
 
     /// The client last built for `connection` (same uid), whatever its Secrets' state: the
@@ -298,8 +322,9 @@ impl ClientCache {
         connection: &ProviderConnection,
     ) -> Option<Arc<dyn ProviderBackend>> {
         let uid = format!("{}/", connection.uid().unwrap_or_default());
-        let built = self.built.lock().await;
-        let cached = built.get(&ObjectRef::from_obj(connection))?;
+        let slot = self.existing_slot(&ObjectRef::from_obj(connection))?;
+        let built = slot.lock().await;
+        let cached = built.as_ref()?;
         cached
             .connection
             .starts_with(&uid)
@@ -308,7 +333,10 @@ impl ClientCache {
 
     /// Whether a client of `connection` is cached.
     pub async fn contains(&self, connection: &ObjectRef<ProviderConnection>) -> bool {
-        self.built.lock().await.contains_key(connection)
+        match self.existing_slot(connection) {
+            Some(slot) => slot.lock().await.is_some(),
+            None => false,
+        }
     }
 
     /// Caches `backend` as the client of `connection` at its current version (unit tests: a
@@ -319,10 +347,17 @@ impl ClientCache {
         connection: &ProviderConnection,
         backend: Arc<dyn ProviderBackend>,
     ) {
-        self.built.lock().await.insert(
-            ObjectRef::from_obj(connection),
-            cached(connection, Vec::new(), backend),
-        );
+        let slot = self.slot(&ObjectRef::from_obj(connection));
+        *slot.lock().await = Some(cached(connection, Vec::new(), backend));
+    }
+
+    /// Holds `connection`'s lock as a client build in flight does (unit tests).
+    #[cfg(test)]
+    async fn hold(
+        &self,
+        connection: &ObjectRef<ProviderConnection>,
+    ) -> tokio::sync::OwnedMutexGuard<Option<CachedBackend>> {
+        self.slot(connection).lock_owned().await
     }
 }
 
@@ -586,5 +621,26 @@ mod tests {
             .err()
             .expect("refused");
         assert!(e.contains("X-API-Key"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_client_build_in_flight_stalls_only_its_own_connection() {
+        let cache = ClientCache::default();
+        let slow = ObjectRef::<ProviderConnection>::new("slow").within("team-a");
+        let other = ObjectRef::<ProviderConnection>::new("other").within("team-b");
+        let _building = cache.hold(&slow).await;
+        let quick = Duration::from_millis(200);
+        assert!(
+            tokio::time::timeout(quick, cache.contains(&other))
+                .await
+                .is_ok(),
+            "another connection's lookup does not wait for the build"
+        );
+        assert!(
+            tokio::time::timeout(quick, cache.contains(&slow))
+                .await
+                .is_err(),
+            "the connection's own lookups share its build"
+        );
     }
 }
