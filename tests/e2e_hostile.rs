@@ -440,6 +440,93 @@ fn a_hanging_remote_does_not_hold_up_another_namespace() {
     op.kill();
 }
 
+/// Requests a hostile server received for one provider (`GET /securityproviders/{id}`), not
+/// the connection check's list page: each is one reconcile holding a slot until it times out.
+fn provider_reads(server: &HostileServer) -> usize {
+    server
+        .received()
+        .iter()
+        .filter(|r| r.path_and_query.contains("/securityproviders/"))
+        .filter(|r| !r.path_and_query.contains("/securityproviders/page"))
+        .count()
+}
+
+/// Fair share per tenant: one namespace makes three connections to a remote that never answers
+/// (4 providers each, 30 s request timeout) and `--concurrency 4`. Per connection that is 2
+/// slots each, 6 in all: enough to hold every slot. The namespace's share (half of the
+/// concurrency) bounds it at 2 however many connections it makes, so another namespace's
+/// three new providers are Ready within 30 s, while the hanging ones are still waiting.
+#[test]
+fn one_namespace_with_many_hanging_connections_leaves_slots_for_another() {
+    let rt = runtime();
+    let hang = rt
+        .block_on(HostileServer::start(addr("127.0.0.1"), HostileMode::Hang))
+        .unwrap();
+    let healthy = rt
+        .block_on(secprov_sim::coveo::CoveoSimulator::start(
+            addr("127.0.0.1"),
+            secprov_sim::coveo::CoveoSimConfig::new("org1", COVEO_KEY),
+        ))
+        .unwrap();
+    let greedy_ns = TestNamespace::new("fair-greedy");
+    let other_ns = TestNamespace::new("fair-other");
+    let run = greedy_ns.name.clone();
+    for c in 0..3 {
+        let name = format!("hang-{c}");
+        let yaml = connection("coveo", &name, &hang.base_url())
+            .replace("timeoutSeconds: 5", "timeoutSeconds: 30");
+        greedy_ns.apply(&yaml).unwrap();
+        let providers: String = (0..4)
+            .map(|i| labelled_provider("coveo", &format!("{name}-{i}"), &name, &run) + "---\n")
+            .collect();
+        greedy_ns.apply(&providers).unwrap();
+    }
+    other_ns
+        .apply(&connection("coveo", "ok", &healthy.base_url()))
+        .unwrap();
+    let started = Instant::now();
+    let selector = format!("secprov-e2e/run={run}");
+    let mut op = Operator::start_all_namespaces(
+        &run,
+        &["--concurrency", "4", "--watch-label-selector", &selector],
+    );
+    // The operator is active: the greedy namespace's reconciles hold slots, hanging, before
+    // the other namespace's providers exist. A second to take every slot it may.
+    eventually(Duration::from_secs(30), "reads at the hanging remote", || {
+        (provider_reads(&hang) >= 2).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let ok: String = (0..3)
+        .map(|i| labelled_provider("coveo", &format!("ok-{i}"), "ok", &run) + "---\n")
+        .collect();
+    other_ns.apply(&ok).unwrap();
+    let applied = Instant::now();
+    for i in 0..3 {
+        let ready = other_ns.wait_condition(&format!("securityprovider/ok-{i}"), "Ready", "30s");
+        ready.unwrap_or_else(|e| panic!("ok-{i}: {e}\noperator log:\n{}", op.log_text()));
+    }
+    let took = applied.elapsed();
+    // No request has timed out yet (30 s): each read received is a reconcile still holding
+    // its slot.
+    let held = provider_reads(&hang);
+    let before_timeouts = started.elapsed() < Duration::from_secs(30);
+    eprintln!(
+        "other namespace's 3 providers Ready {took:?} after they were applied ({:?} after the operator started); the greedy namespace held {held} slots",
+        started.elapsed()
+    );
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    assert_eq!(healthy.provider_ids().len(), 3);
+    if before_timeouts {
+        assert_eq!(held, 2, "the greedy namespace holds exactly its share");
+    }
+    let stuck = greedy_ns.get_json("securityprovider/hang-0-0").unwrap();
+    assert_ne!(
+        condition(&stuck, "Ready").map(|c| c["status"].clone()),
+        Some("True".into())
+    );
+    op.kill();
+}
+
 /// The Ready reasons of every SecurityProvider in `ns`.
 fn provider_reasons(ns: &TestNamespace) -> Vec<String> {
     let Ok(list) = ns.kubectl(&["get", "securityproviders", "-o", "json"]) else {
