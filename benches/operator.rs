@@ -265,8 +265,10 @@ impl Operator {
                     ns,
                     "--concurrency",
                     &args.concurrency.to_string(),
-                    // The benchmark has one connection: let it use every slot (the default
-                    // share of one connection is half of them).
+                    // The benchmark has one namespace and one connection: let them use every
+                    // slot (the default share of each is half of them).
+                    "--namespace-concurrency",
+                    &args.concurrency.to_string(),
                     "--connection-concurrency",
                     &args.concurrency.to_string(),
                     "--resync-interval",

@@ -26,8 +26,19 @@ pub struct RunArgs {
     /// Providers reconciled at once.
     #[arg(long, default_value_t = 16, env = "SECPROV_CONCURRENCY")]
     pub concurrency: u16,
-    /// Providers of one connection reconciled at once (default: half of --concurrency): a slow
-    /// or hanging remote holds at most this many slots, the others serve other connections.
+    /// Providers of one namespace reconciled at once, over all its connections (default: half
+    /// of --concurrency): one tenant holds at most this many slots, however many connections
+    /// it makes; the others serve other namespaces.
+    #[arg(
+        long,
+        default_value_t = 0,
+        env = "SECPROV_NAMESPACE_CONCURRENCY",
+        hide_default_value = true
+    )]
+    pub namespace_concurrency: u16,
+    /// Providers of one connection reconciled at once (default: half of --concurrency, at most
+    /// --namespace-concurrency): a slow or hanging remote holds at most this many slots, the
+    /// others serve other connections.
     #[arg(
         long,
         default_value_t = 0,
@@ -119,6 +130,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         connection_check_interval: args.connection_check_interval,
         batch_observe: args.batch_observe,
         label_selector,
+        namespace_concurrency: args.namespace_concurrency,
         connection_concurrency: args.connection_concurrency,
         reconcile_timeout: args.reconcile_timeout,
         claims_namespace: lease_namespace(&args),

@@ -42,6 +42,11 @@ struct BackendLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShareLabels {
+    share: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReadyLabels {
     backend: String,
     ready: String,
@@ -78,6 +83,7 @@ pub struct Metrics {
     reconciles: Family<ReconcileLabels, Counter>,
     reconcile_duration: Histogram,
     in_flight: Gauge,
+    slot_refusals: Family<ShareLabels, Counter>,
     longest_running: Gauge<f64, AtomicU64>,
     running: Mutex<HashMap<u64, Instant>>,
     next_reconcile_id: AtomicU64,
@@ -142,6 +148,7 @@ impl Metrics {
             reconciles: Family::default(),
             reconcile_duration: latency_histogram(),
             in_flight: Gauge::default(),
+            slot_refusals: Family::default(),
             longest_running: Gauge::default(),
             running: Mutex::new(HashMap::new()),
             next_reconcile_id: AtomicU64::new(0),
@@ -185,6 +192,11 @@ impl Metrics {
             "reconciles_in_flight",
             "Reconciles running now",
             self.in_flight.clone(),
+        );
+        registry.register(
+            "reconcile_slot_refusals",
+            "Reconciles requeued because their namespace or connection held its share of the slots, by share",
+            self.slot_refusals.clone(),
         );
         registry.register(
             "reconcile_longest_running_seconds",
@@ -276,6 +288,15 @@ impl Metrics {
             })
             .inc();
         self.reconcile_duration.observe(duration.as_secs_f64());
+    }
+
+    /// Counts one reconcile refused a slot because `share` (namespace, connection) was full.
+    pub fn reconcile_refused_slot(&self, share: &str) {
+        self.slot_refusals
+            .get_or_create(&ShareLabels {
+                share: share.into(),
+            })
+            .inc();
     }
 
     /// Marks a reconcile as running until the returned guard is dropped.

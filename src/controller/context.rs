@@ -8,7 +8,6 @@ use futures::channel::mpsc;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::api::{ProviderConnection, SecurityProvider};
 use crate::backend::connect::Recheck;
@@ -17,6 +16,7 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 
 use super::handle::{ConnectionHandle, SnapshotKey, snapshot_key};
+use super::slots::{ReconcileSlot, SlotLedger, SlotLimits, SlotRefused};
 use super::snapshot::{Snapshots, snapshot_max_age};
 
 /// Tunables of the controller.
@@ -41,8 +41,13 @@ pub struct Settings {
     /// Reconcile only the SecurityProviders whose labels match this (already validated)
     /// selector: this replica's shard (all when None). See [`crate::shard`].
     pub label_selector: Option<String>,
+    /// Reconciles of one namespace's providers at once, over all its connections: one tenant
+    /// holds at most this many of the `concurrency` slots (0: half of `concurrency`, at
+    /// least 1).
+    pub namespace_concurrency: u16,
     /// Reconciles of one connection's providers at once: a slow or hanging remote holds at
-    /// most this many of the `concurrency` slots (0: half of `concurrency`, at least 1).
+    /// most this many of the `concurrency` slots (0: half of `concurrency`, at least 1; never
+    /// more than the namespace's).
     pub connection_concurrency: u16,
     /// Longest a reconcile's remote work may take, retries included.
     pub reconcile_timeout: Duration,
@@ -52,13 +57,13 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The share of the global concurrency one connection may hold.
-    pub fn connection_share(&self) -> usize {
-        let share = match self.connection_concurrency {
-            0 => self.concurrency / 2,
-            n => n.min(self.concurrency),
-        };
-        usize::from(share.max(1))
+    /// The shares of the reconcile slots one namespace and one connection may hold.
+    pub fn slot_limits(&self) -> SlotLimits {
+        SlotLimits::new(
+            self.concurrency,
+            self.namespace_concurrency,
+            self.connection_concurrency,
+        )
     }
 }
 
@@ -73,6 +78,7 @@ impl Default for Settings {
             connection_check_interval: Duration::from_secs(300),
             batch_observe: true,
             label_selector: None,
+            namespace_concurrency: 0,
             connection_concurrency: 0,
             reconcile_timeout: Duration::from_secs(120),
             claims_namespace: "default".into(),
@@ -110,17 +116,14 @@ pub struct Context {
     /// providers are reconciled again. Taken once by the provider controller.
     connection_changes: mpsc::UnboundedSender<ObjectRef<ProviderConnection>>,
     connection_changes_rx: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<ProviderConnection>>>>,
-    /// Each connection's share of the reconcile slots (see [`Context::connection_slot`]).
-    connection_slots: Mutex<HashMap<ObjectRef<ProviderConnection>, Arc<Semaphore>>>,
+    /// The reconcile slots each namespace and connection holds (see
+    /// [`Context::reconcile_slot`]).
+    slots: Arc<SlotLedger>,
     /// At most one owner per remote provider (see [`super::claims`]). None only in the
     /// reconcile's unit tests, whose mocked API has no Leases: they find other managers with
     /// the LIST `secprov-operator plan` uses.
     pub claims: Option<super::claims::Claims>,
 }
-
-/// The connection already runs its share of reconciles: requeue instead of waiting in a slot.
-#[derive(Debug)]
-pub struct ConnectionBusy;
 
 /// Permanent cleanup failures (credentials refused, connection or Secret gone) before a
 /// deletion stops retrying and reports `CleanupBlocked` with its escape hatch.
@@ -141,7 +144,7 @@ impl Context {
             connections,
             connection_changes,
             connection_changes_rx: Mutex::new(Some(rx)),
-            connection_slots: Mutex::new(HashMap::new()),
+            slots: SlotLedger::new(settings.slot_limits()),
             claims: None,
             recorder,
             metrics,
@@ -221,31 +224,21 @@ impl Context {
         Ok(ConnectionHandle::new(connection, client, &self.snapshots))
     }
 
-    /// One of the reconcile slots of `sp`'s connection (None when the provider names no
-    /// connection in the cache: its reconcile reports that without any remote call). The
-    /// permit is held for the whole reconcile, so one slow or hanging remote occupies at most
-    /// [`Settings::connection_share`] of the controller's slots; the others stay free for the
-    /// providers of other connections.
-    pub fn connection_slot(
+    /// A reconcile slot for `sp`, within its namespace's and its connection's shares (None
+    /// when the provider names no connection in the cache: its reconcile reports that without
+    /// any remote call). Held for the whole reconcile, so the providers of one namespace hold
+    /// at most [`SlotLimits::namespace`] of the controller's slots however many connections
+    /// it makes, and one slow or hanging remote at most [`SlotLimits::connection`].
+    pub fn reconcile_slot(
         &self,
         sp: &SecurityProvider,
-    ) -> Result<Option<OwnedSemaphorePermit>, ConnectionBusy> {
+    ) -> Result<Option<ReconcileSlot>, SlotRefused> {
         let namespace = sp.namespace().unwrap_or_default();
         let reference = ObjectRef::new(&sp.spec.connection_ref).within(&namespace);
         if self.connections.get(&reference).is_none() {
             return Ok(None);
         }
-        let semaphore = self
-            .connection_slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(reference)
-            .or_insert_with(|| Arc::new(Semaphore::new(self.settings.connection_share())))
-            .clone();
-        semaphore
-            .try_acquire_owned()
-            .map(Some)
-            .map_err(|_| ConnectionBusy)
+        self.slots.try_take(&reference).map(Some)
     }
 
     /// Keeps in the batch snapshots only the providers whose remote id a SecurityProvider in
@@ -264,10 +257,6 @@ impl Context {
     /// Drops everything kept for a deleted connection: its client (and the credentials in it),
     /// its snapshots and its ready gauge.
     pub async fn forget_connection(&self, connection: &ObjectRef<ProviderConnection>) {
-        self.connection_slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(connection);
         self.clients.forget(connection).await;
         self.snapshots.retain(|(r, _, _)| r != connection);
         let namespace = connection.namespace.as_deref().unwrap_or_default();

@@ -47,6 +47,7 @@ pub mod plan;
 pub mod reconcile;
 #[cfg(test)]
 mod reconcile_tests;
+pub mod slots;
 pub mod snapshot;
 pub mod status;
 pub mod usage;

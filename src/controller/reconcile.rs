@@ -29,10 +29,17 @@ use crate::error::{Error, RemoteError, RemoteErrorKind, TERMINAL_RECHECK};
 /// Entry point for the kube-runtime Controller.
 #[instrument(skip_all, fields(object = %format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any())))]
 pub async fn reconcile(sp: Arc<SecurityProvider>, ctx: Arc<Context>) -> Result<Action, Error> {
-    // Held to the end: this connection's share of the reconcile slots.
-    let Ok(_slot) = ctx.connection_slot(&sp) else {
-        tracing::debug!("connection busy with its share of reconciles; requeued");
-        return Ok(Action::requeue(busy_requeue()));
+    // Held to the end: a slot within the namespace's and the connection's shares.
+    let _slot = match ctx.reconcile_slot(&sp) {
+        Ok(slot) => slot,
+        Err(refused) => {
+            tracing::debug!(
+                share = refused.as_str(),
+                "share of reconcile slots in use; requeued"
+            );
+            ctx.metrics.reconcile_refused_slot(refused.as_str());
+            return Ok(Action::requeue(busy_requeue()));
+        }
     };
     let started = Instant::now();
     let _running = ctx.metrics.reconcile_started();
@@ -60,8 +67,9 @@ pub async fn reconcile(sp: Arc<SecurityProvider>, ctx: Arc<Context>) -> Result<A
     result
 }
 
-/// When a provider whose connection was busy tries again: soon, spread so the waiting ones
-/// don't all come back at once.
+/// When a provider refused a slot (its namespace or connection holds its share) tries again:
+/// soon, so it is served within seconds of a slot of its share freeing, and spread so the
+/// waiting ones don't all come back at once.
 fn busy_requeue() -> std::time::Duration {
     std::time::Duration::from_millis(rand::random_range(500..=2000))
 }

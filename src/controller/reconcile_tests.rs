@@ -883,15 +883,12 @@ async fn a_connection_running_its_share_of_reconciles_requeues_without_any_call(
     let observed = remote("idp", "IdP");
     let sp = in_sync(provider(), &observed);
     let h = Harness::new(Some(sp.clone()), &[observed]).await;
-    let share = h.ctx.settings.connection_share();
+    let share = h.ctx.settings.slot_limits().connection;
     assert_eq!(share, 8, "half of the default concurrency of 16");
     let held: Vec<_> = (0..share)
-        .map(|_| h.ctx.connection_slot(&sp).unwrap().expect("a slot"))
+        .map(|_| h.ctx.reconcile_slot(&sp).unwrap().expect("a slot"))
         .collect();
-    assert!(
-        h.ctx.connection_slot(&sp).is_err(),
-        "no slot past the share"
-    );
+    assert!(h.ctx.reconcile_slot(&sp).is_err(), "no slot past the share");
     reconcile(Arc::new(sp.clone()), h.ctx.clone())
         .await
         .unwrap();
@@ -905,6 +902,56 @@ async fn a_connection_running_its_share_of_reconciles_requeues_without_any_call(
     assert!(
         h.timeline.remote().contains(&"observe idp".to_owned()),
         "with a slot free it reconciles: {:?}",
+        h.timeline.remote()
+    );
+}
+
+/// A connection named `name` in the test namespace, like the test connection.
+fn another_connection(name: &str) -> crate::api::ProviderConnection {
+    let mut c = connection(1);
+    c.metadata.name = Some(name.into());
+    c.metadata.uid = Some(format!("{name}-uid"));
+    c
+}
+
+#[tokio::test]
+async fn a_namespace_holding_its_share_through_other_connections_requeues_without_any_call() {
+    let observed = remote("idp", "IdP");
+    let sp = in_sync(provider(), &observed);
+    let mut h = Harness::new(Some(sp.clone()), &[observed]).await;
+    let limits = h.ctx.settings.slot_limits();
+    assert_eq!(limits.namespace, 8, "half of the default concurrency of 16");
+    // Two other connections of the namespace (a tenant's hanging remotes) take its share
+    // between them; neither reaches its own connection share.
+    let mut held = Vec::new();
+    for name in ["hang-a", "hang-b"] {
+        h.update_connection(another_connection(name));
+        let mut greedy = provider();
+        greedy.spec.connection_ref = name.into();
+        let slots = (0..limits.namespace / 2).map(|_| h.ctx.reconcile_slot(&greedy));
+        held.extend(slots.map(|slot| slot.unwrap().expect("a slot")));
+    }
+    let refused = h.ctx.reconcile_slot(&sp).unwrap_err();
+    assert_eq!(refused, super::slots::SlotRefused::NamespaceShare);
+    reconcile(Arc::new(sp.clone()), h.ctx.clone())
+        .await
+        .unwrap();
+    assert!(
+        h.timeline.steps().is_empty(),
+        "its own connection is idle, yet the namespace holds its share: {:?}",
+        h.timeline.steps()
+    );
+    assert!(
+        h.metrics
+            .encode()
+            .contains("secprov_reconcile_slot_refusals_total{share=\"namespace\"} 1"),
+        "refusals are counted by share"
+    );
+    held.pop();
+    reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
+    assert!(
+        h.timeline.remote().contains(&"observe idp".to_owned()),
+        "one slot of the namespace's share free: it reconciles: {:?}",
         h.timeline.remote()
     );
 }
