@@ -492,9 +492,11 @@ fn one_namespace_with_many_hanging_connections_leaves_slots_for_another() {
     );
     // The operator is active: the greedy namespace's reconciles hold slots, hanging, before
     // the other namespace's providers exist. A second to take every slot it may.
-    eventually(Duration::from_secs(30), "reads at the hanging remote", || {
-        (provider_reads(&hang) >= 2).then_some(())
-    });
+    eventually(
+        Duration::from_secs(30),
+        "reads at the hanging remote",
+        || (provider_reads(&hang) >= 2).then_some(()),
+    );
     std::thread::sleep(Duration::from_secs(1));
     let ok: String = (0..3)
         .map(|i| labelled_provider("coveo", &format!("ok-{i}"), "ok", &run) + "---\n")
