@@ -529,6 +529,55 @@ fn one_namespace_with_many_hanging_connections_leaves_slots_for_another() {
     op.kill();
 }
 
+/// A hung remote call holds a slot only until `--reconcile-timeout`: with a 5 s deadline and a
+/// 30 s request timeout, a remote that never answers gets more providers reported as
+/// `RemoteTimeout` than its connection has slots (2 at `--concurrency 4`), well before any
+/// request could have timed out by itself: each slot was given back at the deadline and used
+/// again.
+#[test]
+fn a_hung_remote_call_gives_its_slot_back_at_the_reconcile_deadline() {
+    let rt = runtime();
+    let hang = rt
+        .block_on(HostileServer::start(addr("127.0.0.1"), HostileMode::Hang))
+        .unwrap();
+    let ns = TestNamespace::new("hostile-deadline");
+    ns.apply(
+        &connection("coveo", "hang", &hang.base_url())
+            .replace("timeoutSeconds: 5", "timeoutSeconds: 30"),
+    )
+    .unwrap();
+    let providers: String = (0..6)
+        .map(|i| provider("coveo", &format!("hang-{i}"), "hang") + "---\n")
+        .collect();
+    ns.apply(&providers).unwrap();
+    let started = Instant::now();
+    let mut op = Operator::start(
+        &ns.name,
+        &["--concurrency", "4", "--reconcile-timeout", "5s"],
+    );
+    let timed_out = eventually(Duration::from_secs(25), "3 x RemoteTimeout", || {
+        let reasons = provider_reasons(&ns);
+        let count = reasons.iter().filter(|r| *r == "RemoteTimeout").count();
+        (count >= 3).then_some(count)
+    });
+    let took = started.elapsed();
+    eprintln!(
+        "{timed_out} providers RemoteTimeout {took:?} after the operator started; {} reads at the hanging remote",
+        provider_reads(&hang)
+    );
+    // The operator did call the remote: every reported timeout is a read it cut off.
+    assert!(provider_reads(&hang) >= 3, "{}", provider_reads(&hang));
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    let timed_out_synced = (0..6)
+        .filter_map(|i| ns.get_json(&format!("securityprovider/hang-{i}")))
+        .filter_map(|obj| condition(&obj, "Synced").cloned())
+        .find(|synced| synced["reason"] == "RemoteTimeout")
+        .expect("a Synced condition with reason RemoteTimeout");
+    let message = timed_out_synced["message"].as_str().unwrap_or_default();
+    assert!(message.contains("within 5s"), "{message}");
+    op.kill();
+}
+
 /// The Ready reasons of every SecurityProvider in `ns`.
 fn provider_reasons(ns: &TestNamespace) -> Vec<String> {
     let Ok(list) = ns.kubectl(&["get", "securityproviders", "-o", "json"]) else {
