@@ -198,6 +198,12 @@ impl Metrics {
             "Reconciles requeued because their namespace or connection held its share of the slots, by share",
             self.slot_refusals.clone(),
         );
+        // Both series exist from the start, so `rate()` sees them before the first refusal.
+        for share in ["namespace", "connection"] {
+            let _ = self.slot_refusals.get_or_create(&ShareLabels {
+                share: share.into(),
+            });
+        }
         registry.register(
             "reconcile_longest_running_seconds",
             "Age of the oldest running reconcile (0 when none runs)",
