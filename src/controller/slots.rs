@@ -3,18 +3,28 @@
 //! remote hangs could hold every slot and starve the others. Each reconcile therefore takes a
 //! slot in this ledger before any work: its namespace may hold at most
 //! [`SlotLimits::namespace`] slots however many connections it makes, and its connection at
-//! most [`SlotLimits::connection`]. A reconcile refused a slot gives the controller's slot
-//! back at once and is requeued shortly after, so the free slots go to other namespaces.
+//! most [`SlotLimits::connection`]. While several namespaces are active (asked for a slot in
+//! the last [`ACTIVE_WINDOW`]), each namespace's share is also at most `1/N` of the slots
+//! (at least one), so N tenants each get theirs. A reconcile refused a slot gives the
+//! controller's slot back at once and is requeued shortly after, so the free slots go to
+//! other namespaces.
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use kube::runtime::reflector::ObjectRef;
 
 use crate::api::ProviderConnection;
 
+/// How long a namespace counts as active after it last asked for a slot: longer than the
+/// requeue of a refused reconcile (at most 2 s), so a waiting namespace stays counted.
+pub const ACTIVE_WINDOW: Duration = Duration::from_secs(10);
+
 /// The most reconcile slots one namespace and one connection may hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SlotLimits {
+    /// All the controller's slots (`--concurrency`).
+    pub total: usize,
     /// Slots the providers of one namespace hold at once, over all its connections.
     pub namespace: usize,
     /// Slots the providers of one connection hold at once.
@@ -35,6 +45,7 @@ impl SlotLimits {
         };
         let namespace = share(namespace);
         SlotLimits {
+            total: usize::from(concurrency.max(1)),
             namespace,
             connection: share(connection).min(namespace),
         }
@@ -44,7 +55,8 @@ impl SlotLimits {
 /// Why a reconcile got no slot: which share its owner already holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlotRefused {
-    /// The namespace holds [`SlotLimits::namespace`] slots.
+    /// The namespace holds [`SlotLimits::namespace`] slots, or its `1/N` of all slots while N
+    /// namespaces are active.
     NamespaceShare,
     /// The connection holds [`SlotLimits::connection`] slots.
     ConnectionShare,
@@ -65,6 +77,8 @@ impl SlotRefused {
 #[derive(Default, Debug)]
 struct Held {
     namespaces: HashMap<String, usize>,
+    /// When each namespace last asked for a slot (pruned past [`ACTIVE_WINDOW`]).
+    asked: HashMap<String, Instant>,
     connections: HashMap<ObjectRef<ProviderConnection>, usize>,
 }
 
@@ -97,9 +111,20 @@ impl SlotLedger {
         self: &Arc<Self>,
         connection: &ObjectRef<ProviderConnection>,
     ) -> Result<ReconcileSlot, SlotRefused> {
+        self.try_take_at(connection, Instant::now())
+    }
+
+    fn try_take_at(
+        self: &Arc<Self>,
+        connection: &ObjectRef<ProviderConnection>,
+        now: Instant,
+    ) -> Result<ReconcileSlot, SlotRefused> {
         let namespace = connection.namespace.clone().unwrap_or_default();
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        if held.namespaces.get(&namespace).copied().unwrap_or(0) >= self.limits.namespace {
+        held.asked.retain(|_, at| now.duration_since(*at) < ACTIVE_WINDOW);
+        held.asked.insert(namespace.clone(), now);
+        let share = self.namespace_share(held.asked.len());
+        if held.namespaces.get(&namespace).copied().unwrap_or(0) >= share {
             return Err(SlotRefused::NamespaceShare);
         }
         if held.connections.get(connection).copied().unwrap_or(0) >= self.limits.connection {
@@ -111,6 +136,13 @@ impl SlotLedger {
             ledger: self.clone(),
             connection: connection.clone(),
         })
+    }
+
+    /// The slots one namespace may hold while `active` namespaces ask for slots: its
+    /// configured share, and at most `1/active` of all slots (at least one).
+    fn namespace_share(&self, active: usize) -> usize {
+        let fair = (self.limits.total / active.max(1)).max(1);
+        self.limits.namespace.min(fair)
     }
 
     /// Slots the providers of `namespace` hold now.
@@ -164,8 +196,13 @@ mod tests {
     fn limits_default_to_half_the_concurrency_and_stay_within_it() {
         let limits = |c, n, k| SlotLimits::new(c, n, k);
         let pair = |namespace, connection| SlotLimits {
+            total: 0,
             namespace,
             connection,
+        };
+        let limits = |c, n, k| SlotLimits {
+            total: 0,
+            ..limits(c, n, k)
         };
         assert_eq!(limits(16, 0, 0), pair(8, 8));
         assert_eq!(limits(4, 0, 0), pair(2, 2));
@@ -236,5 +273,48 @@ mod tests {
         drop(again);
         let held = ledger.held.lock().unwrap();
         assert!(held.namespaces.is_empty() && held.connections.is_empty());
+    }
+
+    #[test]
+    fn with_n_namespaces_active_each_holds_at_most_its_nth() {
+        // A namespace alone may use its configured share (all 6 here)...
+        let ledger = SlotLedger::new(SlotLimits::new(6, 6, 6));
+        let start = Instant::now();
+        let first = connection("first", "c");
+        let mut held: Vec<_> = (0..6)
+            .filter_map(|_| ledger.try_take_at(&first, start).ok())
+            .collect();
+        assert_eq!(held.len(), 6);
+        // ...until others ask: with three active, each may hold 2; the first gets no new slot
+        // until its own reconciles end and it is back under its third.
+        let (second, third) = (connection("second", "c"), connection("third", "c"));
+        // (kube-runtime runs no more than 6 reconciles: these two only ask, and count.)
+        drop((ledger.try_take_at(&second, start), ledger.try_take_at(&third, start)));
+        assert_eq!(
+            ledger.try_take_at(&first, start).unwrap_err(),
+            SlotRefused::NamespaceShare,
+            "over its third: nothing more for the first"
+        );
+        held.truncate(1); // five of the first namespace's reconciles end
+        let second_held: Vec<_> = (0..3)
+            .filter_map(|_| ledger.try_take_at(&second, start).ok())
+            .collect();
+        assert_eq!(second_held.len(), 2, "the second gets its third of the slots");
+        let third_held: Vec<_> = (0..3)
+            .filter_map(|_| ledger.try_take_at(&third, start).ok())
+            .collect();
+        assert_eq!(third_held.len(), 2, "so does the third");
+        let _back = ledger.try_take_at(&first, start).expect("the first is back to 2");
+        assert_eq!(
+            ledger.try_take_at(&first, start).unwrap_err(),
+            SlotRefused::NamespaceShare
+        );
+        // Namespaces that stop asking stop counting: alone again, the first may use 6.
+        let later = start + ACTIVE_WINDOW + Duration::from_secs(1);
+        drop((second_held, third_held));
+        let more: Vec<_> = (0..6)
+            .filter_map(|_| ledger.try_take_at(&first, later).ok())
+            .collect();
+        assert_eq!(more.len() + 2, 6);
     }
 }
