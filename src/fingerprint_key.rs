@@ -204,6 +204,83 @@ mod tests {
         assert_ne!(key.fingerprint([&b"a"[..], b"bc"]), print);
     }
 
+    /// A mocked API server answering each request with the next of `answers` (status,
+    /// body), recording `METHOD path` of each.
+    fn scripted_api(
+        answers: Vec<(u16, serde_json::Value)>,
+    ) -> (Api<Secret>, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use http::{Request, Response};
+        use kube::client::Body;
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            for (status, body) in answers {
+                let Some((request, send)) = handle.next_request().await else {
+                    return;
+                };
+                let line = format!("{} {}", request.method(), request.uri().path());
+                log.lock().unwrap().push(line);
+                let response = Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(Body::from(body.to_string().into_bytes()))
+                    .unwrap();
+                send.send_response(response);
+            }
+        });
+        let client = kube::Client::new(service, "ops");
+        (Api::namespaced(client, "ops"), seen)
+    }
+
+    fn status(code: u16, reason: &str) -> serde_json::Value {
+        serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                           "reason": reason, "code": code, "message": reason})
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_loses_the_create_race_uses_the_key_that_won() {
+        let theirs =
+            serde_json::to_value(key_secret(DEFAULT_SECRET_NAME, vec![9u8; KEY_LEN])).unwrap();
+        let (api, seen) = scripted_api(vec![
+            (404, status(404, "NotFound")),
+            (409, status(409, "AlreadyExists")),
+            (200, theirs),
+        ]);
+        let key = load_or_create(&api, DEFAULT_SECRET_NAME).await.unwrap();
+        assert_eq!(
+            key.id(),
+            FingerprintKey::from_bytes(&[9u8; KEY_LEN]).unwrap().id()
+        );
+        let path = format!("/api/v1/namespaces/ops/secrets/{DEFAULT_SECRET_NAME}");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                format!("GET {path}"),
+                "POST /api/v1/namespaces/ops/secrets".to_owned(),
+                format!("GET {path}"),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_secret_without_a_usable_key_is_refused_never_replaced() {
+        let short = serde_json::to_value(key_secret(DEFAULT_SECRET_NAME, vec![1u8; 4])).unwrap();
+        let (api, seen) = scripted_api(vec![(200, short)]);
+        let error = load_or_create(&api, DEFAULT_SECRET_NAME).await.unwrap_err();
+        assert!(
+            format!("{error:#}").contains("fewer than 32 bytes"),
+            "{error:#}"
+        );
+        assert_eq!(seen.lock().unwrap().len(), 1, "no write");
+        let (api, _) = scripted_api(vec![(403, status(403, "Forbidden"))]);
+        let error = load_or_create(&api, DEFAULT_SECRET_NAME).await.unwrap_err();
+        assert!(
+            format!("{error:#}").contains("secprov-operator-fingerprint-key"),
+            "{error:#}"
+        );
+    }
+
     #[test]
     fn the_secret_round_trips_and_a_short_key_is_refused() {
         let secret = key_secret(DEFAULT_SECRET_NAME, vec![3u8; KEY_LEN]);
