@@ -46,7 +46,8 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the controller (kubeconfig from KUBECONFIG, ~/.kube/config or the in-cluster service account).
-    Run(secprov::app::RunArgs),
+    // Boxed: the run options are far larger than the other commands' (clippy::large_enum_variant).
+    Run(Box<secprov::app::RunArgs>),
     /// Print every CRD as YAML (identical to crds/secprov.dev.yaml).
     Crd,
     /// Print the remote providers of a connection as SecurityProvider manifests that adopt them
@@ -79,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", secprov::api::crds_yaml()?);
             Ok(())
         }
-        Command::Run(args) => secprov::app::run(args).await,
+        Command::Run(args) => secprov::app::run(*args).await,
         Command::Export {
             connection,
             namespace,
