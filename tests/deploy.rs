@@ -103,6 +103,10 @@ fn rbac_is_least_privilege_without_wildcards() {
         ("coordination.k8s.io", "leases", "get"),
         ("coordination.k8s.io", "leases", "create"),
         ("coordination.k8s.io", "leases", "update"),
+        // The claims (one Lease per managed remote provider, issue 21).
+        ("coordination.k8s.io", "leases", "list"),
+        ("coordination.k8s.io", "leases", "watch"),
+        ("coordination.k8s.io", "leases", "delete"),
     ]
     .into_iter()
     .map(|(g, r, v)| (g.to_owned(), r.to_owned(), v.to_owned()))
@@ -517,11 +521,13 @@ fn service_account_can_do_exactly_what_the_operator_needs() {
         "leases.coordination.k8s.io",
         "secprov-system"
     ));
-    assert!(!can_i(
+    // Claims are released by deleting their Lease, in the operator's namespace only.
+    assert!(can_i(
         "delete",
         "leases.coordination.k8s.io",
         "secprov-system"
     ));
+    assert!(!can_i("delete", "leases.coordination.k8s.io", ns));
     // The fingerprint key and no other Secret of its namespace; created if absent, never
     // changed or deleted.
     let key = "secret/secprov-operator-fingerprint-key";
