@@ -1,5 +1,5 @@
 //! Secret values of a Coveo provider (`sensitiveParameters`, `userIdentities` passwords) and the
-//! keyed hash that stands in for them in status.
+//! keyed fingerprint that stands in for them in status.
 //!
 //! Coveo masks sensitive values on read, so drift on them cannot be observed. The operator
 //! records a fingerprint of what it last sent (an HMAC-SHA256 keyed with the installation's
@@ -10,13 +10,14 @@
 //! versions) differs too: one re-send, then the new one is recorded.
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+
 use crate::api::SecretKeyRef;
 use crate::api::security_provider::CoveoProviderSpec;
 use crate::backend::connect::{read_credential_secret, secret_key_value};
 use crate::error::Error;
 use crate::fingerprint_key::FingerprintKey;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
 
 /// Secret values keyed `parameters.<name>` or `userIdentities.<name>`. Debug never prints a
 /// value, and the type is not serializable, so a value cannot reach a log line, status or an
