@@ -93,6 +93,18 @@ pub struct RunArgs {
     /// Time between acquire/renew attempts.
     #[arg(long, default_value = "2s", value_parser = positive_duration, env = "SECPROV_LEADER_ELECTION_RETRY_PERIOD")]
     pub leader_election_retry_period: Duration,
+    /// The ClusterRole that SecretAccessDenied tells a namespace to bind (the Helm chart names
+    /// it after the release).
+    #[arg(long, default_value = crate::backend::connect::DEFAULT_CREDENTIAL_READER_ROLE, env = "SECPROV_CREDENTIAL_READER_ROLE")]
+    pub credential_reader_role: String,
+    /// Secret holding the key of the secrets fingerprint (`status.coveo.secretsHash`); created
+    /// with a random key on first start. Delete it and restart to rotate the key.
+    #[arg(long, default_value = crate::fingerprint_key::DEFAULT_SECRET_NAME, env = "SECPROV_FINGERPRINT_KEY_SECRET")]
+    pub fingerprint_key_secret: String,
+    /// Namespace of that Secret (default: the operator's own, as for the Lease: POD_NAMESPACE,
+    /// the in-cluster namespace, --namespace, then `default`).
+    #[arg(long, env = "SECPROV_FINGERPRINT_KEY_NAMESPACE")]
+    pub fingerprint_key_namespace: Option<String>,
 }
 
 /// How long in-flight reconciles may take to finish after SIGTERM.
@@ -101,6 +113,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Runs the operator until SIGTERM (or a lost Lease).
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     crate::telemetry::init(args.log_json);
+    crate::backend::connect::set_credential_reader_role(args.credential_reader_role.clone());
     let kube_config = kube::Config::infer()
         .await
         .context("cannot build a Kubernetes client from the kubeconfig")?;
@@ -116,6 +129,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             )
         })
         .transpose()?;
+    // Not fenced: a standby needs the key too, and create-if-absent makes its create safe.
+    let unfenced = kube::Client::try_from(kube_config.clone())
+        .context("cannot build a Kubernetes client from the kubeconfig")?;
+    let fingerprint_key = load_fingerprint_key(&unfenced, &args).await?;
     // Every status, finalizer and Event write passes the leader fence.
     let client = leader::fenced_client(kube_config, leader::fence())
         .context("cannot build a Kubernetes client from the kubeconfig")?;
@@ -134,6 +151,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         connection_concurrency: args.connection_concurrency,
         reconcile_timeout: args.reconcile_timeout,
         claims_namespace: lease_namespace(&args),
+        fingerprint_key,
         ..Settings::default()
     };
     let shutdown = shutdown_signal().boxed().shared();
@@ -230,15 +248,38 @@ fn election_config(args: &RunArgs, selector: Option<&str>) -> ElectionConfig {
     }
 }
 
+/// The secrets fingerprint key, read (or created) once at start: every replica of an
+/// installation, standbys included, holds the same key before it may reconcile.
+async fn load_fingerprint_key(
+    client: &kube::Client,
+    args: &RunArgs,
+) -> anyhow::Result<crate::fingerprint_key::FingerprintKey> {
+    let namespace = args
+        .fingerprint_key_namespace
+        .clone()
+        .unwrap_or_else(|| operator_namespace(args));
+    let api = kube::Api::namespaced(client.clone(), &namespace);
+    let load = crate::fingerprint_key::load_or_create(&api, &args.fingerprint_key_secret);
+    let key = tokio::time::timeout(Duration::from_secs(60), load)
+        .await
+        .context("reading the secrets fingerprint key took over 60 s")??;
+    tracing::info!(key_id = key.id(), secret = %args.fingerprint_key_secret, %namespace, "secrets fingerprint key loaded");
+    Ok(key)
+}
+
 /// Where the Lease lives when `--leader-election-namespace` is not given.
 fn lease_namespace(args: &RunArgs) -> String {
     args.leader_election_namespace
         .clone()
-        .or_else(|| {
-            std::env::var("POD_NAMESPACE")
-                .ok()
-                .filter(|n| !n.is_empty())
-        })
+        .unwrap_or_else(|| operator_namespace(args))
+}
+
+/// The operator's own namespace: POD_NAMESPACE, the in-cluster namespace, --namespace, then
+/// `default`.
+fn operator_namespace(args: &RunArgs) -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|n| !n.is_empty())
         .or_else(|| {
             std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
                 .ok()

@@ -298,7 +298,8 @@ async fn plan_one(
     let api = Api::<SecurityProvider>::namespaced(client.clone(), namespace);
     let existing = api.get_opt(&manifest.name_any()).await?;
     let sp = as_applied(manifest, existing.as_ref());
-    let desired = resolve_desired(client, &sp).await?;
+    // No fingerprint key: its Secret is the operator's alone (see `resolve_desired`).
+    let desired = resolve_desired(client, &sp, None).await?;
     let connection = Api::<ProviderConnection>::namespaced(client.clone(), namespace)
         .get_opt(&sp.spec.connection_ref)
         .await?
@@ -327,7 +328,7 @@ pub fn as_applied(
 ) -> SecurityProvider {
     let mut sp = manifest.clone();
     sp.status = existing.and_then(|e| e.status.clone());
-    // The recorded hash of secret values is keyed with the object's uid.
+    // The object's identity, as the controller sees it (the secrets fingerprint covers it).
     sp.metadata.uid = existing.and_then(|e| e.metadata.uid.clone());
     if let Some(marker) = existing.and_then(|e| e.annotations().get(CREATE_PENDING_ANNOTATION)) {
         sp.annotations_mut()

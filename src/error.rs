@@ -51,11 +51,13 @@ pub enum Error {
 
     /// The operator may not read Secrets in this namespace (no RoleBinding for it).
     #[error(
-        "the operator may not read Secret {name:?} in namespace {namespace:?}; let it read this namespace's credential Secrets with: kubectl create rolebinding secprov-credential-reader -n {namespace} --clusterrole=secprov-credential-reader --serviceaccount={service_account}"
+        "the operator may not read Secret {name:?} in namespace {namespace:?}; let it read this namespace's credential Secrets with: kubectl create rolebinding {role} -n {namespace} --clusterrole={role} --serviceaccount={service_account}"
     )]
     SecretAccessDenied {
         name: String,
         namespace: String,
+        /// The ClusterRole to bind (the Helm chart names it after the release).
+        role: String,
         /// `namespace:name` of the operator's ServiceAccount.
         service_account: String,
     },

@@ -13,6 +13,7 @@ pub mod backend;
 pub mod cli;
 pub mod controller;
 pub mod error;
+pub mod fingerprint_key;
 pub mod health;
 pub mod leader;
 pub mod metrics;

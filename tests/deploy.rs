@@ -97,11 +97,16 @@ fn rbac_is_least_privilege_without_wildcards() {
         ("secprov.dev", "providerconnections/status", "patch"),
         ("", "secrets", "get"),
         ("", "secrets", "patch"),
+        ("", "secrets", "create"),
         ("events.k8s.io", "events", "create"),
         ("events.k8s.io", "events", "patch"),
         ("coordination.k8s.io", "leases", "get"),
         ("coordination.k8s.io", "leases", "create"),
         ("coordination.k8s.io", "leases", "update"),
+        // The claims (one Lease per managed remote provider, issue 21).
+        ("coordination.k8s.io", "leases", "list"),
+        ("coordination.k8s.io", "leases", "watch"),
+        ("coordination.k8s.io", "leases", "delete"),
     ]
     .into_iter()
     .map(|(g, r, v)| (g.to_owned(), r.to_owned(), v.to_owned()))
@@ -130,6 +135,29 @@ fn rbac_is_least_privilege_without_wildcards() {
     // Leases only in the operator's own namespace.
     let role = find(&docs, "Role", "secprov-operator-leader-election");
     assert_eq!(role["metadata"]["namespace"], "secprov-system");
+    // The fingerprint key: get by name only; create (which resourceNames cannot limit) only in
+    // the operator's own namespace, and in no other role.
+    let key = find(&docs, "Role", "secprov-operator-fingerprint-key");
+    assert_eq!(key["metadata"]["namespace"], "secprov-system");
+    let rules = key["rules"].as_sequence().unwrap();
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert_eq!(strings(&rules[0]["verbs"]), ["get".to_owned()].into());
+    assert_eq!(
+        strings(&rules[0]["resourceNames"]),
+        ["secprov-operator-fingerprint-key".to_owned()].into()
+    );
+    assert_eq!(strings(&rules[1]["verbs"]), ["create".to_owned()].into());
+    let creates_secrets = docs
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
+        .filter(|d| {
+            d["rules"].as_sequence().unwrap().iter().any(|r| {
+                strings(&r["resources"]).contains("secrets")
+                    && strings(&r["verbs"]).contains("create")
+            })
+        })
+        .count();
+    assert_eq!(creates_secrets, 1);
 }
 
 #[test]
@@ -369,6 +397,14 @@ fn kubectl_apply_k_installs_everything() {
             "rolebinding/secprov-operator-leader-election",
             Some("secprov-system"),
         ),
+        (
+            "role/secprov-operator-fingerprint-key",
+            Some("secprov-system"),
+        ),
+        (
+            "rolebinding/secprov-operator-fingerprint-key",
+            Some("secprov-system"),
+        ),
         ("deployment/secprov-operator", Some("secprov-system")),
         ("service/secprov-operator-metrics", Some("secprov-system")),
         ("networkpolicy/secprov-operator", Some("secprov-system")),
@@ -485,11 +521,44 @@ fn service_account_can_do_exactly_what_the_operator_needs() {
         "leases.coordination.k8s.io",
         "secprov-system"
     ));
-    assert!(!can_i(
+    // Claims are released by deleting their Lease, in the operator's namespace only.
+    assert!(can_i(
         "delete",
         "leases.coordination.k8s.io",
         "secprov-system"
     ));
+    assert!(!can_i("delete", "leases.coordination.k8s.io", ns));
+    // The fingerprint key and no other Secret of its namespace; created if absent, never
+    // changed or deleted.
+    let key = "secret/secprov-operator-fingerprint-key";
+    assert!(can_i_named("get", key, "secprov-system"));
+    assert!(can_i("create", "secrets", "secprov-system"));
+    for (verb, resource) in [
+        ("get", "secret/another-secret"),
+        ("update", key),
+        ("patch", key),
+        ("delete", key),
+    ] {
+        assert!(
+            !can_i_named(verb, resource, "secprov-system"),
+            "{OPERATOR_SA} may {verb} {resource} in secprov-system"
+        );
+    }
+    for verb in ["get", "list", "watch"] {
+        assert!(!can_i(verb, "secrets", "secprov-system"), "{verb} secrets");
+    }
+}
+
+/// `kubectl auth can-i VERB TYPE/NAME -n NAMESPACE` as the operator.
+fn can_i_named(verb: &str, type_name: &str, namespace: &str) -> bool {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .args(["auth", "can-i", verb, type_name, "-n", namespace])
+        .args(["--as", OPERATOR_SA])
+        .output()
+        .expect("kubectl auth can-i");
+    String::from_utf8_lossy(&out.stdout).trim() == "yes"
 }
 
 #[test]
@@ -686,6 +755,8 @@ fn operator_with_the_service_account_token_reconciles_to_ready() {
             "2s",
         ])
         .env("KUBECONFIG", &sa_kubeconfig)
+        // As in the Deployment: the operator's namespace holds its fingerprint key.
+        .env("POD_NAMESPACE", "secprov-system")
         .env("RUST_LOG", "info,secprov=debug")
         .stdout(log_file.try_clone().unwrap())
         .stderr(log_file)
@@ -796,11 +867,17 @@ fn helm() -> String {
     .clone()
 }
 
-/// `helm template` of the chart with `--include-crds` and `extra` arguments.
+/// `helm template` of the chart as release `secprov` with `--include-crds` and `extra`
+/// arguments.
 fn helm_template(namespace: &str, extra: &[&str]) -> (String, Vec<Value>) {
+    helm_template_release("secprov", namespace, extra)
+}
+
+/// `helm template` of the chart as `release` with `--include-crds` and `extra` arguments.
+fn helm_template_release(release: &str, namespace: &str, extra: &[&str]) -> (String, Vec<Value>) {
     let chart = repo().join("deploy/helm/secprov-operator");
     let out = Command::new(helm())
-        .args(["template", "secprov"])
+        .args(["template", release])
         .arg(&chart)
         .args(["--namespace", namespace, "--include-crds"])
         .args(extra)
@@ -880,11 +957,25 @@ fn helm_chart_renders_the_same_objects_as_deploy_and_the_api_server_accepts_them
         };
         assert_eq!(rules(&chart_docs), rules(&deploy), "{k} rules");
     }
-    // No credential RoleBinding by default; one per listed namespace when asked.
+    // No credential RoleBinding by default; one per listed namespace when asked. The
+    // ClusterRole carries the release name, and the operator is told it (SecretAccessDenied
+    // names it).
+    let reader = "secprov-secprov-operator-credential-reader";
+    assert!(
+        chart_docs
+            .iter()
+            .any(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == reader)
+    );
+    assert!(
+        strings(
+            &kind(&chart_docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+        )
+        .contains(&format!("--credential-reader-role={reader}"))
+    );
     let reader_bindings = |docs: &[Value]| -> Vec<String> {
         docs.iter()
             .filter(|d| d["kind"] == "RoleBinding")
-            .filter(|d| d["roleRef"]["name"] == "secprov-credential-reader")
+            .filter(|d| d["roleRef"]["name"] == reader)
             .map(|d| d["metadata"]["namespace"].as_str().unwrap().to_owned())
             .collect()
     };
@@ -1017,4 +1108,183 @@ fn helm_chart_monitoring_objects_are_those_of_deploy_monitoring() {
     let original: serde_json::Value =
         serde_json::from_str(&read("deploy/monitoring/grafana-dashboard.json")).unwrap();
     assert_eq!(json, original);
+}
+
+/// `(kind, namespace, name)` of every rendered object, CRDs left out: they are the API itself,
+/// shared by design (Helm installs crds/ once and never replaces them).
+fn object_names(docs: &[Value], release_namespace: &str) -> BTreeSet<(String, String, String)> {
+    docs.iter()
+        .filter(|d| d["kind"] != "CustomResourceDefinition")
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap_or_default().to_owned(),
+                d["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                d["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .filter(|(_, namespace, _)| namespace != release_namespace)
+        .collect()
+}
+
+#[test]
+fn two_releases_share_no_cluster_scoped_name_nor_a_team_namespace_binding() {
+    let grant = ["--set", "credentialNamespaces={team-a}"];
+    let (_, first) = helm_template_release("blue", "secprov-blue", &grant);
+    let (_, second) = helm_template_release("green", "secprov-green", &grant);
+    // Everything outside each release's own namespace: cluster-scoped objects (empty
+    // namespace) and the credential RoleBinding in team-a.
+    let (a, b) = (
+        object_names(&first, "secprov-blue"),
+        object_names(&second, "secprov-green"),
+    );
+    assert!(
+        a.iter().any(|(kind, ..)| kind == "ClusterRole") && a.len() >= 4,
+        "{a:?}"
+    );
+    let shared: Vec<_> = a.intersection(&b).collect();
+    assert!(shared.is_empty(), "two releases collide on {shared:?}");
+    for (kind, namespace, name) in &a {
+        assert!(
+            name.starts_with("blue-"),
+            "{kind} {namespace}/{name} lacks the release name"
+        );
+    }
+    // Each release's Deployment names its own credential reader, which its RoleBinding binds.
+    let reader = |docs: &[Value]| {
+        let args = strings(
+            &docs.iter().find(|d| d["kind"] == "Deployment").unwrap()["spec"]["template"]["spec"]["containers"]
+                [0]["args"],
+        );
+        let role = args
+            .iter()
+            .find_map(|a| a.strip_prefix("--credential-reader-role="))
+            .expect("--credential-reader-role")
+            .to_owned();
+        let bound = docs
+            .iter()
+            .find(|d| d["kind"] == "RoleBinding" && d["metadata"]["namespace"] == "team-a")
+            .unwrap();
+        assert_eq!(bound["roleRef"]["name"].as_str(), Some(role.as_str()));
+        role
+    };
+    assert_eq!(reader(&first), "blue-secprov-operator-credential-reader");
+    assert_eq!(reader(&second), "green-secprov-operator-credential-reader");
+    // A release named after the chart does not repeat it.
+    let (_, plain) = helm_template_release("secprov-operator", "secprov-system", &[]);
+    let roles: BTreeSet<String> = object_names(&plain, "secprov-system")
+        .into_iter()
+        .filter(|(kind, ..)| kind == "ClusterRole")
+        .map(|(.., name)| name)
+        .collect();
+    assert_eq!(
+        roles,
+        BTreeSet::from([
+            "secprov-operator".to_owned(),
+            "secprov-operator-credential-reader".to_owned()
+        ])
+    );
+}
+
+/// The chart's NetworkPolicy egress rule for `port`.
+fn egress_rule(docs: &[Value], port: u64) -> Value {
+    let policy = docs
+        .iter()
+        .find(|d| d["kind"] == "NetworkPolicy")
+        .expect("a NetworkPolicy");
+    policy["spec"]["egress"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["ports"]
+                .as_sequence()
+                .is_some_and(|p| p.iter().any(|p| p["port"].as_u64() == Some(port)))
+        })
+        .unwrap_or_else(|| panic!("no egress rule for {port}"))
+        .clone()
+}
+
+#[test]
+fn helm_values_restrict_api_server_and_dns_egress_and_the_default_allows_any() {
+    // Default: no peers on 53 and 6443, i.e. any address (documented in values.yaml).
+    let (_, default) = helm_template("secprov-helm", &[]);
+    assert!(egress_rule(&default, 53)["to"].is_null());
+    assert!(egress_rule(&default, 6443)["to"].is_null());
+
+    let (_, restricted) = helm_template(
+        "secprov-helm",
+        &[
+            "--set",
+            "networkPolicy.apiServer.cidrs={127.0.0.1/32,::1/128}",
+            "--set",
+            "networkPolicy.apiServer.ports={6443,8443}",
+            "--set-json",
+            r#"networkPolicy.dns.namespaceSelector={"kubernetes.io/metadata.name":"kube-system"}"#,
+            "--set-json",
+            r#"networkPolicy.dns.podSelector={"k8s-app":"kube-dns"}"#,
+            "--set",
+            "networkPolicy.dns.cidrs={127.0.0.1/32}",
+        ],
+    );
+    let api = egress_rule(&restricted, 6443);
+    let cidrs: Vec<&str> = api["to"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|peer| peer["ipBlock"]["cidr"].as_str().unwrap())
+        .collect();
+    assert_eq!(cidrs, ["127.0.0.1/32", "::1/128"]);
+    let ports: Vec<u64> = api["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p["port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ports, [6443, 8443]);
+    let dns = egress_rule(&restricted, 53);
+    let peers = dns["to"].as_sequence().unwrap();
+    assert_eq!(peers.len(), 2, "{peers:?}");
+    assert_eq!(
+        peers[0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "kube-system"
+    );
+    assert_eq!(
+        peers[0]["podSelector"]["matchLabels"]["k8s-app"],
+        "kube-dns"
+    );
+    assert_eq!(peers[1]["ipBlock"]["cidr"], "127.0.0.1/32");
+    // Only a pod selector: the DNS pods of any namespace, not of the release's namespace alone.
+    let (_, pods_only) = helm_template(
+        "secprov-helm",
+        &[
+            "--set-json",
+            r#"networkPolicy.dns.podSelector={"k8s-app":"kube-dns"}"#,
+        ],
+    );
+    let peer = &egress_rule(&pods_only, 53)["to"][0];
+    assert!(
+        peer["namespaceSelector"]["matchLabels"]
+            .as_mapping()
+            .is_some_and(|m| m.is_empty()),
+        "{peer:?}"
+    );
+    // HTTPS is untouched by these values.
+    assert_eq!(egress_rule(&restricted, 443), egress_rule(&default, 443));
+    // The API server accepts the restricted policy.
+    let policy = restricted
+        .iter()
+        .find(|d| d["kind"] == "NetworkPolicy")
+        .unwrap();
+    let _ = kubectl(&["create", "namespace", "secprov-helm"]);
+    let (ok, output) = run_kubectl_stdin(
+        &["apply", "--dry-run=server", "-f", "-"],
+        &serde_yaml::to_string(policy).unwrap(),
+    );
+    assert!(ok, "{output}");
 }

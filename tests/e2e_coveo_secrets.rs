@@ -325,3 +325,119 @@ fn values_come_only_from_opted_in_secrets_and_labelling_one_resumes_the_provider
     );
     assert_no_leak(&everything_visible(&env, &["optin"]));
 }
+
+const KEY_SECRET: &str = "secret/secprov-operator-fingerprint-key";
+
+/// The key id a fingerprint names: `hmac-sha256:<key id>:<hex>`.
+fn key_id(fingerprint: &str) -> String {
+    let parts: Vec<&str> = fingerprint.split(':').collect();
+    assert_eq!(parts.len(), 3, "{fingerprint}");
+    assert_eq!((parts[0], parts[2].len()), ("hmac-sha256", 64));
+    parts[1].to_owned()
+}
+
+/// The key Secret's `data.key` and resourceVersion. Without POD_NAMESPACE the operator keeps
+/// its key in the namespace it watches: here, the test's.
+fn key_secret(env: &Env) -> Option<(String, String)> {
+    let secret = env.ns.get_json(KEY_SECRET)?;
+    assert_eq!(secret["immutable"], true);
+    Some((
+        secret["data"]["key"].as_str()?.to_owned(),
+        secret["metadata"]["resourceVersion"].as_str()?.to_owned(),
+    ))
+}
+
+#[test]
+fn the_fingerprint_key_is_created_on_first_start_kept_across_restarts_and_a_rotation_resends_once()
+{
+    let mut env = setup("coveo-secrets-key");
+    env.ns.apply(&connector("db-key")).unwrap();
+    env.ns
+        .wait_condition("securityprovider/db-key", "Ready", "90s")
+        .unwrap_or_else(|e| panic!("{e}\n{}", env.operator.log_text()));
+    let (key, version) = key_secret(&env).expect("the key Secret was created on first start");
+    assert_eq!(key.len(), 44, "32 bytes, base64");
+    let first = eventually(Duration::from_secs(30), "secretsHash", || {
+        secrets_hash(&env, "db-key")
+    });
+    let first_id = key_id(&first);
+
+    // A restart reads the same key: same fingerprint, no PUT.
+    env.sim.reset_counters();
+    env.operator.restart();
+    wait_reconciles(&env, 6.0);
+    assert_eq!(
+        env.sim.request_count("PUT"),
+        0,
+        "a restart re-sends nothing"
+    );
+    assert_eq!(secrets_hash(&env, "db-key"), Some(first.clone()));
+    assert_eq!(key_secret(&env), Some((key.clone(), version)));
+
+    // Rotation: delete the key and restart. A new key is created, the recorded fingerprint
+    // names the old key id: one PUT, then recorded under the new key, then quiet.
+    env.ns.kubectl(&["delete", KEY_SECRET]).unwrap();
+    env.operator.restart();
+    let second = eventually(
+        Duration::from_secs(60),
+        "a fingerprint under the new key",
+        || secrets_hash(&env, "db-key").filter(|h| key_id(h) != first_id),
+    );
+    let (new_key, _) = key_secret(&env).expect("a new key Secret");
+    assert_ne!(new_key, key);
+    wait_reconciles(&env, 10.0);
+    assert_eq!(
+        env.sim.request_count_for("PUT", "update"),
+        1,
+        "exactly one re-send after the rotation"
+    );
+    assert_eq!(env.sim.request_count("PUT"), 1);
+    assert_eq!(secrets_hash(&env, "db-key"), Some(second));
+    assert_eq!(
+        env.sim.secret_values("db-key").unwrap()["parameters.ApiToken"],
+        TOKEN
+    );
+    assert_no_leak(&everything_visible(&env, &["db-key"]));
+}
+
+/// The key id an operator logged at start (`secrets fingerprint key loaded key_id=...`).
+fn logged_key_id(operator: &Operator) -> Option<String> {
+    let log = operator.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("secrets fingerprint key loaded"))?;
+    let rest = &line[line.find("key_id=")? + "key_id=".len()..];
+    let id: String = rest
+        .trim_start_matches('"')
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
+    (!id.is_empty()).then_some(id)
+}
+
+#[test]
+fn two_replicas_starting_at_once_agree_on_one_key() {
+    let ns = TestNamespace::new("coveo-secrets-key-race");
+    let election = [
+        "--leader-election",
+        "--leader-election-id",
+        "secprov-operator-key-race",
+    ];
+    let a = Operator::start_logging_to(&ns.name, &format!("{}-a", ns.name), &election, "info");
+    let b = Operator::start_logging_to(&ns.name, &format!("{}-b", ns.name), &election, "info");
+    let ids = eventually(
+        Duration::from_secs(60),
+        "both replicas loaded a key",
+        || Some((logged_key_id(&a)?, logged_key_id(&b)?)),
+    );
+    assert_eq!(ids.0, ids.1, "one key for the installation");
+    let secrets = ns.kubectl(&["get", "secrets", "-o", "name"]).unwrap();
+    assert_eq!(
+        secrets
+            .lines()
+            .filter(|l| l.contains("fingerprint-key"))
+            .count(),
+        1,
+        "{secrets}"
+    );
+}

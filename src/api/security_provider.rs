@@ -734,9 +734,11 @@ impl JsonSchema for CountsByState {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CoveoStatus {
-    /// Keyed hash (HMAC-SHA256, keyed with this object's uid) of the sensitive parameter values
-    /// and user identity passwords last sent to Coveo, never the values. Coveo masks them on
-    /// read, so a change of this hash is how a rotated Secret is noticed. `hmac-sha256:<hex>`.
+    /// Fingerprint of the sensitive parameter values and user identity passwords last sent to
+    /// Coveo, never the values: HMAC-SHA256 over this object's uid and the values, keyed with
+    /// the installation's key (a Secret only the operator reads), so it cannot be checked
+    /// against guesses without that key. Coveo masks the values on read, so a change of this
+    /// fingerprint is how a rotated Secret is noticed. `hmac-sha256:<key id>:<hex>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets_hash: Option<String>,
     /// The provider's refresh schedules as last read from Coveo (only read when

@@ -459,10 +459,30 @@ pub fn operator_service_account() -> String {
     format!("{namespace}:{name}")
 }
 
+/// The ClusterRole a namespace binds to let the operator read its credential Secrets, when
+/// `--credential-reader-role` does not name another (the Helm chart names it after the
+/// release, so two releases never share one).
+pub const DEFAULT_CREDENTIAL_READER_ROLE: &str = "secprov-credential-reader";
+
+static CREDENTIAL_READER_ROLE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Sets, once at start, the ClusterRole `SecretAccessDenied` tells a namespace to bind.
+pub fn set_credential_reader_role(name: String) {
+    let _ = CREDENTIAL_READER_ROLE.set(name);
+}
+
+/// The ClusterRole `SecretAccessDenied` tells a namespace to bind.
+pub fn credential_reader_role() -> String {
+    CREDENTIAL_READER_ROLE
+        .get()
+        .cloned()
+        .unwrap_or_else(|| DEFAULT_CREDENTIAL_READER_ROLE.to_owned())
+}
+
 /// Reads Secret `name` from `api`'s namespace and applies [`check_credential_secret`]. Every
 /// Secret the operator uses (connection credentials, CA bundles, provider parameters) is read
 /// through here, by name, never listed or watched. A 403 (the namespace has not bound
-/// `secprov-credential-reader` to the operator) is `SecretAccessDenied`.
+/// [`credential_reader_role`] to the operator) is `SecretAccessDenied`.
 pub async fn read_credential_secret(api: &Api<Secret>, name: &str) -> Result<Secret, Error> {
     let secret = match api.get_opt(name).await {
         Ok(Some(secret)) => secret,
@@ -471,6 +491,7 @@ pub async fn read_credential_secret(api: &Api<Secret>, name: &str) -> Result<Sec
             return Err(Error::SecretAccessDenied {
                 name: name.to_owned(),
                 namespace: api.namespace().unwrap_or_default().to_owned(),
+                role: credential_reader_role(),
                 service_account: operator_service_account(),
             });
         }
@@ -563,12 +584,22 @@ mod tests {
         let e = Error::SecretAccessDenied {
             name: "key".into(),
             namespace: "team-a".into(),
+            role: DEFAULT_CREDENTIAL_READER_ROLE.into(),
             service_account: "secprov-system:secprov-operator".into(),
         };
         assert_eq!(e.reason(), "SecretAccessDenied");
         assert!(e.to_string().contains(
             "kubectl create rolebinding secprov-credential-reader -n team-a --clusterrole=secprov-credential-reader --serviceaccount=secprov-system:secprov-operator"
         ), "{e}");
+        let helm = Error::SecretAccessDenied {
+            name: "key".into(),
+            namespace: "team-a".into(),
+            role: "prod-secprov-operator-credential-reader".into(),
+            service_account: "secprov-system:secprov-operator".into(),
+        };
+        assert!(helm.to_string().contains(
+            "kubectl create rolebinding prod-secprov-operator-credential-reader -n team-a --clusterrole=prod-secprov-operator-credential-reader "
+        ), "{helm}");
     }
 
     fn key_ref() -> SecretKeyRef {

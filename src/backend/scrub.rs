@@ -327,7 +327,7 @@ mod tests {
         let mut config = CoveoConfig::desired("db", "db", &spec);
         let mut material = SecretMaterial::default();
         material.insert("parameters.ApiToken".into(), "tok-ECHOED-1234".into());
-        config.set_secrets(material, "uid");
+        config.set_secrets(material, None, "uid");
         let desired = ProviderConfig::Coveo(config);
         let backend = ScrubbedBackend::new(Arc::new(Echo), Scrubber::new(["connection-key"]));
         let created = backend.create(&desired).await.unwrap_err();

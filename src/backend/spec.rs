@@ -8,6 +8,7 @@ use super::ProviderConfig;
 use crate::api::SecurityProvider;
 use crate::api::provider_connection::BackendKind;
 use crate::error::Error;
+use crate::fingerprint_key::FingerprintKey;
 
 /// The desired remote configuration from the spec (secret values not resolved: see
 /// [`resolve_desired`]).
@@ -27,11 +28,14 @@ pub fn desired_config(sp: &SecurityProvider) -> Result<ProviderConfig, Error> {
 
 /// The desired configuration with the secret values it sends (Coveo `sensitiveParameters`
 /// and `userIdentities` passwords) read from Secrets in the object's namespace, and their
-/// hash keyed with the object's uid. What the controller writes, and what `plan` compares.
-/// Observe-only objects read no Secret: their values are never sent.
+/// fingerprint under the installation's `key`. What the controller writes, and what `plan`
+/// compares (`plan` has no key: it reads the values, so a missing one is reported, but cannot
+/// tell whether they changed). Observe-only objects read no Secret: their values are never
+/// sent.
 pub async fn resolve_desired(
     client: &Client,
     sp: &SecurityProvider,
+    key: Option<&FingerprintKey>,
 ) -> Result<ProviderConfig, Error> {
     let mut desired = desired_config(sp)?;
     // `managementPolicy: Observe` never writes, so it needs no value (and no Secret).
@@ -41,7 +45,7 @@ pub async fn resolve_desired(
     if let (ProviderConfig::Coveo(config), Some(spec)) = (&mut desired, sp.spec.coveo.as_ref()) {
         let api: Api<Secret> = Api::namespaced(client.clone(), &sp.namespace().unwrap_or_default());
         let material = super::coveo::secrets::resolve(&api, spec).await?;
-        config.set_secrets(material, &sp.uid().unwrap_or_default());
+        config.set_secrets(material, key, &sp.uid().unwrap_or_default());
     }
     Ok(desired)
 }

@@ -13,6 +13,7 @@ use crate::api::{ProviderConnection, SecurityProvider};
 use crate::backend::connect::Recheck;
 use crate::backend::{ClientCache, ProviderBackend, check_backend_match};
 use crate::error::Error;
+use crate::fingerprint_key::FingerprintKey;
 use crate::metrics::Metrics;
 
 use super::handle::{ConnectionHandle, SnapshotKey, snapshot_key};
@@ -54,6 +55,9 @@ pub struct Settings {
     /// Namespace of the claims (one Lease per managed remote provider, see
     /// [`super::claims`]): the operator's own, shared by every shard and replica.
     pub claims_namespace: String,
+    /// The installation's key of the secrets fingerprint (`status.coveo.secretsHash`), read
+    /// from its Secret at start (see [`crate::fingerprint_key`]).
+    pub fingerprint_key: FingerprintKey,
 }
 
 impl Settings {
@@ -82,6 +86,10 @@ impl Default for Settings {
             connection_concurrency: 0,
             reconcile_timeout: Duration::from_secs(120),
             claims_namespace: "default".into(),
+            // A key of this process only (tests): `run` always sets the installation's.
+            fingerprint_key: FingerprintKey::generate()
+                .map(|(key, _)| key)
+                .expect("the system random number generator works"),
         }
     }
 }

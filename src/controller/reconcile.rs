@@ -205,7 +205,7 @@ async fn sync(
 ) -> Result<Report, Error> {
     let api = metadata.api();
     let connection = ctx.connection(sp).await?;
-    let mut desired = resolve_desired(&ctx.client, sp).await?;
+    let mut desired = resolve_desired(&ctx.client, sp, Some(&ctx.settings.fingerprint_key)).await?;
     desired.set_recorded_secrets_hash(ctx.secrets_hash_sent(sp));
     let use_snapshot = may_use_snapshot(sp, ctx);
     let cluster = ctx.cluster_providers();

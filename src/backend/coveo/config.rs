@@ -31,8 +31,8 @@ pub struct CoveoConfig {
     pub sensitive_parameters: BTreeSet<String>,
     /// User identity name -> user name (the passwords are masked on read).
     pub user_identities: BTreeMap<String, String>,
-    /// Desired only: keyed hash of the secret values resolved from Secrets (None before they
-    /// are resolved, or when there are none).
+    /// Desired only: fingerprint of the secret values resolved from Secrets (None before they
+    /// are resolved, when there are none, or when no fingerprint key is at hand: the CLI).
     pub secrets_hash: Option<String>,
     /// Desired only: the hash recorded in status by the last write.
     #[serde(skip)]
@@ -85,10 +85,16 @@ impl CoveoConfig {
         }
     }
 
-    /// Sets the secret values resolved from Secrets and their hash keyed with `object_key`
-    /// (the object's uid).
-    pub fn set_secrets(&mut self, material: secrets::SecretMaterial, object_key: &str) {
-        self.secrets_hash = material.keyed_hash(object_key);
+    /// Sets the secret values resolved from Secrets and their fingerprint for the object
+    /// `object_uid` under `key`. Without a key (the CLI, which may not read it) the values
+    /// are kept but not compared: see [`Self::diff`].
+    pub fn set_secrets(
+        &mut self,
+        material: secrets::SecretMaterial,
+        key: Option<&crate::fingerprint_key::FingerprintKey>,
+        object_uid: &str,
+    ) {
+        self.secrets_hash = key.and_then(|key| material.fingerprint(key, object_uid));
         self.secrets = Some(material);
     }
 
@@ -143,9 +149,15 @@ impl CoveoConfig {
         if self.user_identities != observed.user_identities {
             fields.push("userIdentities");
         }
-        // Masked on read: a changed value is known only from the hash of what was sent last.
-        // Unresolved secrets (the CLI's plan) compare nothing.
-        if self.secrets.is_some() && self.secrets_hash != self.recorded_secrets_hash {
+        // Masked on read: a changed value is known only from the fingerprint of what was sent
+        // last. A fingerprint made with another key (a rotation, or the uid-keyed hash of
+        // earlier versions) differs as well: sent once more, then recorded under this key.
+        // Without a fingerprint (unresolved values, or the CLI without the key) nothing is
+        // compared: no values, or no way to tell.
+        if self.secrets.is_some()
+            && self.secrets_hash.is_some()
+            && self.secrets_hash != self.recorded_secrets_hash
+        {
             fields.push(SECRET_VALUES_FIELD);
         }
         for refresh_type in self.schedules_to_fix(observed) {

@@ -289,7 +289,7 @@ fn masked_connector() -> CoveoConfig {
 #[test]
 fn secret_values_differ_only_when_their_hash_differs_from_the_recorded_one() {
     let mut desired = CoveoConfig::desired("db", "db", &connector_spec());
-    desired.set_secrets(material("tok-1"), "uid-1");
+    desired.set_secrets(material("tok-1"), Some(&key(1)), "uid-1");
     let observed = masked_connector();
     // Never sent (nothing recorded): the values must be sent.
     assert_eq!(desired.diff(&observed), vec![SECRET_VALUES_FIELD]);
@@ -298,7 +298,7 @@ fn secret_values_differ_only_when_their_hash_differs_from_the_recorded_one() {
     assert!(desired.diff(&observed).is_empty());
     // Rotated: the hash moves, one field to update.
     let recorded = desired.secrets_hash.clone();
-    desired.set_secrets(material("tok-2"), "uid-1");
+    desired.set_secrets(material("tok-2"), Some(&key(1)), "uid-1");
     assert_ne!(desired.secrets_hash, recorded);
     assert_eq!(desired.diff(&observed), vec![SECRET_VALUES_FIELD]);
     // Unresolved values (no Secrets read) compare nothing.
@@ -318,10 +318,76 @@ fn secret_values_differ_only_when_their_hash_differs_from_the_recorded_one() {
     );
 }
 
+fn key(byte: u8) -> crate::fingerprint_key::FingerprintKey {
+    crate::fingerprint_key::FingerprintKey::from_bytes(&[byte; crate::fingerprint_key::KEY_LEN])
+        .unwrap()
+}
+
+/// One reconcile's view: the desired configuration under `key`, told what status recorded.
+fn desired_under(key_byte: u8, recorded: Option<String>) -> CoveoConfig {
+    let mut desired = CoveoConfig::desired("db", "db", &connector_spec());
+    desired.set_secrets(material("tok-1"), Some(&key(key_byte)), "uid-1");
+    desired.recorded_secrets_hash = recorded;
+    desired
+}
+
+/// Reconciles until the secret values are in sync (recording what a write sends, as the
+/// controller does), returning how many writes that took.
+fn sends_until_in_sync(key_byte: u8, mut recorded: Option<String>) -> (u32, Option<String>) {
+    let observed = masked_connector();
+    let mut sends = 0;
+    for _ in 0..5 {
+        let desired = desired_under(key_byte, recorded.clone());
+        if desired.diff(&observed).is_empty() {
+            break;
+        }
+        sends += 1;
+        recorded = desired.secrets_hash.clone();
+    }
+    (sends, recorded)
+}
+
+#[test]
+fn a_rotated_fingerprint_key_resends_the_values_once_per_provider() {
+    let (sends, under_old_key) = sends_until_in_sync(1, None);
+    assert_eq!(sends, 1, "the first write sends them");
+    assert_eq!(sends_until_in_sync(1, under_old_key.clone()).0, 0);
+    // A new key: the recorded fingerprint names an unknown key id, so it counts as changed.
+    let (sends, under_new_key) = sends_until_in_sync(2, under_old_key.clone());
+    assert_eq!(sends, 1, "one re-send after the rotation");
+    assert_ne!(under_new_key, under_old_key);
+    assert!(under_new_key.as_deref().unwrap().contains(key(2).id()));
+    assert_eq!(sends_until_in_sync(2, under_new_key).0, 0, "then quiet");
+}
+
+#[test]
+fn a_uid_keyed_hash_of_earlier_versions_resends_the_values_once() {
+    // What versions before issue 21 recorded: `hmac-sha256:<64 hex>`, keyed with the uid.
+    let upgraded = Some(format!("hmac-sha256:{}", "ab".repeat(32)));
+    let (sends, recorded) = sends_until_in_sync(1, upgraded);
+    assert_eq!(sends, 1, "one re-send after the upgrade");
+    assert!(
+        recorded
+            .as_deref()
+            .unwrap()
+            .starts_with(&format!("hmac-sha256:{}:", key(1).id()))
+    );
+    assert_eq!(sends_until_in_sync(1, recorded).0, 0);
+}
+
+#[test]
+fn without_the_key_secret_values_are_read_but_not_compared() {
+    let mut desired = CoveoConfig::desired("db", "db", &connector_spec());
+    desired.set_secrets(material("tok-1"), None, "uid-1");
+    desired.recorded_secrets_hash = Some(format!("hmac-sha256:{}", "ab".repeat(32)));
+    assert_eq!(desired.secrets_hash, None);
+    assert!(desired.diff(&masked_connector()).is_empty());
+}
+
 #[test]
 fn the_request_carries_the_values_and_nothing_else_shows_them() {
     let mut desired = CoveoConfig::desired("db", "db", &connector_spec());
-    desired.set_secrets(material("tok-LEAK"), "uid-1");
+    desired.set_secrets(material("tok-LEAK"), Some(&key(1)), "uid-1");
     let body = serde_json::to_value(desired.to_request()).unwrap();
     assert_eq!(
         body["parameters"]["ApiToken"],
