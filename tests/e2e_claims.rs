@@ -301,3 +301,57 @@ fn two_objects_adopting_one_provider_at_the_same_instant_make_one_owner() {
         assert_eq!(owners(&ids), vec![1; 6], "still one owner each");
     }
 }
+
+#[test]
+fn a_provider_adopted_under_one_name_is_not_adopted_again_under_another() {
+    // Made in the console: no creation evidence on it, and the second object asks for what the
+    // first made of it, so only the claims can tell that both reach one provider.
+    let env = setup("claims-alias-a");
+    env.create_remotely(serde_json::json!({"id": "console-idp", "type": "EXPANDED"}));
+    let alias = env.sim.base_url().replace("127.0.0.1", "localhost");
+    let b = namespace_reaching("claims-alias-b", &env.sim, &alias);
+    let operator = operator("alias", &env.ns.name);
+    let same_spec = |name: &str| {
+        format!(
+            "apiVersion: secprov.dev/v1alpha1\nkind: SecurityProvider\nmetadata:\n  name: {name}\n  labels: {{e2e-claims: alias}}\nspec:\n  providerId: console-idp\n  connectionRef: coveo\n  adopt: true\n  coveo:\n    type: EXPANDED\n"
+        )
+    };
+    env.ns.apply(&same_spec("first")).unwrap();
+    wait_reason(&env.ns, "first", "ReconcileSuccess", &operator);
+    // No evidence on the provider (as after an update by an earlier version, which dropped it).
+    env.sim.mutate_provider("console-idp", |p| {
+        if let Some(parameters) = p["parameters"].as_object_mut() {
+            parameters.remove("secprov.dev/create-attempt");
+        }
+    });
+    env.sim.reset_counters();
+    b.apply(&same_spec("second")).unwrap();
+    let blocked = wait_reason(&b, "second", "AlreadyManaged", &operator);
+    assert!(
+        blocked["status"]["remoteId"].is_null(),
+        "nothing recorded: {blocked}"
+    );
+    operator.wait_reconciles(4);
+    assert_eq!(writes(&env.sim), 0);
+    delete(&b, "second");
+    assert!(
+        env.sim.provider("console-idp").is_some(),
+        "the second object's deletion deletes nothing"
+    );
+    let claims = kubectl(&[
+        "get",
+        "lease",
+        "-n",
+        &env.ns.name,
+        "-l",
+        "secprov.dev/claim=true",
+        "-o",
+        "name",
+    ])
+    .unwrap();
+    assert_eq!(
+        claims.lines().count(),
+        1,
+        "only the owner's claim is left: {claims}"
+    );
+}

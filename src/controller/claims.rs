@@ -17,6 +17,7 @@ use kube::{Client, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::SecurityProvider;
+use crate::api::remote_system::canonical_scope;
 use crate::api::security_provider::Ownership;
 use crate::error::Error;
 
@@ -30,6 +31,8 @@ pub const HOLDER_UID_ANNOTATION: &str = "secprov.dev/claim-holder-uid";
 pub const SYSTEM_ANNOTATION: &str = "secprov.dev/claim-system";
 /// The provider id claimed (the id the provider is looked up by).
 pub const PROVIDER_ANNOTATION: &str = "secprov.dev/claim-provider";
+/// The canonical organization or tenant of the remote system (empty for Keystone).
+pub const SCOPE_ANNOTATION: &str = "secprov.dev/claim-scope";
 
 type ClaimMeta = PartialObjectMeta<Lease>;
 
@@ -188,10 +191,19 @@ impl Claims {
         system: &Ownership,
         provider: &str,
     ) -> Result<Option<String>, Error> {
-        let Some(cached) = self.cached(&claim_name(system, provider)) else {
+        let name = claim_name(system, provider);
+        let found = match self.cached(&name) {
+            Some(cached) => Some((*cached).clone()),
+            // A deletion acts on what the API server has, not on a cache that may lag.
+            None => self.api.get_opt(&name).await?.map(|lease| ClaimMeta {
+                metadata: lease.metadata,
+                ..ClaimMeta::default()
+            }),
+        };
+        let Some(found) = found else {
             return Ok(None);
         };
-        Ok(match self.judge(sp, &cached).await? {
+        Ok(match self.judge(sp, &found).await? {
             Judged::Held(Holder::Other(holder)) => Some(holder),
             _ => None,
         })
@@ -212,29 +224,98 @@ impl Claims {
         Ok(())
     }
 
-    /// The holder of an older claim on `provider` than `sp`'s own, by the object whose uid
-    /// is `token_uid` (the creation evidence found on the remote provider): that object
-    /// reached this very provider first, maybe through another spelling of the endpoint.
-    pub fn older_claim_by(
+    /// Another live object that claimed `provider` before `sp` did, in the same organization
+    /// or tenant reached through another spelling of the endpoint (another host name, as
+    /// `localhost` for `127.0.0.1`): the same provider, so that object is its owner. Coveo
+    /// organization ids and JITSudo tenant ids name one partition whatever the host, so a
+    /// matching non-empty scope is enough; Keystone has no scope, so there the creation
+    /// evidence on the provider must name that object (`token_uid`).
+    pub async fn older_alias_owner(
         &self,
         sp: &SecurityProvider,
-        token_uid: &str,
         system: &Ownership,
         provider: &str,
-    ) -> Option<String> {
-        let ours = self.cached(&claim_name(system, provider));
-        let our_age = ours.as_ref().map(|c| claim_age(c));
-        self.store
+        token_uid: Option<&str>,
+    ) -> Result<Option<String>, Error> {
+        let own_name = claim_name(system, provider);
+        let own_age = self.cached(&own_name).map(|c| claim_age(&c));
+        let scope = canonical_scope(&system.scope);
+        let candidates: Vec<_> = self
+            .store
             .state()
             .into_iter()
             .filter(|claim| {
-                let annotations = claim.annotations();
-                annotations.get(HOLDER_UID_ANNOTATION).map(String::as_str) == Some(token_uid)
-                    && annotations.get(PROVIDER_ANNOTATION).map(String::as_str) == Some(provider)
-                    && Some(token_uid) != sp.uid().as_deref()
+                let a = claim.annotations();
+                let holder = a.get(HOLDER_UID_ANNOTATION).map(String::as_str);
+                claim.name_any() != own_name
+                    && a.get(PROVIDER_ANNOTATION).map(String::as_str) == Some(provider)
+                    && a.get(SCOPE_ANNOTATION).map(String::as_str) == Some(scope.as_str())
+                    && holder != sp.uid().as_deref()
+                    && (!scope.is_empty() || (holder.is_some() && holder == token_uid))
+                    && own_age.as_ref().is_none_or(|own| claim_age(claim) < *own)
             })
-            .find(|claim| our_age.as_ref().is_none_or(|ours| claim_age(claim) < *ours))
-            .and_then(|claim| claim.annotations().get(HOLDER_ANNOTATION).cloned())
+            .collect();
+        for claim in candidates {
+            match self.judge(sp, &claim).await? {
+                Judged::Held(Holder::Other(holder)) => return Ok(Some(holder)),
+                Judged::Held(Holder::Us) => {}
+                // Its holder is gone: remove it so it is not judged again at every reconcile.
+                Judged::Stale => self.remove_stale(&claim.name_any(), &claim).await?,
+            }
+        }
+        Ok(None)
+    }
+
+    /// Gives back the claim `sp` holds on `provider` in `system` (it found an older owner).
+    pub async fn give_back(
+        &self,
+        sp: &SecurityProvider,
+        system: &Ownership,
+        provider: &str,
+    ) -> Result<(), Error> {
+        let name = claim_name(system, provider);
+        match self.cached(&name) {
+            Some(claim) if claim.annotations().get(HOLDER_UID_ANNOTATION) == sp.uid().as_ref() => {
+                self.delete_if_unchanged(&name, claim.uid()).await
+            }
+            // Not cached yet (taken a moment ago): read it to delete only our own.
+            _ => match self.api.get_opt(&name).await? {
+                Some(lease)
+                    if lease.annotations().get(HOLDER_UID_ANNOTATION) == sp.uid().as_ref() =>
+                {
+                    self.delete_if_unchanged(&name, lease.uid()).await
+                }
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// Gives back the claims `sp` holds other than the one on `provider` in `system` (a
+    /// confirmed change of remote system, a respelled endpoint, a renamed provider).
+    pub async fn release_others(
+        &self,
+        sp: &SecurityProvider,
+        system: &Ownership,
+        provider: &str,
+    ) -> Result<(), Error> {
+        let keep = claim_name(system, provider);
+        let Some(uid) = sp.uid() else {
+            return Ok(());
+        };
+        for claim in self.store.state() {
+            if claim.name_any() != keep
+                && claim.annotations().get(HOLDER_UID_ANNOTATION) == Some(&uid)
+            {
+                self.delete_if_unchanged(&claim.name_any(), claim.uid())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves once the claims are listed: until then the cache cannot show another owner.
+    pub async fn ready(&self) {
+        let _ = self.store.wait_until_ready().await;
     }
 
     /// The namespace claims live in.
@@ -271,6 +352,7 @@ fn claim(sp: &SecurityProvider, system: &Ownership, provider: &str, name: &str) 
         ),
         (SYSTEM_ANNOTATION.to_owned(), system.system_key()),
         (PROVIDER_ANNOTATION.to_owned(), provider.to_owned()),
+        (SCOPE_ANNOTATION.to_owned(), canonical_scope(&system.scope)),
     ]);
     Lease {
         metadata: ObjectMeta {

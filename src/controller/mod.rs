@@ -337,7 +337,16 @@ pub async fn run(
     ));
     // Connections must be cached before the first reconcile, or a provider whose connection
     // simply hasn't been listed yet would be reported as ConnectionNotFound.
-    let dependencies_listed = listed(connections.listed.clone());
+    // Claims too: before they are listed, the cache cannot show that another object owns a
+    // provider under another name.
+    let claims_listed = ctx.claims.clone();
+    let connections_listed = listed(connections.listed.clone());
+    let dependencies_listed = async move {
+        connections_listed.await;
+        if let Some(claims) = claims_listed {
+            claims.ready().await;
+        }
+    };
     let (providers, provider_writer) = reflector::store::<SecurityProvider>();
     ctx.scope_snapshots(providers.clone());
     let usage = usage::run(

@@ -203,13 +203,18 @@ async fn other_manager(
             if let Holder::Other(holder) = claims.acquire(sp, system, provider).await? {
                 return Ok(Some(holder));
             }
-            // The creation evidence on the provider names the object that made (or last
-            // wrote) it: if that object claimed this provider before us, possibly through
-            // another spelling of the endpoint, it is the owner.
+            // Another object may have claimed this very provider first through another name
+            // of the endpoint: then it is the owner, and this object keeps no claim.
             let token_uid = found
                 .and_then(|f| f.config.creation_token())
                 .and_then(|token| token.split_once('/').map(|(uid, _)| uid.to_owned()));
-            Ok(token_uid.and_then(|uid| claims.older_claim_by(sp, &uid, system, provider)))
+            let older = claims
+                .older_alias_owner(sp, system, provider, token_uid.as_deref())
+                .await?;
+            if older.is_some() {
+                claims.give_back(sp, system, provider).await?;
+            }
+            Ok(older)
         }
         Managers::Listed(cluster) => match found {
             Some(found) if !owned => listed_manager(sp, cluster, &found.remote_id, system).await,

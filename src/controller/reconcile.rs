@@ -139,6 +139,7 @@ async fn apply(
     }
     warn_on_new_failure(ctx, &sp, &report.outcome.result);
     let new_status = update_status(ctx, api, &sp, &report.outcome).await?;
+    release_outgrown_claims(ctx, &sp, &new_status).await;
     let sent = new_status
         .coveo
         .as_ref()
@@ -160,6 +161,30 @@ async fn apply(
     );
     publish_events(ctx, &sp, &report, &new_status).await;
     Ok(next_action(ctx, &ObjectRef::from_obj(&*sp), &report))
+}
+
+/// When status records a new remote id or remote system (a create, an adoption, a confirmed
+/// change of remote system, a respelled endpoint), the claims this object took under the
+/// previous ones are given back: the provider left behind is no longer this object's.
+async fn release_outgrown_claims(
+    ctx: &Context,
+    sp: &SecurityProvider,
+    new: &SecurityProviderStatus,
+) {
+    let old = sp.status.as_ref();
+    let moved = old.map(|s| (&s.remote_id, &s.ownership)) != Some((&new.remote_id, &new.ownership));
+    let (Some(claims), Some(system), true) = (&ctx.claims, new.ownership.as_ref(), moved) else {
+        return;
+    };
+    let Ok(desired) = desired_config(sp) else {
+        return;
+    };
+    if let Err(error) = claims
+        .release_others(sp, system, desired.lookup_key())
+        .await
+    {
+        warn!(%error, "cannot give back the claims of a former remote system; retried at the next change");
+    }
 }
 
 /// Logs a warning when the object starts failing or fails for another reason than before. A
@@ -425,7 +450,7 @@ async fn delete_remote(
     // Claims are keyed by the id the provider is looked up by (a JITSudo name, not its UUID).
     let claimed_as = desired_config(sp).map_or(remote_id.clone(), |d| d.lookup_key().to_owned());
     if let (Some(claims), Some(system)) = (&ctx.claims, system.as_ref())
-        && let Some(holder) = claims.held_by_other(sp, system, &claimed_as).await?
+        && let Some(holder) = other_owner(claims, sp, system, &claimed_as).await?
     {
         return Ok(Deletion::NotOurs(format!(
             "left remote provider {remote_id:?} alone: SecurityProvider {holder} holds its claim"
@@ -433,6 +458,20 @@ async fn delete_remote(
     }
     let existed = connection.delete(&remote_id).await?;
     Ok(Deletion::Deleted { remote_id, existed })
+}
+
+/// Another object that owns the provider a deletion is about to delete: it holds the claim
+/// under this spelling of the system, or claimed it first under another one.
+async fn other_owner(
+    claims: &super::claims::Claims,
+    sp: &SecurityProvider,
+    system: &crate::api::security_provider::Ownership,
+    provider: &str,
+) -> Result<Option<String>, Error> {
+    if let Some(holder) = claims.held_by_other(sp, system, provider).await? {
+        return Ok(Some(holder));
+    }
+    claims.older_alias_owner(sp, system, provider, None).await
 }
 
 /// The remote id of the provider an interrupted create of this object made, if any. Found

@@ -121,7 +121,8 @@ impl SlotLedger {
     ) -> Result<ReconcileSlot, SlotRefused> {
         let namespace = connection.namespace.clone().unwrap_or_default();
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        held.asked.retain(|_, at| now.duration_since(*at) < ACTIVE_WINDOW);
+        held.asked
+            .retain(|_, at| now.duration_since(*at) < ACTIVE_WINDOW);
         held.asked.insert(namespace.clone(), now);
         let share = self.namespace_share(held.asked.len());
         if held.namespaces.get(&namespace).copied().unwrap_or(0) >= share {
@@ -289,7 +290,10 @@ mod tests {
         // until its own reconciles end and it is back under its third.
         let (second, third) = (connection("second", "c"), connection("third", "c"));
         // (kube-runtime runs no more than 6 reconciles: these two only ask, and count.)
-        drop((ledger.try_take_at(&second, start), ledger.try_take_at(&third, start)));
+        drop((
+            ledger.try_take_at(&second, start),
+            ledger.try_take_at(&third, start),
+        ));
         assert_eq!(
             ledger.try_take_at(&first, start).unwrap_err(),
             SlotRefused::NamespaceShare,
@@ -299,12 +303,18 @@ mod tests {
         let second_held: Vec<_> = (0..3)
             .filter_map(|_| ledger.try_take_at(&second, start).ok())
             .collect();
-        assert_eq!(second_held.len(), 2, "the second gets its third of the slots");
+        assert_eq!(
+            second_held.len(),
+            2,
+            "the second gets its third of the slots"
+        );
         let third_held: Vec<_> = (0..3)
             .filter_map(|_| ledger.try_take_at(&third, start).ok())
             .collect();
         assert_eq!(third_held.len(), 2, "so does the third");
-        let _back = ledger.try_take_at(&first, start).expect("the first is back to 2");
+        let _back = ledger
+            .try_take_at(&first, start)
+            .expect("the first is back to 2");
         assert_eq!(
             ledger.try_take_at(&first, start).unwrap_err(),
             SlotRefused::NamespaceShare
