@@ -483,7 +483,12 @@ fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 }
 
 /// Observed state of a security identity provider, as last read from the remote system.
+///
+/// The schema default `{observedGeneration: 0}` is applied by the API server whenever it reads
+/// an object without status: a just-applied object then says "generation 1 not observed yet"
+/// to every client (kstatus InProgress, Argo CD Progressing) before the operator has seen it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[schemars(extend("default" = {"observedGeneration": 0}))]
 #[x_kube(validation = Rule::new("!has(oldSelf.remoteId) || has(self.remoteId)").message("status.remoteId cannot be removed once recorded: a write from a stale cache would disown the remote provider"))]
 #[serde(rename_all = "camelCase")]
 pub struct SecurityProviderStatus {

@@ -115,7 +115,13 @@ fn api_objects(example: &Example) -> Vec<(String, Value)> {
         ),
         (
             format!("{base}/securityproviders/{}", example.provider.name_any()),
-            serde_json::to_value(&example.provider).unwrap(),
+            // As the API server holds it: with the resourceVersion the cache shows.
+            serde_json::to_value(&example.provider)
+                .map(|mut sp| {
+                    sp["metadata"]["resourceVersion"] = "1".into();
+                    sp
+                })
+                .unwrap(),
         ),
     ]
 }
@@ -156,9 +162,10 @@ async fn controller_decision(example: &Example) -> String {
     if marked {
         return "create".into();
     }
+    // The last status write: the first one only says the reconcile has started.
     let status = kube
         .iter()
-        .find(|(_, uri, _, _)| uri.contains("/status"))
+        .rfind(|(_, uri, _, _)| uri.contains("/status"))
         .map(|(_, _, _, body)| body.clone())
         .expect("a status write");
     let conditions = status["status"]["conditions"].as_array().unwrap().clone();

@@ -1,5 +1,5 @@
 //! The Events of a SecurityProvider reconcile: one per remote change (created, updated, drift
-//! corrected, refresh triggered) and one Warning per change of a failure.
+//! corrected, refresh triggered) and one Warning per change of a failure (Normal for a pause).
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -65,7 +65,18 @@ pub async fn publish_events(
         && old.is_none_or(|o| o.reason != new.reason || o.message != new.message)
     {
         let note = new.message.clone();
-        publish(ctx, sp, EventType::Warning, &new.reason, "Reconcile", note).await;
+        let type_ = failure_event_type(&new.reason);
+        publish(ctx, sp, type_, &new.reason, "Reconcile", note).await;
+    }
+}
+
+/// The type of the Event reporting a failure or a withheld write with `reason`: Normal for a
+/// pause, which is the user's decision (alerting must not page on it), else Warning.
+pub fn failure_event_type(reason: &str) -> EventType {
+    if reason == super::plan::REASON_PAUSED {
+        EventType::Normal
+    } else {
+        EventType::Warning
     }
 }
 

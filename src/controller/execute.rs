@@ -67,6 +67,7 @@ impl Report {
                 result: failure(error),
                 refresh_handled: None,
                 secrets_hash: recorded_secrets_hash(sp),
+                deleting: sp.metadata.deletion_timestamp.is_some(),
             })
         }
     }
@@ -163,6 +164,7 @@ impl<'a, 'c> Execution<'a, 'c> {
                 .desired
                 .recorded_secrets_hash()
                 .map(str::to_owned),
+            deleting: false,
         });
         Execution {
             sp,

@@ -71,6 +71,12 @@ impl Timeline {
         self.0.lock().unwrap().push(call);
     }
 
+    /// Removes and returns the first call recorded (None when there is none).
+    pub fn take_first(&self) -> Option<Call> {
+        let mut calls = self.0.lock().unwrap();
+        (!calls.is_empty()).then(|| calls.remove(0))
+    }
+
     /// Everything recorded so far.
     pub fn calls(&self) -> Vec<Call> {
         self.0.lock().unwrap().clone()
@@ -126,6 +132,14 @@ impl EventLog {
     pub fn reasons(&self) -> Vec<String> {
         self.0.lock().unwrap().iter().map(|e| e.1.clone()).collect()
     }
+
+    /// The types (`Normal`, `Warning`) of the Events published with `reason` so far.
+    pub fn types_of(&self, reason: &str) -> Vec<String> {
+        let quoted = format!("{reason:?}");
+        let log = self.0.lock().unwrap();
+        let types = log.iter().filter(|e| e.1 == quoted);
+        types.map(|e| e.0.trim_matches('"').to_owned()).collect()
+    }
 }
 
 /// A mocked API server holding `objects` (path, JSON): a GET or PATCH of one (or of its
@@ -172,9 +186,11 @@ fn stale_precondition(objects: &[(String, Value)], path: &str, body: &Value) -> 
     let Some(expected) = body["metadata"]["resourceVersion"].as_str() else {
         return false;
     };
+    // The object and its status subresource share one resourceVersion.
+    let object_path = path.strip_suffix("/status").unwrap_or(path);
     objects
         .iter()
-        .find(|(p, _)| p == path)
+        .find(|(p, _)| p == object_path)
         .and_then(|(_, object)| object["metadata"]["resourceVersion"].as_str())
         .is_some_and(|stored| stored != expected)
 }

@@ -28,6 +28,7 @@ fn failing(mut sp: SecurityProvider, reason: &'static str) -> SecurityProvider {
         },
         refresh_handled: None,
         secrets_hash: None,
+        deleting: false,
     };
     let now = "2026-01-01T00:00:00Z".parse().unwrap();
     sp.status = Some(compute_status(None, sp.metadata.generation, &outcome, now));

@@ -11,14 +11,14 @@ use kube::runtime::reflector::ObjectRef;
 use tracing::{info, instrument, warn};
 
 use super::context::{Context, MAX_CLEANUP_ATTEMPTS};
-use super::events::{publish, publish_events};
+use super::events::{failure_event_type, publish, publish_events};
 use super::execute::{Report, execute};
 use super::metadata::{ObjectMetadata, clear_create_pending, has_finalizer, remove_finalizer};
 use super::observe::{
     Apis, create_pending, is_paused, observe_and_plan, recorded_remote_id, refresh_to_handle,
 };
 use super::ownership;
-use super::patch::write_status;
+use super::patch::{write_status, write_status_if_unchanged};
 use super::status::{self, Outcome, OutcomeResult, compute_status};
 use crate::api::provider_connection::BackendKind;
 use crate::api::security_provider::DeletionPolicy;
@@ -121,6 +121,7 @@ async fn apply(
     api: &Api<SecurityProvider>,
     handled_failure: &OnceLock<&'static str>,
 ) -> Result<Action, Error> {
+    let sp = announce_progress(ctx, api, sp).await?;
     let metadata = ObjectMetadata::new(api, &sp);
     let report = match within_deadline(&sp, ctx, sync(&sp, ctx, &metadata)).await {
         Ok(report) => report,
@@ -184,6 +185,36 @@ async fn release_outgrown_claims(
         .await
     {
         warn!(%error, "cannot give back the claims of a former remote system; retried at the next change");
+    }
+}
+
+/// Writes the first status of an object not reported on yet ([`status::first_status`]) before
+/// any remote call, so no client reads a just-applied object as done while those calls run.
+/// Written only over the object as the cache shows it: if that copy is stale (a status was
+/// stored meanwhile), nothing is written. Returns the object to reconcile: after the write,
+/// with the resourceVersion it got (so the conditional metadata writes that follow do not
+/// conflict with it), its status still the cached one (the reconcile's outcome replaces the
+/// first status whole).
+async fn announce_progress(
+    ctx: &Context,
+    api: &Api<SecurityProvider>,
+    sp: Arc<SecurityProvider>,
+) -> Result<Arc<SecurityProvider>, Error> {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let (Some(first), Some(version)) = (
+        status::first_status(sp.status.as_ref(), sp.metadata.generation, now),
+        sp.resource_version(),
+    ) else {
+        return Ok(sp);
+    };
+    let name = sp.name_any();
+    match write_status_if_unchanged(api, &name, &version, &first, &ctx.metrics).await? {
+        Some(written) => {
+            let mut sp = (*sp).clone();
+            sp.metadata.resource_version = written.metadata.resource_version;
+            Ok(Arc::new(sp))
+        }
+        None => Ok(sp),
     }
 }
 
@@ -531,7 +562,8 @@ async fn report_cleanup_failure(
     let new_status = update_status(ctx, api, sp, &outcome).await?;
     if sp.status.as_ref() != Some(&new_status) || matches!(error, Error::CleanupBlocked { .. }) {
         let note = error.to_string();
-        publish(ctx, sp, EventType::Warning, error.reason(), "Delete", note).await;
+        let type_ = failure_event_type(error.reason());
+        publish(ctx, sp, type_, error.reason(), "Delete", note).await;
     }
     Ok(error)
 }

@@ -43,6 +43,7 @@ fn in_sync(mut sp: SecurityProvider, observed: &ObservedProvider) -> SecurityPro
         },
         refresh_handled: None,
         secrets_hash: None,
+        deleting: false,
     };
     let now = "2026-01-01T00:00:00Z".parse().unwrap();
     sp.status = Some(compute_status(None, sp.metadata.generation, &outcome, now));
@@ -82,6 +83,25 @@ fn created_token(h: &Harness) -> Option<String> {
         .creation_token()
 }
 
+/// Checks that the reconcile of an object without a Ready condition began with its first
+/// status (Ready=Unknown and Reconciling=True, before any remote call, conditional on the
+/// cached resourceVersion), and takes it off the timeline: the test goes on with what followed.
+fn first_status_written(h: &Harness) {
+    let Some(Call::Kube {
+        method, uri, body, ..
+    }) = h.timeline.take_first()
+    else {
+        panic!("no first status write: {:?}", h.timeline.steps());
+    };
+    assert_eq!(
+        (method.as_str(), uri.split('?').next()),
+        ("PATCH", Some(status_path().as_str()))
+    );
+    assert_eq!(body["metadata"]["resourceVersion"], "1");
+    assert_eq!(condition(&body, "Ready")["status"], "Unknown");
+    assert_eq!(condition(&body, "Reconciling")["status"], "True");
+}
+
 /// `provider()` as first seen: no finalizer yet.
 fn new_provider() -> SecurityProvider {
     let mut sp = provider();
@@ -95,6 +115,7 @@ async fn create_sets_the_marker_first_and_clears_it_after_the_status_write() {
     reconcile(Arc::new(provider()), h.ctx.clone())
         .await
         .unwrap();
+    first_status_written(&h);
 
     // The cache shows no marker, so no attempt is pending: the write is conditional on the
     // cached resourceVersion instead of a GET first (a newer copy would answer 409).
@@ -129,7 +150,8 @@ async fn create_sets_the_marker_first_and_clears_it_after_the_status_write() {
     let (_, _, clear_type, cleared) = &kube[2];
     assert_eq!(clear_type, MERGE);
     assert!(marker(cleared).is_null() && cleared["metadata"]["annotations"].is_object());
-    assert_eq!(h.metrics.status_patch_count(), 1);
+    // The first status (taken off the timeline above), then the outcome.
+    assert_eq!(h.metrics.status_patch_count(), 2);
     h.wait_for_event("Created").await;
 }
 
@@ -139,6 +161,7 @@ async fn a_new_objects_create_costs_three_writes_the_first_with_finalizer_and_ma
     let action = reconcile(Arc::new(new_provider()), h.ctx.clone())
         .await
         .unwrap();
+    first_status_written(&h);
     // One reconcile does it all (kube-runtime's finalizer helper took one of its own first).
     assert_ne!(action, Action::await_change());
     let (status, object) = (status_path(), SP_PATH.to_owned());
@@ -176,6 +199,7 @@ async fn a_create_keeps_a_finalizer_another_controller_added() {
     sp.metadata.finalizers = Some(vec!["other.example/keep".into()]);
     let h = Harness::new(Some(sp.clone()), &[]).await;
     reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
+    first_status_written(&h);
     let claim = &h.timeline.kube()[0].3;
     assert_eq!(
         claim["metadata"]["finalizers"],
@@ -191,6 +215,7 @@ async fn a_create_keeps_a_finalizer_another_controller_added() {
     reconcile(Arc::new(new_provider()), h.ctx.clone())
         .await
         .unwrap();
+    first_status_written(&h);
     let object = SP_PATH.to_owned();
     assert_eq!(
         h.timeline.steps()[..5],
@@ -226,6 +251,7 @@ async fn a_stale_cache_keeps_the_attempt_id_the_api_server_holds() {
     reconcile(Arc::new(new_provider()), h.ctx.clone())
         .await
         .unwrap();
+    first_status_written(&h);
     let (status, object) = (status_path(), SP_PATH.to_owned());
     assert_eq!(
         h.timeline.steps(),
@@ -250,6 +276,7 @@ async fn a_new_object_gets_the_finalizer_alone_before_an_update_or_on_a_failure(
     sp.spec.adopt = Some(true);
     let h = Harness::new(Some(sp.clone()), &[remote("idp", "Other name")]).await;
     reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
+    first_status_written(&h);
     let object = SP_PATH.to_owned();
     let steps = h.timeline.steps();
     let at = |step: &str| steps.iter().position(|s| s == step).expect(step);
@@ -274,6 +301,7 @@ async fn a_new_object_gets_the_finalizer_alone_before_an_update_or_on_a_failure(
     sp.spec.connection_ref = "missing".into();
     let h = Harness::new(Some(sp.clone()), &[]).await;
     reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
+    first_status_written(&h);
     assert_eq!(
         writes(&h),
         [
@@ -312,6 +340,7 @@ async fn a_409_while_create_pending_takes_over_our_earlier_create() {
     })
     .await;
     reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
+    first_status_written(&h);
 
     // No second marker write (it is set), one create only, then the takeover: read, update.
     let status = status_path();
@@ -424,6 +453,8 @@ async fn a_paused_deletion_waits_and_says_paused() {
     assert_eq!(synced["status"], "False");
     assert_eq!(synced["reason"], "ReconcilePaused");
     h.wait_for_event("ReconcilePaused").await;
+    // A pause is the user's decision: alerting on Warning Events must not fire.
+    assert_eq!(h.events.types_of("ReconcilePaused"), ["Normal"]);
 }
 
 #[tokio::test]
@@ -545,6 +576,7 @@ async fn a_409_without_our_evidence_is_someone_elses_and_clears_the_marker() {
     })
     .await;
     reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
+    first_status_written(&h);
     assert_eq!(
         h.timeline.steps(),
         [
@@ -688,11 +720,13 @@ async fn a_recorded_id_that_disappeared_is_not_replaced_by_one_found_by_name() {
 #[tokio::test]
 async fn a_status_write_from_a_stale_cache_keeps_the_stored_remote_id() {
     // The API server stores remoteId; the cached copy does not show it yet.
-    let stored = in_sync(provider(), &remote("idp", "idp"));
+    let mut stored = in_sync(provider(), &remote("idp", "idp"));
+    stored.metadata.resource_version = Some("2".into());
     let mut cached = provider();
     cached.spec.connection_ref = "missing".into();
     let h = Harness::new(Some(stored), &[]).await;
     reconcile(Arc::new(cached), h.ctx.clone()).await.unwrap();
+    first_status_written(&h);
     let steps = h.timeline.steps();
     assert_eq!(
         steps,
@@ -842,6 +876,8 @@ async fn a_paused_object_in_sync_says_paused_and_stays_ready() {
         (Some("False"), Some("ReconcilePaused"))
     );
     assert_eq!(cond_of(&status, "Ready").0, "True");
+    h.wait_for_event("ReconcilePaused").await;
+    assert_eq!(h.events.types_of("ReconcilePaused"), ["Normal"]);
 }
 
 #[tokio::test]

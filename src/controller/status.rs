@@ -38,6 +38,9 @@ pub struct Outcome {
     /// Keyed hash of the secret values the remote provider last received from this object
     /// (Coveo `status.coveo.secretsHash`): the one sent now after a write, else the recorded one.
     pub secrets_hash: Option<String>,
+    /// The object is being deleted: a failure is about the remote delete, not about applying a
+    /// generation of the spec.
+    pub deleting: bool,
 }
 
 /// The result of one reconcile.
@@ -95,6 +98,40 @@ pub fn compute_status(
         },
         ..remote_fields(prev, outcome)
     }
+}
+
+/// Condition reason of the first status, written before any remote call.
+pub const REASON_PROGRESSING: &str = "Progressing";
+
+/// The status to write before the first remote call of an object the operator has not reported
+/// on yet (no `Ready` condition: no status, or only the CRD's default `observedGeneration: 0`):
+/// `Ready=Unknown` and `Reconciling=True`, so that kstatus, Argo CD and `kubectl wait` see work
+/// in progress while the remote calls run. None once a `Ready` condition exists, so an object at
+/// rest gets no extra write.
+pub fn first_status(
+    previous: Option<&SecurityProviderStatus>,
+    generation: Option<i64>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Option<SecurityProviderStatus> {
+    if find(previous, READY).is_some() {
+        return None;
+    }
+    let message = "the operator is reading the remote provider (and creating or adopting it when the spec says so)";
+    let conditions = [
+        (READY, ConditionStatus::Unknown),
+        (RECONCILING, ConditionStatus::True),
+    ]
+    .into_iter()
+    .map(|(type_, cstatus)| {
+        let reason = REASON_PROGRESSING.to_owned();
+        condition(&[], type_, cstatus, reason, message, generation, now)
+    })
+    .collect();
+    Some(SecurityProviderStatus {
+        observed_generation: generation,
+        conditions,
+        ..previous.cloned().unwrap_or_default()
+    })
 }
 
 /// The remote id and its remote system: the outcome's when it has one, else what status
@@ -299,7 +336,12 @@ fn conditions_for(
         } => {
             let stalled = value(ConditionStatus::True, reason, message);
             let failed = value(ConditionStatus::False, reason, message);
-            (failed.clone(), failed, None, Some(stalled))
+            let ready = if outcome.deleting {
+                being_deleted(reason, message)
+            } else {
+                failed.clone()
+            };
+            (failed, ready, None, Some(stalled))
         }
         OutcomeResult::Failed {
             reason,
@@ -307,13 +349,28 @@ fn conditions_for(
             terminal: false,
         } => {
             let failed = value(ConditionStatus::False, reason, message);
-            let ready = ready_through_failure(prev, generation, reason, message)
-                .unwrap_or_else(|| failed.clone());
+            let ready = if outcome.deleting {
+                being_deleted(reason, message)
+            } else {
+                ready_through_failure(prev, generation, reason, message)
+                    .unwrap_or_else(|| failed.clone())
+            };
+            // Work is in progress only while the generation is not applied (and healthy): a
+            // remote outage under a Ready provider is reported by Synced=False, a Warning and
+            // the metrics, not as an endless rollout (README, GitOps).
             let retrying = format!("retrying: {message}");
-            let reconciling = value(ConditionStatus::True, reason, &retrying);
-            (failed, ready, Some(reconciling), None)
+            let reconciling = (ready.0 != ConditionStatus::True)
+                .then(|| value(ConditionStatus::True, reason, &retrying));
+            (failed, ready, reconciling, None)
         }
     }
+}
+
+/// Ready while the object is being deleted and the remote delete fails: what is happening,
+/// not which generation is applied (the deletion itself bumped the generation).
+fn being_deleted(reason: &str, message: &str) -> ConditionValue {
+    let deleting = format!("being deleted; the remote provider is not deleted yet: {message}");
+    (ConditionStatus::False, reason.to_owned(), deleting)
 }
 
 /// Ready through a passing failure: kept as it was (the failure says nothing new about the
@@ -471,6 +528,7 @@ mod tests {
             },
             refresh_handled: None,
             secrets_hash: None,
+            deleting: false,
         }
     }
 
@@ -600,7 +658,13 @@ mod tests {
         let s = compute_status(Some(&prev), Some(1), &outcome, t("2026-01-02T00:00:00Z"));
         assert_eq!(cond(&s, READY), cond(&prev, READY));
         assert_eq!(cond(&s, SYNCED).unwrap().status, "False");
-        assert_eq!(cond(&s, RECONCILING).unwrap().status, "True");
+        // The generation is applied: an outage is not a rollout in progress (kstatus stays
+        // Current, Argo CD Healthy); Synced=False says the remote cannot be reached.
+        assert!(cond(&s, RECONCILING).is_none() && cond(&s, STALLED).is_none());
+        // Not Ready yet (a first create failing): retried, so in progress.
+        let first = compute_status(None, Some(1), &outcome, t("2026-01-02T00:00:00Z"));
+        assert_eq!(cond(&first, READY).unwrap().status, "False");
+        assert_eq!(cond(&first, RECONCILING).unwrap().status, "True");
         assert_eq!(s.statistics, prev.statistics);
         assert_eq!(s.remote_id.as_deref(), Some("p"));
     }
@@ -716,6 +780,66 @@ mod tests {
             };
             let s = compute_status(Some(&prev), Some(1), &outcome, t("2026-01-02T00:00:00Z"));
             assert_eq!(s.remote_id.as_deref(), Some("p"));
+        }
+    }
+
+    #[test]
+    fn a_new_object_first_says_work_is_in_progress_and_once_only() {
+        let now = t("2026-01-01T00:00:00Z");
+        // The CRD's schema default, as the API server shows a status-less object.
+        let defaulted = SecurityProviderStatus {
+            observed_generation: Some(0),
+            ..Default::default()
+        };
+        for previous in [None, Some(&defaulted)] {
+            let first = first_status(previous, Some(1), now).expect("a first status");
+            assert_eq!(first.observed_generation, Some(1));
+            let ready = cond(&first, READY).unwrap();
+            assert_eq!(
+                (ready.status.as_str(), ready.reason.as_str()),
+                ("Unknown", REASON_PROGRESSING)
+            );
+            assert_eq!(cond(&first, RECONCILING).unwrap().status, "True");
+            assert!(cond(&first, SYNCED).is_none() && cond(&first, STALLED).is_none());
+        }
+        // At rest (a Ready condition exists, whatever its value): nothing to write.
+        let reported = compute_status(None, Some(1), &synced(None), now);
+        assert_eq!(first_status(Some(&reported), Some(2), now), None);
+    }
+
+    #[test]
+    fn a_failing_remote_delete_says_so_in_ready() {
+        let prev = compute_status(
+            None,
+            Some(1),
+            &synced(Some(observed(RemoteHealth::Healthy, 1))),
+            t("2026-01-01T00:00:00Z"),
+        );
+        let failing_delete = |terminal| Outcome {
+            observed: None,
+            deleting: true,
+            result: OutcomeResult::Failed {
+                reason: "RemoteUnavailable",
+                message: "cannot delete the remote provider: 503".into(),
+                terminal,
+            },
+            ..synced(None)
+        };
+        // The deletion bumped the generation to 2; nothing is "not applied".
+        for terminal in [false, true] {
+            let outcome = failing_delete(terminal);
+            let s = compute_status(Some(&prev), Some(2), &outcome, t("2026-01-02T00:00:00Z"));
+            let ready = cond(&s, READY).unwrap();
+            assert_eq!(
+                (ready.status.as_str(), ready.reason.as_str()),
+                ("False", "RemoteUnavailable")
+            );
+            assert!(
+                ready.message.starts_with("being deleted; the remote provider is not deleted yet: cannot delete the remote provider: 503"),
+                "{}",
+                ready.message
+            );
+            assert!(!ready.message.contains("generation"), "{}", ready.message);
         }
     }
 
