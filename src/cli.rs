@@ -78,7 +78,12 @@ pub fn manifest_for(
         keystone: None,
         jitsudo: None,
     };
-    observed.config.write_spec(&mut spec)?;
+    // The create-attempt evidence stays remote: a spec carrying it would differ from every
+    // later write of the provider.
+    observed
+        .config
+        .without_creation_token()
+        .write_spec(&mut spec)?;
     let mut sp = SecurityProvider::new(&name, spec);
     sp.metadata = ObjectMeta {
         name: Some(name),
@@ -167,8 +172,9 @@ pub async fn export_command(connection: &str, namespace: Option<String>) -> anyh
     Ok(())
 }
 
-/// `secprov-operator plan -f FILE`, printing the plan and a summary line to stdout.
-pub async fn plan_command(file: &Path, namespace: Option<String>) -> anyhow::Result<()> {
+/// `secprov-operator plan -f FILE`, printing the plan and a summary line to stdout. Returns
+/// the plan's [`PlanExit`] (the exit status under `--detailed-exitcode`).
+pub async fn plan_command(file: &Path, namespace: Option<String>) -> anyhow::Result<PlanExit> {
     let yaml = if file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin())?
     } else {
@@ -181,7 +187,38 @@ pub async fn plan_command(file: &Path, namespace: Option<String>) -> anyhow::Res
         print!("{line}");
     }
     println!("{}", plan_summary(&lines));
-    Ok(())
+    Ok(plan_exit(&lines))
+}
+
+/// What a plan means for a CI step, as Terraform's `plan -detailed-exitcode` says it. A plan
+/// that could not run at all is an error too (exit status 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PlanExit {
+    /// Applying the manifests changes nothing remotely.
+    NoChanges = 0,
+    /// At least one manifest cannot be applied as it stands (`AlreadyExists`, `AlreadyManaged`,
+    /// an invalid spec, a missing connection or Secret, a paused or observe-only difference).
+    NotApplicable = 1,
+    /// Applying creates or updates remote providers, and every manifest can be applied.
+    ChangesPending = 2,
+}
+
+/// The [`PlanExit`] of a plan: any row that cannot be applied wins over pending changes.
+pub fn plan_exit(lines: &[PlanLine]) -> PlanExit {
+    if lines
+        .iter()
+        .any(|l| matches!(l, PlanLine::NotApplied { .. }))
+    {
+        PlanExit::NotApplicable
+    } else if lines
+        .iter()
+        .any(|l| matches!(l, PlanLine::Create { .. } | PlanLine::Update { .. }))
+    {
+        PlanExit::ChangesPending
+    } else {
+        PlanExit::NoChanges
+    }
 }
 
 /// The last line of a plan: how many of each.
@@ -350,7 +387,7 @@ pub fn plan_line(object: String, observation: &Observation, decision: Plan) -> P
             changes: fields
                 .iter()
                 .map(|f| {
-                    let from = current.config.field_value(f);
+                    let from = current.config.without_creation_token().field_value(f);
                     (f.to_string(), from, observation.desired.field_value(f))
                 })
                 .collect(),
@@ -428,14 +465,20 @@ mod tests {
             )),
         ];
         for config in configs {
+            // Made by this operator once (then orphaned): it carries the creation evidence.
             let observed = ObservedProvider {
                 remote_id: "remote".into(),
-                config: config.clone(),
+                config: config.with_creation_token("uid-1/a1"),
                 state: RemoteState::default(),
                 health: RemoteHealth::Healthy,
             };
             let sp = manifest_for(&observed, "conn", "ns").unwrap();
             assert_eq!(sp.spec.adopt, Some(true));
+            let manifest = serde_json::to_string(&sp).unwrap();
+            assert!(
+                !manifest.contains("create-attempt") && !manifest.contains("create_attempt"),
+                "the creation evidence reached the spec: {manifest}"
+            );
             let desired = desired_config(&sp).unwrap();
             assert!(
                 desired.diff(&config).is_empty(),
@@ -452,6 +495,30 @@ mod tests {
         let sps = security_providers_in(yaml).unwrap();
         assert_eq!(sps.len(), 1);
         assert_eq!(sps[0].name_any(), "p");
+    }
+
+    #[test]
+    fn the_detailed_exit_code_follows_terraform() {
+        let same = || PlanLine::NoChange {
+            object: "ns/a".into(),
+        };
+        let create = || PlanLine::Create {
+            object: "ns/b".into(),
+            remote_id: "b".into(),
+        };
+        let refused = || PlanLine::NotApplied {
+            object: "ns/c".into(),
+            reason: "AlreadyExists".into(),
+            message: "taken".into(),
+        };
+        assert_eq!(plan_exit(&[]), PlanExit::NoChanges);
+        assert_eq!(plan_exit(&[same()]), PlanExit::NoChanges);
+        assert_eq!(plan_exit(&[same(), create()]), PlanExit::ChangesPending);
+        assert_eq!(
+            plan_exit(&[create(), refused(), same()]),
+            PlanExit::NotApplicable
+        );
+        assert_eq!(PlanExit::ChangesPending as u8, 2);
     }
 
     #[test]

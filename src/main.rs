@@ -3,6 +3,7 @@
 //! (`secprov::app`, `secprov::cli`). The remote API simulators are a separate binary,
 //! `secprov-sim` (sim/).
 use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
 // jemalloc by default (feature `jemalloc`); BENCHMARKS.md ("Allocators") compares it with the
 // system allocator (`--no-default-features`) and mimalloc (feature `mimalloc` without jemalloc).
@@ -69,22 +70,36 @@ enum Command {
         /// Namespace for manifests without one (default: the kubeconfig's namespace).
         #[arg(short, long)]
         namespace: Option<String>,
+        /// Terraform's convention for CI: exit 0 when nothing would change, 2 when changes are
+        /// pending, 1 on an error or when a manifest cannot be applied (`!` lines). Without it,
+        /// 0 unless the plan itself fails.
+        #[arg(long)]
+        detailed_exitcode: bool,
     },
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => {
-            print!("{}", secprov::api::crds_yaml()?);
-            Ok(())
-        }
-        Command::Run(args) => secprov::app::run(*args).await,
+        Command::Crd => print!("{}", secprov::api::crds_yaml()?),
+        Command::Run(args) => secprov::app::run(*args).await?,
         Command::Export {
             connection,
             namespace,
-        } => secprov::cli::export_command(&connection, namespace).await,
-        Command::Plan { file, namespace } => secprov::cli::plan_command(&file, namespace).await,
+        } => secprov::cli::export_command(&connection, namespace).await?,
+        Command::Plan {
+            file,
+            namespace,
+            detailed_exitcode,
+        } => {
+            let code = secprov::cli::plan_command(&file, namespace).await?;
+            return Ok(if detailed_exitcode {
+                ExitCode::from(code as u8)
+            } else {
+                ExitCode::SUCCESS
+            });
+        }
     }
+    Ok(ExitCode::SUCCESS)
 }

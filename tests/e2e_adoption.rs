@@ -22,17 +22,21 @@ fn create_remotely(env: &Env, body: serde_json::Value) {
 }
 
 fn operator_cli(args: &[&str]) -> String {
+    let (code, stdout) = operator_cli_exit(args);
+    assert_eq!(code, 0, "secprov-operator {args:?} failed:\n{stdout}");
+    stdout
+}
+
+/// The exit status and stdout (stderr appended) of `secprov-operator args`.
+fn operator_cli_exit(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_secprov-operator"))
         .args(args)
         .env("KUBECONFIG", kubeconfig())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "secprov-operator {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let code = out.status.code().unwrap_or(-1);
+    (code, text + &String::from_utf8_lossy(&out.stderr))
 }
 
 fn remote_writes(sim: &CoveoSimulator) -> u64 {
@@ -198,6 +202,16 @@ fn plan_shows_create_update_and_no_change_without_writing() {
 
     let out = operator_cli(&["plan", "-f", file.to_str().unwrap(), "-n", &env.ns.name]);
     let ns = &env.ns.name;
+    // --detailed-exitcode: 2, changes pending (and every row can be applied).
+    let detailed = [
+        "plan",
+        "--detailed-exitcode",
+        "-f",
+        file.to_str().unwrap(),
+        "-n",
+        ns,
+    ];
+    assert_eq!(operator_cli_exit(&detailed).0, 2, "{out}");
     assert!(out.contains(&format!("= no change {ns}/same")), "{out}");
     assert!(out.contains(&format!("~ update    {ns}/changed (remote id \"changed\")\n      displayName: \"Before\" -> \"After\"")), "{out}");
     assert!(
@@ -224,6 +238,64 @@ fn plan_shows_create_update_and_no_change_without_writing() {
     .unwrap();
     let out = operator_cli(&["plan", "-f", file.to_str().unwrap(), "-n", &env.ns.name]);
     assert!(out.contains(&format!("! AlreadyExists {ns}/same")), "{out}");
+    // --detailed-exitcode: 1, a row cannot be applied; a plan that cannot run: 1 too.
+    assert_eq!(operator_cli_exit(&detailed).0, 1, "{out}");
+    let missing = [
+        "plan",
+        "--detailed-exitcode",
+        "-f",
+        "/nonexistent.yaml",
+        "-n",
+        ns,
+    ];
+    assert_eq!(operator_cli_exit(&missing).0, 1);
+}
+
+#[test]
+fn a_provider_this_operator_once_created_exports_and_applies_without_a_write() {
+    let env = setup("adopt-evidence");
+    // Created by an earlier object of this operator, then orphaned: the creation evidence
+    // is still on the remote provider.
+    create_remotely(
+        &env,
+        serde_json::json!({"id": "orphaned", "type": "EXPANDED", "displayName": "Orphaned",
+        "parameters": {"secprov.dev/create-attempt": {"value": "old-uid/a1", "sensitive": false}}}),
+    );
+    let ns = &env.ns.name;
+    let exported = operator_cli(&["export", "--connection", "coveo", "-n", ns]);
+    assert!(exported.contains("name: orphaned"), "{exported}");
+    assert!(!exported.contains("create-attempt"), "{exported}");
+    let file = std::env::temp_dir().join(format!("evidence-{ns}.yaml"));
+    std::fs::write(&file, &exported).unwrap();
+    let plan = [
+        "plan",
+        "--detailed-exitcode",
+        "-f",
+        file.to_str().unwrap(),
+        "-n",
+        ns,
+    ];
+    let (code, out) = operator_cli_exit(&plan);
+    assert!(out.contains(&format!("= no change {ns}/orphaned")), "{out}");
+    assert_eq!(code, 0, "{out}");
+
+    env.sim.reset_counters();
+    let operator = env.start_operator(&["--resync-interval", "5s"]);
+    env.ns.apply(&exported).unwrap();
+    env.ns
+        .wait_condition("securityprovider/orphaned", "Ready", "60s")
+        .unwrap_or_else(|e| panic!("{e}\n{}", operator.log_text()));
+    // Six resyncs (30 s) later: nothing written, no drift seen.
+    let reconciles = operator.metric_sum("secprov_reconciles_total", &[]);
+    eventually(Duration::from_secs(60), "six more reconciles", || {
+        (operator.metric_sum("secprov_reconciles_total", &[]) >= reconciles + 6.0).then_some(())
+    });
+    assert_eq!(remote_writes(&env.sim), 0, "{}", operator.log_text());
+    let events = env.ns.events_for("orphaned");
+    assert!(
+        !events.iter().any(|(reason, _)| reason == "DriftCorrected"),
+        "{events:?}"
+    );
 }
 
 #[test]

@@ -19,7 +19,9 @@ pub fn desired_config(sp: &SecurityProvider) -> Result<ProviderConfig, Error> {
         Some(BackendKind::Jitsudo) => super::jitsudo::desired_config(sp),
         None => None,
     };
-    desired.ok_or_else(|| {
+    // A create-attempt token copied into a spec (an older `export`) is evidence, never
+    // configuration: dropped here, it cannot be written back or compared.
+    desired.map(|d| d.without_creation_token()).ok_or_else(|| {
         Error::InvalidSpec(
             "exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into(),
         )
