@@ -270,3 +270,47 @@ fn provider_on_a_connection_of_another_backend_reports_backend_mismatch() {
         .unwrap();
     wait_ready(&env, "acme-saml");
 }
+
+#[test]
+fn domain_id_is_create_only_and_a_remote_domain_that_differs_is_never_in_sync() {
+    let env = setup("keystone-domain", |_| {});
+    let manifest = example("keystone/10-securityprovider.yaml", &env.sim.base_url());
+    env.ns.apply(&manifest).unwrap();
+    wait_ready(&env, "acme-saml");
+    // Added later: refused at apply by the CRD's transition rule, nothing stored.
+    let with_domain = manifest.replace("# domainId: default", "domainId: default");
+    let refused = env.ns.apply(&with_domain).unwrap_err();
+    assert!(
+        refused.contains("keystone.domainId is create-only"),
+        "{refused}"
+    );
+    let obj = env.ns.get_json("securityprovider/acme-saml").unwrap();
+    assert!(obj["spec"]["keystone"]["domainId"].is_null(), "{obj:#}");
+
+    // Adopting a provider of another domain while declaring a domain: reported as a terminal
+    // condition, never as in sync, and nothing is written.
+    env.sim.insert_identity_provider(SimIdentityProvider {
+        domain_id: "console-domain".into(),
+        ..SimIdentityProvider::new("adopted")
+    });
+    env.ns
+        .apply(
+            "apiVersion: secprov.dev/v1alpha1\nkind: SecurityProvider\nmetadata:\n  name: adopted\nspec:\n  connectionRef: keystone\n  adopt: true\n  keystone:\n    enabled: false\n    domainId: declared-domain\n",
+        )
+        .unwrap();
+    let obj = eventually(Duration::from_secs(30), "CreateOnlyFieldDiffers", || {
+        let obj = env.ns.get_json("securityprovider/adopted")?;
+        (condition(&obj, "Ready")?["reason"] == "CreateOnlyFieldDiffers").then_some(obj)
+    });
+    let ready = condition(&obj, "Ready").unwrap();
+    assert_eq!(ready["status"], "False");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"console-domain\""),
+        "{ready}"
+    );
+    assert_eq!(condition(&obj, "Stalled").unwrap()["status"], "True");
+    assert_eq!(env.sim.patch_bodies(), Vec::<Value>::new());
+}

@@ -398,6 +398,7 @@ impl CoveoProviderType {
 
 /// Settings of an OpenStack Keystone OS-FEDERATION identity provider.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("has(self.domainId) == has(oldSelf.domainId) && (!has(self.domainId) || self.domainId == oldSelf.domainId)").message("keystone.domainId is create-only: Keystone sets the domain only at creation, so it cannot be added, changed or removed later; create a new SecurityProvider instead"))]
 #[serde(rename_all = "camelCase")]
 pub struct KeystoneProviderSpec {
     /// Free-text description. Defaults to empty.
@@ -424,10 +425,10 @@ pub struct KeystoneProviderSpec {
     pub authorization_ttl: Option<i64>,
 
     /// Domain the federated users land in. Set only at creation (Keystone creates a domain when
-    /// omitted); immutable afterwards.
+    /// omitted): it cannot be added, changed or removed afterwards (a CEL transition rule), and
+    /// a remote provider in another domain is reported (`Ready=False`, `CreateOnlyFieldDiffers`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("keystone.domainId is immutable: Keystone sets it only at creation"))]
     pub domain_id: Option<String>,
 }
 

@@ -123,6 +123,15 @@ impl ProviderConfig {
         }
     }
 
+    /// Why the observed provider can never match the desired one: a create-only field (set
+    /// only when the provider is created, never updated) differs. None when none does.
+    pub fn create_only_mismatch(&self, observed: &ProviderConfig) -> Option<String> {
+        match (self, observed) {
+            (ProviderConfig::Keystone(d), ProviderConfig::Keystone(o)) => d.create_only_mismatch(o),
+            _ => None,
+        }
+    }
+
     /// Names of the spec fields whose observed value differs from the desired one (`self` is
     /// desired). Empty means in sync.
     pub fn diff(&self, observed: &ProviderConfig) -> Vec<&'static str> {

@@ -66,6 +66,9 @@ pub const REASON_ALREADY_MANAGED: &str = "AlreadyManaged";
 /// Condition reason when status.remoteId belongs to another remote system than the
 /// connection now reaches, and a provider this object did not create has the id there.
 pub const REASON_REMOTE_SYSTEM_CHANGED: &str = "RemoteSystemChanged";
+/// Condition reason when a create-only field (Keystone `domainId`) differs remotely: no update
+/// can fix it.
+pub const REASON_CREATE_ONLY_DIFFERS: &str = "CreateOnlyFieldDiffers";
 /// Condition reason when an observe-only object finds nothing to observe.
 pub const REASON_NOT_FOUND: &str = "RemoteProviderNotFound";
 
@@ -97,6 +100,12 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         && let Some(blocked) = not_ours(input, observed)
     {
         return blocked;
+    }
+    if let Some(message) = input.desired.create_only_mismatch(&observed.config) {
+        return Plan::Blocked {
+            reason: REASON_CREATE_ONLY_DIFFERS,
+            message,
+        };
     }
     let fields = input.desired.diff(&observed.config);
     if fields.is_empty() {
@@ -273,6 +282,34 @@ mod tests {
             from: "http://127.0.0.1:1 (org)".into(),
             to: "http://127.0.0.1:2 (org)".into(),
             acknowledged,
+        }
+    }
+
+    #[test]
+    fn a_keystone_domain_that_differs_remotely_is_never_in_sync() {
+        use crate::api::security_provider::KeystoneProviderSpec;
+        use crate::backend::keystone::KeystoneConfig;
+        let spec = |domain: Option<&str>| KeystoneProviderSpec {
+            domain_id: domain.map(str::to_owned),
+            ..Default::default()
+        };
+        let keystone =
+            |domain| ProviderConfig::Keystone(KeystoneConfig::desired("p", &spec(domain)));
+        let remote = ObservedProvider {
+            config: keystone(Some("remote-domain")),
+            ..observed("P")
+        };
+        let d = keystone(Some("declared-domain"));
+        match plan(&input(&d, Some(&remote))) {
+            Plan::Blocked { reason, message } => {
+                assert_eq!(reason, REASON_CREATE_ONLY_DIFFERS);
+                assert!(message.contains("\"remote-domain\""), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The same domain, or none declared (Keystone chose it): in sync.
+        for d in [keystone(Some("remote-domain")), keystone(None)] {
+            assert_eq!(plan(&input(&d, Some(&remote))), Plan::InSync);
         }
     }
 

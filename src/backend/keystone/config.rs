@@ -47,6 +47,20 @@ impl KeystoneConfig {
         }
     }
 
+    /// A `domain_id` declared in the spec that the remote provider does not have: Keystone
+    /// cannot change it, so no update can ever bring the two in sync. None when the spec
+    /// declares no domain (Keystone chose one) or the same one.
+    pub fn create_only_mismatch(&self, observed: &KeystoneConfig) -> Option<String> {
+        let desired = self.domain_id.as_deref()?;
+        let remote = observed.domain_id.as_deref();
+        (remote != Some(desired)).then(|| {
+            format!(
+                "keystone.domainId is {desired:?} but the remote provider is in domain {}; Keystone sets the domain only at creation, so it cannot be changed: delete the remote provider (or this object with deletionPolicy: Orphan) and create it again, or set domainId to the remote one",
+                remote.map_or_else(|| "(none reported)".to_owned(), |r| format!("{r:?}"))
+            )
+        })
+    }
+
     /// Names of the updatable fields that differ, `self` being desired (CRD field names).
     pub fn diff(&self, observed: &KeystoneConfig) -> Vec<&'static str> {
         let mut fields = Vec::new();
