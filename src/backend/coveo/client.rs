@@ -399,10 +399,17 @@ impl BackendClient for CoveoClient {
 
     async fn create(&self, desired: &CoveoConfig) -> Result<ObservedProvider, RemoteError> {
         check_secrets_resolved(desired, "create")?;
-        // POST answers the model without status fields (no currentStatus: Healthy); they come
-        // with the next read (a resync, a snapshot list), not with a GET of each create.
+        // POST answers the model without status fields: the provider's state is not known
+        // yet, so it is reported as being created (Ready=False, Reconciling=True), and the
+        // controller reads it once more after one progress interval instead of the resync.
         let created = CoveoClient::create(self, &desired.to_request()).await?;
         let mut observed = observed_from_wire(created);
+        if observed.state.current_status.is_none() {
+            observed.health = crate::backend::RemoteHealth::Progressing {
+                reason: REASON_REMOTE_CREATING,
+                message: "Coveo accepted the provider; its state is read again shortly".into(),
+            };
+        }
         // A new provider has Coveo's default schedules: correct the listed ones now.
         if !desired.refresh_schedules.is_empty() {
             self.read_schedules(&mut observed).await?;
