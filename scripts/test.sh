@@ -9,13 +9,15 @@ CP_DIR="${SECPROV_CP_DIR:-$PWD/target/test-controlplane}"
 echo "==> building (cargo build --workspace --all-targets --locked)"
 cargo build --locked --workspace --all-targets
 
-# helm and promtool for the chart and alert tests, built from the Go module proxy and cached
-# like the control plane (scripts/tools/build.sh); the tests fail without them.
-echo "==> tools: helm, promtool (scripts/tools/build.sh, cached in ~/.cache/secprov-tools)"
+# helm and promtool for the chart and alert tests, gitops-verdict (kstatus and gopher-lua) for
+# the GitOps conformance tests, built from the Go module proxy and cached like the control
+# plane (scripts/tools/build.sh); the tests fail without them.
+echo "==> tools: helm, promtool, gitops-verdict (scripts/tools/build.sh, cached in ~/.cache/secprov-tools)"
 start=$SECONDS
 SECPROV_HELM="$(bash scripts/tools/build.sh helm | tail -n1)"
 SECPROV_PROMTOOL="$(bash scripts/tools/build.sh promtool | tail -n1)"
-export SECPROV_HELM SECPROV_PROMTOOL
+SECPROV_GITOPS_VERDICT="$(bash scripts/tools/build.sh gitops-verdict | tail -n1)"
+export SECPROV_HELM SECPROV_PROMTOOL SECPROV_GITOPS_VERDICT
 echo "    tools ready in $((SECONDS - start))s"
 
 # The container image that tests/image.rs unpacks and runs (one release build).

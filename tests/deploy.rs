@@ -843,20 +843,7 @@ fn operator_with_the_service_account_token_reconciles_to_ready() {
 fn helm() -> String {
     static HELM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HELM.get_or_init(|| {
-        let path = match std::env::var("SECPROV_HELM") {
-            Ok(p) if !p.is_empty() => p,
-            _ => {
-                let out = Command::new("bash")
-                    .arg(repo().join("scripts/tools/build.sh"))
-                    .arg("helm")
-                    .stderr(Stdio::inherit())
-                    .output()
-                    .expect("run scripts/tools/build.sh helm");
-                assert!(out.status.success(), "scripts/tools/build.sh helm failed");
-                let stdout = String::from_utf8_lossy(&out.stdout);
-                stdout.lines().last().unwrap_or_default().trim().to_owned()
-            }
-        };
+        let path = go_tool("helm", "SECPROV_HELM");
         let version = Command::new(&path).arg("version").output();
         assert!(
             version.as_ref().is_ok_and(|o| o.status.success()),

@@ -9,7 +9,7 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use secprov_sim::coveo::CoveoSimConfig;
@@ -20,27 +20,7 @@ fn read(path: &str) -> String {
 }
 
 fn promtool() -> String {
-    if let Ok(path) = std::env::var("SECPROV_PROMTOOL")
-        && !path.is_empty()
-    {
-        return path;
-    }
-    let out = Command::new("bash")
-        .arg(repo().join("scripts/tools/build.sh"))
-        .arg("promtool")
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run scripts/tools/build.sh promtool");
-    assert!(
-        out.status.success(),
-        "scripts/tools/build.sh promtool failed"
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
+    go_tool("promtool", "SECPROV_PROMTOOL")
 }
 
 fn rule() -> serde_yaml::Value {

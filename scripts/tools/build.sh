@@ -4,7 +4,8 @@
 # go.mod/go.sum, static (CGO_ENABLED=0), -trimpath, cached under a key that hashes everything
 # that determines the binary.
 #
-#   build.sh helm | promtool     the LAST line of stdout is the absolute path of the binary
+#   build.sh helm | promtool | gitops-verdict
+#                                the LAST line of stdout is the absolute path of the binary
 #
 # Progress goes to stderr. Needs: go, flock.
 # Environment:
@@ -14,7 +15,7 @@ set -euo pipefail
 log() { printf 'tools: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-[[ $# -eq 1 ]] || { echo "usage: $0 helm|promtool" >&2; exit 2; }
+[[ $# -eq 1 ]] || { echo "usage: $0 helm|promtool|gitops-verdict" >&2; exit 2; }
 NAME="$1"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SRC_DIR="$ROOT/$NAME"
@@ -33,6 +34,10 @@ case "$NAME" in
     PKG=github.com/prometheus/prometheus/cmd/promtool MOD=github.com/prometheus/prometheus
     TAGS="remove_all_sd"
     VERSION_FLAGS() { echo "-X github.com/prometheus/common/version.Version=$1"; } ;;
+  gitops-verdict)
+    # Our own main.go (tests/e2e_gitops.rs): kstatus and gopher-lua at the pinned versions.
+    PKG=. MOD=sigs.k8s.io/cli-utils TAGS=""
+    VERSION_FLAGS() { :; } ;;
   *) die "unknown tool '$NAME'" ;;
 esac
 VERSION="$(awk -v m="$MOD" '$1 == m && $2 ~ /^v[0-9]/ { print $2; exit } $1 == "require" && $2 == m { print $3; exit }' "$SRC_DIR/go.mod")"
@@ -44,6 +49,7 @@ build_key() {
     go env GOOS GOARCH
     cd "$SRC_DIR"
     cat go.mod go.sum tools.go
+    if [[ -f main.go ]]; then cat main.go; fi
     echo "$PKG $TAGS"
     # The build command itself is part of the key.
     sed -n '/^build_tool()/,/^}/p' "$ROOT/build.sh"

@@ -500,3 +500,23 @@ impl Operator {
         self.child.as_mut()?.try_wait().ok().flatten()
     }
 }
+
+/// The path of the Go tool `name` pinned under scripts/tools/ (`env_var` when it names one,
+/// else what scripts/tools/build.sh builds from the Go module proxy, cached after the first
+/// build). A machine without it fails here instead of skipping the checks.
+pub fn go_tool(name: &str, env_var: &str) -> String {
+    if let Ok(path) = std::env::var(env_var)
+        && !path.is_empty()
+    {
+        return path;
+    }
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/tools/build.sh"))
+        .arg(name)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("run scripts/tools/build.sh {name}: {e}"));
+    assert!(out.status.success(), "scripts/tools/build.sh {name} failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout.lines().last().unwrap_or_default().trim().to_owned()
+}

@@ -1,0 +1,251 @@
+//! What GitOps clients read from the status, on the real API server with the Coveo simulator:
+//! a just-applied object is in progress before the operator answers (CRD status default and a
+//! first status written before any remote call), a new provider's remote state within seconds
+//! of its create, a remote outage under a Ready provider, and a failing remote delete.
+//!
+//! Each state is judged by the real clients: Flux's kstatus (`sigs.k8s.io/cli-utils`
+//! `status.Compute`) and deploy/argocd/health.lua under gopher-lua as Argo CD runs it, both in
+//! scripts/tools/gitops-verdict (built from the Go module proxy, cached), and
+//! `kubectl wait --for=condition=Ready`.
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use secprov_sim::coveo::CoveoSimulator;
+use serde_json::Value;
+use support::*;
+
+const API_KEY: &str = "e2e-gitops-key-7a31";
+
+type Env = support::Env<CoveoSimulator>;
+
+fn setup(prefix: &str) -> Env {
+    Env::coveo(prefix, coveo_config(API_KEY, Duration::from_millis(500)))
+}
+
+fn provider(name: &str) -> String {
+    format!(
+        "apiVersion: secprov.dev/v1alpha1\nkind: SecurityProvider\nmetadata:\n  name: {name}\nspec:\n  connectionRef: coveo\n  coveo:\n    referencedBy:\n      - type: SOURCE\n        id: source-{name}\n"
+    )
+}
+
+fn get(env: &Env, name: &str) -> Option<Value> {
+    env.ns.get_json(&format!("securityprovider/{name}"))
+}
+
+/// What the clients say about an object: (kstatus, Argo CD health, `kubectl wait` passes).
+#[derive(Debug, PartialEq)]
+struct Verdict(String, String, bool);
+
+fn verdict(env: &Env, obj: &Value) -> Verdict {
+    static TOOL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let tool = TOOL.get_or_init(|| go_tool("gitops-verdict", "SECPROV_GITOPS_VERDICT"));
+    let mut child = Command::new(tool)
+        .arg(repo().join("deploy/argocd/health.lua"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run gitops-verdict");
+    let input = serde_json::to_vec(obj).unwrap();
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let resource = format!(
+        "securityprovider/{}",
+        obj["metadata"]["name"].as_str().unwrap()
+    );
+    let waited = env.ns.wait_condition(&resource, "Ready", "1s").is_ok();
+    let text = |k: &str| said[k].as_str().unwrap_or_default().to_owned();
+    Verdict(text("kstatus"), text("argocd"), waited)
+}
+
+fn expect(kstatus: &str, argocd: &str, kubectl_wait_passes: bool) -> Verdict {
+    Verdict(kstatus.into(), argocd.into(), kubectl_wait_passes)
+}
+
+/// (status, reason) of a condition, None when absent.
+fn cond(obj: &Value, type_: &str) -> Option<(String, String)> {
+    let c = condition(obj, type_)?;
+    let field = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+    Some((field("status"), field("reason")))
+}
+
+#[test]
+fn a_just_applied_provider_reads_as_in_progress_before_the_operator_answers() {
+    let env = setup("gitops-new");
+    // No operator yet: the API server alone serves the CRD's status default.
+    env.ns.apply(&provider("early")).unwrap();
+    let obj = get(&env, "early").unwrap();
+    assert_eq!(obj["metadata"]["generation"], 1, "{obj:#}");
+    assert_eq!(
+        obj["status"]["observedGeneration"], 0,
+        "kube-apiserver applies the status default on read: {obj:#}"
+    );
+    assert_eq!(
+        verdict(&env, &obj),
+        expect("InProgress", "Progressing", false)
+    );
+
+    // A slow remote (every call takes 3 s): the first status says work is in progress
+    // before the first remote call has answered.
+    env.sim
+        .faults()
+        .update(|f| f.latency = Duration::from_secs(3))
+        .unwrap();
+    let operator = env.start_operator(&[]);
+    let first = eventually(Duration::from_secs(30), "a first status", || {
+        get(&env, "early").filter(|o| condition(o, "Ready").is_some())
+    });
+    assert_eq!(
+        env.sim.operation_count("create"),
+        0,
+        "{}",
+        operator.log_text()
+    );
+    assert_eq!(first["status"]["observedGeneration"], 1, "{first:#}");
+    assert_eq!(
+        cond(&first, "Ready"),
+        Some(("Unknown".into(), "Progressing".into()))
+    );
+    assert_eq!(
+        cond(&first, "Reconciling"),
+        Some(("True".into(), "Progressing".into()))
+    );
+    assert_eq!(
+        verdict(&env, &first),
+        expect("InProgress", "Progressing", false)
+    );
+    env.sim.faults().clear();
+    env.ns
+        .wait_condition("securityprovider/early", "Ready", "60s")
+        .unwrap_or_else(|e| panic!("{e}\n{}", operator.log_text()));
+    let ready = get(&env, "early").unwrap();
+    assert_eq!(verdict(&env, &ready), expect("Current", "Healthy", true));
+
+    // Terminal: someone else's provider has the id (no adopt). Only a change can help.
+    env.create_remotely(serde_json::json!({"id": "taken", "type": "EXPANDED"}));
+    env.ns.apply(&provider("taken")).unwrap();
+    let blocked = eventually(Duration::from_secs(30), "AlreadyExists", || {
+        get(&env, "taken").filter(|o| cond(o, "Ready").is_some_and(|c| c.1 == "AlreadyExists"))
+    });
+    assert_eq!(verdict(&env, &blocked), expect("Failed", "Degraded", false));
+}
+
+#[test]
+fn a_new_provider_shows_its_remote_state_within_seconds_of_its_create() {
+    let env = setup("gitops-created");
+    // The create answer carries no currentStatus/statistics; a resync would come only after
+    // five minutes: the state must come from the read one progress interval later.
+    let operator = env.start_operator(&["--resync-interval", "5m", "--progress-interval", "2s"]);
+    env.ns.apply(&provider("fresh")).unwrap();
+    let applied = Instant::now();
+    let ready = eventually(Duration::from_secs(30), "Ready=True", || {
+        get(&env, "fresh").filter(|o| cond(o, "Ready").is_some_and(|c| c.0 == "True"))
+    });
+    let filled = eventually(Duration::from_secs(15), "remote state in status", || {
+        get(&env, "fresh").filter(|o| {
+            o["status"]["currentStatus"]["type"] == "IDLE"
+                && o["status"]["statistics"]["totalNumberOfEntities"].is_i64()
+        })
+    });
+    assert_eq!(
+        ready["status"]["currentStatus"]["type"],
+        "IDLE",
+        "Ready=True comes with the remote state, not before it: {ready:#}\n{filled:#}\n{}",
+        operator.log_text()
+    );
+    assert!(applied.elapsed() < Duration::from_secs(30));
+    assert_eq!(env.sim.operation_count("create"), 1);
+}
+
+#[test]
+fn a_remote_outage_under_a_ready_provider_and_a_failing_delete_say_what_is_true() {
+    let env = setup("gitops-outage");
+    let operator = env.start_operator(&[]);
+    env.ns.apply(&provider("steady")).unwrap();
+    eventually(Duration::from_secs(60), "Ready and settled", || {
+        get(&env, "steady").filter(|o| {
+            cond(o, "Ready").is_some_and(|c| c.0 == "True")
+                && o["status"]["currentStatus"]["type"] == "IDLE"
+        })
+    });
+
+    // The remote goes down: the applied generation stays Ready (nothing says the provider
+    // changed), Synced says the remote cannot be reached, and no rollout is in progress.
+    env.sim.faults().update(|f| f.error_rate = 1.0).unwrap();
+    let down = eventually(Duration::from_secs(60), "Synced=False", || {
+        get(&env, "steady").filter(|o| cond(o, "Synced").is_some_and(|c| c.0 == "False"))
+    });
+    assert_eq!(cond(&down, "Ready").unwrap().0, "True", "{down:#}");
+    assert_eq!(cond(&down, "Reconciling"), None, "{down:#}");
+    assert_eq!(cond(&down, "Stalled"), None, "{down:#}");
+    assert_eq!(verdict(&env, &down), expect("Current", "Healthy", true));
+
+    // A spec edit that cannot be applied while the remote is down: that rollout is in progress.
+    env.ns
+        .kubectl(&[
+            "patch",
+            "securityprovider/steady",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"displayName":"Edited"}}"#,
+        ])
+        .unwrap();
+    let edited = eventually(Duration::from_secs(60), "generation 2 reported", || {
+        get(&env, "steady").filter(|o| {
+            o["status"]["observedGeneration"] == 2
+                && cond(o, "Ready").is_some_and(|c| c.0 == "False")
+        })
+    });
+    assert_eq!(
+        cond(&edited, "Reconciling").unwrap().0,
+        "True",
+        "{edited:#}"
+    );
+    assert_eq!(
+        verdict(&env, &edited),
+        expect("InProgress", "Progressing", false)
+    );
+
+    // Deleted while the remote is down: Ready says the deletion waits for the remote delete.
+    env.ns
+        .kubectl(&["delete", "securityprovider/steady", "--wait=false"])
+        .unwrap();
+    let deleting = eventually(Duration::from_secs(60), "Ready about the delete", || {
+        get(&env, "steady").filter(|o| {
+            condition(o, "Ready").is_some_and(|c| {
+                c["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("being deleted"))
+            })
+        })
+    });
+    assert_eq!(
+        verdict(&env, &deleting),
+        expect("Terminating", "Progressing", false)
+    );
+    let message = condition(&deleting, "Ready").unwrap()["message"].to_string();
+    assert!(!message.contains("is not applied"), "{message}");
+    assert!(
+        message.contains("cannot delete the remote provider"),
+        "{message}"
+    );
+
+    env.sim.faults().clear();
+    eventually(Duration::from_secs(60), "object gone", || {
+        get(&env, "steady").is_none().then_some(())
+    });
+    assert!(
+        env.sim.provider("steady").is_none(),
+        "{}",
+        operator.log_text()
+    );
+}
