@@ -328,42 +328,55 @@ fn conditions_for(
                 ),
             }
         }
-        OutcomeResult::Blocked { reason, message }
-        | OutcomeResult::Failed {
-            reason,
-            message,
-            terminal: true,
-        } => {
-            let stalled = value(ConditionStatus::True, reason, message);
-            let failed = value(ConditionStatus::False, reason, message);
-            let ready = if outcome.deleting {
-                being_deleted(reason, message)
-            } else {
-                failed.clone()
-            };
-            (failed, ready, None, Some(stalled))
+        OutcomeResult::Blocked { reason, message } => {
+            failure_conditions(prev, outcome, generation, reason, message, true)
         }
         OutcomeResult::Failed {
             reason,
             message,
-            terminal: false,
-        } => {
-            let failed = value(ConditionStatus::False, reason, message);
-            let ready = if outcome.deleting {
-                being_deleted(reason, message)
-            } else {
-                ready_through_failure(prev, generation, reason, message)
-                    .unwrap_or_else(|| failed.clone())
-            };
-            // Work is in progress only while the generation is not applied (and healthy): a
-            // remote outage under a Ready provider is reported by Synced=False, a Warning and
-            // the metrics, not as an endless rollout (README, GitOps).
-            let retrying = format!("retrying: {message}");
-            let reconciling = (ready.0 != ConditionStatus::True)
-                .then(|| value(ConditionStatus::True, reason, &retrying));
-            (failed, ready, reconciling, None)
-        }
+            terminal,
+        } => failure_conditions(prev, outcome, generation, reason, message, *terminal),
     }
+}
+
+/// (Synced, Ready, Reconciling, Stalled) for a failure or a block. Terminal: Stalled, nothing
+/// in progress. Transient: retried, so in progress only while the generation is not applied (a
+/// remote outage under a Ready provider is reported by Synced=False, a Warning and the metrics,
+/// not as an endless rollout: README, GitOps). While deleting, Ready says the delete waits.
+fn failure_conditions(
+    prev: &SecurityProviderStatus,
+    outcome: &Outcome,
+    generation: Option<i64>,
+    reason: &str,
+    message: &str,
+    terminal: bool,
+) -> (
+    ConditionValue,
+    ConditionValue,
+    Option<ConditionValue>,
+    Option<ConditionValue>,
+) {
+    let value = |status, text: &str| (status, reason.to_owned(), text.to_owned());
+    let failed = value(ConditionStatus::False, message);
+    let ready = if outcome.deleting {
+        being_deleted(reason, message)
+    } else if terminal {
+        failed.clone()
+    } else {
+        ready_through_failure(prev, generation, reason, message).unwrap_or_else(|| failed.clone())
+    };
+    if terminal {
+        return (
+            failed,
+            ready,
+            None,
+            Some(value(ConditionStatus::True, message)),
+        );
+    }
+    let retrying = format!("retrying: {message}");
+    let reconciling =
+        (ready.0 != ConditionStatus::True).then(|| value(ConditionStatus::True, &retrying));
+    (failed, ready, reconciling, None)
 }
 
 /// Ready while the object is being deleted and the remote delete fails: what is happening,
