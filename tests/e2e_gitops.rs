@@ -1,7 +1,8 @@
 //! What GitOps clients read from the status, on the real API server with the Coveo simulator:
 //! a just-applied object is in progress before the operator answers (CRD status default and a
 //! first status written before any remote call), a new provider's remote state within seconds
-//! of its create, a remote outage under a Ready provider, and a failing remote delete.
+//! of its create, a remote outage under a Ready provider, a failing remote delete, an
+//! unreachable remote, pauses and observe-only objects.
 //!
 //! Each state is judged by the real clients: Flux's kstatus (`sigs.k8s.io/cli-utils`
 //! `status.Compute`) and deploy/argocd/health.lua under gopher-lua as Argo CD runs it, both in
@@ -248,4 +249,68 @@ fn a_remote_outage_under_a_ready_provider_and_a_failing_delete_say_what_is_true(
         "{}",
         operator.log_text()
     );
+}
+
+#[test]
+fn unreachable_paused_and_observe_only_providers_read_as_documented() {
+    let env = setup("gitops-held");
+    let operator = env.start_operator(&[]);
+    // Its connection points at a closed port: retried with backoff, never Ready yet.
+    env.ns.apply_witness();
+    let unreachable = eventually(Duration::from_secs(60), "witness failing", || {
+        get(&env, "witness").filter(|o| cond(o, "Ready").is_some_and(|c| c.0 == "False"))
+    });
+    assert_eq!(cond(&unreachable, "Reconciling").unwrap().0, "True");
+    let progressing = expect("InProgress", "Progressing", false);
+    assert_eq!(verdict(&env, &unreachable), progressing);
+
+    // Paused in sync: the declared state is in place; Argo CD shows the pause.
+    env.ns.apply(&provider("calm")).unwrap();
+    env.ns
+        .wait_condition("securityprovider/calm", "Ready", "60s")
+        .unwrap_or_else(|e| panic!("{e}\n{}", operator.log_text()));
+    let annotate = [
+        "annotate",
+        "securityprovider/calm",
+        "secprov.dev/paused=true",
+    ];
+    env.ns.kubectl(&annotate).unwrap();
+    let paused = eventually(Duration::from_secs(30), "Synced ReconcilePaused", || {
+        get(&env, "calm").filter(|o| cond(o, "Synced").is_some_and(|c| c.1 == "ReconcilePaused"))
+    });
+    assert_eq!(verdict(&env, &paused), expect("Current", "Suspended", true));
+    // Paused with an edit held back: not applied, and only unpausing lets it progress.
+    let edit = r#"{"spec":{"displayName":"Held back"}}"#;
+    let patch = ["patch", "securityprovider/calm", "--type=merge", "-p", edit];
+    env.ns.kubectl(&patch).unwrap();
+    let held = eventually(Duration::from_secs(30), "generation 2 held back", || {
+        get(&env, "calm").filter(|o| {
+            o["status"]["observedGeneration"] == 2
+                && cond(o, "Ready").is_some_and(|c| c.0 == "False")
+        })
+    });
+    assert_eq!(verdict(&env, &held), expect("Failed", "Suspended", false));
+
+    // Observe-only: matching is Ready; differing is reported, never written.
+    let remote = serde_json::json!({"id": "watched", "type": "EXPANDED", "displayName": "Remote"});
+    env.create_remotely(remote);
+    let observe = |display: &str| {
+        format!(
+            "apiVersion: secprov.dev/v1alpha1\nkind: SecurityProvider\nmetadata:\n  name: watched\nspec:\n  connectionRef: coveo\n  managementPolicy: Observe\n  displayName: {display}\n  coveo:\n    type: EXPANDED\n"
+        )
+    };
+    env.ns.apply(&observe("Remote")).unwrap();
+    let matching = eventually(Duration::from_secs(30), "observe-only Ready", || {
+        get(&env, "watched").filter(|o| cond(o, "Ready").is_some_and(|c| c.0 == "True"))
+    });
+    assert_eq!(verdict(&env, &matching), expect("Current", "Healthy", true));
+    env.ns.apply(&observe("Declared")).unwrap();
+    let differing = eventually(Duration::from_secs(30), "observe-only differing", || {
+        get(&env, "watched").filter(|o| cond(o, "Ready").is_some_and(|c| c.1 == "ObserveOnly"))
+    });
+    assert_eq!(
+        verdict(&env, &differing),
+        expect("Failed", "Degraded", false)
+    );
+    assert_eq!(env.sim.operation_count("update"), 0);
 }
