@@ -216,7 +216,19 @@ fn a_remote_outage_under_a_ready_provider_and_a_failing_delete_say_what_is_true(
         expect("InProgress", "Progressing", false)
     );
 
+    // The remote is back: the held-back edit is applied, and Ready is true for generation 2.
+    env.sim.faults().clear();
+    let applied = eventually(Duration::from_secs(60), "generation 2 applied", || {
+        get(&env, "steady").filter(|o| {
+            condition(o, "Ready")
+                .is_some_and(|c| c["status"] == "True" && c["observedGeneration"] == 2)
+        })
+    });
+    assert_eq!(env.sim.provider("steady").unwrap()["displayName"], "Edited");
+    assert_eq!(verdict(&env, &applied), expect("Current", "Healthy", true));
+
     // Deleted while the remote is down: Ready says the deletion waits for the remote delete.
+    env.sim.faults().update(|f| f.error_rate = 1.0).unwrap();
     env.ns
         .kubectl(&["delete", "securityprovider/steady", "--wait=false"])
         .unwrap();
