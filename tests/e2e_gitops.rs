@@ -167,23 +167,33 @@ fn a_new_provider_shows_its_remote_state_within_seconds_of_its_create() {
     assert_eq!(env.sim.operation_count("create"), 1);
 }
 
-#[test]
-fn a_remote_outage_under_a_ready_provider_and_a_failing_delete_say_what_is_true() {
-    let env = setup("gitops-outage");
-    let operator = env.start_operator(&[]);
-    env.ns.apply(&provider("steady")).unwrap();
-    eventually(Duration::from_secs(60), "Ready and settled", || {
-        get(&env, "steady").filter(|o| {
-            cond(o, "Ready").is_some_and(|c| c.0 == "True")
-                && o["status"]["currentStatus"]["type"] == "IDLE"
-        })
-    });
+/// Waits (up to 60 s) until the provider `name` satisfies `ready`, and returns it.
+fn wait_for(env: &Env, name: &str, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    eventually(Duration::from_secs(60), what, || {
+        get(env, name).filter(|o| ready(o))
+    })
+}
 
+/// A provider `name` that is Ready with its remote state read, and its operator.
+fn ready_provider(env: &Env, name: &str) -> Operator {
+    let operator = env.start_operator(&[]);
+    env.ns.apply(&provider(name)).unwrap();
+    wait_for(env, name, "Ready and settled", |o| {
+        cond(o, "Ready").is_some_and(|c| c.0 == "True")
+            && o["status"]["currentStatus"]["type"] == "IDLE"
+    });
+    operator
+}
+
+#[test]
+fn a_remote_outage_under_a_ready_provider_is_not_a_rollout_but_an_edit_it_holds_back_is() {
+    let env = setup("gitops-outage");
+    let _operator = ready_provider(&env, "steady");
     // The remote goes down: the applied generation stays Ready (nothing says the provider
     // changed), Synced says the remote cannot be reached, and no rollout is in progress.
     env.sim.faults().update(|f| f.error_rate = 1.0).unwrap();
-    let down = eventually(Duration::from_secs(60), "Synced=False", || {
-        get(&env, "steady").filter(|o| cond(o, "Synced").is_some_and(|c| c.0 == "False"))
+    let down = wait_for(&env, "steady", "Synced=False", |o| {
+        cond(o, "Synced").is_some_and(|c| c.0 == "False")
     });
     assert_eq!(cond(&down, "Ready").unwrap().0, "True", "{down:#}");
     assert_eq!(cond(&down, "Reconciling"), None, "{down:#}");
@@ -191,60 +201,53 @@ fn a_remote_outage_under_a_ready_provider_and_a_failing_delete_say_what_is_true(
     assert_eq!(verdict(&env, &down), expect("Current", "Healthy", true));
 
     // A spec edit that cannot be applied while the remote is down: that rollout is in progress.
-    env.ns
-        .kubectl(&[
-            "patch",
-            "securityprovider/steady",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"displayName":"Edited"}}"#,
-        ])
-        .unwrap();
-    let edited = eventually(Duration::from_secs(60), "generation 2 reported", || {
-        get(&env, "steady").filter(|o| {
-            o["status"]["observedGeneration"] == 2
-                && cond(o, "Ready").is_some_and(|c| c.0 == "False")
-        })
+    let edit = r#"{"spec":{"displayName":"Edited"}}"#;
+    let patch = [
+        "patch",
+        "securityprovider/steady",
+        "--type=merge",
+        "-p",
+        edit,
+    ];
+    env.ns.kubectl(&patch).unwrap();
+    let edited = wait_for(&env, "steady", "generation 2 reported", |o| {
+        o["status"]["observedGeneration"] == 2 && cond(o, "Ready").is_some_and(|c| c.0 == "False")
     });
     assert_eq!(
         cond(&edited, "Reconciling").unwrap().0,
         "True",
         "{edited:#}"
     );
-    assert_eq!(
-        verdict(&env, &edited),
-        expect("InProgress", "Progressing", false)
-    );
+    let progressing = expect("InProgress", "Progressing", false);
+    assert_eq!(verdict(&env, &edited), progressing);
 
     // The remote is back: the held-back edit is applied, and Ready is true for generation 2.
     env.sim.faults().clear();
-    let applied = eventually(Duration::from_secs(60), "generation 2 applied", || {
-        get(&env, "steady").filter(|o| {
-            condition(o, "Ready")
-                .is_some_and(|c| c["status"] == "True" && c["observedGeneration"] == 2)
-        })
+    let applied = wait_for(&env, "steady", "generation 2 applied", |o| {
+        condition(o, "Ready").is_some_and(|c| c["status"] == "True" && c["observedGeneration"] == 2)
     });
     assert_eq!(env.sim.provider("steady").unwrap()["displayName"], "Edited");
     assert_eq!(verdict(&env, &applied), expect("Current", "Healthy", true));
+}
 
-    // Deleted while the remote is down: Ready says the deletion waits for the remote delete.
+#[test]
+fn a_failing_remote_delete_says_so_until_it_succeeds() {
+    let env = setup("gitops-delete");
+    let operator = ready_provider(&env, "leaving");
+    // Deleted while the remote is down: Ready says the deletion waits for the remote delete,
+    // not that a generation (bumped by the deletion) is not applied.
     env.sim.faults().update(|f| f.error_rate = 1.0).unwrap();
-    env.ns
-        .kubectl(&["delete", "securityprovider/steady", "--wait=false"])
-        .unwrap();
-    let deleting = eventually(Duration::from_secs(60), "Ready about the delete", || {
-        get(&env, "steady").filter(|o| {
-            condition(o, "Ready").is_some_and(|c| {
-                c["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with("being deleted"))
-            })
+    let delete = ["delete", "securityprovider/leaving", "--wait=false"];
+    env.ns.kubectl(&delete).unwrap();
+    let deleting = wait_for(&env, "leaving", "Ready about the delete", |o| {
+        condition(o, "Ready").is_some_and(|c| {
+            c["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("being deleted"))
         })
     });
-    assert_eq!(
-        verdict(&env, &deleting),
-        expect("Terminating", "Progressing", false)
-    );
+    let terminating = expect("Terminating", "Progressing", false);
+    assert_eq!(verdict(&env, &deleting), terminating);
     let message = condition(&deleting, "Ready").unwrap()["message"].to_string();
     assert!(!message.contains("is not applied"), "{message}");
     assert!(
@@ -254,10 +257,10 @@ fn a_remote_outage_under_a_ready_provider_and_a_failing_delete_say_what_is_true(
 
     env.sim.faults().clear();
     eventually(Duration::from_secs(60), "object gone", || {
-        get(&env, "steady").is_none().then_some(())
+        get(&env, "leaving").is_none().then_some(())
     });
     assert!(
-        env.sim.provider("steady").is_none(),
+        env.sim.provider("leaving").is_none(),
         "{}",
         operator.log_text()
     );
