@@ -2,7 +2,7 @@
 //! a just-applied object is in progress before the operator answers (CRD status default and a
 //! first status written before any remote call), a new provider's remote state within seconds
 //! of its create, a remote outage under a Ready provider, a failing remote delete, an
-//! unreachable remote, pauses and observe-only objects.
+//! unreachable remote, a missing Secret, pauses and observe-only objects.
 //!
 //! Each state is judged by the real clients: Flux's kstatus (`sigs.k8s.io/cli-utils`
 //! `status.Compute`) and deploy/argocd/health.lua under gopher-lua as Argo CD runs it, both in
@@ -328,4 +328,28 @@ fn unreachable_paused_and_observe_only_providers_read_as_documented() {
         expect("Failed", "Degraded", false)
     );
     assert_eq!(env.sim.operation_count("update"), 0);
+}
+
+#[test]
+fn a_missing_secret_is_terminal_until_it_is_created() {
+    let env = setup("gitops-secret");
+    // Secrets are read by name at each connection check: a created one is seen within 2 s.
+    let operator = env.start_operator(&["--connection-check-interval", "2s"]);
+    env.ns
+        .kubectl(&["delete", "secret", "coveo-api-key"])
+        .unwrap();
+    env.ns.apply(&provider("waiting")).unwrap();
+    let missing = wait_for(&env, "waiting", "SecretNotFound", |o| {
+        cond(o, "Ready").is_some_and(|c| c.1 == "SecretNotFound")
+    });
+    assert_eq!(verdict(&env, &missing), expect("Failed", "Degraded", false));
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: coveo-api-key\n  labels: {{secprov.dev/credential: \"true\"}}\nstringData:\n  apiKey: {API_KEY}\n"
+    );
+    env.ns.apply(&secret).unwrap();
+    env.ns
+        .wait_condition("securityprovider/waiting", "Ready", "60s")
+        .unwrap_or_else(|e| panic!("{e}\n{}", operator.log_text()));
+    let ready = get(&env, "waiting").unwrap();
+    assert_eq!(verdict(&env, &ready), expect("Current", "Healthy", true));
 }
