@@ -143,9 +143,21 @@ async fn a_create_costs_two_remote_requests_get_404_and_post() {
         "{:?}",
         desired.diff(&created.config)
     );
-    // POST answers without status fields: they come with the next read.
+    // POST answers without status fields: they come with the next read, and until then the
+    // provider is being created (so the controller reads it again soon).
     assert_eq!(created.state.current_status, None);
-    assert_eq!(created.health, secprov::backend::RemoteHealth::Healthy);
+    assert!(
+        matches!(
+            created.health,
+            secprov::backend::RemoteHealth::Progressing {
+                reason: "RemoteCreating",
+                ..
+            }
+        ),
+        "{:?}",
+        created.health
+    );
+    assert!(created.is_settling());
     let read = client.observe(&key("New")).await.unwrap().unwrap();
     assert!(read.state.current_status.is_some());
 }
