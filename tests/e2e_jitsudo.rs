@@ -94,8 +94,9 @@ fn example_is_created_updated_with_one_put_observed_and_deleted() {
         .unwrap();
     eventually(Duration::from_secs(20), "config updated remotely", || {
         // A merge patch merges into the config object.
+        // The update keeps this object's evidence key.
         (env.sim.provider(&id)?["config"]
-            == json!({"domain": "acme-new.okta.com", "groupFilter": "jit-*"}))
+            == json!({"domain": "acme-new.okta.com", "groupFilter": "jit-*", "secprov_create_attempt": token.clone()}))
         .then_some(())
     });
     let obj = eventually(Duration::from_secs(20), "synced again", || {

@@ -104,15 +104,21 @@ fn example_is_created_updated_with_one_minimal_patch_observed_and_deleted() {
         "acme-saml",
         json!({"keystone": {"description": "Renamed"}}),
     );
+    // The update keeps this object's evidence after the description (it tells an object that
+    // reaches the provider under another endpoint name who manages it).
+    let renamed = format!("Renamed [secprov.dev/create-attempt {token}]");
     eventually(
         Duration::from_secs(20),
         "description updated remotely",
-        || (env.sim.identity_provider("acme-saml")?["description"] == "Renamed").then_some(()),
+        || {
+            (env.sim.identity_provider("acme-saml")?["description"] == renamed.as_str())
+                .then_some(())
+        },
     );
     env.operator.wait_reconciles(2); // a couple of resyncs
     assert_eq!(
         env.sim.patch_bodies(),
-        vec![json!({"identity_provider": {"description": "Renamed"}})],
+        vec![json!({"identity_provider": {"description": renamed}})],
         "exactly one PATCH with only the changed field"
     );
     assert_eq!(
