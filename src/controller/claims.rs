@@ -17,7 +17,7 @@ use kube::{Client, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::SecurityProvider;
-use crate::api::remote_system::canonical_scope;
+use crate::api::remote_system::{canonical_endpoint, canonical_scope};
 use crate::api::security_provider::Ownership;
 use crate::error::Error;
 
@@ -33,6 +33,8 @@ pub const SYSTEM_ANNOTATION: &str = "secprov.dev/claim-system";
 pub const PROVIDER_ANNOTATION: &str = "secprov.dev/claim-provider";
 /// The canonical organization or tenant of the remote system (empty for Keystone).
 pub const SCOPE_ANNOTATION: &str = "secprov.dev/claim-scope";
+/// The canonical endpoint of the remote system.
+pub const ENDPOINT_ANNOTATION: &str = "secprov.dev/claim-endpoint";
 
 type ClaimMeta = PartialObjectMeta<Lease>;
 
@@ -225,11 +227,11 @@ impl Claims {
     }
 
     /// Another live object that claimed `provider` before `sp` did, in the same organization
-    /// or tenant reached through another spelling of the endpoint (another host name, as
-    /// `localhost` for `127.0.0.1`): the same provider, so that object is its owner. Coveo
-    /// organization ids and JITSudo tenant ids name one partition whatever the host, so a
-    /// matching non-empty scope is enough; Keystone has no scope, so there the creation
-    /// evidence on the provider must name that object (`token_uid`).
+    /// or tenant reached through another name of the same endpoint (`localhost` for
+    /// `127.0.0.1`, two DNS names of one load balancer): the same provider, so that object is
+    /// its owner. Another name of the same endpoint means: same scheme, port and path, and
+    /// host names that resolve to a common address; or the creation evidence on the provider
+    /// names that object (`token_uid`).
     pub async fn older_alias_owner(
         &self,
         sp: &SecurityProvider,
@@ -251,11 +253,20 @@ impl Claims {
                     && a.get(PROVIDER_ANNOTATION).map(String::as_str) == Some(provider)
                     && a.get(SCOPE_ANNOTATION).map(String::as_str) == Some(scope.as_str())
                     && holder != sp.uid().as_deref()
-                    && (!scope.is_empty() || (holder.is_some() && holder == token_uid))
                     && own_age.as_ref().is_none_or(|own| claim_age(claim) < *own)
             })
             .collect();
         for claim in candidates {
+            let a = claim.annotations();
+            let named_by_evidence = token_uid.is_some()
+                && a.get(HOLDER_UID_ANNOTATION).map(String::as_str) == token_uid;
+            let theirs = a
+                .get(ENDPOINT_ANNOTATION)
+                .map(String::as_str)
+                .unwrap_or_default();
+            if !named_by_evidence && !same_endpoint_by_address(&system.endpoint, theirs).await {
+                continue;
+            }
             match self.judge(sp, &claim).await? {
                 Judged::Held(Holder::Other(holder)) => return Ok(Some(holder)),
                 Judged::Held(Holder::Us) => {}
@@ -329,6 +340,45 @@ impl Claims {
     }
 }
 
+/// How long resolving a host name may take when comparing two endpoints.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether two endpoints that differ as written are one endpoint under two host names: same
+/// scheme, port and path, and host names that resolve to at least one common address. Only
+/// asked when another object claimed the same provider id in the same partition, so rarely.
+async fn same_endpoint_by_address(ours: &str, theirs: &str) -> bool {
+    let (Ok(a), Ok(b)) = (
+        url::Url::parse(&canonical_endpoint(ours)),
+        url::Url::parse(&canonical_endpoint(theirs)),
+    ) else {
+        return false;
+    };
+    let same_route = a.scheme() == b.scheme()
+        && a.port_or_known_default() == b.port_or_known_default()
+        && a.path() == b.path();
+    let (Some(port), true) = (a.port_or_known_default(), same_route) else {
+        return false;
+    };
+    let (Some(host_a), Some(host_b)) = (a.host_str(), b.host_str()) else {
+        return false;
+    };
+    let addresses = |host: &str| {
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        async move {
+            match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port))).await
+            {
+                Ok(Ok(found)) => found.map(|addr| addr.ip()).collect::<Vec<_>>(),
+                _ => Vec::new(),
+            }
+        }
+    };
+    let (ours, theirs) = futures::join!(addresses(host_a), addresses(host_b));
+    ours.iter().any(|ip| theirs.contains(ip))
+}
+
 /// What a claim found says.
 enum Judged {
     Held(Holder),
@@ -353,6 +403,10 @@ fn claim(sp: &SecurityProvider, system: &Ownership, provider: &str, name: &str) 
         (SYSTEM_ANNOTATION.to_owned(), system.system_key()),
         (PROVIDER_ANNOTATION.to_owned(), provider.to_owned()),
         (SCOPE_ANNOTATION.to_owned(), canonical_scope(&system.scope)),
+        (
+            ENDPOINT_ANNOTATION.to_owned(),
+            canonical_endpoint(&system.endpoint),
+        ),
     ]);
     Lease {
         metadata: ObjectMeta {
@@ -424,6 +478,27 @@ mod tests {
         assert_eq!(
             lease.spec.unwrap().holder_identity.as_deref(),
             Some("team-a/idp")
+        );
+    }
+
+    #[tokio::test]
+    async fn two_names_of_one_endpoint_are_found_by_address() {
+        assert!(
+            same_endpoint_by_address("http://127.0.0.1:18089", "http://localhost:18089/").await
+        );
+        // Another port, scheme or path is another endpoint, whatever the addresses.
+        for other in [
+            "http://localhost:18090",
+            "https://localhost:18089",
+            "http://localhost:18089/other",
+        ] {
+            assert!(
+                !same_endpoint_by_address("http://127.0.0.1:18089", other).await,
+                "{other}"
+            );
+        }
+        assert!(
+            !same_endpoint_by_address("http://127.0.0.1:18089", "http://127.0.0.2:18089").await
         );
     }
 }
