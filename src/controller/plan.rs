@@ -233,7 +233,7 @@ mod tests {
         assert_eq!(
             plan(&input(&d, Some(&other))),
             Plan::Update {
-                fields: vec!["displayName"]
+                fields: vec!["displayName".to_owned()]
             }
         );
     }
@@ -255,7 +255,7 @@ mod tests {
         assert_eq!(
             plan(&i),
             Plan::Update {
-                fields: vec!["displayName"]
+                fields: vec!["displayName".to_owned()]
             }
         );
     }
