@@ -44,6 +44,9 @@ fn config(id: &str, remote: &[&str]) -> KeystoneConfig {
         remote_ids: remote.iter().map(|s| s.to_string()).collect(),
         authorization_ttl: None,
         domain_id: None,
+        protocols: Default::default(),
+        stale_mappings: Default::default(),
+        record: Default::default(),
     }
 }
 
@@ -90,8 +93,16 @@ async fn lifecycle_through_the_client_with_one_cached_token() {
         vec![json!({"identity_provider": {"description": "New"}})]
     );
     assert_eq!(ProviderBackend::list(&client).await.unwrap().len(), 1);
-    assert!(ProviderBackend::delete(&client, "acme").await.unwrap());
-    assert!(!ProviderBackend::delete(&client, "acme").await.unwrap());
+    assert!(
+        ProviderBackend::delete(&client, "acme", None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !ProviderBackend::delete(&client, "acme", None)
+            .await
+            .unwrap()
+    );
     assert!(!ProviderBackend::refresh(&client, "acme").await.unwrap());
     assert_eq!(sim.operation_count("authenticate"), 1, "token is cached");
 }

@@ -97,22 +97,24 @@ fn example_is_created_updated_with_one_minimal_patch_observed_and_deleted() {
     assert_eq!(condition(&obj, "Synced").unwrap()["status"], "True");
 
     // A revoked token is replaced transparently; a spec change is one PATCH carrying only the
-    // changed field (never domain_id).
+    // changed field (never domain_id). The update keeps this object's creation evidence after
+    // the description (issue 21).
     env.sim.revoke_tokens();
     patch_spec(
         &env,
         "acme-saml",
         json!({"keystone": {"description": "Renamed"}}),
     );
+    let renamed = format!("Renamed [secprov.dev/create-attempt {token}]");
     eventually(
         Duration::from_secs(20),
         "description updated remotely",
-        || (env.sim.identity_provider("acme-saml")?["description"] == "Renamed").then_some(()),
+        || (env.sim.identity_provider("acme-saml")?["description"] == renamed).then_some(()),
     );
     env.operator.wait_reconciles(2); // a couple of resyncs
     assert_eq!(
         env.sim.patch_bodies(),
-        vec![json!({"identity_provider": {"description": "Renamed"}})],
+        vec![json!({"identity_provider": {"description": renamed}})],
         "exactly one PATCH with only the changed field"
     );
     assert_eq!(

@@ -127,6 +127,14 @@ impl KeystoneClient {
         record: &FederationRecord,
         observed: &mut ObservedProvider,
     ) -> Result<(), RemoteError> {
+        // An identity provider that declares no protocol, and never did, costs no read more
+        // than itself (a resync stays one page of the batch list per connection).
+        let nothing_declared = record.created_mappings.is_empty()
+            && record.managed_protocols.is_empty()
+            && desired.is_some_and(|d| d.protocols.is_empty());
+        if nothing_declared {
+            return Ok(());
+        }
         let listed = self.list_protocols(&observed.remote_id).await?;
         let mut protocols: BTreeMap<String, ProtocolConfig> = listed
             .iter()
