@@ -129,10 +129,7 @@ impl KeystoneClient {
     ) -> Result<(), RemoteError> {
         // An identity provider that declares no protocol, and never did, costs no read more
         // than itself (a resync stays one page of the batch list per connection).
-        let nothing_declared = record.created_mappings.is_empty()
-            && record.managed_protocols.is_empty()
-            && desired.is_some_and(|d| d.protocols.is_empty());
-        if nothing_declared {
+        if desired.is_some_and(|d| declares_nothing(d, record)) {
             return Ok(());
         }
         let listed = self.list_protocols(&observed.remote_id).await?;
@@ -285,7 +282,16 @@ impl KeystoneClient {
         if desired.protocols.is_empty() {
             return created;
         }
-        match self.update_federation(&created, desired).await {
+        // Mappings are independent of the new identity provider: one may already exist.
+        let mut current = created.clone();
+        let written = match self
+            .read_federation(Some(desired), &desired.record, &mut current)
+            .await
+        {
+            Ok(()) => self.update_federation(&current, desired).await,
+            Err(error) => Err(error),
+        };
+        match written {
             Ok(updated) => updated,
             Err(error) => ObservedProvider {
                 health: RemoteHealth::Progressing {
@@ -326,6 +332,9 @@ impl KeystoneClient {
         idp: &str,
         desired: &KeystoneConfig,
     ) -> Result<(), RemoteError> {
+        if declares_nothing(desired, &desired.record) {
+            return Ok(());
+        }
         for protocol in self.list_protocols(idp).await? {
             let declared = desired.protocols.contains_key(&protocol.id)
                 || desired.record.managed_protocols.contains(&protocol.id);
@@ -338,6 +347,13 @@ impl KeystoneClient {
         }
         Ok(())
     }
+}
+
+/// Whether `desired` declares no protocol and `record` shows none was ever declared or created.
+fn declares_nothing(desired: &KeystoneConfig, record: &FederationRecord) -> bool {
+    desired.protocols.is_empty()
+        && record.created_mappings.is_empty()
+        && record.managed_protocols.is_empty()
 }
 
 fn bound_to(mapping_id: &str) -> ProtocolConfig {
