@@ -76,7 +76,7 @@ impl ProviderBackend for Remote {
     async fn verify_credentials(&self) -> Result<(), RemoteError> {
         unreachable!()
     }
-    async fn delete(&self, _: &str) -> Result<bool, RemoteError> {
+    async fn delete(&self, _: &str, _: Option<&ProviderConfig>) -> Result<bool, RemoteError> {
         unreachable!()
     }
     async fn refresh(&self, _: &str) -> Result<bool, RemoteError> {

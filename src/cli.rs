@@ -453,6 +453,7 @@ mod tests {
                     remote_ids: vec!["https://idp.acme/saml".into()],
                     authorization_ttl: Some(5),
                     domain_id: None,
+                    protocols: Default::default(),
                 },
             )),
             ProviderConfig::Jitsudo(JitsudoConfig::desired(

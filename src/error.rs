@@ -208,6 +208,9 @@ pub enum RemoteErrorKind {
     Timeout,
     /// A 2xx response whose body could not be understood.
     BadResponse,
+    /// A part the provider needs (a Keystone mapping) exists under the declared id and was not
+    /// created by this object; taken over only with `spec.adopt: true`.
+    AlreadyExists,
 }
 
 impl RemoteErrorKind {
@@ -224,6 +227,7 @@ impl RemoteErrorKind {
             RemoteErrorKind::Unavailable => "RemoteUnavailable",
             RemoteErrorKind::Timeout => "RemoteTimeout",
             RemoteErrorKind::BadResponse => "RemoteBadResponse",
+            RemoteErrorKind::AlreadyExists => "AlreadyExists",
         }
     }
 
@@ -236,6 +240,7 @@ impl RemoteErrorKind {
                 | RemoteErrorKind::Unauthorized
                 | RemoteErrorKind::Forbidden
                 | RemoteErrorKind::Conflict
+                | RemoteErrorKind::AlreadyExists
                 | RemoteErrorKind::NotFound
                 | RemoteErrorKind::Rejected
         )

@@ -112,12 +112,12 @@ async fn create_observe_update_refresh_delete_round_trip() {
     assert!(op.timestamp.unwrap().ends_with('Z'), "RFC 3339 UTC");
 
     assert!(
-        ProviderBackend::delete(&client, "My Provider")
+        ProviderBackend::delete(&client, "My Provider", None)
             .await
             .unwrap()
     );
     assert!(
-        !ProviderBackend::delete(&client, "My Provider")
+        !ProviderBackend::delete(&client, "My Provider", None)
             .await
             .unwrap(),
         "already gone is not an error"

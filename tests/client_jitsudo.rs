@@ -137,12 +137,12 @@ async fn lifecycle_and_sync_status() {
     assert!(e.message.contains("provider type"), "{}", e.message);
 
     assert!(
-        ProviderBackend::delete(&client, &created.remote_id)
+        ProviderBackend::delete(&client, &created.remote_id, None)
             .await
             .unwrap()
     );
     assert!(
-        !ProviderBackend::delete(&client, &created.remote_id)
+        !ProviderBackend::delete(&client, &created.remote_id, None)
             .await
             .unwrap()
     );

@@ -44,6 +44,9 @@ fn config(id: &str, remote: &[&str]) -> KeystoneConfig {
         remote_ids: remote.iter().map(|s| s.to_string()).collect(),
         authorization_ttl: None,
         domain_id: None,
+        protocols: Default::default(),
+        stale_mappings: Default::default(),
+        record: Default::default(),
     }
 }
 
@@ -90,8 +93,16 @@ async fn lifecycle_through_the_client_with_one_cached_token() {
         vec![json!({"identity_provider": {"description": "New"}})]
     );
     assert_eq!(ProviderBackend::list(&client).await.unwrap().len(), 1);
-    assert!(ProviderBackend::delete(&client, "acme").await.unwrap());
-    assert!(!ProviderBackend::delete(&client, "acme").await.unwrap());
+    assert!(
+        ProviderBackend::delete(&client, "acme", None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !ProviderBackend::delete(&client, "acme", None)
+            .await
+            .unwrap()
+    );
     assert!(!ProviderBackend::refresh(&client, "acme").await.unwrap());
     assert_eq!(sim.operation_count("authenticate"), 1, "token is cached");
 }
@@ -233,4 +244,137 @@ async fn throttling_is_rate_limited_and_retried() {
     let e = client.create(&config("c", &[])).await.unwrap_err();
     assert_eq!(e.kind, RemoteErrorKind::RateLimited);
     assert_eq!(e.code.as_deref(), Some("IAM.0012"));
+}
+
+/// The desired configuration of `acme` with protocol `saml2` and `rules`, as built from a spec
+/// (record: what status would hold).
+fn federated(rules: serde_json::Value, created: &[&str]) -> ProviderConfig {
+    let spec: secprov::api::security_provider::KeystoneProviderSpec =
+        serde_json::from_value(json!({"protocols": {"saml2": {"mapping": {"rules": rules}}}}))
+            .unwrap();
+    let mut config = KeystoneConfig::desired("acme", &spec);
+    config.record.created_mappings = created.iter().map(|s| s.to_string()).collect();
+    config.record.managed_protocols = (!created.is_empty())
+        .then(|| "saml2".to_owned())
+        .into_iter()
+        .collect();
+    ProviderConfig::Keystone(config)
+}
+
+fn user_rules(remote_type: &str) -> serde_json::Value {
+    json!([{"local": [{"user": {"name": "{0}"}}], "remote": [{"type": remote_type}]}])
+}
+
+/// Observes `acme` as the controller does: the main read, then the details `desired` compares.
+async fn observe_all(
+    client: &Backend,
+    desired: &ProviderConfig,
+) -> secprov::backend::ObservedProvider {
+    let mut observed = client.observe(&key("acme")).await.unwrap().unwrap();
+    client
+        .observe_details(Some(desired), &mut observed)
+        .await
+        .unwrap();
+    observed
+}
+
+#[tokio::test]
+async fn federation_is_written_in_order_compared_semantically_and_deleted_in_reverse() {
+    let sim = start(|_| {}).await;
+    let client = Backend::Keystone(password_client(&sim, "simulated-password"));
+    let desired = federated(user_rules("UserName"), &[]);
+    let created = ProviderBackend::create(&client, &desired).await.unwrap();
+    assert_eq!(
+        sim.write_log(),
+        vec![
+            "PUT identity_provider acme",
+            "PUT mapping acme-saml2",
+            "PUT protocol acme/saml2"
+        ]
+    );
+    let status = created.state.keystone.clone().unwrap();
+    assert_eq!(status.created_mappings, vec!["acme-saml2"]);
+    assert_eq!(status.protocols["saml2"].mapping_id, "acme-saml2");
+
+    // Same rules with other key order and number formatting: in sync.
+    sim.insert_mapping(
+        "acme-saml2",
+        serde_json::from_str(
+            r#"[{"remote": [{"type": "UserName"}], "local": [{"user": {"name": "{0}"}}]}]"#,
+        )
+        .unwrap(),
+    );
+    let recorded = federated(user_rules("UserName"), &["acme-saml2"]);
+    let observed = observe_all(&client, &recorded).await;
+    assert!(recorded.diff(&observed.config).is_empty());
+
+    // Keystone's 400 for the rules is terminal and names the mapping and the rule.
+    let invalid = federated(
+        json!([{"local": [{"user": {"name": "x"}}], "remote": [{"any_one_of": ["a"]}]}]),
+        &["acme-saml2"],
+    );
+    let error = ProviderBackend::update(&client, &observed, &invalid)
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, RemoteErrorKind::InvalidConfiguration);
+    assert!(
+        error.message.contains("\"acme-saml2\": rule 0:"),
+        "{}",
+        error.message
+    );
+
+    let writes = sim.write_log().len();
+    assert!(
+        ProviderBackend::delete(&client, "acme", Some(&recorded))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        sim.write_log().split_off(writes),
+        vec![
+            "DELETE protocol acme/saml2",
+            "DELETE mapping acme-saml2",
+            "DELETE identity_provider acme"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_mapping_is_refused_and_the_create_reports_federation_pending() {
+    let sim = start(|_| {}).await;
+    sim.insert_mapping("acme-saml2", user_rules("Theirs"));
+    let client = Backend::Keystone(password_client(&sim, "simulated-password"));
+    let desired = federated(user_rules("UserName"), &[]);
+    let created = ProviderBackend::create(&client, &desired).await.unwrap();
+    assert!(
+        matches!(&created.health, secprov::backend::RemoteHealth::Progressing { reason: "FederationPending", message } if message.contains("spec.adopt")),
+        "{:?}",
+        created.health
+    );
+    let observed = observe_all(&client, &desired).await;
+    let error = ProviderBackend::update(&client, &observed, &desired)
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, RemoteErrorKind::AlreadyExists);
+    assert_eq!(sim.mapping("acme-saml2"), Some(user_rules("Theirs")));
+
+    let ProviderConfig::Keystone(mut adopting) = desired else {
+        unreachable!()
+    };
+    adopting.record.adopt = true;
+    let adopting = ProviderConfig::Keystone(adopting);
+    let updated = ProviderBackend::update(&client, &observed, &adopting)
+        .await
+        .unwrap();
+    assert!(adopting.diff(&updated.config).is_empty());
+    assert!(updated.state.keystone.unwrap().created_mappings.is_empty());
+    assert!(
+        ProviderBackend::delete(&client, "acme", Some(&adopting))
+            .await
+            .unwrap()
+    );
+    assert!(
+        sim.mapping("acme-saml2").is_some(),
+        "adopted: never deleted"
+    );
 }

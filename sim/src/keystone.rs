@@ -11,7 +11,15 @@
 //! | PUT | `/v3/OS-FEDERATION/identity_providers/{id}` | create → 201 `{identity_provider}` |
 //! | GET | `/v3/OS-FEDERATION/identity_providers/{id}` | 200 `{identity_provider}` |
 //! | PATCH | `/v3/OS-FEDERATION/identity_providers/{id}` | 200 `{identity_provider}` |
-//! | DELETE | `/v3/OS-FEDERATION/identity_providers/{id}` | 204 |
+//! | DELETE | `/v3/OS-FEDERATION/identity_providers/{id}` | 204, and its protocols (cascade) |
+//! | GET | `/v3/OS-FEDERATION/identity_providers/{id}/protocols` | `{protocols, links}` |
+//! | PUT | `/v3/OS-FEDERATION/identity_providers/{id}/protocols/{p}` | create → 201 `{protocol}` |
+//! | GET / PATCH | `/v3/OS-FEDERATION/identity_providers/{id}/protocols/{p}` | 200 `{protocol}` |
+//! | DELETE | `/v3/OS-FEDERATION/identity_providers/{id}/protocols/{p}` | 204 |
+//! | GET | `/v3/OS-FEDERATION/mappings` | `{mappings, links}` |
+//! | PUT | `/v3/OS-FEDERATION/mappings/{id}` | create → 201 `{mapping}` |
+//! | GET / PATCH | `/v3/OS-FEDERATION/mappings/{id}` | 200 `{mapping}` |
+//! | DELETE | `/v3/OS-FEDERATION/mappings/{id}` | 204 |
 //!
 //! Unauthenticated control endpoints (never counted), shared by every simulator (see
 //! `harness.rs`): `GET /_sim/stats`, `POST /_sim/reset`, `GET`/`POST /_sim/faults`.
@@ -31,13 +39,27 @@
 //! * PATCH: the same fields except `domain_id` (→ 400); an empty object → 400; remote id
 //!   conflicts → 409. Every PATCH body received is recorded ([`KeystoneSimulator::patch_bodies`]).
 //! * Unknown provider → 404 `Could not find Identity Provider: <id>.`
+//! * Mappings: the body must be `{"mapping":{"rules":[…]}}`, each rule an object with only
+//!   `local` (array of objects) and `remote` (non-empty array of objects, each with a `type`);
+//!   otherwise 400 `Invalid input for field 'rules/<i>/…': …` (Keystone's schema-validation
+//!   message shape; the exact text of a real deployment may differ). Existing id on PUT → 409
+//!   `Conflict occurred attempting to store mapping - Duplicate entry.`; unknown →
+//!   404 `Could not find mapping: <id>.`
+//! * Protocols: the body must be `{"protocol":{"mapping_id":…}}` naming an existing mapping
+//!   (else 400 / 404 `Could not find mapping: <id>.`); existing on PUT → 409; unknown → 404
+//!   `Could not find federated protocol <p> for Identity Provider: <idp>.`; an unknown
+//!   provider → 404 as above. Deleting a provider deletes its protocols, not the mappings.
+//! * Every write (PUT, PATCH, DELETE) of a provider, protocol or mapping is logged in order
+//!   ([`KeystoneSimulator::write_log`]), e.g. `DELETE protocol acme/saml2`.
 //! * Errors: `{"error":{"code","title","message"}}`, or with `otc_errors`
 //!   `{"error_code":"IAM.xxxx","error_msg"}` (IAM.0001 401, IAM.0003 403, IAM.0004 404,
 //!   IAM.0005 409, IAM.0012 429; IAM.0011 for 400 is our assumption).
 //! * Throttling: [`KeystoneSimulator::throttle_next`] makes the next N requests answer 429
 //!   (IAM.0012 in the OTC shape) with `Retry-After: 1`.
 //! * Counters count requests under `/v3` by method and operation: `authenticate`, `list`,
-//!   `get`, `create`, `update`, `delete`, `other`.
+//!   `get`, `create`, `update`, `delete`, `other`, and for protocols and mappings
+//!   `protocol-list`, `protocol-get`, `protocol-create`, `protocol-update`, `protocol-delete`,
+//!   `mapping-list`, `mapping-get`, `mapping-create`, `mapping-update`, `mapping-delete`.
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,7 +79,10 @@ use super::faults::{FaultConfig, Faults};
 use super::harness::{ApiShape, Harness, json_response};
 use super::{ServerHandle, lock, new_request_id};
 
+mod federation;
+
 const FEDERATION_PREFIX: &str = "/v3/OS-FEDERATION/identity_providers";
+const MAPPINGS_PREFIX: &str = "/v3/OS-FEDERATION/mappings";
 
 static SHAPE: ApiShape = ApiShape {
     name: "keystone",
@@ -154,6 +179,12 @@ struct Store {
     tokens: HashMap<String, Instant>,
     throttle_remaining: u32,
     patch_bodies: Vec<Value>,
+    /// Mapping id -> rules.
+    mappings: BTreeMap<String, Value>,
+    /// (provider id, protocol id) -> mapping id.
+    protocols: BTreeMap<(String, String), String>,
+    /// `METHOD kind id` of every write, in order.
+    write_log: Vec<String>,
 }
 
 struct SimState {
@@ -302,6 +333,42 @@ impl KeystoneSimulator {
         }
     }
 
+    /// The rules of mapping `id`.
+    pub fn mapping(&self, id: &str) -> Option<Value> {
+        self.sim.store().mappings.get(id).cloned()
+    }
+
+    /// Adds or replaces a mapping directly (as another admin would, or as drift).
+    pub fn insert_mapping(&self, id: &str, rules: Value) {
+        self.sim.store().mappings.insert(id.to_owned(), rules);
+    }
+
+    /// Ids of every mapping, in id order.
+    pub fn mapping_ids(&self) -> Vec<String> {
+        self.sim.store().mappings.keys().cloned().collect()
+    }
+
+    /// The mapping id protocol `protocol` of provider `idp` is bound to.
+    pub fn protocol(&self, idp: &str, protocol: &str) -> Option<String> {
+        let key = (idp.to_owned(), protocol.to_owned());
+        self.sim.store().protocols.get(&key).cloned()
+    }
+
+    /// Adds a protocol or binds it to another mapping directly (as drift).
+    pub fn insert_protocol(&self, idp: &str, protocol: &str, mapping_id: &str) {
+        let key = (idp.to_owned(), protocol.to_owned());
+        self.sim
+            .store()
+            .protocols
+            .insert(key, mapping_id.to_owned());
+    }
+
+    /// Every write (PUT, PATCH, DELETE) of a provider, protocol or mapping, in order, as
+    /// `METHOD identity_provider <id>`, `METHOD protocol <idp>/<p>`, `METHOD mapping <id>`.
+    pub fn write_log(&self) -> Vec<String> {
+        self.sim.store().write_log.clone()
+    }
+
     /// Every PATCH body received, in order.
     pub fn patch_bodies(&self) -> Vec<Value> {
         self.sim.store().patch_bodies.clone()
@@ -370,6 +437,25 @@ fn build_router(sim: Shared) -> Router {
                 .patch(update_idp)
                 .delete(delete_idp),
         )
+        .route(
+            &format!("{FEDERATION_PREFIX}/{{id}}/protocols"),
+            get(federation::list_protocols),
+        )
+        .route(
+            &format!("{FEDERATION_PREFIX}/{{id}}/protocols/{{protocol}}"),
+            get(federation::get_protocol)
+                .put(federation::create_protocol)
+                .patch(federation::update_protocol)
+                .delete(federation::delete_protocol),
+        )
+        .route(MAPPINGS_PREFIX, get(federation::list_mappings))
+        .route(
+            &format!("{MAPPINGS_PREFIX}/{{id}}"),
+            get(federation::get_mapping)
+                .put(federation::create_mapping)
+                .patch(federation::update_mapping)
+                .delete(federation::delete_mapping),
+        )
         .fallback(not_found_route)
         .layer(from_fn_with_state(sim.clone(), check_token))
         .layer(from_fn_with_state(sim.clone(), throttle))
@@ -389,9 +475,15 @@ fn classify(method: &Method, path: &str) -> &'static str {
             "other"
         };
     }
+    if let Some(rest) = path.strip_prefix(MAPPINGS_PREFIX) {
+        return federation::classify_mapping(method, rest);
+    }
     let Some(rest) = path.strip_prefix(FEDERATION_PREFIX) else {
         return "other";
     };
+    if let Some(kind) = federation::classify_protocol(method, rest) {
+        return kind;
+    }
     let one = rest.len() > 1 && rest.starts_with('/') && !rest[1..].contains('/');
     match (method.as_str(), rest.is_empty() || rest == "/", one) {
         ("GET", true, _) => "list",
@@ -703,6 +795,7 @@ async fn create_idp(
         ));
     }
     let view = idp.view(&host_of(&headers));
+    store.write_log.push(format!("PUT identity_provider {id}"));
     store.idps.insert(id, idp);
     sim.committed_creates.fetch_add(1, Ordering::SeqCst);
     Ok(json_response(
@@ -749,6 +842,9 @@ async fn update_idp(
         ));
     }
     let view = idp.view(&host_of(&headers));
+    store
+        .write_log
+        .push(format!("PATCH identity_provider {id}"));
     store.idps.insert(id, idp);
     Ok(json_response(
         StatusCode::OK,
@@ -756,9 +852,17 @@ async fn update_idp(
     ))
 }
 
+/// Deletes the provider and, as Keystone's `ondelete=CASCADE` does, its protocols.
 async fn delete_idp(State(sim): State<Shared>, Path(id): Path<String>) -> Reply {
-    match sim.store().idps.remove(&id) {
-        Some(_) => Ok(StatusCode::NO_CONTENT.into_response()),
+    let mut store = sim.store();
+    match store.idps.remove(&id) {
+        Some(_) => {
+            store.protocols.retain(|(idp, _), _| idp != &id);
+            store
+                .write_log
+                .push(format!("DELETE identity_provider {id}"));
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
         None => Err(not_found(&sim, &id)),
     }
 }
@@ -812,6 +916,18 @@ mod tests {
         assert_eq!(classify(&Method::PUT, &one), "create");
         assert_eq!(classify(&Method::PATCH, &one), "update");
         assert_eq!(classify(&Method::DELETE, &one), "delete");
-        assert_eq!(classify(&Method::GET, &format!("{one}/protocols")), "other");
+        assert_eq!(
+            classify(&Method::GET, &format!("{one}/protocols")),
+            "protocol-list"
+        );
+        assert_eq!(
+            classify(&Method::PATCH, &format!("{one}/protocols/saml2")),
+            "protocol-update"
+        );
+        assert_eq!(
+            classify(&Method::PUT, &format!("{MAPPINGS_PREFIX}/m")),
+            "mapping-create"
+        );
+        assert_eq!(classify(&Method::GET, MAPPINGS_PREFIX), "mapping-list");
     }
 }

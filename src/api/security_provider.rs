@@ -430,6 +430,55 @@ pub struct KeystoneProviderSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
     pub domain_id: Option<String>,
+
+    /// Federation protocols of the identity provider, keyed by protocol id (`saml2`, `openid`,
+    /// `mapped`, ...), each bound to a mapping whose rules turn the remote assertion into local
+    /// users and groups. Reconciled after the identity provider: the mapping, then the protocol.
+    /// A protocol removed here is deleted remotely, with the mapping this object created for it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16))]
+    #[x_kube(validation = Rule::new("self.all(p, size(p) >= 1 && size(p) <= 64 && p != '.' && p != '..' && !p.contains('/') && !p.matches('[[:cntrl:]]'))").message("keystone.protocols keys are protocol ids: 1 to 64 characters, not '.' or '..', without '/' or control characters"))]
+    pub protocols: BTreeMap<String, KeystoneProtocolSpec>,
+}
+
+/// One OS-FEDERATION protocol of a Keystone identity provider.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KeystoneProtocolSpec {
+    /// The mapping the protocol uses.
+    pub mapping: KeystoneMappingSpec,
+}
+
+/// A Keystone OS-FEDERATION mapping (`/v3/OS-FEDERATION/mappings/{id}`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KeystoneMappingSpec {
+    /// Mapping id. Defaults to `<providerId>-<protocolId>` (when longer than 64 characters: its
+    /// first 55 characters, `-` and 8 hex digits of its SHA-256). Same id rules as providers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new(PATH_SEGMENT_RULE).message("keystone.protocols[*].mapping.id must not be '.' or '..' or contain '/' or control characters: it is one segment of the remote URL"))]
+    pub id: Option<String>,
+
+    /// Mapping rules as Keystone takes them: each has non-empty `local` (users, groups,
+    /// projects to map to) and `remote` (conditions on the assertion's attributes) arrays.
+    /// Compared semantically: key order and number formatting are not drift.
+    #[schemars(length(min = 1, max = 100))]
+    pub rules: Vec<KeystoneMappingRule>,
+}
+
+/// One Keystone mapping rule: when every `remote` condition matches, `local` applies.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("size(self.local) > 0 && size(self.remote) > 0").message("each keystone mapping rule needs non-empty local and remote arrays"))]
+pub struct KeystoneMappingRule {
+    /// What the rule maps to: objects such as `{user: {name: "{0}"}}` or
+    /// `{group: {name: admins, domain: {id: default}}}`.
+    #[schemars(schema_with = "free_form_rule_parts")]
+    pub local: Vec<serde_json::Value>,
+    /// Conditions on the assertion: objects such as `{type: UserName}` or
+    /// `{type: Groups, any_one_of: [admins]}`.
+    #[schemars(schema_with = "free_form_rule_parts")]
+    pub remote: Vec<serde_json::Value>,
 }
 
 /// Settings of a JITSudo tenant identity provider.
@@ -473,6 +522,15 @@ impl JitsudoProviderType {
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default()
     }
+}
+
+/// A rule's `local` or `remote`: up to 50 objects of Keystone's mapping schema, kept as given.
+fn free_form_rule_parts(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 50,
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+    })
 }
 
 fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -789,6 +847,31 @@ pub struct KeystoneStatus {
     /// Link to the provider's protocols.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocols_link: Option<String>,
+    /// The provider's protocols as the remote reports them, keyed by protocol id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub protocols: BTreeMap<String, KeystoneProtocolStatus>,
+    /// Mappings this object created (deleted with their protocol or with this object); a
+    /// mapping found existing is never listed here, so it is never deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub created_mappings: Vec<String>,
+    /// Protocols this object declared: one of them removed from the spec is deleted remotely
+    /// (a protocol added in the console is never listed here, so it is left alone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managed_protocols: Vec<String>,
+}
+
+/// One protocol of a Keystone identity provider, as the remote reports it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeystoneProtocolStatus {
+    /// The mapping the protocol uses.
+    pub mapping_id: String,
+    /// Link to the protocol resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_link: Option<String>,
+    /// Link to the identity provider the protocol belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_provider_link: Option<String>,
 }
 
 /// JITSudo-specific observed state.

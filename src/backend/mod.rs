@@ -53,6 +53,11 @@ impl ProviderConfig {
 
     /// The value of one field (as named by `diff`), for showing a diff.
     pub fn field_value(&self, field: &str) -> serde_json::Value {
+        if let ProviderConfig::Keystone(c) = self
+            && let Some(value) = c.part_value(field)
+        {
+            return value;
+        }
         let whole = match self {
             ProviderConfig::Coveo(c) => serde_json::to_value(c),
             ProviderConfig::Keystone(c) => serde_json::to_value(c),
@@ -134,13 +139,14 @@ impl ProviderConfig {
 
     /// Names of the spec fields whose observed value differs from the desired one (`self` is
     /// desired). Empty means in sync.
-    pub fn diff(&self, observed: &ProviderConfig) -> Vec<&'static str> {
+    pub fn diff(&self, observed: &ProviderConfig) -> Vec<String> {
+        let named = |fields: Vec<&'static str>| fields.into_iter().map(String::from).collect();
         // A create-attempt token on the remote provider is evidence, not configuration.
         match (self, &observed.without_creation_token()) {
-            (ProviderConfig::Coveo(d), ProviderConfig::Coveo(o)) => d.diff(o),
+            (ProviderConfig::Coveo(d), ProviderConfig::Coveo(o)) => named(d.diff(o)),
             (ProviderConfig::Keystone(d), ProviderConfig::Keystone(o)) => d.diff(o),
-            (ProviderConfig::Jitsudo(d), ProviderConfig::Jitsudo(o)) => d.diff(o),
-            _ => vec!["backend"],
+            (ProviderConfig::Jitsudo(d), ProviderConfig::Jitsudo(o)) => named(d.diff(o)),
+            _ => vec!["backend".to_owned()],
         }
     }
 }
@@ -173,6 +179,7 @@ const HEALTH_REASONS: &[&str] = &[
     jitsudo::REASON_SYNC_FAILED,
     jitsudo::REASON_SYNC_PENDING,
     jitsudo::REASON_SYNCING,
+    keystone::REASON_FEDERATION_PENDING,
 ];
 
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
@@ -314,8 +321,14 @@ pub trait ProviderBackend: Send + Sync {
         Ok(())
     }
 
-    /// Deletes the provider. Returns false when it was already gone.
-    async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError>;
+    /// Deletes the provider, with what it owns remotely that `desired` (the object's
+    /// configuration and its record, when it can still be built) names (Keystone: the
+    /// protocols and the mappings this object created). Returns false when it was already gone.
+    async fn delete(
+        &self,
+        remote_id: &str,
+        desired: Option<&ProviderConfig>,
+    ) -> Result<bool, RemoteError>;
 
     /// Starts a refresh of the provider's identities. Returns false when the remote system has
     /// no refresh operation.
@@ -374,6 +387,16 @@ pub trait BackendClient: Send + Sync {
 
     /// Deletes the provider; false when it was already gone.
     async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError>;
+
+    /// Deletes the provider and what `desired` says it owns (see [`ProviderBackend::delete`]).
+    /// Default: [`Self::delete`].
+    async fn delete_with(
+        &self,
+        remote_id: &str,
+        _desired: Option<&Self::Config>,
+    ) -> Result<bool, RemoteError> {
+        self.delete(remote_id).await
+    }
 
     /// Starts a refresh; false when the remote system has no refresh operation.
     async fn refresh(&self, remote_id: &str) -> Result<bool, RemoteError>;
@@ -500,8 +523,23 @@ impl ProviderBackend for Backend {
         }
     }
 
-    async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError> {
-        with_client!(self, c => BackendClient::delete(c, remote_id).await)
+    async fn delete(
+        &self,
+        remote_id: &str,
+        desired: Option<&ProviderConfig>,
+    ) -> Result<bool, RemoteError> {
+        match (self, desired) {
+            (Backend::Coveo(c), Some(ProviderConfig::Coveo(d))) => {
+                BackendClient::delete_with(c, remote_id, Some(d)).await
+            }
+            (Backend::Keystone(c), Some(ProviderConfig::Keystone(d))) => {
+                BackendClient::delete_with(c, remote_id, Some(d)).await
+            }
+            (Backend::Jitsudo(c), Some(ProviderConfig::Jitsudo(d))) => {
+                BackendClient::delete_with(c, remote_id, Some(d)).await
+            }
+            _ => with_client!(self, c => BackendClient::delete_with(c, remote_id, None).await),
+        }
     }
 
     async fn refresh(&self, remote_id: &str) -> Result<bool, RemoteError> {

@@ -166,9 +166,13 @@ impl ProviderBackend for ScrubbedBackend {
         result.map_err(|e| self.error(e))
     }
 
-    async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError> {
+    async fn delete(
+        &self,
+        remote_id: &str,
+        desired: Option<&ProviderConfig>,
+    ) -> Result<bool, RemoteError> {
         self.inner
-            .delete(remote_id)
+            .delete(remote_id, desired)
             .await
             .map_err(|e| self.error(e))
     }
@@ -304,7 +308,7 @@ mod tests {
         ) -> Result<ObservedProvider, RemoteError> {
             Err(echo_error(desired))
         }
-        async fn delete(&self, _: &str) -> Result<bool, RemoteError> {
+        async fn delete(&self, _: &str, _: Option<&ProviderConfig>) -> Result<bool, RemoteError> {
             Ok(false)
         }
         async fn refresh(&self, _: &str) -> Result<bool, RemoteError> {

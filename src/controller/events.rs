@@ -82,7 +82,7 @@ pub fn failure_event_type(reason: &str) -> EventType {
 
 /// Reason and note of an update: a drift correction when the spec was already synced at
 /// this generation (the spec didn't change, so the remote did).
-fn update_event(sp: &SecurityProvider, fields: &[&str]) -> (&'static str, String) {
+fn update_event(sp: &SecurityProvider, fields: &[String]) -> (&'static str, String) {
     let prev_synced_generation = sp
         .status
         .as_ref()

@@ -28,7 +28,7 @@ pub struct Report {
     /// A remote provider was created.
     pub created: bool,
     /// The fields an update wrote.
-    pub updated: Option<Vec<&'static str>>,
+    pub updated: Option<Vec<String>>,
     /// A refresh was started.
     pub refreshed: bool,
     /// How long the remote system asked us to wait after its failure.
@@ -291,7 +291,7 @@ impl<'a, 'c> Execution<'a, 'c> {
         Ok(())
     }
 
-    async fn update(&mut self, fields: Vec<&'static str>) -> Result<(), Error> {
+    async fn update(&mut self, fields: Vec<String>) -> Result<(), Error> {
         let Remote::Fresh(Some(current)) = &self.observation.remote else {
             return Err(Error::Internal(
                 "an update may only follow a fresh read of the provider",

@@ -364,7 +364,11 @@ impl ProviderBackend for FakeBackend {
         Ok(updated)
     }
 
-    async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError> {
+    async fn delete(
+        &self,
+        remote_id: &str,
+        _desired: Option<&ProviderConfig>,
+    ) -> Result<bool, RemoteError> {
         self.record(format!("delete {remote_id}"));
         Ok(self.providers.lock().unwrap().remove(remote_id).is_some())
     }

@@ -142,8 +142,12 @@ impl<'a> ConnectionHandle<'a> {
     }
 
     /// Deletes the provider and forgets it. False when it was already gone.
-    pub async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError> {
-        let existed = self.client.delete(remote_id).await?;
+    pub async fn delete(
+        &self,
+        remote_id: &str,
+        desired: Option<&ProviderConfig>,
+    ) -> Result<bool, RemoteError> {
+        let existed = self.client.delete(remote_id, desired).await?;
         self.snapshots.forget(&self.key, remote_id);
         Ok(existed)
     }

@@ -10,7 +10,7 @@ pub enum Plan {
     /// The provider does not exist: create it.
     Create,
     /// The provider exists but differs in these spec fields: update it.
-    Update { fields: Vec<&'static str> },
+    Update { fields: Vec<String> },
     /// Nothing to write.
     InSync,
     /// Differences exist but policy forbids writing (observe-only or paused); reported, not
@@ -18,7 +18,7 @@ pub enum Plan {
     Withheld {
         reason: &'static str,
         message: String,
-        fields: Vec<&'static str>,
+        fields: Vec<String>,
     },
     /// The provider cannot be managed by this object as things stand.
     Blocked {
@@ -233,7 +233,7 @@ mod tests {
         assert_eq!(
             plan(&input(&d, Some(&other))),
             Plan::Update {
-                fields: vec!["displayName"]
+                fields: vec!["displayName".to_owned()]
             }
         );
     }
@@ -255,7 +255,7 @@ mod tests {
         assert_eq!(
             plan(&i),
             Plan::Update {
-                fields: vec!["displayName"]
+                fields: vec!["displayName".to_owned()]
             }
         );
     }

@@ -479,7 +479,10 @@ async fn delete_remote(
         },
     };
     // Claims are keyed by the id the provider is looked up by (a JITSudo name, not its UUID).
-    let claimed_as = desired_config(sp).map_or(remote_id.clone(), |d| d.lookup_key().to_owned());
+    let desired = desired_config(sp).ok();
+    let claimed_as = desired
+        .as_ref()
+        .map_or(remote_id.clone(), |d| d.lookup_key().to_owned());
     if let (Some(claims), Some(system)) = (&ctx.claims, system.as_ref())
         && let Some(holder) = other_owner(claims, sp, system, &claimed_as).await?
     {
@@ -487,7 +490,7 @@ async fn delete_remote(
             "left remote provider {remote_id:?} alone: SecurityProvider {holder} holds its claim"
         )));
     }
-    let existed = connection.delete(&remote_id).await?;
+    let existed = connection.delete(&remote_id, desired.as_ref()).await?;
     Ok(Deletion::Deleted { remote_id, existed })
 }
 

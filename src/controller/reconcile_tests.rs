@@ -407,7 +407,7 @@ async fn execute_refuses_a_write_planned_from_a_snapshot() {
         managed_by: None,
     };
     let decision = Plan::Update {
-        fields: vec!["displayName"],
+        fields: vec!["displayName".to_owned()],
     };
     let report = execute(&sp, &connection, &metadata, observation.clone(), decision)
         .await

@@ -405,7 +405,11 @@ mod tests {
         async fn verify_credentials(&self) -> Result<(), RemoteError> {
             unimplemented!()
         }
-        async fn delete(&self, _: &str) -> Result<bool, RemoteError> {
+        async fn delete(
+            &self,
+            _: &str,
+            _: Option<&crate::backend::ProviderConfig>,
+        ) -> Result<bool, RemoteError> {
             unimplemented!()
         }
         async fn refresh(&self, _: &str) -> Result<bool, RemoteError> {

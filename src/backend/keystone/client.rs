@@ -9,7 +9,7 @@ use crate::backend::http::{
     HttpOptions, Reply, RequestObserver, RestClient, check_returned_id, parse_endpoint,
     require_usable_id, same_origin, too_many_pages, with_credential,
 };
-use crate::backend::{BackendClient, ObservedProvider, ProviderKey};
+use crate::backend::{BackendClient, ObservedProvider, ProviderConfig, ProviderKey};
 use crate::error::{RemoteError, RemoteErrorKind};
 
 use super::*;
@@ -17,7 +17,7 @@ use super::*;
 /// Client of one Keystone (or OTC IAM) endpoint.
 pub struct KeystoneClient {
     /// Base URL ending in `/v3`.
-    rest: RestClient,
+    pub(super) rest: RestClient,
     credentials: KeystoneCredentials,
     scope: Option<KeystoneScope>,
     token: tokio::sync::Mutex<TokenState>,
@@ -185,7 +185,7 @@ impl KeystoneClient {
     }
 
     /// One API call with the token; on 401 re-authenticates once and repeats the call once.
-    async fn call(
+    pub(super) async fn call(
         &self,
         operation: &'static str,
         idempotent: bool,
@@ -345,6 +345,22 @@ impl KeystoneClient {
     }
 }
 
+impl KeystoneClient {
+    /// The provider read again (after the controller's read, for an update that writes only
+    /// protocols or mappings); a provider deleted meanwhile is a 404 for the update.
+    async fn observed_or_gone(&self, remote_id: &str) -> Result<ObservedProvider, RemoteError> {
+        match self.get(remote_id).await? {
+            Some(found) => Ok(observed_from_wire(found)),
+            None => Err(RemoteError::transport(
+                BACKEND,
+                "update",
+                RemoteErrorKind::NotFound,
+                format!("identity provider {remote_id:?} is gone"),
+            )),
+        }
+    }
+}
+
 fn list_error(message: &str) -> RemoteError {
     RemoteError::transport(BACKEND, "list", RemoteErrorKind::BadResponse, message)
 }
@@ -358,26 +374,72 @@ impl BackendClient for KeystoneClient {
     }
 
     async fn create(&self, desired: &KeystoneConfig) -> Result<ObservedProvider, RemoteError> {
-        Ok(observed_from_wire(
-            KeystoneClient::create(self, desired).await?,
-        ))
+        let created = observed_from_wire(KeystoneClient::create(self, desired).await?);
+        Ok(self.complete_create(created, desired).await)
     }
 
+    /// The identity provider's own fields first (one PATCH of those that differ), then its
+    /// protocols and mappings, each written only when it differs.
     async fn update(
         &self,
         remote_id: &str,
         current: &KeystoneConfig,
         desired: &KeystoneConfig,
     ) -> Result<Option<ObservedProvider>, RemoteError> {
-        let Some(body) = desired.patch_body(current) else {
-            return Ok(None);
+        let patched = match desired.patch_body(current) {
+            Some(body) => Some(observed_from_wire(self.patch(remote_id, &body).await?)),
+            None => None,
         };
-        Ok(Some(observed_from_wire(
-            self.patch(remote_id, &body).await?,
-        )))
+        let federation = federation::diff(
+            &desired.protocols,
+            &desired.record,
+            &current.protocols,
+            &current.stale_mappings,
+        );
+        if federation.is_empty() {
+            return match patched {
+                // The PATCH answer has no protocols: keep those read before.
+                Some(mut updated) => {
+                    self.read_federation(Some(desired), &desired.record, &mut updated)
+                        .await?;
+                    Ok(Some(updated))
+                }
+                None => Ok(None),
+            };
+        }
+        let mut base = match patched {
+            Some(updated) => updated,
+            None => self.observed_or_gone(remote_id).await?,
+        };
+        if let ProviderConfig::Keystone(config) = &mut base.config {
+            config.protocols = current.protocols.clone();
+            config.stale_mappings = current.stale_mappings.clone();
+        }
+        self.update_federation(&base, desired).await.map(Some)
+    }
+
+    async fn observe_details(
+        &self,
+        desired: Option<&KeystoneConfig>,
+        observed: &mut ObservedProvider,
+    ) -> Result<(), RemoteError> {
+        let record = desired.map(|d| d.record.clone()).unwrap_or_default();
+        self.read_federation(desired, &record, observed).await
     }
 
     async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError> {
+        KeystoneClient::delete(self, remote_id).await
+    }
+
+    /// Protocols, then the mappings this object created, then the identity provider.
+    async fn delete_with(
+        &self,
+        remote_id: &str,
+        desired: Option<&KeystoneConfig>,
+    ) -> Result<bool, RemoteError> {
+        if let Some(desired) = desired {
+            self.delete_federation(remote_id, desired).await?;
+        }
         KeystoneClient::delete(self, remote_id).await
     }
 

@@ -1,10 +1,14 @@
 //! Normalized configuration of a Keystone provider and its diff (pure).
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
-use crate::api::security_provider::{KeystoneProviderSpec, SecurityProvider};
+use crate::api::security_provider::{
+    KeystoneMappingSpec, KeystoneProtocolSpec, KeystoneProviderSpec, SecurityProvider,
+};
 use crate::backend::ProviderConfig;
+
+use super::federation::{self, FederationRecord, ProtocolConfig};
 
 /// The spec-owned part of a Keystone identity provider, normalized: a missing description is
 /// empty and remote ids are a set (Keystone does not keep their order meaningful).
@@ -20,6 +24,17 @@ pub struct KeystoneConfig {
     /// Create-only: sent on create when set, never compared or patched (Keystone rejects it in
     /// PATCH, and the CRD makes it immutable).
     pub domain_id: Option<String>,
+    /// Protocols and their mappings, keyed by protocol id (see [`federation`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub protocols: BTreeMap<String, ProtocolConfig>,
+    /// Observed: mappings this object created that no declared protocol uses any more and
+    /// that still exist (to be deleted).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub stale_mappings: BTreeSet<String>,
+    /// Desired: what status records and the spec allows (see [`FederationRecord`]). Not
+    /// configuration: never compared, never sent, not kept in snapshots.
+    #[serde(skip)]
+    pub record: FederationRecord,
 }
 
 impl KeystoneConfig {
@@ -32,6 +47,9 @@ impl KeystoneConfig {
             remote_ids: spec.remote_ids.iter().cloned().collect(),
             authorization_ttl: spec.authorization_ttl,
             domain_id: spec.domain_id.clone(),
+            protocols: federation::desired_protocols(id, &spec.protocols),
+            stale_mappings: BTreeSet::new(),
+            record: FederationRecord::default(),
         }
     }
 
@@ -44,6 +62,20 @@ impl KeystoneConfig {
             remote_ids: self.remote_ids.iter().cloned().collect(),
             authorization_ttl: self.authorization_ttl,
             domain_id: self.domain_id.clone(),
+            protocols: self
+                .protocols
+                .iter()
+                .filter_map(|(protocol, config)| {
+                    let mapping = config.mapping.as_ref()?;
+                    let spec = KeystoneProtocolSpec {
+                        mapping: KeystoneMappingSpec {
+                            id: Some(mapping.id.clone()),
+                            rules: mapping.rules.to_spec(),
+                        },
+                    };
+                    Some((protocol.clone(), spec))
+                })
+                .collect(),
         }
     }
 
@@ -61,8 +93,30 @@ impl KeystoneConfig {
         })
     }
 
-    /// Names of the updatable fields that differ, `self` being desired (CRD field names).
-    pub fn diff(&self, observed: &KeystoneConfig) -> Vec<&'static str> {
+    /// Names of the updatable fields and federation parts that differ, `self` being desired
+    /// (CRD field names; federation parts as [`federation::diff`] names them).
+    pub fn diff(&self, observed: &KeystoneConfig) -> Vec<String> {
+        let mut fields: Vec<String> = self
+            .idp_diff(observed)
+            .into_iter()
+            .map(String::from)
+            .collect();
+        fields.extend(federation::diff(
+            &self.protocols,
+            &self.record,
+            &observed.protocols,
+            &observed.stale_mappings,
+        ));
+        fields
+    }
+
+    /// The value of a federation part named by [`Self::diff`]; None for other fields.
+    pub fn part_value(&self, field: &str) -> Option<Value> {
+        federation::part_value(&self.protocols, &self.stale_mappings, field)
+    }
+
+    /// The identity provider's own fields that differ.
+    pub fn idp_diff(&self, observed: &KeystoneConfig) -> Vec<&'static str> {
         let mut fields = Vec::new();
         if self.description != observed.description {
             fields.push("description");
@@ -108,7 +162,7 @@ impl KeystoneConfig {
     /// The PATCH body with only the fields that differ from `observed`; None when nothing does.
     pub fn patch_body(&self, observed: &KeystoneConfig) -> Option<Value> {
         let mut idp = Map::new();
-        for field in self.diff(observed) {
+        for field in self.idp_diff(observed) {
             match field {
                 "description" => {
                     idp.insert("description".into(), self.description_wire());
@@ -132,8 +186,7 @@ impl KeystoneConfig {
 /// Builds the desired configuration of a SecurityProvider whose spec has a `keystone` block.
 pub fn desired_config(sp: &SecurityProvider) -> Option<ProviderConfig> {
     let spec = sp.spec.keystone.as_ref()?;
-    Some(ProviderConfig::Keystone(KeystoneConfig::desired(
-        &sp.provider_id(),
-        spec,
-    )))
+    let mut config = KeystoneConfig::desired(&sp.provider_id(), spec);
+    config.record = FederationRecord::of(sp);
+    Some(ProviderConfig::Keystone(config))
 }

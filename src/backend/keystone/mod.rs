@@ -15,6 +15,8 @@
 mod auth;
 mod client;
 mod config;
+pub mod federation;
+mod sync;
 #[cfg(test)]
 mod tests;
 mod wire;
@@ -33,5 +35,8 @@ pub const IAM_THROTTLED: &str = "IAM.0012";
 pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// Lifetime assumed for a token whose `expires_at` is missing or unreadable.
 const ASSUMED_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
+/// Health reason after a create whose protocols or mappings are not written yet (the next
+/// reconcile writes them, or reports why it cannot).
+pub const REASON_FEDERATION_PENDING: &str = "FederationPending";
 /// Safety bound on `links.next` pages when listing; more is an error.
 pub const MAX_LIST_PAGES: usize = 100;

@@ -6,7 +6,7 @@ use serde_json::json;
 use super::*;
 use crate::api::provider_connection::KeystoneScope;
 use crate::api::security_provider::KeystoneProviderSpec;
-use crate::backend::RemoteHealth;
+use crate::backend::{ProviderConfig, RemoteHealth};
 use crate::error::RemoteErrorKind;
 
 fn spec() -> KeystoneProviderSpec {
@@ -16,6 +16,7 @@ fn spec() -> KeystoneProviderSpec {
         remote_ids: vec!["https://idp.acme.example/saml".into()],
         authorization_ttl: Some(60),
         domain_id: Some("default".into()),
+        protocols: Default::default(),
     }
 }
 
@@ -228,4 +229,166 @@ fn observed_providers_survive_the_snapshot_encoding() {
     crate::backend::assert_survives_snapshot_encoding(&observed_from_wire(
         one.identity_provider.unwrap(),
     ));
+}
+
+fn federated_spec(rules: serde_json::Value, mapping_id: Option<&str>) -> KeystoneProviderSpec {
+    let protocol = json!({"mapping": {"id": mapping_id, "rules": rules}});
+    KeystoneProviderSpec {
+        protocols: [(
+            "saml2".to_owned(),
+            serde_json::from_value(protocol).unwrap(),
+        )]
+        .into(),
+        ..spec()
+    }
+}
+
+fn admin_rules() -> serde_json::Value {
+    json!([{"local": [{"user": {"name": "{0}"}}, {"group": {"id": "g1"}}],
+            "remote": [{"type": "UserName"}, {"type": "Groups", "any_one_of": ["admins"]}]}])
+}
+
+#[test]
+fn rules_compare_semantically_not_textually() {
+    let a = federation::Rules::new(
+        json!([{"local": [{"user": {"name": "{0}", "type": "local"}}], "remote": [{"type": "A", "n": 1}]}]),
+    );
+    let b: federation::Rules = serde_json::from_str(
+        r#"[{"remote": [{"n": 1.0, "type": "A"}], "local": [{"user": {"type": "local", "name": "{0}"}}]}]"#,
+    )
+    .unwrap();
+    assert_eq!(a, b, "key order and 1 vs 1.0 are the same rules");
+    let c = federation::Rules::new(
+        json!([{"local": [{"user": {"name": "{0}"}}], "remote": [{"type": "A", "n": 1.5}]}]),
+    );
+    assert_ne!(a, c);
+    // Rule order is meaningful to Keystone (rules are evaluated in order).
+    let two = json!([{"local": [{"user": {"name": "x"}}], "remote": [{"type": "A"}]},
+                     {"local": [{"user": {"name": "y"}}], "remote": [{"type": "B"}]}]);
+    let mut swapped = two.clone();
+    swapped.as_array_mut().unwrap().reverse();
+    assert_ne!(federation::Rules::new(two), federation::Rules::new(swapped));
+}
+
+#[test]
+fn the_default_mapping_id_is_the_provider_and_protocol_and_fits_64() {
+    assert_eq!(
+        federation::default_mapping_id("acme", "saml2"),
+        "acme-saml2"
+    );
+    let long = "p".repeat(60);
+    let id = federation::default_mapping_id(&long, "openid");
+    assert_eq!(id.chars().count(), 64);
+    assert_eq!(
+        id,
+        federation::default_mapping_id(&long, "openid"),
+        "deterministic"
+    );
+    assert_ne!(id, federation::default_mapping_id(&long, "saml2"));
+    let desired = KeystoneConfig::desired("acme", &federated_spec(admin_rules(), None));
+    let mapping = desired.protocols["saml2"].mapping.clone().unwrap();
+    assert_eq!(mapping.id, "acme-saml2");
+    let named = KeystoneConfig::desired("acme", &federated_spec(admin_rules(), Some("m1")));
+    assert_eq!(named.protocols["saml2"].mapping_id.as_deref(), Some("m1"));
+}
+
+/// The observed configuration of a provider whose protocol `saml2` is bound to `bound` and
+/// whose mapping `acme-saml2` has `rules` (None: missing).
+fn observed_with(bound: Option<&str>, rules: Option<serde_json::Value>) -> KeystoneConfig {
+    let mut observed = KeystoneConfig::desired("acme", &spec());
+    let protocol = federation::ProtocolConfig {
+        mapping_id: bound.map(str::to_owned),
+        mapping: rules.map(|r| federation::MappingConfig {
+            id: "acme-saml2".into(),
+            rules: federation::Rules::new(r),
+        }),
+    };
+    observed.protocols.insert("saml2".into(), protocol);
+    observed
+}
+
+#[test]
+fn the_diff_names_each_federation_part() {
+    let desired = KeystoneConfig::desired("acme", &federated_spec(admin_rules(), None));
+    let in_sync = observed_with(Some("acme-saml2"), Some(admin_rules()));
+    assert!(desired.diff(&in_sync).is_empty());
+    assert!(
+        desired.patch_body(&in_sync).is_none(),
+        "no identity provider write"
+    );
+    let missing = KeystoneConfig::desired("acme", &spec());
+    assert_eq!(
+        desired.diff(&missing),
+        vec!["protocols.saml2.mapping", "protocols.saml2.mappingId"]
+    );
+    let edited = observed_with(
+        Some("acme-saml2"),
+        Some(json!([{"local": [{"user": {"name": "x"}}], "remote": [{"type": "A"}]}])),
+    );
+    assert_eq!(desired.diff(&edited), vec!["protocols.saml2.mapping"]);
+    let repointed = observed_with(Some("other"), Some(admin_rules()));
+    assert_eq!(desired.diff(&repointed), vec!["protocols.saml2.mappingId"]);
+    // A protocol no longer declared is a difference only when this object declared it.
+    let mut undeclared = KeystoneConfig::desired("acme", &spec());
+    assert!(
+        undeclared.diff(&in_sync).is_empty(),
+        "a console protocol is left alone"
+    );
+    undeclared.record.managed_protocols.insert("saml2".into());
+    assert_eq!(undeclared.diff(&in_sync), vec!["protocols.saml2"]);
+    let mut stale = in_sync.clone();
+    stale.stale_mappings.insert("old".into());
+    assert_eq!(desired.diff(&stale), vec!["createdMappings.old"]);
+}
+
+#[test]
+fn plan_shows_the_values_of_federation_parts() {
+    let desired = ProviderConfig::Keystone(KeystoneConfig::desired(
+        "acme",
+        &federated_spec(admin_rules(), None),
+    ));
+    let observed = ProviderConfig::Keystone(observed_with(Some("other"), None));
+    assert_eq!(
+        desired.field_value("protocols.saml2.mappingId"),
+        json!("acme-saml2")
+    );
+    assert_eq!(
+        observed.field_value("protocols.saml2.mappingId"),
+        json!("other")
+    );
+    assert_eq!(
+        desired.field_value("protocols.saml2.mapping")["rules"][0]["remote"][0]["type"],
+        "UserName"
+    );
+    assert_eq!(observed.field_value("protocols.saml2.mapping"), json!(null));
+    assert_eq!(
+        desired.field_value("description"),
+        json!("Stores ACME identities")
+    );
+}
+
+#[test]
+fn export_writes_protocols_back_into_an_equal_spec() {
+    let desired = KeystoneConfig::desired("acme", &federated_spec(admin_rules(), None));
+    let exported = desired.to_spec();
+    assert_eq!(
+        exported.protocols["saml2"].mapping.id.as_deref(),
+        Some("acme-saml2")
+    );
+    let again = KeystoneConfig::desired("acme", &exported);
+    assert!(desired.diff(&again).is_empty());
+}
+
+#[test]
+fn a_rule_index_is_read_from_keystone_validation_messages() {
+    assert_eq!(
+        federation::rule_index(
+            "Invalid input for field 'rules/2/remote/0': 'type' is a required property"
+        ),
+        Some(2)
+    );
+    assert_eq!(
+        federation::rule_index("'type' is a required property"),
+        None
+    );
 }

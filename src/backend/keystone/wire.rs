@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::api::security_provider::{CurrentStatus, KeystoneStatus};
+use crate::api::security_provider::{CurrentStatus, KeystoneProtocolStatus, KeystoneStatus};
 use crate::backend::http::{ErrorParts, first_header, message_or_body, response_error};
 use crate::backend::{ObservedProvider, ProviderConfig, RemoteHealth, RemoteState};
 use crate::error::{RemoteError, RemoteErrorKind};
@@ -113,6 +113,9 @@ pub fn observed_from_wire(wire: IdentityProviderWire) -> ObservedProvider {
         remote_ids: remote_ids.iter().cloned().collect(),
         authorization_ttl: wire.authorization_ttl,
         domain_id: wire.domain_id.clone(),
+        protocols: Default::default(),
+        stale_mappings: Default::default(),
+        record: Default::default(),
     };
     ObservedProvider {
         remote_id: wire.id,
@@ -128,11 +131,66 @@ pub fn observed_from_wire(wire: IdentityProviderWire) -> ObservedProvider {
                 domain_id: wire.domain_id,
                 self_link: links.self_link,
                 protocols_link: links.protocols,
+                ..Default::default()
             }),
             ..Default::default()
         },
         // Keystone has no lifecycle: an identity provider is usable as soon as it exists. A
         // disabled one is what the spec asked for (otherwise the update enables it).
         health: RemoteHealth::Healthy,
+    }
+}
+
+/// `mapping` as returned by `GET /v3/OS-FEDERATION/mappings/{id}`.
+#[derive(Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(default)]
+pub struct MappingWire {
+    pub id: String,
+    pub rules: serde_json::Value,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(default)]
+pub(super) struct OneMappingWire {
+    pub(super) mapping: Option<MappingWire>,
+}
+
+/// `protocol` as returned under `/identity_providers/{idp}/protocols`.
+#[derive(Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(default)]
+pub struct ProtocolWire {
+    pub id: String,
+    pub mapping_id: String,
+    pub links: Option<ProtocolLinksWire>,
+}
+
+/// `links` of a protocol.
+#[derive(Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(default)]
+pub struct ProtocolLinksWire {
+    #[serde(rename = "self")]
+    pub self_link: Option<String>,
+    pub identity_provider: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(default)]
+pub(super) struct OneProtocolWire {
+    pub(super) protocol: Option<ProtocolWire>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(default)]
+pub(super) struct ProtocolListWire {
+    pub(super) protocols: Vec<ProtocolWire>,
+}
+
+/// The status entry of a protocol read from Keystone.
+pub fn protocol_status(wire: &ProtocolWire) -> KeystoneProtocolStatus {
+    let links = wire.links.clone().unwrap_or_default();
+    KeystoneProtocolStatus {
+        mapping_id: wire.mapping_id.clone(),
+        self_link: links.self_link,
+        identity_provider_link: links.identity_provider,
     }
 }
