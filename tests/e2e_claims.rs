@@ -21,7 +21,7 @@ fn setup(prefix: &str) -> Env {
 /// An operator for every namespace, kept to the objects labelled `e2e-claims=<label>`, its
 /// claims in `claims_ns`.
 fn operator(label: &str, claims_ns: &str) -> Operator {
-    let selector = format!("e2e-claims={label}");
+    let selector = format!("e2e-claims={}", run_label(label));
     Operator::start_all_namespaces(
         &format!("claims-{label}"),
         &operator_args(&[
@@ -33,6 +33,12 @@ fn operator(label: &str, claims_ns: &str) -> Operator {
             "2s",
         ]),
     )
+}
+
+/// The label value of this run's objects of one test: objects an earlier run left behind
+/// (its namespaces still terminating) are not this run's operator's.
+fn run_label(label: &str) -> String {
+    format!("{label}-{}", std::process::id())
 }
 
 /// A namespace with the Coveo connection `coveo` to `endpoint` (a spelling of the simulator's).
@@ -51,7 +57,8 @@ fn namespace_reaching(prefix: &str, sim: &CoveoSimulator, endpoint: &str) -> Tes
 /// A SecurityProvider `name` for provider `id`, labelled for the test's operator.
 fn provider(name: &str, id: &str, label: &str, adopt: bool) -> String {
     format!(
-        "apiVersion: secprov.dev/v1alpha1\nkind: SecurityProvider\nmetadata:\n  name: {name}\n  labels: {{e2e-claims: {label}}}\nspec:\n  providerId: {id}\n  connectionRef: coveo\n  adopt: {adopt}\n  displayName: {name} in its namespace\n  coveo:\n    type: EXPANDED\n"
+        "apiVersion: secprov.dev/v1alpha1\nkind: SecurityProvider\nmetadata:\n  name: {name}\n  labels: {{e2e-claims: {}}}\nspec:\n  providerId: {id}\n  connectionRef: coveo\n  adopt: {adopt}\n  displayName: {name} in its namespace\n  coveo:\n    type: EXPANDED\n",
+        run_label(label)
     )
 }
 
@@ -313,7 +320,8 @@ fn a_provider_adopted_under_one_name_is_not_adopted_again_under_another() {
     let operator = operator("alias", &env.ns.name);
     let same_spec = |name: &str| {
         format!(
-            "apiVersion: secprov.dev/v1alpha1\nkind: SecurityProvider\nmetadata:\n  name: {name}\n  labels: {{e2e-claims: alias}}\nspec:\n  providerId: console-idp\n  connectionRef: coveo\n  adopt: true\n  coveo:\n    type: EXPANDED\n"
+            "apiVersion: secprov.dev/v1alpha1\nkind: SecurityProvider\nmetadata:\n  name: {name}\n  labels: {{e2e-claims: {}}}\nspec:\n  providerId: console-idp\n  connectionRef: coveo\n  adopt: true\n  coveo:\n    type: EXPANDED\n",
+            run_label("alias")
         )
     };
     env.ns.apply(&same_spec("first")).unwrap();

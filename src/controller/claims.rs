@@ -35,14 +35,17 @@ pub const PROVIDER_ANNOTATION: &str = "secprov.dev/claim-provider";
 pub const SCOPE_ANNOTATION: &str = "secprov.dev/claim-scope";
 /// The canonical endpoint of the remote system.
 pub const ENDPOINT_ANNOTATION: &str = "secprov.dev/claim-endpoint";
+/// When the claim was made, to the microsecond (metadata.creationTimestamp has seconds only,
+/// too coarse to order two claims made in one second).
+pub const CLAIMED_AT_ANNOTATION: &str = "secprov.dev/claimed-at";
 
 type ClaimMeta = PartialObjectMeta<Lease>;
 
 /// Who holds a claim.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Holder {
-    /// The object asking.
-    Us,
+    /// The object asking, since its claim was made (creation time, then name).
+    Us(ClaimAge),
     /// Another live SecurityProvider, `namespace/name`.
     Other(String),
 }
@@ -118,9 +121,13 @@ impl Claims {
             }
             let body = claim(sp, system, provider, &name);
             match self.api.create(&PostParams::default(), &body).await {
-                Ok(_) => {
+                Ok(created) => {
                     info!(claim = %name, system = %system.system_key(), provider, "claimed remote provider");
-                    return Ok(Holder::Us);
+                    let created = ClaimMeta {
+                        metadata: created.metadata,
+                        ..ClaimMeta::default()
+                    };
+                    return Ok(Holder::Us(claim_age(&created)));
                 }
                 // Taken meanwhile (or the cache lags): judge what the API server has.
                 Err(kube::Error::Api(status)) if status.code == 409 => {
@@ -143,7 +150,7 @@ impl Claims {
         let annotations = claim.annotations();
         let holder_uid = annotations.get(HOLDER_UID_ANNOTATION).map(String::as_str);
         if holder_uid.is_some() && holder_uid == sp.uid().as_deref() {
-            return Ok(Judged::Held(Holder::Us));
+            return Ok(Judged::Held(Holder::Us(claim_age(claim))));
         }
         let holder = annotations
             .get(HOLDER_ANNOTATION)
@@ -211,6 +218,27 @@ impl Claims {
         })
     }
 
+    /// The age of `sp`'s own claim on `provider` in `system` (the API server's copy when the
+    /// cache does not show it), or None when it holds none.
+    pub async fn own_age(
+        &self,
+        sp: &SecurityProvider,
+        system: &Ownership,
+        provider: &str,
+    ) -> Result<Option<ClaimAge>, Error> {
+        let name = claim_name(system, provider);
+        let claim = match self.cached(&name) {
+            Some(cached) => Some((*cached).clone()),
+            None => self.api.get_opt(&name).await?.map(|lease| ClaimMeta {
+                metadata: lease.metadata,
+                ..ClaimMeta::default()
+            }),
+        };
+        Ok(claim
+            .filter(|c| c.annotations().get(HOLDER_UID_ANNOTATION) == sp.uid().as_ref())
+            .map(|c| claim_age(&c)))
+    }
+
     /// Gives back every claim `sp` holds (in any remote system: a connection edited since a
     /// claim was taken names another system). Claims of other objects stay.
     pub async fn release(&self, sp: &SecurityProvider) -> Result<(), Error> {
@@ -226,50 +254,67 @@ impl Claims {
         Ok(())
     }
 
-    /// Another live object that claimed `provider` before `sp` did, in the same organization
-    /// or tenant reached through another name of the same endpoint (`localhost` for
-    /// `127.0.0.1`, two DNS names of one load balancer): the same provider, so that object is
-    /// its owner. Another name of the same endpoint means: same scheme, port and path, and
-    /// host names that resolve to a common address; or the creation evidence on the provider
-    /// names that object (`token_uid`).
-    pub async fn older_alias_owner(
+    /// Another live object that owns `provider` in the same organization or tenant, reached
+    /// through another name of the same endpoint (`localhost` for `127.0.0.1`, two DNS names of
+    /// one load balancer), so this object must not manage it. Decided first by the evidence on
+    /// the provider (`token_uid`, left by whoever created or last wrote it): ours means ours;
+    /// another claimant's means theirs. Without evidence of a claimant, by the claims' age
+    /// among the claims whose endpoint is the same by address (same scheme, port and path, host
+    /// names resolving to a common address).
+    pub async fn alias_owner(
         &self,
         sp: &SecurityProvider,
         system: &Ownership,
         provider: &str,
         token_uid: Option<&str>,
+        own_age: Option<&ClaimAge>,
     ) -> Result<Option<String>, Error> {
+        let uid = sp.uid();
+        if token_uid.is_some() && token_uid == uid.as_deref() {
+            return Ok(None);
+        }
         let own_name = claim_name(system, provider);
-        let own_age = self.cached(&own_name).map(|c| claim_age(&c));
         let scope = canonical_scope(&system.scope);
-        let candidates: Vec<_> = self
+        let mut candidates: Vec<_> = self
             .store
             .state()
             .into_iter()
             .filter(|claim| {
                 let a = claim.annotations();
-                let holder = a.get(HOLDER_UID_ANNOTATION).map(String::as_str);
                 claim.name_any() != own_name
                     && a.get(PROVIDER_ANNOTATION).map(String::as_str) == Some(provider)
                     && a.get(SCOPE_ANNOTATION).map(String::as_str) == Some(scope.as_str())
-                    && holder != sp.uid().as_deref()
-                    && own_age.as_ref().is_none_or(|own| claim_age(claim) < *own)
+                    && a.get(HOLDER_UID_ANNOTATION) != uid.as_ref()
             })
             .collect();
+        // The claimant whose evidence the provider carries first, then the oldest.
+        candidates.sort_by_key(|claim| {
+            let named = claim
+                .annotations()
+                .get(HOLDER_UID_ANNOTATION)
+                .map(String::as_str)
+                == token_uid;
+            (!named, claim_age(claim))
+        });
         for claim in candidates {
             let a = claim.annotations();
             let named_by_evidence = token_uid.is_some()
                 && a.get(HOLDER_UID_ANNOTATION).map(String::as_str) == token_uid;
+            let older = own_age.is_none_or(|own| claim_age(&claim) < *own);
             let theirs = a
                 .get(ENDPOINT_ANNOTATION)
                 .map(String::as_str)
                 .unwrap_or_default();
-            if !named_by_evidence && !same_endpoint_by_address(&system.endpoint, theirs).await {
+            if !named_by_evidence
+                && !(older && same_endpoint_by_address(&system.endpoint, theirs).await)
+            {
                 continue;
             }
-            match self.judge(sp, &claim).await? {
+            let judged = self.judge(sp, &claim).await?;
+            tracing::debug!(claim = %claim.name_any(), named_by_evidence, older, stale = matches!(judged, Judged::Stale), "a claim on the same provider under another spelling of the endpoint");
+            match judged {
                 Judged::Held(Holder::Other(holder)) => return Ok(Some(holder)),
-                Judged::Held(Holder::Us) => {}
+                Judged::Held(Holder::Us(_)) => {}
                 // Its holder is gone: remove it so it is not judged again at every reconcile.
                 Judged::Stale => self.remove_stale(&claim.name_any(), &claim).await?,
             }
@@ -385,10 +430,17 @@ enum Judged {
     Stale,
 }
 
-/// Order of two claims: creation time, then name (a total order, so two objects never both
+/// When a claim was made: creation time, then name (a total order, so two objects never both
 /// think their claim is the older one).
-fn claim_age(claim: &ClaimMeta) -> (Option<k8s_openapi::jiff::Timestamp>, String) {
-    (claim.creation_timestamp().map(|t| t.0), claim.name_any())
+pub type ClaimAge = (Option<k8s_openapi::jiff::Timestamp>, String);
+
+fn claim_age(claim: &ClaimMeta) -> ClaimAge {
+    let claimed_at = claim
+        .annotations()
+        .get(CLAIMED_AT_ANNOTATION)
+        .and_then(|at| at.parse::<k8s_openapi::jiff::Timestamp>().ok())
+        .or_else(|| claim.creation_timestamp().map(|t| t.0));
+    (claimed_at, claim.name_any())
 }
 
 /// The Lease that claims `provider` in `system` for `sp`.

@@ -200,16 +200,17 @@ async fn other_manager(
     }
     match managers {
         Managers::Claims(claims) => {
-            if let Holder::Other(holder) = claims.acquire(sp, system, provider).await? {
-                return Ok(Some(holder));
-            }
+            let own_age = match claims.acquire(sp, system, provider).await? {
+                Holder::Other(holder) => return Ok(Some(holder)),
+                Holder::Us(age) => age,
+            };
             // Another object may have claimed this very provider first through another name
             // of the endpoint: then it is the owner, and this object keeps no claim.
             let token_uid = found
                 .and_then(|f| f.config.creation_token())
                 .and_then(|token| token.split_once('/').map(|(uid, _)| uid.to_owned()));
             let older = claims
-                .older_alias_owner(sp, system, provider, token_uid.as_deref())
+                .alias_owner(sp, system, provider, token_uid.as_deref(), Some(&own_age))
                 .await?;
             if older.is_some() {
                 claims.give_back(sp, system, provider).await?;

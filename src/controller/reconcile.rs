@@ -141,6 +141,9 @@ async fn apply(
     warn_on_new_failure(ctx, &sp, &report.outcome.result);
     let new_status = update_status(ctx, api, &sp, &report.outcome).await?;
     release_outgrown_claims(ctx, &sp, &new_status).await;
+    if report.create_refused && new_status.remote_id.is_none() {
+        give_back_refused_claim(ctx, &sp).await;
+    }
     let sent = new_status
         .coveo
         .as_ref()
@@ -215,6 +218,21 @@ async fn announce_progress(
             Ok(Arc::new(sp))
         }
         None => Ok(sp),
+    }
+}
+
+/// A create the remote refused (invalid configuration, credentials without the right to
+/// create) made nothing: this object gives its claim back, so it does not stand in the way of
+/// another object that can manage the provider; the next attempt claims again.
+async fn give_back_refused_claim(ctx: &Context, sp: &SecurityProvider) {
+    let (Some(claims), Ok(desired)) = (&ctx.claims, desired_config(sp)) else {
+        return;
+    };
+    let Some(system) = ctx.connection_of(sp).ok().and_then(|c| c.ownership()) else {
+        return;
+    };
+    if let Err(error) = claims.give_back(sp, &system, desired.lookup_key()).await {
+        warn!(%error, "cannot give back the claim of a refused create; it stays until the object is deleted");
     }
 }
 
@@ -484,7 +502,8 @@ async fn delete_remote(
         .as_ref()
         .map_or(remote_id.clone(), |d| d.lookup_key().to_owned());
     if let (Some(claims), Some(system)) = (&ctx.claims, system.as_ref())
-        && let Some(holder) = other_owner(claims, sp, system, &claimed_as).await?
+        && let Some(holder) =
+            other_owner(claims, sp, (system, &claimed_as), &connection, &remote_id).await?
     {
         return Ok(Deletion::NotOurs(format!(
             "left remote provider {remote_id:?} alone: SecurityProvider {holder} holds its claim"
@@ -496,16 +515,30 @@ async fn delete_remote(
 
 /// Another object that owns the provider a deletion is about to delete: it holds the claim
 /// under this spelling of the system, or claimed it first under another one.
+/// The provider is read once for the evidence it carries.
 async fn other_owner(
     claims: &super::claims::Claims,
     sp: &SecurityProvider,
-    system: &crate::api::security_provider::Ownership,
-    provider: &str,
+    (system, provider): (&crate::api::security_provider::Ownership, &str),
+    connection: &super::handle::ConnectionHandle<'_>,
+    remote_id: &str,
 ) -> Result<Option<String>, Error> {
     if let Some(holder) = claims.held_by_other(sp, system, provider).await? {
         return Ok(Some(holder));
     }
-    claims.older_alias_owner(sp, system, provider, None).await
+    let key = ProviderKey {
+        id: provider.to_owned(),
+        known_remote_id: Some(remote_id.to_owned()),
+    };
+    let token_uid = connection
+        .read(&key)
+        .await?
+        .and_then(|found| found.config.creation_token())
+        .and_then(|token| token.split_once('/').map(|(uid, _)| uid.to_owned()));
+    let own_age = claims.own_age(sp, system, provider).await?;
+    claims
+        .alias_owner(sp, system, provider, token_uid.as_deref(), own_age.as_ref())
+        .await
 }
 
 /// The remote id of the provider an interrupted create of this object made, if any. Found
