@@ -305,9 +305,9 @@ impl Claims {
                 .get(ENDPOINT_ANNOTATION)
                 .map(String::as_str)
                 .unwrap_or_default();
-            if !named_by_evidence
-                && !(older && same_endpoint_by_address(&system.endpoint, theirs).await)
-            {
+            let same_provider = named_by_evidence
+                || (older && same_endpoint_by_address(&system.endpoint, theirs).await);
+            if !same_provider {
                 continue;
             }
             let judged = self.judge(sp, &claim).await?;
