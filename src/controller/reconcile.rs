@@ -530,9 +530,13 @@ async fn other_owner(
         id: provider.to_owned(),
         known_remote_id: Some(remote_id.to_owned()),
     };
+    // A failed read (credentials revoked, remote down) leaves the decision to the claims; the
+    // DELETE then fails the same way and is reported and retried as before.
     let token_uid = connection
         .read(&key)
-        .await?
+        .await
+        .ok()
+        .flatten()
         .and_then(|found| found.config.creation_token())
         .and_then(|token| token.split_once('/').map(|(uid, _)| uid.to_owned()));
     let own_age = claims.own_age(sp, system, provider).await?;
