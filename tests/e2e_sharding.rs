@@ -72,12 +72,6 @@ fn writes_by<'a>(writes: &'a [WriteRecord], op: &Operator) -> Vec<&'a WriteRecor
         .collect()
 }
 
-fn wait_ready(env: &Env<CoveoSimulator>, name: &str, op: &Operator) {
-    env.ns
-        .wait_condition(&format!("securityprovider/{name}"), "Ready", "120s")
-        .unwrap_or_else(|e| panic!("{e}\nshard log:\n{}", op.log_text()));
-}
-
 #[test]
 fn two_shards_reconcile_disjoint_sets_and_leave_the_unlabelled_alone() {
     let env = Env::coveo(
@@ -92,7 +86,8 @@ fn two_shards_reconcile_disjoint_sets_and_leave_the_unlabelled_alone() {
     env.ns.apply(&manifests.join("---\n")).unwrap();
     for (key, op) in &shards {
         for name in names(key) {
-            wait_ready(&env, &name, op);
+            env.ns
+                .wait_ready(&format!("securityprovider/{name}"), "120s", op);
         }
     }
     // Each shard holds its own Lease.
