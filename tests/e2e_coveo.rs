@@ -16,13 +16,8 @@ type Env = Running<CoveoSimulator>;
 const REFRESH: Duration = Duration::from_millis(300);
 
 fn provider_manifest(name: &str, display: &str, extra_spec: &str) -> String {
-    format!(
-        r#"apiVersion: secprov.dev/v1alpha1
-kind: SecurityProvider
-metadata:
-  name: {name}
-spec:
-  connectionRef: coveo
+    let spec = format!(
+        r#"  connectionRef: coveo
   displayName: {display}
 {extra_spec}  coveo:
     type: EXPANDED
@@ -33,7 +28,8 @@ spec:
       - id: Email Security Provider
         type: EMAIL
 "#
-    )
+    );
+    security_provider(name, "", &spec)
 }
 
 fn resource_version(env: &Env, name: &str) -> String {

@@ -46,20 +46,16 @@ fn operator(env: &Env) -> &Operator {
 }
 
 fn provider(name: &str, hour: u32) -> String {
-    format!(
-        r#"apiVersion: secprov.dev/v1alpha1
-kind: SecurityProvider
-metadata:
-  name: {name}
-spec:
-  connectionRef: coveo
+    let spec = format!(
+        r#"  connectionRef: coveo
   coveo:
     type: EXPANDED
     refreshSchedules:
       - refreshType: {MAIN}
         frequency: {{type: WEEKLY, weekDays: [MONDAY, THURSDAY], hourMinute: {{hour: {hour}, minute: 30}}}}
 "#
-    )
+    );
+    security_provider(name, "", &spec)
 }
 
 fn remote_schedule(env: &Env, name: &str, refresh_type: &str) -> Value {

@@ -47,13 +47,8 @@ stringData:
 
 /// A DATABASE provider with a plain parameter, a sensitive parameter and a user identity.
 fn connector(name: &str) -> String {
-    format!(
-        r#"apiVersion: secprov.dev/v1alpha1
-kind: SecurityProvider
-metadata:
-  name: {name}
-spec:
-  connectionRef: coveo
+    let spec = format!(
+        r#"  connectionRef: coveo
   coveo:
     type: DATABASE
     parameters:
@@ -65,12 +60,15 @@ spec:
         userName: svc-crawler
         passwordSecretRef: {{name: connector-credentials, key: password}}
 "#
-    )
+    );
+    security_provider(name, "", &spec)
 }
 
 fn plain(name: &str) -> String {
-    format!(
-        "apiVersion: secprov.dev/v1alpha1\nkind: SecurityProvider\nmetadata:\n  name: {name}\nspec:\n  connectionRef: coveo\n  coveo:\n    type: EXPANDED\n"
+    security_provider(
+        name,
+        "",
+        "  connectionRef: coveo\n  coveo:\n    type: EXPANDED\n",
     )
 }
 

@@ -18,21 +18,8 @@ const API_KEY: &str = "e2e-nsdelete-key-7d21";
 const PROVIDERS: [&str; 3] = ["ns-a", "ns-b", "ns-c"];
 
 fn provider(name: &str) -> String {
-    format!(
-        r#"apiVersion: secprov.dev/v1alpha1
-kind: SecurityProvider
-metadata:
-  name: {name}
-spec:
-  connectionRef: coveo
-  displayName: {name}
-  deletionPolicy: Delete
-  coveo:
-    referencedBy:
-      - type: SOURCE
-        id: source-{name}
-"#
-    )
+    let spec = coveo_source_spec(name, name, "  deletionPolicy: Delete\n");
+    security_provider(name, "", &spec)
 }
 
 #[test]

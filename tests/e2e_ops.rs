@@ -43,20 +43,7 @@ fn start_operator(env: &Env, extra: &[&str]) -> Operator {
 }
 
 fn provider(name: &str, display: &str) -> String {
-    format!(
-        r#"apiVersion: secprov.dev/v1alpha1
-kind: SecurityProvider
-metadata:
-  name: {name}
-spec:
-  connectionRef: coveo
-  displayName: {display}
-  coveo:
-    referencedBy:
-      - type: SOURCE
-        id: source-{name}
-"#
-    )
+    security_provider(name, "", &coveo_source_spec(name, display, ""))
 }
 
 /// Waits until the simulator reports the provider IDLE and status mirrors it, so that later

@@ -19,20 +19,7 @@ fn provider(name: &str, shard: Option<&str>, display: &str) -> String {
     let labels = shard
         .map(|s| format!("  labels:\n    sharding.secprov.dev/key: {s}\n"))
         .unwrap_or_default();
-    format!(
-        r#"apiVersion: secprov.dev/v1alpha1
-kind: SecurityProvider
-metadata:
-  name: {name}
-{labels}spec:
-  connectionRef: coveo
-  displayName: {display}
-  coveo:
-    referencedBy:
-      - type: SOURCE
-        id: source-{name}
-"#
-    )
+    security_provider(name, &labels, &coveo_source_spec(name, display, ""))
 }
 
 fn names(key: &str) -> Vec<String> {

@@ -35,3 +35,19 @@ spec:
       - type: SOURCE
         id: witness-source
 "#;
+
+/// A SecurityProvider manifest: `name`, extra `metadata` lines (indented two spaces, each
+/// ending in a newline; "" for none) and the `spec` lines (indented two spaces).
+pub fn security_provider(name: &str, metadata: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: secprov.dev/v1alpha1\nkind: SecurityProvider\nmetadata:\n  name: {name}\n{metadata}spec:\n{spec}"
+    )
+}
+
+/// The spec of a Coveo provider on the connection `coveo`, shown as `display` and referenced
+/// by the source `source-<name>`; `extra` spec lines (indented two spaces) go before `coveo`.
+pub fn coveo_source_spec(name: &str, display: &str, extra: &str) -> String {
+    format!(
+        "  connectionRef: coveo\n  displayName: {display}\n{extra}  coveo:\n    referencedBy:\n      - type: SOURCE\n        id: source-{name}\n"
+    )
+}
