@@ -440,23 +440,6 @@ fn paused_provider_gets_no_remote_writes_until_resumed() {
         .unwrap();
 }
 
-fn leader_args(ns: &str) -> Vec<String> {
-    [
-        "--leader-election",
-        "--leader-election-namespace",
-        ns,
-        "--leader-election-lease-duration",
-        "3s",
-        "--leader-election-renew-deadline",
-        "2s",
-        "--leader-election-retry-period",
-        "500ms",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
 /// The replica's `secprov_leader` gauge; None while /metrics does not answer.
 fn is_leader(op: &Operator) -> Option<bool> {
     op.metrics()
@@ -468,7 +451,7 @@ fn is_leader(op: &Operator) -> Option<bool> {
 #[test]
 fn leader_election_one_replica_writes_and_the_standby_takes_over() {
     let env = Env::coveo("ops-leader", coveo_config(API_KEY, REFRESH));
-    let args = leader_args(&env.ns.name);
+    let args = fast_leader_election(&env.ns.name);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let first = start_operator(&env, &args);
     // Let the first one win, so which one leads is known.

@@ -31,21 +31,14 @@ fn shard(env: &Env<CoveoSimulator>, key: &str) -> Operator {
     let selector = format!("sharding.secprov.dev/key={key}");
     let lease = format!("shard-{key}");
     let ns = env.ns.name.as_str();
-    let extra = [
+    let mut extra = vec![
         "--watch-label-selector",
         &selector,
-        "--leader-election",
-        "--leader-election-namespace",
-        ns,
         "--leader-election-id",
         &lease,
-        "--leader-election-lease-duration",
-        "3s",
-        "--leader-election-renew-deadline",
-        "2s",
-        "--leader-election-retry-period",
-        "500ms",
     ];
+    let election = fast_leader_election(ns);
+    extra.extend(election.iter().map(String::as_str));
     let log = format!("{ns}-shard-{key}");
     Operator::start_logging_to(ns, &log, &operator_args(&extra), "info,secprov=debug")
 }

@@ -51,3 +51,52 @@ pub fn coveo_source_spec(name: &str, display: &str, extra: &str) -> String {
         "  connectionRef: coveo\n  displayName: {display}\n{extra}  coveo:\n    referencedBy:\n      - type: SOURCE\n        id: source-{name}\n"
     )
 }
+
+/// Standard base64 (with padding), as Kubernetes shows Secret data: what a leak check looks for
+/// besides the plain value.
+pub fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Leader election with short timings (a lease of 3 s, renewed within 2 s, retried every
+/// 500 ms), so that a takeover happens within seconds; the Lease lives in `namespace`.
+pub fn fast_leader_election(namespace: &str) -> Vec<String> {
+    [
+        "--leader-election",
+        "--leader-election-namespace",
+        namespace,
+        "--leader-election-lease-duration",
+        "3s",
+        "--leader-election-renew-deadline",
+        "2s",
+        "--leader-election-retry-period",
+        "500ms",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// A Coveo ProviderConnection `name` to organization `org` at `endpoint`, its API key under
+/// `key` in the Secret `secret`, with a 2 s timeout (a dead endpoint fails fast).
+pub fn coveo_connection(name: &str, org: &str, endpoint: &str, secret: &str, key: &str) -> String {
+    format!(
+        "apiVersion: secprov.dev/v1alpha1\nkind: ProviderConnection\nmetadata:\n  name: {name}\nspec:\n  timeoutSeconds: 2\n  coveo:\n    organizationId: {org}\n    endpoint: {endpoint}\n    apiKeySecretRef: {{name: {secret}, key: {key}}}\n"
+    )
+}
