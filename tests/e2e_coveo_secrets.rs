@@ -296,7 +296,7 @@ fn the_fingerprint_key_is_created_on_first_start_kept_across_restarts_and_a_rota
     // A restart reads the same key: same fingerprint, no PUT.
     env.sim.reset_counters();
     env.operator.restart();
-    wait_reconciles(&env, 6.0);
+    env.operator.wait_successes(6);
     assert_eq!(
         env.sim.request_count("PUT"),
         0,
@@ -316,7 +316,7 @@ fn the_fingerprint_key_is_created_on_first_start_kept_across_restarts_and_a_rota
     );
     let (new_key, _) = key_secret(&env).expect("a new key Secret");
     assert_ne!(new_key, key);
-    wait_reconciles(&env, 10.0);
+    env.operator.wait_successes(10);
     assert_eq!(
         env.sim.request_count_for("PUT", "update"),
         1,
