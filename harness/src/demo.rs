@@ -49,17 +49,34 @@ impl Drop for ControlPlane {
     }
 }
 
+/// What runs during the demo; dropped in this order (the control plane last).
+struct Running {
+    operator: Operator,
+    sims: Simulators,
+    rt: tokio::runtime::Runtime,
+    kubeconfig: PathBuf,
+    examples: PathBuf,
+    _control_plane: ControlPlane,
+}
+
 /// Runs the demo until Ctrl-C (or SIGTERM); an error is one line saying what failed.
 pub fn run() -> Result<(), String> {
+    let mut demo = start()?;
+    show(&demo)?;
+    demo.rt.block_on(until_stopped());
+    demo.operator.terminate(Duration::from_secs(10));
+    Ok(())
+}
+
+/// Starts the control plane, the simulators and the operator, and fills in the examples.
+fn start() -> Result<Running, String> {
     let state = repo().join("target/demo");
     std::fs::create_dir_all(&state).map_err(|e| format!("{}: {e}", state.display()))?;
     let cp_dir = repo().join("target/demo-controlplane");
-    step(
-        &format!("starting the control plane in {}", cp_dir.display()),
-        control_plane_estimate(),
-    );
+    let what = format!("starting the control plane in {}", cp_dir.display());
+    step(&what, control_plane_estimate());
     let started = Instant::now();
-    let control_plane = ControlPlane(cp_dir.clone());
+    let control_plane = ControlPlane(cp_dir);
     let kubeconfig = control_plane_up(&control_plane.0)?;
     println!("    ready after {}s", started.elapsed().as_secs());
 
@@ -71,54 +88,51 @@ pub fn run() -> Result<(), String> {
     let sims = rt.block_on(start_simulators())?;
     let examples = fill_examples(&state, &sims)?;
 
+    let log = state.join("operator.log");
     step(
-        &format!(
-            "starting the operator (log: {})",
-            state.join("operator.log").display()
-        ),
+        &format!("starting the operator (log: {})", log.display()),
         "seconds",
     );
     let args = ["--resync-interval", "30s", "--progress-interval", "2s"];
-    let mut operator = Operator::launch(&kubeconfig, state.join("operator.log"), &args, "info");
-    let kubectl = |args: &[&str]| run_kubectl(&kubeconfig, args, None);
+    let operator = Operator::launch(&kubeconfig, log, &args, "info");
+    Ok(Running {
+        operator,
+        sims,
+        rt,
+        kubeconfig,
+        examples,
+        _control_plane: control_plane,
+    })
+}
 
-    step(
-        &format!("kubectl apply -R -f {}", examples.display()),
-        "seconds",
-    );
-    print!(
-        "{}",
-        kubectl(&["apply", "-R", "-f", &examples.to_string_lossy()])?
-    );
+/// Applies the examples, pushes identities, requests a refresh and prints the result.
+fn show(demo: &Running) -> Result<(), String> {
+    let kubectl = |args: &[&str]| run_kubectl(&demo.kubeconfig, args, None);
+    let examples = demo.examples.to_string_lossy();
+    step(&format!("kubectl apply -R -f {examples}"), "seconds");
+    print!("{}", kubectl(&["apply", "-R", "-f", &examples])?);
     step(
         "waiting for every SecurityProvider to be Ready",
         "about 10 seconds",
     );
-    kubectl(&[
+    let ready = [
         "wait",
         "--for=condition=Ready",
         "--timeout=120s",
         "securityprovider",
         "--all",
-    ])
-    .map_err(|e| with_log(e, &operator))?;
+    ];
+    kubectl(&ready).map_err(|e| with_log(e, &demo.operator))?;
 
-    step(
-        "pushing 40 security identities through the Push API (as a secured Push source would)",
-        "a second",
-    );
-    push_identities(port_of(&sims.coveo.base_url()).unwrap_or_default())?;
-    request_refresh(&kubectl).map_err(|e| with_log(e, &operator))?;
+    let what =
+        "pushing 40 security identities through the Push API (as a secured Push source would)";
+    step(what, "a second");
+    push_identities(port_of(&demo.sims.coveo.base_url()).unwrap_or_default())?;
+    request_refresh(&kubectl).map_err(|e| with_log(e, &demo.operator))?;
 
-    println!(
-        "\n{}",
-        kubectl(&["get", "securityproviders,providerconnections"])?
-    );
-    explore(&kubeconfig, &sims, operator.metrics_port);
-    rt.block_on(until_stopped());
-    operator.terminate(Duration::from_secs(10));
-    drop(sims);
-    drop(control_plane);
+    let resources = kubectl(&["get", "securityproviders,providerconnections"])?;
+    println!("\n{resources}");
+    explore(&demo.kubeconfig, &demo.sims, demo.operator.metrics_port);
     Ok(())
 }
 
