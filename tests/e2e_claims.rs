@@ -304,7 +304,7 @@ fn two_objects_adopting_one_provider_at_the_same_instant_make_one_owner() {
 fn a_provider_adopted_under_one_name_is_not_adopted_again_under_another() {
     // Made in the console: no creation evidence on it, and the second object asks for what the
     // first made of it, so only the claims can tell that both reach one provider.
-    let env = setup("claims-alias-a");
+    let env = Env::coveo("claims-alias-a", coveo_config(API_KEY, REFRESH));
     env.create_remotely(serde_json::json!({"id": "console-idp", "type": "EXPANDED"}));
     let alias = env.sim.base_url().replace("127.0.0.1", "localhost");
     let b = namespace_reaching("claims-alias-b", &env.sim, &alias);
