@@ -219,11 +219,10 @@ fn plan_shows_create_update_and_no_change_without_writing() {
 
 #[test]
 fn a_provider_this_operator_once_created_exports_and_applies_without_a_write() {
-    let env = setup("adopt-evidence");
+    let env = Env::coveo("adopt-evidence", coveo_config(API_KEY, REFRESH));
     // Created by an earlier object of this operator, then orphaned: the creation evidence
     // is still on the remote provider.
-    create_remotely(
-        &env,
+    env.create_remotely(
         serde_json::json!({"id": "orphaned", "type": "EXPANDED", "displayName": "Orphaned",
         "parameters": {"secprov.dev/create-attempt": {"value": "old-uid/a1", "sensitive": false}}}),
     );

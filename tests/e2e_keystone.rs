@@ -14,10 +14,7 @@ type Env = Running<KeystoneSimulator>;
 
 /// A namespace with the example connection pointing at a fresh simulator, and an operator.
 fn setup(prefix: &str, adjust: impl FnOnce(&mut KeystoneSimConfig)) -> Env {
-    let mut config = KeystoneSimConfig {
-        password: PASSWORD.into(),
-        ..Default::default()
-    };
+    let mut config = keystone_config(PASSWORD);
     adjust(&mut config);
     support::Env::keystone(prefix, config, PASSWORD).with_operator(&[])
 }
@@ -273,7 +270,7 @@ fn domain_id_is_create_only_and_a_remote_domain_that_differs_is_never_in_sync() 
     let env = setup("keystone-domain", |_| {});
     let manifest = example("keystone/10-securityprovider.yaml", &env.sim.base_url());
     env.ns.apply(&manifest).unwrap();
-    wait_ready(&env, "acme-saml");
+    env.wait_ready("acme-saml");
     // Added later: refused at apply by the CRD's transition rule, nothing stored.
     let with_domain = manifest.replace("# domainId: default", "domainId: default");
     let refused = env.ns.apply(&with_domain).unwrap_err();

@@ -41,6 +41,14 @@ pub fn coveo_config(api_key: &str, refresh: Duration) -> CoveoSimConfig {
     }
 }
 
+/// A Keystone simulator whose admin user has `password` (the simulator's other defaults).
+pub fn keystone_config(password: &str) -> KeystoneSimConfig {
+    KeystoneSimConfig {
+        password: password.into(),
+        ..Default::default()
+    }
+}
+
 impl Env<CoveoSimulator> {
     /// The example Coveo connection (`coveo`, organization and API key of `config`) in a new
     /// namespace named after `prefix`.
