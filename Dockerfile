@@ -5,6 +5,9 @@
 # builds the same files without a container engine (README "Image").
 #   docker build -t ghcr.io/secprov/secprov-operator:0.1.0 \
 #     --build-arg REVISION=$(git rev-parse HEAD) .
+# The final stage is the image's one description: `make image` reads its ARG, LABEL, ENV, USER,
+# EXPOSE, ENTRYPOINT and CMD (scripts/oci_image.py; tests/image.rs checks the archive against
+# it), so change them here only.
 
 # Latest stable Rust 1.x on Debian 12: the lock file may hold crates newer than the MSRV.
 FROM rust:1-bookworm AS build

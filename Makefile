@@ -3,8 +3,8 @@ SHELL := /bin/bash
 
 .PHONY: demo test unit e2e build crds lint clean deny fuzz bench bench-allocators profile-heap image monitoring
 
-## demo: build everything, start a local control plane, the simulators and the operator,
-## apply examples/ and keep running until Ctrl-C.
+## demo: release build, a local control plane, the simulators (free loopback ports) and the
+## operator; applies examples/ with those ports and keeps running until Ctrl-C (harness/).
 demo:
 	bash scripts/demo.sh
 

@@ -18,13 +18,14 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use secprov::api::SecurityProvider;
+use secprov_harness::{Process, control_plane_down, control_plane_up, repo, run_kubectl};
 use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
 use serde_json::json;
 
@@ -92,44 +93,18 @@ fn parse_args() -> Args {
 /// The label that assigns an object to a shard (the Helm chart's sharding key).
 const SHARD_LABEL: &str = "sharding.secprov.dev/key";
 
-/// The operator binary: target/release/secprov-operator, or BENCH_OPERATOR (another build:
+/// The operator binary: target/release/secprov-operator (the harness finds it beside this
+/// benchmark), or BENCH_OPERATOR (another build:
 /// the allocator comparison, the profiling build of `make profile-heap`).
 fn operator_binary() -> PathBuf {
     std::env::var_os("BENCH_OPERATOR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/release/secprov-operator"))
+        .unwrap_or_else(secprov_harness::operator_binary)
 }
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
+/// kubectl against the benchmark's control plane; stdout. Panics with kubectl's stderr.
 fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> String {
-    let mut cmd = Command::new("kubectl");
-    cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("kubectl");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    run_kubectl(kubeconfig, args, stdin).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// apiserver_request_total for securityproviders writes, by "VERB[/subresource]", and events
@@ -234,7 +209,7 @@ fn mib(kib: u64) -> String {
 }
 
 struct Operator {
-    child: Child,
+    process: Process,
     /// Under heaptrack (BENCH_HEAPTRACK): stopped with SIGKILL, so that what is still
     /// allocated at that moment (the memory at rest) is what heaptrack reports as leaked,
     /// instead of what a graceful shutdown leaves.
@@ -251,11 +226,6 @@ impl Operator {
         log: &Path,
         shard: Option<usize>,
     ) -> Operator {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
         let mut cmd = match args.peer.as_deref() {
             None => {
                 let mut c = Command::new(operator_binary());
@@ -313,44 +283,20 @@ impl Operator {
             cmd.env("LD_PRELOAD", "/usr/lib/heaptrack/libheaptrack_preload.so")
                 .env("DUMP_HEAPTRACK_OUTPUT", pipe);
         }
-        let child = cmd
-            .env("KUBECONFIG", kubeconfig)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
+        let process = Process::spawn(cmd.env("KUBECONFIG", kubeconfig), log)
             .expect("start operator (cargo build --release first; for kopf see benches/peer-kopf)");
         Operator {
-            child,
+            process,
             profiled: heaptrack.is_some(),
         }
     }
 
     fn stop(&mut self) {
         if self.profiled {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            return;
+            self.process.kill();
+        } else {
+            self.process.terminate(Duration::from_secs(10));
         }
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -450,11 +396,11 @@ impl Memory {
 
     fn sample(&mut self, ops: &[Operator]) {
         for (i, op) in ops.iter().enumerate() {
-            let (now, hwm) = rss(op.child.id());
+            let (now, hwm) = rss(op.process.pid());
             self.peak_kib[i] = self.peak_kib[i].max(hwm);
             if self.in_quiet {
                 self.quiet[i].push(now);
-                let pid = op.child.id();
+                let pid = op.process.pid();
                 self.split[i] = (status_kib(pid, "RssAnon:"), status_kib(pid, "RssFile:"));
             }
         }
@@ -583,11 +529,7 @@ async fn main() {
     )
     .unwrap();
     if !args.keep_cp {
-        let _ = Command::new("bash")
-            .arg(repo().join("tests/controlplane/down.sh"))
-            .arg(repo().join("target/bench-controlplane"))
-            .arg("--purge")
-            .status();
+        control_plane_down(&repo().join("target/bench-controlplane"), true);
     }
 }
 
@@ -627,45 +569,11 @@ fn table(columns: &[(String, Vec<(String, String)>)]) -> String {
 /// Starts (or reuses) the control plane in target/bench-controlplane, `fresh` = purged
 /// first, and applies the CRDs. Returns the kubeconfig.
 fn control_plane(fresh: bool) -> PathBuf {
-    let cp_dir = repo().join("target/bench-controlplane");
+    let dir = repo().join("target/bench-controlplane");
     if fresh {
-        let _ = Command::new("bash")
-            .arg(repo().join("tests/controlplane/down.sh"))
-            .arg(&cp_dir)
-            .arg("--purge")
-            .status();
+        control_plane_down(&dir, true);
     }
-    let out = Command::new("bash")
-        .arg(repo().join("tests/controlplane/up.sh"))
-        .arg(&cp_dir)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("up.sh");
-    assert!(out.status.success(), "tests/controlplane/up.sh failed");
-    let kubeconfig = PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().unwrap());
-    let crds = repo().join("crds");
-    kubectl(
-        &kubeconfig,
-        &[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "-f",
-            crds.to_str().unwrap(),
-        ],
-        None,
-    );
-    kubectl(
-        &kubeconfig,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd/securityproviders.secprov.dev",
-        ],
-        None,
-    );
-
-    kubeconfig
+    control_plane_up(&dir).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// One run: simulator, namespace, N objects, operator(s); returns the measures.
@@ -782,7 +690,7 @@ spec:
     let ready_now = *ready.rx.borrow();
     eprintln!("    {ready_now}/{} Ready after {converge:.1?}", args.n);
     let cpu1 = control_plane_cpu();
-    let operator_cpu: f64 = ops.iter().map(|op| cpu_seconds(op.child.id())).sum();
+    let operator_cpu: f64 = ops.iter().map(|op| cpu_seconds(op.process.pid())).sum();
     let writes1 = apiserver_writes(&kubeconfig);
     let sim1 = sim_snapshot(&sim);
     let conv_writes = delta(&writes1, &writes0);

@@ -6,7 +6,8 @@
 #
 # The image holds only what scripts/image-rootfs.sh puts there (the release binary, the shared
 # libraries it links, the CA roots, a passwd/group naming 65532): no shell, no package manager.
-# It runs as 65532:65532.
+# It runs as 65532:65532. Its description (labels, env, user, port, entrypoint, cmd) is the
+# Dockerfile's final stage, read by scripts/oci_image.py.
 #
 # Environment:
 #   IMAGE_REF      name:tag the loaders give it (default ghcr.io/secprov/secprov-operator:VERSION)
@@ -41,13 +42,9 @@ ROOTFS="$OUT_DIR/rootfs"
 bash scripts/image-rootfs.sh "$BIN" "$ROOTFS"
 
 ARCHIVE="$OUT_DIR/secprov-operator.oci.tar"
+# The labels, env, user, port, entrypoint and cmd are the Dockerfile's (its final stage).
 python3 scripts/oci_image.py --rootfs "$ROOTFS" --out "$ARCHIVE" --ref "$REF" --epoch "$EPOCH" \
-  --label "org.opencontainers.image.title=secprov-operator" \
-  --label "org.opencontainers.image.source=$SOURCE" \
-  --label "org.opencontainers.image.version=$VERSION" \
-  --label "org.opencontainers.image.revision=$REVISION" \
-  --label "org.opencontainers.image.licenses=Apache-2.0" \
-  --entrypoint /usr/local/bin/secprov-operator --cmd=run --cmd=--leader-election --cmd=--log-json \
-  --user 65532:65532 --port 8080 >"$OUT_DIR/summary.json"
+  --dockerfile Dockerfile --build-arg "VERSION=$VERSION" --build-arg "REVISION=$REVISION" \
+  --build-arg "SOURCE=$SOURCE" >"$OUT_DIR/summary.json"
 log "$ARCHIVE ($REF): $(du -h "$ARCHIVE" | cut -f1) archive, $(du -sh "$ROOTFS" | cut -f1) unpacked"
 echo "$PWD/$ARCHIVE"

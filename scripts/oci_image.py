@@ -2,7 +2,12 @@
 """Write a single-layer OCI image archive without a container engine.
 
     oci_image.py --rootfs DIR --out FILE.tar --ref NAME:TAG --epoch SECONDS \
-        --label KEY=VALUE ... --entrypoint PATH --cmd ARG ... --user UID:GID --port PORT
+        --dockerfile Dockerfile --build-arg KEY=VALUE ...
+    oci_image.py --print-config --dockerfile Dockerfile --build-arg KEY=VALUE ...
+
+The image's description (labels, env, user, exposed ports, entrypoint, cmd) is read from the
+final stage of the Dockerfile, the one place it is written: `docker build` and `make image`
+describe the same image. `--print-config` prints that part of the OCI config and exits.
 
 The archive is an OCI image layout (oci-layout, index.json, blobs/sha256/...) that also carries
 a Docker `manifest.json`, the same dual format `docker save` writes since Docker 25, so that
@@ -15,8 +20,14 @@ import hashlib
 import io
 import json
 import os
+import re
+import shlex
 import stat
 import tarfile
+
+# Instructions of the final stage that describe the image (the rest build its files).
+DESCRIBING = {"LABEL", "ENV", "USER", "EXPOSE", "ENTRYPOINT", "CMD", "WORKDIR"}
+BUILDING = {"FROM", "ARG", "COPY", "ADD", "RUN"}
 
 
 def sha256(data: bytes) -> str:
@@ -72,18 +83,72 @@ def rfc3339(epoch: int) -> str:
     )
 
 
+def instructions(path: str):
+    """(INSTRUCTION, arguments) of a Dockerfile: comments dropped, continuations joined."""
+    logical, out = "", []
+    for line in open(path, encoding="utf-8").read().splitlines():
+        if not logical and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.rstrip().endswith("\\"):
+            logical += line.rstrip()[:-1] + " "
+            continue
+        logical += line
+        word, _, rest = logical.strip().partition(" ")
+        out.append((word.upper(), rest.strip()))
+        logical = ""
+    return out
+
+
+def substitute(text: str, variables: dict) -> str:
+    return re.sub(
+        r"\$\{(\w+)\}|\$(\w+)",
+        lambda m: variables.get(m.group(1) or m.group(2), ""),
+        text,
+    )
+
+
+def dockerfile_config(path: str, build_args: dict) -> dict:
+    """The OCI config the final stage of the Dockerfile describes, with `build_args` applied."""
+    stages, stage = [], None
+    for word, rest in instructions(path):
+        if word == "FROM":
+            stage = []
+            stages.append(stage)
+        elif stage is not None:
+            stage.append((word, rest))
+    variables, config = {}, {"WorkingDir": "/"}
+    for word, rest in stages[-1]:
+        if word not in DESCRIBING | BUILDING:
+            raise SystemExit(f"{path}: {word} in the final stage is not understood by {__file__}")
+        if word == "ARG":
+            name, _, default = rest.partition("=")
+            variables[name] = build_args.get(name, default)
+            continue
+        value = substitute(rest, variables)
+        if word in ("LABEL", "ENV"):
+            pairs = dict(kv.split("=", 1) for kv in shlex.split(value))
+            if word == "LABEL":
+                config.setdefault("Labels", {}).update(pairs)
+            else:
+                config.setdefault("Env", []).extend(f"{k}={v}" for k, v in pairs.items())
+        elif word == "USER":
+            config["User"] = value
+        elif word == "EXPOSE":
+            ports = config.setdefault("ExposedPorts", {})
+            ports.update({(p if "/" in p else f"{p}/tcp"): {} for p in value.split()})
+        elif word in ("ENTRYPOINT", "CMD"):
+            config[word.capitalize()] = json.loads(value)
+        elif word == "WORKDIR":
+            config["WorkingDir"] = value
+    return config
+
+
+def build_args(args) -> dict:
+    return dict(kv.split("=", 1) for kv in args.build_arg)
+
+
 def image_config(args, diff_id: str) -> dict:
-    labels = dict(kv.split("=", 1) for kv in args.label)
-    config = {
-        "User": args.user,
-        "Env": ["PATH=/usr/local/bin", "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"],
-        "Entrypoint": [args.entrypoint],
-        "Cmd": args.cmd,
-        "WorkingDir": "/",
-        "Labels": labels,
-    }
-    if args.port:
-        config["ExposedPorts"] = {f"{p}/tcp": {} for p in args.port}
+    config = dockerfile_config(args.dockerfile, build_args(args))
     return {
         "created": rfc3339(args.epoch),
         "architecture": args.arch,
@@ -114,9 +179,7 @@ def write_archive(args) -> dict:
                     "size": len(layer),
                 }
             ],
-            "annotations": {
-                k: v for k, v in (kv.split("=", 1) for kv in args.label)
-            },
+            "annotations": json.loads(config)["config"].get("Labels", {}),
         },
         sort_keys=True,
     ).encode()
@@ -176,17 +239,20 @@ def write_archive(args) -> dict:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--rootfs", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--ref", required=True, help="NAME:TAG the loaders give the image")
-    p.add_argument("--epoch", type=int, required=True, help="timestamps (SOURCE_DATE_EPOCH)")
-    p.add_argument("--label", action="append", default=[], help="KEY=VALUE")
-    p.add_argument("--entrypoint", required=True)
-    p.add_argument("--cmd", action="append", default=[])
-    p.add_argument("--user", required=True)
-    p.add_argument("--port", action="append", default=[])
+    p.add_argument("--dockerfile", required=True, help="the image's description")
+    p.add_argument("--build-arg", action="append", default=[], help="KEY=VALUE for its ARGs")
+    p.add_argument("--print-config", action="store_true", help="print the config and exit")
+    p.add_argument("--rootfs")
+    p.add_argument("--out")
+    p.add_argument("--ref", help="NAME:TAG the loaders give the image")
+    p.add_argument("--epoch", type=int, help="timestamps (SOURCE_DATE_EPOCH)")
     p.add_argument("--arch", default="amd64")
     args = p.parse_args()
+    if args.print_config:
+        print(json.dumps(dockerfile_config(args.dockerfile, build_args(args)), sort_keys=True))
+        return
+    if None in (args.rootfs, args.out, args.ref, args.epoch):
+        raise SystemExit("--rootfs, --out, --ref and --epoch are needed to write an archive")
     if ":" not in args.ref.rsplit("/", 1)[-1]:
         raise SystemExit(f"--ref needs a tag: {args.ref}")
     print(json.dumps(write_archive(args)))

@@ -2,7 +2,6 @@
 //! plan, on the real API server with the Coveo simulator.
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use secprov_sim::coveo::CoveoSimulator;
@@ -11,33 +10,8 @@ use support::*;
 const API_KEY: &str = "e2e-adoption-key-51d2";
 
 type Env = support::Env<CoveoSimulator>;
-
-fn setup(prefix: &str) -> Env {
-    Env::coveo(prefix, coveo_config(API_KEY, Duration::from_millis(100)))
-}
-
-/// Creates a provider directly in the remote system, as a console user would.
-fn create_remotely(env: &Env, body: serde_json::Value) {
-    env.create_remotely(body);
-}
-
-fn operator_cli(args: &[&str]) -> String {
-    let (code, stdout) = operator_cli_exit(args);
-    assert_eq!(code, 0, "secprov-operator {args:?} failed:\n{stdout}");
-    stdout
-}
-
-/// The exit status and stdout (stderr appended) of `secprov-operator args`.
-fn operator_cli_exit(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_secprov-operator"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let code = out.status.code().unwrap_or(-1);
-    (code, text + &String::from_utf8_lossy(&out.stderr))
-}
+/// How long the simulator's CREATING and REFRESHING last.
+const REFRESH: Duration = Duration::from_millis(100);
 
 fn remote_writes(sim: &CoveoSimulator) -> u64 {
     ["create", "update", "delete", "refresh"]
@@ -48,21 +22,16 @@ fn remote_writes(sim: &CoveoSimulator) -> u64 {
 
 #[test]
 fn export_then_apply_adopts_everything_with_zero_remote_writes() {
-    let env = setup("adopt-export");
-    create_remotely(
-        &env,
+    let env = Env::coveo("adopt-export", coveo_config(API_KEY, REFRESH));
+    env.create_remotely(
         serde_json::json!({"id": "zeta-provider", "type": "EXPANDED",
         "referencedBy": [{"type": "SOURCE", "id": "src-1"}],
         "cascadingSecurityProviders": {"EmailSecurityProvider": {"id": "Email Security Provider", "type": "EMAIL"}}}),
     );
-    create_remotely(
-        &env,
+    env.create_remotely(
         serde_json::json!({"id": "alpha-provider", "type": "EXPANDED", "displayName": "Alpha", "caseSensitive": true}),
     );
-    create_remotely(
-        &env,
-        serde_json::json!({"id": "Hand Made Provider", "type": "EXPANDED"}),
-    );
+    env.create_remotely(serde_json::json!({"id": "Hand Made Provider", "type": "EXPANDED"}));
 
     let exported = operator_cli(&["export", "--connection", "coveo", "-n", &env.ns.name]);
     assert!(
@@ -122,9 +91,8 @@ fn export_then_apply_adopts_everything_with_zero_remote_writes() {
 
 #[test]
 fn observe_only_never_writes_even_when_the_spec_differs() {
-    let env = setup("adopt-observe");
-    create_remotely(
-        &env,
+    let env = Env::coveo("adopt-observe", coveo_config(API_KEY, REFRESH));
+    env.create_remotely(
         serde_json::json!({"id": "watched", "type": "EXPANDED", "displayName": "Remote name"}),
     );
     let operator = Operator::start(
@@ -172,13 +140,11 @@ fn observe_only_never_writes_even_when_the_spec_differs() {
 
 #[test]
 fn plan_shows_create_update_and_no_change_without_writing() {
-    let env = setup("adopt-plan");
-    create_remotely(
-        &env,
+    let env = Env::coveo("adopt-plan", coveo_config(API_KEY, REFRESH));
+    env.create_remotely(
         serde_json::json!({"id": "same", "type": "EXPANDED", "displayName": "Same"}),
     );
-    create_remotely(
-        &env,
+    env.create_remotely(
         serde_json::json!({"id": "changed", "type": "EXPANDED", "displayName": "Before"}),
     );
     let manifest = |name: &str, display: &str| {
@@ -253,11 +219,10 @@ fn plan_shows_create_update_and_no_change_without_writing() {
 
 #[test]
 fn a_provider_this_operator_once_created_exports_and_applies_without_a_write() {
-    let env = setup("adopt-evidence");
+    let env = Env::coveo("adopt-evidence", coveo_config(API_KEY, REFRESH));
     // Created by an earlier object of this operator, then orphaned: the creation evidence
     // is still on the remote provider.
-    create_remotely(
-        &env,
+    env.create_remotely(
         serde_json::json!({"id": "orphaned", "type": "EXPANDED", "displayName": "Orphaned",
         "parameters": {"secprov.dev/create-attempt": {"value": "old-uid/a1", "sensitive": false}}}),
     );
@@ -300,7 +265,7 @@ fn a_provider_this_operator_once_created_exports_and_applies_without_a_write() {
 
 #[test]
 fn a_provider_managed_in_the_cluster_is_not_exported_nor_adopted_twice() {
-    let env = setup("adopt-managed");
+    let env = Env::coveo("adopt-managed", coveo_config(API_KEY, REFRESH));
     let operator = Operator::start(&env.ns.name, &["--resync-interval", "2s"]);
     env.ns
         .apply(

@@ -13,10 +13,8 @@ use support::*;
 const API_KEY: &str = "e2e-claims-key-7c1e";
 
 type Env = support::Env<CoveoSimulator>;
-
-fn setup(prefix: &str) -> Env {
-    Env::coveo(prefix, coveo_config(API_KEY, Duration::from_millis(100)))
-}
+/// How long the simulator's CREATING and REFRESHING last.
+const REFRESH: Duration = Duration::from_millis(100);
 
 /// An operator for every namespace, kept to the objects labelled `e2e-claims=<label>`, its
 /// claims in `claims_ns`.
@@ -92,7 +90,7 @@ fn delete(ns: &TestNamespace, name: &str) {
 
 #[test]
 fn a_second_spelling_of_the_endpoint_does_not_make_a_second_owner() {
-    let env = setup("claims-spell-a");
+    let env = Env::coveo("claims-spell-a", coveo_config(API_KEY, REFRESH));
     let base = env.sim.base_url();
     let other_spelling = base.replace("127.0.0.1", "localhost");
     assert_ne!(base, other_spelling);
@@ -135,7 +133,7 @@ fn a_second_spelling_of_the_endpoint_does_not_make_a_second_owner() {
 
 #[test]
 fn respelling_the_owners_own_endpoint_keeps_it_the_owner() {
-    let env = setup("claims-respell");
+    let env = Env::coveo("claims-respell", coveo_config(API_KEY, REFRESH));
     let operator = operator("respell", &env.ns.name);
     env.ns
         .apply(&provider("idp", "respelled-idp", "respell", false))
@@ -186,7 +184,7 @@ fn respelling_the_owners_own_endpoint_keeps_it_the_owner() {
 
 #[test]
 fn pointing_the_connection_at_another_system_is_refused_until_confirmed() {
-    let env = setup("claims-retarget");
+    let env = Env::coveo("claims-retarget", coveo_config(API_KEY, REFRESH));
     let second = env
         .rt
         .block_on(CoveoSimulator::start(
@@ -262,7 +260,7 @@ fn pointing_the_connection_at_another_system_is_refused_until_confirmed() {
 
 #[test]
 fn two_objects_adopting_one_provider_at_the_same_instant_make_one_owner() {
-    let env = setup("claims-race-a");
+    let env = Env::coveo("claims-race-a", coveo_config(API_KEY, REFRESH));
     let b = namespace_reaching("claims-race-b", &env.sim, &env.sim.base_url());
     let ids: Vec<String> = (0..6).map(|i| format!("raced-{i}")).collect();
     for id in &ids {
@@ -313,7 +311,7 @@ fn two_objects_adopting_one_provider_at_the_same_instant_make_one_owner() {
 fn a_provider_adopted_under_one_name_is_not_adopted_again_under_another() {
     // Made in the console: no creation evidence on it, and the second object asks for what the
     // first made of it, so only the claims can tell that both reach one provider.
-    let env = setup("claims-alias-a");
+    let env = Env::coveo("claims-alias-a", coveo_config(API_KEY, REFRESH));
     env.create_remotely(serde_json::json!({"id": "console-idp", "type": "EXPANDED"}));
     let alias = env.sim.base_url().replace("127.0.0.1", "localhost");
     let b = namespace_reaching("claims-alias-b", &env.sim, &alias);

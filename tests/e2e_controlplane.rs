@@ -21,20 +21,7 @@ fn provider(name: &str, owner: Option<(&str, &str)>) -> String {
             )
         })
         .unwrap_or_default();
-    format!(
-        r#"apiVersion: secprov.dev/v1alpha1
-kind: SecurityProvider
-metadata:
-  name: {name}
-{owner}spec:
-  connectionRef: coveo
-  displayName: {name}
-  coveo:
-    referencedBy:
-      - type: SOURCE
-        id: source-{name}
-"#
-    )
+    security_provider(name, &owner, &coveo_source_spec(name, name, ""))
 }
 
 #[test]

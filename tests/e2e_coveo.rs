@@ -12,21 +12,12 @@ const API_KEY: &str = "e2e-coveo-key-7f3a9c";
 const ORG: &str = COVEO_ORG;
 
 type Env = Running<CoveoSimulator>;
-
-/// A namespace with the example connection pointing at a fresh simulator, and an operator.
-fn setup(prefix: &str, operator_args: &[&str]) -> Env {
-    support::Env::coveo(prefix, coveo_config(API_KEY, Duration::from_millis(300)))
-        .with_operator(operator_args)
-}
+/// How long the simulator's CREATING and REFRESHING last.
+const REFRESH: Duration = Duration::from_millis(300);
 
 fn provider_manifest(name: &str, display: &str, extra_spec: &str) -> String {
-    format!(
-        r#"apiVersion: secprov.dev/v1alpha1
-kind: SecurityProvider
-metadata:
-  name: {name}
-spec:
-  connectionRef: coveo
+    let spec = format!(
+        r#"  connectionRef: coveo
   displayName: {display}
 {extra_spec}  coveo:
     type: EXPANDED
@@ -37,16 +28,8 @@ spec:
       - id: Email Security Provider
         type: EMAIL
 "#
-    )
-}
-
-fn wait_ready(env: &Env, name: &str) -> Value {
-    env.ns
-        .wait_condition(&format!("securityprovider/{name}"), "Ready", "60s")
-        .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", env.operator.log_text()));
-    env.ns
-        .get_json(&format!("securityprovider/{name}"))
-        .unwrap()
+    );
+    security_provider(name, "", &spec)
 }
 
 fn resource_version(env: &Env, name: &str) -> String {
@@ -91,14 +74,15 @@ fn assert_status_matches_remote(status: &Value, remote: &Value) {
 
 #[test]
 fn example_is_created_updated_with_one_put_and_deleted_with_one_delete() {
-    let env = setup("coveo-lifecycle", &[]);
+    let env =
+        support::Env::coveo("coveo-lifecycle", coveo_config(API_KEY, REFRESH)).with_operator(&[]);
     env.ns
         .apply(&example(
             "coveo/10-securityprovider.yaml",
             &env.sim.base_url(),
         ))
         .unwrap();
-    let obj = wait_ready(&env, "push-source-provider");
+    let obj = env.wait_ready("push-source-provider");
 
     let remote = env
         .sim
@@ -212,7 +196,8 @@ fn example_is_created_updated_with_one_put_and_deleted_with_one_delete() {
 
 #[test]
 fn orphan_policy_keeps_the_remote_provider() {
-    let env = setup("coveo-orphan", &[]);
+    let env =
+        support::Env::coveo("coveo-orphan", coveo_config(API_KEY, REFRESH)).with_operator(&[]);
     env.ns
         .apply(&provider_manifest(
             "kept",
@@ -220,7 +205,7 @@ fn orphan_policy_keeps_the_remote_provider() {
             "  deletionPolicy: Orphan\n",
         ))
         .unwrap();
-    wait_ready(&env, "kept");
+    env.wait_ready("kept");
     env.ns
         .kubectl(&["delete", "securityprovider/kept", "--timeout=60s"])
         .unwrap();
@@ -233,11 +218,12 @@ fn orphan_policy_keeps_the_remote_provider() {
 
 #[test]
 fn ten_quiet_resyncs_cause_no_writes_anywhere() {
-    let env = setup("coveo-quiet", &["--resync-interval", "1s"]);
+    let env = support::Env::coveo("coveo-quiet", coveo_config(API_KEY, REFRESH))
+        .with_operator(&["--resync-interval", "1s"]);
     env.ns
         .apply(&provider_manifest("quiet", "Quiet", ""))
         .unwrap();
-    wait_ready(&env, "quiet");
+    env.wait_ready("quiet");
     // Wait until the creation lifecycle has settled and status caught up with it.
     eventually(Duration::from_secs(20), "status settled", || {
         let obj = env.ns.get_json("securityprovider/quiet")?;
@@ -270,7 +256,8 @@ fn ten_quiet_resyncs_cause_no_writes_anywhere() {
 
 #[test]
 fn invalid_manifests_are_rejected_by_the_api_server_with_clear_messages() {
-    let env = setup("coveo-invalid", &[]);
+    let env =
+        support::Env::coveo("coveo-invalid", coveo_config(API_KEY, REFRESH)).with_operator(&[]);
     let long_id = "x".repeat(256);
     let cases: Vec<(String, &str)> = vec![
         (
@@ -330,7 +317,8 @@ fn invalid_manifests_are_rejected_by_the_api_server_with_clear_messages() {
 
 #[test]
 fn remote_configuration_error_is_terminal_until_the_spec_changes() {
-    let env = setup("coveo-terminal", &[]);
+    let env =
+        support::Env::coveo("coveo-terminal", coveo_config(API_KEY, REFRESH)).with_operator(&[]);
     env.ns.apply_witness();
     let manifest = provider_manifest("bad-cascade", "Bad", "")
         .replace("id: Email Security Provider", "id: Missing Provider");
@@ -378,14 +366,15 @@ fn remote_configuration_error_is_terminal_until_the_spec_changes() {
     env.ns
         .apply(&provider_manifest("bad-cascade", "Bad", ""))
         .unwrap();
-    wait_ready(&env, "bad-cascade");
+    env.wait_ready("bad-cascade");
 }
 
 #[test]
 fn missing_secret_is_reported_and_a_late_secret_triggers_reconcile() {
     // Secrets are read by name at each connection check (the operator may not watch them):
     // a created or rotated Secret is picked up within the check interval.
-    let env = setup("coveo-late-secret", &["--connection-check-interval", "2s"]);
+    let env = support::Env::coveo("coveo-late-secret", coveo_config(API_KEY, REFRESH))
+        .with_operator(&["--connection-check-interval", "2s"]);
     env.ns
         .kubectl(&["delete", "secret", "coveo-api-key"])
         .unwrap();
@@ -424,7 +413,7 @@ fn missing_secret_is_reported_and_a_late_secret_triggers_reconcile() {
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: coveo-api-key\n  labels: {{secprov.dev/credential: \"true\"}}\nstringData:\n  apiKey: {API_KEY}\n"
     );
     env.ns.apply(&fixed).unwrap();
-    wait_ready(&env, "late");
+    env.wait_ready("late");
     assert!(
         !env.operator.log_text().contains(API_KEY),
         "the API key never appears in logs"
@@ -437,7 +426,8 @@ fn missing_secret_is_reported_and_a_late_secret_triggers_reconcile() {
 
 #[test]
 fn operator_restart_converges_without_duplicates() {
-    let mut env = setup("coveo-restart", &["--concurrency", "2"]);
+    let mut env = support::Env::coveo("coveo-restart", coveo_config(API_KEY, REFRESH))
+        .with_operator(&["--concurrency", "2"]);
     let names: Vec<String> = (0..8).map(|i| format!("p{i}")).collect();
     let manifests: String = names
         .iter()
@@ -454,7 +444,7 @@ fn operator_restart_converges_without_duplicates() {
     std::thread::sleep(Duration::from_millis(700));
     env.operator.restart();
     for n in &names {
-        wait_ready(&env, n);
+        env.wait_ready(n);
     }
     assert_eq!(
         env.sim.provider_ids().len(),
@@ -514,11 +504,12 @@ fn operator_restart_converges_without_duplicates() {
 
 #[test]
 fn refresh_annotation_triggers_one_refresh_and_is_echoed() {
-    let env = setup("coveo-refresh", &[]);
+    let env =
+        support::Env::coveo("coveo-refresh", coveo_config(API_KEY, REFRESH)).with_operator(&[]);
     env.ns
         .apply(&provider_manifest("fresh", "Fresh", ""))
         .unwrap();
-    wait_ready(&env, "fresh");
+    env.wait_ready("fresh");
     env.ns
         .kubectl(&[
             "annotate",
@@ -552,11 +543,11 @@ fn refresh_annotation_triggers_one_refresh_and_is_echoed() {
 
 #[test]
 fn drift_is_restored_with_an_event_naming_the_fields() {
-    let env = setup("coveo-drift", &[]);
+    let env = support::Env::coveo("coveo-drift", coveo_config(API_KEY, REFRESH)).with_operator(&[]);
     env.ns
         .apply(&provider_manifest("drifty", "Drifty", ""))
         .unwrap();
-    wait_ready(&env, "drifty");
+    env.wait_ready("drifty");
     env.sim.mutate_provider("drifty", |p| {
         p["displayName"] = "Edited in the console".into();
         p["caseSensitive"] = true.into();
@@ -581,7 +572,7 @@ fn drift_is_restored_with_an_event_naming_the_fields() {
 
 #[test]
 fn existing_remote_provider_needs_explicit_adoption() {
-    let env = setup("coveo-adopt", &[]);
+    let env = support::Env::coveo("coveo-adopt", coveo_config(API_KEY, REFRESH)).with_operator(&[]);
     // Someone created "handmade" in the console.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -624,7 +615,7 @@ fn existing_remote_provider_needs_explicit_adoption() {
     env.ns
         .apply(&provider_manifest("handmade", "Managed", "  adopt: true\n"))
         .unwrap();
-    wait_ready(&env, "handmade");
+    env.wait_ready("handmade");
     assert_eq!(
         env.sim.provider("handmade").unwrap()["displayName"],
         "Managed"

@@ -5,52 +5,33 @@
 //! rejects bad schedules at apply time.
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
-use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
+use secprov_sim::coveo::CoveoSimulator;
 use serde_json::{Value, json};
 use support::*;
 
 const API_KEY: &str = "e2e-coveo-schedules-key-91b4";
-const ORG: &str = "demo-org";
 const MAIN: &str = "SECURITY_PROVIDER_REFRESH";
 const IN_ERROR: &str = "SECURITY_PROVIDER_REFRESH_ENTITIES_IN_ERROR";
 
+/// The example connection to a fresh simulator, and the operator once started.
 struct Env {
-    ns: TestNamespace,
-    sim: CoveoSimulator,
+    base: support::Env<CoveoSimulator>,
     operator: Option<Operator>,
-    _rt: tokio::runtime::Runtime,
+}
+
+impl std::ops::Deref for Env {
+    type Target = support::Env<CoveoSimulator>;
+    fn deref(&self) -> &Self::Target {
+        &self.base
+    }
 }
 
 fn setup(prefix: &str, with_operator: bool) -> Env {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let sim = rt
-        .block_on(CoveoSimulator::start(
-            "127.0.0.1:0".parse().unwrap(),
-            CoveoSimConfig {
-                refresh_duration: Duration::from_millis(200),
-                ..CoveoSimConfig::new(ORG, API_KEY)
-            },
-        ))
-        .unwrap();
-    let ns = TestNamespace::new(prefix);
-    ns.apply(
-        &example("coveo/00-connection.yaml", &sim.base_url()).replace("demo-api-key", API_KEY),
-    )
-    .unwrap();
-    let operator = with_operator.then(|| start_operator(&ns));
-    Env {
-        ns,
-        sim,
-        operator,
-        _rt: rt,
-    }
+    let base = support::Env::coveo(prefix, coveo_config(API_KEY, Duration::from_millis(200)));
+    let operator = with_operator.then(|| start_operator(&base.ns));
+    Env { base, operator }
 }
 
 fn start_operator(ns: &TestNamespace) -> Operator {
@@ -65,20 +46,16 @@ fn operator(env: &Env) -> &Operator {
 }
 
 fn provider(name: &str, hour: u32) -> String {
-    format!(
-        r#"apiVersion: secprov.dev/v1alpha1
-kind: SecurityProvider
-metadata:
-  name: {name}
-spec:
-  connectionRef: coveo
+    let spec = format!(
+        r#"  connectionRef: coveo
   coveo:
     type: EXPANDED
     refreshSchedules:
       - refreshType: {MAIN}
         frequency: {{type: WEEKLY, weekDays: [MONDAY, THURSDAY], hourMinute: {{hour: {hour}, minute: 30}}}}
 "#
-    )
+    );
+    security_provider(name, "", &spec)
 }
 
 fn remote_schedule(env: &Env, name: &str, refresh_type: &str) -> Value {
@@ -91,17 +68,6 @@ fn remote_schedule(env: &Env, name: &str, refresh_type: &str) -> Value {
                 .cloned()
         })
         .unwrap_or(Value::Null)
-}
-
-fn reconciles(env: &Env) -> f64 {
-    operator(env).metric_sum("secprov_reconciles_total", &["result=\"success\""])
-}
-
-fn wait_reconciles(env: &Env, n: f64) {
-    let start = reconciles(env);
-    eventually(Duration::from_secs(90), "reconciles", || {
-        (reconciles(env) >= start + n).then_some(())
-    });
 }
 
 fn wait_hour(env: &Env, name: &str, hour: u32) {
@@ -152,13 +118,13 @@ fn schedules_are_set_changed_with_one_put_and_restored_after_a_hand_edit() {
     env.sim.reset_counters();
     env.ns.apply(&provider("tuned", 5)).unwrap();
     wait_hour(&env, "tuned", 5);
-    wait_reconciles(&env, 6.0);
+    operator(&env).wait_successes(6);
     assert_eq!(env.sim.request_count_for("PUT", "update_schedule"), 1);
     assert_eq!(env.sim.request_count_for("PUT", "update"), 0);
 
     // Quiet resyncs: schedules are read and nothing is written.
     env.sim.reset_counters();
-    wait_reconciles(&env, 6.0);
+    operator(&env).wait_successes(6);
     assert!(
         env.sim.request_count_for("GET", "schedules") > 0,
         "schedules were read"
@@ -190,41 +156,10 @@ fn schedules_are_set_changed_with_one_put_and_restored_after_a_hand_edit() {
     assert_eq!(env.sim.request_count_for("PUT", "update"), 0);
 }
 
-fn operator_cli(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_secprov-operator"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "secprov-operator {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[test]
 fn export_of_custom_schedules_round_trips_with_zero_writes() {
     let mut env = setup("coveo-schedules-export", false);
-    let url = format!(
-        "{}/rest/organizations/{ORG}/securityproviders",
-        env.sim.base_url()
-    );
-    env._rt.block_on(async {
-        {
-            secprov::backend::http::install_tls_provider();
-            reqwest::Client::new()
-        }
-        .post(url)
-        .bearer_auth(API_KEY)
-        .json(&json!({"id": "hand-tuned", "type": "EXPANDED"}))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
-    });
+    env.create_remotely(json!({"id": "hand-tuned", "type": "EXPANDED"}));
     assert!(env.sim.mutate_schedule("hand-tuned", MAIN, |s| {
         s["frequency"] = json!({"type": "MONTHLY", "monthDay": 15, "hourMinute": {"hour": 23, "minute": 45}});
     }));
@@ -255,7 +190,7 @@ fn export_of_custom_schedules_round_trips_with_zero_writes() {
     env.ns
         .wait_condition("securityprovider/hand-tuned", "Ready", "90s")
         .unwrap_or_else(|e| panic!("{e}\n{}", operator(&env).log_text()));
-    wait_reconciles(&env, 6.0);
+    operator(&env).wait_successes(6);
     assert!(
         env.sim.request_count_for("GET", "schedules") > 0,
         "schedules were compared"

@@ -7,57 +7,26 @@ mod support;
 
 use std::time::Duration;
 
-use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
+use secprov_sim::coveo::CoveoSimulator;
 use serde_json::Value;
 use support::*;
 
 const API_KEY: &str = "e2e-coveo-secrets-key-2c8e";
-const ORG: &str = "demo-org";
 /// Distinctive values: any occurrence outside the simulator is a leak.
 const TOKEN: &str = "tok-LEAKCHECK-9d2f7c1e5b";
 const PASSWORD: &str = "pw-LEAKCHECK-4a8b0e6c13";
 const ROTATED: &str = "tok-LEAKCHECK-rotated-77e1d4";
 
-struct Env {
-    ns: TestNamespace,
-    sim: CoveoSimulator,
-    operator: Operator,
-    _rt: tokio::runtime::Runtime,
-}
+type Env = Running<CoveoSimulator>;
 
+/// The example connection to a fresh simulator, the Secret with the values, and an operator
+/// logging every crate at debug level (a value logged anywhere is found).
 fn setup(prefix: &str) -> Env {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let sim = rt
-        .block_on(CoveoSimulator::start(
-            "127.0.0.1:0".parse().unwrap(),
-            CoveoSimConfig {
-                refresh_duration: Duration::from_millis(200),
-                ..CoveoSimConfig::new(ORG, API_KEY)
-            },
-        ))
-        .unwrap();
-    let ns = TestNamespace::new(prefix);
-    ns.apply(
-        &example("coveo/00-connection.yaml", &sim.base_url()).replace("demo-api-key", API_KEY),
-    )
-    .unwrap();
-    ns.apply(&credentials_secret(TOKEN, "")).unwrap();
-    // Every crate at debug level: a value logged anywhere is found.
-    let operator = Operator::start_with_log(
-        &ns.name,
-        &["--resync-interval", "1s", "--progress-interval", "500ms"],
-        "debug",
-    );
-    Env {
-        ns,
-        sim,
-        operator,
-        _rt: rt,
-    }
+    let env = support::Env::coveo(prefix, coveo_config(API_KEY, Duration::from_millis(200)));
+    env.ns.apply(&credentials_secret(TOKEN, "")).unwrap();
+    let args = operator_args(&["--resync-interval", "1s"]);
+    let operator = Operator::start_with_log(&env.ns.name, &args, "debug");
+    Running { operator, env }
 }
 
 fn credentials_secret(token: &str, extra: &str) -> String {
@@ -78,45 +47,29 @@ stringData:
 
 /// A DATABASE provider with a plain parameter, a sensitive parameter and a user identity.
 fn connector(name: &str) -> String {
-    format!(
-        r#"apiVersion: secprov.dev/v1alpha1
-kind: SecurityProvider
-metadata:
-  name: {name}
-spec:
-  connectionRef: coveo
+    security_provider(name, "", CONNECTOR_SPEC)
+}
+
+/// The spec of [`connector`].
+const CONNECTOR_SPEC: &str = r#"  connectionRef: coveo
   coveo:
     type: DATABASE
     parameters:
       DatabaseType: SQLSERVER
     sensitiveParameters:
-      ApiToken: {{name: connector-credentials, key: token}}
+      ApiToken: {name: connector-credentials, key: token}
     userIdentities:
       crawler:
         userName: svc-crawler
-        passwordSecretRef: {{name: connector-credentials, key: password}}
-"#
-    )
-}
+        passwordSecretRef: {name: connector-credentials, key: password}
+"#;
 
 fn plain(name: &str) -> String {
-    format!(
-        "apiVersion: secprov.dev/v1alpha1\nkind: SecurityProvider\nmetadata:\n  name: {name}\nspec:\n  connectionRef: coveo\n  coveo:\n    type: EXPANDED\n"
+    security_provider(
+        name,
+        "",
+        "  connectionRef: coveo\n  coveo:\n    type: EXPANDED\n",
     )
-}
-
-fn reconciles(env: &Env) -> f64 {
-    env.operator
-        .metric_sum("secprov_reconciles_total", &["result=\"success\""])
-}
-
-/// Waits until the operator has completed `n` more successful reconciles: proof that it was
-/// active in the window an assertion about "nothing happened" covers.
-fn wait_reconciles(env: &Env, n: f64) {
-    let start = reconciles(env);
-    eventually(Duration::from_secs(90), "reconciles", || {
-        (reconciles(env) >= start + n).then_some(())
-    });
 }
 
 fn secrets_hash(env: &Env, name: &str) -> Option<String> {
@@ -124,28 +77,6 @@ fn secrets_hash(env: &Env, name: &str) -> Option<String> {
     sp["status"]["coveo"]["secretsHash"]
         .as_str()
         .map(str::to_owned)
-}
-
-fn base64(input: &str) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let input = input.as_bytes();
-    let mut out = String::new();
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// Everything the operator wrote or printed about the providers, the Secret itself excluded.
@@ -167,7 +98,7 @@ fn everything_visible(env: &Env, names: &[&str]) -> String {
 fn assert_no_leak(text: &str) {
     for value in [TOKEN, PASSWORD, ROTATED] {
         assert!(!text.contains(value), "{value} leaked");
-        let encoded = base64(value);
+        let encoded = base64(value.as_bytes());
         assert!(
             !text.contains(&encoded[..encoded.len() - 4]),
             "{value} leaked as base64"
@@ -213,7 +144,7 @@ fn secret_values_reach_coveo_only_and_a_rotation_is_exactly_one_put_per_user() {
 
     // Ten quiet resyncs: reads (masked every time) but no PUT.
     env.sim.reset_counters();
-    wait_reconciles(&env, 10.0);
+    env.operator.wait_successes(10);
     assert!(
         env.sim.request_count("GET") > 0,
         "the operator read the remote"
@@ -224,7 +155,7 @@ fn secret_values_reach_coveo_only_and_a_rotation_is_exactly_one_put_per_user() {
     env.ns
         .apply(&credentials_secret(TOKEN, "  unused: anything-else\n"))
         .unwrap();
-    wait_reconciles(&env, 6.0);
+    env.operator.wait_successes(6);
     assert_eq!(
         env.sim.request_count("PUT"),
         0,
@@ -238,7 +169,7 @@ fn secret_values_reach_coveo_only_and_a_rotation_is_exactly_one_put_per_user() {
             (env.sim.secret_values(name)?["parameters.ApiToken"] == ROTATED).then_some(())
         });
     }
-    wait_reconciles(&env, 10.0);
+    env.operator.wait_successes(10);
     assert_eq!(
         env.sim.request_count_for("PUT", "update"),
         2,
@@ -365,7 +296,7 @@ fn the_fingerprint_key_is_created_on_first_start_kept_across_restarts_and_a_rota
     // A restart reads the same key: same fingerprint, no PUT.
     env.sim.reset_counters();
     env.operator.restart();
-    wait_reconciles(&env, 6.0);
+    env.operator.wait_successes(6);
     assert_eq!(
         env.sim.request_count("PUT"),
         0,
@@ -385,7 +316,7 @@ fn the_fingerprint_key_is_created_on_first_start_kept_across_restarts_and_a_rota
     );
     let (new_key, _) = key_secret(&env).expect("a new key Secret");
     assert_ne!(new_key, key);
-    wait_reconciles(&env, 10.0);
+    env.operator.wait_successes(10);
     assert_eq!(
         env.sim.request_count_for("PUT", "update"),
         1,

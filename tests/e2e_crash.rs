@@ -91,13 +91,8 @@ fn rollout(names: &[String]) -> String {
     names
         .iter()
         .map(|name| {
-            format!(
-                r#"apiVersion: secprov.dev/v1alpha1
-kind: SecurityProvider
-metadata:
-  name: {name}
-spec:
-  connectionRef: coveo
+            let spec = format!(
+                r#"  connectionRef: coveo
   displayName: Crash test {name}
   coveo:
     type: EXPANDED
@@ -106,7 +101,8 @@ spec:
     cascadingSecurityProviders:
       - {{id: Email Security Provider, type: EMAIL}}
 "#
-            )
+            );
+            security_provider(name, "", &spec)
         })
         .collect::<Vec<_>>()
         .join("---\n")

@@ -15,19 +15,7 @@ use support::*;
 const API_KEY: &str = "sk-ECHOCHECK-7d1e0c9a4b3f2e61";
 
 fn connection(name: &str, endpoint: &str, secret: &str, key: &str) -> String {
-    format!(
-        r#"apiVersion: secprov.dev/v1alpha1
-kind: ProviderConnection
-metadata:
-  name: {name}
-spec:
-  timeoutSeconds: 2
-  coveo:
-    organizationId: cred-org
-    endpoint: {endpoint}
-    apiKeySecretRef: {{name: {secret}, key: {key}}}
-"#
-    )
+    coveo_connection(name, "cred-org", endpoint, secret, key)
 }
 
 fn ready(ns: &TestNamespace, connection: &str) -> Option<(String, String, String)> {

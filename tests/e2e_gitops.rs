@@ -21,15 +21,14 @@ use support::*;
 const API_KEY: &str = "e2e-gitops-key-7a31";
 
 type Env = support::Env<CoveoSimulator>;
-
-fn setup(prefix: &str) -> Env {
-    Env::coveo(prefix, coveo_config(API_KEY, Duration::from_millis(500)))
-}
+/// How long the simulator's CREATING and REFRESHING last.
+const REFRESH: Duration = Duration::from_millis(500);
 
 fn provider(name: &str) -> String {
-    format!(
-        "apiVersion: secprov.dev/v1alpha1\nkind: SecurityProvider\nmetadata:\n  name: {name}\nspec:\n  connectionRef: coveo\n  coveo:\n    referencedBy:\n      - type: SOURCE\n        id: source-{name}\n"
-    )
+    let spec = format!(
+        "  connectionRef: coveo\n  coveo:\n    referencedBy:\n      - type: SOURCE\n        id: source-{name}\n"
+    );
+    security_provider(name, "", &spec)
 }
 
 fn get(env: &Env, name: &str) -> Option<Value> {
@@ -81,7 +80,7 @@ fn cond(obj: &Value, type_: &str) -> Option<(String, String)> {
 
 #[test]
 fn a_just_applied_provider_reads_as_in_progress_before_the_operator_answers() {
-    let env = setup("gitops-new");
+    let env = Env::coveo("gitops-new", coveo_config(API_KEY, REFRESH));
     // No operator yet: the API server alone serves the CRD's status default.
     env.ns.apply(&provider("early")).unwrap();
     let obj = get(&env, "early").unwrap();
@@ -142,7 +141,7 @@ fn a_just_applied_provider_reads_as_in_progress_before_the_operator_answers() {
 
 #[test]
 fn a_new_provider_shows_its_remote_state_within_seconds_of_its_create() {
-    let env = setup("gitops-created");
+    let env = Env::coveo("gitops-created", coveo_config(API_KEY, REFRESH));
     // The create answer carries no currentStatus/statistics; a resync would come only after
     // five minutes: the state must come from the read one progress interval later.
     let operator = env.start_operator(&["--resync-interval", "5m", "--progress-interval", "2s"]);
@@ -187,7 +186,7 @@ fn ready_provider(env: &Env, name: &str) -> Operator {
 
 #[test]
 fn a_remote_outage_under_a_ready_provider_is_not_a_rollout_but_an_edit_it_holds_back_is() {
-    let env = setup("gitops-outage");
+    let env = Env::coveo("gitops-outage", coveo_config(API_KEY, REFRESH));
     let _operator = ready_provider(&env, "steady");
     // The remote goes down: the applied generation stays Ready (nothing says the provider
     // changed), Synced says the remote cannot be reached, and no rollout is in progress.
@@ -232,7 +231,7 @@ fn a_remote_outage_under_a_ready_provider_is_not_a_rollout_but_an_edit_it_holds_
 
 #[test]
 fn a_failing_remote_delete_says_so_until_it_succeeds() {
-    let env = setup("gitops-delete");
+    let env = Env::coveo("gitops-delete", coveo_config(API_KEY, REFRESH));
     let operator = ready_provider(&env, "leaving");
     // Deleted while the remote is down: Ready says the deletion waits for the remote delete,
     // not that a generation (bumped by the deletion) is not applied.
@@ -268,7 +267,7 @@ fn a_failing_remote_delete_says_so_until_it_succeeds() {
 
 #[test]
 fn unreachable_paused_and_observe_only_providers_read_as_documented() {
-    let env = setup("gitops-held");
+    let env = Env::coveo("gitops-held", coveo_config(API_KEY, REFRESH));
     let operator = env.start_operator(&[]);
     // Its connection points at a closed port: retried with backoff, never Ready yet.
     env.ns.apply_witness();
@@ -332,7 +331,7 @@ fn unreachable_paused_and_observe_only_providers_read_as_documented() {
 
 #[test]
 fn a_missing_secret_is_terminal_until_it_is_created() {
-    let env = setup("gitops-secret");
+    let env = Env::coveo("gitops-secret", coveo_config(API_KEY, REFRESH));
     // Secrets are read by name at each connection check: a created one is seen within 2 s.
     let operator = env.start_operator(&["--connection-check-interval", "2s"]);
     env.ns

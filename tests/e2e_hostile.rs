@@ -75,15 +75,10 @@ fn provider(backend: &str, name: &str, connection: &str) -> String {
         "jitsudo" => "jitsudo: {providerType: okta, config: {domain: acme.okta.com}}".to_owned(),
         _ => "keystone: {remoteIds: ['https://idp.example.com']}".to_owned(),
     };
-    format!(
-        "apiVersion: secprov.dev/v1alpha1
-kind: SecurityProvider
-metadata:
-  name: {name}
-spec:
-  connectionRef: {connection}
-  {block}
-"
+    security_provider(
+        name,
+        "",
+        &format!("  connectionRef: {connection}\n  {block}\n"),
     )
 }
 

@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use secprov_sim::jitsudo::{JitsudoSimConfig, JitsudoSimulator};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::*;
 
 const API_KEY: &str = "e2e-jitsudo-key-93b1d0";
@@ -26,15 +26,6 @@ fn setup(prefix: &str, secret_key: &str, adjust: impl FnOnce(&mut JitsudoSimConf
     support::Env::jitsudo(prefix, config, secret_key).with_operator(&[])
 }
 
-fn wait_ready(env: &Env, name: &str) -> Value {
-    env.ns
-        .wait_condition(&format!("securityprovider/{name}"), "Ready", "60s")
-        .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", env.operator.log_text()));
-    env.ns
-        .get_json(&format!("securityprovider/{name}"))
-        .unwrap()
-}
-
 fn apply_example(env: &Env, extra_spec: &str) {
     let manifest = example("jitsudo/10-securityprovider.yaml", &env.sim.base_url())
         .replace("  jitsudo:\n", &format!("{extra_spec}  jitsudo:\n"));
@@ -45,7 +36,7 @@ fn apply_example(env: &Env, extra_spec: &str) {
 fn example_is_created_updated_with_one_put_observed_and_deleted() {
     let env = setup("jitsudo-lifecycle", API_KEY, |_| {});
     apply_example(&env, "");
-    let obj = wait_ready(&env, "okta-workforce");
+    let obj = env.wait_ready("okta-workforce");
 
     let remote = env.sim.provider_by_name(NAME).expect("created remotely");
     assert_eq!(remote["provider_type"], "okta");
@@ -150,7 +141,7 @@ fn existing_provider_on_page_three_of_three_is_found_and_adopted() {
     });
     assert!(env.sim.operation_count("list") >= 3, "three pages read");
     apply_example(&env, "  adopt: true\n");
-    let obj = wait_ready(&env, "okta-workforce");
+    let obj = env.wait_ready("okta-workforce");
     assert_eq!(obj["status"]["remoteId"], id);
     assert_eq!(env.sim.operation_count("create"), 0, "adopted, not created");
     assert_eq!(env.sim.request_count("PUT"), 0, "already matches the spec");
@@ -160,7 +151,7 @@ fn existing_provider_on_page_three_of_three_is_found_and_adopted() {
 fn failed_sync_gives_ready_false_sync_failed() {
     let env = setup("jitsudo-failed", API_KEY, |_| {});
     apply_example(&env, "");
-    let obj = wait_ready(&env, "okta-workforce");
+    let obj = env.wait_ready("okta-workforce");
     let id = obj["status"]["remoteId"].as_str().unwrap().to_owned();
     assert!(env.sim.fail_sync(&id, "okta: 401 invalid API token"));
     let obj = eventually(Duration::from_secs(20), "Ready=False SyncFailed", || {
@@ -192,7 +183,7 @@ fn failed_sync_gives_ready_false_sync_failed() {
             "secprov.dev/refresh-requested-at=2026-11-23T10:00:00Z",
         ])
         .unwrap();
-    wait_ready(&env, "okta-workforce");
+    env.wait_ready("okta-workforce");
     assert_eq!(env.sim.operation_count("sync"), 1);
 }
 
@@ -237,7 +228,7 @@ fn tenant_mismatch_is_terminal_and_names_the_header() {
 fn remote_drift_is_restored_with_one_put_and_an_event() {
     let env = setup("jitsudo-drift", API_KEY, |_| {});
     apply_example(&env, "");
-    let obj = wait_ready(&env, "okta-workforce");
+    let obj = env.wait_ready("okta-workforce");
     let id = obj["status"]["remoteId"].as_str().unwrap().to_owned();
     // Someone disables the provider and renames it in the JITSudo console.
     assert!(env.sim.mutate_provider(&id, |name, _, enabled| {

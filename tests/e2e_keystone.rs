@@ -14,21 +14,9 @@ type Env = Running<KeystoneSimulator>;
 
 /// A namespace with the example connection pointing at a fresh simulator, and an operator.
 fn setup(prefix: &str, adjust: impl FnOnce(&mut KeystoneSimConfig)) -> Env {
-    let mut config = KeystoneSimConfig {
-        password: PASSWORD.into(),
-        ..Default::default()
-    };
+    let mut config = keystone_config(PASSWORD);
     adjust(&mut config);
     support::Env::keystone(prefix, config, PASSWORD).with_operator(&[])
-}
-
-fn wait_ready(env: &Env, name: &str) -> Value {
-    env.ns
-        .wait_condition(&format!("securityprovider/{name}"), "Ready", "60s")
-        .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", env.operator.log_text()));
-    env.ns
-        .get_json(&format!("securityprovider/{name}"))
-        .unwrap()
 }
 
 fn patch_spec(env: &Env, name: &str, patch: Value) {
@@ -52,7 +40,7 @@ fn example_is_created_updated_with_one_minimal_patch_observed_and_deleted() {
             &env.sim.base_url(),
         ))
         .unwrap();
-    let obj = wait_ready(&env, "acme-saml");
+    let obj = env.wait_ready("acme-saml");
 
     let remote = env
         .sim
@@ -201,7 +189,7 @@ fn duplicate_remote_id_is_a_terminal_conflict_until_the_spec_changes() {
         "acme-saml",
         json!({"keystone": {"remoteIds": ["https://idp2.acme.example/saml"]}}),
     );
-    wait_ready(&env, "acme-saml");
+    env.wait_ready("acme-saml");
     assert_eq!(
         env.sim.identity_provider("acme-saml").unwrap()["remote_ids"],
         json!(["https://idp2.acme.example/saml"])
@@ -274,7 +262,7 @@ fn provider_on_a_connection_of_another_backend_reports_backend_mismatch() {
             r#"{"spec":{"connectionRef":"keystone"}}"#,
         ])
         .unwrap();
-    wait_ready(&env, "acme-saml");
+    env.wait_ready("acme-saml");
 }
 
 #[test]
@@ -282,7 +270,7 @@ fn domain_id_is_create_only_and_a_remote_domain_that_differs_is_never_in_sync() 
     let env = setup("keystone-domain", |_| {});
     let manifest = example("keystone/10-securityprovider.yaml", &env.sim.base_url());
     env.ns.apply(&manifest).unwrap();
-    wait_ready(&env, "acme-saml");
+    env.wait_ready("acme-saml");
     // Added later: refused at apply by the CRD's transition rule, nothing stored.
     let with_domain = manifest.replace("# domainId: default", "domainId: default");
     let refused = env.ns.apply(&with_domain).unwrap_err();

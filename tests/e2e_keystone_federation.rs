@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use secprov_sim::keystone::{KeystoneSimConfig, KeystoneSimulator};
+use secprov_sim::keystone::KeystoneSimulator;
 use serde_json::{Value, json};
 use support::*;
 
@@ -15,14 +15,6 @@ const MAPPING: &str = "acme-federation-saml2";
 
 type Env = Running<KeystoneSimulator>;
 
-fn setup(prefix: &str) -> Env {
-    let config = KeystoneSimConfig {
-        password: PASSWORD.into(),
-        ..Default::default()
-    };
-    support::Env::keystone(prefix, config, PASSWORD).with_operator(&[])
-}
-
 fn apply_example(env: &Env) {
     env.ns
         .apply(&example(
@@ -30,15 +22,6 @@ fn apply_example(env: &Env) {
             &env.sim.base_url(),
         ))
         .unwrap();
-}
-
-fn wait_ready(env: &Env) -> Value {
-    env.ns
-        .wait_condition(&format!("securityprovider/{NAME}"), "Ready", "60s")
-        .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", env.operator.log_text()));
-    env.ns
-        .get_json(&format!("securityprovider/{NAME}"))
-        .unwrap()
 }
 
 fn patch_keystone(env: &Env, patch: Value) {
@@ -80,9 +63,10 @@ fn wait_drift_event(env: &Env, part: &str) {
 
 #[test]
 fn federation_is_written_in_order_minimally_restored_and_deleted_in_reverse() {
-    let env = setup("keystone-federation");
+    let env = support::Env::keystone("keystone-federation", keystone_config(PASSWORD), PASSWORD)
+        .with_operator(&[]);
     apply_example(&env);
-    let obj = wait_ready(&env);
+    let obj = env.wait_ready(NAME);
     assert_eq!(
         env.sim.write_log(),
         vec![
@@ -204,7 +188,12 @@ fn federation_is_written_in_order_minimally_restored_and_deleted_in_reverse() {
 
 #[test]
 fn an_existing_mapping_is_refused_without_adopt_and_never_deleted() {
-    let env = setup("keystone-federation-adopt");
+    let env = support::Env::keystone(
+        "keystone-federation-adopt",
+        keystone_config(PASSWORD),
+        PASSWORD,
+    )
+    .with_operator(&[]);
     env.sim.insert_mapping(MAPPING, rules("theirs"));
     apply_example(&env);
     let obj = eventually(Duration::from_secs(30), "Ready=False AlreadyExists", || {
@@ -239,7 +228,7 @@ fn an_existing_mapping_is_refused_without_adopt_and_never_deleted() {
             r#"{"spec":{"adopt":true}}"#,
         ])
         .unwrap();
-    let obj = wait_ready(&env);
+    let obj = env.wait_ready(NAME);
     assert_eq!(env.sim.protocol(NAME, "saml2").as_deref(), Some(MAPPING));
     assert_eq!(
         env.sim.mapping(MAPPING).unwrap()[0]["remote"][1]["type"],
@@ -266,7 +255,12 @@ fn an_existing_mapping_is_refused_without_adopt_and_never_deleted() {
 
 #[test]
 fn invalid_rules_are_rejected_at_apply_and_remote_refusals_name_the_rule() {
-    let env = setup("keystone-federation-invalid");
+    let env = support::Env::keystone(
+        "keystone-federation-invalid",
+        keystone_config(PASSWORD),
+        PASSWORD,
+    )
+    .with_operator(&[]);
     let manifest = example("keystone/20-saml-federation.yaml", &env.sim.base_url());
     let empty_local = manifest.replacen(
         "            - local:\n                - user: {name: \"{0}\"}\n                - group: {name: federated-admins, domain: {id: default}}\n",

@@ -11,39 +11,22 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
+use secprov_sim::coveo::CoveoSimConfig;
 use support::*;
 
 const API_KEY: &str = "e2e-nsdelete-key-7d21";
-const ORG: &str = "demo-org";
 const PROVIDERS: [&str; 3] = ["ns-a", "ns-b", "ns-c"];
 
 fn provider(name: &str) -> String {
-    format!(
-        r#"apiVersion: secprov.dev/v1alpha1
-kind: SecurityProvider
-metadata:
-  name: {name}
-spec:
-  connectionRef: coveo
-  displayName: {name}
-  deletionPolicy: Delete
-  coveo:
-    referencedBy:
-      - type: SOURCE
-        id: source-{name}
-"#
-    )
+    let spec = coveo_source_spec(name, name, "  deletionPolicy: Delete\n");
+    security_provider(name, "", &spec)
 }
 
 #[test]
 
 fn deleting_the_namespace_deletes_the_remote_providers_and_completes() {
-    let (_rt, sim) = simulator();
-    let ns = TestNamespace::new("nsdelete");
-    let connection =
-        example("coveo/00-connection.yaml", &sim.base_url()).replace("demo-api-key", API_KEY);
-    ns.apply(&connection).unwrap();
+    let env = Env::coveo("nsdelete", CoveoSimConfig::new(COVEO_ORG, API_KEY));
+    let (ns, sim) = (&env.ns, &env.sim);
     let operator = Operator::start(&ns.name, &["--progress-interval", "500ms"]);
     for name in PROVIDERS {
         ns.apply(&provider(name)).unwrap();
@@ -56,7 +39,7 @@ fn deleting_the_namespace_deletes_the_remote_providers_and_completes() {
     // The connection and its Secret are kept by the usage finalizer while providers need them.
     for object in ["providerconnection/coveo", "secret/coveo-api-key"] {
         eventually(Duration::from_secs(30), object, || {
-            has_usage_finalizer(&ns, object).then_some(())
+            has_usage_finalizer(ns, object).then_some(())
         });
     }
 
@@ -93,21 +76,6 @@ fn deleting_the_namespace_deletes_the_remote_providers_and_completes() {
     );
 }
 
-fn simulator() -> (tokio::runtime::Runtime, CoveoSimulator) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let sim = rt
-        .block_on(CoveoSimulator::start(
-            "127.0.0.1:0".parse().unwrap(),
-            CoveoSimConfig::new(ORG, API_KEY),
-        ))
-        .unwrap();
-    (rt, sim)
-}
-
 fn has_usage_finalizer(ns: &TestNamespace, object: &str) -> bool {
     ns.get_json(object).is_some_and(|o| {
         o["metadata"]["finalizers"]
@@ -118,11 +86,8 @@ fn has_usage_finalizer(ns: &TestNamespace, object: &str) -> bool {
 
 #[test]
 fn a_cleanup_refused_with_401_stops_after_bounded_attempts_and_names_the_escape_hatch() {
-    let (_rt, sim) = simulator();
-    let ns = TestNamespace::new("cleanup401");
-    let connection =
-        example("coveo/00-connection.yaml", &sim.base_url()).replace("demo-api-key", API_KEY);
-    ns.apply(&connection).unwrap();
+    let env = Env::coveo("cleanup401", CoveoSimConfig::new(COVEO_ORG, API_KEY));
+    let (ns, sim) = (&env.ns, &env.sim);
     // Secrets are read at each connection check (never watched): check often, so the revoked
     // key below is picked up at once.
     let operator = Operator::start(
@@ -140,12 +105,13 @@ fn a_cleanup_refused_with_401_stops_after_bounded_attempts_and_names_the_escape_
     eventually(
         Duration::from_secs(30),
         "usage finalizer on the Secret",
-        || has_usage_finalizer(&ns, "secret/coveo-api-key").then_some(()),
+        || has_usage_finalizer(ns, "secret/coveo-api-key").then_some(()),
     );
 
     // The key is revoked: every remote call is now a 401.
-    ns.apply(&connection.replace(API_KEY, "revoked-key-0000"))
-        .unwrap();
+    let connection = example("coveo/00-connection.yaml", &sim.base_url())
+        .replace(DEMO_COVEO_API_KEY, "revoked-key-0000");
+    ns.apply(&connection).unwrap();
     ns.wait_condition("providerconnection/coveo", "Ready=False", "60s")
         .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.log_text()));
     ns.kubectl(&["delete", "securityprovider", "refused", "--wait=false"])
@@ -202,7 +168,7 @@ fn a_cleanup_refused_with_401_stops_after_bounded_attempts_and_names_the_escape_
     // No provider needs the connection and its Secret any more: both are released.
     for object in ["providerconnection/coveo", "secret/coveo-api-key"] {
         eventually(Duration::from_secs(30), object, || {
-            (!has_usage_finalizer(&ns, object)).then_some(())
+            (!has_usage_finalizer(ns, object)).then_some(())
         });
     }
 }

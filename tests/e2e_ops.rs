@@ -14,11 +14,8 @@ const API_KEY: &str = "e2e-ops-key-51c0";
 const ORG: &str = COVEO_ORG;
 
 type Env = support::Env<CoveoSimulator>;
-
-/// A namespace holding the example connection, pointing at a fresh simulator.
-fn setup(prefix: &str) -> Env {
-    Env::coveo(prefix, coveo_config(API_KEY, Duration::from_millis(300)))
-}
+/// How long the simulator's CREATING and REFRESHING last.
+const REFRESH: Duration = Duration::from_millis(300);
 
 /// deploy/argocd/health.lua run on an object read from the API server, as Argo CD runs it.
 fn argocd_health(object: &Value) -> String {
@@ -46,27 +43,7 @@ fn start_operator(env: &Env, extra: &[&str]) -> Operator {
 }
 
 fn provider(name: &str, display: &str) -> String {
-    format!(
-        r#"apiVersion: secprov.dev/v1alpha1
-kind: SecurityProvider
-metadata:
-  name: {name}
-spec:
-  connectionRef: coveo
-  displayName: {display}
-  coveo:
-    referencedBy:
-      - type: SOURCE
-        id: source-{name}
-"#
-    )
-}
-
-fn wait_ready(env: &Env, resource: &str, operator: &Operator) -> Value {
-    env.ns
-        .wait_condition(resource, "Ready", "60s")
-        .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.log_text()));
-    env.ns.get_json(resource).unwrap()
+    security_provider(name, "", &coveo_source_spec(name, display, ""))
 }
 
 /// Waits until the simulator reports the provider IDLE and status mirrors it, so that later
@@ -84,10 +61,12 @@ fn wait_settled(env: &Env, name: &str) {
 
 #[test]
 fn connection_status_and_kubectl_columns() {
-    let env = setup("ops-columns");
+    let env = Env::coveo("ops-columns", coveo_config(API_KEY, REFRESH));
     let operator = start_operator(&env, &[]);
     env.ns.apply(&provider("columns", "Columns")).unwrap();
-    let connection = wait_ready(&env, "providerconnection/coveo", &operator);
+    let connection = env
+        .ns
+        .wait_ready("providerconnection/coveo", "60s", &operator);
     let ready = condition(&connection, "Ready").unwrap();
     assert_eq!(ready["reason"], "Connected");
     assert_eq!(connection["status"]["backend"], "coveo");
@@ -98,7 +77,8 @@ fn connection_status_and_kubectl_columns() {
     // The check is the one-item page read, not a full list.
     assert!(env.sim.request_count_for("GET", "page") >= 1);
     assert_eq!(env.sim.request_count_for("GET", "list"), 0);
-    wait_ready(&env, "securityprovider/columns", &operator);
+    env.ns
+        .wait_ready("securityprovider/columns", "60s", &operator);
     wait_settled(&env, "columns");
 
     let real = env.ns.get_json("securityprovider/columns").unwrap();
@@ -253,10 +233,11 @@ spec:
 
 #[test]
 fn steady_provider_gets_no_new_events_across_resyncs() {
-    let env = setup("ops-events");
+    let env = Env::coveo("ops-events", coveo_config(API_KEY, REFRESH));
     let operator = start_operator(&env, &[]);
     env.ns.apply(&provider("steady", "Steady")).unwrap();
-    wait_ready(&env, "securityprovider/steady", &operator);
+    env.ns
+        .wait_ready("securityprovider/steady", "60s", &operator);
     wait_settled(&env, "steady");
     let events = |env: &Env| -> Vec<(String, String, String)> {
         let list: Value = serde_json::from_str(
@@ -300,10 +281,11 @@ fn steady_provider_gets_no_new_events_across_resyncs() {
 
 #[test]
 fn metrics_health_json_logs_and_graceful_sigterm() {
-    let env = setup("ops-metrics");
+    let env = Env::coveo("ops-metrics", coveo_config(API_KEY, REFRESH));
     let mut operator = start_operator(&env, &["--log-json"]);
     env.ns.apply(&provider("measured", "Measured")).unwrap();
-    wait_ready(&env, "securityprovider/measured", &operator);
+    env.ns
+        .wait_ready("securityprovider/measured", "60s", &operator);
     let text = eventually(Duration::from_secs(10), "metrics after a reconcile", || {
         let text = operator.metrics();
         // The connection check runs concurrently with the provider's reconcile.
@@ -365,11 +347,12 @@ fn metrics_health_json_logs_and_graceful_sigterm() {
 
 #[test]
 fn paused_provider_gets_no_remote_writes_until_resumed() {
-    let env = setup("ops-pause");
+    let env = Env::coveo("ops-pause", coveo_config(API_KEY, REFRESH));
     env.ns.apply_witness();
     let operator = start_operator(&env, &[]);
     env.ns.apply(&provider("pausable", "Before")).unwrap();
-    wait_ready(&env, "securityprovider/pausable", &operator);
+    env.ns
+        .wait_ready("securityprovider/pausable", "60s", &operator);
     wait_settled(&env, "pausable");
     env.ns
         .kubectl(&[
@@ -457,23 +440,6 @@ fn paused_provider_gets_no_remote_writes_until_resumed() {
         .unwrap();
 }
 
-fn leader_args(ns: &str) -> Vec<String> {
-    [
-        "--leader-election",
-        "--leader-election-namespace",
-        ns,
-        "--leader-election-lease-duration",
-        "3s",
-        "--leader-election-renew-deadline",
-        "2s",
-        "--leader-election-retry-period",
-        "500ms",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
 /// The replica's `secprov_leader` gauge; None while /metrics does not answer.
 fn is_leader(op: &Operator) -> Option<bool> {
     op.metrics()
@@ -484,8 +450,8 @@ fn is_leader(op: &Operator) -> Option<bool> {
 
 #[test]
 fn leader_election_one_replica_writes_and_the_standby_takes_over() {
-    let env = setup("ops-leader");
-    let args = leader_args(&env.ns.name);
+    let env = Env::coveo("ops-leader", coveo_config(API_KEY, REFRESH));
+    let args = fast_leader_election(&env.ns.name);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let first = start_operator(&env, &args);
     // Let the first one win, so which one leads is known.
@@ -504,7 +470,8 @@ fn leader_election_one_replica_writes_and_the_standby_takes_over() {
     );
 
     env.ns.apply(&provider("elected", "One writer")).unwrap();
-    wait_ready(&env, "securityprovider/elected", &replicas[0]);
+    env.ns
+        .wait_ready("securityprovider/elected", "60s", &replicas[0]);
     wait_settled(&env, "elected");
     let lease: Value = serde_json::from_str(
         &env.ns
@@ -606,7 +573,7 @@ fn unix_ms(time: &Value) -> i64 {
 fn a_frozen_leader_writes_nothing_after_its_lease_expired() {
     const LEASE_SECONDS: i64 = 4;
     const PROVIDERS: usize = 30;
-    let env = setup("ops-freeze");
+    let env = Env::coveo("ops-freeze", coveo_config(API_KEY, REFRESH));
     env.sim
         .faults()
         .update(|f| f.latency = Duration::from_millis(300))

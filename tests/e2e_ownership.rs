@@ -35,18 +35,14 @@ fn connect(ns: &TestNamespace, sim: &CoveoSimulator) {
 
 /// A Coveo SecurityProvider for remote id `id`; `extra` is appended to `spec.coveo`.
 fn provider(name: &str, id: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: secprov.dev/v1alpha1
-kind: SecurityProvider
-metadata:
-  name: {name}
-spec:
-  connectionRef: coveo
+    let spec = format!(
+        "  connectionRef: coveo
   providerId: {id}
   coveo:
     type: EXPANDED
 {extra}"
-    )
+    );
+    security_provider(name, "", &spec)
 }
 
 fn reason(obj: &Value, type_: &str) -> Option<String> {

@@ -19,27 +19,6 @@ const WRONG_KEY: &str = "sk-LEAKCHECK-wrong-93ad61c0f7e2b548";
 /// A key stored only in another namespace.
 const OTHER_NS_KEY: &str = "sk-LEAKCHECK-otherns-1e6d0a9b3c7f4582";
 
-fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 fn secret(name: &str, key: &str, value: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  labels: {{secprov.dev/credential: \"true\"}}\ntype: Opaque\nstringData:\n  {key}: {value}\n"
@@ -47,19 +26,7 @@ fn secret(name: &str, key: &str, value: &str) -> String {
 }
 
 fn connection(name: &str, endpoint: &str, secret: &str) -> String {
-    format!(
-        r#"apiVersion: secprov.dev/v1alpha1
-kind: ProviderConnection
-metadata:
-  name: {name}
-spec:
-  timeoutSeconds: 2
-  coveo:
-    organizationId: {ORG}
-    endpoint: {endpoint}
-    apiKeySecretRef: {{name: {secret}, key: apiKey}}
-"#
-    )
+    coveo_connection(name, ORG, endpoint, secret, "apiKey")
 }
 
 fn provider(name: &str, connection: &str, cascading: &str) -> String {

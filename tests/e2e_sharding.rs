@@ -19,20 +19,7 @@ fn provider(name: &str, shard: Option<&str>, display: &str) -> String {
     let labels = shard
         .map(|s| format!("  labels:\n    sharding.secprov.dev/key: {s}\n"))
         .unwrap_or_default();
-    format!(
-        r#"apiVersion: secprov.dev/v1alpha1
-kind: SecurityProvider
-metadata:
-  name: {name}
-{labels}spec:
-  connectionRef: coveo
-  displayName: {display}
-  coveo:
-    referencedBy:
-      - type: SOURCE
-        id: source-{name}
-"#
-    )
+    security_provider(name, &labels, &coveo_source_spec(name, display, ""))
 }
 
 fn names(key: &str) -> Vec<String> {
@@ -44,21 +31,14 @@ fn shard(env: &Env<CoveoSimulator>, key: &str) -> Operator {
     let selector = format!("sharding.secprov.dev/key={key}");
     let lease = format!("shard-{key}");
     let ns = env.ns.name.as_str();
-    let extra = [
+    let mut extra = vec![
         "--watch-label-selector",
         &selector,
-        "--leader-election",
-        "--leader-election-namespace",
-        ns,
         "--leader-election-id",
         &lease,
-        "--leader-election-lease-duration",
-        "3s",
-        "--leader-election-renew-deadline",
-        "2s",
-        "--leader-election-retry-period",
-        "500ms",
     ];
+    let election = fast_leader_election(ns);
+    extra.extend(election.iter().map(String::as_str));
     let log = format!("{ns}-shard-{key}");
     Operator::start_logging_to(ns, &log, &operator_args(&extra), "info,secprov=debug")
 }
@@ -70,12 +50,6 @@ fn writes_by<'a>(writes: &'a [WriteRecord], op: &Operator) -> Vec<&'a WriteRecor
         .iter()
         .filter(|w| w.user_agent.contains(&id))
         .collect()
-}
-
-fn wait_ready(env: &Env<CoveoSimulator>, name: &str, op: &Operator) {
-    env.ns
-        .wait_condition(&format!("securityprovider/{name}"), "Ready", "120s")
-        .unwrap_or_else(|e| panic!("{e}\nshard log:\n{}", op.log_text()));
 }
 
 #[test]
@@ -92,7 +66,8 @@ fn two_shards_reconcile_disjoint_sets_and_leave_the_unlabelled_alone() {
     env.ns.apply(&manifests.join("---\n")).unwrap();
     for (key, op) in &shards {
         for name in names(key) {
-            wait_ready(&env, &name, op);
+            env.ns
+                .wait_ready(&format!("securityprovider/{name}"), "120s", op);
         }
     }
     // Each shard holds its own Lease.

@@ -16,17 +16,8 @@ const WRONG_KEY: &str = "e2e-telemetry-wrong-key-77d1";
 type Env = support::Env<CoveoSimulator>;
 
 fn provider(name: &str, extra_spec: &str) -> String {
-    format!(
-        r#"apiVersion: secprov.dev/v1alpha1
-kind: SecurityProvider
-metadata:
-  name: {name}
-spec:
-  connectionRef: coveo
-{extra_spec}  coveo:
-    type: EXPANDED
-"#
-    )
+    let spec = format!("  connectionRef: coveo\n{extra_spec}  coveo:\n    type: EXPANDED\n");
+    security_provider(name, "", &spec)
 }
 
 /// The value of one series, None when it is not exported.

@@ -55,6 +55,62 @@ fn blob(layout: &Path, digest: &str) -> PathBuf {
         .join(digest.trim_start_matches("sha256:"))
 }
 
+/// The image config the Dockerfile's final stage describes with `build_args` (`KEY=VALUE`), as
+/// scripts/oci_image.py reads it for `make image`.
+fn dockerfile_config(build_args: &[&str]) -> Value {
+    let mut cmd = Command::new("python3");
+    cmd.arg(repo().join("scripts/oci_image.py"))
+        .args(["--print-config", "--dockerfile"])
+        .arg(repo().join("Dockerfile"));
+    for arg in build_args {
+        cmd.arg("--build-arg").arg(arg);
+    }
+    serde_json::from_str(&run(&mut cmd)).expect("oci_image.py prints JSON")
+}
+
+/// The image is described once, in the Dockerfile: `make image` (scripts/oci_image.py) reads
+/// its labels, env, user, port, entrypoint and cmd from there, and they are what the chart and
+/// the README promise.
+#[test]
+fn the_dockerfile_describes_the_image_that_make_image_writes() {
+    let c = dockerfile_config(&[
+        "VERSION=1.2.3",
+        "REVISION=abc123",
+        "SOURCE=https://example.test/src",
+    ]);
+    assert_eq!(c["User"], "65532:65532");
+    assert_eq!(c["ExposedPorts"], serde_json::json!({"8080/tcp": {}}));
+    assert_eq!(
+        c["Entrypoint"],
+        serde_json::json!(["/usr/local/bin/secprov-operator"])
+    );
+    assert_eq!(
+        c["Cmd"],
+        serde_json::json!(["run", "--leader-election", "--log-json"])
+    );
+    assert_eq!(
+        c["Env"],
+        serde_json::json!([
+            "PATH=/usr/local/bin",
+            "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"
+        ])
+    );
+    let labels = &c["Labels"];
+    assert_eq!(labels["org.opencontainers.image.title"], "secprov-operator");
+    assert_eq!(labels["org.opencontainers.image.version"], "1.2.3");
+    assert_eq!(labels["org.opencontainers.image.revision"], "abc123");
+    assert_eq!(
+        labels["org.opencontainers.image.source"],
+        "https://example.test/src"
+    );
+    assert_eq!(labels["org.opencontainers.image.licenses"], "Apache-2.0");
+    let cargo = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    assert!(
+        cargo.contains("license = \"Apache-2.0\""),
+        "the label is the crate's licence"
+    );
+}
+
 /// A command run as root: directly when this process is root, else through `sudo -n`.
 fn as_root(program: &str) -> Command {
     let root = std::fs::read_to_string("/proc/self/status")
@@ -167,6 +223,21 @@ fn image_archive_unpacks_and_runs_as_65532_on_a_read_only_root() {
             .as_str()
             .is_some_and(|s| s.starts_with("https://")),
         "{labels}"
+    );
+    // Every field is the Dockerfile's final stage, with the build arguments the labels show.
+    let arg = |label: &str| {
+        format!(
+            "{}={}",
+            label,
+            labels[format!("org.opencontainers.image.{}", label.to_lowercase())]
+                .as_str()
+                .unwrap_or_default()
+        )
+    };
+    let described = dockerfile_config(&[&arg("VERSION"), &arg("REVISION"), &arg("SOURCE")]);
+    assert_eq!(
+        c, &described,
+        "the archive's config is the one the Dockerfile describes"
     );
     let head = run(Command::new("git")
         .arg("-C")

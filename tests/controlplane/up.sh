@@ -6,6 +6,8 @@
 #   up.sh DIR            start (or reuse) a control plane whose state lives in DIR;
 #                        the LAST line of stdout is the absolute path of DIR/kubeconfig
 #   up.sh --build-only   only build (or find) the cached binaries; prints their directory
+#   up.sh --check-cache  exit 0 when the binaries are cached (a start takes seconds), 1 when
+#                        the next start builds them first
 #
 # Progress goes to stderr. Needs: go, kubectl, openssl, python3 (and flock, setsid
 # from util-linux). Stop with down.sh DIR.
@@ -98,6 +100,11 @@ ensure_binaries() {
   flock -u 8
   exec 8>&-
 }
+
+if [[ "$1" == "--check-cache" ]]; then
+  have_binaries
+  exit
+fi
 
 ensure_binaries
 

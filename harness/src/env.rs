@@ -1,4 +1,4 @@
-//! The one environment builder of the end-to-end tests: a namespace of its own, a fresh
+//! The one environment builder of the end-to-end tests and the demo: a namespace of its own, a fresh
 //! simulator, the example connection pointing at it with the simulator's credentials, and the
 //! runtime the simulator runs on. Operators are started from it with the tests' usual timing.
 use std::time::Duration;
@@ -7,10 +7,14 @@ use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
 use secprov_sim::jitsudo::{JitsudoSimConfig, JitsudoSimulator};
 use secprov_sim::keystone::{KeystoneSimConfig, KeystoneSimulator};
 
-use super::{Operator, TestNamespace, example};
+use serde_json::Value;
 
-/// The Coveo organization of the example connection.
-pub const COVEO_ORG: &str = "demo-org";
+use crate::examples::{
+    COVEO_ORG, DEMO_COVEO_API_KEY, DEMO_JITSUDO_API_KEY, DEMO_KEYSTONE_PASSWORD, example,
+};
+use crate::http::{http_request, port_of};
+use crate::namespace::TestNamespace;
+use crate::operator::Operator;
 
 /// A namespace, a simulator `S` and the example connection to it.
 pub struct Env<S> {
@@ -37,6 +41,14 @@ pub fn coveo_config(api_key: &str, refresh: Duration) -> CoveoSimConfig {
     }
 }
 
+/// A Keystone simulator whose admin user has `password` (the simulator's other defaults).
+pub fn keystone_config(password: &str) -> KeystoneSimConfig {
+    KeystoneSimConfig {
+        password: password.into(),
+        ..Default::default()
+    }
+}
+
 impl Env<CoveoSimulator> {
     /// The example Coveo connection (`coveo`, organization and API key of `config`) in a new
     /// namespace named after `prefix`.
@@ -51,7 +63,7 @@ impl Env<CoveoSimulator> {
             .expect("start the Coveo simulator");
         let ns = TestNamespace::new(prefix);
         let connection = example("coveo/00-connection.yaml", &sim.base_url())
-            .replace("demo-api-key", &key)
+            .replace(DEMO_COVEO_API_KEY, &key)
             .replace(
                 &format!("organizationId: {COVEO_ORG}"),
                 &format!("organizationId: {org}"),
@@ -63,26 +75,26 @@ impl Env<CoveoSimulator> {
 
 impl Env<CoveoSimulator> {
     /// Creates a provider directly in the remote organization, as a console user would.
-    pub fn create_remotely(&self, body: serde_json::Value) {
+    pub fn create_remotely(&self, body: Value) {
         let config = self.sim.config();
-        let url = format!(
-            "{}/rest/organizations/{}/securityproviders",
-            self.sim.base_url(),
+        let path = &format!(
+            "/rest/organizations/{}/securityproviders",
             config.organization_id
         );
-        // reqwest is built without a default TLS provider: install the operator's.
-        secprov::backend::http::install_tls_provider();
-        self.rt.block_on(async {
-            reqwest::Client::new()
-                .post(url)
-                .bearer_auth(&config.api_key)
-                .json(&body)
-                .send()
-                .await
-                .expect("POST to the Coveo simulator")
-                .error_for_status()
-                .expect("the simulator accepts the provider");
-        });
+        let port = port_of(&self.sim.base_url()).expect("the simulator's port");
+        let auth = format!("Bearer {}", config.api_key);
+        let (status, text) = http_request(
+            port,
+            "POST",
+            path,
+            &[("Authorization", auth.as_str())],
+            Some(&body.to_string()),
+        )
+        .expect("POST to the Coveo simulator");
+        assert!(
+            status < 300,
+            "the simulator refuses the provider: {status} {text}"
+        );
     }
 }
 
@@ -99,7 +111,7 @@ impl Env<KeystoneSimulator> {
             .expect("start the Keystone simulator");
         let ns = TestNamespace::new(prefix);
         let connection = example("keystone/00-connection.yaml", &sim.base_url())
-            .replace("demo-password", password);
+            .replace(DEMO_KEYSTONE_PASSWORD, password);
         ns.apply(&connection)
             .expect("apply the Keystone connection");
         Env { ns, sim, rt }
@@ -120,7 +132,7 @@ impl Env<JitsudoSimulator> {
             .expect("start the JITSudo simulator");
         let ns = TestNamespace::new(prefix);
         let connection = example("jitsudo/00-connection.yaml", &sim.base_url())
-            .replace("demo-jitsudo-key", secret_key);
+            .replace(DEMO_JITSUDO_API_KEY, secret_key);
         assert!(
             connection.contains(&sim.config().tenant_id),
             "the example's tenant is the simulator's default tenant"
@@ -176,45 +188,11 @@ impl<S> std::ops::Deref for Running<S> {
     }
 }
 
-/// A SecurityProvider named `witness` whose connection points at a closed loopback port: it
-/// fails with RemoteUnavailable and is retried with backoff (about 1, 2, 4 s ...), touching no
-/// simulator. Its reconciles prove the operator was active while a test waits for something
-/// not to happen to an object that is not reconciled again on its own (a terminal failure, a
-/// paused object).
-pub const WITNESS: &str = r#"apiVersion: v1
-kind: Secret
-metadata:
-  name: witness-key
-  labels: {secprov.dev/credential: "true"}
-stringData:
-  apiKey: witness-key-unused
----
-apiVersion: secprov.dev/v1alpha1
-kind: ProviderConnection
-metadata:
-  name: witness
-spec:
-  timeoutSeconds: 2
-  coveo:
-    organizationId: witness-org
-    endpoint: http://127.0.0.1:9
-    apiKeySecretRef: {name: witness-key, key: apiKey}
----
-apiVersion: secprov.dev/v1alpha1
-kind: SecurityProvider
-metadata:
-  name: witness
-spec:
-  connectionRef: witness
-  coveo:
-    referencedBy:
-      - type: SOURCE
-        id: witness-source
-"#;
-
-impl TestNamespace {
-    /// Applies [`WITNESS`].
-    pub fn apply_witness(&self) {
-        self.apply(WITNESS).expect("apply the witness provider");
+impl<S> Running<S> {
+    /// Waits (up to 60 s) until SecurityProvider `name` is Ready and returns it; panics with the
+    /// operator's log when it is not.
+    pub fn wait_ready(&self, name: &str) -> Value {
+        let resource = format!("securityprovider/{name}");
+        self.env.ns.wait_ready(&resource, "60s", &self.operator)
     }
 }
