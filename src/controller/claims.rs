@@ -123,18 +123,12 @@ impl Claims {
             match self.api.create(&PostParams::default(), &body).await {
                 Ok(created) => {
                     info!(claim = %name, system = %system.system_key(), provider, "claimed remote provider");
-                    let created = ClaimMeta {
-                        metadata: created.metadata,
-                        ..ClaimMeta::default()
-                    };
+                    let created = metadata_of(created);
                     return Ok(Holder::Us(claim_age(&created)));
                 }
                 // Taken meanwhile (or the cache lags): judge what the API server has.
                 Err(kube::Error::Api(status)) if status.code == 409 => {
-                    found = self.api.get_opt(&name).await?.map(|lease| ClaimMeta {
-                        metadata: lease.metadata,
-                        ..ClaimMeta::default()
-                    });
+                    found = self.api.get_opt(&name).await?.map(metadata_of);
                 }
                 Err(error) => return Err(error.into()),
             }
@@ -201,14 +195,8 @@ impl Claims {
         provider: &str,
     ) -> Result<Option<String>, Error> {
         let name = claim_name(system, provider);
-        let found = match self.cached(&name) {
-            Some(cached) => Some((*cached).clone()),
-            // A deletion acts on what the API server has, not on a cache that may lag.
-            None => self.api.get_opt(&name).await?.map(|lease| ClaimMeta {
-                metadata: lease.metadata,
-                ..ClaimMeta::default()
-            }),
-        };
+        // A deletion acts on what the API server has, not on a cache that may lag.
+        let found = self.cached_or_read(&name).await?;
         let Some(found) = found else {
             return Ok(None);
         };
@@ -227,13 +215,7 @@ impl Claims {
         provider: &str,
     ) -> Result<Option<ClaimAge>, Error> {
         let name = claim_name(system, provider);
-        let claim = match self.cached(&name) {
-            Some(cached) => Some((*cached).clone()),
-            None => self.api.get_opt(&name).await?.map(|lease| ClaimMeta {
-                metadata: lease.metadata,
-                ..ClaimMeta::default()
-            }),
-        };
+        let claim = self.cached_or_read(&name).await?;
         Ok(claim
             .filter(|c| c.annotations().get(HOLDER_UID_ANNOTATION) == sp.uid().as_ref())
             .map(|c| claim_age(&c)))
@@ -379,6 +361,15 @@ impl Claims {
         &self.namespace
     }
 
+    /// The claim `name` from the cache, else as the API server has it (a claim taken a moment
+    /// ago may not be cached yet).
+    async fn cached_or_read(&self, name: &str) -> Result<Option<ClaimMeta>, Error> {
+        match self.cached(name) {
+            Some(cached) => Ok(Some((*cached).clone())),
+            None => Ok(self.api.get_opt(name).await?.map(metadata_of)),
+        }
+    }
+
     fn cached(&self, name: &str) -> Option<std::sync::Arc<ClaimMeta>> {
         self.store
             .get(&ObjectRef::new(name).within(&self.namespace))
@@ -422,6 +413,14 @@ async fn same_endpoint_by_address(ours: &str, theirs: &str) -> bool {
     };
     let (ours, theirs) = futures::join!(addresses(host_a), addresses(host_b));
     ours.iter().any(|ip| theirs.contains(ip))
+}
+
+/// A Lease as the metadata-only cache holds it.
+fn metadata_of(lease: Lease) -> ClaimMeta {
+    ClaimMeta {
+        metadata: lease.metadata,
+        ..ClaimMeta::default()
+    }
 }
 
 /// What a claim found says.

@@ -208,7 +208,7 @@ async fn other_manager(
             // of the endpoint: then it is the owner, and this object keeps no claim.
             let token_uid = found
                 .and_then(|f| f.config.creation_token())
-                .and_then(|token| token.split_once('/').map(|(uid, _)| uid.to_owned()));
+                .and_then(|token| ownership::token_owner(&token).map(str::to_owned));
             let older = claims
                 .alias_owner(sp, system, provider, token_uid.as_deref(), Some(&own_age))
                 .await?;

@@ -114,7 +114,12 @@ fn reached_under_another_name(sp: &SecurityProvider, found: &ObservedProvider) -
 /// Whether the creation evidence `token` was left by `sp` (by a create or by an update).
 pub fn token_of(sp: &SecurityProvider, token: &str) -> bool {
     let uid = sp.uid().unwrap_or_default();
-    !uid.is_empty() && token.split_once('/').is_some_and(|(owner, _)| owner == uid)
+    !uid.is_empty() && token_owner(token) == Some(uid.as_str())
+}
+
+/// The uid of the object that left the evidence `token` (`<uid>/<attempt>`).
+pub fn token_owner(token: &str) -> Option<&str> {
+    token.split_once('/').map(|(owner, _)| owner)
 }
 
 /// The evidence an update leaves on the provider: the token it carries if this object left

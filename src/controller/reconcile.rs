@@ -538,7 +538,7 @@ async fn other_owner(
         .ok()
         .flatten()
         .and_then(|found| found.config.creation_token())
-        .and_then(|token| token.split_once('/').map(|(uid, _)| uid.to_owned()));
+        .and_then(|token| ownership::token_owner(&token).map(str::to_owned));
     let own_age = claims.own_age(sp, system, provider).await?;
     claims
         .alias_owner(sp, system, provider, token_uid.as_deref(), own_age.as_ref())
