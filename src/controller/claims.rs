@@ -119,7 +119,13 @@ impl Claims {
                     Judged::Stale => self.remove_stale(&name, &existing).await?,
                 }
             }
-            let body = claim(sp, system, provider, &name);
+            let body = claim(
+                sp,
+                system,
+                provider,
+                &name,
+                k8s_openapi::jiff::Timestamp::now(),
+            );
             match self.api.create(&PostParams::default(), &body).await {
                 Ok(created) => {
                     info!(claim = %name, system = %system.system_key(), provider, "claimed remote provider");
@@ -442,8 +448,16 @@ fn claim_age(claim: &ClaimMeta) -> ClaimAge {
     (claimed_at, claim.name_any())
 }
 
-/// The Lease that claims `provider` in `system` for `sp`.
-fn claim(sp: &SecurityProvider, system: &Ownership, provider: &str, name: &str) -> Lease {
+/// The Lease that claims `provider` in `system` for `sp`, taken at `now`. The time is kept to
+/// the nanosecond in an annotation: `creationTimestamp` has whole seconds, and two claims made
+/// in one second must still be ordered by when they were taken, not by their names.
+fn claim(
+    sp: &SecurityProvider,
+    system: &Ownership,
+    provider: &str,
+    name: &str,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Lease {
     let holder = format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any());
     let annotations = BTreeMap::from([
         (HOLDER_ANNOTATION.to_owned(), holder.clone()),
@@ -458,6 +472,7 @@ fn claim(sp: &SecurityProvider, system: &Ownership, provider: &str, name: &str) 
             ENDPOINT_ANNOTATION.to_owned(),
             canonical_endpoint(&system.endpoint),
         ),
+        (CLAIMED_AT_ANNOTATION.to_owned(), now.to_string()),
     ]);
     Lease {
         metadata: ObjectMeta {
@@ -521,7 +536,8 @@ mod tests {
         );
         sp.metadata.namespace = Some("team-a".into());
         sp.metadata.uid = Some("uid-1".into());
-        let lease = claim(&sp, &system("https://h/", "o"), "idp", "n");
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let lease = claim(&sp, &system("https://h/", "o"), "idp", "n", now);
         let annotations = lease.metadata.annotations.unwrap();
         assert_eq!(annotations[HOLDER_ANNOTATION], "team-a/idp");
         assert_eq!(annotations[HOLDER_UID_ANNOTATION], "uid-1");
@@ -530,6 +546,29 @@ mod tests {
             lease.spec.unwrap().holder_identity.as_deref(),
             Some("team-a/idp")
         );
+    }
+
+    #[test]
+    fn two_claims_taken_in_one_second_are_ordered_by_when_they_were_taken() {
+        let mut sp = SecurityProvider::new(
+            "idp",
+            serde_json::from_value(serde_json::json!({"connectionRef": "c", "coveo": {}})).unwrap(),
+        );
+        sp.metadata.uid = Some("uid-1".into());
+        let second: k8s_openapi::jiff::Timestamp = "2026-12-06T16:45:37Z".parse().unwrap();
+        let at = |ms: i64| second + k8s_openapi::jiff::SignedDuration::from_millis(ms);
+        // As the API server returns them: one creationTimestamp for both (whole seconds), and
+        // names whose order is the opposite of the order the claims were taken in.
+        let taken = |name: &str, ms: i64| {
+            let mut lease = claim(&sp, &system("http://h", "o"), "idp", name, at(ms));
+            lease.metadata.creation_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(second));
+            metadata_of(lease)
+        };
+        let earlier = taken("secprov-claim-c2", 368);
+        let later = taken("secprov-claim-0a", 620);
+        assert!(claim_age(&earlier) < claim_age(&later));
+        assert_eq!(claim_age(&earlier).0, Some(at(368)));
     }
 
     #[tokio::test]
