@@ -77,6 +77,7 @@ impl Operator {
             .chain(args.iter().copied())
             .map(String::from)
             .collect();
+        start_log_for_this_run(&log);
         let (process, metrics_port) = spawn(kubeconfig, &log, &args, rust_log);
         Operator {
             process,
@@ -190,6 +191,18 @@ impl Operator {
             (self.metric_sum(name, filters) >= since + f64::from(n)).then_some(())
         });
         start.elapsed()
+    }
+}
+
+/// Empties `log` the first time this test process starts an operator logging to it. Restarts
+/// and other operators of this run append to it; what an earlier run wrote must not appear in
+/// a failure's excerpt as if this run had written it.
+fn start_log_for_this_run(log: &Path) {
+    static STARTED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
+    if !started.iter().any(|p| p == log) {
+        let _ = std::fs::remove_file(log);
+        started.push(log.to_path_buf());
     }
 }
 
