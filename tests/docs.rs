@@ -242,9 +242,15 @@ fn commands_in(text: &str) -> Vec<(usize, Vec<String>)> {
         if fence.info == "text" {
             continue;
         }
+        // A block that shows prompts (`$ kubectl ...`) mixes commands with their output: only
+        // the prompted lines are commands there.
+        let prompted = fence.lines.iter().any(|l| l.starts_with("$ "));
         let mut logical = String::new();
         let mut start = fence.line;
         for (i, line) in fence.lines.iter().enumerate() {
+            if prompted && !line.starts_with("$ ") && logical.is_empty() {
+                continue;
+            }
             if logical.is_empty() {
                 start = fence.line + 1 + i;
             }
@@ -651,6 +657,19 @@ fn literal_after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
     .then_some(word)
 }
 
+/// The lines of a source file up to its first inline `#[cfg(test)] mod name {` (a
+/// `#[cfg(test)] mod tests;` declaration ends nothing).
+fn without_inline_test_modules(text: &str) -> Vec<&str> {
+    let lines: Vec<&str> = text.lines().collect();
+    let end = lines
+        .windows(2)
+        .position(|w| {
+            w[0].trim() == "#[cfg(test)]" && w[1].starts_with("mod ") && w[1].ends_with('{')
+        })
+        .unwrap_or(lines.len());
+    lines[..end].to_vec()
+}
+
 /// Every condition reason the code can produce: the `reason()` strings of the one error type
 /// (src/error.rs), the `REASON_*` constants and the literal `reason: "..."` values of the
 /// status code, outside unit tests.
@@ -674,9 +693,9 @@ fn reasons_in_code() -> BTreeSet<String> {
             continue;
         }
         let text = std::fs::read_to_string(&file).unwrap();
-        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        let code = without_inline_test_modules(&text);
         let is_error_type = file.ends_with("src/error.rs");
-        for line in code.lines() {
+        for line in code {
             let found = [
                 literal_after(line, ": &str = \"").filter(|_| line.contains("const REASON_")),
                 literal_after(line, "reason: \""),
@@ -691,7 +710,14 @@ fn reasons_in_code() -> BTreeSet<String> {
 #[test]
 fn every_condition_reason_has_a_troubleshooting_entry() {
     let reasons = reasons_in_code();
-    for expected in ["SecretNotFound", "RemoteTimeout", "AlreadyManaged", "Available"] {
+    let expected = [
+        "SecretNotFound",
+        "RemoteTimeout",
+        "AlreadyManaged",
+        "Available",
+        "FederationPending",
+    ];
+    for expected in expected {
         assert!(reasons.contains(expected), "the scan missed {expected}: {reasons:?}");
     }
     let doc = read("docs/troubleshooting.md");

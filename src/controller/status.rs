@@ -345,7 +345,7 @@ fn conditions_for(
 /// (Synced, Ready, Reconciling, Stalled) for a failure or a block. Terminal: Stalled, nothing
 /// in progress. Transient: retried, so in progress only while the generation is not applied (a
 /// remote outage under a Ready provider is reported by Synced=False, a Warning and the metrics,
-/// not as an endless rollout: README, GitOps). While deleting, Ready says the delete waits.
+/// not as an endless rollout: docs/gitops.md). While deleting, Ready says the delete waits.
 fn failure_conditions(
     prev: &SecurityProviderStatus,
     outcome: &Outcome,
