@@ -132,7 +132,10 @@ fn every_relative_link_resolves() {
     let mut checked = 0;
     for file in markdown_files() {
         let text = read(&file);
-        let dir = Path::new(&file).parent().unwrap_or(Path::new("")).to_owned();
+        let dir = Path::new(&file)
+            .parent()
+            .unwrap_or(Path::new(""))
+            .to_owned();
         for (n, line) in split_fences(&text).0 {
             for target in link_targets(&line) {
                 if target.contains("://") || target.starts_with("mailto:") {
@@ -160,7 +163,10 @@ fn every_relative_link_resolves() {
         }
     }
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
-    assert!(checked > 50, "only {checked} links found: is the parser broken?");
+    assert!(
+        checked > 50,
+        "only {checked} links found: is the parser broken?"
+    );
 }
 
 /// Shell words of a command line: quotes removed, `#` comments dropped; the line is split at
@@ -289,13 +295,18 @@ fn parse_kubectl_help(text: &str) -> KubectlHelp {
             continue;
         }
         let trimmed = line.trim_start();
-        if in_commands && line.starts_with("  ") && !line.starts_with("   ") {
-            if let Some(name) = trimmed.split_whitespace().next() {
-                help.subcommands.insert(name.to_owned());
-            }
+        if in_commands
+            && line.starts_with("  ")
+            && !line.starts_with("   ")
+            && let Some(name) = trimmed.split_whitespace().next()
+        {
+            help.subcommands.insert(name.to_owned());
         }
-        if trimmed.starts_with('-') && trimmed.ends_with(':') && trimmed.contains("--") {
-            let (names, default) = trimmed.trim_end_matches(':').split_once('=').unwrap();
+        if trimmed.starts_with('-')
+            && trimmed.ends_with(':')
+            && let Some((names, default)) = trimmed.trim_end_matches(':').split_once('=')
+            && names.contains("--")
+        {
             let (short, long) = match names.split_once(", ") {
                 Some((s, l)) => (s.trim_start_matches('-').chars().next(), l),
                 None => (None, names),
@@ -421,32 +432,60 @@ fn every_command_in_a_fenced_block_parses() {
         }
     }
     println!("checked {kubectl_count} kubectl and {secprov_count} secprov-operator commands");
-    assert!(failures.is_empty(), "commands that do not parse:\n{}", failures.join("\n"));
-    assert!(kubectl_count > 20 && secprov_count > 3, "too few commands found");
+    assert!(
+        failures.is_empty(),
+        "commands that do not parse:\n{}",
+        failures.join("\n")
+    );
+    assert!(
+        kubectl_count > 20 && secprov_count > 3,
+        "too few commands found"
+    );
 }
 
 #[test]
 fn the_command_checks_refuse_what_does_not_exist() {
     let mut kubectl = Kubectl::new();
     let words = |s: &str| shell_commands(s).remove(0);
-    assert!(kubectl.check(&words("kubectl -n ns get pods -o yaml")).is_ok());
-    assert!(kubectl.check(&words("kubectl auth can-i list secrets --all-namespaces")).is_ok());
-    assert!(kubectl.check(&words("kubectl get pods --no-such-flag")).is_err());
+    assert!(
+        kubectl
+            .check(&words("kubectl -n ns get pods -o yaml"))
+            .is_ok()
+    );
+    assert!(
+        kubectl
+            .check(&words("kubectl auth can-i list secrets --all-namespaces"))
+            .is_ok()
+    );
+    assert!(
+        kubectl
+            .check(&words("kubectl get pods --no-such-flag"))
+            .is_err()
+    );
     assert!(kubectl.check(&words("kubectl frobnicate pods")).is_err());
-    assert!(kubectl.check(&words("kubectl create rolebinding x --clusterroll=y")).is_err());
+    assert!(
+        kubectl
+            .check(&words("kubectl create rolebinding x --clusterroll=y"))
+            .is_err()
+    );
     assert!(check_secprov_operator(&words("secprov-operator plan -f x.yaml -n ns")).is_ok());
     assert!(check_secprov_operator(&words("secprov-operator plan --namespace ns")).is_err());
     assert!(check_secprov_operator(&words("secprov-operator export --conection c")).is_err());
     assert_eq!(
         shell_commands("A=1 kubectl get x -o yaml | kubectl apply -f - # comment"),
-        vec![
-            words("kubectl get x -o yaml"),
-            words("kubectl apply -f -")
-        ]
+        vec![words("kubectl get x -o yaml"), words("kubectl apply -f -")]
     );
     assert_eq!(
         words("kubectl patch x --type merge -p '{\"a\": 1}' > out"),
-        ["kubectl", "patch", "x", "--type", "merge", "-p", "{\"a\": 1}"]
+        [
+            "kubectl",
+            "patch",
+            "x",
+            "--type",
+            "merge",
+            "-p",
+            "{\"a\": 1}"
+        ]
     );
 }
 
@@ -475,10 +514,15 @@ fn type_cell(schema: &Value, required: bool) -> String {
     let mut parts = Vec::new();
     let ty = schema["type"].as_str().unwrap_or("any");
     let ty = match ty {
-        "array" => format!("array of {}", schema["items"]["type"].as_str().unwrap_or("any")),
+        "array" => format!(
+            "array of {}",
+            schema["items"]["type"].as_str().unwrap_or("any")
+        ),
         "object" if schema.get("additionalProperties").is_some() => format!(
             "map of {}",
-            schema["additionalProperties"]["type"].as_str().unwrap_or("any")
+            schema["additionalProperties"]["type"]
+                .as_str()
+                .unwrap_or("any")
         ),
         _ => ty.to_owned(),
     };
@@ -520,7 +564,10 @@ fn field_rows(path: &str, schema: &Value, required: bool, rows: &mut Vec<String>
     let mut description = schema["description"].as_str().unwrap_or("").to_owned();
     if let Some(rules) = schema["x-kubernetes-validations"].as_sequence() {
         for rule in rules {
-            let message = rule["message"].as_str().or(rule["rule"].as_str()).unwrap_or("");
+            let message = rule["message"]
+                .as_str()
+                .or(rule["rule"].as_str())
+                .unwrap_or("");
             description.push_str(&format!(" Checked at apply: {message}"));
         }
     }
@@ -540,20 +587,21 @@ fn field_rows(path: &str, schema: &Value, required: bool, rows: &mut Vec<String>
             field_rows(&child_path, child, required_here.contains(name), rows);
         }
     }
-    if let Some(items) = schema.get("items") {
-        if items.get("properties").is_some() || items.get("items").is_some() {
-            let mut items_rows = Vec::new();
-            field_rows(&format!("{path}[]"), items, false, &mut items_rows);
-            // The item row itself repeats the array's row; keep only its fields.
-            rows.extend(items_rows.into_iter().skip(1));
-        }
+    // The row of an array's items or a map's values repeats the field's own row: only their
+    // fields are listed.
+    if let Some(items) = schema.get("items")
+        && (items.get("properties").is_some() || items.get("items").is_some())
+    {
+        let mut items_rows = Vec::new();
+        field_rows(&format!("{path}[]"), items, false, &mut items_rows);
+        rows.extend(items_rows.into_iter().skip(1));
     }
-    if let Some(values) = schema.get("additionalProperties") {
-        if values.get("properties").is_some() {
-            let mut value_rows = Vec::new();
-            field_rows(&format!("{path}.<key>"), values, false, &mut value_rows);
-            rows.extend(value_rows.into_iter().skip(1));
-        }
+    if let Some(values) = schema.get("additionalProperties")
+        && values.get("properties").is_some()
+    {
+        let mut value_rows = Vec::new();
+        field_rows(&format!("{path}.<key>"), values, false, &mut value_rows);
+        rows.extend(value_rows.into_iter().skip(1));
     }
 }
 
@@ -580,7 +628,11 @@ fn reference_markdown() -> String {
             out.push_str(&format!("\n## {kind}\n\n"));
             let list = |v: &Value| {
                 v.as_sequence()
-                    .map(|s| s.iter().map(|x| format!("`{}`", scalar(x))).collect::<Vec<_>>())
+                    .map(|s| {
+                        s.iter()
+                            .map(|x| format!("`{}`", scalar(x)))
+                            .collect::<Vec<_>>()
+                    })
                     .unwrap_or_default()
                     .join(", ")
             };
@@ -718,13 +770,19 @@ fn every_condition_reason_has_a_troubleshooting_entry() {
         "FederationPending",
     ];
     for expected in expected {
-        assert!(reasons.contains(expected), "the scan missed {expected}: {reasons:?}");
+        assert!(
+            reasons.contains(expected),
+            "the scan missed {expected}: {reasons:?}"
+        );
     }
     let doc = read("docs/troubleshooting.md");
     let headings: BTreeSet<String> = split_fences(&doc)
         .0
         .into_iter()
-        .filter_map(|(_, l)| l.strip_prefix("### ").map(|h| h.trim().trim_matches('`').to_owned()))
+        .filter_map(|(_, l)| {
+            l.strip_prefix("### ")
+                .map(|h| h.trim().trim_matches('`').to_owned())
+        })
         .collect();
     let missing: Vec<&String> = reasons.iter().filter(|r| !headings.contains(*r)).collect();
     assert!(

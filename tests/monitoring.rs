@@ -137,7 +137,9 @@ fn every_alert_has_a_summary_a_severity_and_a_documented_runbook() {
         let runbook = annotations["runbook"].as_str().unwrap_or_default();
         let section = runbook
             .strip_prefix("docs/operations.md#")
-            .unwrap_or_else(|| panic!("{name}: runbook {runbook:?} is not a docs/operations.md section"));
+            .unwrap_or_else(|| {
+                panic!("{name}: runbook {runbook:?} is not a docs/operations.md section")
+            });
         assert_eq!(section, name.to_lowercase(), "{name}: runbook anchor");
         assert!(
             anchors.contains(section),
