@@ -1,9 +1,9 @@
 //! The install manifests in deploy/ (and the Helm chart): static properties (least-privilege
 //! RBAC, Pod Security `restricted`, resources, NetworkPolicy, CRD copies in step, no spec
-//! defaults), then the README's install on the real API server: `kubectl apply -k deploy/`,
-//! `kubectl auth can-i` as the operator's ServiceAccount, PodSecurity admission judging the
-//! Pod template, and the real operator running with a ServiceAccount token reconciling a
-//! provider to Ready.
+//! defaults), then the documented install (docs/install.md) on the real API server:
+//! `kubectl apply -k deploy/`, `kubectl auth can-i` as the operator's ServiceAccount,
+//! PodSecurity admission judging the Pod template, and the real operator running with a
+//! ServiceAccount token reconciling a provider to Ready.
 mod support;
 
 use std::collections::BTreeSet;

@@ -70,7 +70,7 @@ fn dockerfile_config(build_args: &[&str]) -> Value {
 
 /// The image is described once, in the Dockerfile: `make image` (scripts/oci_image.py) reads
 /// its labels, env, user, port, entrypoint and cmd from there, and they are what the chart and
-/// the README promise.
+/// the install docs (docs/install.md) promise.
 #[test]
 fn the_dockerfile_describes_the_image_that_make_image_writes() {
     let c = dockerfile_config(&[
