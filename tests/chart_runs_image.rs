@@ -685,6 +685,17 @@ impl RuncPod {
         let _ = Command::new("runc")
             .args(["delete", "--force", &self.name])
             .output();
+        // Everything the operator did went through the RBAC it was installed with.
+        let log = self.log_text();
+        let forbidden: Vec<&str> = log
+            .lines()
+            .filter(|l| l.to_lowercase().contains("forbidden"))
+            .collect();
+        assert!(
+            forbidden.is_empty(),
+            "{}: a permission was missing:\n{forbidden:#?}",
+            self.name
+        );
         status
     }
 }
@@ -752,11 +763,55 @@ fn service_account_volume(dir: &Path, account: &str, namespace: &str) -> PathBuf
 // Helm.
 
 fn helm(args: &[&str]) -> String {
+    helm_result(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// helm's stdout, or its stderr when it fails.
+fn helm_result(args: &[&str]) -> Result<String, String> {
     let helm = go_tool("helm", "SECPROV_HELM");
-    run(Command::new(helm)
+    let out = Command::new(helm)
         .args(args)
         .arg("--kubeconfig")
-        .arg(kubeconfig()))
+        .arg(kubeconfig())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run helm: {e}"));
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "helm {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Namespace `name` made from deploy/namespace.yaml (its Pod Security labels).
+fn labelled_namespace(name: &str) -> TestNamespace {
+    let manifest = std::fs::read_to_string(repo().join("deploy/namespace.yaml"))
+        .unwrap()
+        .replace("name: secprov-system", &format!("name: {name}"));
+    assert!(manifest.contains(name));
+    run_kubectl(kubeconfig(), &["apply", "-f", "-"], Some(&manifest)).expect("namespace");
+    TestNamespace { name: name.into() }
+}
+
+/// The API server (PodSecurity admission `restricted` on the namespace) admits a Pod with this
+/// spec, as it would the Deployment's Pods (a server-side dry run: no kubelet here).
+fn admitted_as_a_pod(namespace: &str, spec: &Value) {
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "admission-check", "namespace": namespace},
+        "spec": spec,
+    });
+    let out = run_kubectl(
+        kubeconfig(),
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(&pod.to_string()),
+    )
+    .unwrap_or_else(|e| panic!("PodSecurity refused the Pod: {e}"));
+    assert!(!out.contains("Warning"), "{out}");
 }
 
 /// The Deployment the release installed (`helm get manifest`): its replicas and Pod spec.
@@ -895,8 +950,25 @@ fn helm_install_runs_the_image_under_runc_upgrades_rolls_back_and_uninstalls() {
     let registry = Registry::new(dir.path());
     let env = Env::coveo("chart-teams", CoveoSimConfig::new(COVEO_ORG, "chart-key"));
     let sim_port = secprov_harness::http::port_of(&env.sim.base_url()).unwrap();
-    let release_ns = TestNamespace::new("chart");
+    // The release namespace as deploy/namespace.yaml makes it (Helm cannot create it); the chart
+    // refuses one that does not enforce Pod Security `restricted`, such as the teams' one.
+    let release_ns = labelled_namespace(&format!("chart-{}", std::process::id()));
     let (release, namespace) = (release_ns.name.clone(), release_ns.name.clone());
+    let chart = repo().join(CHART).to_string_lossy().into_owned();
+    let refused = helm_result(&[
+        "install",
+        &release,
+        &chart,
+        "-n",
+        &env.ns.name,
+        "--dry-run=server",
+    ])
+    .expect_err("an install into a namespace without Pod Security restricted");
+    assert!(
+        refused.contains("does not enforce Pod Security")
+            && refused.contains(&format!("kubectl label namespace {}", env.ns.name)),
+        "{refused}"
+    );
     // The shared control plane holds other tests' providers: the operator watches only the
     // test's namespace (the chart's extraArgs) and may read Secrets there (credentialNamespaces).
     let values = dir.path().join("values.yaml");
@@ -911,10 +983,10 @@ fn helm_install_runs_the_image_under_runc_upgrades_rolls_back_and_uninstalls() {
     )
     .unwrap();
     let values = values.to_string_lossy().into_owned();
-    let chart = repo().join(CHART).to_string_lossy().into_owned();
     helm(&["install", &release, &chart, "-n", &namespace, "-f", &values]);
     let (replicas, spec) = installed_deployment(&release, &namespace);
     assert_eq!(replicas, 1);
+    admitted_as_a_pod(&namespace, &spec);
 
     // Revision 1: one replica of the first image.
     let pods_dir = dir.path().join("pods");
@@ -1097,4 +1169,78 @@ fn helm_install_runs_the_image_under_runc_upgrades_rolls_back_and_uninstalls() {
         .kubectl(&["delete", "secret", "secprov-operator-fingerprint-key"])
         .expect("the fingerprint key the operator created, kept by helm uninstall");
     eprintln!("chart scenario took {:?}", started.elapsed());
+}
+
+/// The Deployment of `kubectl apply -k deploy/` runs the same way: one replica in
+/// secprov-system, ready, reconciling through deploy/'s RBAC, stopping cleanly. On the shared
+/// control plane its watch is narrowed to the test's namespace and its Lease named after it,
+/// the two flags appended to deploy/'s args (a kustomize patch would do the same).
+#[test]
+fn kustomize_deployment_runs_the_image_under_runc() {
+    if runc().is_none() {
+        return;
+    }
+    assert!(is_root(), "runc and network namespaces need root");
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::new(dir.path());
+    let deploy = repo().join("deploy");
+    let deploy = deploy.to_str().unwrap();
+    kubectl(&["apply", "-k", deploy]).expect("kubectl apply -k deploy/");
+    let rendered = kubectl(&["kustomize", deploy]).expect("kubectl kustomize deploy/");
+    let deployment = serde_yaml::Deserializer::from_str(&rendered)
+        .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment in deploy/");
+    let deployment: Value = serde_json::to_value(deployment).unwrap();
+    let namespace = deployment["metadata"]["namespace"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut spec = deployment["spec"]["template"]["spec"].clone();
+    admitted_as_a_pod(&namespace, &spec);
+
+    let env = Env::coveo(
+        "kustomize-teams",
+        CoveoSimConfig::new(COVEO_ORG, "kustomize-key"),
+    );
+    env.ns
+        .kubectl(&[
+            "create",
+            "rolebinding",
+            "secprov-credential-reader",
+            "--clusterrole=secprov-credential-reader",
+            &format!("--serviceaccount={namespace}:secprov-operator"),
+        ])
+        .unwrap();
+    let args = spec["containers"][0]["args"].as_array_mut().expect("args");
+    args.push(json!(format!("--namespace={}", env.ns.name)));
+    args.push(json!(format!(
+        "--leader-election-id=secprov-operator-{}",
+        env.ns.name
+    )));
+    let sim_port = secprov_harness::http::port_of(&env.sim.base_url()).unwrap();
+    let name = format!("kustomize-{}", std::process::id());
+    let mut pod = RuncPod::start(
+        &registry,
+        &dir.path().join("pods"),
+        &name,
+        &namespace,
+        &spec,
+        &[sim_port],
+    );
+    pod.wait_ready(Duration::from_secs(60));
+    assert_confined_as_the_pod_spec_says(&pod, &spec);
+    env.ns
+        .apply(&provider("kustomize-one", &env.sim.base_url()))
+        .unwrap();
+    wait_provider_ready(&env.ns, "kustomize-one", &[&pod]);
+    assert_eq!(env.sim.committed_creates(), 1);
+    pod.assert_alive();
+    let status = pod.terminate().expect("exits within the grace period");
+    assert!(status.success(), "{status}:\n{}", pod.log_text());
+    assert!(
+        pod.log_text().contains("released leadership lease"),
+        "{}",
+        pod.log_text()
+    );
 }
