@@ -47,6 +47,8 @@ pub mod plan;
 pub mod reconcile;
 #[cfg(test)]
 mod reconcile_tests;
+pub mod record;
+pub mod requeue;
 pub mod slots;
 pub mod snapshot;
 pub mod status;
