@@ -295,17 +295,10 @@ fn apply(providers: &mut Providers, edit: &Edit) {
     }
 }
 
-/// Lists the connection's providers into `slot`, in a task of its own so that a reconcile
-/// that gives up waiting (or is cancelled) does not cancel the list the others wait for.
-async fn list(
-    slot: Arc<Slot>,
-    backend: Arc<dyn ProviderBackend>,
-    max_age: Duration,
-    scope: Option<Scope>,
-) {
-    let taken = Instant::now();
-    // The scope is taken when the list starts: providers this replica creates or reads
-    // meanwhile reach the snapshot as edits, replayed below.
+/// Every provider of the connection in scope, as compact entries (None: the backend cannot
+/// list, or the list failed). The scope is taken when the list starts: providers this
+/// replica creates or reads meanwhile reach the snapshot as edits, replayed by [`list`].
+async fn read_all(backend: &dyn ProviderBackend, scope: Option<Scope>) -> Option<Providers> {
     let keep = scope.map(|scope| scope());
     let mut providers = Providers::with_capacity(keep.as_ref().map_or(0, HashSet::len));
     // Each provider is encoded (or dropped, when out of scope) as its page arrives, so a list
@@ -320,7 +313,7 @@ async fn list(
             }
         })
         .await;
-    let listed = match listed {
+    match listed {
         Ok(bulk) => bulk.then(|| {
             providers.shrink_to_fit();
             providers
@@ -329,7 +322,19 @@ async fn list(
             tracing::debug!(error = %e, "batch observation failed; reading providers one by one");
             None
         }
-    };
+    }
+}
+
+/// Lists the connection's providers into `slot`, in a task of its own so that a reconcile
+/// that gives up waiting (or is cancelled) does not cancel the list the others wait for.
+async fn list(
+    slot: Arc<Slot>,
+    backend: Arc<dyn ProviderBackend>,
+    max_age: Duration,
+    scope: Option<Scope>,
+) {
+    let taken = Instant::now();
+    let listed = read_all(backend.as_ref(), scope).await;
     let mut state = slot.state();
     let edits = std::mem::take(&mut state.edits);
     state.listing = false;
