@@ -55,7 +55,7 @@ pub struct Settings {
     /// Namespace of the claims (one Lease per managed remote provider, see
     /// [`super::claims`]): the operator's own, shared by every shard and replica.
     pub claims_namespace: String,
-    /// The installation's key of the secrets fingerprint (`status.coveo.secretsHash`), read
+    /// The installation's key of the secrets fingerprint (in the backend's status block), read
     /// from its Secret at start (see [`crate::fingerprint_key`]).
     pub fingerprint_key: FingerprintKey,
 }
@@ -112,7 +112,7 @@ pub struct Context {
     /// Providers whose remote state was settling at their last reconcile: their next read
     /// must be fresh, a snapshot would show the old state.
     settling: Mutex<HashSet<ObjectRef<SecurityProvider>>>,
-    /// `status.coveo.secretsHash` as this process last wrote it: the cached object may not
+    /// The secrets fingerprint in status as this process last wrote it: the cached object may not
     /// show our own status write yet, and a stale hash would send the same values twice.
     secrets_sent: Mutex<HashMap<ObjectRef<SecurityProvider>, Option<String>>>,
     /// Consecutive cleanup attempts that failed permanently, per object (bounded by
@@ -462,11 +462,11 @@ impl Context {
         let written = self.secrets_sent.lock().unwrap_or_else(|e| e.into_inner());
         match written.get(&ObjectRef::from_obj(sp)) {
             Some(hash) => hash.clone(),
-            None => sp.status.as_ref()?.coveo.as_ref()?.secrets_hash.clone(),
+            None => crate::backend::recorded_fingerprint(sp.status.as_ref()?),
         }
     }
 
-    /// Remembers the `status.coveo.secretsHash` just written for `sp`. Only where it can
+    /// Remembers the secrets fingerprint just written in `sp`'s status. Only where it can
     /// differ from what the cached status will show: an object without secret values (most
     /// of them) needs no entry, which at 10,000 objects was 2.6 MiB at rest.
     pub fn remember_secrets_hash(&self, sp: &SecurityProvider, hash: Option<String>) {
@@ -474,7 +474,7 @@ impl Context {
         let cached = sp
             .status
             .as_ref()
-            .and_then(|s| s.coveo.as_ref()?.secrets_hash.as_ref());
+            .and_then(crate::backend::recorded_fingerprint);
         let mut written = self.secrets_sent.lock().unwrap_or_else(|e| e.into_inner());
         if hash.is_none() && cached.is_none() {
             written.remove(&object);

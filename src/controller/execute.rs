@@ -75,8 +75,7 @@ impl Report {
 
 /// The hash of the secret values recorded in status by an earlier write.
 fn recorded_secrets_hash(sp: &SecurityProvider) -> Option<String> {
-    let status = sp.status.as_ref()?.coveo.as_ref()?;
-    status.secrets_hash.clone()
+    crate::backend::recorded_fingerprint(sp.status.as_ref()?)
 }
 
 /// The outcome result of an error.

@@ -144,10 +144,7 @@ async fn apply(
     if report.create_refused && new_status.remote_id.is_none() {
         give_back_refused_claim(ctx, &sp).await;
     }
-    let sent = new_status
-        .coveo
-        .as_ref()
-        .and_then(|c| c.secrets_hash.clone());
+    let sent = crate::backend::recorded_fingerprint(&new_status);
     ctx.remember_secrets_hash(&sp, sent);
     // Only now that status.remoteId is stored can the marker go: a crash before this point
     // leaves the marker, and the next reconcile adopts the provider instead of creating again.
