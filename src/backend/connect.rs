@@ -11,7 +11,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 
 use super::scrub::{ScrubbedBackend, Scrubber};
-use super::{Backend, ProviderBackend, coveo, http, jitsudo, keystone};
+use super::{ProviderBackend, http};
 use crate::api::provider_connection::ProviderConnectionSpec;
 use crate::api::{ProviderConnection, SecretKeyRef};
 use crate::error::Error;
@@ -48,23 +48,9 @@ impl SecretValues {
     }
 }
 
-/// Every Secret key a connection reads.
+/// Every Secret key a connection reads: its backend block's credentials, and the CA bundle.
 pub fn secret_refs(spec: &ProviderConnectionSpec) -> Vec<&SecretKeyRef> {
-    let mut refs = Vec::new();
-    if let Some(coveo) = &spec.coveo {
-        refs.push(&coveo.api_key_secret_ref);
-    }
-    if let Some(keystone) = &spec.keystone {
-        if let Some(password) = &keystone.password {
-            refs.push(&password.password_secret_ref);
-        }
-        if let Some(credential) = &keystone.application_credential {
-            refs.push(&credential.secret_secret_ref);
-        }
-    }
-    if let Some(jitsudo) = &spec.jitsudo {
-        refs.push(&jitsudo.api_key_secret_ref);
-    }
+    let mut refs = super::backend_secret_refs(spec);
     if let Some(ca) = &spec.ca_bundle_secret_ref {
         refs.push(ca);
     }
@@ -138,31 +124,7 @@ pub fn check_header_values(
     spec: &ProviderConnectionSpec,
     secrets: &SecretValues,
 ) -> Result<(), String> {
-    let mut in_headers: Vec<(&SecretKeyRef, &str)> = Vec::new();
-    if let Some(coveo) = &spec.coveo {
-        in_headers.push((&coveo.api_key_secret_ref, "Authorization"));
-    }
-    if let Some(js) = &spec.jitsudo {
-        in_headers.push((&js.api_key_secret_ref, "X-API-Key"));
-        if !is_header_value(&js.tenant_id) {
-            return Err("spec.jitsudo.tenantId is not a valid HTTP header value".into());
-        }
-    }
-    for (reference, header) in in_headers {
-        if let Some(value) = secrets.get(reference)
-            && !is_header_value(value)
-        {
-            return Err(format!(
-                "the value of Secret {:?} key {:?} is not a valid {header} header value (only visible ASCII characters and spaces are allowed)",
-                reference.name, reference.key
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn is_header_value(value: &str) -> bool {
-    value.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+    super::check_backend_headers(spec, secrets)
 }
 
 fn build_unscrubbed(
@@ -171,27 +133,7 @@ fn build_unscrubbed(
     observer: Option<http::RequestObserver>,
 ) -> Result<Arc<dyn ProviderBackend>, String> {
     let options = http_options(spec, secrets)?;
-    let backend = if let Some(block) = &spec.coveo {
-        Backend::Coveo(coveo::CoveoClient::connect(block, secrets, &options)?)
-    } else if let Some(block) = &spec.keystone {
-        Backend::Keystone(keystone::KeystoneClient::connect(block, secrets, &options)?)
-    } else if let Some(block) = &spec.jitsudo {
-        Backend::Jitsudo(jitsudo::JitsudoClient::connect(block, secrets, &options)?)
-    } else {
-        return Err("the connection has no backend block".into());
-    };
-    Ok(Arc::new(match observer {
-        Some(o) => with_observer(backend, o),
-        None => backend,
-    }))
-}
-
-fn with_observer(backend: Backend, observer: http::RequestObserver) -> Backend {
-    match backend {
-        Backend::Coveo(c) => Backend::Coveo(c.with_observer(observer)),
-        Backend::Keystone(c) => Backend::Keystone(c.with_observer(observer)),
-        Backend::Jitsudo(c) => Backend::Jitsudo(c.with_observer(observer)),
-    }
+    super::connect_backend(spec, secrets, &options, observer)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -205,7 +147,7 @@ fn with_observer(backend: Backend, observer: http::RequestObserver) -> Backend {
 pub struct ClientCache {
     /// One slot per connection, each behind its own async lock, held while that connection's
     /// client is built (its Secrets read), so concurrent reconciles of one connection (and
-    /// the connection check) share one client: one token bucket, one Keystone token. The map's
+    /// the connection check) share one client: one token bucket, one authentication token. The map's
     /// own lock is held only to find a slot: a slow Secret read of one connection never stalls
     /// the client lookups of another.
     slots: std::sync::Mutex<HashMap<ObjectRef<ProviderConnection>, Slot>>,
@@ -247,7 +189,7 @@ impl ClientCache {
     /// The client of `connection`: the cached one while the connection's uid and generation
     /// are unchanged, else one built from its Secrets read from the API server now. Built under
     /// the connection's lock so concurrent reconciles of one connection, and its credential
-    /// check, share one client: one token bucket, one concurrency cap, one Keystone token.
+    /// check, share one client: one token bucket, one concurrency cap, one authentication token.
     pub async fn get_or_connect(
         &self,
         client: &Client,

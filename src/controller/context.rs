@@ -56,7 +56,7 @@ pub struct Settings {
     /// Namespace of the claims (one Lease per managed remote provider, see
     /// [`super::claims`]): the operator's own, shared by every shard and replica.
     pub claims_namespace: String,
-    /// The installation's key of the secrets fingerprint (`status.coveo.secretsHash`), read
+    /// The installation's key of the secrets fingerprint (in the backend's status block), read
     /// from its Secret at start (see [`crate::fingerprint_key`]).
     pub fingerprint_key: FingerprintKey,
 }

@@ -12,8 +12,8 @@ use super::ownership::{self, CreateMarker};
 use super::plan::{Plan, REASON_ALREADY_EXISTS, REASON_OBSERVE_ONLY, REASON_PAUSED};
 use super::requeue::ErrorClass;
 use super::status::{Outcome, OutcomeResult};
+use crate::api::SecurityProvider;
 use crate::api::security_provider::LeftBehind;
-use crate::api::{SecurityProvider, SecurityProviderStatus};
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 
 /// What one reconcile did and learnt.
@@ -71,12 +71,7 @@ impl Report {
 
 /// The hash of the secret values recorded in status by an earlier write.
 pub(crate) fn recorded_secrets_hash(sp: &SecurityProvider) -> Option<String> {
-    secrets_hash_in(sp.status.as_ref()?)
-}
-
-/// The hash of the secret values a status records.
-pub(crate) fn secrets_hash_in(status: &SecurityProviderStatus) -> Option<String> {
-    status.coveo.as_ref()?.secrets_hash.clone()
+    crate::backend::recorded_fingerprint(sp.status.as_ref()?)
 }
 
 /// The outcome result of an error.

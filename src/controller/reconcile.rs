@@ -12,7 +12,7 @@ use tracing::{info, instrument, warn};
 
 use super::context::{Context, MAX_CLEANUP_ATTEMPTS};
 use super::events::{failure_event_type, publish, publish_events};
-use super::execute::{Report, execute, secrets_hash_in};
+use super::execute::{Report, execute};
 use super::metadata::{ObjectMetadata, clear_create_pending, has_finalizer, remove_finalizer};
 use super::observe::{
     Apis, Managers, create_pending, is_paused, observe_and_plan, recorded_remote_id,
@@ -154,7 +154,7 @@ async fn apply(
     if report.create_refused && new_status.remote_id.is_none() {
         give_back_refused_claim(ctx, &sp, visit.connection.as_deref()).await;
     }
-    let sent = secrets_hash_in(&new_status);
+    let sent = crate::backend::recorded_fingerprint(&new_status);
     visit.record.remember_secrets_hash(&sp, sent);
     // Only now that status.remoteId is stored can the marker go: a crash before this point
     // leaves the marker, and the next reconcile adopts the provider instead of creating again.

@@ -22,7 +22,7 @@ pub struct ObjectRecord {
     /// The remote state was settling at the last reconcile: the next read must be fresh, a
     /// snapshot would show the old state.
     pub settling: bool,
-    /// `status.coveo.secretsHash` as this process last wrote it, where it can differ from the
+    /// The secrets fingerprint in status as this process last wrote it, where it can differ from the
     /// cached status (which may not show our own write yet; a stale hash would send the same
     /// values twice). None: the cached status is right.
     secrets_sent: Option<Option<String>>,
@@ -49,7 +49,7 @@ impl ObjectRecord {
         }
     }
 
-    /// Remembers the `status.coveo.secretsHash` just written for `sp`, only where it can
+    /// Remembers the secrets fingerprint just written in `sp`'s status, only where it can
     /// differ from what the cached status will show: an object without secret values (most
     /// of them) keeps no hash.
     pub fn remember_secrets_hash(&mut self, sp: &SecurityProvider, hash: Option<String>) {

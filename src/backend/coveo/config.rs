@@ -4,7 +4,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::api::security_provider::{CoveoProviderSpec, SecurityProvider};
-use crate::backend::ProviderConfig;
 
 use super::*;
 
@@ -302,7 +301,7 @@ fn reference_type_wire(t: crate::api::security_provider::CoveoReferenceType) -> 
 }
 
 /// Builds the desired configuration of a SecurityProvider whose spec has a `coveo` block.
-pub fn desired_config(sp: &SecurityProvider) -> Option<ProviderConfig> {
+pub fn desired_config(sp: &SecurityProvider) -> Option<CoveoConfig> {
     let spec = sp.spec.coveo.as_ref()?;
     let mut config = CoveoConfig::desired(&sp.provider_id(), &sp.display_name(), spec);
     config.recorded_secrets_hash = sp
@@ -310,5 +309,5 @@ pub fn desired_config(sp: &SecurityProvider) -> Option<ProviderConfig> {
         .as_ref()
         .and_then(|s| s.coveo.as_ref())
         .and_then(|c| c.secrets_hash.clone());
-    Some(ProviderConfig::Coveo(config))
+    Some(config)
 }

@@ -5,6 +5,7 @@
 //! (the sources disagree on `currentStatus.type`), and `lastRefreshOperation.timestamp` is
 //! accepted as epoch milliseconds or as a date-time string.
 mod client;
+mod seam;
 mod config;
 pub mod schedules;
 pub mod secrets;
@@ -13,6 +14,7 @@ mod tests;
 mod wire;
 
 pub use client::*;
+pub use seam::*;
 pub use config::*;
 pub use wire::*;
 

@@ -19,12 +19,14 @@
 //! `syncing` before the first successful sync, are Progressing (the provider is not usable
 //! yet); `syncing` after an earlier sync, `synced` and unknown values are Healthy.
 mod client;
+mod seam;
 mod config;
 #[cfg(test)]
 mod tests;
 mod wire;
 
 pub use client::*;
+pub use seam::*;
 pub use config::*;
 pub use wire::*;
 

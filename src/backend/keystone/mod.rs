@@ -14,6 +14,7 @@
 //! Keystone has no refresh operation: [`ProviderBackend::refresh`] returns false.
 mod auth;
 mod client;
+mod seam;
 mod config;
 pub mod federation;
 mod sync;
@@ -23,6 +24,7 @@ mod wire;
 
 pub use auth::*;
 pub use client::*;
+pub use seam::*;
 pub use config::*;
 pub use wire::*;
 
