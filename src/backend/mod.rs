@@ -212,13 +212,13 @@ pub trait ProviderBackend: Send + Sync {
 
     /// Reads every provider of the connection in as few requests as the API allows (pages),
     /// handing each to `each` as its page arrives, for resyncs
-    /// ([`crate::controller::snapshot`]). False when the backend has no cheaper bulk read than
-    /// one GET per provider. On an error some providers may have been handed over already.
+    /// ([`crate::controller::snapshot`]). On an error some providers may have been handed over
+    /// already.
     async fn observe_each(
         &self,
         each: &mut (dyn FnMut(ObservedProvider) + Send),
-    ) -> Result<bool, RemoteError> {
+    ) -> Result<(), RemoteError> {
         self.list().await?.into_iter().for_each(each);
-        Ok(true)
+        Ok(())
     }
 }

@@ -198,7 +198,7 @@ impl ProviderBackend for ScrubbedBackend {
     async fn observe_each(
         &self,
         each: &mut (dyn FnMut(ObservedProvider) + Send),
-    ) -> Result<bool, RemoteError> {
+    ) -> Result<(), RemoteError> {
         let result = self
             .inner
             .observe_each(&mut |o| each(self.observed(o)))

@@ -53,9 +53,8 @@ fn refresh_lead(last_list: Duration, max_age: Duration) -> Duration {
 /// The shortest lead of a background refresh.
 const MIN_REFRESH_LEAD: Duration = Duration::from_millis(500);
 
-/// One list result. `providers` is None when the list failed or the backend has no bulk
-/// read: until it expires, reconciles fall back to direct reads instead of retrying the
-/// list once each.
+/// One list result. `providers` is None when the list failed: until it expires, reconciles
+/// fall back to direct reads instead of retrying the list once each.
 struct Snapshot {
     taken: Instant,
     providers: Option<Providers>,
@@ -174,8 +173,7 @@ impl<K: Hash + Eq + Clone> Snapshots<K> {
     }
 
     /// The provider `remote_id` as seen by a snapshot of the connection no older than
-    /// `max_age`. None means "read it directly": not in the snapshot, no bulk read, or the
-    /// list failed. A snapshot close to its end (see [`refresh_lead`]) still serves while a list runs
+    /// `max_age`. None means "read it directly": not in the snapshot, or the list failed. A snapshot close to its end (see [`refresh_lead`]) still serves while a list runs
     /// in the background; only without a usable snapshot does a lookup wait for a list, and
     /// then for [`SNAPSHOT_WAIT`] at most.
     pub async fn lookup(
@@ -293,8 +291,7 @@ fn apply(providers: &mut Providers, edit: &Edit) {
     }
 }
 
-/// Every provider of the connection in scope, as compact entries (None: the backend cannot
-/// list, or the list failed). The scope is taken when the list starts: providers this
+/// Every provider of the connection in scope, as compact entries (None: the list failed). The scope is taken when the list starts: providers this
 /// replica creates or reads meanwhile reach the snapshot as edits, replayed by [`list`].
 async fn read_all(backend: &dyn ProviderBackend, scope: Option<Scope>) -> Option<Providers> {
     let keep = scope.map(|scope| scope());
@@ -312,10 +309,10 @@ async fn read_all(backend: &dyn ProviderBackend, scope: Option<Scope>) -> Option
         })
         .await;
     match listed {
-        Ok(bulk) => bulk.then(|| {
+        Ok(()) => {
             providers.shrink_to_fit();
-            providers
-        }),
+            Some(providers)
+        }
         Err(e) => {
             tracing::debug!(error = %e, "batch observation failed; reading providers one by one");
             None

@@ -507,13 +507,13 @@ impl ProviderBackend for CoveoClient {
     async fn observe_each(
         &self,
         each: &mut (dyn FnMut(ObservedProvider) + Send),
-    ) -> Result<bool, RemoteError> {
+    ) -> Result<(), RemoteError> {
         let mut each_managed = |wire: ProviderWire| {
             if is_managed(&wire) {
                 each(observed_from_wire(wire));
             }
         };
         CoveoClient::list_each_concurrently(self, LIST_CONCURRENCY, &mut each_managed).await?;
-        Ok(true)
+        Ok(())
     }
 }
