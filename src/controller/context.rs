@@ -9,17 +9,18 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
 use crate::api::{ProviderConnection, SecurityProvider};
-use crate::backend::connect::Recheck;
-use crate::backend::{ClientCache, ProviderBackend, check_backend_match};
+#[cfg(test)]
+use crate::backend::ProviderBackend;
+use crate::backend::check_backend_match;
 use crate::error::Error;
 use crate::fingerprint_key::FingerprintKey;
 use crate::metrics::Metrics;
 
-use super::handle::{ConnectionHandle, SnapshotKey, snapshot_key};
+use super::handle::{ConnectionHandle, ConnectionStates};
 use super::record::{ObjectRecord, ObjectRecords, Visit};
 use super::requeue::ErrorClass;
-use super::slots::{ReconcileSlot, SlotLedger, SlotLimits, SlotRefused};
-use super::snapshot::{Snapshots, snapshot_max_age};
+use super::slots::{ReconcileSlot, SlotLimits, SlotRefused};
+use super::snapshot::snapshot_max_age;
 
 /// Tunables of the controller.
 #[derive(Clone, Debug)]
@@ -102,20 +103,14 @@ pub struct Context {
     pub connections: Store<ProviderConnection>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
-    /// Built backend clients, shared by every reconcile of a connection version.
-    clients: ClientCache,
+    /// What is kept per connection: built client, snapshots, reconcile slots.
+    states: ConnectionStates,
     /// What is remembered about each SecurityProvider between its reconciles.
     pub(super) records: ObjectRecords,
-    /// Paged reads of each connection's providers, shared by resyncs; reached only through
-    /// a [`ConnectionHandle`].
-    snapshots: Snapshots<SnapshotKey>,
     /// Connections whose check found a change (a rebuilt client, a new result): their
     /// providers are reconciled again. Taken once by the provider controller.
     connection_changes: mpsc::UnboundedSender<ObjectRef<ProviderConnection>>,
     connection_changes_rx: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<ProviderConnection>>>>,
-    /// The reconcile slots each namespace and connection holds (see
-    /// [`Context::reconcile_slot`]).
-    slots: Arc<SlotLedger>,
     /// At most one owner per remote provider (see [`super::claims`]). None only in the
     /// reconcile's unit tests, whose mocked API has no Leases: they find other managers with
     /// the LIST `secprov-operator plan` uses.
@@ -141,17 +136,18 @@ impl Context {
             connections,
             connection_changes,
             connection_changes_rx: Mutex::new(Some(rx)),
-            slots: SlotLedger::new(settings.slot_limits()),
             claims: None,
             recorder,
             metrics,
-            clients: ClientCache::default(),
+            states: ConnectionStates::new(
+                settings.slot_limits(),
+                if settings.batch_observe {
+                    snapshot_max_age(settings.resync_interval)
+                } else {
+                    Duration::ZERO
+                },
+            ),
             records: ObjectRecords::default(),
-            snapshots: Snapshots::new(if settings.batch_observe {
-                snapshot_max_age(settings.resync_interval)
-            } else {
-                Duration::ZERO
-            }),
             settings,
         }
     }
@@ -175,14 +171,14 @@ impl Context {
         match self.connection(sp).await {
             Err(error) if ErrorClass::of(&error) == ErrorClass::Secret => {
                 let connection = self.connection_of(sp)?;
-                let Some(client) = self.clients.last_built(&connection).await else {
+                let Some(handle) = self.states.last_built(connection).await else {
                     return Err(error);
                 };
                 tracing::info!(
                     reason = error.reason(),
                     "cleanup uses the connection's last built client"
                 );
-                Ok(ConnectionHandle::new(connection, client, &self.snapshots))
+                Ok(handle)
             }
             other => other,
         }
@@ -193,12 +189,8 @@ impl Context {
         &self,
         connection: Arc<ProviderConnection>,
     ) -> Result<ConnectionHandle<'_>, Error> {
-        let client = self.backend_for(&connection).await?;
-        // Snapshots of another version of this connection (or of one replaced under the same
-        // name) would never be read again: drop them.
-        let current = snapshot_key(&connection);
-        self.snapshots.retain(|k| k.0 != current.0 || *k == current);
-        Ok(ConnectionHandle::new(connection, client, &self.snapshots))
+        let observer = self.metrics.request_observer();
+        self.states.handle(&self.client, connection, observer).await
     }
 
     /// Starts a reconcile of `sp`: its slot (see [`Self::reconcile_slot`]), its connection
@@ -237,14 +229,14 @@ impl Context {
         if self.connections.get(&reference).is_none() {
             return Ok(None);
         }
-        self.slots.try_take(&reference).map(Some)
+        self.states.take_slot(&reference).map(Some)
     }
 
     /// Keeps in the batch snapshots only the providers whose remote id a SecurityProvider in
     /// `providers` (this replica's cache: its shard) has recorded: resyncs look up nothing
     /// else, and two shards then hold half the providers each instead of all of them.
     pub fn scope_snapshots(&self, providers: kube::runtime::reflector::Store<SecurityProvider>) {
-        self.snapshots.set_scope(Arc::new(move || {
+        self.states.scope_snapshots(Arc::new(move || {
             providers
                 .state()
                 .iter()
@@ -256,8 +248,7 @@ impl Context {
     /// Drops everything kept for a deleted connection: its client (and the credentials in it),
     /// its snapshots and its ready gauge.
     pub async fn forget_connection(&self, connection: &ObjectRef<ProviderConnection>) {
-        self.clients.forget(connection).await;
-        self.snapshots.retain(|(r, _, _)| r != connection);
+        self.states.forget(connection).await;
         let namespace = connection.namespace.as_deref().unwrap_or_default();
         self.metrics
             .connection_forgotten(namespace, &connection.name);
@@ -277,19 +268,19 @@ impl Context {
         connection: &ProviderConnection,
         client: Arc<dyn ProviderBackend>,
     ) {
-        self.clients.install(connection, client).await;
+        self.states.install_client(connection, client).await;
     }
 
     /// How many snapshot slots exist (unit tests).
     #[cfg(test)]
     pub(crate) fn snapshot_slots(&self) -> usize {
-        self.snapshots.slot_count()
+        self.states.snapshot_slots()
     }
 
     /// Whether a built client of `connection` is cached (unit tests).
     #[cfg(test)]
     pub(crate) async fn has_client(&self, connection: &ObjectRef<ProviderConnection>) -> bool {
-        self.clients.contains(connection).await
+        self.states.has_client(connection).await
     }
 
     /// The ProviderConnection named by a SecurityProvider, from the cache.
@@ -301,21 +292,6 @@ impl Context {
             .ok_or_else(|| Error::ConnectionNotFound(sp.spec.connection_ref.clone()))
     }
 
-    /// The backend client of a connection, built once per version of the connection and of
-    /// the Secrets it read (see [`ClientCache::get_or_connect`]).
-    async fn backend_for(
-        &self,
-        connection: &ProviderConnection,
-    ) -> Result<Arc<dyn ProviderBackend>, Error> {
-        self.clients
-            .get_or_connect(
-                &self.client,
-                connection,
-                Some(self.metrics.request_observer()),
-            )
-            .await
-    }
-
     /// The connection check's handle: the connection's Secrets are read again, and its client
     /// rebuilt when they or the connection changed (the `bool` says so; a first build is no
     /// change).
@@ -323,10 +299,10 @@ impl Context {
         &self,
         connection: Arc<ProviderConnection>,
     ) -> Result<(ConnectionHandle<'_>, bool), Error> {
-        let observer = Some(self.metrics.request_observer());
-        let recheck = self.clients.recheck(&self.client, &connection, observer);
-        let rebuilt = matches!(recheck.await?, Recheck::Rebuilt(_));
-        Ok((self.handle_for(connection).await?, rebuilt))
+        let observer = self.metrics.request_observer();
+        self.states
+            .recheck(&self.client, connection, observer)
+            .await
     }
 
     /// Asks for the providers of `connection` to be reconciled again (its Secrets or its
