@@ -10,6 +10,7 @@
 pub mod api;
 pub mod app;
 pub mod backend;
+pub mod backoff;
 pub mod cli;
 pub mod controller;
 pub mod error;

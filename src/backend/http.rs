@@ -44,12 +44,7 @@ impl RetryPolicy {
     /// Full-jitter delay before retry number `retry` (0-based): uniform in
     /// `[0, min(max_delay, base_delay * 2^retry)]`.
     pub fn backoff(&self, retry: u32, rng: &mut impl RngExt) -> Duration {
-        let ceiling = self
-            .base_delay
-            .saturating_mul(2u32.saturating_pow(retry.min(16)))
-            .min(self.max_delay);
-        let nanos = ceiling.as_nanos().min(u64::MAX as u128) as u64;
-        Duration::from_nanos(rng.random_range(0..=nanos))
+        crate::backoff::full_jitter(self.base_delay, self.max_delay, retry, rng)
     }
 }
 

@@ -2,7 +2,6 @@
 //! own earlier create when it answers 409), an update, a requested refresh. Returns a
 //! [`Report`] of what was done and learnt, for the status and the Events. Writes are made only
 //! from a fresh read ([`Remote::Fresh`]); a plan over a snapshot is refused.
-use std::time::Duration;
 
 use tracing::info;
 
@@ -11,9 +10,10 @@ use super::metadata::ObjectMetadata;
 use super::observe::{Observation, is_paused, recorded_remote_id, refresh_to_handle};
 use super::ownership::{self, CreateMarker};
 use super::plan::{Plan, REASON_ALREADY_EXISTS, REASON_OBSERVE_ONLY, REASON_PAUSED};
+use super::requeue::ErrorClass;
 use super::status::{Outcome, OutcomeResult};
-use crate::api::SecurityProvider;
 use crate::api::security_provider::LeftBehind;
+use crate::api::{SecurityProvider, SecurityProviderStatus};
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 
 /// What one reconcile did and learnt.
@@ -31,11 +31,9 @@ pub struct Report {
     pub updated: Option<Vec<String>>,
     /// A refresh was started.
     pub refreshed: bool,
-    /// How long the remote system asked us to wait after its failure.
-    pub retry_after: Option<Duration>,
-    /// A terminal failure that is still checked again now and then (see
-    /// [`Error::rechecked_when_terminal`]).
-    pub recheck_terminal: bool,
+    /// The class of the error this reconcile failed with, which decides when it is tried
+    /// again (see [`super::requeue`]).
+    pub failure: Option<ErrorClass>,
 }
 
 impl Report {
@@ -48,16 +46,14 @@ impl Report {
             created: false,
             updated: None,
             refreshed: false,
-            retry_after: None,
-            recheck_terminal: false,
+            failure: None,
         }
     }
 
     /// The report of a reconcile that failed before anything was read or written.
     pub fn failed(sp: &SecurityProvider, error: &Error) -> Report {
         Report {
-            retry_after: error.retry_after(),
-            recheck_terminal: error.rechecked_when_terminal(),
+            failure: Some(ErrorClass::of(error)),
             ..Report::new(Outcome {
                 backend: sp.spec.backend(),
                 remote_id: recorded_remote_id(sp),
@@ -74,8 +70,13 @@ impl Report {
 }
 
 /// The hash of the secret values recorded in status by an earlier write.
-fn recorded_secrets_hash(sp: &SecurityProvider) -> Option<String> {
-    crate::backend::recorded_fingerprint(sp.status.as_ref()?)
+pub(crate) fn recorded_secrets_hash(sp: &SecurityProvider) -> Option<String> {
+    secrets_hash_in(sp.status.as_ref()?)
+}
+
+/// The hash of the secret values a status records.
+pub(crate) fn secrets_hash_in(status: &SecurityProviderStatus) -> Option<String> {
+    crate::backend::recorded_fingerprint(status)
 }
 
 /// The outcome result of an error.
@@ -102,8 +103,7 @@ pub async fn execute(
         Ok(()) => Ok(run.report),
         Err(error @ Error::Kube(_)) => Err(error),
         Err(error) => {
-            run.report.retry_after = error.retry_after();
-            run.report.recheck_terminal = error.rechecked_when_terminal();
+            run.report.failure = Some(ErrorClass::of(&error));
             run.report.outcome.result = failure(&error);
             Ok(run.report)
         }

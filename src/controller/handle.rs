@@ -8,11 +8,9 @@ use std::sync::Arc;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::api::{ProviderConnection, SecurityProvider};
-use crate::backend::{
-    ObservedProvider, ProviderBackend, ProviderConfig, ProviderKey, check_backend_match,
-};
-use crate::error::{Error, RemoteError};
+use crate::api::ProviderConnection;
+use crate::backend::{ObservedProvider, ProviderBackend, ProviderConfig, ProviderKey};
+use crate::error::RemoteError;
 
 use super::snapshot::Snapshots;
 
@@ -89,11 +87,6 @@ impl<'a> ConnectionHandle<'a> {
     /// The connection this handle serves.
     pub fn connection(&self) -> &ProviderConnection {
         &self.connection
-    }
-
-    /// Fails unless the provider's backend block matches the connection's backend.
-    pub fn check_serves(&self, sp: &SecurityProvider) -> Result<(), Error> {
-        check_backend_match(sp, &self.connection)
     }
 
     /// Reads the provider directly and records what it found.
