@@ -890,6 +890,23 @@ pub struct JitsudoStatus {
     pub sync_error: Option<String>,
 }
 
+impl SecurityProviderSpec {
+    /// A spec naming its connection and nothing else: no backend block, no options.
+    pub fn for_connection(connection_ref: &str) -> Self {
+        SecurityProviderSpec {
+            connection_ref: connection_ref.to_owned(),
+            provider_id: None,
+            display_name: None,
+            deletion_policy: None,
+            management_policy: None,
+            adopt: None,
+            coveo: None,
+            keystone: None,
+            jitsudo: None,
+        }
+    }
+}
+
 impl SecurityProvider {
     /// The id of the provider in the remote system: `spec.providerId`, else metadata.name.
     pub fn provider_id(&self) -> String {

@@ -249,8 +249,8 @@ impl<'a, 'c> Execution<'a, 'c> {
     ) -> Result<(), Error> {
         let Observation { key, desired, .. } = &self.observation;
         let Some(found) = self.connection.read(key).await? else {
-            // Nothing exists under this id, so the conflict is about something else (Keystone:
-            // a remote id another identity provider already uses): report the remote's error.
+            // Nothing exists under this id, so the conflict is about something else (such as a
+            // remote id another identity provider already uses): report the remote's error.
             self.report.create_refused = true;
             return Err(error.into());
         };

@@ -246,7 +246,8 @@ impl<'a> ConnectionHandle<'a> {
         Ok(updated)
     }
 
-    /// Reads what `desired` compares beyond the main read (Coveo schedules) into `observed`.
+    /// Reads what `desired` compares beyond the main read (sub-resources such as schedules)
+    /// into `observed`.
     pub async fn read_details(
         &self,
         desired: Option<&ProviderConfig>,

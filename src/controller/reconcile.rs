@@ -474,7 +474,8 @@ async fn delete_remote(
             }
         },
     };
-    // Claims are keyed by the id the provider is looked up by (a JITSudo name, not its UUID).
+    // Claims are keyed by the id the provider is looked up by (a name, where the remote system
+    // assigns the ids).
     let desired = desired_config(sp).ok();
     let claimed_as = desired
         .as_ref()
@@ -524,7 +525,7 @@ async fn other_owner(
 }
 
 /// The remote id of the provider an interrupted create of this object made, if any. Found
-/// the way the backend finds it (for JITSudo the id is server-assigned); only a provider
+/// the way the backend finds it (by name where the id is server-assigned); only a provider
 /// carrying this object's attempt evidence is ours. When none is found yet, deletion waits
 /// one progress interval once: a create whose answer was lost may still be committed.
 async fn pending_create_result(

@@ -22,9 +22,9 @@ pub struct ObjectRecord {
     /// The remote state was settling at the last reconcile: the next read must be fresh, a
     /// snapshot would show the old state.
     pub settling: bool,
-    /// The secrets fingerprint in status as this process last wrote it, where it can differ from the
-    /// cached status (which may not show our own write yet; a stale hash would send the same
-    /// values twice). None: the cached status is right.
+    /// The secrets fingerprint in status (`secretsHash`) as this process last wrote it, where
+    /// it can differ from the cached status (which may not show our own write yet; a stale hash
+    /// would send the same values twice). None: the cached status is right.
     secrets_sent: Option<Option<String>>,
     /// Consecutive cleanup attempts that failed permanently (bounded by
     /// [`super::context::MAX_CLEANUP_ATTEMPTS`]).

@@ -18,7 +18,8 @@ pub use seam::*;
 pub use config::*;
 pub use wire::*;
 
-const BACKEND: &str = "coveo";
+/// The backend's name (in errors, metrics and logs), from its kind.
+const BACKEND: &str = <Coveo as crate::backend::Backend>::KIND.as_str();
 /// Error code Coveo returns for the four configuration problems of its docs.
 pub const INVALID_CONFIGURATION: &str = "SECURITY_PROVIDER_INVALID_CONFIGURATION";
 /// Id of the built-in provider present in every organization.

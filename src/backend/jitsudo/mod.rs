@@ -30,7 +30,8 @@ pub use seam::*;
 pub use config::*;
 pub use wire::*;
 
-const BACKEND: &str = "jitsudo";
+/// The backend's name (in errors, metrics and logs), from its kind.
+const BACKEND: &str = <Jitsudo as crate::backend::Backend>::KIND.as_str();
 /// Error code of a credential/tenant mismatch.
 pub const TENANT_MISMATCH: &str = "tenant_mismatch";
 /// Largest page the list accepts.

@@ -30,7 +30,8 @@ pub use wire::*;
 
 use std::time::Duration;
 
-const BACKEND: &str = "keystone";
+/// The backend's name (in errors, metrics and logs), from its kind.
+const BACKEND: &str = <Keystone as crate::backend::Backend>::KIND.as_str();
 /// OTC IAM's throttling error code ("throttling threshold has been reached").
 pub const IAM_THROTTLED: &str = "IAM.0012";
 /// A cached token is replaced this long before it expires, so no call races its expiry.
