@@ -152,6 +152,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         reconcile_timeout: args.reconcile_timeout,
         claims_namespace: lease_namespace(&args),
         fingerprint_key,
+        write_fence: leader::fence(),
         ..Settings::default()
     };
     let shutdown = shutdown_signal().boxed().shared();

@@ -15,6 +15,7 @@ use super::{ProviderBackend, http};
 use crate::api::provider_connection::ProviderConnectionSpec;
 use crate::api::{ProviderConnection, SecretKeyRef};
 use crate::error::Error;
+use crate::leader::WriteFence;
 
 /// Secret values a connection needs, keyed by (Secret name, key). Debug never prints values.
 #[derive(Clone, Default)]
@@ -89,6 +90,7 @@ pub fn http_options(spec: &ProviderConnectionSpec, secrets: &SecretValues) -> Ht
             .map(|b| b as usize)
             .unwrap_or(defaults.max_response_bytes),
         bulk_read_deadline: defaults.bulk_read_deadline,
+        fence: defaults.fence,
     })
 }
 
@@ -105,6 +107,7 @@ pub fn build_client(
     spec: &ProviderConnectionSpec,
     secrets: &SecretValues,
     observer: Option<http::RequestObserver>,
+    fence: &'static WriteFence,
 ) -> Result<Arc<dyn ProviderBackend>, String> {
     check_header_values(spec, secrets)?;
     let credentials: Vec<&str> = secret_refs(spec)
@@ -113,7 +116,7 @@ pub fn build_client(
         .filter_map(|r| secrets.get(r))
         .collect();
     let scrubber = Scrubber::new(credentials);
-    let inner = build_unscrubbed(spec, secrets, observer)?;
+    let inner = build_unscrubbed(spec, secrets, observer, fence)?;
     Ok(Arc::new(ScrubbedBackend::new(inner, scrubber)))
 }
 
@@ -131,8 +134,12 @@ fn build_unscrubbed(
     spec: &ProviderConnectionSpec,
     secrets: &SecretValues,
     observer: Option<http::RequestObserver>,
+    fence: &'static WriteFence,
 ) -> Result<Arc<dyn ProviderBackend>, String> {
-    let options = http_options(spec, secrets)?;
+    let options = http::HttpOptions {
+        fence,
+        ..http_options(spec, secrets)?
+    };
     super::connect_backend(spec, secrets, &options, observer)
 }
 
@@ -143,8 +150,9 @@ fn build_unscrubbed(
 /// read. Secrets are read by name only (the operator may neither list nor watch them): when a
 /// client is built, and again by every connection check ([`ClientCache::recheck`]), which is
 /// how a rotated, relabelled or deleted Secret is noticed within the connection-check interval.
-#[derive(Default)]
 pub struct ClientCache {
+    /// The fence every write of the clients built here passes (see [`crate::leader`]).
+    fence: &'static WriteFence,
     /// One slot per connection, each behind its own async lock, held while that connection's
     /// client is built (its Secrets read), so concurrent reconciles of one connection (and
     /// the connection check) share one client: one token bucket, one authentication token. The map's
@@ -173,7 +181,21 @@ pub enum Recheck {
     Rebuilt(Arc<dyn ProviderBackend>),
 }
 
+impl Default for ClientCache {
+    fn default() -> Self {
+        ClientCache::new(&http::NO_ELECTION)
+    }
+}
+
 impl ClientCache {
+    /// An empty cache whose clients' writes pass `fence`.
+    pub fn new(fence: &'static WriteFence) -> Self {
+        ClientCache {
+            fence,
+            slots: Default::default(),
+        }
+    }
+
     /// The slot of `connection`, created empty when missing.
     fn slot(&self, connection: &ObjectRef<ProviderConnection>) -> Slot {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
@@ -204,7 +226,7 @@ impl ClientCache {
             return Ok(cached.backend.clone());
         }
         let (values, versions) = read_secret_values(client, connection).await?;
-        let backend = build_for(connection, &values, observer)?;
+        let backend = build_for(connection, &values, observer, self.fence)?;
         *built = Some(cached(connection, versions, backend.clone()));
         Ok(backend)
     }
@@ -236,7 +258,7 @@ impl ClientCache {
             return Ok(Recheck::Unchanged(cached.backend.clone()));
         }
         let replaced = built.take().is_some();
-        let backend = build_for(connection, &values, observer)?;
+        let backend = build_for(connection, &values, observer, self.fence)?;
         *built = Some(cached(connection, versions, backend.clone()));
         Ok(if replaced {
             Recheck::Rebuilt(backend)
@@ -328,22 +350,26 @@ fn build_for(
     connection: &ProviderConnection,
     values: &SecretValues,
     observer: Option<http::RequestObserver>,
+    fence: &'static WriteFence,
 ) -> Result<Arc<dyn ProviderBackend>, Error> {
-    build_client(&connection.spec, values, observer).map_err(|message| Error::InvalidConnection {
-        name: connection.name_any(),
-        message,
+    build_client(&connection.spec, values, observer, fence).map_err(|message| {
+        Error::InvalidConnection {
+            name: connection.name_any(),
+            message,
+        }
     })
 }
 
 /// Builds a connection's backend client, reading its Secrets from the connection's namespace
-/// (never from anywhere else). Used by the controller (behind [`ClientCache`]) and by the CLI.
+/// (never from anywhere else), for the CLI, which takes part in no election (the controller's
+/// are built by [`ClientCache`]).
 pub async fn connect_from_api(
     client: &Client,
     connection: &ProviderConnection,
     observer: Option<http::RequestObserver>,
 ) -> Result<Arc<dyn ProviderBackend>, Error> {
     let (values, _versions) = read_secret_values(client, connection).await?;
-    build_for(connection, &values, observer)
+    build_for(connection, &values, observer, &http::NO_ELECTION)
 }
 
 /// The values of every Secret key the connection reads (from its own namespace, through
@@ -576,13 +602,21 @@ mod tests {
     #[test]
     fn a_credential_that_is_not_a_header_value_is_an_invalid_connection() {
         for bad in ["line\nbreak", "tab\tinside", "nul\0", "caf\u{e9}"] {
-            let e = build_client(&coveo_spec(), &values(bad), None)
+            let e = build_client(&coveo_spec(), &values(bad), None, &http::NO_ELECTION)
                 .err()
                 .expect("refused");
             assert!(e.contains("not a valid Authorization header value"), "{e}");
             assert!(!e.contains(bad), "the value is not shown: {e}");
         }
-        assert!(build_client(&coveo_spec(), &values("xx-good key"), None).is_ok());
+        assert!(
+            build_client(
+                &coveo_spec(),
+                &values("xx-good key"),
+                None,
+                &http::NO_ELECTION
+            )
+            .is_ok()
+        );
         let mut jitsudo = coveo_spec();
         jitsudo.coveo = None;
         jitsudo.jitsudo = Some(JitsudoConnection {
@@ -590,9 +624,14 @@ mod tests {
             tenant_id: "2489e9ad-2ee2-4e00-8ec9-32d5f69181c0".into(),
             api_key_secret_ref: key_ref(),
         });
-        let e = build_client(&jitsudo, &values("k\r\nX-Evil: 1"), None)
-            .err()
-            .expect("refused");
+        let e = build_client(
+            &jitsudo,
+            &values("k\r\nX-Evil: 1"),
+            None,
+            &http::NO_ELECTION,
+        )
+        .err()
+        .expect("refused");
         assert!(e.contains("X-API-Key"), "{e}");
     }
 

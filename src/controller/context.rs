@@ -14,6 +14,7 @@ use crate::backend::ProviderBackend;
 use crate::backend::check_backend_match;
 use crate::error::Error;
 use crate::fingerprint_key::FingerprintKey;
+use crate::leader::WriteFence;
 use crate::metrics::Metrics;
 
 use super::handle::{ConnectionHandle, ConnectionStates};
@@ -60,6 +61,9 @@ pub struct Settings {
     /// The installation's key of the secrets fingerprint (in the backend's status block), read
     /// from its Secret at start (see [`crate::fingerprint_key`]).
     pub fingerprint_key: FingerprintKey,
+    /// The fence every remote write passes: this replica's leader fence (see
+    /// [`crate::leader`]), or an open one without election.
+    pub write_fence: &'static WriteFence,
 }
 
 impl Settings {
@@ -92,6 +96,7 @@ impl Default for Settings {
             fingerprint_key: FingerprintKey::generate()
                 .map(|(key, _)| key)
                 .expect("the system random number generator works"),
+            write_fence: &crate::backend::http::NO_ELECTION,
         }
     }
 }
@@ -140,6 +145,7 @@ impl Context {
             recorder,
             metrics,
             states: ConnectionStates::new(
+                settings.write_fence,
                 settings.slot_limits(),
                 if settings.batch_observe {
                     snapshot_max_age(settings.resync_interval)

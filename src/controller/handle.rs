@@ -75,10 +75,15 @@ pub struct ConnectionStates {
 }
 
 impl ConnectionStates {
-    /// Empty states; snapshots live `snapshot_max_age` (zero: no batch reads).
-    pub fn new(limits: SlotLimits, snapshot_max_age: std::time::Duration) -> Self {
+    /// Empty states: the clients' writes pass `fence`; snapshots live `snapshot_max_age`
+    /// (zero: no batch reads).
+    pub fn new(
+        fence: &'static crate::leader::WriteFence,
+        limits: SlotLimits,
+        snapshot_max_age: std::time::Duration,
+    ) -> Self {
         ConnectionStates {
-            clients: ClientCache::default(),
+            clients: ClientCache::new(fence),
             snapshots: Snapshots::new(snapshot_max_age),
             slots: SlotLedger::new(limits),
         }

@@ -229,29 +229,7 @@ impl CoveoConfig {
             provider_type: self.provider_type.clone(),
             node_required: self.node_required,
             case_sensitive: self.case_sensitive,
-            parameters: self
-                .parameters
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        ParameterWire {
-                            value: Some(v.clone()),
-                            sensitive: Some(false),
-                        },
-                    )
-                })
-                .chain(self.sensitive_parameters.iter().map(|name| {
-                    let value = self.secrets.as_ref().and_then(|s| s.parameter(name));
-                    (
-                        name.clone(),
-                        ParameterWire {
-                            value: value.map(str::to_owned),
-                            sensitive: Some(true),
-                        },
-                    )
-                }))
-                .collect(),
+            parameters: self.parameters_wire(),
             user_identities: self
                 .user_identities
                 .iter()
@@ -290,6 +268,34 @@ impl CoveoConfig {
                 })
                 .collect(),
         }
+    }
+
+    /// The request's parameters: the plain ones with their values, the sensitive ones with
+    /// the values read from their Secrets.
+    fn parameters_wire(&self) -> BTreeMap<String, ParameterWire> {
+        self
+            .parameters
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    ParameterWire {
+                        value: Some(v.clone()),
+                        sensitive: Some(false),
+                    },
+                )
+            })
+            .chain(self.sensitive_parameters.iter().map(|name| {
+                let value = self.secrets.as_ref().and_then(|s| s.parameter(name));
+                (
+                    name.clone(),
+                    ParameterWire {
+                        value: value.map(str::to_owned),
+                        sensitive: Some(true),
+                    },
+                )
+            }))
+            .collect()
     }
 }
 
