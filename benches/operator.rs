@@ -235,6 +235,7 @@ impl Writes {
                 let s = self.seconds.get(k).copied().unwrap_or(0.0);
                 let what = match k.as_str() {
                     "APPLY/status" => "status (server-side apply)",
+                    "PATCH/status" => "status (merge patch)",
                     "PATCH" => "finalizer / create-pending marker (merge patch)",
                     "leases POST" => "claim Lease created",
                     "leases DELETE" => "claim Lease deleted",
@@ -1049,7 +1050,7 @@ spec:
         restart_rows.push((
             "restart, converged: API-server writes".to_owned(),
             format!(
-                "{} in {settle:.0?} {:?}",
+                "{} in {settle:.0?} {}",
                 restart_writes.sp(),
                 restart_writes.counts()
             ),
@@ -1138,7 +1139,7 @@ spec:
         (
             "first resync after convergence: API-server writes per object / remote reads".into(),
             format!(
-                "{:.2} / {} {:?} {:?}",
+                "{:.2} / {} {} {:?}",
                 first_writes.sp() as f64 / n,
                 sim_reads(&first_sim),
                 first_writes.counts(),
