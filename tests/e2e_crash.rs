@@ -371,8 +371,8 @@ fn ready_reasons(ns: &TestNamespace) -> (usize, BTreeMap<String, usize>, Vec<Val
 
 /// For the objects that are not Ready (10 at most): what they record (uid, create-pending
 /// marker, status.remoteId, conditions, Events), what the simulator holds under their name
-/// (with the creation evidence), and the operator's log lines about them. Whose provider an
-/// object found can be told from this without another run.
+/// (with the creation evidence), and the operator's log lines about them (INFO and above).
+/// Whose provider an object found can be told from this without another run.
 fn not_ready_report(ns: &TestNamespace, sim: &Sim, items: &[Value], log: &str) -> String {
     let remote = sim.remote();
     let not_ready = items
@@ -388,7 +388,11 @@ fn not_ready_report(ns: &TestNamespace, sim: &Sim, items: &[Value], log: &str) -
             .filter_map(|id| sim.remote_view(id))
             .collect();
         let object = format!("{{object={}/{name}}}", ns.name);
-        let lines: Vec<&str> = log.lines().filter(|l| l.contains(&object)).collect();
+        // Retries of single calls (DEBUG) would crowd out what was decided.
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&object) && !l.contains(" DEBUG "))
+            .collect();
         report.push_str(&format!(
             "--- {name}: uid {}, create-pending {}, status.remoteId {}\n  conditions: {}\n  events: {:?}\n  remote under this name: {}\n  last operator log lines of it:\n    {}\n",
             item["metadata"]["uid"],
