@@ -97,7 +97,7 @@ pub struct RunArgs {
     /// it after the release).
     #[arg(long, default_value = crate::backend::connect::DEFAULT_CREDENTIAL_READER_ROLE, env = "SECPROV_CREDENTIAL_READER_ROLE")]
     pub credential_reader_role: String,
-    /// Secret holding the key of the secrets fingerprint (`status.coveo.secretsHash`); created
+    /// Secret holding the key of the secrets fingerprint (`secretsHash` in status); created
     /// with a random key on first start. Delete it and restart to rotate the key.
     #[arg(long, default_value = crate::fingerprint_key::DEFAULT_SECRET_NAME, env = "SECPROV_FINGERPRINT_KEY_SECRET")]
     pub fingerprint_key_secret: String,
@@ -152,6 +152,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         reconcile_timeout: args.reconcile_timeout,
         claims_namespace: lease_namespace(&args),
         fingerprint_key,
+        write_fence: leader::fence(),
         ..Settings::default()
     };
     let shutdown = shutdown_signal().boxed().shared();

@@ -1,5 +1,7 @@
 //! Onboarding commands that never write remotely: `export` (remote providers as ready-to-commit
 //! manifests) and `plan` (what applying manifests would change remotely).
+pub mod args;
+
 use std::fmt::Write as _;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
@@ -66,17 +68,12 @@ pub fn manifest_for(
     let id = observed.config.lookup_key().to_owned();
     let name = object_name_for(&id);
     let mut spec = SecurityProviderSpec {
-        connection_ref: connection.to_owned(),
         provider_id: (name != id).then(|| id.clone()),
-        display_name: None,
         // Safe default for providers that existed before GitOps: removing the manifest from
         // Git must not delete them. Switch to Delete once the object is the source of truth.
         deletion_policy: Some(crate::api::security_provider::DeletionPolicy::Orphan),
-        management_policy: None,
         adopt: Some(true),
-        coveo: None,
-        keystone: None,
-        jitsudo: None,
+        ..SecurityProviderSpec::for_connection(connection)
     };
     // The create-attempt evidence stays remote: a spec carrying it would differ from every
     // later write of the provider.
@@ -123,7 +120,8 @@ pub async fn export(client: Client, connection: &str, namespace: &str) -> anyhow
     let system = conn.ownership();
     let backend = connect_from_api(&client, &conn, None).await?;
     let mut observed = backend.list().await?;
-    // Everything the list does not carry (Coveo schedules), so the manifests declare it.
+    // Everything the list does not carry (sub-resources such as schedules), so the manifests
+    // declare it.
     for provider in &mut observed {
         backend.observe_details(None, provider).await?;
     }

@@ -187,8 +187,8 @@ pub const TERMINAL_RECHECK: Duration = Duration::from_secs(30 * 60);
 /// Classification of a remote failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RemoteErrorKind {
-    /// The remote system rejected the configuration (Coveo
-    /// `SECURITY_PROVIDER_INVALID_CONFIGURATION`, HTTP 400/422).
+    /// The remote system rejected the configuration (its configuration error code, HTTP
+    /// 400/422).
     InvalidConfiguration,
     /// Credentials were refused (401).
     Unauthorized,
@@ -208,7 +208,7 @@ pub enum RemoteErrorKind {
     Timeout,
     /// A 2xx response whose body could not be understood.
     BadResponse,
-    /// A part the provider needs (a Keystone mapping) exists under the declared id and was not
+    /// A part the provider needs (such as a mapping) exists under the declared id and was not
     /// created by this object; taken over only with `spec.adopt: true`.
     AlreadyExists,
 }
@@ -269,7 +269,7 @@ impl RemoteErrorKind {
 #[derive(thiserror::Error, Debug, Clone)]
 #[error("{backend} {operation} failed{}: {message}", self.detail_suffix())]
 pub struct RemoteError {
-    /// Backend name (`coveo`, `keystone`, `jitsudo`).
+    /// Backend name ([`crate::api::provider_connection::BackendKind::as_str`]).
     pub backend: &'static str,
     /// Operation name (`get`, `create`, `update`, `delete`, `refresh`, `list`, `authenticate`).
     pub operation: &'static str,

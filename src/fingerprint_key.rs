@@ -1,4 +1,5 @@
-//! The per-installation key of the secrets fingerprint (`status.coveo.secretsHash`).
+//! The per-installation key of the secrets fingerprint (`secretsHash` in the backend's status
+//! block).
 //!
 //! The fingerprint stands in for secret values that the remote system masks on read. Keyed
 //! with something every reader of the SecurityProvider sees (its uid, before issue 21), anyone

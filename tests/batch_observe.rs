@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use secprov::backend::ProviderBackend;
 use secprov::backend::coveo::CoveoClient;
 use secprov::backend::http::HttpOptions;
-use secprov::backend::{Backend, ProviderBackend};
 use secprov::controller::snapshot::Snapshots;
 use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
 
@@ -64,7 +64,7 @@ async fn a_resync_of_10k_providers_costs_about_n_over_100_remote_reads() {
         .await;
     sim.reset_counters();
 
-    let backend: Arc<dyn ProviderBackend> = Arc::new(Backend::Coveo(client));
+    let backend: Arc<dyn ProviderBackend> = Arc::new(client);
     let snapshots = Arc::new(Snapshots::<&str>::new(Duration::from_secs(270)));
     // Every provider's resync, 16 at a time as the controller would run them.
     let hits = futures::stream::iter(0..n)

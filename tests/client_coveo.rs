@@ -7,7 +7,7 @@ use secprov::api::security_provider::{
 };
 use secprov::backend::coveo::{CoveoClient, CoveoConfig, EMAIL_SECURITY_PROVIDER};
 use secprov::backend::http::HttpOptions;
-use secprov::backend::{Backend, BackendClient, ProviderBackend, ProviderConfig, ProviderKey};
+use secprov::backend::{ProviderBackend, ProviderConfig, ProviderKey};
 use secprov::error::RemoteErrorKind;
 use secprov_sim::coveo::{CoveoSimConfig, CoveoSimulator};
 
@@ -60,7 +60,7 @@ fn key(id: &str) -> ProviderKey {
 #[tokio::test]
 async fn create_observe_update_refresh_delete_round_trip() {
     let sim = simulator().await;
-    let client = Backend::Coveo(client(&sim, KEY));
+    let client = client(&sim, KEY);
     let desired = ProviderConfig::Coveo(CoveoConfig::desired("My Provider", "Mine", &spec()));
 
     assert!(
@@ -128,7 +128,7 @@ async fn create_observe_update_refresh_delete_round_trip() {
 #[tokio::test]
 async fn a_create_costs_two_remote_requests_get_404_and_post() {
     let sim = simulator().await;
-    let client = Backend::Coveo(client(&sim, KEY));
+    let client = client(&sim, KEY);
     let desired = ProviderConfig::Coveo(CoveoConfig::desired("New", "New one", &spec()));
     assert!(client.observe(&key("New")).await.unwrap().is_none());
     let created = ProviderBackend::create(&client, &desired).await.unwrap();
@@ -165,7 +165,7 @@ async fn a_create_costs_two_remote_requests_get_404_and_post() {
 #[tokio::test]
 async fn list_follows_every_page_and_skips_the_built_in_provider() {
     let sim = simulator().await;
-    let client = Backend::Coveo(client(&sim, KEY));
+    let client = client(&sim, KEY);
     for i in 0..250 {
         let id = format!("p{i:03}");
         let desired = ProviderConfig::Coveo(CoveoConfig::desired(
@@ -189,7 +189,7 @@ async fn list_follows_every_page_and_skips_the_built_in_provider() {
 #[tokio::test]
 async fn remote_errors_are_classified_with_the_remote_message() {
     let sim = simulator().await;
-    let client = Backend::Coveo(client(&sim, KEY));
+    let client = client(&sim, KEY);
     let mut bad = spec();
     bad.cascading_security_providers[0].id = "Does Not Exist".into();
     let desired = ProviderConfig::Coveo(CoveoConfig::desired("p", "p", &bad));

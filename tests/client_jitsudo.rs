@@ -3,9 +3,7 @@ use std::time::Duration;
 
 use secprov::backend::http::HttpOptions;
 use secprov::backend::jitsudo::{JitsudoClient, JitsudoConfig};
-use secprov::backend::{
-    Backend, BackendClient, ProviderBackend, ProviderConfig, ProviderKey, RemoteHealth,
-};
+use secprov::backend::{ProviderBackend, ProviderConfig, ProviderKey, RemoteHealth};
 use secprov::error::RemoteErrorKind;
 use secprov_sim::jitsudo::{JitsudoSimConfig, JitsudoSimulator};
 use serde_json::json;
@@ -77,7 +75,7 @@ async fn observe_uses_the_recorded_id_and_falls_back_to_the_name() {
 #[tokio::test]
 async fn lifecycle_and_sync_status() {
     let sim = start(|c| c.sync_duration = Duration::from_millis(400)).await;
-    let client = Backend::Jitsudo(main_client(&sim));
+    let client = main_client(&sim);
     let key = ProviderKey {
         id: "okta-main".into(),
         known_remote_id: None,
@@ -148,7 +146,10 @@ async fn lifecycle_and_sync_status() {
     );
 }
 
-async fn again_observe(client: &Backend, key: &ProviderKey) -> secprov::backend::ObservedProvider {
+async fn again_observe(
+    client: &JitsudoClient,
+    key: &ProviderKey,
+) -> secprov::backend::ObservedProvider {
     client.observe(key).await.unwrap().unwrap()
 }
 

@@ -6,7 +6,7 @@ use secprov::backend::http::HttpOptions;
 use secprov::backend::keystone::{
     KeystoneClient, KeystoneConfig, KeystoneCredentials, observed_from_wire,
 };
-use secprov::backend::{Backend, ProviderBackend, ProviderConfig, ProviderKey};
+use secprov::backend::{ProviderBackend, ProviderConfig, ProviderKey};
 use secprov::error::RemoteErrorKind;
 use secprov_sim::keystone::{KeystoneSimConfig, KeystoneSimulator};
 use serde_json::json;
@@ -60,7 +60,7 @@ fn key(id: &str) -> ProviderKey {
 #[tokio::test]
 async fn lifecycle_through_the_client_with_one_cached_token() {
     let sim = start(|_| {}).await;
-    let client = Backend::Keystone(password_client(&sim, "simulated-password"));
+    let client = password_client(&sim, "simulated-password");
     let desired = ProviderConfig::Keystone(config("acme", &["https://idp.acme/saml"]));
     assert!(client.observe(&key("acme")).await.unwrap().is_none());
     let created = ProviderBackend::create(&client, &desired).await.unwrap();
@@ -267,7 +267,7 @@ fn user_rules(remote_type: &str) -> serde_json::Value {
 
 /// Observes `acme` as the controller does: the main read, then the details `desired` compares.
 async fn observe_all(
-    client: &Backend,
+    client: &KeystoneClient,
     desired: &ProviderConfig,
 ) -> secprov::backend::ObservedProvider {
     let mut observed = client.observe(&key("acme")).await.unwrap().unwrap();
@@ -281,7 +281,7 @@ async fn observe_all(
 #[tokio::test]
 async fn federation_is_written_in_order_compared_semantically_and_deleted_in_reverse() {
     let sim = start(|_| {}).await;
-    let client = Backend::Keystone(password_client(&sim, "simulated-password"));
+    let client = password_client(&sim, "simulated-password");
     let desired = federated(user_rules("UserName"), &[]);
     let created = ProviderBackend::create(&client, &desired).await.unwrap();
     assert_eq!(
@@ -343,7 +343,7 @@ async fn federation_is_written_in_order_compared_semantically_and_deleted_in_rev
 async fn a_foreign_mapping_is_refused_and_the_create_reports_federation_pending() {
     let sim = start(|_| {}).await;
     sim.insert_mapping("acme-saml2", user_rules("Theirs"));
-    let client = Backend::Keystone(password_client(&sim, "simulated-password"));
+    let client = password_client(&sim, "simulated-password");
     let desired = federated(user_rules("UserName"), &[]);
     let created = ProviderBackend::create(&client, &desired).await.unwrap();
     assert!(

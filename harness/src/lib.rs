@@ -6,9 +6,11 @@
 
 pub mod cluster;
 pub mod demo;
+pub mod docs;
 pub mod env;
 pub mod examples;
 pub mod http;
+pub mod image;
 pub mod manifests;
 pub mod namespace;
 pub mod operator;
@@ -16,12 +18,14 @@ pub mod process;
 pub mod wait;
 
 pub use cluster::{
-    apply_crds, control_plane_down, control_plane_up, go_tool, kubeconfig, kubectl, repo,
+    apply_crds, control_plane_down, control_plane_up, go_tool, kubeconfig, kubectl, repo, run,
     run_kubectl,
 };
+pub use docs::markdown_anchor;
 pub use env::*;
 pub use examples::*;
 pub use http::{free_port, http_get, http_get_result, http_request};
+pub use image::image_archive;
 pub use manifests::*;
 pub use namespace::TestNamespace;
 pub use operator::{Operator, operator_binary, operator_cli, operator_cli_exit};

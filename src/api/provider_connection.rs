@@ -242,7 +242,7 @@ impl BackendKind {
     ];
 
     /// Lower-case name used in status, metrics and logs.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             BackendKind::Coveo => "coveo",
             BackendKind::Keystone => "keystone",

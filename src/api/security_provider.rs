@@ -713,9 +713,9 @@ pub struct Statistics {
 }
 
 /// Counts by state name, sorted by name: what a `BTreeMap<String, i64>` holds (and the same
-/// JSON and schema), in one small allocation. A one- to five-entry `BTreeMap` allocates a whole
-/// node of about 370 bytes plus a string per key; every cached SecurityProvider holds one
-/// (5 MiB at 10,000 providers in the heap profile). Coveo's state names are not allocated.
+/// JSON and schema), in one small allocation: a small `BTreeMap` allocates a whole node plus a
+/// string per key, and every cached SecurityProvider holds one (BENCHMARKS.md, "Figures behind
+/// the code"). Coveo's state names are not allocated.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct CountsByState(Vec<(Cow<'static, str>, i64)>);
 
@@ -888,6 +888,23 @@ pub struct JitsudoStatus {
     /// Error of the last failed synchronisation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_error: Option<String>,
+}
+
+impl SecurityProviderSpec {
+    /// A spec naming its connection and nothing else: no backend block, no options.
+    pub fn for_connection(connection_ref: &str) -> Self {
+        SecurityProviderSpec {
+            connection_ref: connection_ref.to_owned(),
+            provider_id: None,
+            display_name: None,
+            deletion_policy: None,
+            management_policy: None,
+            adopt: None,
+            coveo: None,
+            keystone: None,
+            jitsudo: None,
+        }
+    }
 }
 
 impl SecurityProvider {

@@ -11,10 +11,11 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 
 use super::scrub::{ScrubbedBackend, Scrubber};
-use super::{Backend, ProviderBackend, coveo, http, jitsudo, keystone};
+use super::{ProviderBackend, http};
 use crate::api::provider_connection::ProviderConnectionSpec;
 use crate::api::{ProviderConnection, SecretKeyRef};
 use crate::error::Error;
+use crate::leader::WriteFence;
 
 /// Secret values a connection needs, keyed by (Secret name, key). Debug never prints values.
 #[derive(Clone, Default)]
@@ -48,23 +49,9 @@ impl SecretValues {
     }
 }
 
-/// Every Secret key a connection reads.
+/// Every Secret key a connection reads: its backend block's credentials, and the CA bundle.
 pub fn secret_refs(spec: &ProviderConnectionSpec) -> Vec<&SecretKeyRef> {
-    let mut refs = Vec::new();
-    if let Some(coveo) = &spec.coveo {
-        refs.push(&coveo.api_key_secret_ref);
-    }
-    if let Some(keystone) = &spec.keystone {
-        if let Some(password) = &keystone.password {
-            refs.push(&password.password_secret_ref);
-        }
-        if let Some(credential) = &keystone.application_credential {
-            refs.push(&credential.secret_secret_ref);
-        }
-    }
-    if let Some(jitsudo) = &spec.jitsudo {
-        refs.push(&jitsudo.api_key_secret_ref);
-    }
+    let mut refs = super::backend_secret_refs(spec);
     if let Some(ca) = &spec.ca_bundle_secret_ref {
         refs.push(ca);
     }
@@ -103,6 +90,7 @@ pub fn http_options(spec: &ProviderConnectionSpec, secrets: &SecretValues) -> Ht
             .map(|b| b as usize)
             .unwrap_or(defaults.max_response_bytes),
         bulk_read_deadline: defaults.bulk_read_deadline,
+        fence: defaults.fence,
     })
 }
 
@@ -119,6 +107,7 @@ pub fn build_client(
     spec: &ProviderConnectionSpec,
     secrets: &SecretValues,
     observer: Option<http::RequestObserver>,
+    fence: &'static WriteFence,
 ) -> Result<Arc<dyn ProviderBackend>, String> {
     check_header_values(spec, secrets)?;
     let credentials: Vec<&str> = secret_refs(spec)
@@ -127,7 +116,7 @@ pub fn build_client(
         .filter_map(|r| secrets.get(r))
         .collect();
     let scrubber = Scrubber::new(credentials);
-    let inner = build_unscrubbed(spec, secrets, observer)?;
+    let inner = build_unscrubbed(spec, secrets, observer, fence)?;
     Ok(Arc::new(ScrubbedBackend::new(inner, scrubber)))
 }
 
@@ -138,60 +127,20 @@ pub fn check_header_values(
     spec: &ProviderConnectionSpec,
     secrets: &SecretValues,
 ) -> Result<(), String> {
-    let mut in_headers: Vec<(&SecretKeyRef, &str)> = Vec::new();
-    if let Some(coveo) = &spec.coveo {
-        in_headers.push((&coveo.api_key_secret_ref, "Authorization"));
-    }
-    if let Some(js) = &spec.jitsudo {
-        in_headers.push((&js.api_key_secret_ref, "X-API-Key"));
-        if !is_header_value(&js.tenant_id) {
-            return Err("spec.jitsudo.tenantId is not a valid HTTP header value".into());
-        }
-    }
-    for (reference, header) in in_headers {
-        if let Some(value) = secrets.get(reference)
-            && !is_header_value(value)
-        {
-            return Err(format!(
-                "the value of Secret {:?} key {:?} is not a valid {header} header value (only visible ASCII characters and spaces are allowed)",
-                reference.name, reference.key
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn is_header_value(value: &str) -> bool {
-    value.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+    super::check_backend_headers(spec, secrets)
 }
 
 fn build_unscrubbed(
     spec: &ProviderConnectionSpec,
     secrets: &SecretValues,
     observer: Option<http::RequestObserver>,
+    fence: &'static WriteFence,
 ) -> Result<Arc<dyn ProviderBackend>, String> {
-    let options = http_options(spec, secrets)?;
-    let backend = if let Some(block) = &spec.coveo {
-        Backend::Coveo(coveo::CoveoClient::connect(block, secrets, &options)?)
-    } else if let Some(block) = &spec.keystone {
-        Backend::Keystone(keystone::KeystoneClient::connect(block, secrets, &options)?)
-    } else if let Some(block) = &spec.jitsudo {
-        Backend::Jitsudo(jitsudo::JitsudoClient::connect(block, secrets, &options)?)
-    } else {
-        return Err("the connection has no backend block".into());
+    let options = http::HttpOptions {
+        fence,
+        ..http_options(spec, secrets)?
     };
-    Ok(Arc::new(match observer {
-        Some(o) => with_observer(backend, o),
-        None => backend,
-    }))
-}
-
-fn with_observer(backend: Backend, observer: http::RequestObserver) -> Backend {
-    match backend {
-        Backend::Coveo(c) => Backend::Coveo(c.with_observer(observer)),
-        Backend::Keystone(c) => Backend::Keystone(c.with_observer(observer)),
-        Backend::Jitsudo(c) => Backend::Jitsudo(c.with_observer(observer)),
-    }
+    super::connect_backend(spec, secrets, &options, observer)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -201,11 +150,12 @@ fn with_observer(backend: Backend, observer: http::RequestObserver) -> Backend {
 /// read. Secrets are read by name only (the operator may neither list nor watch them): when a
 /// client is built, and again by every connection check ([`ClientCache::recheck`]), which is
 /// how a rotated, relabelled or deleted Secret is noticed within the connection-check interval.
-#[derive(Default)]
 pub struct ClientCache {
+    /// The fence every write of the clients built here passes (see [`crate::leader`]).
+    fence: &'static WriteFence,
     /// One slot per connection, each behind its own async lock, held while that connection's
     /// client is built (its Secrets read), so concurrent reconciles of one connection (and
-    /// the connection check) share one client: one token bucket, one Keystone token. The map's
+    /// the connection check) share one client: one token bucket, one authentication token. The map's
     /// own lock is held only to find a slot: a slow Secret read of one connection never stalls
     /// the client lookups of another.
     slots: std::sync::Mutex<HashMap<ObjectRef<ProviderConnection>, Slot>>,
@@ -231,7 +181,21 @@ pub enum Recheck {
     Rebuilt(Arc<dyn ProviderBackend>),
 }
 
+impl Default for ClientCache {
+    fn default() -> Self {
+        ClientCache::new(&http::NO_ELECTION)
+    }
+}
+
 impl ClientCache {
+    /// An empty cache whose clients' writes pass `fence`.
+    pub fn new(fence: &'static WriteFence) -> Self {
+        ClientCache {
+            fence,
+            slots: Default::default(),
+        }
+    }
+
     /// The slot of `connection`, created empty when missing.
     fn slot(&self, connection: &ObjectRef<ProviderConnection>) -> Slot {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
@@ -247,7 +211,7 @@ impl ClientCache {
     /// The client of `connection`: the cached one while the connection's uid and generation
     /// are unchanged, else one built from its Secrets read from the API server now. Built under
     /// the connection's lock so concurrent reconciles of one connection, and its credential
-    /// check, share one client: one token bucket, one concurrency cap, one Keystone token.
+    /// check, share one client: one token bucket, one concurrency cap, one authentication token.
     pub async fn get_or_connect(
         &self,
         client: &Client,
@@ -262,7 +226,7 @@ impl ClientCache {
             return Ok(cached.backend.clone());
         }
         let (values, versions) = read_secret_values(client, connection).await?;
-        let backend = build_for(connection, &values, observer)?;
+        let backend = build_for(connection, &values, observer, self.fence)?;
         *built = Some(cached(connection, versions, backend.clone()));
         Ok(backend)
     }
@@ -294,7 +258,7 @@ impl ClientCache {
             return Ok(Recheck::Unchanged(cached.backend.clone()));
         }
         let replaced = built.take().is_some();
-        let backend = build_for(connection, &values, observer)?;
+        let backend = build_for(connection, &values, observer, self.fence)?;
         *built = Some(cached(connection, versions, backend.clone()));
         Ok(if replaced {
             Recheck::Rebuilt(backend)
@@ -386,22 +350,26 @@ fn build_for(
     connection: &ProviderConnection,
     values: &SecretValues,
     observer: Option<http::RequestObserver>,
+    fence: &'static WriteFence,
 ) -> Result<Arc<dyn ProviderBackend>, Error> {
-    build_client(&connection.spec, values, observer).map_err(|message| Error::InvalidConnection {
-        name: connection.name_any(),
-        message,
+    build_client(&connection.spec, values, observer, fence).map_err(|message| {
+        Error::InvalidConnection {
+            name: connection.name_any(),
+            message,
+        }
     })
 }
 
 /// Builds a connection's backend client, reading its Secrets from the connection's namespace
-/// (never from anywhere else). Used by the controller (behind [`ClientCache`]) and by the CLI.
+/// (never from anywhere else), for the CLI, which takes part in no election (the controller's
+/// are built by [`ClientCache`]).
 pub async fn connect_from_api(
     client: &Client,
     connection: &ProviderConnection,
     observer: Option<http::RequestObserver>,
 ) -> Result<Arc<dyn ProviderBackend>, Error> {
     let (values, _versions) = read_secret_values(client, connection).await?;
-    build_for(connection, &values, observer)
+    build_for(connection, &values, observer, &http::NO_ELECTION)
 }
 
 /// The values of every Secret key the connection reads (from its own namespace, through
@@ -634,13 +602,21 @@ mod tests {
     #[test]
     fn a_credential_that_is_not_a_header_value_is_an_invalid_connection() {
         for bad in ["line\nbreak", "tab\tinside", "nul\0", "caf\u{e9}"] {
-            let e = build_client(&coveo_spec(), &values(bad), None)
+            let e = build_client(&coveo_spec(), &values(bad), None, &http::NO_ELECTION)
                 .err()
                 .expect("refused");
             assert!(e.contains("not a valid Authorization header value"), "{e}");
             assert!(!e.contains(bad), "the value is not shown: {e}");
         }
-        assert!(build_client(&coveo_spec(), &values("xx-good key"), None).is_ok());
+        assert!(
+            build_client(
+                &coveo_spec(),
+                &values("xx-good key"),
+                None,
+                &http::NO_ELECTION
+            )
+            .is_ok()
+        );
         let mut jitsudo = coveo_spec();
         jitsudo.coveo = None;
         jitsudo.jitsudo = Some(JitsudoConnection {
@@ -648,9 +624,14 @@ mod tests {
             tenant_id: "2489e9ad-2ee2-4e00-8ec9-32d5f69181c0".into(),
             api_key_secret_ref: key_ref(),
         });
-        let e = build_client(&jitsudo, &values("k\r\nX-Evil: 1"), None)
-            .err()
-            .expect("refused");
+        let e = build_client(
+            &jitsudo,
+            &values("k\r\nX-Evil: 1"),
+            None,
+            &http::NO_ELECTION,
+        )
+        .err()
+        .expect("refused");
         assert!(e.contains("X-API-Key"), "{e}");
     }
 

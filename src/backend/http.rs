@@ -1,8 +1,8 @@
 //! HTTP concerns shared by every backend: TLS, a timeout on every request, a per-connection
 //! token bucket and concurrency cap, and retries with exponential backoff and full jitter for
 //! idempotent calls only, honouring `Retry-After` in both its forms. Every write (any method
-//! but GET/HEAD/OPTIONS) passes the leader fence ([`crate::leader::fence`]) just before it
-//! leaves, so a replica that lost its Lease stops writing at once.
+//! but GET/HEAD/OPTIONS) passes the leader fence it was given ([`HttpOptions::fence`]) just
+//! before it leaves, so a replica that lost its Lease stops writing at once.
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,12 +44,7 @@ impl RetryPolicy {
     /// Full-jitter delay before retry number `retry` (0-based): uniform in
     /// `[0, min(max_delay, base_delay * 2^retry)]`.
     pub fn backoff(&self, retry: u32, rng: &mut impl RngExt) -> Duration {
-        let ceiling = self
-            .base_delay
-            .saturating_mul(2u32.saturating_pow(retry.min(16)))
-            .min(self.max_delay);
-        let nanos = ceiling.as_nanos().min(u64::MAX as u128) as u64;
-        Duration::from_nanos(rng.random_range(0..=nanos))
+        crate::backoff::full_jitter(self.base_delay, self.max_delay, retry, rng)
     }
 }
 
@@ -74,7 +69,13 @@ pub struct HttpOptions {
     /// Overall deadline of a bulk read (every page of a list), so endless or very slow paging
     /// cannot hold a reconcile slot.
     pub bulk_read_deadline: Duration,
+    /// The fence every write passes: the operator's (see [`crate::leader`]); by default an
+    /// open one, for callers that never hold a Lease (the CLI, tests).
+    pub fence: &'static WriteFence,
 }
+
+/// The fence of a client that takes part in no election (the CLI, tests).
+pub static NO_ELECTION: WriteFence = WriteFence::new();
 
 /// Default of [`HttpOptions::max_response_bytes`]: 4 MiB, far above a page of 250 providers.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 << 20;
@@ -92,6 +93,7 @@ impl Default for HttpOptions {
             retry: RetryPolicy::default(),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             bulk_read_deadline: DEFAULT_BULK_READ_DEADLINE,
+            fence: &NO_ELECTION,
         }
     }
 }
@@ -218,7 +220,7 @@ impl HttpClient {
             max_response_bytes: options.max_response_bytes.max(1),
             bulk_read_deadline: options.bulk_read_deadline,
             observer: None,
-            fence: crate::leader::fence(),
+            fence: options.fence,
         })
     }
 

@@ -109,7 +109,8 @@ impl ScrubbedBackend {
         self.scrubber.scrub_error(e)
     }
 
-    /// The remote text an observed provider carries (health message, JITSudo sync error).
+    /// The remote text an observed provider carries (health message, and what the backend's
+    /// status block carries: [`super::Backend::scrub_status`]).
     fn observed(&self, mut o: ObservedProvider) -> ObservedProvider {
         match &mut o.health {
             RemoteHealth::Healthy => {}
@@ -117,11 +118,7 @@ impl ScrubbedBackend {
                 *message = self.scrubber.scrub(message);
             }
         }
-        if let Some(js) = o.state.jitsudo.as_mut()
-            && let Some(e) = js.sync_error.as_mut()
-        {
-            *e = self.scrubber.scrub(e);
-        }
+        o.state.scrub_blocks(&self.scrubber);
         o
     }
 }
@@ -201,7 +198,7 @@ impl ProviderBackend for ScrubbedBackend {
     async fn observe_each(
         &self,
         each: &mut (dyn FnMut(ObservedProvider) + Send),
-    ) -> Result<bool, RemoteError> {
+    ) -> Result<(), RemoteError> {
         let result = self
             .inner
             .observe_each(&mut |o| each(self.observed(o)))

@@ -5,35 +5,26 @@ use kube::api::Api;
 use kube::{Client, ResourceExt};
 
 use super::ProviderConfig;
+pub use super::seam::one_block_message;
 use crate::api::SecurityProvider;
-use crate::api::provider_connection::BackendKind;
 use crate::error::Error;
 use crate::fingerprint_key::FingerprintKey;
 
 /// The desired remote configuration from the spec (secret values not resolved: see
 /// [`resolve_desired`]).
 pub fn desired_config(sp: &SecurityProvider) -> Result<ProviderConfig, Error> {
-    let desired = match sp.spec.backend() {
-        Some(BackendKind::Coveo) => super::coveo::desired_config(sp),
-        Some(BackendKind::Keystone) => super::keystone::desired_config(sp),
-        Some(BackendKind::Jitsudo) => super::jitsudo::desired_config(sp),
-        None => None,
-    };
     // A create-attempt token copied into a spec (an older `export`) is evidence, never
     // configuration: dropped here, it cannot be written back or compared.
-    desired.map(|d| d.without_creation_token()).ok_or_else(|| {
-        Error::InvalidSpec(
-            "exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into(),
-        )
-    })
+    ProviderConfig::from_spec(sp)
+        .map(|d| d.without_creation_token())
+        .ok_or_else(|| Error::InvalidSpec(one_block_message()))
 }
 
-/// The desired configuration with the secret values it sends (Coveo `sensitiveParameters`
-/// and `userIdentities` passwords) read from Secrets in the object's namespace, and their
-/// fingerprint under the installation's `key`. What the controller writes, and what `plan`
-/// compares (`plan` has no key: it reads the values, so a missing one is reported, but cannot
-/// tell whether they changed). Observe-only objects read no Secret: their values are never
-/// sent.
+/// The desired configuration with the secret values it sends read from Secrets in the
+/// object's namespace, and their fingerprint under the installation's `key`. What the
+/// controller writes, and what `plan` compares (`plan` has no key: it reads the values, so a
+/// missing one is reported, but cannot tell whether they changed). Observe-only objects read
+/// no Secret: their values are never sent.
 pub async fn resolve_desired(
     client: &Client,
     sp: &SecurityProvider,
@@ -44,11 +35,8 @@ pub async fn resolve_desired(
     if sp.observe_only() {
         return Ok(desired);
     }
-    if let (ProviderConfig::Coveo(config), Some(spec)) = (&mut desired, sp.spec.coveo.as_ref()) {
-        let api: Api<Secret> = Api::namespaced(client.clone(), &sp.namespace().unwrap_or_default());
-        let material = super::coveo::secrets::resolve(&api, spec).await?;
-        config.set_secrets(material, key, &sp.uid().unwrap_or_default());
-    }
+    let api: Api<Secret> = Api::namespaced(client.clone(), &sp.namespace().unwrap_or_default());
+    desired.resolve_secrets(sp, &api, key).await?;
     Ok(desired)
 }
 
@@ -63,7 +51,7 @@ pub fn check_backend_match(
         .backend()
         .ok_or_else(|| Error::InvalidConnection {
             name: connection.name_any(),
-            message: "exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into(),
+            message: one_block_message(),
         })?;
     match wanted {
         Some(w) if w == have => Ok(()),
@@ -72,9 +60,7 @@ pub fn check_backend_match(
             connection: connection.name_any(),
             connection_backend: have.as_str().into(),
         }),
-        None => Err(Error::InvalidSpec(
-            "exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into(),
-        )),
+        None => Err(Error::InvalidSpec(one_block_message())),
     }
 }
 
@@ -82,6 +68,7 @@ pub fn check_backend_match(
 mod tests {
     use super::*;
     use crate::api::SecurityProviderSpec;
+    use crate::api::provider_connection::BackendKind;
     use crate::api::security_provider::{
         CoveoProviderSpec, JitsudoProviderSpec, JitsudoProviderType,
     };
@@ -91,17 +78,7 @@ mod tests {
     }
 
     fn spec() -> SecurityProviderSpec {
-        SecurityProviderSpec {
-            connection_ref: "c".into(),
-            provider_id: None,
-            display_name: None,
-            deletion_policy: None,
-            management_policy: None,
-            adopt: None,
-            coveo: None,
-            keystone: None,
-            jitsudo: None,
-        }
+        SecurityProviderSpec::for_connection("c")
     }
 
     #[test]

@@ -91,7 +91,13 @@ async fn create_remotely(example: &Example) {
         let data = example.secret.data.as_ref().unwrap();
         values.insert(r, String::from_utf8(data[&r.key].0.clone()).unwrap());
     }
-    let client = backend::connect::build_client(&example.connection.spec, &values, None).unwrap();
+    let client = backend::connect::build_client(
+        &example.connection.spec,
+        &values,
+        None,
+        &crate::backend::http::NO_ELECTION,
+    )
+    .unwrap();
     let desired = desired_config(&example.provider).unwrap();
     client.create(&desired).await.unwrap();
 }

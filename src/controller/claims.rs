@@ -31,7 +31,7 @@ pub const HOLDER_UID_ANNOTATION: &str = "secprov.dev/claim-holder-uid";
 pub const SYSTEM_ANNOTATION: &str = "secprov.dev/claim-system";
 /// The provider id claimed (the id the provider is looked up by).
 pub const PROVIDER_ANNOTATION: &str = "secprov.dev/claim-provider";
-/// The canonical organization or tenant of the remote system (empty for Keystone).
+/// The canonical organization or tenant of the remote system (empty for a backend without one).
 pub const SCOPE_ANNOTATION: &str = "secprov.dev/claim-scope";
 /// The canonical endpoint of the remote system.
 pub const ENDPOINT_ANNOTATION: &str = "secprov.dev/claim-endpoint";

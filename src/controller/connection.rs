@@ -88,11 +88,11 @@ async fn check(connection: &Arc<ProviderConnection>, ctx: &Context) -> Result<()
     if connection.spec.backend().is_none() {
         return Err(Error::InvalidConnection {
             name: connection.name_any(),
-            message: "exactly one of spec.coveo, spec.keystone or spec.jitsudo must be set".into(),
+            message: crate::backend::spec::one_block_message(),
         });
     }
-    // The same client the providers use: one token bucket, one concurrency cap and (Keystone)
-    // one token per connection, as spec.rateLimit promises.
+    // The same client the providers use: one token bucket, one concurrency cap and (where the
+    // backend authenticates for a token) one token per connection, as spec.rateLimit promises.
     let (handle, rebuilt) = ctx.recheck_handle(connection.clone()).await?;
     if rebuilt {
         ctx.connection_changed(ObjectRef::from_obj(connection.as_ref()));

@@ -1,6 +1,5 @@
-//! Shared state of the controller: clients, the cache of connections, built
-//! backends, and per-object failure counts for backoff.
-use std::collections::{HashMap, HashSet};
+//! Shared state of the controller: clients, the cache of connections, built backends, and
+//! what is remembered about each object (see [`super::record`]).
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,15 +9,19 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
 use crate::api::{ProviderConnection, SecurityProvider};
-use crate::backend::connect::Recheck;
-use crate::backend::{ClientCache, ProviderBackend, check_backend_match};
+#[cfg(test)]
+use crate::backend::ProviderBackend;
+use crate::backend::check_backend_match;
 use crate::error::Error;
 use crate::fingerprint_key::FingerprintKey;
+use crate::leader::WriteFence;
 use crate::metrics::Metrics;
 
-use super::handle::{ConnectionHandle, SnapshotKey, snapshot_key};
-use super::slots::{ReconcileSlot, SlotLedger, SlotLimits, SlotRefused};
-use super::snapshot::{Snapshots, snapshot_max_age};
+use super::handle::{ConnectionHandle, ConnectionStates};
+use super::record::{ObjectRecord, ObjectRecords, Visit};
+use super::requeue::ErrorClass;
+use super::slots::{ReconcileSlot, SlotLimits, SlotRefused};
+use super::snapshot::snapshot_max_age;
 
 /// Tunables of the controller.
 #[derive(Clone, Debug)]
@@ -55,9 +58,12 @@ pub struct Settings {
     /// Namespace of the claims (one Lease per managed remote provider, see
     /// [`super::claims`]): the operator's own, shared by every shard and replica.
     pub claims_namespace: String,
-    /// The installation's key of the secrets fingerprint (`status.coveo.secretsHash`), read
+    /// The installation's key of the secrets fingerprint (in the backend's status block), read
     /// from its Secret at start (see [`crate::fingerprint_key`]).
     pub fingerprint_key: FingerprintKey,
+    /// The fence every remote write passes: this replica's leader fence (see
+    /// [`crate::leader`]), or an open one without election.
+    pub write_fence: &'static WriteFence,
 }
 
 impl Settings {
@@ -90,6 +96,7 @@ impl Default for Settings {
             fingerprint_key: FingerprintKey::generate()
                 .map(|(key, _)| key)
                 .expect("the system random number generator works"),
+            write_fence: &crate::backend::http::NO_ELECTION,
         }
     }
 }
@@ -101,32 +108,14 @@ pub struct Context {
     pub connections: Store<ProviderConnection>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
-    /// Built backend clients, shared by every reconcile of a connection version.
-    clients: ClientCache,
-    failures: Mutex<HashMap<ObjectRef<SecurityProvider>, u32>>,
-    /// The reason of each failing object's latest failure (for one warning per change).
-    failure_reasons: Mutex<HashMap<ObjectRef<SecurityProvider>, &'static str>>,
-    /// Paged reads of each connection's providers, shared by resyncs; reached only through
-    /// a [`ConnectionHandle`].
-    snapshots: Snapshots<SnapshotKey>,
-    /// Providers whose remote state was settling at their last reconcile: their next read
-    /// must be fresh, a snapshot would show the old state.
-    settling: Mutex<HashSet<ObjectRef<SecurityProvider>>>,
-    /// `status.coveo.secretsHash` as this process last wrote it: the cached object may not
-    /// show our own status write yet, and a stale hash would send the same values twice.
-    secrets_sent: Mutex<HashMap<ObjectRef<SecurityProvider>, Option<String>>>,
-    /// Consecutive cleanup attempts that failed permanently, per object (bounded by
-    /// [`MAX_CLEANUP_ATTEMPTS`]).
-    cleanup_failures: Mutex<HashMap<ObjectRef<SecurityProvider>, u32>>,
-    /// Objects whose deletion already waited once for a create that may still land.
-    deferred_cleanups: Mutex<HashSet<ObjectRef<SecurityProvider>>>,
+    /// What is kept per connection: built client, snapshots, reconcile slots.
+    states: ConnectionStates,
+    /// What is remembered about each SecurityProvider between its reconciles.
+    pub(super) records: ObjectRecords,
     /// Connections whose check found a change (a rebuilt client, a new result): their
     /// providers are reconciled again. Taken once by the provider controller.
     connection_changes: mpsc::UnboundedSender<ObjectRef<ProviderConnection>>,
     connection_changes_rx: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<ProviderConnection>>>>,
-    /// The reconcile slots each namespace and connection holds (see
-    /// [`Context::reconcile_slot`]).
-    slots: Arc<SlotLedger>,
     /// At most one owner per remote provider (see [`super::claims`]). None only in the
     /// reconcile's unit tests, whose mocked API has no Leases: they find other managers with
     /// the LIST `secprov-operator plan` uses.
@@ -152,22 +141,19 @@ impl Context {
             connections,
             connection_changes,
             connection_changes_rx: Mutex::new(Some(rx)),
-            slots: SlotLedger::new(settings.slot_limits()),
             claims: None,
             recorder,
             metrics,
-            clients: ClientCache::default(),
-            failures: Mutex::new(HashMap::new()),
-            failure_reasons: Mutex::new(HashMap::new()),
-            snapshots: Snapshots::new(if settings.batch_observe {
-                snapshot_max_age(settings.resync_interval)
-            } else {
-                Duration::ZERO
-            }),
-            settling: Mutex::new(HashSet::new()),
-            secrets_sent: Mutex::new(HashMap::new()),
-            cleanup_failures: Mutex::new(HashMap::new()),
-            deferred_cleanups: Mutex::new(HashSet::new()),
+            states: ConnectionStates::new(
+                settings.write_fence,
+                settings.slot_limits(),
+                if settings.batch_observe {
+                    snapshot_max_age(settings.resync_interval)
+                } else {
+                    Duration::ZERO
+                },
+            ),
+            records: ObjectRecords::default(),
             settings,
         }
     }
@@ -189,34 +175,19 @@ impl Context {
         sp: &SecurityProvider,
     ) -> Result<ConnectionHandle<'_>, Error> {
         match self.connection(sp).await {
-            Err(
-                error @ (Error::SecretNotFound(_)
-                | Error::SecretKeyMissing { .. }
-                | Error::SecretNotOptedIn(_)),
-            ) => {
+            Err(error) if ErrorClass::of(&error) == ErrorClass::Secret => {
                 let connection = self.connection_of(sp)?;
-                let Some(client) = self.clients.last_built(&connection).await else {
+                let Some(handle) = self.states.last_built(connection).await else {
                     return Err(error);
                 };
                 tracing::info!(
                     reason = error.reason(),
                     "cleanup uses the connection's last built client"
                 );
-                Ok(ConnectionHandle::new(connection, client, &self.snapshots))
+                Ok(handle)
             }
             other => other,
         }
-    }
-
-    /// Counts one more permanent cleanup failure of `object` and returns the count.
-    pub fn cleanup_failed(&self, object: &ObjectRef<SecurityProvider>) -> u32 {
-        let mut failures = self
-            .cleanup_failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let count = failures.entry(object.clone()).or_insert(0);
-        *count = count.saturating_add(1);
-        *count
     }
 
     /// The handle of a connection (for its own controller, which checks its credentials).
@@ -224,12 +195,30 @@ impl Context {
         &self,
         connection: Arc<ProviderConnection>,
     ) -> Result<ConnectionHandle<'_>, Error> {
-        let client = self.backend_for(&connection).await?;
-        // Snapshots of another version of this connection (or of one replaced under the same
-        // name) would never be read again: drop them.
-        let current = snapshot_key(&connection);
-        self.snapshots.retain(|k| k.0 != current.0 || *k == current);
-        Ok(ConnectionHandle::new(connection, client, &self.snapshots))
+        let observer = self.metrics.request_observer();
+        self.states.handle(&self.client, connection, observer).await
+    }
+
+    /// Starts a reconcile of `sp`: its slot (see [`Self::reconcile_slot`]), its connection
+    /// from the cache and its record, held until the returned [`Visit`] is dropped.
+    pub fn begin(&self, sp: &SecurityProvider) -> Result<Visit<'_>, SlotRefused> {
+        let slot = self.reconcile_slot(sp)?;
+        let connection = self.connection_of(sp).ok();
+        let object = ObjectRef::from_obj(sp);
+        let record = self.records.take(&object);
+        Ok(Visit::new(self, object, record, connection, slot))
+    }
+
+    /// Runs `f` over the record of `object` (taken, then put back).
+    pub fn with_record<T>(
+        &self,
+        object: &ObjectRef<SecurityProvider>,
+        f: impl FnOnce(&mut ObjectRecord) -> T,
+    ) -> T {
+        let mut record = self.records.take(object);
+        let result = f(&mut record);
+        self.records.put_back(object.clone(), record);
+        result
     }
 
     /// A reconcile slot for `sp`, within its namespace's and its connection's shares (None
@@ -246,14 +235,14 @@ impl Context {
         if self.connections.get(&reference).is_none() {
             return Ok(None);
         }
-        self.slots.try_take(&reference).map(Some)
+        self.states.take_slot(&reference).map(Some)
     }
 
     /// Keeps in the batch snapshots only the providers whose remote id a SecurityProvider in
     /// `providers` (this replica's cache: its shard) has recorded: resyncs look up nothing
     /// else, and two shards then hold half the providers each instead of all of them.
     pub fn scope_snapshots(&self, providers: kube::runtime::reflector::Store<SecurityProvider>) {
-        self.snapshots.set_scope(Arc::new(move || {
+        self.states.scope_snapshots(Arc::new(move || {
             providers
                 .state()
                 .iter()
@@ -265,31 +254,15 @@ impl Context {
     /// Drops everything kept for a deleted connection: its client (and the credentials in it),
     /// its snapshots and its ready gauge.
     pub async fn forget_connection(&self, connection: &ObjectRef<ProviderConnection>) {
-        self.clients.forget(connection).await;
-        self.snapshots.retain(|(r, _, _)| r != connection);
+        self.states.forget(connection).await;
         let namespace = connection.namespace.as_deref().unwrap_or_default();
         self.metrics
             .connection_forgotten(namespace, &connection.name);
     }
 
-    /// Drops the per-object state of a deleted SecurityProvider: failure count, settling mark
-    /// and ready gauge.
+    /// Drops everything kept for a deleted SecurityProvider: its record and its ready gauge.
     pub fn forget_object(&self, object: &ObjectRef<SecurityProvider>) {
-        self.reset_failures(object);
-        self.record_failure(object, None);
-        self.set_settling(object, false);
-        self.secrets_sent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(object);
-        self.cleanup_failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(object);
-        self.deferred_cleanups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(object);
+        self.records.forget(object);
         let namespace = object.namespace.as_deref().unwrap_or_default();
         self.metrics.provider_forgotten(namespace, &object.name);
     }
@@ -301,49 +274,19 @@ impl Context {
         connection: &ProviderConnection,
         client: Arc<dyn ProviderBackend>,
     ) {
-        self.clients.install(connection, client).await;
+        self.states.install_client(connection, client).await;
     }
 
     /// How many snapshot slots exist (unit tests).
     #[cfg(test)]
     pub(crate) fn snapshot_slots(&self) -> usize {
-        self.snapshots.slot_count()
+        self.states.snapshot_slots()
     }
 
     /// Whether a built client of `connection` is cached (unit tests).
     #[cfg(test)]
     pub(crate) async fn has_client(&self, connection: &ObjectRef<ProviderConnection>) -> bool {
-        self.clients.contains(connection).await
-    }
-
-    /// True the first time it is asked for `object`, false afterwards: the deletion of an
-    /// object whose create may still land waits once.
-    pub fn defer_cleanup_once(&self, object: &ObjectRef<SecurityProvider>) -> bool {
-        self.deferred_cleanups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(object.clone())
-    }
-
-    /// How an observation finds other managers of a remote provider: the claims, or (unit
-    /// tests) a LIST of the SecurityProviders this controller may see.
-    pub fn managers<'a>(
-        &'a self,
-        cluster: &'a kube::Api<SecurityProvider>,
-    ) -> super::observe::Managers<'a> {
-        match &self.claims {
-            Some(claims) => super::observe::Managers::Claims(claims),
-            None => super::observe::Managers::Listed(cluster),
-        }
-    }
-
-    /// Every SecurityProvider this controller may see (the watched namespace, or the
-    /// cluster), read from the API server (only without claims).
-    pub fn cluster_providers(&self) -> kube::Api<SecurityProvider> {
-        match &self.settings.namespace {
-            Some(namespace) => kube::Api::namespaced(self.client.clone(), namespace),
-            None => kube::Api::all(self.client.clone()),
-        }
+        self.states.has_client(connection).await
     }
 
     /// The ProviderConnection named by a SecurityProvider, from the cache.
@@ -355,21 +298,6 @@ impl Context {
             .ok_or_else(|| Error::ConnectionNotFound(sp.spec.connection_ref.clone()))
     }
 
-    /// The backend client of a connection, built once per version of the connection and of
-    /// the Secrets it read (see [`ClientCache::get_or_connect`]).
-    async fn backend_for(
-        &self,
-        connection: &ProviderConnection,
-    ) -> Result<Arc<dyn ProviderBackend>, Error> {
-        self.clients
-            .get_or_connect(
-                &self.client,
-                connection,
-                Some(self.metrics.request_observer()),
-            )
-            .await
-    }
-
     /// The connection check's handle: the connection's Secrets are read again, and its client
     /// rebuilt when they or the connection changed (the `bool` says so; a first build is no
     /// change).
@@ -377,10 +305,10 @@ impl Context {
         &self,
         connection: Arc<ProviderConnection>,
     ) -> Result<(ConnectionHandle<'_>, bool), Error> {
-        let observer = Some(self.metrics.request_observer());
-        let recheck = self.clients.recheck(&self.client, &connection, observer);
-        let rebuilt = matches!(recheck.await?, Recheck::Rebuilt(_));
-        Ok((self.handle_for(connection).await?, rebuilt))
+        let observer = self.metrics.request_observer();
+        self.states
+            .recheck(&self.client, connection, observer)
+            .await
     }
 
     /// Asks for the providers of `connection` to be reconciled again (its Secrets or its
@@ -397,96 +325,5 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
-    }
-
-    /// Records a transient failure and returns the delay before the next attempt:
-    /// exponential from 1 s with full jitter, capped by `max_backoff`.
-    pub fn backoff_after_failure(&self, object: &ObjectRef<SecurityProvider>) -> Duration {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let count = failures.entry(object.clone()).or_insert(0);
-        *count = count.saturating_add(1);
-        let ceiling = Duration::from_secs(1)
-            .saturating_mul(2u32.saturating_pow((*count - 1).min(16)))
-            .min(self.settings.max_backoff);
-        let millis = ceiling.as_millis() as u64;
-        Duration::from_millis(millis / 2 + rand::random_range(0..=millis / 2))
-    }
-
-    /// Forgets the failures of an object after a success.
-    pub fn reset_failures(&self, object: &ObjectRef<SecurityProvider>) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(object);
-    }
-
-    /// Records the reason of the object's latest reconcile failure (None: it did not fail) and
-    /// returns the one recorded before, if this process saw one.
-    pub fn record_failure(
-        &self,
-        object: &ObjectRef<SecurityProvider>,
-        reason: Option<&'static str>,
-    ) -> Option<&'static str> {
-        let mut reasons = self
-            .failure_reasons
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        match reason {
-            Some(reason) => reasons.insert(object.clone(), reason),
-            None => reasons.remove(object),
-        }
-    }
-
-    /// Remembers whether the provider's remote state was settling (its next read must be
-    /// fresh).
-    pub fn set_settling(&self, object: &ObjectRef<SecurityProvider>, settling: bool) {
-        let mut set = self.settling.lock().unwrap_or_else(|e| e.into_inner());
-        if settling {
-            set.insert(object.clone());
-        } else {
-            set.remove(object);
-        }
-    }
-
-    /// Whether the provider was settling at its last reconcile.
-    pub fn is_settling(&self, object: &ObjectRef<SecurityProvider>) -> bool {
-        self.settling
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(object)
-    }
-
-    /// The hash of the secret values `sp`'s remote provider last received: as this process
-    /// last wrote it in status, else as the (cached) status says.
-    pub fn secrets_hash_sent(&self, sp: &SecurityProvider) -> Option<String> {
-        let written = self.secrets_sent.lock().unwrap_or_else(|e| e.into_inner());
-        match written.get(&ObjectRef::from_obj(sp)) {
-            Some(hash) => hash.clone(),
-            None => sp.status.as_ref()?.coveo.as_ref()?.secrets_hash.clone(),
-        }
-    }
-
-    /// Remembers the `status.coveo.secretsHash` just written for `sp`. Only where it can
-    /// differ from what the cached status will show: an object without secret values (most
-    /// of them) needs no entry, which at 10,000 objects was 2.6 MiB at rest.
-    pub fn remember_secrets_hash(&self, sp: &SecurityProvider, hash: Option<String>) {
-        let object = ObjectRef::from_obj(sp);
-        let cached = sp
-            .status
-            .as_ref()
-            .and_then(|s| s.coveo.as_ref()?.secrets_hash.as_ref());
-        let mut written = self.secrets_sent.lock().unwrap_or_else(|e| e.into_inner());
-        if hash.is_none() && cached.is_none() {
-            written.remove(&object);
-        } else {
-            written.insert(object, hash);
-        }
-    }
-
-    /// The resync delay with ±10 % jitter, so objects created together don't resync together.
-    pub fn resync_delay(&self) -> Duration {
-        let base = self.settings.resync_interval.as_millis() as u64;
-        let spread = base / 10;
-        Duration::from_millis(base - spread + rand::random_range(0..=2 * spread))
     }
 }

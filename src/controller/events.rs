@@ -88,9 +88,7 @@ fn update_event(sp: &SecurityProvider, fields: &[String]) -> (&'static str, Stri
         .as_ref()
         .filter(|s| status::find(Some(s), status::SYNCED).is_some_and(|c| c.status == "True"))
         .and_then(|s| s.observed_generation);
-    if fields == [crate::backend::coveo::SECRET_VALUES_FIELD] {
-        // A rotated Secret is a change of the desired values, not drift of the remote ones.
-        let note = "sent the changed values of the Secrets named in spec.coveo (sensitiveParameters, userIdentities)".to_owned();
+    if let Some(note) = crate::backend::secret_values_note(fields) {
         return ("Updated", note);
     }
     let fields = fields.join(", ");

@@ -2,7 +2,6 @@
 //! own earlier create when it answers 409), an update, a requested refresh. Returns a
 //! [`Report`] of what was done and learnt, for the status and the Events. Writes are made only
 //! from a fresh read ([`Remote::Fresh`]); a plan over a snapshot is refused.
-use std::time::Duration;
 
 use kube::ResourceExt;
 use tracing::info;
@@ -12,6 +11,7 @@ use super::metadata::ObjectMetadata;
 use super::observe::{Observation, is_paused, recorded_remote_id, refresh_to_handle};
 use super::ownership::{self, CreateMarker};
 use super::plan::{Plan, REASON_ALREADY_EXISTS, REASON_OBSERVE_ONLY, REASON_PAUSED};
+use super::requeue::ErrorClass;
 use super::status::{self, Outcome, OutcomeResult};
 use crate::api::security_provider::LeftBehind;
 use crate::api::{CREATE_PENDING_ANNOTATION, SecurityProvider};
@@ -34,11 +34,9 @@ pub struct Report {
     pub updated: Option<Vec<String>>,
     /// A refresh was started.
     pub refreshed: bool,
-    /// How long the remote system asked us to wait after its failure.
-    pub retry_after: Option<Duration>,
-    /// A terminal failure that is still checked again now and then (see
-    /// [`Error::rechecked_when_terminal`]).
-    pub recheck_terminal: bool,
+    /// The class of the error this reconcile failed with, which decides when it is tried
+    /// again (see [`super::requeue`]).
+    pub failure: Option<ErrorClass>,
 }
 
 impl Report {
@@ -51,16 +49,14 @@ impl Report {
             created: false,
             updated: None,
             refreshed: false,
-            retry_after: None,
-            recheck_terminal: false,
+            failure: None,
         }
     }
 
     /// The report of a reconcile that failed before anything was read or written.
     pub fn failed(sp: &SecurityProvider, error: &Error) -> Report {
         Report {
-            retry_after: error.retry_after(),
-            recheck_terminal: error.rechecked_when_terminal(),
+            failure: Some(ErrorClass::of(error)),
             ..Report::new(Outcome {
                 backend: sp.spec.backend(),
                 remote_id: recorded_remote_id(sp),
@@ -77,9 +73,8 @@ impl Report {
 }
 
 /// The hash of the secret values recorded in status by an earlier write.
-fn recorded_secrets_hash(sp: &SecurityProvider) -> Option<String> {
-    let status = sp.status.as_ref()?.coveo.as_ref()?;
-    status.secrets_hash.clone()
+pub(crate) fn recorded_secrets_hash(sp: &SecurityProvider) -> Option<String> {
+    crate::backend::recorded_fingerprint(sp.status.as_ref()?)
 }
 
 /// The outcome result of an error.
@@ -106,8 +101,7 @@ pub async fn execute(
         Ok(()) => Ok(run.report),
         Err(error @ Error::Kube(_)) => Err(error),
         Err(error) => {
-            run.report.retry_after = error.retry_after();
-            run.report.recheck_terminal = error.rechecked_when_terminal();
+            run.report.failure = Some(ErrorClass::of(&error));
             run.report.outcome.result = failure(&error);
             Ok(run.report)
         }
@@ -287,8 +281,8 @@ impl<'a, 'c> Execution<'a, 'c> {
     ) -> Result<(), Error> {
         let Observation { key, desired, .. } = &self.observation;
         let Some(found) = self.connection.read(key).await? else {
-            // Nothing exists under this id, so the conflict is about something else (Keystone:
-            // a remote id another identity provider already uses): report the remote's error.
+            // Nothing exists under this id, so the conflict is about something else (such as a
+            // remote id another identity provider already uses): report the remote's error.
             self.report.create_refused = marker.settled_by(error.kind);
             return Err(error.into());
         };

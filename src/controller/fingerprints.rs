@@ -1,8 +1,8 @@
 //! What the controller remembers per watched object to tell a change that matters from one
 //! that does not: one 64-bit hash of the object's identity and one of the watched property,
-//! 16 bytes an object. kube-runtime's `predicate_filter` (and our Secret-usage watcher before)
-//! kept an `ObjectRef` or name strings per object, about 220 bytes each: 2.2 MiB of the heap
-//! at 10,000 providers (heap profile in BENCHMARKS.md).
+//! 16 bytes an object, where kube-runtime's `predicate_filter` (and our Secret-usage watcher
+//! before) kept an `ObjectRef` or name strings per object (BENCHMARKS.md, "Figures behind the
+//! code").
 //!
 //! The identity hash is keyed per process ([`RandomState`]), so nobody can choose object names
 //! that collide; an accidental collision of two objects' 64-bit hashes (about 10^-11 for a

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::api::{ProviderConnection, SecurityProvider};
-use crate::backend::{
-    ObservedProvider, ProviderBackend, ProviderConfig, ProviderKey, check_backend_match,
-};
+use crate::api::ProviderConnection;
+use crate::backend::{ObservedProvider, ProviderBackend, ProviderConfig, ProviderKey};
 use crate::error::{Error, RemoteError};
 
-use super::snapshot::Snapshots;
+use super::slots::{ReconcileSlot, SlotLedger, SlotLimits, SlotRefused};
+use super::snapshot::{Scope, Snapshots};
+use crate::backend::connect::{ClientCache, Recheck};
+use crate::backend::http::RequestObserver;
 
 /// A connection and its version (uid, generation): the key of its snapshot slot.
 pub type SnapshotKey = (ObjectRef<ProviderConnection>, Option<String>, Option<i64>);
@@ -62,6 +63,129 @@ impl Remote {
     }
 }
 
+/// Everything kept per ProviderConnection, in one owner so that it is dropped in one place
+/// ([`Self::forget`]): its built client, its batch snapshots and the reconcile slots its
+/// providers hold. Each part locks per connection (a client is built under its connection's
+/// async lock, a list fills its own snapshot slot); the maps lock only to find an entry. Slots
+/// are also counted per namespace, across connections (see [`super::slots`]).
+pub struct ConnectionStates {
+    clients: ClientCache,
+    snapshots: Snapshots<SnapshotKey>,
+    slots: Arc<SlotLedger>,
+}
+
+impl ConnectionStates {
+    /// Empty states: the clients' writes pass `fence`; snapshots live `snapshot_max_age`
+    /// (zero: no batch reads).
+    pub fn new(
+        fence: &'static crate::leader::WriteFence,
+        limits: SlotLimits,
+        snapshot_max_age: std::time::Duration,
+    ) -> Self {
+        ConnectionStates {
+            clients: ClientCache::new(fence),
+            snapshots: Snapshots::new(snapshot_max_age),
+            slots: SlotLedger::new(limits),
+        }
+    }
+
+    /// The handle of `connection`: its client, built once per version of the connection and
+    /// of the Secrets it read (see [`ClientCache::get_or_connect`]), and its snapshots.
+    pub async fn handle(
+        &self,
+        kube: &kube::Client,
+        connection: Arc<ProviderConnection>,
+        observer: RequestObserver,
+    ) -> Result<ConnectionHandle<'_>, Error> {
+        let client = self
+            .clients
+            .get_or_connect(kube, &connection, Some(observer))
+            .await?;
+        Ok(self.handle_over(connection, client))
+    }
+
+    /// The connection check's handle: the connection's Secrets are read again, and its client
+    /// rebuilt when they or the connection changed (the `bool` says so; a first build is no
+    /// change).
+    pub async fn recheck(
+        &self,
+        kube: &kube::Client,
+        connection: Arc<ProviderConnection>,
+        observer: RequestObserver,
+    ) -> Result<(ConnectionHandle<'_>, bool), Error> {
+        let recheck = self.clients.recheck(kube, &connection, Some(observer));
+        let (client, rebuilt) = match recheck.await? {
+            Recheck::Rebuilt(client) => (client, true),
+            Recheck::Built(client) | Recheck::Unchanged(client) => (client, false),
+        };
+        Ok((self.handle_over(connection, client), rebuilt))
+    }
+
+    /// A handle over the client last built for `connection` (same uid), whatever its Secrets'
+    /// state now (None: none was built).
+    pub async fn last_built(
+        &self,
+        connection: Arc<ProviderConnection>,
+    ) -> Option<ConnectionHandle<'_>> {
+        let client = self.clients.last_built(&connection).await?;
+        Some(ConnectionHandle::new(connection, client, &self.snapshots))
+    }
+
+    /// A handle over `client`; snapshots of another version of this connection (or of one
+    /// replaced under the same name) would never be read again, so they are dropped.
+    fn handle_over(
+        &self,
+        connection: Arc<ProviderConnection>,
+        client: Arc<dyn ProviderBackend>,
+    ) -> ConnectionHandle<'_> {
+        let current = snapshot_key(&connection);
+        self.snapshots.retain(|k| k.0 != current.0 || *k == current);
+        ConnectionHandle::new(connection, client, &self.snapshots)
+    }
+
+    /// A reconcile slot of a provider of `connection` (see [`SlotLedger::try_take`]).
+    pub fn take_slot(
+        &self,
+        connection: &ObjectRef<ProviderConnection>,
+    ) -> Result<ReconcileSlot, SlotRefused> {
+        self.slots.try_take(connection)
+    }
+
+    /// Limits the snapshots to the providers `scope` names (see [`Snapshots::set_scope`]).
+    pub fn scope_snapshots(&self, scope: Scope) {
+        self.snapshots.set_scope(scope);
+    }
+
+    /// Drops everything kept for a deleted connection: its client (and the credentials in it)
+    /// and its snapshots. Slots go back as their reconciles end.
+    pub async fn forget(&self, connection: &ObjectRef<ProviderConnection>) {
+        self.clients.forget(connection).await;
+        self.snapshots.retain(|(r, _, _)| r != connection);
+    }
+
+    /// Installs `client` as the built client of `connection` (unit tests: a fake backend).
+    #[cfg(test)]
+    pub(crate) async fn install_client(
+        &self,
+        connection: &ProviderConnection,
+        client: Arc<dyn ProviderBackend>,
+    ) {
+        self.clients.install(connection, client).await;
+    }
+
+    /// How many snapshot slots exist (unit tests).
+    #[cfg(test)]
+    pub(crate) fn snapshot_slots(&self) -> usize {
+        self.snapshots.slot_count()
+    }
+
+    /// Whether a built client of `connection` is cached (unit tests).
+    #[cfg(test)]
+    pub(crate) async fn has_client(&self, connection: &ObjectRef<ProviderConnection>) -> bool {
+        self.clients.contains(connection).await
+    }
+}
+
 /// One connection's client and snapshot, for the duration of one reconcile or CLI command.
 pub struct ConnectionHandle<'a> {
     connection: Arc<ProviderConnection>,
@@ -89,11 +213,6 @@ impl<'a> ConnectionHandle<'a> {
     /// The connection this handle serves.
     pub fn connection(&self) -> &ProviderConnection {
         &self.connection
-    }
-
-    /// Fails unless the provider's backend block matches the connection's backend.
-    pub fn check_serves(&self, sp: &SecurityProvider) -> Result<(), Error> {
-        check_backend_match(sp, &self.connection)
     }
 
     /// Reads the provider directly and records what it found.
@@ -132,7 +251,8 @@ impl<'a> ConnectionHandle<'a> {
         Ok(updated)
     }
 
-    /// Reads what `desired` compares beyond the main read (Coveo schedules) into `observed`.
+    /// Reads what `desired` compares beyond the main read (sub-resources such as schedules)
+    /// into `observed`.
     pub async fn read_details(
         &self,
         desired: Option<&ProviderConfig>,

@@ -92,6 +92,16 @@ pub enum Managers<'a> {
     Listed(&'a Api<SecurityProvider>),
 }
 
+impl<'a> Managers<'a> {
+    /// The claims when there are (the controller), else a LIST through `cluster`.
+    pub fn new(claims: Option<&'a Claims>, cluster: &'a Api<SecurityProvider>) -> Self {
+        match claims {
+            Some(claims) => Managers::Claims(claims),
+            None => Managers::Listed(cluster),
+        }
+    }
+}
+
 /// A remote id recorded in another remote system than the connection reaches now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Retarget {

@@ -66,7 +66,7 @@ pub const REASON_ALREADY_MANAGED: &str = "AlreadyManaged";
 /// Condition reason when status.remoteId belongs to another remote system than the
 /// connection now reaches, and a provider this object did not create has the id there.
 pub const REASON_REMOTE_SYSTEM_CHANGED: &str = "RemoteSystemChanged";
-/// Condition reason when a create-only field (Keystone `domainId`) differs remotely: no update
+/// Condition reason when a create-only field (such as a domain) differs remotely: no update
 /// can fix it.
 pub const REASON_CREATE_ONLY_DIFFERS: &str = "CreateOnlyFieldDiffers";
 /// Condition reason when an observe-only object finds nothing to observe.

@@ -15,30 +15,34 @@ use super::events::{failure_event_type, publish, publish_events};
 use super::execute::{Report, execute};
 use super::metadata::{ObjectMetadata, clear_create_pending, has_finalizer, remove_finalizer};
 use super::observe::{
-    Apis, create_pending, is_paused, observe_and_plan, recorded_remote_id, refresh_to_handle,
+    Apis, Managers, create_pending, is_paused, observe_and_plan, recorded_remote_id,
+    refresh_to_handle,
 };
 use super::ownership;
 use super::patch::{write_status, write_status_if_unchanged};
+use super::record::{ObjectRecord, Visit};
+use super::requeue::{self, Ending, ErrorClass};
 use super::status::{self, Outcome, OutcomeResult, compute_status};
 use crate::api::provider_connection::BackendKind;
 use crate::api::security_provider::DeletionPolicy;
-use crate::api::{SecurityProvider, SecurityProviderStatus};
+use crate::api::{ProviderConnection, SecurityProvider, SecurityProviderStatus};
 use crate::backend::{ObservedProvider, ProviderKey, desired_config, resolve_desired};
-use crate::error::{Error, RemoteError, RemoteErrorKind, TERMINAL_RECHECK};
+use crate::error::{Error, RemoteError, RemoteErrorKind};
 
 /// Entry point for the kube-runtime Controller.
 #[instrument(skip_all, fields(object = %format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any())))]
 pub async fn reconcile(sp: Arc<SecurityProvider>, ctx: Arc<Context>) -> Result<Action, Error> {
-    // Held to the end: a slot within the namespace's and the connection's shares.
-    let _slot = match ctx.reconcile_slot(&sp) {
-        Ok(slot) => slot,
+    // Held to the end: a slot within the namespace's and the connection's shares, and the
+    // object's record, put back when the visit ends.
+    let mut visit = match ctx.begin(&sp) {
+        Ok(visit) => visit,
         Err(refused) => {
             tracing::debug!(
                 share = refused.as_str(),
                 "share of reconcile slots in use; requeued"
             );
             ctx.metrics.reconcile_refused_slot(refused.as_str());
-            return Ok(Action::requeue(busy_requeue()));
+            return Ok(requeue::busy_requeue().into());
         }
     };
     let started = Instant::now();
@@ -50,8 +54,8 @@ pub async fn reconcile(sp: Arc<SecurityProvider>, ctx: Arc<Context>) -> Result<A
     // A remote failure that apply reports in status (and retries) is still a failed reconcile.
     let handled_failure = OnceLock::new();
     let result = match (sp.metadata.deletion_timestamp.is_some(), has_finalizer(&sp)) {
-        (false, _) => apply(sp, &ctx, &api, &handled_failure).await,
-        (true, true) => match cleanup(sp.clone(), &ctx, &api).await {
+        (false, _) => apply(sp, &ctx, &api, &mut visit, &handled_failure).await,
+        (true, true) => match cleanup(sp.clone(), &ctx, &api, &mut visit).await {
             Ok(action) => remove_finalizer(&api, &sp).await.map(|()| action),
             Err(error) => Err(error),
         },
@@ -65,13 +69,6 @@ pub async fn reconcile(sp: Arc<SecurityProvider>, ctx: Arc<Context>) -> Result<A
     };
     ctx.metrics.reconciled(label, reason, started.elapsed());
     result
-}
-
-/// When a provider refused a slot (its namespace or connection holds its share) tries again:
-/// soon, so it is served within seconds of a slot of its share freeing, and spread so the
-/// waiting ones don't all come back at once.
-fn busy_requeue() -> std::time::Duration {
-    std::time::Duration::from_millis(rand::random_range(500..=2000))
 }
 
 /// Runs the remote part of a reconcile within `settings.reconcile_timeout`, retries
@@ -97,20 +94,31 @@ async fn within_deadline<T>(
     })
 }
 
-/// Requeue policy for errors that escaped `apply`/`cleanup` (Kubernetes API failures).
+/// Requeue of the errors that escaped `apply` (Kubernetes API failures) or `cleanup` (every
+/// failure of a deletion), by the one policy [`requeue::next`].
 pub fn error_policy(sp: Arc<SecurityProvider>, error: &Error, ctx: Arc<Context>) -> Action {
-    if let Error::CleanupBlocked { .. } = error {
-        // Reported with its escape hatch; a change of the object, its connection or its
-        // Secret tries again.
-        return Action::await_change();
+    let ending = Ending::Failed {
+        class: ErrorClass::of(error),
+        deleting: sp.metadata.deletion_timestamp.is_some(),
+    };
+    let next = ctx.with_record(&ObjectRef::from_obj(&*sp), |record| {
+        requeue::next(ending, record, &ctx.settings)
+    });
+    match ending {
+        // Reported in status with its escape hatch.
+        Ending::Failed {
+            class: ErrorClass::Blocked,
+            ..
+        } => {}
+        Ending::Failed {
+            class: ErrorClass::Deferred,
+            ..
+        } => info!(object = %sp.name_any(), reason = error.reason(), %error, "deletion waits"),
+        _ => {
+            warn!(object = %sp.name_any(), reason = error.reason(), %error, ?next, "reconcile failed")
+        }
     }
-    if let Error::CleanupDeferred(_) = error {
-        info!(object = %sp.name_any(), reason = error.reason(), %error, "deletion waits");
-        return Action::requeue(ctx.settings.progress_interval);
-    }
-    let delay = ctx.backoff_after_failure(&ObjectRef::from_obj(&*sp));
-    warn!(object = %sp.name_any(), reason = error.reason(), %error, ?delay, "reconcile failed");
-    Action::requeue(delay)
+    next.into()
 }
 
 /// Reconciles towards the spec. A failure reported in status sets `handled_failure` to its
@@ -119,16 +127,18 @@ async fn apply(
     sp: Arc<SecurityProvider>,
     ctx: &Context,
     api: &Api<SecurityProvider>,
+    visit: &mut Visit<'_>,
     handled_failure: &OnceLock<&'static str>,
 ) -> Result<Action, Error> {
     let sp = announce_progress(ctx, api, sp).await?;
     let metadata = ObjectMetadata::new(api, &sp);
-    let report = match within_deadline(&sp, ctx, sync(&sp, ctx, &metadata)).await {
+    let synced = sync(&sp, ctx, &metadata, &visit.record);
+    let report = match within_deadline(&sp, ctx, synced).await {
         Ok(report) => report,
         Err(error @ Error::Kube(_)) => return Err(error),
         Err(error) => {
             let mut report = Report::failed(&sp, &error);
-            report.outcome.secrets_hash = ctx.secrets_hash_sent(&sp);
+            report.outcome.secrets_hash = visit.record.secrets_hash_sent(&sp);
             report
         }
     };
@@ -138,17 +148,14 @@ async fn apply(
     if let OutcomeResult::Failed { reason, .. } = &report.outcome.result {
         let _ = handled_failure.set(*reason);
     }
-    warn_on_new_failure(ctx, &sp, &report.outcome.result);
+    warn_on_new_failure(&mut visit.record, &sp, &report.outcome.result);
     let new_status = update_status(ctx, api, &sp, &report.outcome).await?;
     release_outgrown_claims(ctx, &sp, &new_status).await;
     if report.create_refused && new_status.remote_id.is_none() {
-        give_back_refused_claim(ctx, &sp).await;
+        give_back_refused_claim(ctx, &sp, visit.connection.as_deref()).await;
     }
-    let sent = new_status
-        .coveo
-        .as_ref()
-        .and_then(|c| c.secrets_hash.clone());
-    ctx.remember_secrets_hash(&sp, sent);
+    let sent = crate::backend::recorded_fingerprint(&new_status);
+    visit.record.remember_secrets_hash(&sp, sent);
     // Only now that status.remoteId is stored can the marker go: a crash before this point
     // leaves the marker, and the next reconcile adopts the provider instead of creating again.
     let pending = create_pending(&sp) || report.marked_pending;
@@ -164,7 +171,16 @@ async fn apply(
         is_true(status::STALLED),
     );
     publish_events(ctx, &sp, &report, &new_status).await;
-    Ok(next_action(ctx, &ObjectRef::from_obj(&*sp), &report))
+    let ending = match report.failure {
+        Some(class) => Ending::Failed {
+            class,
+            deleting: false,
+        },
+        None => Ending::Done {
+            settling: (report.outcome.observed.as_ref()).is_some_and(ObservedProvider::is_settling),
+        },
+    };
+    Ok(requeue::next(ending, &mut visit.record, &ctx.settings).into())
 }
 
 /// When status records a new remote id or remote system (a create, an adoption, a confirmed
@@ -224,11 +240,15 @@ async fn announce_progress(
 /// A create the remote refused (invalid configuration, credentials without the right to
 /// create) made nothing: this object gives its claim back, so it does not stand in the way of
 /// another object that can manage the provider; the next attempt claims again.
-async fn give_back_refused_claim(ctx: &Context, sp: &SecurityProvider) {
+async fn give_back_refused_claim(
+    ctx: &Context,
+    sp: &SecurityProvider,
+    connection: Option<&ProviderConnection>,
+) {
     let (Some(claims), Ok(desired)) = (&ctx.claims, desired_config(sp)) else {
         return;
     };
-    let Some(system) = ctx.connection_of(sp).ok().and_then(|c| c.ownership()) else {
+    let Some(system) = connection.and_then(ProviderConnection::ownership) else {
         return;
     };
     if let Err(error) = claims.give_back(sp, &system, desired.lookup_key()).await {
@@ -240,12 +260,12 @@ async fn give_back_refused_claim(ctx: &Context, sp: &SecurityProvider) {
 /// retry that fails the same way stays quiet: status and the Warning Event already say it.
 /// "Before" is what this process saw last (the cached object may not show the status the
 /// previous reconcile wrote yet), else the status (after a restart).
-fn warn_on_new_failure(ctx: &Context, sp: &SecurityProvider, result: &OutcomeResult) {
+fn warn_on_new_failure(record: &mut ObjectRecord, sp: &SecurityProvider, result: &OutcomeResult) {
     let reason = match result {
         OutcomeResult::Failed { reason, .. } => Some(*reason),
         _ => None,
     };
-    let seen = ctx.record_failure(&ObjectRef::from_obj(sp), reason);
+    let seen = record.replace_failure_reason(reason);
     let OutcomeResult::Failed {
         reason,
         message,
@@ -276,16 +296,21 @@ async fn sync(
     sp: &SecurityProvider,
     ctx: &Context,
     metadata: &ObjectMetadata<'_>,
+    record: &ObjectRecord,
 ) -> Result<Report, Error> {
     let api = metadata.api();
     let connection = ctx.connection(sp).await?;
     let mut desired = resolve_desired(&ctx.client, sp, Some(&ctx.settings.fingerprint_key)).await?;
-    desired.set_recorded_secrets_hash(ctx.secrets_hash_sent(sp));
-    let use_snapshot = may_use_snapshot(sp, ctx);
-    let cluster = ctx.cluster_providers();
+    desired.set_recorded_secrets_hash(record.secrets_hash_sent(sp));
+    let use_snapshot = may_use_snapshot(sp, record.settling);
+    // Only without claims (unit tests) are other managers found by a LIST.
+    let cluster = match &ctx.settings.namespace {
+        Some(namespace) => Api::namespaced(ctx.client.clone(), namespace),
+        None => Api::all(ctx.client.clone()),
+    };
     let apis = Apis {
         namespace: api,
-        managers: ctx.managers(&cluster),
+        managers: Managers::new(ctx.claims.as_ref(), &cluster),
     };
     let (observation, decision) =
         observe_and_plan(sp, desired, &connection, apis, use_snapshot).await?;
@@ -328,73 +353,25 @@ async fn keep_stored_remote_id(
     Ok(())
 }
 
-/// When to reconcile again after `report`.
-fn next_action(ctx: &Context, object: &ObjectRef<SecurityProvider>, report: &Report) -> Action {
-    match &report.outcome.result {
-        // Secrets are read by name, never watched: look again at the next resync, so a
-        // Secret created, fixed or labelled later is picked up without a spec change.
-        OutcomeResult::Failed {
-            terminal: true,
-            reason,
-            ..
-        } if reason.starts_with("Secret") => {
-            ctx.reset_failures(object);
-            Action::requeue(ctx.resync_delay())
-        }
-        OutcomeResult::Failed { terminal: true, .. } => {
-            ctx.reset_failures(object);
-            if report.recheck_terminal {
-                Action::requeue(TERMINAL_RECHECK)
-            } else {
-                Action::await_change()
-            }
-        }
-        OutcomeResult::Failed {
-            terminal: false, ..
-        } => {
-            let backoff = ctx.backoff_after_failure(object);
-            Action::requeue(
-                report
-                    .retry_after
-                    .map_or(backoff, |after| after.max(backoff)),
-            )
-        }
-        _ => {
-            ctx.reset_failures(object);
-            let settling = report
-                .outcome
-                .observed
-                .as_ref()
-                .is_some_and(ObservedProvider::is_settling);
-            ctx.set_settling(object, settling);
-            Action::requeue(if settling {
-                ctx.settings.progress_interval
-            } else {
-                ctx.resync_delay()
-            })
-        }
-    }
-}
-
 /// Whether this reconcile is a resync of a provider in sync with its current spec, which may
 /// read the remote provider from a batch snapshot: the spec was synced (observedGeneration,
 /// Synced=True), no refresh is asked for, no create is pending and the remote state was not
 /// settling. A spec change bumps the generation, so it always reads fresh.
-fn may_use_snapshot(sp: &SecurityProvider, ctx: &Context) -> bool {
+fn may_use_snapshot(sp: &SecurityProvider, settling: bool) -> bool {
     let status = sp.status.as_ref();
     status.is_some_and(|s| s.remote_id.is_some() && s.observed_generation == sp.metadata.generation)
         && status::find(status, status::SYNCED).is_some_and(|c| c.status == "True")
         && !create_pending(sp)
         && refresh_to_handle(sp).is_none()
-        && !ctx.is_settling(&ObjectRef::from_obj(sp))
+        && !settling
 }
 
 async fn cleanup(
     sp: Arc<SecurityProvider>,
     ctx: &Context,
     api: &Api<SecurityProvider>,
+    visit: &mut Visit<'_>,
 ) -> Result<Action, Error> {
-    let object = ObjectRef::from_obj(&*sp);
     let mut sp = sp;
     if recorded_remote_id(&sp).is_none() && !create_pending(&sp) {
         // The cache may not show a create that just happened: read the object again before
@@ -402,7 +379,7 @@ async fn cleanup(
         match api.get_opt(&sp.name_any()).await? {
             Some(fresh) => sp = Arc::new(fresh),
             None => {
-                finish_cleanup(ctx, &sp, &object).await;
+                finish_cleanup(ctx, &sp, visit).await;
                 return Ok(Action::await_change());
             }
         }
@@ -410,7 +387,7 @@ async fn cleanup(
     let recorded = recorded_remote_id(&sp);
     if recorded.is_none() && !create_pending(&sp) {
         // Never created or adopted by this object: nothing remote is ours to delete.
-        finish_cleanup(ctx, &sp, &object).await;
+        finish_cleanup(ctx, &sp, visit).await;
         return Ok(Action::await_change());
     }
     let shown_id = recorded.clone().unwrap_or_else(|| sp.provider_id());
@@ -418,10 +395,11 @@ async fn cleanup(
         info!(remote_id = %shown_id, "leaving remote provider in place (deletionPolicy Orphan or managementPolicy Observe)");
         let note = format!("left remote provider {shown_id:?} in place");
         publish(ctx, &sp, EventType::Normal, "Orphaned", "Delete", note).await;
-        finish_cleanup(ctx, &sp, &object).await;
+        finish_cleanup(ctx, &sp, visit).await;
         return Ok(Action::await_change());
     }
-    match within_deadline(&sp, ctx, delete_remote(&sp, ctx, recorded)).await {
+    let deletion = delete_remote(&sp, ctx, &mut visit.record, recorded);
+    match within_deadline(&sp, ctx, deletion).await {
         Ok(Deletion::Deleted { remote_id, existed }) => {
             info!(%remote_id, existed, "deleted remote provider");
             let note = if existed {
@@ -430,34 +408,33 @@ async fn cleanup(
                 format!("remote provider {remote_id:?} was already gone")
             };
             publish(ctx, &sp, EventType::Normal, "Deleted", "Delete", note).await;
-            finish_cleanup(ctx, &sp, &object).await;
+            finish_cleanup(ctx, &sp, visit).await;
             Ok(Action::await_change())
         }
         Ok(Deletion::NotOurs(note)) => {
             info!(%note, "leaving remote provider in place");
             publish(ctx, &sp, EventType::Normal, "Orphaned", "Delete", note).await;
-            finish_cleanup(ctx, &sp, &object).await;
+            finish_cleanup(ctx, &sp, visit).await;
             Ok(Action::await_change())
         }
         Err(error @ Error::CleanupDeferred(_)) => Err(error),
-        Err(error) => Err(report_cleanup_failure(&sp, ctx, api, &shown_id, error).await?),
+        Err(error) => {
+            let error = bound_cleanup_failure(&sp, &mut visit.record, &shown_id, error);
+            Err(report_cleanup_failure(&sp, ctx, api, error).await?)
+        }
     }
 }
 
 /// The object's deletion is done (remotely, or nothing remote was its to delete): its claims
 /// go back and its per-object state is forgotten. A claim that cannot be deleted now is judged
 /// stale by the next object that wants it (its holder is gone).
-async fn finish_cleanup(
-    ctx: &Context,
-    sp: &SecurityProvider,
-    object: &ObjectRef<SecurityProvider>,
-) {
+async fn finish_cleanup(ctx: &Context, sp: &SecurityProvider, visit: &mut Visit<'_>) {
     if let Some(claims) = &ctx.claims
         && let Err(error) = claims.release(sp).await
     {
         warn!(%error, "cannot release the claims of a deleted SecurityProvider; the next claimant removes them");
     }
-    ctx.forget_object(object);
+    visit.forget();
 }
 
 /// What deleting the object did remotely.
@@ -472,6 +449,7 @@ enum Deletion {
 async fn delete_remote(
     sp: &SecurityProvider,
     ctx: &Context,
+    record: &mut ObjectRecord,
     recorded: Option<String>,
 ) -> Result<Deletion, Error> {
     if is_paused(sp) {
@@ -488,7 +466,7 @@ async fn delete_remote(
                 "left remote provider {id:?} alone: it was recorded in another remote system than the connection reaches now"
             )));
         }
-        None => match pending_create_result(sp, ctx, &connection, system.as_ref()).await? {
+        None => match pending_create_result(sp, record, &connection, system.as_ref()).await? {
             Some(id) => id,
             None => {
                 let (remote_id, existed) = (sp.provider_id(), false);
@@ -496,7 +474,8 @@ async fn delete_remote(
             }
         },
     };
-    // Claims are keyed by the id the provider is looked up by (a JITSudo name, not its UUID).
+    // Claims are keyed by the id the provider is looked up by (a name, where the remote system
+    // assigns the ids).
     let desired = desired_config(sp).ok();
     let claimed_as = desired
         .as_ref()
@@ -546,12 +525,12 @@ async fn other_owner(
 }
 
 /// The remote id of the provider an interrupted create of this object made, if any. Found
-/// the way the backend finds it (for JITSudo the id is server-assigned); only a provider
+/// the way the backend finds it (by name where the id is server-assigned); only a provider
 /// carrying this object's attempt evidence is ours. When none is found yet, deletion waits
 /// one progress interval once: a create whose answer was lost may still be committed.
 async fn pending_create_result(
     sp: &SecurityProvider,
-    ctx: &Context,
+    record: &mut ObjectRecord,
     connection: &super::handle::ConnectionHandle<'_>,
     system: Option<&crate::api::security_provider::Ownership>,
 ) -> Result<Option<String>, Error> {
@@ -563,7 +542,7 @@ async fn pending_create_result(
     match connection.read(&key).await? {
         Some(found) if ownership::owns(sp, &found, system) => Ok(Some(found.remote_id)),
         Some(_) => Ok(None),
-        None if ctx.defer_cleanup_once(&ObjectRef::from_obj(sp)) => Err(Error::CleanupDeferred(
+        None if record.defer_cleanup_once() => Err(Error::CleanupDeferred(
             "a create of this object may still land remotely (create-pending marker set, provider not found yet); deletion looks again after one progress interval".into(),
         )),
         None => Ok(None),
@@ -572,16 +551,12 @@ async fn pending_create_result(
 
 /// Reports a failed deletion in status (through the same compute -> compare -> patch as a
 /// reconcile) and as a Warning when that changed the status; returns the error to retry on.
-/// A permanent failure (refused credentials, connection or Secret gone) becomes
-/// [`Error::CleanupBlocked`] after [`MAX_CLEANUP_ATTEMPTS`], which is not retried by itself.
 async fn report_cleanup_failure(
     sp: &SecurityProvider,
     ctx: &Context,
     api: &Api<SecurityProvider>,
-    remote_id: &str,
     error: Error,
 ) -> Result<Error, Error> {
-    let error = bound_cleanup_failure(sp, ctx, remote_id, error);
     let (message, terminal) = match &error {
         Error::CleanupBlocked { .. } => (error.to_string(), true),
         _ => (
@@ -608,18 +583,19 @@ async fn report_cleanup_failure(
     Ok(error)
 }
 
-/// `error` as [`Error::CleanupBlocked`] once permanent failures of this object's cleanup
-/// reached [`MAX_CLEANUP_ATTEMPTS`]; a pause is deliberate and never counts.
+/// `error` as [`Error::CleanupBlocked`] once permanent failures (refused credentials,
+/// connection or Secret gone) of this object's cleanup reached [`MAX_CLEANUP_ATTEMPTS`]; a
+/// pause is deliberate and never counts. A blocked cleanup is not retried by itself.
 fn bound_cleanup_failure(
     sp: &SecurityProvider,
-    ctx: &Context,
+    record: &mut ObjectRecord,
     remote_id: &str,
     error: Error,
 ) -> Error {
     if !error.is_terminal() || matches!(error, Error::Paused(_)) {
         return error;
     }
-    let attempts = ctx.cleanup_failed(&ObjectRef::from_obj(sp));
+    let attempts = record.cleanup_failed();
     if attempts < MAX_CLEANUP_ATTEMPTS {
         return error;
     }

@@ -502,8 +502,10 @@ async fn cleanup_of_an_object_that_never_created_anything_touches_nothing_remote
     let sp = deleting(provider());
     let h = Harness::new(Some(sp.clone()), &[remote("idp", "theirs")]).await;
     let object = ObjectRef::from_obj(&sp);
-    h.ctx.set_settling(&object, true);
-    h.ctx.backoff_after_failure(&object);
+    h.ctx.with_record(&object, |record| {
+        record.settling = true;
+        record.failures = 2;
+    });
     h.metrics
         .provider_observed(NAMESPACE, NAME, "coveo", true, false);
     assert!(h.metrics.encode().contains("idp"));
@@ -521,7 +523,8 @@ async fn cleanup_of_an_object_that_never_created_anything_touches_nothing_remote
         "the finalizer is removed: {body}"
     );
     // Per-object state goes with the object.
-    assert!(!h.ctx.is_settling(&object));
+    assert_eq!(h.ctx.records.peek(&object), Default::default());
+    assert_eq!(h.ctx.records.len(), 0);
     assert!(
         !h.metrics.encode().contains("idp"),
         "{}",

@@ -44,8 +44,8 @@ pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
 /// background, while the current snapshot keeps serving: twice the time the previous list
 /// took, at least [`MIN_REFRESH_LEAD`] and at most half the snapshot's life. So resyncs do not
 /// wait for lists in their reconcile slots once a first snapshot exists, and a resync period
-/// still costs about one list (starting at a fixed share of the life instead, two thirds, the
-/// benchmark at 10,000 read two lists per period).
+/// still costs about one list (a fixed share of the life read two per period: BENCHMARKS.md,
+/// "Figures behind the code").
 fn refresh_lead(last_list: Duration, max_age: Duration) -> Duration {
     (last_list * 2).clamp(MIN_REFRESH_LEAD.min(max_age / 2), max_age / 2)
 }
@@ -53,20 +53,17 @@ fn refresh_lead(last_list: Duration, max_age: Duration) -> Duration {
 /// The shortest lead of a background refresh.
 const MIN_REFRESH_LEAD: Duration = Duration::from_millis(500);
 
-/// One list result. `providers` is None when the list failed or the backend has no bulk
-/// read: until it expires, reconciles fall back to direct reads instead of retrying the
-/// list once each.
+/// One list result. `providers` is None when the list failed: until it expires, reconciles
+/// fall back to direct reads instead of retrying the list once each.
 struct Snapshot {
     taken: Instant,
     providers: Option<Providers>,
 }
 
 /// A snapshot's providers by remote id, each kept as its compact JSON encoding and decoded
-/// when a resync looks it up. A decoded `ObservedProvider` costs about 3 KiB of heap (848 bytes
-/// inline, and every one- or two-entry `BTreeMap` of it allocates a whole leaf node of about
-/// 500 bytes), its encoding a few hundred bytes: at 10,000 providers the snapshot went from
-/// about 26 MiB to a few MiB (heap profile in BENCHMARKS.md). A resync decodes one entry, which
-/// costs microseconds against the remote read it replaces.
+/// when a resync looks it up: a decoded `ObservedProvider` costs several times the heap of its
+/// encoding (every small `BTreeMap` of it allocates a whole leaf node; BENCHMARKS.md, "Figures
+/// behind the code"), and decoding one entry costs far less than the remote read it replaces.
 type Providers = HashMap<Box<str>, Box<[u8]>>;
 
 /// The compact form of a provider in a snapshot; None if it cannot be encoded (the provider
@@ -176,8 +173,7 @@ impl<K: Hash + Eq + Clone> Snapshots<K> {
     }
 
     /// The provider `remote_id` as seen by a snapshot of the connection no older than
-    /// `max_age`. None means "read it directly": not in the snapshot, no bulk read, or the
-    /// list failed. A snapshot close to its end (see [`refresh_lead`]) still serves while a list runs
+    /// `max_age`. None means "read it directly": not in the snapshot, or the list failed. A snapshot close to its end (see [`refresh_lead`]) still serves while a list runs
     /// in the background; only without a usable snapshot does a lookup wait for a list, and
     /// then for [`SNAPSHOT_WAIT`] at most.
     pub async fn lookup(
@@ -295,17 +291,9 @@ fn apply(providers: &mut Providers, edit: &Edit) {
     }
 }
 
-/// Lists the connection's providers into `slot`, in a task of its own so that a reconcile
-/// that gives up waiting (or is cancelled) does not cancel the list the others wait for.
-async fn list(
-    slot: Arc<Slot>,
-    backend: Arc<dyn ProviderBackend>,
-    max_age: Duration,
-    scope: Option<Scope>,
-) {
-    let taken = Instant::now();
-    // The scope is taken when the list starts: providers this replica creates or reads
-    // meanwhile reach the snapshot as edits, replayed below.
+/// Every provider of the connection in scope, as compact entries (None: the list failed). The scope is taken when the list starts: providers this
+/// replica creates or reads meanwhile reach the snapshot as edits, replayed by [`list`].
+async fn read_all(backend: &dyn ProviderBackend, scope: Option<Scope>) -> Option<Providers> {
     let keep = scope.map(|scope| scope());
     let mut providers = Providers::with_capacity(keep.as_ref().map_or(0, HashSet::len));
     // Each provider is encoded (or dropped, when out of scope) as its page arrives, so a list
@@ -320,16 +308,28 @@ async fn list(
             }
         })
         .await;
-    let listed = match listed {
-        Ok(bulk) => bulk.then(|| {
+    match listed {
+        Ok(()) => {
             providers.shrink_to_fit();
-            providers
-        }),
+            Some(providers)
+        }
         Err(e) => {
             tracing::debug!(error = %e, "batch observation failed; reading providers one by one");
             None
         }
-    };
+    }
+}
+
+/// Lists the connection's providers into `slot`, in a task of its own so that a reconcile
+/// that gives up waiting (or is cancelled) does not cancel the list the others wait for.
+async fn list(
+    slot: Arc<Slot>,
+    backend: Arc<dyn ProviderBackend>,
+    max_age: Duration,
+    scope: Option<Scope>,
+) {
+    let taken = Instant::now();
+    let listed = read_all(backend.as_ref(), scope).await;
     let mut state = slot.state();
     let edits = std::mem::take(&mut state.edits);
     state.listing = false;

@@ -5,7 +5,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::ConditionStatus;
 use crate::api::provider_connection::BackendKind;
-use crate::api::security_provider::{CoveoStatus, LeftBehind, Ownership, SecurityProviderStatus};
+use crate::api::security_provider::{LeftBehind, Ownership, SecurityProviderStatus};
+use crate::backend;
 use crate::backend::{ObservedProvider, RemoteHealth};
 
 /// Condition types.
@@ -36,7 +37,8 @@ pub struct Outcome {
     /// Refresh annotation value whose refresh was triggered now.
     pub refresh_handled: Option<String>,
     /// Keyed hash of the secret values the remote provider last received from this object
-    /// (Coveo `status.coveo.secretsHash`): the one sent now after a write, else the recorded one.
+    /// (in the backend's status block, for a backend that sends any): the one sent now after a
+    /// write, else the recorded one.
     pub secrets_hash: Option<String>,
     /// The object is being deleted: a failure is about the remote delete, not about applying a
     /// generation of the spec.
@@ -103,6 +105,9 @@ pub fn compute_status(
 /// Condition reason of the first status, written before any remote call.
 pub const REASON_PROGRESSING: &str = "Progressing";
 
+/// Ready reason of a provider that exists remotely, matches its spec and is healthy.
+pub const REASON_AVAILABLE: &str = "Available";
+
 /// The status to write before the first remote call of an object the operator has not reported
 /// on yet (no `Ready` condition: no status, or only the CRD's default `observedGeneration: 0`):
 /// `Ready=Unknown` and `Reconciling=True`, so that kstatus, Argo CD and `kubectl wait` see work
@@ -165,52 +170,39 @@ fn remote_fields(prev: &SecurityProviderStatus, outcome: &Outcome) -> SecurityPr
         }
     );
     let (remote_id, ownership) = ownership_fields(prev, outcome);
-    let mirrored = match &outcome.observed {
-        Some(observed) => SecurityProviderStatus {
-            remote_id,
-            ownership,
-            current_status: observed.state.current_status.clone(),
-            last_refresh_operation: observed.state.last_refresh_operation.clone(),
-            statistics: observed.state.statistics.clone(),
-            coveo: observed.state.coveo.clone().map(Box::new),
-            keystone: observed.state.keystone.clone().map(Box::new),
-            jitsudo: observed.state.jitsudo.clone().map(Box::new),
-            ..Default::default()
-        },
-        None if transient_failure => SecurityProviderStatus {
-            remote_id,
-            ownership,
-            current_status: prev.current_status.clone(),
-            last_refresh_operation: prev.last_refresh_operation.clone(),
-            statistics: prev.statistics.clone(),
-            coveo: prev.coveo.clone(),
-            keystone: prev.keystone.clone(),
-            jitsudo: prev.jitsudo.clone(),
-            ..Default::default()
-        },
+    let mut mirrored = match &outcome.observed {
+        Some(observed) => {
+            let mut status = SecurityProviderStatus {
+                remote_id,
+                ownership,
+                current_status: observed.state.current_status.clone(),
+                last_refresh_operation: observed.state.last_refresh_operation.clone(),
+                statistics: observed.state.statistics.clone(),
+                ..Default::default()
+            };
+            observed.state.mirror_blocks(&mut status);
+            status
+        }
+        None if transient_failure => {
+            let mut status = SecurityProviderStatus {
+                remote_id,
+                ownership,
+                current_status: prev.current_status.clone(),
+                last_refresh_operation: prev.last_refresh_operation.clone(),
+                statistics: prev.statistics.clone(),
+                ..Default::default()
+            };
+            backend::copy_status_blocks(prev, &mut status);
+            status
+        }
         None => SecurityProviderStatus {
             remote_id,
             ownership,
             ..Default::default()
         },
     };
-    SecurityProviderStatus {
-        coveo: coveo_status(mirrored.coveo.clone(), outcome.secrets_hash.clone()),
-        ..mirrored
-    }
-}
-
-/// `status.coveo`: the schedules as observed and the hash of the secret values last sent;
-/// absent when both are.
-fn coveo_status(
-    observed: Option<Box<CoveoStatus>>,
-    secrets_hash: Option<String>,
-) -> Option<Box<CoveoStatus>> {
-    let status = CoveoStatus {
-        secrets_hash,
-        ..observed.map(|b| *b).unwrap_or_default()
-    };
-    (status != CoveoStatus::default()).then(|| Box::new(status))
+    backend::record_fingerprint(&mut mirrored, outcome.secrets_hash.clone());
+    mirrored
 }
 
 /// The conditions for an outcome, keeping transition times from `prev`.
@@ -250,7 +242,7 @@ fn health_ready(observed: &ObservedProvider) -> ConditionValue {
     match &observed.health {
         RemoteHealth::Healthy => (
             ConditionStatus::True,
-            "Available".into(),
+            REASON_AVAILABLE.into(),
             "the remote provider exists and matches the spec".into(),
         ),
         RemoteHealth::Progressing { reason, message }
@@ -342,7 +334,7 @@ fn conditions_for(
 /// (Synced, Ready, Reconciling, Stalled) for a failure or a block. Terminal: Stalled, nothing
 /// in progress. Transient: retried, so in progress only while the generation is not applied (a
 /// remote outage under a Ready provider is reported by Synced=False, a Warning and the metrics,
-/// not as an endless rollout: README, GitOps). While deleting, Ready says the delete waits.
+/// not as an endless rollout: docs/gitops.md). While deleting, Ready says the delete waits.
 fn failure_conditions(
     prev: &SecurityProviderStatus,
     outcome: &Outcome,
@@ -473,7 +465,9 @@ pub fn find<'a>(status: Option<&'a SecurityProviderStatus>, type_: &str) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::security_provider::{CoveoProviderSpec, CurrentStatus, Statistics};
+    use crate::api::security_provider::{
+        CoveoProviderSpec, CoveoStatus, CurrentStatus, Statistics,
+    };
     use crate::backend::coveo::CoveoConfig;
     use crate::backend::{ProviderConfig, RemoteState};
 

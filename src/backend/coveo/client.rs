@@ -1,4 +1,4 @@
-//! The Coveo HTTP client and its [`BackendClient`] implementation.
+//! The Coveo HTTP client and its [`ProviderBackend`] implementation.
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
@@ -10,7 +10,9 @@ use crate::backend::http::{
     HttpOptions, Reply, RequestObserver, RestClient, check_returned_id, non_empty, parse_endpoint,
     require_usable_id, too_many_pages, url_with_segments,
 };
-use crate::backend::{BackendClient, ObservedProvider, ProviderKey};
+use crate::backend::{
+    ObservedProvider, ProviderBackend, ProviderConfig, ProviderKey, config_for, update_configs,
+};
 use crate::error::RemoteError;
 
 use super::*;
@@ -389,36 +391,11 @@ fn is_managed(provider: &ProviderWire) -> bool {
     provider.id != EMAIL_SECURITY_PROVIDER
 }
 
-#[async_trait]
-impl BackendClient for CoveoClient {
-    type Config = CoveoConfig;
-
-    async fn observe(&self, key: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError> {
-        Ok(self.get(&key.id).await?.map(observed_from_wire))
-    }
-
-    async fn create(&self, desired: &CoveoConfig) -> Result<ObservedProvider, RemoteError> {
-        check_secrets_resolved(desired, "create")?;
-        // POST answers the model without status fields: the provider's state is not known
-        // yet, so it is reported as being created (Ready=False, Reconciling=True), and the
-        // controller reads it once more after one progress interval instead of the resync.
-        let created = CoveoClient::create(self, &desired.to_request()).await?;
-        let mut observed = observed_from_wire(created);
-        if observed.state.current_status.is_none() {
-            observed.health = crate::backend::RemoteHealth::Progressing {
-                reason: REASON_REMOTE_CREATING,
-                message: "Coveo accepted the provider; its state is read again shortly".into(),
-            };
-        }
-        // A new provider has Coveo's default schedules: correct the listed ones now.
-        if !desired.refresh_schedules.is_empty() {
-            self.read_schedules(&mut observed).await?;
-            self.fix_schedules(desired, &mut observed).await?;
-        }
-        Ok(observed)
-    }
-
-    async fn update(
+impl CoveoClient {
+    /// Brings provider `remote_id`, now configured as `current`, to `desired`: the provider
+    /// itself when its fields differ, then the listed schedules. `None` when nothing had to be
+    /// sent.
+    async fn update_config(
         &self,
         remote_id: &str,
         current: &CoveoConfig,
@@ -426,7 +403,7 @@ impl BackendClient for CoveoClient {
     ) -> Result<Option<ObservedProvider>, RemoteError> {
         let fix_schedules = !desired.schedules_to_fix(current).is_empty();
         // The create-attempt evidence is not configuration: alone it is no reason for a PUT.
-        let token = crate::backend::creation_token::COVEO_PARAMETER;
+        let token = CREATION_TOKEN_PARAMETER;
         let mut compared = current.clone();
         compared.parameters.remove(token);
         let mut wanted = desired.clone();
@@ -449,12 +426,56 @@ impl BackendClient for CoveoClient {
         }
         Ok(Some(observed))
     }
+}
+
+#[async_trait]
+impl ProviderBackend for CoveoClient {
+    async fn observe(&self, key: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError> {
+        Ok(self.get(&key.id).await?.map(observed_from_wire))
+    }
+
+    async fn create(&self, desired: &ProviderConfig) -> Result<ObservedProvider, RemoteError> {
+        let desired = config_for::<Coveo>(desired, "create")?;
+        check_secrets_resolved(desired, "create")?;
+        // POST answers the model without status fields: the provider's state is not known
+        // yet, so it is reported as being created (Ready=False, Reconciling=True), and the
+        // controller reads it once more after one progress interval instead of the resync.
+        let created = CoveoClient::create(self, &desired.to_request()).await?;
+        let mut observed = observed_from_wire(created);
+        if observed.state.current_status.is_none() {
+            observed.health = crate::backend::RemoteHealth::Progressing {
+                reason: REASON_REMOTE_CREATING,
+                message: "Coveo accepted the provider; its state is read again shortly".into(),
+            };
+        }
+        // A new provider has Coveo's default schedules: correct the listed ones now.
+        if !desired.refresh_schedules.is_empty() {
+            self.read_schedules(&mut observed).await?;
+            self.fix_schedules(desired, &mut observed).await?;
+        }
+        Ok(observed)
+    }
+
+    async fn update(
+        &self,
+        observed: &ObservedProvider,
+        desired: &ProviderConfig,
+    ) -> Result<ObservedProvider, RemoteError> {
+        let (current, desired) = update_configs::<Coveo>(observed, desired)?;
+        let updated = self
+            .update_config(&observed.remote_id, current, desired)
+            .await?;
+        Ok(updated.unwrap_or_else(|| observed.clone()))
+    }
 
     async fn observe_details(
         &self,
-        desired: Option<&CoveoConfig>,
+        desired: Option<&ProviderConfig>,
         observed: &mut ObservedProvider,
     ) -> Result<(), RemoteError> {
+        let desired = desired
+            .map(|d| config_for::<Coveo>(d, "observe"))
+            .transpose()?;
         // Schedules are read only when the spec lists some (or for export: no desired).
         if desired.is_none_or(|d| !d.refresh_schedules.is_empty()) {
             self.read_schedules(observed).await?;
@@ -462,9 +483,14 @@ impl BackendClient for CoveoClient {
         Ok(())
     }
 
-    async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError> {
+    async fn delete(
+        &self,
+        remote_id: &str,
+        _desired: Option<&ProviderConfig>,
+    ) -> Result<bool, RemoteError> {
         CoveoClient::delete(self, remote_id).await
     }
+
 
     async fn refresh(&self, remote_id: &str) -> Result<bool, RemoteError> {
         CoveoClient::refresh(self, remote_id).await.map(|()| true)
@@ -487,6 +513,7 @@ impl BackendClient for CoveoClient {
                 each(observed_from_wire(wire));
             }
         };
-        CoveoClient::list_each_concurrently(self, LIST_CONCURRENCY, &mut each_managed).await
+        CoveoClient::list_each_concurrently(self, LIST_CONCURRENCY, &mut each_managed).await?;
+        Ok(())
     }
 }

@@ -4,7 +4,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::api::security_provider::{CoveoProviderSpec, SecurityProvider};
-use crate::backend::ProviderConfig;
 
 use super::*;
 
@@ -230,29 +229,7 @@ impl CoveoConfig {
             provider_type: self.provider_type.clone(),
             node_required: self.node_required,
             case_sensitive: self.case_sensitive,
-            parameters: self
-                .parameters
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        ParameterWire {
-                            value: Some(v.clone()),
-                            sensitive: Some(false),
-                        },
-                    )
-                })
-                .chain(self.sensitive_parameters.iter().map(|name| {
-                    let value = self.secrets.as_ref().and_then(|s| s.parameter(name));
-                    (
-                        name.clone(),
-                        ParameterWire {
-                            value: value.map(str::to_owned),
-                            sensitive: Some(true),
-                        },
-                    )
-                }))
-                .collect(),
+            parameters: self.parameters_wire(),
             user_identities: self
                 .user_identities
                 .iter()
@@ -292,6 +269,34 @@ impl CoveoConfig {
                 .collect(),
         }
     }
+
+    /// The request's parameters: the plain ones with their values, the sensitive ones with
+    /// the values read from their Secrets.
+    fn parameters_wire(&self) -> BTreeMap<String, ParameterWire> {
+        self
+            .parameters
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    ParameterWire {
+                        value: Some(v.clone()),
+                        sensitive: Some(false),
+                    },
+                )
+            })
+            .chain(self.sensitive_parameters.iter().map(|name| {
+                let value = self.secrets.as_ref().and_then(|s| s.parameter(name));
+                (
+                    name.clone(),
+                    ParameterWire {
+                        value: value.map(str::to_owned),
+                        sensitive: Some(true),
+                    },
+                )
+            }))
+            .collect()
+    }
 }
 
 fn reference_type_wire(t: crate::api::security_provider::CoveoReferenceType) -> String {
@@ -302,7 +307,7 @@ fn reference_type_wire(t: crate::api::security_provider::CoveoReferenceType) -> 
 }
 
 /// Builds the desired configuration of a SecurityProvider whose spec has a `coveo` block.
-pub fn desired_config(sp: &SecurityProvider) -> Option<ProviderConfig> {
+pub fn desired_config(sp: &SecurityProvider) -> Option<CoveoConfig> {
     let spec = sp.spec.coveo.as_ref()?;
     let mut config = CoveoConfig::desired(&sp.provider_id(), &sp.display_name(), spec);
     config.recorded_secrets_hash = sp
@@ -310,5 +315,5 @@ pub fn desired_config(sp: &SecurityProvider) -> Option<ProviderConfig> {
         .as_ref()
         .and_then(|s| s.coveo.as_ref())
         .and_then(|c| c.secrets_hash.clone());
-    Some(ProviderConfig::Coveo(config))
+    Some(config)
 }

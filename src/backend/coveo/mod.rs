@@ -5,6 +5,7 @@
 //! (the sources disagree on `currentStatus.type`), and `lastRefreshOperation.timestamp` is
 //! accepted as epoch milliseconds or as a date-time string.
 mod client;
+mod seam;
 mod config;
 pub mod schedules;
 pub mod secrets;
@@ -13,10 +14,12 @@ mod tests;
 mod wire;
 
 pub use client::*;
+pub use seam::*;
 pub use config::*;
 pub use wire::*;
 
-const BACKEND: &str = "coveo";
+/// The backend's name (in errors, metrics and logs), from its kind.
+const BACKEND: &str = <Coveo as crate::backend::Backend>::KIND.as_str();
 /// Error code Coveo returns for the four configuration problems of its docs.
 pub const INVALID_CONFIGURATION: &str = "SECURITY_PROVIDER_INVALID_CONFIGURATION";
 /// Id of the built-in provider present in every organization.

@@ -250,10 +250,42 @@ pub fn parse_error(
 }
 
 /// Normalizes a provider read from Coveo.
-pub fn observed_from_wire(wire: ProviderWire) -> ObservedProvider {
+pub fn observed_from_wire(mut wire: ProviderWire) -> ObservedProvider {
+    let config = config_from_wire(&mut wire);
+    let statistics = wire.statistics.map(statistics_from_wire);
+    let last_refresh_operation = wire.last_refresh_operation.map(|op| LastRefreshOperation {
+        operation_type: op.operation_type,
+        timestamp: op.timestamp.and_then(|t| t.to_rfc3339()),
+        number_of_entities_processed: op.number_of_entities_processed,
+        result: op.result,
+    });
+    let current_status = wire.current_status.and_then(|c| {
+        c.status_type.map(|t| CurrentStatus {
+            status_type: t,
+            refresh_type: c.refresh_type,
+        })
+    });
+    let health = health_of(current_status.as_ref());
+    let busy = is_refreshing(current_status.as_ref());
+    ObservedProvider {
+        remote_id: wire.id,
+        config: ProviderConfig::Coveo(config),
+        state: RemoteState {
+            current_status,
+            last_refresh_operation,
+            statistics,
+            busy,
+            ..Default::default()
+        },
+        health,
+    }
+}
+
+/// The configuration part of a provider read from Coveo (its references taken out of `wire`).
+fn config_from_wire(wire: &mut ProviderWire) -> CoveoConfig {
     let parameters = wire.parameters.clone().unwrap_or_default();
     let is_sensitive = |p: &ParameterWire| p.sensitive.unwrap_or(false);
-    let config = CoveoConfig {
+    CoveoConfig {
         id: wire.id.clone(),
         display_name: wire
             .display_name
@@ -287,43 +319,18 @@ pub fn observed_from_wire(wire: ProviderWire) -> ObservedProvider {
         remote_schedules: None,
         referenced_by: wire
             .referenced_by
+            .take()
             .unwrap_or_default()
             .into_iter()
             .map(|r| (r.reference_type, r.id))
             .collect(),
         cascading: wire
             .cascading_security_providers
+            .take()
             .unwrap_or_default()
             .into_values()
             .map(|c| (c.id, c.provider_type.unwrap_or_default()))
             .collect(),
-    };
-    let statistics = wire.statistics.map(statistics_from_wire);
-    let last_refresh_operation = wire.last_refresh_operation.map(|op| LastRefreshOperation {
-        operation_type: op.operation_type,
-        timestamp: op.timestamp.and_then(|t| t.to_rfc3339()),
-        number_of_entities_processed: op.number_of_entities_processed,
-        result: op.result,
-    });
-    let current_status = wire.current_status.and_then(|c| {
-        c.status_type.map(|t| CurrentStatus {
-            status_type: t,
-            refresh_type: c.refresh_type,
-        })
-    });
-    let health = health_of(current_status.as_ref());
-    let busy = is_refreshing(current_status.as_ref());
-    ObservedProvider {
-        remote_id: wire.id,
-        config: ProviderConfig::Coveo(config),
-        state: RemoteState {
-            current_status,
-            last_refresh_operation,
-            statistics,
-            busy,
-            ..Default::default()
-        },
-        health,
     }
 }
 

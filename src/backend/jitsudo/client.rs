@@ -1,4 +1,4 @@
-//! The JITSudo HTTP client and its [`BackendClient`] implementation.
+//! The JITSudo HTTP client and its [`ProviderBackend`] implementation.
 use async_trait::async_trait;
 use reqwest::Method;
 use serde_json::Value;
@@ -9,7 +9,9 @@ use crate::backend::http::{
     HttpOptions, Reply, RequestObserver, RestClient, check_returned_id, non_empty, parse_endpoint,
     require_usable_id, too_many_pages, url_with_segments, with_credential,
 };
-use crate::backend::{BackendClient, ObservedProvider, ProviderKey};
+use crate::backend::{
+    ObservedProvider, ProviderBackend, ProviderConfig, ProviderKey, config_for, update_configs,
+};
 use crate::error::{RemoteError, RemoteErrorKind};
 
 use super::*;
@@ -244,9 +246,7 @@ impl JitsudoClient {
 }
 
 #[async_trait]
-impl BackendClient for JitsudoClient {
-    type Config = JitsudoConfig;
-
+impl ProviderBackend for JitsudoClient {
     async fn verify_credentials(&self) -> Result<(), RemoteError> {
         // One provider is enough to prove the API key, the tenant header and the read right.
         self.list_page(1, None).await.map(|_| ())
@@ -265,7 +265,8 @@ impl BackendClient for JitsudoClient {
             .map(observed_from_wire))
     }
 
-    async fn create(&self, desired: &JitsudoConfig) -> Result<ObservedProvider, RemoteError> {
+    async fn create(&self, desired: &ProviderConfig) -> Result<ObservedProvider, RemoteError> {
+        let desired = config_for::<Jitsudo>(desired, "create")?;
         Ok(observed_from_wire(
             JitsudoClient::create(self, desired).await?,
         ))
@@ -273,10 +274,10 @@ impl BackendClient for JitsudoClient {
 
     async fn update(
         &self,
-        remote_id: &str,
-        current: &JitsudoConfig,
-        desired: &JitsudoConfig,
-    ) -> Result<Option<ObservedProvider>, RemoteError> {
+        observed: &ObservedProvider,
+        desired: &ProviderConfig,
+    ) -> Result<ObservedProvider, RemoteError> {
+        let (current, desired) = update_configs::<Jitsudo>(observed, desired)?;
         if desired.provider_type != current.provider_type {
             return Err(RemoteError::transport(
                 BACKEND,
@@ -288,11 +289,15 @@ impl BackendClient for JitsudoClient {
                 ),
             ));
         }
-        let updated = JitsudoClient::update(self, remote_id, desired).await?;
-        Ok(Some(observed_from_wire(updated)))
+        let updated = JitsudoClient::update(self, &observed.remote_id, desired).await?;
+        Ok(observed_from_wire(updated))
     }
 
-    async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError> {
+    async fn delete(
+        &self,
+        remote_id: &str,
+        _desired: Option<&ProviderConfig>,
+    ) -> Result<bool, RemoteError> {
         JitsudoClient::delete(self, remote_id).await
     }
 

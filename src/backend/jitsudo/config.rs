@@ -2,7 +2,6 @@
 use serde_json::{Value, json};
 
 use crate::api::security_provider::{JitsudoProviderSpec, SecurityProvider};
-use crate::backend::ProviderConfig;
 
 /// The spec-owned part of a JITSudo identity provider. A missing `config` is `{}`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -81,10 +80,7 @@ impl JitsudoConfig {
 
 /// Builds the desired configuration of a SecurityProvider whose spec has a `jitsudo` block.
 /// The provider's name is `displayName`, else the provider id.
-pub fn desired_config(sp: &SecurityProvider) -> Option<ProviderConfig> {
+pub fn desired_config(sp: &SecurityProvider) -> Option<JitsudoConfig> {
     let spec = sp.spec.jitsudo.as_ref()?;
-    Some(ProviderConfig::Jitsudo(JitsudoConfig::desired(
-        &sp.display_name(),
-        spec,
-    )))
+    Some(JitsudoConfig::desired(&sp.display_name(), spec))
 }

@@ -19,16 +19,19 @@
 //! `syncing` before the first successful sync, are Progressing (the provider is not usable
 //! yet); `syncing` after an earlier sync, `synced` and unknown values are Healthy.
 mod client;
+mod seam;
 mod config;
 #[cfg(test)]
 mod tests;
 mod wire;
 
 pub use client::*;
+pub use seam::*;
 pub use config::*;
 pub use wire::*;
 
-const BACKEND: &str = "jitsudo";
+/// The backend's name (in errors, metrics and logs), from its kind.
+const BACKEND: &str = <Jitsudo as crate::backend::Backend>::KIND.as_str();
 /// Error code of a credential/tenant mismatch.
 pub const TENANT_MISMATCH: &str = "tenant_mismatch";
 /// Largest page the list accepts.

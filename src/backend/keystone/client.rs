@@ -1,4 +1,4 @@
-//! The Keystone HTTP client and its [`BackendClient`] implementation.
+//! The Keystone HTTP client and its [`ProviderBackend`] implementation.
 use async_trait::async_trait;
 use reqwest::Method;
 use serde_json::Value;
@@ -9,7 +9,10 @@ use crate::backend::http::{
     HttpOptions, Reply, RequestObserver, RestClient, check_returned_id, parse_endpoint,
     require_usable_id, same_origin, too_many_pages, with_credential,
 };
-use crate::backend::{BackendClient, ObservedProvider, ProviderConfig, ProviderKey};
+use crate::backend::{
+    Member, ObservedProvider, ProviderBackend, ProviderConfig, ProviderKey, config_for,
+    update_configs,
+};
 use crate::error::{RemoteError, RemoteErrorKind};
 
 use super::*;
@@ -365,22 +368,10 @@ fn list_error(message: &str) -> RemoteError {
     RemoteError::transport(BACKEND, "list", RemoteErrorKind::BadResponse, message)
 }
 
-#[async_trait]
-impl BackendClient for KeystoneClient {
-    type Config = KeystoneConfig;
-
-    async fn observe(&self, key: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError> {
-        Ok(self.get(&key.id).await?.map(observed_from_wire))
-    }
-
-    async fn create(&self, desired: &KeystoneConfig) -> Result<ObservedProvider, RemoteError> {
-        let created = observed_from_wire(KeystoneClient::create(self, desired).await?);
-        Ok(self.complete_create(created, desired).await)
-    }
-
+impl KeystoneClient {
     /// The identity provider's own fields first (one PATCH of those that differ), then its
     /// protocols and mappings, each written only when it differs.
-    async fn update(
+    async fn update_config(
         &self,
         remote_id: &str,
         current: &KeystoneConfig,
@@ -417,27 +408,52 @@ impl BackendClient for KeystoneClient {
         }
         self.update_federation(&base, desired).await.map(Some)
     }
+}
+
+#[async_trait]
+impl ProviderBackend for KeystoneClient {
+    async fn observe(&self, key: &ProviderKey) -> Result<Option<ObservedProvider>, RemoteError> {
+        Ok(self.get(&key.id).await?.map(observed_from_wire))
+    }
+
+    async fn create(&self, desired: &ProviderConfig) -> Result<ObservedProvider, RemoteError> {
+        let desired = config_for::<Keystone>(desired, "create")?;
+        let created = observed_from_wire(KeystoneClient::create(self, desired).await?);
+        Ok(self.complete_create(created, desired).await)
+    }
+
+    async fn update(
+        &self,
+        observed: &ObservedProvider,
+        desired: &ProviderConfig,
+    ) -> Result<ObservedProvider, RemoteError> {
+        let (current, desired) = update_configs::<Keystone>(observed, desired)?;
+        let updated = self
+            .update_config(&observed.remote_id, current, desired)
+            .await?;
+        Ok(updated.unwrap_or_else(|| observed.clone()))
+    }
 
     async fn observe_details(
         &self,
-        desired: Option<&KeystoneConfig>,
+        desired: Option<&ProviderConfig>,
         observed: &mut ObservedProvider,
     ) -> Result<(), RemoteError> {
+        let desired = desired
+            .map(|d| config_for::<Keystone>(d, "observe"))
+            .transpose()?;
         let record = desired.map(|d| d.record.clone()).unwrap_or_default();
         self.read_federation(desired, &record, observed).await
     }
 
-    async fn delete(&self, remote_id: &str) -> Result<bool, RemoteError> {
-        KeystoneClient::delete(self, remote_id).await
-    }
-
-    /// Protocols, then the mappings this object created, then the identity provider.
-    async fn delete_with(
+    /// Protocols, then the mappings this object created (as `desired` records them), then the
+    /// identity provider.
+    async fn delete(
         &self,
         remote_id: &str,
-        desired: Option<&KeystoneConfig>,
+        desired: Option<&ProviderConfig>,
     ) -> Result<bool, RemoteError> {
-        if let Some(desired) = desired {
+        if let Some(desired) = desired.and_then(Keystone::config_of) {
             self.delete_federation(remote_id, desired).await?;
         }
         KeystoneClient::delete(self, remote_id).await

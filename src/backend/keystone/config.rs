@@ -6,7 +6,6 @@ use serde_json::{Map, Value, json};
 use crate::api::security_provider::{
     KeystoneMappingSpec, KeystoneProtocolSpec, KeystoneProviderSpec, SecurityProvider,
 };
-use crate::backend::ProviderConfig;
 
 use super::federation::{self, FederationRecord, ProtocolConfig};
 
@@ -184,9 +183,9 @@ impl KeystoneConfig {
 }
 
 /// Builds the desired configuration of a SecurityProvider whose spec has a `keystone` block.
-pub fn desired_config(sp: &SecurityProvider) -> Option<ProviderConfig> {
+pub fn desired_config(sp: &SecurityProvider) -> Option<KeystoneConfig> {
     let spec = sp.spec.keystone.as_ref()?;
     let mut config = KeystoneConfig::desired(&sp.provider_id(), spec);
     config.record = FederationRecord::of(sp);
-    Some(ProviderConfig::Keystone(config))
+    Some(config)
 }

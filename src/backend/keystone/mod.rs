@@ -14,6 +14,7 @@
 //! Keystone has no refresh operation: [`ProviderBackend::refresh`] returns false.
 mod auth;
 mod client;
+mod seam;
 mod config;
 pub mod federation;
 mod sync;
@@ -23,12 +24,14 @@ mod wire;
 
 pub use auth::*;
 pub use client::*;
+pub use seam::*;
 pub use config::*;
 pub use wire::*;
 
 use std::time::Duration;
 
-const BACKEND: &str = "keystone";
+/// The backend's name (in errors, metrics and logs), from its kind.
+const BACKEND: &str = <Keystone as crate::backend::Backend>::KIND.as_str();
 /// OTC IAM's throttling error code ("throttling threshold has been reached").
 pub const IAM_THROTTLED: &str = "IAM.0012";
 /// A cached token is replaced this long before it expires, so no call races its expiry.
