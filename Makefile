@@ -45,6 +45,7 @@ crds:
 	cargo run --quiet -- crd > crds/secprov.dev.yaml
 	cp crds/secprov.dev.yaml deploy/crds/secprov.dev.yaml
 	cp crds/secprov.dev.yaml deploy/helm/secprov-operator/crds/secprov.dev.yaml
+	SECPROV_BLESS_DOCS=1 cargo test --quiet --locked --test docs the_reference_is_generated_from_the_crd_schema
 
 ## image: the container image as an OCI archive, target/image/secprov-operator.oci.tar, built
 ## without a container engine (docker load / podman load / kind load image-archive accept it).

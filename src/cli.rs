@@ -1,5 +1,7 @@
 //! Onboarding commands that never write remotely: `export` (remote providers as ready-to-commit
 //! manifests) and `plan` (what applying manifests would change remotely).
+pub mod args;
+
 use std::fmt::Write as _;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;

@@ -2,7 +2,8 @@
 //! and `plan`. Only parses arguments and dispatches: the work lives in the library
 //! (`secprov::app`, `secprov::cli`). The remote API simulators are a separate binary,
 //! `secprov-sim` (sim/).
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use secprov::cli::args::{Cli, Command};
 use std::process::ExitCode;
 
 // jemalloc by default (feature `jemalloc`); BENCHMARKS.md ("Allocators") compares it with the
@@ -32,51 +33,6 @@ unsafe impl Sync for JemallocConf {}
 #[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "secprov-operator",
-    version,
-    about = "Declare SaaS security identity providers as Kubernetes resources"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Run the controller (kubeconfig from KUBECONFIG, ~/.kube/config or the in-cluster service account).
-    // Boxed: its many flags would make every variant as large (clippy::large_enum_variant).
-    Run(Box<secprov::app::RunArgs>),
-    /// Print every CRD as YAML (identical to crds/secprov.dev.yaml).
-    Crd,
-    /// Print the remote providers of a connection as SecurityProvider manifests that adopt them
-    /// (sorted, without status); applying them changes nothing remotely.
-    Export {
-        /// Name of the ProviderConnection.
-        #[arg(long)]
-        connection: String,
-        /// Namespace of the connection (default: the kubeconfig's namespace).
-        #[arg(short, long)]
-        namespace: Option<String>,
-    },
-    /// Show, without writing anything, what applying the SecurityProviders in a file would
-    /// change remotely.
-    Plan {
-        /// YAML file with SecurityProvider manifests (other kinds are ignored); `-` for stdin.
-        #[arg(short = 'f', long = "filename")]
-        file: std::path::PathBuf,
-        /// Namespace for manifests without one (default: the kubeconfig's namespace).
-        #[arg(short, long)]
-        namespace: Option<String>,
-        /// Terraform's convention for CI: exit 0 when nothing would change, 2 when changes are
-        /// pending, 1 on an error or when a manifest cannot be applied (`!` lines). Without it,
-        /// 0 unless the plan itself fails.
-        #[arg(long)]
-        detailed_exitcode: bool,
-    },
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {

@@ -1,9 +1,9 @@
 //! The install manifests in deploy/ (and the Helm chart): static properties (least-privilege
 //! RBAC, Pod Security `restricted`, resources, NetworkPolicy, CRD copies in step, no spec
-//! defaults), then the README's install on the real API server: `kubectl apply -k deploy/`,
-//! `kubectl auth can-i` as the operator's ServiceAccount, PodSecurity admission judging the
-//! Pod template, and the real operator running with a ServiceAccount token reconciling a
-//! provider to Ready.
+//! defaults), then the documented install (docs/install.md) on the real API server:
+//! `kubectl apply -k deploy/`, `kubectl auth can-i` as the operator's ServiceAccount,
+//! PodSecurity admission judging the Pod template, and the real operator running with a
+//! ServiceAccount token reconciling a provider to Ready.
 mod support;
 
 use std::collections::BTreeSet;
@@ -913,8 +913,9 @@ fn helm_chart_renders_the_same_objects_as_deploy_and_the_api_server_accepts_them
     let namespace = "secprov-helm";
     let (rendered, chart_docs) = helm_template(namespace, &[]);
     let deploy = deploy_docs();
-    // The same kinds of objects as deploy/ (the chart leaves the namespace to `helm install
-    // --create-namespace`).
+    // The same kinds of objects as deploy/ but the Namespace, which Helm cannot create for the
+    // release it installs into: the chart requires it labelled as deploy/'s (tests/
+    // chart_runs_image.rs installs into one and is refused by one that is not).
     let kinds = |docs: &[Value]| -> Vec<String> {
         let mut k: Vec<String> = docs
             .iter()

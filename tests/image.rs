@@ -15,22 +15,6 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The archive, built by `make image` when it does not exist yet.
-fn archive() -> PathBuf {
-    let path = std::env::var_os("SECPROV_IMAGE_ARCHIVE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/image/secprov-operator.oci.tar"));
-    if !path.exists() {
-        let status = Command::new("bash")
-            .arg(repo().join("scripts/image.sh"))
-            .status()
-            .expect("run scripts/image.sh");
-        assert!(status.success(), "make image failed");
-    }
-    assert!(path.exists(), "{} missing after make image", path.display());
-    path
-}
-
 fn run(cmd: &mut Command) -> String {
     let out = cmd
         .output()
@@ -70,7 +54,7 @@ fn dockerfile_config(build_args: &[&str]) -> Value {
 
 /// The image is described once, in the Dockerfile: `make image` (scripts/oci_image.py) reads
 /// its labels, env, user, port, entrypoint and cmd from there, and they are what the chart and
-/// the README promise.
+/// the install docs (docs/install.md) promise.
 #[test]
 fn the_dockerfile_describes_the_image_that_make_image_writes() {
     let c = dockerfile_config(&[
@@ -175,7 +159,7 @@ exec chroot --userspec=65532:65532 "$r" /usr/local/bin/secprov-operator "$@""#;
 
 #[test]
 fn image_archive_unpacks_and_runs_as_65532_on_a_read_only_root() {
-    let archive = archive();
+    let archive = secprov_harness::image_archive();
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("layout");
     std::fs::create_dir(&layout).unwrap();

@@ -1,7 +1,7 @@
 //! deploy/monitoring/: the PrometheusRule passes `promtool check rules`, its alerts fire (and
 //! stay quiet) exactly as prometheusrule-tests.yaml says under `promtool test rules`, every
-//! alert has a summary and a README runbook section, the Grafana dashboard parses, and the
-//! Helm chart's copies equal the originals. promtool is built from the Go module proxy by
+//! alert has a summary and a runbook section in docs/operations.md, the Grafana dashboard
+//! parses, and the Helm chart's copies equal the originals. promtool is built from the Go module proxy by
 //! scripts/tools/build.sh (cached), or named by `SECPROV_PROMTOOL`: the tests fail without it.
 //!
 //! End to end: every metric name the rules and the dashboard use is exported by a running
@@ -114,9 +114,9 @@ fn anchor(heading: &str) -> String {
 }
 
 #[test]
-fn every_alert_has_a_summary_a_severity_and_a_readme_runbook() {
-    let readme = read("README.md");
-    let anchors: BTreeSet<String> = readme
+fn every_alert_has_a_summary_a_severity_and_a_documented_runbook() {
+    let runbooks = read("docs/operations.md");
+    let anchors: BTreeSet<String> = runbooks
         .lines()
         .filter(|l| l.starts_with('#'))
         .map(anchor)
@@ -136,12 +136,14 @@ fn every_alert_has_a_summary_a_severity_and_a_readme_runbook() {
         );
         let runbook = annotations["runbook"].as_str().unwrap_or_default();
         let section = runbook
-            .strip_prefix("README.md#")
-            .unwrap_or_else(|| panic!("{name}: runbook {runbook:?} is not a README section"));
+            .strip_prefix("docs/operations.md#")
+            .unwrap_or_else(|| {
+                panic!("{name}: runbook {runbook:?} is not a docs/operations.md section")
+            });
         assert_eq!(section, name.to_lowercase(), "{name}: runbook anchor");
         assert!(
             anchors.contains(section),
-            "{name}: README has no section #{section}"
+            "{name}: docs/operations.md has no section #{section}"
         );
     }
 }

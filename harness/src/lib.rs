@@ -9,6 +9,7 @@ pub mod demo;
 pub mod env;
 pub mod examples;
 pub mod http;
+pub mod image;
 pub mod manifests;
 pub mod namespace;
 pub mod operator;
@@ -22,6 +23,7 @@ pub use cluster::{
 pub use env::*;
 pub use examples::*;
 pub use http::{free_port, http_get, http_get_result, http_request};
+pub use image::image_archive;
 pub use manifests::*;
 pub use namespace::TestNamespace;
 pub use operator::{Operator, operator_binary, operator_cli, operator_cli_exit};

@@ -36,7 +36,7 @@ pub(crate) struct ApiShape {
     pub prefix: &'static str,
     /// Further API path prefixes served by the same simulator (Coveo's Push API, `/push`).
     pub other_prefixes: &'static [&'static str],
-    /// The operation name a request counts under (see the README's `/_sim/stats` table).
+    /// The operation name a request counts under (see the `/_sim/stats` table in docs/development.md).
     pub classify: fn(&Method, &str) -> &'static str,
     /// The response header that carries the request id, and a prefix of its value.
     pub request_id_header: &'static str,

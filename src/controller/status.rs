@@ -105,6 +105,9 @@ pub fn compute_status(
 /// Condition reason of the first status, written before any remote call.
 pub const REASON_PROGRESSING: &str = "Progressing";
 
+/// Ready reason of a provider that exists remotely, matches its spec and is healthy.
+pub const REASON_AVAILABLE: &str = "Available";
+
 /// The status to write before the first remote call of an object the operator has not reported
 /// on yet (no `Ready` condition: no status, or only the CRD's default `observedGeneration: 0`):
 /// `Ready=Unknown` and `Reconciling=True`, so that kstatus, Argo CD and `kubectl wait` see work
@@ -239,7 +242,7 @@ fn health_ready(observed: &ObservedProvider) -> ConditionValue {
     match &observed.health {
         RemoteHealth::Healthy => (
             ConditionStatus::True,
-            "Available".into(),
+            REASON_AVAILABLE.into(),
             "the remote provider exists and matches the spec".into(),
         ),
         RemoteHealth::Progressing { reason, message }
@@ -331,7 +334,7 @@ fn conditions_for(
 /// (Synced, Ready, Reconciling, Stalled) for a failure or a block. Terminal: Stalled, nothing
 /// in progress. Transient: retried, so in progress only while the generation is not applied (a
 /// remote outage under a Ready provider is reported by Synced=False, a Warning and the metrics,
-/// not as an endless rollout: README, GitOps). While deleting, Ready says the delete waits.
+/// not as an endless rollout: docs/gitops.md). While deleting, Ready says the delete waits.
 fn failure_conditions(
     prev: &SecurityProviderStatus,
     outcome: &Outcome,
