@@ -3,7 +3,8 @@
 //! `backend/mod.rs`, the closed enum [`super::ProviderConfig`], the per-backend blocks of
 //! [`super::RemoteState`] and every dispatch over them.
 //!
-//! Every operation of [`Backend`] is required (no default bodies) and every generated dispatch
+//! Every operation of [`Backend`] and [`SentSecrets`] is required (no default bodies; a backend
+//! that sends no secret values names [`NoSecretValues`]) and every generated dispatch
 //! is a `match` over the closed enum or a loop unrolled over the list: a backend that does
 //! not answer an operation, or a list entry without a folder, does not compile. That is the
 //! check that every backend answers every seam operation.
@@ -43,19 +44,14 @@ pub trait Backend {
     type Status: Clone + std::fmt::Debug + PartialEq + Default + Serialize + DeserializeOwned;
     /// Its client, connected to one remote system.
     type Client: ProviderBackend + 'static;
+    /// The secret values its desired configuration sends and their fingerprint;
+    /// [`NoSecretValues`] for a backend that sends none.
+    type Secrets: SentSecrets<Self>;
 
     // --- Spec block and desired configuration
 
     /// The desired configuration from its block of the spec; None when the block is not set.
     fn desired_config(sp: &SecurityProvider) -> Option<Self::Config>;
-    /// Resolves the secret values the desired configuration sends from Secrets read through
-    /// `api` (the object's namespace), with their fingerprint under `key`.
-    async fn resolve_secrets(
-        config: &mut Self::Config,
-        sp: &SecurityProvider,
-        api: &Api<Secret>,
-        key: Option<&FingerprintKey>,
-    ) -> Result<(), Error>;
     /// Writes the configuration into a spec (its block, and what else it maps to), so that
     /// applying the spec plans no update.
     fn write_spec(config: &Self::Config, spec: &mut SecurityProviderSpec) -> Result<(), String>;
@@ -104,27 +100,79 @@ pub trait Backend {
     fn set_status_block(status: &mut SecurityProviderStatus, block: Option<Self::Status>);
     /// Scrubs the remote text its status block carries of the connection's secret values.
     fn scrub_status(block: &mut Self::Status, scrubber: &Scrubber);
+}
 
-    // --- Secret values sent with the configuration, and their fingerprint (None/empty for a
-    // backend that sends none)
-
-    /// The secret values resolved into a desired configuration (for scrubbing remote text).
-    fn secret_values(config: &Self::Config) -> Vec<&str>;
-    /// Keyed hash of the secret values a write of this desired configuration sends.
-    fn secrets_fingerprint(config: &Self::Config) -> Option<&str>;
+/// The secret values a desired configuration of backend `B` sends (resolved from Secrets,
+/// never serialized), their keyed fingerprint, and where its status block records the
+/// fingerprint of the values last sent, so that a rotated Secret is a difference.
+#[allow(async_fn_in_trait)]
+pub trait SentSecrets<B: Backend + ?Sized> {
+    /// Resolves the values from Secrets read through `api` (the object's namespace), with
+    /// their fingerprint under `key`.
+    async fn resolve(
+        config: &mut B::Config,
+        sp: &SecurityProvider,
+        api: &Api<Secret>,
+        key: Option<&FingerprintKey>,
+    ) -> Result<(), Error>;
+    /// The values resolved into a desired configuration (for scrubbing remote text).
+    fn values(config: &B::Config) -> Vec<&str>;
+    /// Keyed hash of the values a write of this desired configuration sends.
+    fn fingerprint(config: &B::Config) -> Option<&str>;
     /// The hash of the values the remote provider last received, as the configuration was told.
-    fn recorded_fingerprint(config: &Self::Config) -> Option<&str>;
+    fn recorded(config: &B::Config) -> Option<&str>;
     /// Tells the desired configuration which values the remote provider last received.
-    fn set_recorded_fingerprint(config: &mut Self::Config, fingerprint: Option<String>);
-    /// Its status block with the fingerprint of the values last sent recorded in it.
+    fn set_recorded(config: &mut B::Config, fingerprint: Option<String>);
+    /// The status block with the fingerprint of the values last sent recorded in it.
     fn status_with_fingerprint(
-        block: Option<Self::Status>,
+        block: Option<B::Status>,
         fingerprint: Option<String>,
-    ) -> Option<Self::Status>;
-    /// The fingerprint recorded in its status block.
-    fn status_fingerprint(block: &Self::Status) -> Option<&str>;
+    ) -> Option<B::Status>;
+    /// The fingerprint recorded in the status block.
+    fn status_fingerprint(block: &B::Status) -> Option<&str>;
     /// The note of an update event when `fields` says only the secret values changed.
-    fn secret_values_note(fields: &[String]) -> Option<String>;
+    fn update_note(fields: &[String]) -> Option<String>;
+}
+
+/// The answer of a backend whose configuration sends no secret values: nothing to resolve,
+/// no fingerprint.
+pub struct NoSecretValues;
+
+impl<B: Backend + ?Sized> SentSecrets<B> for NoSecretValues {
+    async fn resolve(
+        _: &mut B::Config,
+        _: &SecurityProvider,
+        _: &Api<Secret>,
+        _: Option<&FingerprintKey>,
+    ) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn values(_: &B::Config) -> Vec<&str> {
+        Vec::new()
+    }
+
+    fn fingerprint(_: &B::Config) -> Option<&str> {
+        None
+    }
+
+    fn recorded(_: &B::Config) -> Option<&str> {
+        None
+    }
+
+    fn set_recorded(_: &mut B::Config, _: Option<String>) {}
+
+    fn status_with_fingerprint(block: Option<B::Status>, _: Option<String>) -> Option<B::Status> {
+        block
+    }
+
+    fn status_fingerprint(_: &B::Status) -> Option<&str> {
+        None
+    }
+
+    fn update_note(_: &[String]) -> Option<String> {
+        None
+    }
 }
 
 /// Generated by `backends!` for every listed backend: its variant of [`ProviderConfig`].
@@ -296,7 +344,7 @@ macro_rules! backends {
             }
 
             /// Resolves the secret values this desired configuration sends (see
-            /// [`Backend::resolve_secrets`]).
+            /// [`SentSecrets::resolve`]).
             pub async fn resolve_secrets(
                 &mut self,
                 sp: &crate::api::SecurityProvider,
@@ -305,7 +353,7 @@ macro_rules! backends {
             ) -> Result<(), crate::error::Error> {
                 match self {
                     $(ProviderConfig::$variant(c) => {
-                        <$module::$variant as Backend>::resolve_secrets(c, sp, api, key).await
+                        <<$module::$variant as Backend>::Secrets as seam::SentSecrets<$module::$variant>>::resolve(c, sp, api, key).await
                     })+
                 }
             }
@@ -314,7 +362,7 @@ macro_rules! backends {
             /// when it has none. A write of this configuration sends exactly these values.
             pub fn secrets_hash(&self) -> Option<&str> {
                 match self {
-                    $(ProviderConfig::$variant(c) => <$module::$variant as Backend>::secrets_fingerprint(c),)+
+                    $(ProviderConfig::$variant(c) => <<$module::$variant as Backend>::Secrets as seam::SentSecrets<$module::$variant>>::fingerprint(c),)+
                 }
             }
 
@@ -322,7 +370,7 @@ macro_rules! backends {
             /// remote text).
             pub fn secret_values(&self) -> Vec<&str> {
                 match self {
-                    $(ProviderConfig::$variant(c) => <$module::$variant as Backend>::secret_values(c),)+
+                    $(ProviderConfig::$variant(c) => <<$module::$variant as Backend>::Secrets as seam::SentSecrets<$module::$variant>>::values(c),)+
                 }
             }
 
@@ -330,7 +378,7 @@ macro_rules! backends {
             /// desired configuration was told (see [`Self::set_recorded_secrets_hash`]).
             pub fn recorded_secrets_hash(&self) -> Option<&str> {
                 match self {
-                    $(ProviderConfig::$variant(c) => <$module::$variant as Backend>::recorded_fingerprint(c),)+
+                    $(ProviderConfig::$variant(c) => <<$module::$variant as Backend>::Secrets as seam::SentSecrets<$module::$variant>>::recorded(c),)+
                 }
             }
 
@@ -338,7 +386,7 @@ macro_rules! backends {
             /// received (by their hash), so that a change of them is a difference.
             pub fn set_recorded_secrets_hash(&mut self, hash: Option<String>) {
                 match self {
-                    $(ProviderConfig::$variant(c) => <$module::$variant as Backend>::set_recorded_fingerprint(c, hash),)+
+                    $(ProviderConfig::$variant(c) => <<$module::$variant as Backend>::Secrets as seam::SentSecrets<$module::$variant>>::set_recorded(c, hash),)+
                 }
             }
 
@@ -438,7 +486,7 @@ macro_rules! backends {
         pub fn record_fingerprint(status: &mut SecurityProviderStatus, fingerprint: Option<String>) {
             $(
                 let block = <$module::$variant as Backend>::status_block(status).cloned();
-                let block = <$module::$variant as Backend>::status_with_fingerprint(block, fingerprint.clone());
+                let block = <<$module::$variant as Backend>::Secrets as seam::SentSecrets<$module::$variant>>::status_with_fingerprint(block, fingerprint.clone());
                 <$module::$variant as Backend>::set_status_block(status, block);
             )+
         }
@@ -447,14 +495,14 @@ macro_rules! backends {
         pub fn recorded_fingerprint(status: &SecurityProviderStatus) -> Option<String> {
             None$(.or_else(|| {
                 <$module::$variant as Backend>::status_block(status)
-                    .and_then(<$module::$variant as Backend>::status_fingerprint)
+                    .and_then(<<$module::$variant as Backend>::Secrets as seam::SentSecrets<$module::$variant>>::status_fingerprint)
                     .map(str::to_owned)
             }))+
         }
 
         /// The note of an update event when only secret values changed.
         pub fn secret_values_note(fields: &[String]) -> Option<String> {
-            None$(.or_else(|| <$module::$variant as Backend>::secret_values_note(fields)))+
+            None$(.or_else(|| <<$module::$variant as Backend>::Secrets as seam::SentSecrets<$module::$variant>>::update_note(fields)))+
         }
 
         /// Every health reason a backend uses.

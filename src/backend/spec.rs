@@ -78,17 +78,7 @@ mod tests {
     }
 
     fn spec() -> SecurityProviderSpec {
-        SecurityProviderSpec {
-            connection_ref: "c".into(),
-            provider_id: None,
-            display_name: None,
-            deletion_policy: None,
-            management_policy: None,
-            adopt: None,
-            coveo: None,
-            keystone: None,
-            jitsudo: None,
-        }
+        SecurityProviderSpec::for_connection("c")
     }
 
     #[test]

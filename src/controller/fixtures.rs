@@ -426,15 +426,8 @@ pub fn provider() -> SecurityProvider {
     let mut sp = SecurityProvider::new(
         NAME,
         SecurityProviderSpec {
-            connection_ref: CONNECTION.into(),
-            provider_id: None,
-            display_name: None,
-            deletion_policy: None,
-            management_policy: None,
-            adopt: None,
             coveo: Some(CoveoProviderSpec::default()),
-            keystone: None,
-            jitsudo: None,
+            ..SecurityProviderSpec::for_connection(CONNECTION)
         },
     );
     sp.metadata.namespace = Some(NAMESPACE.into());

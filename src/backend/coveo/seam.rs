@@ -10,7 +10,7 @@ use crate::api::{SecretKeyRef, SecurityProvider, SecurityProviderSpec};
 use crate::backend::connect::SecretValues;
 use crate::backend::http::{HttpOptions, RequestObserver};
 use crate::backend::scrub::Scrubber;
-use crate::backend::seam::{Backend, check_header_value};
+use crate::backend::seam::{Backend, SentSecrets, check_header_value};
 use crate::error::Error;
 use crate::fingerprint_key::FingerprintKey;
 
@@ -34,23 +34,10 @@ impl Backend for Coveo {
     type Connection = CoveoConnection;
     type Status = CoveoStatus;
     type Client = CoveoClient;
+    type Secrets = CoveoSecrets;
 
     fn desired_config(sp: &SecurityProvider) -> Option<CoveoConfig> {
         desired_config(sp)
-    }
-
-    /// `sensitiveParameters` and `userIdentities` passwords.
-    async fn resolve_secrets(
-        config: &mut CoveoConfig,
-        sp: &SecurityProvider,
-        api: &Api<Secret>,
-        key: Option<&FingerprintKey>,
-    ) -> Result<(), Error> {
-        if let Some(spec) = sp.spec.coveo.as_ref() {
-            let material = secrets::resolve(api, spec).await?;
-            config.set_secrets(material, key, &sp.uid().unwrap_or_default());
-        }
-        Ok(())
     }
 
     fn write_spec(config: &CoveoConfig, spec: &mut SecurityProviderSpec) -> Result<(), String> {
@@ -124,20 +111,39 @@ impl Backend for Coveo {
     fn scrub_status(_: &mut CoveoStatus, _: &Scrubber) {
         // Schedules and a hash of our own: no remote text.
     }
+}
 
-    fn secret_values(config: &CoveoConfig) -> Vec<&str> {
+/// The secret values a Coveo provider is sent (`sensitiveParameters` and the `userIdentities`
+/// passwords, masked on read), fingerprinted in `status.coveo.secretsHash`.
+pub struct CoveoSecrets;
+
+impl SentSecrets<Coveo> for CoveoSecrets {
+    async fn resolve(
+        config: &mut CoveoConfig,
+        sp: &SecurityProvider,
+        api: &Api<Secret>,
+        key: Option<&FingerprintKey>,
+    ) -> Result<(), Error> {
+        if let Some(spec) = sp.spec.coveo.as_ref() {
+            let material = secrets::resolve(api, spec).await?;
+            config.set_secrets(material, key, &sp.uid().unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    fn values(config: &CoveoConfig) -> Vec<&str> {
         config.secrets.as_ref().map_or_else(Vec::new, |s| s.values())
     }
 
-    fn secrets_fingerprint(config: &CoveoConfig) -> Option<&str> {
+    fn fingerprint(config: &CoveoConfig) -> Option<&str> {
         config.secrets_hash.as_deref()
     }
 
-    fn recorded_fingerprint(config: &CoveoConfig) -> Option<&str> {
+    fn recorded(config: &CoveoConfig) -> Option<&str> {
         config.recorded_secrets_hash.as_deref()
     }
 
-    fn set_recorded_fingerprint(config: &mut CoveoConfig, fingerprint: Option<String>) {
+    fn set_recorded(config: &mut CoveoConfig, fingerprint: Option<String>) {
         config.recorded_secrets_hash = fingerprint;
     }
 
@@ -158,7 +164,7 @@ impl Backend for Coveo {
         block.secrets_hash.as_deref()
     }
 
-    fn secret_values_note(fields: &[String]) -> Option<String> {
+    fn update_note(fields: &[String]) -> Option<String> {
         // A rotated Secret is a change of the desired values, not drift of the remote ones.
         (fields == [SECRET_VALUES_FIELD]).then(|| {
             "sent the changed values of the Secrets named in spec.coveo (sensitiveParameters, userIdentities)".to_owned()

@@ -1,7 +1,5 @@
 //! JITSudo at the seam: what [`Backend`] asks of a backend, answered for tenant identity
 //! providers.
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
 use serde_json::Value;
 
 use crate::api::provider_connection::{BackendKind, JitsudoConnection, ProviderConnectionSpec};
@@ -10,9 +8,7 @@ use crate::api::{SecretKeyRef, SecurityProvider, SecurityProviderSpec};
 use crate::backend::connect::SecretValues;
 use crate::backend::http::{HttpOptions, RequestObserver};
 use crate::backend::scrub::Scrubber;
-use crate::backend::seam::{Backend, check_header_value, is_header_value};
-use crate::error::Error;
-use crate::fingerprint_key::FingerprintKey;
+use crate::backend::seam::{Backend, NoSecretValues, check_header_value, is_header_value};
 
 use super::*;
 
@@ -31,19 +27,11 @@ impl Backend for Jitsudo {
     type Connection = JitsudoConnection;
     type Status = JitsudoStatus;
     type Client = JitsudoClient;
+    /// It is sent no secret values.
+    type Secrets = NoSecretValues;
 
     fn desired_config(sp: &SecurityProvider) -> Option<JitsudoConfig> {
         desired_config(sp)
-    }
-
-    /// JITSudo is sent no secret values.
-    async fn resolve_secrets(
-        _: &mut JitsudoConfig,
-        _: &SecurityProvider,
-        _: &Api<Secret>,
-        _: Option<&FingerprintKey>,
-    ) -> Result<(), Error> {
-        Ok(())
     }
 
     /// The name is the lookup key; export puts it in providerId (or metadata.name).
@@ -136,34 +124,5 @@ impl Backend for Jitsudo {
         if let Some(e) = block.sync_error.as_mut() {
             *e = scrubber.scrub(e);
         }
-    }
-
-    fn secret_values(_: &JitsudoConfig) -> Vec<&str> {
-        Vec::new()
-    }
-
-    fn secrets_fingerprint(_: &JitsudoConfig) -> Option<&str> {
-        None
-    }
-
-    fn recorded_fingerprint(_: &JitsudoConfig) -> Option<&str> {
-        None
-    }
-
-    fn set_recorded_fingerprint(_: &mut JitsudoConfig, _: Option<String>) {}
-
-    fn status_with_fingerprint(
-        block: Option<JitsudoStatus>,
-        _: Option<String>,
-    ) -> Option<JitsudoStatus> {
-        block
-    }
-
-    fn status_fingerprint(_: &JitsudoStatus) -> Option<&str> {
-        None
-    }
-
-    fn secret_values_note(_: &[String]) -> Option<String> {
-        None
     }
 }

@@ -1,7 +1,5 @@
 //! Keystone at the seam: what [`Backend`] asks of a backend, answered for OS-FEDERATION
 //! identity providers.
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
 use serde_json::Value;
 
 use crate::api::provider_connection::{BackendKind, KeystoneConnection, ProviderConnectionSpec};
@@ -10,9 +8,7 @@ use crate::api::{SecretKeyRef, SecurityProvider, SecurityProviderSpec};
 use crate::backend::connect::SecretValues;
 use crate::backend::http::{HttpOptions, RequestObserver};
 use crate::backend::scrub::Scrubber;
-use crate::backend::seam::Backend;
-use crate::error::Error;
-use crate::fingerprint_key::FingerprintKey;
+use crate::backend::seam::{Backend, NoSecretValues};
 
 use super::*;
 
@@ -39,19 +35,11 @@ impl Backend for Keystone {
     type Connection = KeystoneConnection;
     type Status = KeystoneStatus;
     type Client = KeystoneClient;
+    /// It is sent no secret values.
+    type Secrets = NoSecretValues;
 
     fn desired_config(sp: &SecurityProvider) -> Option<KeystoneConfig> {
         desired_config(sp)
-    }
-
-    /// Keystone is sent no secret values.
-    async fn resolve_secrets(
-        _: &mut KeystoneConfig,
-        _: &SecurityProvider,
-        _: &Api<Secret>,
-        _: Option<&FingerprintKey>,
-    ) -> Result<(), Error> {
-        Ok(())
     }
 
     fn write_spec(config: &KeystoneConfig, spec: &mut SecurityProviderSpec) -> Result<(), String> {
@@ -132,34 +120,5 @@ impl Backend for Keystone {
 
     fn scrub_status(_: &mut KeystoneStatus, _: &Scrubber) {
         // Protocols and mapping ids: no free remote text.
-    }
-
-    fn secret_values(_: &KeystoneConfig) -> Vec<&str> {
-        Vec::new()
-    }
-
-    fn secrets_fingerprint(_: &KeystoneConfig) -> Option<&str> {
-        None
-    }
-
-    fn recorded_fingerprint(_: &KeystoneConfig) -> Option<&str> {
-        None
-    }
-
-    fn set_recorded_fingerprint(_: &mut KeystoneConfig, _: Option<String>) {}
-
-    fn status_with_fingerprint(
-        block: Option<KeystoneStatus>,
-        _: Option<String>,
-    ) -> Option<KeystoneStatus> {
-        block
-    }
-
-    fn status_fingerprint(_: &KeystoneStatus) -> Option<&str> {
-        None
-    }
-
-    fn secret_values_note(_: &[String]) -> Option<String> {
-        None
     }
 }
