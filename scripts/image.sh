@@ -13,6 +13,9 @@
 #   IMAGE_REF      name:tag the loaders give it (default ghcr.io/secprov/secprov-operator:VERSION)
 #   IMAGE_SOURCE   the org.opencontainers.image.source label
 #   IMAGE_SKIP_BUILD=1  package target/release/secprov-operator as it is (CI builds it once)
+#   IMAGE_BIN=PATH      package this binary instead (no build): .ci/run packages the binary the
+#                       tests were built with, so CI proves the packaging without a second,
+#                       fat-LTO compile of everything (the shipped image is `make image`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,8 +33,8 @@ git diff --quiet HEAD 2>/dev/null || REVISION="$REVISION-dirty"
 # Reproducible timestamps: the commit's time (SOURCE_DATE_EPOCH when set).
 EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
 
-BIN=target/release/secprov-operator
-if [[ "${IMAGE_SKIP_BUILD:-}" != 1 ]]; then
+BIN="${IMAGE_BIN:-target/release/secprov-operator}"
+if [[ -z "${IMAGE_BIN:-}" && "${IMAGE_SKIP_BUILD:-}" != 1 ]]; then
   log "cargo build --release --locked --bin secprov-operator"
   cargo build --release --locked -p secprov-operator --bin secprov-operator
 fi

@@ -74,17 +74,6 @@ fn split_fences(text: &str) -> (Vec<(usize, String)>, Vec<Fence>) {
     (prose, fences)
 }
 
-/// GitHub's anchor of a heading text: lower case, punctuation dropped, spaces to hyphens.
-fn slug(heading: &str) -> String {
-    heading
-        .trim()
-        .to_lowercase()
-        .chars()
-        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
-        .map(|c| if c == ' ' { '-' } else { c })
-        .collect()
-}
-
 /// The anchors of a Markdown file's headings, with GitHub's `-1`, `-2` for repeated ones.
 fn anchors(text: &str) -> BTreeSet<String> {
     let (prose, _) = split_fences(text);
@@ -94,7 +83,7 @@ fn anchors(text: &str) -> BTreeSet<String> {
         if !line.starts_with('#') {
             continue;
         }
-        let base = slug(line.trim_start_matches('#'));
+        let base = secprov_harness::markdown_anchor(line.trim_start_matches('#'));
         let n = seen.entry(base.clone()).or_insert(0);
         out.insert(if *n == 0 {
             base.clone()

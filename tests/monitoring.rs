@@ -101,25 +101,13 @@ fn every_alert_fires_and_stays_quiet_as_its_promtool_cases_say() {
     assert_eq!(firing, names, "alerts without a firing test case");
 }
 
-/// GitHub's anchor of a Markdown heading.
-fn anchor(heading: &str) -> String {
-    heading
-        .trim_start_matches('#')
-        .trim()
-        .to_lowercase()
-        .chars()
-        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
-        .map(|c| if c == ' ' { '-' } else { c })
-        .collect()
-}
-
 #[test]
 fn every_alert_has_a_summary_a_severity_and_a_documented_runbook() {
     let runbooks = read("docs/operations.md");
     let anchors: BTreeSet<String> = runbooks
         .lines()
         .filter(|l| l.starts_with('#'))
-        .map(anchor)
+        .map(markdown_anchor)
         .collect();
     for alert in alerts() {
         let name = alert["alert"].as_str().unwrap();

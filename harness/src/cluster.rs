@@ -117,6 +117,20 @@ pub fn run_kubectl(
     }
 }
 
+/// Runs `cmd`; its stdout, or a panic naming the command with its output.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// kubectl against the tests' shared control plane.
 pub fn kubectl(args: &[&str]) -> Result<String, String> {
     run_kubectl(kubeconfig(), args, None)

@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod demo;
+pub mod docs;
 pub mod env;
 pub mod examples;
 pub mod http;
@@ -17,9 +18,10 @@ pub mod process;
 pub mod wait;
 
 pub use cluster::{
-    apply_crds, control_plane_down, control_plane_up, go_tool, kubeconfig, kubectl, repo,
+    apply_crds, control_plane_down, control_plane_up, go_tool, kubeconfig, kubectl, repo, run,
     run_kubectl,
 };
+pub use docs::markdown_anchor;
 pub use env::*;
 pub use examples::*;
 pub use http::{free_port, http_get, http_get_result, http_request};
