@@ -552,20 +552,20 @@ async fn a_new_connection_generation_or_a_deleted_connection_evicts_its_snapshot
     reconcile(Arc::new(sp.clone()), h.ctx.clone())
         .await
         .unwrap();
-    assert_eq!(h.ctx.snapshot_slots(), 1);
+    assert_eq!(h.ctx.states.snapshot_slots(), 1);
     // Edit the connection: generation 1's snapshot is dropped, not kept for good.
     let edited = connection(2);
     h.update_connection(edited.clone());
-    h.ctx.install_client(&edited, h.fake.clone()).await;
+    h.ctx.states.install_client(&edited, h.fake.clone()).await;
     drop(h.ctx.connection(&sp).await.unwrap());
-    assert_eq!(h.ctx.snapshot_slots(), 0);
+    assert_eq!(h.ctx.states.snapshot_slots(), 0);
     reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
-    assert_eq!(h.ctx.snapshot_slots(), 1);
+    assert_eq!(h.ctx.states.snapshot_slots(), 1);
     // Delete it: its snapshot and its client (with the credentials in it) go.
     let reference = ObjectRef::new(CONNECTION).within(NAMESPACE);
     h.ctx.forget_connection(&reference).await;
-    assert_eq!(h.ctx.snapshot_slots(), 0);
-    assert!(!h.ctx.has_client(&reference).await);
+    assert_eq!(h.ctx.states.snapshot_slots(), 0);
+    assert!(!h.ctx.states.has_client(&reference).await);
 }
 
 #[tokio::test]
@@ -731,7 +731,10 @@ async fn a_connection_moved_to_another_organization_owns_nothing_there() {
     let mut h = Harness::new(Some(sp.clone()), &[remote("idp", "production's own")]).await;
     let production = connection_to("org-prod");
     h.update_connection(production.clone());
-    h.ctx.install_client(&production, h.fake.clone()).await;
+    h.ctx
+        .states
+        .install_client(&production, h.fake.clone())
+        .await;
     reconcile(Arc::new(sp.clone()), h.ctx.clone())
         .await
         .unwrap();
