@@ -342,12 +342,14 @@ async fn a_409_while_create_pending_takes_over_our_earlier_create() {
     reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
     first_status_written(&h);
 
-    // No second marker write (it is set), one create only, then the takeover: read, update.
+    // The marker written again (a no-op over a current copy), one create only, then the
+    // takeover: read, update.
     let status = status_path();
     assert_eq!(
         h.timeline.steps(),
         [
             "remote observe idp".to_owned(),
+            format!("PATCH {SP_PATH}"),
             "remote create idp".to_owned(),
             "remote observe idp".to_owned(),
             "remote update idp".to_owned(),
@@ -356,9 +358,10 @@ async fn a_409_while_create_pending_takes_over_our_earlier_create() {
         ]
     );
     let kube = h.timeline.kube();
-    assert_eq!(kube[0].3["status"]["remoteId"], "idp");
-    assert_eq!(condition(&kube[0].3, "Synced")["status"], "True");
-    assert!(marker(&kube[1].3).is_null());
+    assert_eq!(marker(&kube[0].3), "sp-uid/attempt1", "the same attempt");
+    assert_eq!(kube[1].3["status"]["remoteId"], "idp");
+    assert_eq!(condition(&kube[1].3, "Synced")["status"], "True");
+    assert!(marker(&kube[2].3).is_null());
     h.wait_for_event("Updated").await;
 }
 
@@ -620,6 +623,7 @@ async fn a_refused_retry_keeps_the_marker_an_earlier_send_of_the_attempt_may_lan
         first_status_written(&h);
         let mut expected = vec![
             "remote observe idp".to_owned(),
+            format!("PATCH {SP_PATH}"),
             "remote create idp".to_owned(),
         ];
         if refusal == RemoteErrorKind::Conflict {
@@ -628,6 +632,7 @@ async fn a_refused_retry_keeps_the_marker_an_earlier_send_of_the_attempt_may_lan
         expected.extend([format!("GET {SP_PATH}"), format!("PATCH {}", status_path())]);
         // No write of the object after the status: the marker is not cleared.
         assert_eq!(h.timeline.steps(), expected, "{refusal:?}");
+        assert_eq!(marker(&h.timeline.kube()[0].3), "sp-uid/attempt1");
     }
 
     // The earlier send lands: the next reconcile finds this attempt's evidence and adopts.
@@ -650,6 +655,38 @@ async fn a_refused_retry_keeps_the_marker_an_earlier_send_of_the_attempt_may_lan
     assert_eq!(status["remoteId"], "idp");
     assert_eq!(cond_of(&status, "Synced").1, "ReconcileSuccess");
     assert!(marker(&h.timeline.kube()[1].3).is_null(), "cleared");
+}
+
+/// e2e_crash's other AlreadyExists: a first send refused (429) let the marker go, and the retry
+/// ran on a cached copy that still showed it. Created under that marker without writing it, the
+/// provider (its answer lost) carried evidence the object no longer held. The marker the cache
+/// shows is written conditionally: stale, it is read fresh and written back before the create.
+#[tokio::test]
+async fn a_marker_only_the_stale_cache_still_shows_is_written_back_before_the_create() {
+    let cached = annotate(provider(), CREATE_PENDING_ANNOTATION, "sp-uid/attempt1");
+    let mut stored = provider();
+    stored.metadata.resource_version = Some("2".into());
+    let h = Harness::new(Some(stored), &[]).await;
+    h.fake.fail("create", RemoteErrorKind::Unavailable);
+    reconcile(Arc::new(cached), h.ctx.clone()).await.unwrap();
+    first_status_written(&h);
+    assert_eq!(
+        h.timeline.steps()[..5],
+        [
+            "remote observe idp".to_owned(),
+            format!("PATCH {SP_PATH}"),
+            format!("GET {SP_PATH}"),
+            format!("PATCH {SP_PATH}"),
+            "remote create idp".to_owned(),
+        ]
+    );
+    let written = &h.timeline.kube()[2].3;
+    assert_eq!(written["metadata"]["resourceVersion"], "2");
+    assert_eq!(
+        marker(written),
+        "sp-uid/attempt1",
+        "on the object before the create that may land"
+    );
 }
 
 /// The status body of the `n`th Kubernetes request (a status PATCH).
