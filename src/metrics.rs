@@ -53,8 +53,9 @@ struct ReadyLabels {
 }
 
 /// Labels of the per-object series. Shared strings: the namespace and name of one object are
-/// allocated once for its entry in the state map and both of its gauges (at 10,000 objects
-/// separate copies were a good part of the metrics' 5 MiB), and backend names once per process.
+/// allocated once for its entry in the state map and both of its gauges (separate copies were
+/// a good part of the metrics' memory: BENCHMARKS.md, "Figures behind the code"), and backend
+/// names once per process.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ObjectLabels {
     namespace: Arc<str>,
@@ -418,8 +419,8 @@ impl Metrics {
     }
 
     /// Moves the count of providers of `backend` in state `ready` by `by`: counted as states
-    /// change, not recounted over every provider (with 10,000 of them, a recount on each
-    /// reconcile was 10,000 string copies per reconcile).
+    /// change, not recounted over every provider (a recount copied every provider's labels at
+    /// each reconcile).
     fn count_provider(&self, backend: &str, ready: bool, by: i64) {
         self.providers
             .get_or_create(&ready_labels(backend, ready))

@@ -337,8 +337,10 @@ fn cached(
     }
 }
 
-/// The connection's uid and generation: a client is rebuilt when either changes.
-fn connection_version(connection: &ProviderConnection) -> String {
+/// The connection's uid and generation: its client is rebuilt, and its providers reconciled
+/// again, when either changes (its status, which the connection controller writes, does not
+/// count).
+pub fn connection_version(connection: &ProviderConnection) -> String {
     format!(
         "{}/{}",
         connection.uid().unwrap_or_default(),

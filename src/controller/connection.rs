@@ -17,6 +17,7 @@ use tracing::{info, instrument, warn};
 use super::Events;
 use super::context::Context;
 use super::patch::write_status;
+use super::requeue::ErrorClass;
 use super::status::{READY, RECONCILING, STALLED, condition};
 use crate::api::{ConditionStatus, ProviderConnection, ProviderConnectionStatus};
 use crate::error::Error;
@@ -143,7 +144,7 @@ async fn reconcile(
     Ok(match &result {
         // Secrets are not watched: a missing or unusable one is read again soon (an API-server
         // read, nothing remote), so a Secret created or fixed a moment later is picked up.
-        Err(e) if !e.is_terminal() || is_secret_error(e) => {
+        Err(e) if !e.is_terminal() || ErrorClass::of(e) == ErrorClass::Secret => {
             Action::requeue(TRANSIENT_RETRY.min(interval))
         }
         // Terminal failures also come back at the interval: a key can be activated remotely
@@ -210,18 +211,6 @@ async fn publish_transition(
     {
         warn!(error = %e, reason, "cannot publish event");
     }
-}
-
-/// Failures that reading the Secrets again can clear.
-fn is_secret_error(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::SecretNotFound(_)
-            | Error::SecretKeyMissing { .. }
-            | Error::SecretNotOptedIn(_)
-            | Error::SecretTypeRefused { .. }
-            | Error::SecretAccessDenied { .. }
-    )
 }
 
 fn error_policy(_connection: Arc<ProviderConnection>, error: &Error, ctx: Arc<Context>) -> Action {

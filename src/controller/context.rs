@@ -9,8 +9,6 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
 use crate::api::{ProviderConnection, SecurityProvider};
-#[cfg(test)]
-use crate::backend::ProviderBackend;
 use crate::backend::check_backend_match;
 use crate::error::Error;
 use crate::fingerprint_key::FingerprintKey;
@@ -109,7 +107,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     /// What is kept per connection: built client, snapshots, reconcile slots.
-    states: ConnectionStates,
+    pub(super) states: ConnectionStates,
     /// What is remembered about each SecurityProvider between its reconciles.
     pub(super) records: ObjectRecords,
     /// Connections whose check found a change (a rebuilt client, a new result): their
@@ -265,28 +263,6 @@ impl Context {
         self.records.forget(object);
         let namespace = object.namespace.as_deref().unwrap_or_default();
         self.metrics.provider_forgotten(namespace, &object.name);
-    }
-
-    /// Installs `client` as the built client of `connection` (unit tests: a fake backend).
-    #[cfg(test)]
-    pub(crate) async fn install_client(
-        &self,
-        connection: &ProviderConnection,
-        client: Arc<dyn ProviderBackend>,
-    ) {
-        self.states.install_client(connection, client).await;
-    }
-
-    /// How many snapshot slots exist (unit tests).
-    #[cfg(test)]
-    pub(crate) fn snapshot_slots(&self) -> usize {
-        self.states.snapshot_slots()
-    }
-
-    /// Whether a built client of `connection` is cached (unit tests).
-    #[cfg(test)]
-    pub(crate) async fn has_client(&self, connection: &ObjectRef<ProviderConnection>) -> bool {
-        self.states.has_client(connection).await
     }
 
     /// The ProviderConnection named by a SecurityProvider, from the cache.

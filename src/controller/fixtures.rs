@@ -517,7 +517,7 @@ impl Harness {
         let (ctx, connections) = context(client, std::slice::from_ref(&conn));
         let metrics = ctx.metrics.clone();
         let fake = backend(&timeline);
-        ctx.install_client(&conn, fake.clone()).await;
+        ctx.states.install_client(&conn, fake.clone()).await;
         Harness {
             ctx,
             timeline,

@@ -21,6 +21,7 @@ use super::{Context, reconcile, usage};
 use crate::api::{
     FINALIZER, PAUSED_ANNOTATION, ProviderConnection, REFRESH_ANNOTATION, SecurityProvider,
 };
+use crate::backend::connect::connection_version;
 use crate::health::Health;
 
 /// The Api of a kind in the watched namespace, or in all.
@@ -219,16 +220,6 @@ pub(super) fn dependencies_listed<K>(
             claims.ready().await;
         }
     }
-}
-
-/// The version of a connection that matters to its providers: the connection controller
-/// writes status, so only spec changes (a new generation) and replacement (a new uid) count.
-fn connection_version(conn: &ProviderConnection) -> String {
-    format!(
-        "{}/{}",
-        conn.uid().unwrap_or_default(),
-        conn.metadata.generation.unwrap_or_default()
-    )
 }
 
 /// The shared watch of ProviderConnections, reflected into the context's cache. A deleted

@@ -290,8 +290,8 @@ impl CoveoClient {
     }
 
     /// All providers like [`Self::list`], but once the first page tells how many there are,
-    /// the others are fetched `concurrency` at a time: a resync snapshot of 10,000 providers
-    /// takes about 101 / concurrency round trips instead of 101. Same requests, same pages.
+    /// the others are fetched `concurrency` at a time: a snapshot takes about pages /
+    /// concurrency round trips instead of one per page. Same requests, same pages.
     /// Each provider is handed to `each` as its page arrives (in page order), so that no list
     /// of the whole organization is held.
     pub async fn list_each_concurrently(
