@@ -105,10 +105,12 @@ fn observe_only_never_writes_even_when_the_spec_differs() {
             "apiVersion: secprov.dev/v1alpha1\nkind: SecurityProvider\nmetadata:\n  name: watched\nspec:\n  connectionRef: coveo\n  managementPolicy: Observe\n  displayName: Desired name\n  coveo:\n    type: EXPANDED\n",
         )
         .unwrap();
-    let obj = eventually(Duration::from_secs(30), "observed status", || {
-        let obj = env.ns.get_json("securityprovider/watched")?;
-        (condition(&obj, "Synced")?["reason"] == "ObserveOnly").then_some(obj)
-    });
+    let obj = env.ns.wait_reason(
+        "securityprovider/watched",
+        "Synced",
+        "ObserveOnly",
+        Duration::from_secs(30),
+    );
     let synced = condition(&obj, "Synced").unwrap();
     assert_eq!(synced["status"], "False");
     assert!(
@@ -306,10 +308,12 @@ fn a_provider_managed_in_the_cluster_is_not_exported_nor_adopted_twice() {
     // Applied anyway: refused, naming the owner; the provider is not written.
     let updates = env.sim.operation_count("update");
     env.ns.apply(copy).unwrap();
-    let obj = eventually(Duration::from_secs(60), "copy AlreadyManaged", || {
-        let obj = env.ns.get_json("securityprovider/copy")?;
-        (condition(&obj, "Ready")?["reason"] == "AlreadyManaged").then_some(obj)
-    });
+    let obj = env.ns.wait_reason(
+        "securityprovider/copy",
+        "Ready",
+        "AlreadyManaged",
+        Duration::from_secs(60),
+    );
     let message = condition(&obj, "Ready").unwrap()["message"]
         .as_str()
         .unwrap()

@@ -323,13 +323,11 @@ fn remote_configuration_error_is_terminal_until_the_spec_changes() {
     let manifest = provider_manifest("bad-cascade", "Bad", "")
         .replace("id: Email Security Provider", "id: Missing Provider");
     env.ns.apply(&manifest).unwrap();
-    let obj = eventually(
+    let obj = env.wait_reason(
+        "bad-cascade",
+        "Ready",
+        "RemoteInvalidConfiguration",
         Duration::from_secs(30),
-        "Ready=False with the remote reason",
-        || {
-            let obj = env.ns.get_json("securityprovider/bad-cascade")?;
-            (condition(&obj, "Ready")?["reason"] == "RemoteInvalidConfiguration").then_some(obj)
-        },
     );
     let ready = condition(&obj, "Ready").unwrap();
     assert_eq!(ready["status"], "False");
@@ -381,10 +379,7 @@ fn missing_secret_is_reported_and_a_late_secret_triggers_reconcile() {
     env.ns
         .apply(&provider_manifest("late", "Late", ""))
         .unwrap();
-    eventually(Duration::from_secs(30), "SecretNotFound", || {
-        let obj = env.ns.get_json("securityprovider/late")?;
-        (condition(&obj, "Ready")?["reason"] == "SecretNotFound").then_some(())
-    });
+    env.wait_reason("late", "Ready", "SecretNotFound", Duration::from_secs(30));
     // A wrong key first: the remote refuses it, terminal until the Secret changes.
     env.ns
         .kubectl(&[
@@ -404,10 +399,12 @@ fn missing_secret_is_reported_and_a_late_secret_triggers_reconcile() {
             "secprov.dev/credential=true",
         ])
         .unwrap();
-    eventually(Duration::from_secs(30), "RemoteUnauthorized", || {
-        let obj = env.ns.get_json("securityprovider/late")?;
-        (condition(&obj, "Ready")?["reason"] == "RemoteUnauthorized").then_some(())
-    });
+    env.wait_reason(
+        "late",
+        "Ready",
+        "RemoteUnauthorized",
+        Duration::from_secs(30),
+    );
     // Rotating the Secret to the right key triggers a reconcile without any spec change.
     let fixed = format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: coveo-api-key\n  labels: {{secprov.dev/credential: \"true\"}}\nstringData:\n  apiKey: {API_KEY}\n"
@@ -596,10 +593,12 @@ fn existing_remote_provider_needs_explicit_adoption() {
     env.ns
         .apply(&provider_manifest("handmade", "Managed", ""))
         .unwrap();
-    let obj = eventually(Duration::from_secs(20), "AlreadyExists", || {
-        let obj = env.ns.get_json("securityprovider/handmade")?;
-        (condition(&obj, "Ready")?["reason"] == "AlreadyExists").then_some(obj)
-    });
+    let obj = env.wait_reason(
+        "handmade",
+        "Ready",
+        "AlreadyExists",
+        Duration::from_secs(20),
+    );
     assert!(
         condition(&obj, "Ready").unwrap()["message"]
             .as_str()

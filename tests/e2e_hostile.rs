@@ -84,24 +84,10 @@ fn provider(backend: &str, name: &str, connection: &str) -> String {
 
 /// The Ready condition of `resource` once it is False with `reason`.
 fn wait_not_ready(ns: &TestNamespace, op: &Operator, resource: &str, reason: &str) -> Value {
-    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        eventually(
-            Duration::from_secs(90),
-            &format!("{resource} {reason}"),
-            || {
-                let obj = ns.get_json(resource)?;
-                let ready = condition(&obj, "Ready")?.clone();
-                (ready["status"] == "False" && ready["reason"] == reason).then_some(ready)
-            },
-        )
-    }));
-    found.unwrap_or_else(|_| {
-        panic!(
-            "{resource} never became Ready=False/{reason}: {:?}\noperator log:\n{}",
-            ns.get_json(resource).map(|o| o["status"].clone()),
-            op.log_text()
-        )
-    })
+    let obj = ns.wait_reason_logged(resource, "Ready", reason, Duration::from_secs(90), op);
+    let ready = condition(&obj, "Ready").unwrap().clone();
+    assert_eq!(ready["status"], "False", "{resource} Ready/{reason}");
+    ready
 }
 
 /// Credentials never follow a redirect: a 307 from each backend's endpoint to another loopback
@@ -364,24 +350,51 @@ fn labelled_provider(backend: &str, name: &str, connection: &str, run: &str) -> 
     )
 }
 
+/// Two tenants for the slot-sharing tests: a remote that hangs every request and a healthy
+/// Coveo simulator, each with a namespace of its own (the runtime they serve on is kept).
+struct Tenants {
+    hang: HostileServer,
+    healthy: secprov_sim::coveo::CoveoSimulator,
+    hanging_ns: TestNamespace,
+    healthy_ns: TestNamespace,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Tenants {
+    fn start(hanging_prefix: &str, healthy_prefix: &str) -> Self {
+        let rt = runtime();
+        let hang = rt
+            .block_on(HostileServer::start(addr("127.0.0.1"), HostileMode::Hang))
+            .unwrap();
+        let healthy = rt
+            .block_on(secprov_sim::coveo::CoveoSimulator::start(
+                addr("127.0.0.1"),
+                secprov_sim::coveo::CoveoSimConfig::new("org1", COVEO_KEY),
+            ))
+            .unwrap();
+        Tenants {
+            hang,
+            healthy,
+            hanging_ns: TestNamespace::new(hanging_prefix),
+            healthy_ns: TestNamespace::new(healthy_prefix),
+            _rt: rt,
+        }
+    }
+}
+
 /// No head-of-line blocking between tenants: one remote hangs every request (its connection
 /// has more providers than the operator has reconcile slots, and the default 30 s timeout),
 /// a healthy remote serves another namespace. The healthy namespace's providers are Ready
 /// within a minute, because the hanging connection holds at most its share of the slots.
 #[test]
 fn a_hanging_remote_does_not_hold_up_another_namespace() {
-    let rt = runtime();
-    let hang = rt
-        .block_on(HostileServer::start(addr("127.0.0.1"), HostileMode::Hang))
-        .unwrap();
-    let healthy = rt
-        .block_on(secprov_sim::coveo::CoveoSimulator::start(
-            addr("127.0.0.1"),
-            secprov_sim::coveo::CoveoSimConfig::new("org1", COVEO_KEY),
-        ))
-        .unwrap();
-    let slow_ns = TestNamespace::new("hostile-hol-slow");
-    let ok_ns = TestNamespace::new("hostile-hol-ok");
+    let tenants = Tenants::start("hostile-hol-slow", "hostile-hol-ok");
+    let (hang, healthy, slow_ns, ok_ns) = (
+        &tenants.hang,
+        &tenants.healthy,
+        &tenants.hanging_ns,
+        &tenants.healthy_ns,
+    );
     let run = slow_ns.name.clone();
     slow_ns
         .apply(
@@ -453,18 +466,13 @@ fn provider_reads(server: &HostileServer) -> usize {
 /// three new providers are Ready within 30 s, while the hanging ones are still waiting.
 #[test]
 fn one_namespace_with_many_hanging_connections_leaves_slots_for_another() {
-    let rt = runtime();
-    let hang = rt
-        .block_on(HostileServer::start(addr("127.0.0.1"), HostileMode::Hang))
-        .unwrap();
-    let healthy = rt
-        .block_on(secprov_sim::coveo::CoveoSimulator::start(
-            addr("127.0.0.1"),
-            secprov_sim::coveo::CoveoSimConfig::new("org1", COVEO_KEY),
-        ))
-        .unwrap();
-    let greedy_ns = TestNamespace::new("fair-greedy");
-    let other_ns = TestNamespace::new("fair-other");
+    let tenants = Tenants::start("fair-greedy", "fair-other");
+    let (hang, healthy, greedy_ns, other_ns) = (
+        &tenants.hang,
+        &tenants.healthy,
+        &tenants.hanging_ns,
+        &tenants.healthy_ns,
+    );
     let run = greedy_ns.name.clone();
     for c in 0..3 {
         let name = format!("hang-{c}");

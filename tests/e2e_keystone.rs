@@ -160,13 +160,11 @@ fn duplicate_remote_id_is_a_terminal_conflict_until_the_spec_changes() {
             &env.sim.base_url(),
         ))
         .unwrap();
-    let obj = eventually(
+    let obj = env.wait_reason(
+        "acme-saml",
+        "Ready",
+        "RemoteConflict",
         Duration::from_secs(30),
-        "Ready=False RemoteConflict",
-        || {
-            let obj = env.ns.get_json("securityprovider/acme-saml")?;
-            (condition(&obj, "Ready")?["reason"] == "RemoteConflict").then_some(obj)
-        },
     );
     let ready = condition(&obj, "Ready").unwrap();
     assert_eq!(ready["status"], "False");
@@ -205,13 +203,11 @@ fn wrong_password_is_terminal_and_never_shown() {
             &env.sim.base_url(),
         ))
         .unwrap();
-    let obj = eventually(
+    let obj = env.wait_reason(
+        "acme-saml",
+        "Ready",
+        "RemoteUnauthorized",
         Duration::from_secs(30),
-        "Ready=False RemoteUnauthorized",
-        || {
-            let obj = env.ns.get_json("securityprovider/acme-saml")?;
-            (condition(&obj, "Ready")?["reason"] == "RemoteUnauthorized").then_some(obj)
-        },
     );
     let text = obj.to_string();
     assert!(
@@ -233,13 +229,11 @@ fn provider_on_a_connection_of_another_backend_reports_backend_mismatch() {
     let manifest = example("keystone/10-securityprovider.yaml", &env.sim.base_url())
         .replace("connectionRef: keystone", "connectionRef: jitsudo");
     env.ns.apply(&manifest).unwrap();
-    let obj = eventually(
+    let obj = env.wait_reason(
+        "acme-saml",
+        "Ready",
+        "BackendMismatch",
         Duration::from_secs(30),
-        "Ready=False BackendMismatch",
-        || {
-            let obj = env.ns.get_json("securityprovider/acme-saml")?;
-            (condition(&obj, "Ready")?["reason"] == "BackendMismatch").then_some(obj)
-        },
     );
     let message = condition(&obj, "Ready").unwrap()["message"]
         .as_str()
@@ -292,10 +286,12 @@ fn domain_id_is_create_only_and_a_remote_domain_that_differs_is_never_in_sync() 
             "apiVersion: secprov.dev/v1alpha1\nkind: SecurityProvider\nmetadata:\n  name: adopted\nspec:\n  connectionRef: keystone\n  adopt: true\n  keystone:\n    enabled: false\n    domainId: declared-domain\n",
         )
         .unwrap();
-    let obj = eventually(Duration::from_secs(30), "CreateOnlyFieldDiffers", || {
-        let obj = env.ns.get_json("securityprovider/adopted")?;
-        (condition(&obj, "Ready")?["reason"] == "CreateOnlyFieldDiffers").then_some(obj)
-    });
+    let obj = env.wait_reason(
+        "adopted",
+        "Ready",
+        "CreateOnlyFieldDiffers",
+        Duration::from_secs(30),
+    );
     let ready = condition(&obj, "Ready").unwrap();
     assert_eq!(ready["status"], "False");
     assert!(

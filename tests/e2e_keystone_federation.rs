@@ -196,10 +196,7 @@ fn an_existing_mapping_is_refused_without_adopt_and_never_deleted() {
     .with_operator(&[]);
     env.sim.insert_mapping(MAPPING, rules("theirs"));
     apply_example(&env);
-    let obj = eventually(Duration::from_secs(30), "Ready=False AlreadyExists", || {
-        let obj = env.ns.get_json(&format!("securityprovider/{NAME}"))?;
-        (condition(&obj, "Ready")?["reason"] == "AlreadyExists").then_some(obj)
-    });
+    let obj = env.wait_reason(NAME, "Ready", "AlreadyExists", Duration::from_secs(30));
     let message = condition(&obj, "Ready").unwrap()["message"]
         .as_str()
         .unwrap()
@@ -287,13 +284,11 @@ fn invalid_rules_are_rejected_at_apply_and_remote_refusals_name_the_rule() {
         "                - any_one_of: [x]\n",
     );
     env.ns.apply(&no_type).unwrap();
-    let obj = eventually(
-        Duration::from_secs(30),
+    let obj = env.wait_reason(
+        NAME,
+        "Ready",
         "RemoteInvalidConfiguration",
-        || {
-            let obj = env.ns.get_json(&format!("securityprovider/{NAME}"))?;
-            (condition(&obj, "Ready")?["reason"] == "RemoteInvalidConfiguration").then_some(obj)
-        },
+        Duration::from_secs(30),
     );
     let message = condition(&obj, "Ready").unwrap()["message"]
         .as_str()
