@@ -125,9 +125,7 @@ fn observe_only_never_writes_even_when_the_spec_differs() {
         "status is still mirrored"
     );
     operator.wait_reconciles(3); // resyncs (1 s) of the observed object
-    env.ns
-        .kubectl(&["delete", "securityprovider/watched", "--timeout=60s"])
-        .unwrap();
+    env.ns.delete("securityprovider/watched");
     assert_eq!(
         remote_writes(&env.sim),
         0,
@@ -314,10 +312,7 @@ fn a_provider_managed_in_the_cluster_is_not_exported_nor_adopted_twice() {
         "AlreadyManaged",
         Duration::from_secs(60),
     );
-    let message = condition(&obj, "Ready").unwrap()["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let message = condition_message(&obj, "Ready");
     assert!(message.contains(&format!("{ns}/owner")), "{message}");
     assert!(obj["status"]["remoteId"].is_null(), "{obj:#}");
     // Several resyncs of both objects later: still no write, the owner's name stays.
@@ -335,8 +330,6 @@ fn a_provider_managed_in_the_cluster_is_not_exported_nor_adopted_twice() {
         env.sim.provider("shared").unwrap()["displayName"],
         "Owner's name"
     );
-    env.ns
-        .kubectl(&["delete", "securityprovider/copy", "--timeout=60s"])
-        .unwrap();
+    env.ns.delete("securityprovider/copy");
     assert!(env.sim.provider("shared").is_some());
 }

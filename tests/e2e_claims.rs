@@ -84,8 +84,7 @@ fn writes(sim: &CoveoSimulator) -> u64 {
 }
 
 fn delete(ns: &TestNamespace, name: &str) {
-    ns.kubectl(&["delete", "securityprovider", name, "--timeout=60s"])
-        .expect("delete the SecurityProvider");
+    ns.delete(&format!("securityprovider/{name}"));
 }
 
 #[test]

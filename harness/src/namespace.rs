@@ -73,6 +73,13 @@ impl TestNamespace {
             .unwrap_or_else(|| panic!("{resource} is gone after being Ready"))
     }
 
+    /// `kubectl delete <resource>`, waiting (up to 60 s) until it is gone, finalizers included;
+    /// panics when it is not.
+    pub fn delete(&self, resource: &str) {
+        self.kubectl(&["delete", resource, "--timeout=60s"])
+            .unwrap_or_else(|e| panic!("delete {}/{resource}: {e}", self.name));
+    }
+
     /// Polls `resource` (up to `timeout`) until its condition `type_` has `reason` and returns
     /// the object; the error names the conditions last seen (or that the object was not found).
     pub fn try_wait_reason(
