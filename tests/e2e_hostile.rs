@@ -490,13 +490,13 @@ fn one_namespace_with_many_hanging_connections_leaves_slots_for_another() {
     eventually(
         Duration::from_secs(30),
         "reads at the hanging remote",
-        || (provider_reads(&hang) >= 2).then_some(()),
+        || (provider_reads(hang) >= 2).then_some(()),
     );
     std::thread::sleep(Duration::from_secs(1));
     let took = tenants.healthy_providers_ready(3, "30s", &op);
     // No request has timed out yet (30 s): each read received is a reconcile still holding
     // its slot.
-    let held = provider_reads(&hang);
+    let held = provider_reads(hang);
     let before_timeouts = started.elapsed() < Duration::from_secs(30);
     eprintln!(
         "other namespace's 3 providers Ready {took:?} after they were applied ({:?} after the operator started); the greedy namespace held {held} slots",
