@@ -29,34 +29,41 @@ const PASSWORD: &str = "e2e-crash-password-77e1";
 /// One backend's rollout at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// Objects in the rollout (override with SECPROV_CRASH_OBJECTS).
-fn object_count() -> usize {
-    std::env::var("SECPROV_CRASH_OBJECTS")
+/// A number from the environment variable `var`, else `default`.
+fn setting<T: std::str::FromStr>(var: &str, default: T) -> T {
+    std::env::var(var)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(300)
+        .unwrap_or(default)
+}
+
+/// Objects in the rollout (override with SECPROV_CRASH_OBJECTS).
+fn object_count() -> usize {
+    setting("SECPROV_CRASH_OBJECTS", 300)
 }
 
 /// SIGKILLs during the rollout (override with SECPROV_CRASH_KILLS).
 fn kill_count() -> usize {
-    std::env::var("SECPROV_CRASH_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5)
+    setting("SECPROV_CRASH_KILLS", 5)
 }
 
+/// The faults of every backend's rollout. The throttle and late-commit rates can be raised
+/// (SECPROV_CRASH_THROTTLE, SECPROV_CRASH_LATE_COMMIT) to make rare sequences common: with 4
+/// objects and 0.4 / 0.5, a create held back by the late-commit fault whose retry is answered
+/// 429 before it lands happens in most runs (it once left an object blocked on its own
+/// provider as AlreadyExists).
 fn faults() -> FaultConfig {
     FaultConfig {
         latency: Duration::from_millis(10),
         error_rate: 0.05,
-        throttle_rate: 0.05,
+        throttle_rate: setting("SECPROV_CRASH_THROTTLE", 0.05),
         retry_after_seconds: 1,
         hang_rate: 0.01,
         hang_for: Duration::from_secs(8),
         reset_rate: 0.03,
         malformed_rate: 0.02,
         lost_response_rate: 0.25,
-        late_commit_rate: 0.05,
+        late_commit_rate: setting("SECPROV_CRASH_LATE_COMMIT", 0.05),
         seed: Some(5),
     }
 }
@@ -215,6 +222,16 @@ impl Sim {
         remote
     }
 
+    /// The remote provider `id` as the simulator's GET answers it, creation evidence included
+    /// (a Coveo parameter, the end of the Keystone description, a JITSudo config key).
+    fn remote_view(&self, id: &str) -> Option<Value> {
+        match self {
+            Sim::Coveo(s) => s.provider(id),
+            Sim::Keystone(s) => s.identity_provider(id),
+            Sim::Jitsudo(s) => s.provider(id),
+        }
+    }
+
     /// Remote writes of any kind.
     fn writes(&self) -> u64 {
         [
@@ -352,6 +369,44 @@ fn ready_reasons(ns: &TestNamespace) -> (usize, BTreeMap<String, usize>, Vec<Val
     (ready, reasons, items)
 }
 
+/// For the objects that are not Ready (10 at most): what they record (uid, create-pending
+/// marker, status.remoteId, conditions, Events), what the simulator holds under their name
+/// (with the creation evidence), and the operator's log lines about them (INFO and above).
+/// Whose provider an object found can be told from this without another run.
+fn not_ready_report(ns: &TestNamespace, sim: &Sim, items: &[Value], log: &str) -> String {
+    let remote = sim.remote();
+    let not_ready = items
+        .iter()
+        .filter(|item| condition(item, "Ready").is_none_or(|c| c["status"] != "True"));
+    let mut report = String::new();
+    for item in not_ready.take(10) {
+        let name = item["metadata"]["name"].as_str().unwrap_or_default();
+        let views: Vec<Value> = remote
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| sim.remote_view(id))
+            .collect();
+        let object = format!("{{object={}/{name}}}", ns.name);
+        // Retries of single calls (DEBUG) would crowd out what was decided.
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&object) && !l.contains(" DEBUG "))
+            .collect();
+        report.push_str(&format!(
+            "--- {name}: uid {}, create-pending {}, status.remoteId {}\n  conditions: {}\n  events: {:?}\n  remote under this name: {}\n  last operator log lines of it:\n    {}\n",
+            item["metadata"]["uid"],
+            item["metadata"]["annotations"]["secprov.dev/create-pending"],
+            item["status"]["remoteId"],
+            item["status"]["conditions"],
+            ns.events_for(name),
+            Value::from(views),
+            lines[lines.len().saturating_sub(15)..].join("\n    "),
+        ));
+    }
+    report
+}
+
 #[test]
 fn sigkills_during_a_faulty_coveo_rollout_lose_and_duplicate_nothing() {
     crash_rollout("coveo");
@@ -410,18 +465,15 @@ fn rollout_with_kills(
             return (operator, started.elapsed(), items);
         }
         if Instant::now() > deadline {
+            let log = operator.log_text();
+            let lines: Vec<&str> = log.lines().collect();
             panic!(
-                "only {ready}/{} Ready after {:?}; others: {reasons:?}; faults: {:?}\nlog tail:\n{}",
+                "only {ready}/{} Ready after {:?}; others: {reasons:?}; faults: {:?}\n{}log tail:\n{}",
                 names.len(),
                 started.elapsed(),
                 sim.faults().injected(),
-                operator
-                    .log_text()
-                    .lines()
-                    .rev()
-                    .take(40)
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                not_ready_report(ns, sim, &items, &log),
+                lines[lines.len().saturating_sub(40)..].join("\n")
             );
         }
         std::thread::sleep(Duration::from_secs(2));

@@ -3,6 +3,7 @@
 //! [`Report`] of what was done and learnt, for the status and the Events. Writes are made only
 //! from a fresh read ([`Remote::Fresh`]); a plan over a snapshot is refused.
 
+use kube::ResourceExt;
 use tracing::info;
 
 use super::handle::{ConnectionHandle, Remote};
@@ -11,9 +12,10 @@ use super::observe::{Observation, is_paused, recorded_remote_id, refresh_to_hand
 use super::ownership::{self, CreateMarker};
 use super::plan::{Plan, REASON_ALREADY_EXISTS, REASON_OBSERVE_ONLY, REASON_PAUSED};
 use super::requeue::ErrorClass;
-use super::status::{Outcome, OutcomeResult};
-use crate::api::SecurityProvider;
+use super::status::{self, Outcome, OutcomeResult};
 use crate::api::security_provider::LeftBehind;
+use crate::api::{CREATE_PENDING_ANNOTATION, SecurityProvider};
+use crate::backend::ObservedProvider;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 
 /// What one reconcile did and learnt.
@@ -23,7 +25,8 @@ pub struct Report {
     pub outcome: Outcome,
     /// This reconcile set the create-pending marker (the cached object doesn't show it yet).
     pub marked_pending: bool,
-    /// The create provably created nothing: the marker must go.
+    /// No send of the create attempt can have created anything (this one was refused, and
+    /// it was the attempt's first; see [`CreateMarker::settled_by`]): the marker must go.
     pub create_refused: bool,
     /// A remote provider was created.
     pub created: bool,
@@ -191,6 +194,10 @@ impl<'a, 'c> Execution<'a, 'c> {
                 }
             }
             Plan::Blocked { reason, message } => {
+                let found = self.observation.remote.provider();
+                let pending = self.sp.annotations().get(CREATE_PENDING_ANNOTATION);
+                let attempt = pending.map_or("none", String::as_str);
+                self.log_newly_blocked(reason, &message, found, attempt);
                 self.report.outcome.result = OutcomeResult::Blocked { reason, message };
                 return Ok(());
             }
@@ -201,6 +208,31 @@ impl<'a, 'c> Execution<'a, 'c> {
         self.refresh().await?;
         self.conclude_synced();
         Ok(())
+    }
+
+    /// Logs a block that status does not show yet (else it is only an Event), with the
+    /// evidence ownership was decided on: the creation token on the provider `found` and the
+    /// object's pending create `attempt`. Both are uids and random ids, no secrets.
+    fn log_newly_blocked(
+        &self,
+        reason: &'static str,
+        message: &str,
+        found: Option<&ObservedProvider>,
+        attempt: &str,
+    ) {
+        let synced = status::find(self.sp.status.as_ref(), status::SYNCED);
+        if synced.is_some_and(|c| c.reason == reason) {
+            return;
+        }
+        let evidence = found.and_then(|f| f.config.creation_token());
+        info!(
+            reason,
+            remote_id = found.map_or("none", |f| f.remote_id.as_str()),
+            evidence = evidence.as_deref().unwrap_or("none"),
+            attempt,
+            %message,
+            "remote writes blocked"
+        );
     }
 
     /// Sets the marker (with the finalizer, in one write), then creates, leaving the marker's
@@ -233,7 +265,7 @@ impl<'a, 'c> Execution<'a, 'c> {
                 self.take_over_own_create(&marker, error).await
             }
             Err(error) => {
-                self.report.create_refused = ownership::created_nothing(error.kind);
+                self.report.create_refused = marker.settled_by(error.kind);
                 Err(error.into())
             }
         }
@@ -251,18 +283,25 @@ impl<'a, 'c> Execution<'a, 'c> {
         let Some(found) = self.connection.read(key).await? else {
             // Nothing exists under this id, so the conflict is about something else (such as a
             // remote id another identity provider already uses): report the remote's error.
-            self.report.create_refused = true;
+            self.report.create_refused = marker.settled_by(error.kind);
             return Err(error.into());
         };
         if !marker.made(&found) {
-            self.report.create_refused = true;
+            self.report.create_refused = marker.settled_by(error.kind);
+            let message = format!(
+                "a remote provider with id {:?} was created by someone else first; set spec.adopt: true to take it over",
+                key.id
+            );
+            self.log_newly_blocked(
+                REASON_ALREADY_EXISTS,
+                &message,
+                Some(&found),
+                &marker.token(),
+            );
             self.report.outcome.observed = None;
             self.report.outcome.result = OutcomeResult::Blocked {
                 reason: REASON_ALREADY_EXISTS,
-                message: format!(
-                    "a remote provider with id {:?} was created by someone else first; set spec.adopt: true to take it over",
-                    key.id
-                ),
+                message,
             };
             return Ok(());
         }

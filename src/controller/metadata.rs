@@ -76,15 +76,12 @@ impl<'a> ObjectMetadata<'a> {
     /// resourceVersion the decision was made from, so it never replaces finalizers or a marker
     /// the cached copy does not show. When that copy is stale, the object is read once and the
     /// decision made again from the fresh copy: an attempt pending there keeps its id, so the
-    /// evidence of an earlier try whose answer was lost is still recognised.
+    /// evidence of an earlier try whose answer was lost is still recognised. A marker the
+    /// cached copy shows is written too (a no-op when the copy is current): it may be gone
+    /// already (cleared after a refused first send the cache does not show yet), and a create
+    /// under it would leave evidence the object no longer holds.
     pub async fn mark_create_pending(&self, sp: &SecurityProvider) -> Result<CreateMarker, Error> {
-        let cached = CreateMarker::of(sp);
-        if let Some(marker) = &cached
-            && self.finalizer_on()
-        {
-            return Ok(marker.clone());
-        }
-        let marker = cached.unwrap_or_else(|| CreateMarker::new(sp));
+        let marker = CreateMarker::of(sp).unwrap_or_else(|| CreateMarker::new(sp));
         let conflict = match self.claim(sp, &marker).await {
             Ok(()) => return Ok(marker),
             Err(error) if is_conflict(&error) => error,

@@ -9,14 +9,18 @@ use crate::backend::ObservedProvider;
 use crate::error::RemoteErrorKind;
 
 /// The create-pending marker: set before a create, kept (with the same attempt id) while a
-/// create may have landed without an answer, removed once the remote id is recorded or a
-/// create provably created nothing.
+/// create may have landed without an answer, removed once the remote id is recorded or no
+/// send of the attempt can have created anything (see [`CreateMarker::settled_by`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CreateMarker {
     /// uid of the object that set the marker (a marker copied onto another object is void).
     pub uid: String,
     /// Random id of the attempt.
     pub attempt: String,
+    /// The marker was found on the object, not made for this create: the attempt may have
+    /// been sent before, and a send whose answer was lost may still land later (a slow
+    /// backend commits it after the client gave up).
+    pub resumed: bool,
 }
 
 impl CreateMarker {
@@ -25,6 +29,7 @@ impl CreateMarker {
         CreateMarker {
             uid: sp.uid().unwrap_or_default(),
             attempt: format!("{:016x}", rand::random::<u64>()),
+            resumed: false,
         }
     }
 
@@ -36,6 +41,7 @@ impl CreateMarker {
         (Some(uid) == sp.uid().as_deref() && !attempt.is_empty()).then(|| CreateMarker {
             uid: uid.to_owned(),
             attempt: attempt.to_owned(),
+            resumed: true,
         })
     }
 
@@ -47,6 +53,16 @@ impl CreateMarker {
     /// Whether `found` carries the evidence of this attempt.
     pub fn made(&self, found: &ObservedProvider) -> bool {
         found.config.creation_token().as_deref() == Some(self.token().as_str())
+    }
+
+    /// Whether a send of this attempt that failed with `kind` leaves nothing of the attempt
+    /// that can still land remotely, so the marker may go: the send was refused and it was
+    /// the attempt's first. A refusal of a resumed attempt says nothing about its earlier
+    /// sends: were the marker dropped, the provider such a send makes later would carry a
+    /// token the object no longer holds, and the object would take its own provider for
+    /// someone else's (AlreadyExists for ever).
+    pub fn settled_by(&self, kind: RemoteErrorKind) -> bool {
+        !self.resumed && created_nothing(kind)
     }
 }
 
@@ -203,6 +219,20 @@ mod tests {
         let copied = object("uid-b", Some("uid-a/0001"));
         assert_eq!(CreateMarker::of(&copied), None);
         assert!(!owns(&copied, &found(Some("uid-a/0001")), None));
+    }
+
+    #[test]
+    fn a_refusal_settles_only_the_first_send_of_an_attempt() {
+        let resumed = CreateMarker::of(&object("uid-a", Some("uid-a/0001"))).unwrap();
+        let first = CreateMarker::new(&object("uid-a", None));
+        for kind in [RemoteErrorKind::RateLimited, RemoteErrorKind::Conflict] {
+            assert!(first.settled_by(kind), "{kind:?}");
+            assert!(
+                !resumed.settled_by(kind),
+                "an earlier send may land: {kind:?}"
+            );
+        }
+        assert!(!first.settled_by(RemoteErrorKind::Timeout));
     }
 
     #[test]

@@ -342,12 +342,14 @@ async fn a_409_while_create_pending_takes_over_our_earlier_create() {
     reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
     first_status_written(&h);
 
-    // No second marker write (it is set), one create only, then the takeover: read, update.
+    // The marker written again (a no-op over a current copy), one create only, then the
+    // takeover: read, update.
     let status = status_path();
     assert_eq!(
         h.timeline.steps(),
         [
             "remote observe idp".to_owned(),
+            format!("PATCH {SP_PATH}"),
             "remote create idp".to_owned(),
             "remote observe idp".to_owned(),
             "remote update idp".to_owned(),
@@ -356,9 +358,10 @@ async fn a_409_while_create_pending_takes_over_our_earlier_create() {
         ]
     );
     let kube = h.timeline.kube();
-    assert_eq!(kube[0].3["status"]["remoteId"], "idp");
-    assert_eq!(condition(&kube[0].3, "Synced")["status"], "True");
-    assert!(marker(&kube[1].3).is_null());
+    assert_eq!(marker(&kube[0].3), "sp-uid/attempt1", "the same attempt");
+    assert_eq!(kube[1].3["status"]["remoteId"], "idp");
+    assert_eq!(condition(&kube[1].3, "Synced")["status"], "True");
+    assert!(marker(&kube[2].3).is_null());
     h.wait_for_event("Updated").await;
 }
 
@@ -570,20 +573,22 @@ async fn a_new_connection_generation_or_a_deleted_connection_evicts_its_snapshot
 
 #[tokio::test]
 async fn a_409_without_our_evidence_is_someone_elses_and_clears_the_marker() {
-    let sp = annotate(provider(), CREATE_PENDING_ANNOTATION, "sp-uid/attempt1");
-    let h = Harness::with_backend(Some(sp.clone()), |timeline| {
+    let h = Harness::with_backend(Some(provider()), |timeline| {
         let fake = FakeBackend::with(timeline, &[]);
         // Someone else's provider appeared between our read and our create.
         *fake.lost_create.lock().unwrap() = Some(remote("idp", "theirs"));
         fake
     })
     .await;
-    reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
+    reconcile(Arc::new(provider()), h.ctx.clone())
+        .await
+        .unwrap();
     first_status_written(&h);
     assert_eq!(
         h.timeline.steps(),
         [
             "remote observe idp".to_owned(),
+            format!("PATCH {SP_PATH}"),
             "remote create idp".to_owned(),
             "remote observe idp".to_owned(),
             // A status without remoteId: read what the API server stores first.
@@ -593,10 +598,95 @@ async fn a_409_without_our_evidence_is_someone_elses_and_clears_the_marker() {
         ]
     );
     let kube = h.timeline.kube();
-    let synced = condition(&kube[1].3, "Synced");
+    let synced = condition(&kube[2].3, "Synced");
     assert_eq!(synced["reason"], "AlreadyExists");
-    assert!(kube[1].3["status"]["remoteId"].is_null());
-    assert!(marker(&kube[2].3).is_null(), "the create made nothing");
+    assert!(kube[2].3["status"]["remoteId"].is_null());
+    assert!(
+        marker(&kube[3].3).is_null(),
+        "the attempt's only send made nothing"
+    );
+}
+
+/// e2e_crash's rare AlreadyExists: a send of the pending attempt went unanswered and is
+/// committed late (a slow backend, or the operator was killed meanwhile); its retry is refused
+/// (429, or 409) before that. The refusal says nothing about the earlier send, so the marker
+/// stays, and the provider the earlier send makes is this object's own, never someone else's.
+#[tokio::test]
+async fn a_refused_retry_keeps_the_marker_an_earlier_send_of_the_attempt_may_land_under() {
+    let sp = annotate(provider(), CREATE_PENDING_ANNOTATION, "sp-uid/attempt1");
+    for refusal in [RemoteErrorKind::RateLimited, RemoteErrorKind::Conflict] {
+        let h = Harness::new(Some(sp.clone()), &[]).await;
+        h.fake.fail("create", refusal);
+        reconcile(Arc::new(sp.clone()), h.ctx.clone())
+            .await
+            .unwrap();
+        first_status_written(&h);
+        let mut expected = vec![
+            "remote observe idp".to_owned(),
+            format!("PATCH {SP_PATH}"),
+            "remote create idp".to_owned(),
+        ];
+        if refusal == RemoteErrorKind::Conflict {
+            expected.push("remote observe idp".to_owned());
+        }
+        expected.extend([format!("GET {SP_PATH}"), format!("PATCH {}", status_path())]);
+        // No write of the object after the status: the marker is not cleared.
+        assert_eq!(h.timeline.steps(), expected, "{refusal:?}");
+        assert_eq!(marker(&h.timeline.kube()[0].3), "sp-uid/attempt1");
+    }
+
+    // The earlier send lands: the next reconcile finds this attempt's evidence and adopts.
+    let landed = ObservedProvider {
+        config: coveo_config("idp", "idp").with_creation_token("sp-uid/attempt1"),
+        ..remote("idp", "idp")
+    };
+    let h = Harness::new(Some(sp.clone()), &[landed]).await;
+    reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
+    first_status_written(&h);
+    assert_eq!(
+        h.timeline.steps(),
+        [
+            "remote observe idp".to_owned(),
+            format!("PATCH {}", status_path()),
+            format!("PATCH {SP_PATH}"),
+        ]
+    );
+    let status = last_status(&h);
+    assert_eq!(status["remoteId"], "idp");
+    assert_eq!(cond_of(&status, "Synced").1, "ReconcileSuccess");
+    assert!(marker(&h.timeline.kube()[1].3).is_null(), "cleared");
+}
+
+/// e2e_crash's other AlreadyExists: a first send refused (429) let the marker go, and the retry
+/// ran on a cached copy that still showed it. Created under that marker without writing it, the
+/// provider (its answer lost) carried evidence the object no longer held. The marker the cache
+/// shows is written conditionally: stale, it is read fresh and written back before the create.
+#[tokio::test]
+async fn a_marker_only_the_stale_cache_still_shows_is_written_back_before_the_create() {
+    let cached = annotate(provider(), CREATE_PENDING_ANNOTATION, "sp-uid/attempt1");
+    let mut stored = provider();
+    stored.metadata.resource_version = Some("2".into());
+    let h = Harness::new(Some(stored), &[]).await;
+    h.fake.fail("create", RemoteErrorKind::Unavailable);
+    reconcile(Arc::new(cached), h.ctx.clone()).await.unwrap();
+    first_status_written(&h);
+    assert_eq!(
+        h.timeline.steps()[..5],
+        [
+            "remote observe idp".to_owned(),
+            format!("PATCH {SP_PATH}"),
+            format!("GET {SP_PATH}"),
+            format!("PATCH {SP_PATH}"),
+            "remote create idp".to_owned(),
+        ]
+    );
+    let written = &h.timeline.kube()[2].3;
+    assert_eq!(written["metadata"]["resourceVersion"], "2");
+    assert_eq!(
+        marker(written),
+        "sp-uid/attempt1",
+        "on the object before the create that may land"
+    );
 }
 
 /// The status body of the `n`th Kubernetes request (a status PATCH).
