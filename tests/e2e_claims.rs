@@ -66,14 +66,14 @@ fn synced_reason(ns: &TestNamespace, name: &str) -> Option<String> {
 }
 
 fn wait_reason(ns: &TestNamespace, name: &str, reason: &str, operator: &Operator) -> Value {
-    let what = format!("{}/{name} Synced reason {reason}", ns.name);
-    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        eventually(Duration::from_secs(60), &what, || {
-            let obj = ns.get_json(&format!("securityprovider/{name}"))?;
-            (condition(&obj, "Synced")?["reason"] == reason).then_some(obj)
-        })
-    }));
-    found.unwrap_or_else(|_| panic!("{what} not reached; log:\n{}", operator.log_text()))
+    let resource = format!("securityprovider/{name}");
+    ns.wait_reason_logged(
+        &resource,
+        "Synced",
+        reason,
+        Duration::from_secs(60),
+        operator,
+    )
 }
 
 fn writes(sim: &CoveoSimulator) -> u64 {
@@ -84,8 +84,7 @@ fn writes(sim: &CoveoSimulator) -> u64 {
 }
 
 fn delete(ns: &TestNamespace, name: &str) {
-    ns.kubectl(&["delete", "securityprovider", name, "--timeout=60s"])
-        .expect("delete the SecurityProvider");
+    ns.delete(&format!("securityprovider/{name}"));
 }
 
 #[test]
