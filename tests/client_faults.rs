@@ -25,6 +25,13 @@ async fn simulator(faults: FaultConfig) -> CoveoSimulator {
     .unwrap()
 }
 
+/// The simulator's default faults (none) with `adjust` applied.
+fn faults(adjust: impl FnOnce(&mut FaultConfig)) -> FaultConfig {
+    let mut faults = FaultConfig::default();
+    adjust(&mut faults);
+    faults
+}
+
 fn options() -> HttpOptions {
     HttpOptions {
         timeout: Duration::from_secs(5),
@@ -51,11 +58,7 @@ fn request(id: &str) -> secprov::backend::coveo::ProviderRequest {
 
 #[tokio::test]
 async fn creates_are_never_retried_reads_and_updates_are() {
-    let sim = simulator(FaultConfig {
-        error_rate: 1.0,
-        ..FaultConfig::default()
-    })
-    .await;
+    let sim = simulator(faults(|f| f.error_rate = 1.0)).await;
     let client = client(&sim, &options());
     let err = client.create(&request("p")).await.unwrap_err();
     assert_eq!(err.kind, RemoteErrorKind::Unavailable);
@@ -78,12 +81,7 @@ async fn creates_are_never_retried_reads_and_updates_are() {
     );
 
     // A dropped connection is retried for reads, not for creates.
-    sim.faults()
-        .set(FaultConfig {
-            reset_rate: 1.0,
-            ..FaultConfig::default()
-        })
-        .unwrap();
+    sim.faults().set(faults(|f| f.reset_rate = 1.0)).unwrap();
     sim.reset_counters();
     assert!(client.create(&request("q")).await.is_err());
     assert!(client.get("q").await.is_err());
@@ -93,11 +91,7 @@ async fn creates_are_never_retried_reads_and_updates_are() {
 
 #[tokio::test]
 async fn a_lost_create_response_leaves_a_provider_that_a_read_finds() {
-    let sim = simulator(FaultConfig {
-        lost_response_rate: 1.0,
-        ..FaultConfig::default()
-    })
-    .await;
+    let sim = simulator(faults(|f| f.lost_response_rate = 1.0)).await;
     let client = client(&sim, &options());
     assert!(client.create(&request("lost")).await.is_err());
     assert_eq!(sim.committed_creates(), 1);
@@ -111,11 +105,10 @@ async fn a_lost_create_response_leaves_a_provider_that_a_read_finds() {
 
 #[tokio::test]
 async fn retry_after_is_honoured_in_both_forms() {
-    let sim = simulator(FaultConfig {
-        throttle_rate: 1.0,
-        retry_after_seconds: 1,
-        ..FaultConfig::default()
-    })
+    let sim = simulator(faults(|f| {
+        f.throttle_rate = 1.0;
+        f.retry_after_seconds = 1;
+    }))
     .await;
     let mut options = options();
     options.retry.max_attempts = 3;
@@ -138,11 +131,10 @@ async fn retry_after_is_honoured_in_both_forms() {
 
 #[tokio::test]
 async fn a_too_long_retry_after_goes_back_to_the_controller() {
-    let sim = simulator(FaultConfig {
-        throttle_rate: 1.0,
-        retry_after_seconds: 120,
-        ..FaultConfig::default()
-    })
+    let sim = simulator(faults(|f| {
+        f.throttle_rate = 1.0;
+        f.retry_after_seconds = 120;
+    }))
     .await;
     let client = client(&sim, &options());
     let started = Instant::now();
@@ -154,11 +146,10 @@ async fn a_too_long_retry_after_goes_back_to_the_controller() {
 
 #[tokio::test]
 async fn hung_requests_time_out() {
-    let sim = simulator(FaultConfig {
-        hang_rate: 1.0,
-        hang_for: Duration::from_secs(30),
-        ..FaultConfig::default()
-    })
+    let sim = simulator(faults(|f| {
+        f.hang_rate = 1.0;
+        f.hang_for = Duration::from_secs(30);
+    }))
     .await;
     let mut options = options();
     options.timeout = Duration::from_millis(300);
@@ -180,10 +171,7 @@ async fn malformed_json_is_a_bad_response_not_a_panic() {
     let client = client(&sim, &options());
     client.create(&request("m")).await.unwrap();
     sim.faults()
-        .set(FaultConfig {
-            malformed_rate: 1.0,
-            ..FaultConfig::default()
-        })
+        .set(faults(|f| f.malformed_rate = 1.0))
         .unwrap();
     let err = client.get("m").await.unwrap_err();
     assert_eq!(err.kind, RemoteErrorKind::BadResponse);
@@ -192,11 +180,7 @@ async fn malformed_json_is_a_bad_response_not_a_panic() {
 
 #[tokio::test]
 async fn concurrency_never_exceeds_the_cap() {
-    let sim = simulator(FaultConfig {
-        latency: Duration::from_millis(100),
-        ..FaultConfig::default()
-    })
-    .await;
+    let sim = simulator(faults(|f| f.latency = Duration::from_millis(100))).await;
     let mut options = options();
     options.max_concurrency = 3;
     let client = Arc::new(client(&sim, &options));
@@ -448,12 +432,7 @@ async fn neither_the_client_nor_its_errors_print_the_key() {
         assert!(!text.contains(wrong_key), "{text}");
     }
     // Transport failures name the host, never the request (whose headers hold the key).
-    sim.faults()
-        .set(FaultConfig {
-            reset_rate: 1.0,
-            ..FaultConfig::default()
-        })
-        .unwrap();
+    sim.faults().set(faults(|f| f.reset_rate = 1.0)).unwrap();
     let err = right.get("p").await.unwrap_err();
     assert!(!format!("{err} {err:?}").contains(KEY));
 }

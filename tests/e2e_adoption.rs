@@ -105,10 +105,12 @@ fn observe_only_never_writes_even_when_the_spec_differs() {
             "apiVersion: secprov.dev/v1alpha1\nkind: SecurityProvider\nmetadata:\n  name: watched\nspec:\n  connectionRef: coveo\n  managementPolicy: Observe\n  displayName: Desired name\n  coveo:\n    type: EXPANDED\n",
         )
         .unwrap();
-    let obj = eventually(Duration::from_secs(30), "observed status", || {
-        let obj = env.ns.get_json("securityprovider/watched")?;
-        (condition(&obj, "Synced")?["reason"] == "ObserveOnly").then_some(obj)
-    });
+    let obj = env.ns.wait_reason(
+        "securityprovider/watched",
+        "Synced",
+        "ObserveOnly",
+        Duration::from_secs(30),
+    );
     let synced = condition(&obj, "Synced").unwrap();
     assert_eq!(synced["status"], "False");
     assert!(
@@ -123,9 +125,7 @@ fn observe_only_never_writes_even_when_the_spec_differs() {
         "status is still mirrored"
     );
     operator.wait_reconciles(3); // resyncs (1 s) of the observed object
-    env.ns
-        .kubectl(&["delete", "securityprovider/watched", "--timeout=60s"])
-        .unwrap();
+    env.ns.delete("securityprovider/watched");
     assert_eq!(
         remote_writes(&env.sim),
         0,
@@ -306,14 +306,13 @@ fn a_provider_managed_in_the_cluster_is_not_exported_nor_adopted_twice() {
     // Applied anyway: refused, naming the owner; the provider is not written.
     let updates = env.sim.operation_count("update");
     env.ns.apply(copy).unwrap();
-    let obj = eventually(Duration::from_secs(60), "copy AlreadyManaged", || {
-        let obj = env.ns.get_json("securityprovider/copy")?;
-        (condition(&obj, "Ready")?["reason"] == "AlreadyManaged").then_some(obj)
-    });
-    let message = condition(&obj, "Ready").unwrap()["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let obj = env.ns.wait_reason(
+        "securityprovider/copy",
+        "Ready",
+        "AlreadyManaged",
+        Duration::from_secs(60),
+    );
+    let message = condition_message(&obj, "Ready");
     assert!(message.contains(&format!("{ns}/owner")), "{message}");
     assert!(obj["status"]["remoteId"].is_null(), "{obj:#}");
     // Several resyncs of both objects later: still no write, the owner's name stays.
@@ -331,8 +330,6 @@ fn a_provider_managed_in_the_cluster_is_not_exported_nor_adopted_twice() {
         env.sim.provider("shared").unwrap()["displayName"],
         "Owner's name"
     );
-    env.ns
-        .kubectl(&["delete", "securityprovider/copy", "--timeout=60s"])
-        .unwrap();
+    env.ns.delete("securityprovider/copy");
     assert!(env.sim.provider("shared").is_some());
 }

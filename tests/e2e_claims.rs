@@ -66,14 +66,14 @@ fn synced_reason(ns: &TestNamespace, name: &str) -> Option<String> {
 }
 
 fn wait_reason(ns: &TestNamespace, name: &str, reason: &str, operator: &Operator) -> Value {
-    let what = format!("{}/{name} Synced reason {reason}", ns.name);
-    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        eventually(Duration::from_secs(60), &what, || {
-            let obj = ns.get_json(&format!("securityprovider/{name}"))?;
-            (condition(&obj, "Synced")?["reason"] == reason).then_some(obj)
-        })
-    }));
-    found.unwrap_or_else(|_| panic!("{what} not reached; log:\n{}", operator.log_text()))
+    let resource = format!("securityprovider/{name}");
+    ns.wait_reason_logged(
+        &resource,
+        "Synced",
+        reason,
+        Duration::from_secs(60),
+        operator,
+    )
 }
 
 fn writes(sim: &CoveoSimulator) -> u64 {
@@ -84,8 +84,7 @@ fn writes(sim: &CoveoSimulator) -> u64 {
 }
 
 fn delete(ns: &TestNamespace, name: &str) {
-    ns.kubectl(&["delete", "securityprovider", name, "--timeout=60s"])
-        .expect("delete the SecurityProvider");
+    ns.delete(&format!("securityprovider/{name}"));
 }
 
 #[test]
@@ -216,12 +215,17 @@ fn pointing_the_connection_at_another_system_is_refused_until_confirmed() {
     assert_eq!(condition(&refused, "Ready").unwrap()["status"], "False");
     let old_system = format!("{} ({})", env.sim.base_url(), COVEO_ORG);
     let new_system = format!("{} ({})", second.base_url(), COVEO_ORG);
-    let warning = env
-        .ns
-        .events_for("idp")
-        .into_iter()
-        .find(|(reason, _)| reason == "RemoteSystemChanged")
-        .expect("a Warning Event");
+    // Events are published after the status write the wait above saw: poll for it.
+    let warning = eventually(
+        Duration::from_secs(30),
+        "a RemoteSystemChanged Warning Event",
+        || {
+            env.ns
+                .events_for("idp")
+                .into_iter()
+                .find(|(reason, _)| reason == "RemoteSystemChanged")
+        },
+    );
     assert!(
         warning.1.contains(&old_system) && warning.1.contains(&new_system),
         "{warning:?}"
@@ -250,11 +254,17 @@ fn pointing_the_connection_at_another_system_is_refused_until_confirmed() {
         env.sim.provider("moved-idp").is_some(),
         "the old provider is left, not deleted"
     );
-    let left = env.ns.events_for("idp");
-    assert!(
-        left.iter()
-            .any(|(r, m)| r == "RemoteProviderLeftBehind" && m.contains(&old_system)),
-        "{left:?}"
+    // The Event is published after the status write the wait above saw: poll for it.
+    eventually(
+        Duration::from_secs(30),
+        "a RemoteProviderLeftBehind Event naming the old system",
+        || {
+            env.ns
+                .events_for("idp")
+                .iter()
+                .any(|(r, m)| r == "RemoteProviderLeftBehind" && m.contains(&old_system))
+                .then_some(())
+        },
     );
 }
 

@@ -56,10 +56,12 @@ fn five_blocked_adopters_do_not_list_the_cluster_at_each_resync() {
         env.ns.apply(&provider(name, true)).unwrap();
     }
     for name in &adopters {
-        eventually(Duration::from_secs(60), "AlreadyManaged", || {
-            let obj = env.ns.get_json(&format!("securityprovider/{name}"))?;
-            (condition(&obj, "Synced")?["reason"] == "AlreadyManaged").then_some(())
-        });
+        env.ns.wait_reason(
+            &format!("securityprovider/{name}"),
+            "Synced",
+            "AlreadyManaged",
+            Duration::from_secs(60),
+        );
     }
 
     let before = securityprovider_lists();

@@ -174,13 +174,7 @@ fn example_is_created_updated_with_one_put_and_deleted_with_one_delete() {
     );
 
     // Deletion goes through the finalizer and causes exactly one DELETE.
-    env.ns
-        .kubectl(&[
-            "delete",
-            "securityprovider/push-source-provider",
-            "--timeout=60s",
-        ])
-        .unwrap();
+    env.ns.delete("securityprovider/push-source-provider");
     assert!(
         env.sim.provider("push-source-provider").is_none(),
         "deleted remotely"
@@ -206,9 +200,7 @@ fn orphan_policy_keeps_the_remote_provider() {
         ))
         .unwrap();
     env.wait_ready("kept");
-    env.ns
-        .kubectl(&["delete", "securityprovider/kept", "--timeout=60s"])
-        .unwrap();
+    env.ns.delete("securityprovider/kept");
     assert_eq!(env.sim.request_count("DELETE"), 0);
     assert!(
         env.sim.provider("kept").is_some(),
@@ -323,14 +315,7 @@ fn remote_configuration_error_is_terminal_until_the_spec_changes() {
     let manifest = provider_manifest("bad-cascade", "Bad", "")
         .replace("id: Email Security Provider", "id: Missing Provider");
     env.ns.apply(&manifest).unwrap();
-    let obj = eventually(
-        Duration::from_secs(30),
-        "Ready=False with the remote reason",
-        || {
-            let obj = env.ns.get_json("securityprovider/bad-cascade")?;
-            (condition(&obj, "Ready")?["reason"] == "RemoteInvalidConfiguration").then_some(obj)
-        },
-    );
+    let obj = env.wait_reason("bad-cascade", "Ready", "RemoteInvalidConfiguration");
     let ready = condition(&obj, "Ready").unwrap();
     assert_eq!(ready["status"], "False");
     let message = ready["message"].as_str().unwrap();
@@ -381,10 +366,7 @@ fn missing_secret_is_reported_and_a_late_secret_triggers_reconcile() {
     env.ns
         .apply(&provider_manifest("late", "Late", ""))
         .unwrap();
-    eventually(Duration::from_secs(30), "SecretNotFound", || {
-        let obj = env.ns.get_json("securityprovider/late")?;
-        (condition(&obj, "Ready")?["reason"] == "SecretNotFound").then_some(())
-    });
+    env.wait_reason("late", "Ready", "SecretNotFound");
     // A wrong key first: the remote refuses it, terminal until the Secret changes.
     env.ns
         .kubectl(&[
@@ -404,10 +386,7 @@ fn missing_secret_is_reported_and_a_late_secret_triggers_reconcile() {
             "secprov.dev/credential=true",
         ])
         .unwrap();
-    eventually(Duration::from_secs(30), "RemoteUnauthorized", || {
-        let obj = env.ns.get_json("securityprovider/late")?;
-        (condition(&obj, "Ready")?["reason"] == "RemoteUnauthorized").then_some(())
-    });
+    env.wait_reason("late", "Ready", "RemoteUnauthorized");
     // Rotating the Secret to the right key triggers a reconcile without any spec change.
     let fixed = format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: coveo-api-key\n  labels: {{secprov.dev/credential: \"true\"}}\nstringData:\n  apiKey: {API_KEY}\n"
@@ -596,10 +575,7 @@ fn existing_remote_provider_needs_explicit_adoption() {
     env.ns
         .apply(&provider_manifest("handmade", "Managed", ""))
         .unwrap();
-    let obj = eventually(Duration::from_secs(20), "AlreadyExists", || {
-        let obj = env.ns.get_json("securityprovider/handmade")?;
-        (condition(&obj, "Ready")?["reason"] == "AlreadyExists").then_some(obj)
-    });
+    let obj = env.wait_reason("handmade", "Ready", "AlreadyExists");
     assert!(
         condition(&obj, "Ready").unwrap()["message"]
             .as_str()

@@ -26,21 +26,12 @@ fn ready(ns: &TestNamespace, connection: &str) -> Option<(String, String, String
 }
 
 fn wait_ready_reason(ns: &TestNamespace, op: &Operator, connection: &str, reason: &str) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let now = ready(ns, connection);
-        if let Some((_, r, message)) = &now
-            && r == reason
-        {
-            return message.clone();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{connection}: Ready {now:?}, wanted reason {reason}\n{}",
-            op.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let resource = format!("providerconnection/{connection}");
+    let obj = ns.wait_reason_logged(&resource, "Ready", reason, Duration::from_secs(90), op);
+    condition(&obj, "Ready").unwrap()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// A remote that answers every request with 401 and an error message quoting the API key it

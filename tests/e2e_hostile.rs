@@ -84,24 +84,10 @@ fn provider(backend: &str, name: &str, connection: &str) -> String {
 
 /// The Ready condition of `resource` once it is False with `reason`.
 fn wait_not_ready(ns: &TestNamespace, op: &Operator, resource: &str, reason: &str) -> Value {
-    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        eventually(
-            Duration::from_secs(90),
-            &format!("{resource} {reason}"),
-            || {
-                let obj = ns.get_json(resource)?;
-                let ready = condition(&obj, "Ready")?.clone();
-                (ready["status"] == "False" && ready["reason"] == reason).then_some(ready)
-            },
-        )
-    }));
-    found.unwrap_or_else(|_| {
-        panic!(
-            "{resource} never became Ready=False/{reason}: {:?}\noperator log:\n{}",
-            ns.get_json(resource).map(|o| o["status"].clone()),
-            op.log_text()
-        )
-    })
+    let obj = ns.wait_reason_logged(resource, "Ready", reason, Duration::from_secs(90), op);
+    let ready = condition(&obj, "Ready").unwrap().clone();
+    assert_eq!(ready["status"], "False", "{resource} Ready/{reason}");
+    ready
 }
 
 /// Credentials never follow a redirect: a 307 from each backend's endpoint to another loopback
@@ -211,12 +197,7 @@ fn rss_kib(pid: u32) -> u64 {
 #[test]
 fn endless_bodies_are_cut_off_and_memory_stays_bounded() {
     let rt = runtime();
-    let server = rt
-        .block_on(HostileServer::start(
-            addr("127.0.0.1"),
-            HostileMode::EndlessBody,
-        ))
-        .unwrap();
+    let server = hostile_server(&rt, HostileMode::EndlessBody);
     let ns = TestNamespace::new("hostile-body");
     for backend in ["coveo", "jitsudo", "keystone"] {
         ns.apply(&connection(backend, backend, &server.base_url()))
@@ -256,10 +237,7 @@ fn endless_bodies_are_cut_off_and_memory_stays_bounded() {
     );
     assert!(peak > 0 && peak < 150 * 1024, "peak RSS {peak} KiB");
     let obj = ns.get_json("providerconnection/coveo").unwrap();
-    let message = condition(&obj, "Ready").unwrap()["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let message = condition_message(&obj, "Ready");
     assert!(message.contains("larger than"), "{message}");
     op.kill();
 }
@@ -268,12 +246,7 @@ fn endless_bodies_are_cut_off_and_memory_stays_bounded() {
 #[test]
 fn endless_pagination_ends_in_an_error_for_every_backend() {
     let rt = runtime();
-    let server = rt
-        .block_on(HostileServer::start(
-            addr("127.0.0.1"),
-            HostileMode::EndlessPages,
-        ))
-        .unwrap();
+    let server = hostile_server(&rt, HostileMode::EndlessPages);
     let options = HttpOptions {
         requests_per_second: 10_000,
         burst: 10_000,
@@ -364,44 +337,98 @@ fn labelled_provider(backend: &str, name: &str, connection: &str, run: &str) -> 
     )
 }
 
+/// A hostile server in `mode` on 127.0.0.1, served by `rt`.
+fn hostile_server(rt: &tokio::runtime::Runtime, mode: HostileMode) -> HostileServer {
+    rt.block_on(HostileServer::start(addr("127.0.0.1"), mode))
+        .unwrap()
+}
+
+/// Two tenants for the slot-sharing tests: a remote that hangs every request and a healthy
+/// Coveo simulator, each with a namespace of its own (the runtime they serve on is kept).
+struct Tenants {
+    hang: HostileServer,
+    healthy: secprov_sim::coveo::CoveoSimulator,
+    hanging_ns: TestNamespace,
+    healthy_ns: TestNamespace,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Tenants {
+    fn start(hanging_prefix: &str, healthy_prefix: &str) -> Self {
+        let rt = runtime();
+        let hang = hostile_server(&rt, HostileMode::Hang);
+        let healthy = rt
+            .block_on(secprov_sim::coveo::CoveoSimulator::start(
+                addr("127.0.0.1"),
+                secprov_sim::coveo::CoveoSimConfig::new("org1", COVEO_KEY),
+            ))
+            .unwrap();
+        let healthy_ns = TestNamespace::new(healthy_prefix);
+        healthy_ns
+            .apply(&connection("coveo", "ok", &healthy.base_url()))
+            .unwrap();
+        Tenants {
+            hang,
+            healthy,
+            hanging_ns: TestNamespace::new(hanging_prefix),
+            healthy_ns,
+            _rt: rt,
+        }
+    }
+
+    /// The run label of this test's providers (the hanging namespace's name).
+    fn run(&self) -> String {
+        self.hanging_ns.name.clone()
+    }
+
+    /// One operator over all namespaces, 4 reconcile slots, watching only this test's providers.
+    fn operator(&self) -> Operator {
+        let run = self.run();
+        let selector = format!("secprov-e2e/run={run}");
+        Operator::start_all_namespaces(
+            &run,
+            &["--concurrency", "4", "--watch-label-selector", &selector],
+        )
+    }
+
+    /// Applies `count` providers on the healthy connection and waits until each is Ready
+    /// (within `timeout`, as kubectl spells it); returns how long that took after applying.
+    fn healthy_providers_ready(&self, count: usize, timeout: &str, op: &Operator) -> Duration {
+        let run = self.run();
+        let ok: String = (0..count)
+            .map(|i| labelled_provider("coveo", &format!("ok-{i}"), "ok", &run) + "---\n")
+            .collect();
+        self.healthy_ns.apply(&ok).unwrap();
+        let applied = Instant::now();
+        for i in 0..count {
+            let resource = format!("securityprovider/ok-{i}");
+            let ready = self.healthy_ns.wait_condition(&resource, "Ready", timeout);
+            ready.unwrap_or_else(|e| panic!("ok-{i}: {e}\noperator log:\n{}", op.log_text()));
+        }
+        applied.elapsed()
+    }
+}
+
 /// No head-of-line blocking between tenants: one remote hangs every request (its connection
 /// has more providers than the operator has reconcile slots, and the default 30 s timeout),
 /// a healthy remote serves another namespace. The healthy namespace's providers are Ready
 /// within a minute, because the hanging connection holds at most its share of the slots.
 #[test]
 fn a_hanging_remote_does_not_hold_up_another_namespace() {
-    let rt = runtime();
-    let hang = rt
-        .block_on(HostileServer::start(addr("127.0.0.1"), HostileMode::Hang))
-        .unwrap();
-    let healthy = rt
-        .block_on(secprov_sim::coveo::CoveoSimulator::start(
-            addr("127.0.0.1"),
-            secprov_sim::coveo::CoveoSimConfig::new("org1", COVEO_KEY),
-        ))
-        .unwrap();
-    let slow_ns = TestNamespace::new("hostile-hol-slow");
-    let ok_ns = TestNamespace::new("hostile-hol-ok");
-    let run = slow_ns.name.clone();
+    let tenants = Tenants::start("hostile-hol-slow", "hostile-hol-ok");
+    let (hang, slow_ns, run) = (&tenants.hang, &tenants.hanging_ns, tenants.run());
     slow_ns
         .apply(
             &connection("coveo", "slow", &hang.base_url())
                 .replace("timeoutSeconds: 5", "timeoutSeconds: 30"),
         )
         .unwrap();
-    ok_ns
-        .apply(&connection("coveo", "ok", &healthy.base_url()))
-        .unwrap();
     let slow: String = (0..12)
         .map(|i| labelled_provider("coveo", &format!("slow-{i}"), "slow", &run) + "---\n")
         .collect();
     slow_ns.apply(&slow).unwrap();
     let started = Instant::now();
-    let selector = format!("secprov-e2e/run={run}");
-    let mut op = Operator::start_all_namespaces(
-        &run,
-        &["--concurrency", "4", "--watch-label-selector", &selector],
-    );
+    let mut op = tenants.operator();
     // The hanging remote's providers are being reconciled (they hold slots) before the
     // healthy namespace's providers even exist.
     eventually(
@@ -409,23 +436,14 @@ fn a_hanging_remote_does_not_hold_up_another_namespace() {
         "requests to the hanging remote",
         || (hang.received().len() >= 2).then_some(()),
     );
-    let ok: String = (0..6)
-        .map(|i| labelled_provider("coveo", &format!("ok-{i}"), "ok", &run) + "---\n")
-        .collect();
-    ok_ns.apply(&ok).unwrap();
-    let applied = Instant::now();
-    for i in 0..6 {
-        let ready = ok_ns.wait_condition(&format!("securityprovider/ok-{i}"), "Ready", "60s");
-        ready.unwrap_or_else(|e| panic!("ok-{i}: {e}\noperator log:\n{}", op.log_text()));
-    }
-    let took = applied.elapsed();
+    let took = tenants.healthy_providers_ready(6, "60s", &op);
     eprintln!(
         "healthy providers Ready {took:?} after they were applied ({:?} after the operator started), while the hanging remote received {} requests",
         started.elapsed(),
         hang.received().len()
     );
     assert!(took < Duration::from_secs(60), "{took:?}");
-    assert_eq!(healthy.provider_ids().len(), 6);
+    assert_eq!(tenants.healthy.provider_ids().len(), 6);
     // The hanging connection's providers are still not Ready: they really were stuck.
     let stuck = slow_ns.get_json("securityprovider/slow-0").unwrap();
     assert_ne!(
@@ -453,19 +471,8 @@ fn provider_reads(server: &HostileServer) -> usize {
 /// three new providers are Ready within 30 s, while the hanging ones are still waiting.
 #[test]
 fn one_namespace_with_many_hanging_connections_leaves_slots_for_another() {
-    let rt = runtime();
-    let hang = rt
-        .block_on(HostileServer::start(addr("127.0.0.1"), HostileMode::Hang))
-        .unwrap();
-    let healthy = rt
-        .block_on(secprov_sim::coveo::CoveoSimulator::start(
-            addr("127.0.0.1"),
-            secprov_sim::coveo::CoveoSimConfig::new("org1", COVEO_KEY),
-        ))
-        .unwrap();
-    let greedy_ns = TestNamespace::new("fair-greedy");
-    let other_ns = TestNamespace::new("fair-other");
-    let run = greedy_ns.name.clone();
+    let tenants = Tenants::start("fair-greedy", "fair-other");
+    let (hang, greedy_ns, run) = (&tenants.hang, &tenants.hanging_ns, tenants.run());
     for c in 0..3 {
         let name = format!("hang-{c}");
         let yaml = connection("coveo", &name, &hang.base_url())
@@ -476,43 +483,27 @@ fn one_namespace_with_many_hanging_connections_leaves_slots_for_another() {
             .collect();
         greedy_ns.apply(&providers).unwrap();
     }
-    other_ns
-        .apply(&connection("coveo", "ok", &healthy.base_url()))
-        .unwrap();
     let started = Instant::now();
-    let selector = format!("secprov-e2e/run={run}");
-    let mut op = Operator::start_all_namespaces(
-        &run,
-        &["--concurrency", "4", "--watch-label-selector", &selector],
-    );
+    let mut op = tenants.operator();
     // The operator is active: the greedy namespace's reconciles hold slots, hanging, before
     // the other namespace's providers exist. A second to take every slot it may.
     eventually(
         Duration::from_secs(30),
         "reads at the hanging remote",
-        || (provider_reads(&hang) >= 2).then_some(()),
+        || (provider_reads(hang) >= 2).then_some(()),
     );
     std::thread::sleep(Duration::from_secs(1));
-    let ok: String = (0..3)
-        .map(|i| labelled_provider("coveo", &format!("ok-{i}"), "ok", &run) + "---\n")
-        .collect();
-    other_ns.apply(&ok).unwrap();
-    let applied = Instant::now();
-    for i in 0..3 {
-        let ready = other_ns.wait_condition(&format!("securityprovider/ok-{i}"), "Ready", "30s");
-        ready.unwrap_or_else(|e| panic!("ok-{i}: {e}\noperator log:\n{}", op.log_text()));
-    }
-    let took = applied.elapsed();
+    let took = tenants.healthy_providers_ready(3, "30s", &op);
     // No request has timed out yet (30 s): each read received is a reconcile still holding
     // its slot.
-    let held = provider_reads(&hang);
+    let held = provider_reads(hang);
     let before_timeouts = started.elapsed() < Duration::from_secs(30);
     eprintln!(
         "other namespace's 3 providers Ready {took:?} after they were applied ({:?} after the operator started); the greedy namespace held {held} slots",
         started.elapsed()
     );
     assert!(took < Duration::from_secs(30), "{took:?}");
-    assert_eq!(healthy.provider_ids().len(), 3);
+    assert_eq!(tenants.healthy.provider_ids().len(), 3);
     if before_timeouts {
         assert_eq!(held, 2, "the greedy namespace holds exactly its share");
     }
@@ -532,9 +523,7 @@ fn one_namespace_with_many_hanging_connections_leaves_slots_for_another() {
 #[test]
 fn a_hung_remote_call_gives_its_slot_back_at_the_reconcile_deadline() {
     let rt = runtime();
-    let hang = rt
-        .block_on(HostileServer::start(addr("127.0.0.1"), HostileMode::Hang))
-        .unwrap();
+    let hang = hostile_server(&rt, HostileMode::Hang);
     let ns = TestNamespace::new("hostile-deadline");
     ns.apply(
         &connection("coveo", "hang", &hang.base_url())

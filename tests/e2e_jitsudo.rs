@@ -114,9 +114,7 @@ fn example_is_created_updated_with_one_put_observed_and_deleted() {
         "{events:?}"
     );
 
-    env.ns
-        .kubectl(&["delete", "securityprovider/okta-workforce", "--timeout=60s"])
-        .unwrap();
+    env.ns.delete("securityprovider/okta-workforce");
     assert!(env.sim.provider(&id).is_none(), "deleted remotely");
     assert_eq!(env.sim.request_count("DELETE"), 1, "exactly one DELETE");
     assert_eq!(env.sim.operation_count("create"), 1, "never created twice");
@@ -135,10 +133,7 @@ fn existing_provider_on_page_three_of_three_is_found_and_adopted() {
     );
     // Without adopt the provider is someone else's.
     apply_example(&env, "");
-    eventually(Duration::from_secs(30), "AlreadyExists", || {
-        let obj = env.ns.get_json("securityprovider/okta-workforce")?;
-        (condition(&obj, "Ready")?["reason"] == "AlreadyExists").then_some(())
-    });
+    env.wait_reason("okta-workforce", "Ready", "AlreadyExists");
     assert!(env.sim.operation_count("list") >= 3, "three pages read");
     apply_example(&env, "  adopt: true\n");
     let obj = env.wait_ready("okta-workforce");
@@ -154,10 +149,7 @@ fn failed_sync_gives_ready_false_sync_failed() {
     let obj = env.wait_ready("okta-workforce");
     let id = obj["status"]["remoteId"].as_str().unwrap().to_owned();
     assert!(env.sim.fail_sync(&id, "okta: 401 invalid API token"));
-    let obj = eventually(Duration::from_secs(20), "Ready=False SyncFailed", || {
-        let obj = env.ns.get_json("securityprovider/okta-workforce")?;
-        (condition(&obj, "Ready")?["reason"] == "SyncFailed").then_some(obj)
-    });
+    let obj = env.wait_reason("okta-workforce", "Ready", "SyncFailed");
     let ready = condition(&obj, "Ready").unwrap();
     assert_eq!(ready["status"], "False");
     assert!(
@@ -197,18 +189,8 @@ fn tenant_mismatch_is_terminal_and_names_the_header() {
     });
     env.ns.apply_witness();
     apply_example(&env, "");
-    let obj = eventually(
-        Duration::from_secs(30),
-        "Ready=False RemoteForbidden",
-        || {
-            let obj = env.ns.get_json("securityprovider/okta-workforce")?;
-            (condition(&obj, "Ready")?["reason"] == "RemoteForbidden").then_some(obj)
-        },
-    );
-    let message = condition(&obj, "Ready").unwrap()["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let obj = env.wait_reason("okta-workforce", "Ready", "RemoteForbidden");
+    let message = condition_message(&obj, "Ready");
     assert!(message.contains("tenant_mismatch"), "{message}");
     assert!(message.contains("X-Tenant-ID"), "{message}");
     assert!(message.contains("spec.jitsudo.tenantId"), "{message}");

@@ -19,6 +19,12 @@ fn setup(prefix: &str, adjust: impl FnOnce(&mut KeystoneSimConfig)) -> Env {
     support::Env::keystone(prefix, config, PASSWORD).with_operator(&[])
 }
 
+/// Applies the example SecurityProvider (`acme-saml`) against this environment's simulator.
+fn apply_example(env: &Env) {
+    let manifest = example("keystone/10-securityprovider.yaml", &env.sim.base_url());
+    env.ns.apply(&manifest).unwrap();
+}
+
 fn patch_spec(env: &Env, name: &str, patch: Value) {
     env.ns
         .kubectl(&[
@@ -34,12 +40,7 @@ fn patch_spec(env: &Env, name: &str, patch: Value) {
 #[test]
 fn example_is_created_updated_with_one_minimal_patch_observed_and_deleted() {
     let env = setup("keystone-lifecycle", |_| {});
-    env.ns
-        .apply(&example(
-            "keystone/10-securityprovider.yaml",
-            &env.sim.base_url(),
-        ))
-        .unwrap();
+    apply_example(&env);
     let obj = env.wait_ready("acme-saml");
 
     let remote = env
@@ -138,9 +139,7 @@ fn example_is_created_updated_with_one_minimal_patch_observed_and_deleted() {
         "{events:?}"
     );
 
-    env.ns
-        .kubectl(&["delete", "securityprovider/acme-saml", "--timeout=60s"])
-        .unwrap();
+    env.ns.delete("securityprovider/acme-saml");
     assert!(env.sim.identity_provider("acme-saml").is_none());
     assert_eq!(env.sim.request_count("DELETE"), 1, "exactly one DELETE");
     assert_eq!(env.sim.operation_count("create"), 1, "never created twice");
@@ -154,20 +153,8 @@ fn duplicate_remote_id_is_a_terminal_conflict_until_the_spec_changes() {
         remote_ids: vec!["https://idp.acme.example/saml/metadata".into()],
         ..SimIdentityProvider::new("someone-else")
     });
-    env.ns
-        .apply(&example(
-            "keystone/10-securityprovider.yaml",
-            &env.sim.base_url(),
-        ))
-        .unwrap();
-    let obj = eventually(
-        Duration::from_secs(30),
-        "Ready=False RemoteConflict",
-        || {
-            let obj = env.ns.get_json("securityprovider/acme-saml")?;
-            (condition(&obj, "Ready")?["reason"] == "RemoteConflict").then_some(obj)
-        },
-    );
+    apply_example(&env);
+    let obj = env.wait_reason("acme-saml", "Ready", "RemoteConflict");
     let ready = condition(&obj, "Ready").unwrap();
     assert_eq!(ready["status"], "False");
     let message = ready["message"].as_str().unwrap();
@@ -199,20 +186,8 @@ fn duplicate_remote_id_is_a_terminal_conflict_until_the_spec_changes() {
 #[test]
 fn wrong_password_is_terminal_and_never_shown() {
     let env = setup("keystone-badpw", |c| c.password = "something-else".into());
-    env.ns
-        .apply(&example(
-            "keystone/10-securityprovider.yaml",
-            &env.sim.base_url(),
-        ))
-        .unwrap();
-    let obj = eventually(
-        Duration::from_secs(30),
-        "Ready=False RemoteUnauthorized",
-        || {
-            let obj = env.ns.get_json("securityprovider/acme-saml")?;
-            (condition(&obj, "Ready")?["reason"] == "RemoteUnauthorized").then_some(obj)
-        },
-    );
+    apply_example(&env);
+    let obj = env.wait_reason("acme-saml", "Ready", "RemoteUnauthorized");
     let text = obj.to_string();
     assert!(
         !text.contains(PASSWORD),
@@ -233,18 +208,8 @@ fn provider_on_a_connection_of_another_backend_reports_backend_mismatch() {
     let manifest = example("keystone/10-securityprovider.yaml", &env.sim.base_url())
         .replace("connectionRef: keystone", "connectionRef: jitsudo");
     env.ns.apply(&manifest).unwrap();
-    let obj = eventually(
-        Duration::from_secs(30),
-        "Ready=False BackendMismatch",
-        || {
-            let obj = env.ns.get_json("securityprovider/acme-saml")?;
-            (condition(&obj, "Ready")?["reason"] == "BackendMismatch").then_some(obj)
-        },
-    );
-    let message = condition(&obj, "Ready").unwrap()["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let obj = env.wait_reason("acme-saml", "Ready", "BackendMismatch");
+    let message = condition_message(&obj, "Ready");
     assert!(
         message.contains("spec.keystone") && message.contains("jitsudo connection"),
         "{message}"
@@ -292,10 +257,7 @@ fn domain_id_is_create_only_and_a_remote_domain_that_differs_is_never_in_sync() 
             "apiVersion: secprov.dev/v1alpha1\nkind: SecurityProvider\nmetadata:\n  name: adopted\nspec:\n  connectionRef: keystone\n  adopt: true\n  keystone:\n    enabled: false\n    domainId: declared-domain\n",
         )
         .unwrap();
-    let obj = eventually(Duration::from_secs(30), "CreateOnlyFieldDiffers", || {
-        let obj = env.ns.get_json("securityprovider/adopted")?;
-        (condition(&obj, "Ready")?["reason"] == "CreateOnlyFieldDiffers").then_some(obj)
-    });
+    let obj = env.wait_reason("adopted", "Ready", "CreateOnlyFieldDiffers");
     let ready = condition(&obj, "Ready").unwrap();
     assert_eq!(ready["status"], "False");
     assert!(

@@ -168,13 +168,7 @@ fn federation_is_written_in_order_minimally_restored_and_deleted_in_reverse() {
 
     // Deleting the object deletes all three, in reverse order.
     let before = env.sim.write_log().len();
-    env.ns
-        .kubectl(&[
-            "delete",
-            &format!("securityprovider/{NAME}"),
-            "--timeout=60s",
-        ])
-        .unwrap();
+    env.ns.delete(&format!("securityprovider/{NAME}"));
     assert_eq!(
         writes_since(&env, before),
         vec![
@@ -196,14 +190,8 @@ fn an_existing_mapping_is_refused_without_adopt_and_never_deleted() {
     .with_operator(&[]);
     env.sim.insert_mapping(MAPPING, rules("theirs"));
     apply_example(&env);
-    let obj = eventually(Duration::from_secs(30), "Ready=False AlreadyExists", || {
-        let obj = env.ns.get_json(&format!("securityprovider/{NAME}"))?;
-        (condition(&obj, "Ready")?["reason"] == "AlreadyExists").then_some(obj)
-    });
-    let message = condition(&obj, "Ready").unwrap()["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let obj = env.wait_reason(NAME, "Ready", "AlreadyExists");
+    let message = condition_message(&obj, "Ready");
     assert!(
         message.contains(MAPPING) && message.contains("spec.adopt"),
         "{message}"
@@ -239,13 +227,7 @@ fn an_existing_mapping_is_refused_without_adopt_and_never_deleted() {
         "adopted, not created"
     );
 
-    env.ns
-        .kubectl(&[
-            "delete",
-            &format!("securityprovider/{NAME}"),
-            "--timeout=60s",
-        ])
-        .unwrap();
+    env.ns.delete(&format!("securityprovider/{NAME}"));
     assert!(env.sim.identity_provider(NAME).is_none());
     assert!(
         env.sim.mapping(MAPPING).is_some(),
@@ -287,18 +269,8 @@ fn invalid_rules_are_rejected_at_apply_and_remote_refusals_name_the_rule() {
         "                - any_one_of: [x]\n",
     );
     env.ns.apply(&no_type).unwrap();
-    let obj = eventually(
-        Duration::from_secs(30),
-        "RemoteInvalidConfiguration",
-        || {
-            let obj = env.ns.get_json(&format!("securityprovider/{NAME}"))?;
-            (condition(&obj, "Ready")?["reason"] == "RemoteInvalidConfiguration").then_some(obj)
-        },
-    );
-    let message = condition(&obj, "Ready").unwrap()["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let obj = env.wait_reason(NAME, "Ready", "RemoteInvalidConfiguration");
+    let message = condition_message(&obj, "Ready");
     assert!(
         message.contains(MAPPING) && message.contains("rule 0"),
         "{message}"

@@ -116,15 +116,13 @@ fn a_cleanup_refused_with_401_stops_after_bounded_attempts_and_names_the_escape_
         .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.log_text()));
     ns.kubectl(&["delete", "securityprovider", "refused", "--wait=false"])
         .unwrap();
-    let blocked = eventually(
+    let sp = ns.wait_reason(
+        "securityprovider/refused",
+        "Ready",
+        "CleanupBlocked",
         Duration::from_secs(90),
-        "Ready reason CleanupBlocked",
-        || {
-            let sp = ns.get_json("securityprovider/refused")?;
-            let ready = condition(&sp, "Ready")?.clone();
-            (ready["reason"] == "CleanupBlocked").then_some(ready)
-        },
     );
+    let blocked = condition(&sp, "Ready").unwrap();
     let message = blocked["message"].as_str().unwrap_or_default();
     assert!(
         message.contains("5 attempts") && message.contains("deletionPolicy: Orphan"),

@@ -171,10 +171,12 @@ spec:
         ("no-secret", "SecretNotFound"),
         ("wrong-key", "RemoteUnauthorized"),
     ] {
-        let obj = eventually(Duration::from_secs(20), reason, || {
-            let obj = env.ns.get_json(&format!("providerconnection/{name}"))?;
-            (condition(&obj, "Ready")?["reason"] == reason).then_some(obj)
-        });
+        let obj = env.ns.wait_reason(
+            &format!("providerconnection/{name}"),
+            "Ready",
+            reason,
+            Duration::from_secs(20),
+        );
         let ready = condition(&obj, "Ready").unwrap();
         assert_eq!(ready["status"], "False");
         assert!(

@@ -145,17 +145,13 @@ fn two_objects_racing_for_one_id_end_with_exactly_one_owner() {
         );
         assert!(sim.provider(&id).is_some());
         let deletes = writes_to(&sim, "delete");
-        other
-            .kubectl(&["delete", "securityprovider", "p", "--timeout=60s"])
-            .unwrap();
+        other.delete("securityprovider/p");
         assert!(
             sim.provider(&id).is_some(),
             "round {round}: deleting the object that does not own the provider leaves it"
         );
         assert_eq!(writes_to(&sim, "delete"), deletes, "round {round}");
-        owner
-            .kubectl(&["delete", "securityprovider", "p", "--timeout=60s"])
-            .unwrap();
+        owner.delete("securityprovider/p");
         assert!(
             sim.provider(&id).is_none(),
             "round {round}: the owner deletes it"
@@ -218,8 +214,7 @@ fn a_refused_create_never_claims_a_provider_someone_else_made_later() {
         updates,
         "no write to their provider"
     );
-    ns.kubectl(&["delete", "securityprovider", "p", "--timeout=60s"])
-        .unwrap();
+    ns.delete("securityprovider/p");
     assert_eq!(writes_to(&sim, "delete"), deletes);
     let now = sim
         .provider("contested")

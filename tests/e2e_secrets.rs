@@ -45,27 +45,15 @@ spec:
     )
 }
 
-fn ready_reason(ns: &TestNamespace, name: &str) -> Option<String> {
-    let obj = ns.get_json(&format!("securityprovider/{name}"))?;
-    condition(&obj, "Ready")?["reason"]
-        .as_str()
-        .map(str::to_owned)
-}
-
 fn wait_reason(ns: &TestNamespace, operator: &Operator, name: &str, reason: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let now = ready_reason(ns, name);
-        if now.as_deref() == Some(reason) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{name}: Ready reason {now:?}, wanted {reason}\n{}",
-            operator.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let resource = format!("securityprovider/{name}");
+    ns.wait_reason_logged(
+        &resource,
+        "Ready",
+        reason,
+        Duration::from_secs(60),
+        operator,
+    );
 }
 
 #[test]

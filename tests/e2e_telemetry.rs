@@ -68,17 +68,9 @@ fn gauges_forget_objects_deleted_on_every_path() {
     );
 
     for (name, _) in objects {
-        env.ns
-            .kubectl(&[
-                "delete",
-                &format!("securityprovider/{name}"),
-                "--timeout=60s",
-            ])
-            .unwrap();
+        env.ns.delete(&format!("securityprovider/{name}"));
     }
-    env.ns
-        .kubectl(&["delete", "providerconnection/coveo", "--timeout=60s"])
-        .unwrap();
+    env.ns.delete("providerconnection/coveo");
     let text = eventually(Duration::from_secs(30), "every gauge emptied", || {
         let text = operator.metrics();
         (providers_counted(&operator) == 0.0 && !text.contains(&env.ns.name)).then_some(text)

@@ -195,4 +195,15 @@ impl<S> Running<S> {
         let resource = format!("securityprovider/{name}");
         self.env.ns.wait_ready(&resource, "60s", &self.operator)
     }
+
+    /// Waits (up to 60 s, as [`Self::wait_ready`]) until SecurityProvider `name`'s condition
+    /// `type_` has `reason` and returns it; panics with the conditions last seen and the
+    /// operator's log when not.
+    pub fn wait_reason(&self, name: &str, type_: &str, reason: &str) -> Value {
+        let resource = format!("securityprovider/{name}");
+        let timeout = Duration::from_secs(60);
+        self.env
+            .ns
+            .wait_reason_logged(&resource, type_, reason, timeout, &self.operator)
+    }
 }

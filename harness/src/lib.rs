@@ -30,4 +30,4 @@ pub use manifests::*;
 pub use namespace::TestNamespace;
 pub use operator::{Operator, operator_binary, operator_cli, operator_cli_exit};
 pub use process::Process;
-pub use wait::{condition, eventually};
+pub use wait::{condition, condition_message, conditions_summary, eventually};

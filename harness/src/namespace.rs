@@ -1,11 +1,13 @@
 //! A namespace of its own for each test.
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::cluster::{kubeconfig, kubectl, run_kubectl};
 use crate::manifests::WITNESS;
 use crate::operator::Operator;
+use crate::wait::{condition, conditions_summary};
 
 /// A namespace of its own for one test.
 pub struct TestNamespace {
@@ -69,6 +71,66 @@ impl TestNamespace {
             .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.log_text()));
         self.get_json(resource)
             .unwrap_or_else(|| panic!("{resource} is gone after being Ready"))
+    }
+
+    /// `kubectl delete <resource>`, waiting (up to 60 s) until it is gone, finalizers included;
+    /// panics when it is not.
+    pub fn delete(&self, resource: &str) {
+        self.kubectl(&["delete", resource, "--timeout=60s"])
+            .unwrap_or_else(|e| panic!("delete {}/{resource}: {e}", self.name));
+    }
+
+    /// Polls `resource` (up to `timeout`) until its condition `type_` has `reason` and returns
+    /// the object; the error names the conditions last seen (or that the object was not found).
+    pub fn try_wait_reason(
+        &self,
+        resource: &str,
+        type_: &str,
+        reason: &str,
+        timeout: Duration,
+    ) -> Result<Value, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let obj = self.get_json(resource);
+            if let Some(obj) = &obj
+                && condition(obj, type_).is_some_and(|c| c["reason"] == reason)
+            {
+                return Ok(obj.clone());
+            }
+            if Instant::now() >= deadline {
+                let seen = obj.as_ref().map_or("not found".into(), conditions_summary);
+                return Err(format!(
+                    "{}/{resource}: no {type_} reason {reason} within {timeout:?}; last seen: {seen}",
+                    self.name
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// [`Self::try_wait_reason`], panicking with the conditions last seen.
+    pub fn wait_reason(
+        &self,
+        resource: &str,
+        type_: &str,
+        reason: &str,
+        timeout: Duration,
+    ) -> Value {
+        self.try_wait_reason(resource, type_, reason, timeout)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Self::try_wait_reason`], panicking with the conditions last seen and `operator`'s log.
+    pub fn wait_reason_logged(
+        &self,
+        resource: &str,
+        type_: &str,
+        reason: &str,
+        timeout: Duration,
+        operator: &Operator,
+    ) -> Value {
+        self.try_wait_reason(resource, type_, reason, timeout)
+            .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.log_text()))
     }
 
     /// Applies [`WITNESS`].

@@ -1089,6 +1089,13 @@ mod tests {
             .collect()
     }
 
+    /// A 400 `INVALID_CONFIGURATION` (see [`assert_error`]) whose message mentions `part`.
+    fn assert_invalid_configuration(reply: &Reply, part: &str) {
+        assert_error(reply, StatusCode::BAD_REQUEST, error::INVALID_CONFIGURATION);
+        let message = reply.body["message"].as_str().unwrap_or("");
+        assert!(message.contains(part), "{part:?} not in {message:?}");
+    }
+
     fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
         assert_eq!(reply.status, status, "{}", reply.body);
         assert_eq!(reply.error_code(), code, "{}", reply.body);
@@ -1280,17 +1287,7 @@ mod tests {
         let longest = "a".repeat(255);
         api.create_expanded(&longest).await;
         let too_long = api.create(expanded(&"b".repeat(256))).await;
-        assert_error(
-            &too_long,
-            StatusCode::BAD_REQUEST,
-            error::INVALID_CONFIGURATION,
-        );
-        assert!(
-            too_long.body["message"]
-                .as_str()
-                .unwrap_or("")
-                .contains("too long")
-        );
+        assert_invalid_configuration(&too_long, "too long");
         for field in ["name", "displayName"] {
             let mut body = expanded("short");
             body[field] = json!("c".repeat(256));
@@ -1321,17 +1318,7 @@ mod tests {
             {"id": SOURCE_ID, "type": "SOURCE"}
         ]);
         let reply = api.create(body).await;
-        assert_error(
-            &reply,
-            StatusCode::BAD_REQUEST,
-            error::INVALID_CONFIGURATION,
-        );
-        assert!(
-            reply.body["message"]
-                .as_str()
-                .unwrap_or("")
-                .contains("more than once")
-        );
+        assert_invalid_configuration(&reply, "more than once");
 
         // The same id under two different types is two resources.
         let mut body = expanded("distinct");
@@ -1351,17 +1338,7 @@ mod tests {
         body["cascadingSecurityProviders"] =
             json!({"Whatever": {"id": "no-such-provider", "type": "EXPANDED"}});
         let reply = api.create(body).await;
-        assert_error(
-            &reply,
-            StatusCode::BAD_REQUEST,
-            error::INVALID_CONFIGURATION,
-        );
-        assert!(
-            reply.body["message"]
-                .as_str()
-                .unwrap_or("")
-                .contains("no-such-provider")
-        );
+        assert_invalid_configuration(&reply, "no-such-provider");
 
         // Cascading to an existing provider is keyed by its id and reports its real type.
         api.create_expanded("target").await;
@@ -1380,17 +1357,7 @@ mod tests {
         let api = Api::start().await;
         for id in [EMAIL_SECURITY_PROVIDER_ID, "email security provider"] {
             let reply = api.create(expanded(id)).await;
-            assert_error(
-                &reply,
-                StatusCode::BAD_REQUEST,
-                error::INVALID_CONFIGURATION,
-            );
-            assert!(
-                reply.body["message"]
-                    .as_str()
-                    .unwrap_or("")
-                    .contains("reserved")
-            );
+            assert_invalid_configuration(&reply, "reserved");
         }
         let mut body = expanded("innocent");
         body["name"] = json!(EMAIL_SECURITY_PROVIDER_ID);

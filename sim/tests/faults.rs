@@ -19,6 +19,12 @@ async fn api_get(base: &str, path: &str) -> (u16, Value) {
     (status, body)
 }
 
+/// A simulator control endpoint's JSON (`/_sim/faults`, `/_sim/stats`).
+async fn control_get(http: &reqwest::Client, base: &str, path: &str) -> Value {
+    let response = http.get(format!("{base}{path}")).send().await.unwrap();
+    response.json().await.unwrap()
+}
+
 /// Sets `errorRate: 1` at run time, checks that the API request gets an injected 5xx whose
 /// body passes `shaped`, that it was counted, and that `{}` turns the faults off again.
 async fn error_rate_one_is_injected(base: &str, path: &str, shaped: fn(&Value) -> bool) {
@@ -44,23 +50,9 @@ async fn error_rate_one_is_injected(base: &str, path: &str, shaped: fn(&Value) -
         shaped(&body),
         "{base}: injected error not in the API's shape: {body}"
     );
-    let report: Value = http
-        .get(format!("{base}/_sim/faults"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report: Value = control_get(&http, base, "/_sim/faults").await;
     assert_eq!(report["injected"]["error"], 1, "{report}");
-    let stats: Value = http
-        .get(format!("{base}/_sim/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = control_get(&http, base, "/_sim/stats").await;
     assert_eq!(
         stats["counters"]["total"], 2,
         "both API requests counted: {stats}"
