@@ -13,7 +13,8 @@ test:
 	bash scripts/test.sh
 
 ## bench: end-to-end benchmark on the real control plane (BENCHMARKS.md): N = 1,000, N = 10,000
-## and N = 10,000 on two shards, side by side in one table (about 25 minutes); BENCH_PEER=kopf
+## and N = 10,000 on two shards, side by side in one table (about 25 minutes), then the table of
+## issue 26's targets (figure, met/missed); BENCH_PEER=kopf
 ## adds the kopf peer (installed into target/peer-kopf-venv) at 1,000 and 10,000. One run with
 ## other parameters: cargo bench --bench operator -- --n=... (see benches/operator.rs).
 bench:

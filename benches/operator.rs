@@ -7,7 +7,8 @@
 //!
 //! ```text
 //! cargo bench --bench operator -- --n=1000 --latency-ms=50 --concurrency=16 --resync-s=10 \
-//!     --quiet-periods=3 [--peer=kopf] [--batch-observe=false] [--keep-cp]
+//!     --quiet-periods=3 [--peer=kopf] [--batch-observe=false] [--keep-cp] \
+//!     [--progress-interval-s=1]
 //! ```
 //!
 //! Sequence: start (or reuse) the control plane in target/bench-controlplane, apply crds/,
@@ -46,6 +47,9 @@ struct Args {
     /// Operators sharing the objects by `--watch-label-selector` (each object labelled
     /// `sharding.secprov.dev/key=shard-<i mod shards>`); 1 = one unsharded operator.
     shards: usize,
+    /// The operator's `--progress-interval`, seconds (its default, 10 s, when not given): a
+    /// new Coveo provider is read again this long after its create, and is Ready then.
+    progress_interval: Option<f64>,
 }
 
 fn parse_args() -> Args {
@@ -62,6 +66,9 @@ fn parse_args() -> Args {
         restart: env("BENCH_RESTART", "true") == "true",
         shards: env("BENCH_SHARDS", "1").parse().unwrap(),
         suite: std::env::var("BENCH_SUITE").is_ok(),
+        progress_interval: std::env::var("BENCH_PROGRESS_INTERVAL_S")
+            .ok()
+            .map(|v| v.parse().unwrap()),
     };
     for arg in std::env::args().skip(1) {
         let (k, v) = arg.split_once('=').unwrap_or((arg.as_str(), "true"));
@@ -77,6 +84,7 @@ fn parse_args() -> Args {
             "--restart" => a.restart = v == "true",
             "--shards" => a.shards = v.parse().unwrap(),
             "--suite" => a.suite = true,
+            "--progress-interval-s" => a.progress_interval = Some(v.parse().unwrap()),
             // `cargo bench` passes --bench.
             "--bench" => {}
             other => panic!("unknown argument {other}"),
@@ -107,19 +115,40 @@ fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> String {
     run_kubectl(kubeconfig, args, stdin).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// apiserver_request_total for securityproviders writes, by "VERB[/subresource]", and events
-/// writes.
-fn apiserver_writes(kubeconfig: &Path) -> BTreeMap<String, f64> {
+/// The kube-apiserver's own counts of the writes an operator causes, from its /metrics:
+/// `apiserver_request_total` (requests) and `apiserver_request_duration_seconds_sum` (the time
+/// the API server spent answering them: where its CPU goes, as a share, since it keeps no CPU
+/// figure per request), keyed by what was written:
+///
+/// * securityproviders: "VERB" or "VERB/subresource" (APPLY/status is the status write,
+///   PATCH the finalizer and create-pending marker);
+/// * "events VERB" (core and events.k8s.io);
+/// * "leases POST" / "leases DELETE": the claims (one Lease per managed remote provider). Lease
+///   PUTs are left out: they are the renewals of the control plane's own Leases (the
+///   kube-apiserver's identity Lease), not ours; claims are never updated in place.
+#[derive(Clone, Debug, Default)]
+struct Scrape {
+    count: BTreeMap<String, f64>,
+    seconds: BTreeMap<String, f64>,
+}
+
+fn apiserver_writes(kubeconfig: &Path) -> Scrape {
     let text = kubectl(kubeconfig, &["get", "--raw", "/metrics"], None);
-    let mut out = BTreeMap::new();
+    let mut out = Scrape::default();
     for line in text.lines() {
-        if !line.starts_with("apiserver_request_total{") {
+        let map = if line.starts_with("apiserver_request_total{") {
+            &mut out.count
+        } else if line.starts_with("apiserver_request_duration_seconds_sum{") {
+            &mut out.seconds
+        } else {
             continue;
-        }
+        };
         let label = |name: &str| {
-            let pat = format!("{name}=\"");
+            let pat = format!(",{name}=\"");
+            let pat0 = format!("{{{name}=\"");
             line.split(&pat)
                 .nth(1)
+                .or_else(|| line.split(&pat0).nth(1))
                 .and_then(|r| r.split('"').next())
                 .unwrap_or("")
                 .to_owned()
@@ -133,28 +162,100 @@ fn apiserver_writes(kubeconfig: &Path) -> BTreeMap<String, f64> {
         let key = match resource.as_str() {
             "securityproviders" if sub.is_empty() => verb,
             "securityproviders" => format!("{verb}/{sub}"),
-            "events" => "events".into(),
+            "events" => format!("events {verb}"),
+            "leases" if matches!(verb.as_str(), "POST" | "DELETE") => format!("leases {verb}"),
             _ => continue,
         };
         let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap_or(0.0);
-        *out.entry(key).or_insert(0.0) += value;
+        *map.entry(key).or_insert(0.0) += value;
     }
     out
 }
 
-fn delta(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeMap<String, u64> {
-    after
-        .iter()
-        .map(|(k, v)| (k.clone(), (v - before.get(k).unwrap_or(&0.0)) as u64))
-        .filter(|(_, v)| *v > 0)
-        .collect()
+/// Writes between two scrapes, by key.
+#[derive(Clone, Debug, Default)]
+struct Writes {
+    count: BTreeMap<String, u64>,
+    seconds: BTreeMap<String, f64>,
 }
 
-fn sp_writes(d: &BTreeMap<String, u64>) -> u64 {
-    d.iter()
-        .filter(|(k, _)| k.as_str() != "events")
-        .map(|(_, v)| v)
-        .sum()
+fn delta(after: &Scrape, before: &Scrape) -> Writes {
+    Writes {
+        count: after
+            .count
+            .iter()
+            .map(|(k, v)| (k.clone(), (v - before.count.get(k).unwrap_or(&0.0)) as u64))
+            .filter(|(_, v)| *v > 0)
+            .collect(),
+        seconds: after
+            .seconds
+            .iter()
+            .map(|(k, v)| (k.clone(), v - before.seconds.get(k).unwrap_or(&0.0)))
+            .filter(|(_, v)| *v > 0.0)
+            .collect(),
+    }
+}
+
+impl Writes {
+    fn sum(&self, keep: impl Fn(&str) -> bool) -> u64 {
+        self.count
+            .iter()
+            .filter(|(k, _)| keep(k))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    /// Writes to securityproviders (the object and its status).
+    fn sp(&self) -> u64 {
+        self.sum(|k| !k.starts_with("events ") && !k.starts_with("leases "))
+    }
+
+    /// Claim Leases created and deleted.
+    fn claims(&self) -> u64 {
+        self.sum(|k| k.starts_with("leases "))
+    }
+
+    fn all(&self) -> u64 {
+        self.sum(|_| true)
+    }
+
+    /// The counts, as `{"key": n, ...}`.
+    fn counts(&self) -> String {
+        format!("{:?}", self.count)
+    }
+
+    /// Per object: each key's writes and the API server's time answering them, and its share
+    /// of that time, largest first.
+    fn breakdown(&self, n: f64) -> Vec<(String, String)> {
+        let total: f64 = self.seconds.values().sum::<f64>().max(f64::MIN_POSITIVE);
+        let mut keys: Vec<&String> = self.count.keys().collect();
+        keys.sort_by_key(|k| std::cmp::Reverse(self.count[*k]));
+        keys.into_iter()
+            .map(|k| {
+                let s = self.seconds.get(k).copied().unwrap_or(0.0);
+                let what = match k.as_str() {
+                    "APPLY/status" => "status (server-side apply)",
+                    "PATCH/status" => "status (merge patch)",
+                    "PATCH" => "finalizer / create-pending marker (merge patch)",
+                    "leases POST" => "claim Lease created",
+                    "leases DELETE" => "claim Lease deleted",
+                    "events POST" => "Event created",
+                    "events PATCH" => "Event series updated",
+                    _ => "",
+                };
+                (
+                    format!("writes: {k} {what}"),
+                    format!(
+                        "{:.2} per object ({}); {:.2} ms of request time per object, {:.0} % of the writes' time",
+                        self.count[k] as f64 / n,
+                        self.count[k],
+                        1000.0 * s / n,
+                        100.0 * s / total
+                    ),
+                )
+            })
+            .collect()
+    }
 }
 
 /// CPU time (user + system) a process has used, seconds; 0 when it cannot be read.
@@ -249,6 +350,10 @@ impl Operator {
                     "127.0.0.1:0",
                 ])
                 .env("RUST_LOG", "warn");
+                if let Some(p) = args.progress_interval {
+                    c.arg("--progress-interval")
+                        .arg(format!("{}ms", (p * 1000.0) as u64));
+                }
                 if let Some(shard) = shard {
                     c.arg("--watch-label-selector")
                         .arg(format!("{SHARD_LABEL}=shard-{shard}"));
@@ -433,6 +538,13 @@ impl Memory {
         format!("{} / {}", Memory::show(&anon), Memory::show(&file))
     }
 
+    /// Per operator: steady RSS (end of the quiet window), peak RSS, steady anonymous RSS; KiB.
+    fn figures(&self) -> (Vec<u64>, Vec<u64>, Vec<u64>) {
+        let last = self.quiet.iter().map(|s| *s.last().unwrap_or(&0)).collect();
+        let anon = self.split.iter().map(|s| s.0).collect();
+        (last, self.peak_kib.clone(), anon)
+    }
+
     /// RSS at the end of the quiet window (the largest sample of the window in brackets).
     fn steady(&self) -> String {
         let last: Vec<u64> = self.quiet.iter().map(|s| *s.last().unwrap_or(&0)).collect();
@@ -505,18 +617,23 @@ async fn main() {
         vec![args.clone()]
     };
     let mut columns = Vec::new();
+    let mut figures = Vec::new();
     for (i, run) in runs.iter().enumerate() {
         eprintln!("==> {run:?}");
         let fresh = args.suite && i > 0;
         let kubeconfig = control_plane(fresh);
-        let rows = run_one(run, &kubeconfig).await;
+        let (rows, figs) = run_one(run, &kubeconfig).await;
         println!("{}", table(&[(title(run), rows.clone())]));
         columns.push((title(run), rows));
+        figures.push(figs);
     }
-    let all = table(&columns);
+    let mut all = table(&columns);
     if columns.len() > 1 {
         println!("\n## side by side\n{all}");
     }
+    let targets = targets(&figures);
+    println!("{targets}");
+    all.push_str(&targets);
     let mut results = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -531,6 +648,183 @@ async fn main() {
     if !args.keep_cp {
         control_plane_down(&repo().join("target/bench-controlplane"), true);
     }
+}
+
+/// The figures of one run that the targets of issue 26 are judged on.
+#[derive(Clone, Debug)]
+struct Figures {
+    n: usize,
+    shards: usize,
+    peer: Option<String>,
+    /// Time to all Ready, seconds; None when not all were Ready by the deadline.
+    ready_s: Option<f64>,
+    ideal_s: f64,
+    apiserver_cpu_s: f64,
+    /// API-server writes while converging that are not Events: securityproviders and claims.
+    writes: u64,
+    steady_kib: Vec<u64>,
+    peak_kib: Vec<u64>,
+    anon_kib: Vec<u64>,
+}
+
+impl Figures {
+    fn per_object(&self, x: f64) -> f64 {
+        x / self.n as f64
+    }
+}
+
+/// The targets of issue 26, each with the figure of the run it is judged on and met/missed.
+/// A target at 10,000 with no such run in this invocation is judged on the largest
+/// single-operator run there is, and says so.
+fn targets(runs: &[Figures]) -> String {
+    let ours = |n: usize, shards: usize| {
+        runs.iter()
+            .find(|f| f.peer.is_none() && f.n == n && f.shards == shards)
+    };
+    let largest = runs
+        .iter()
+        .filter(|f| f.peer.is_none() && f.shards == 1)
+        .max_by_key(|f| f.n);
+    let mut rows: Vec<[String; 4]> = Vec::new();
+    let verdict = |met: bool| if met { "met" } else { "**missed**" }.to_owned();
+    // A 10,000 target: the 10,000 run, else the largest (labelled).
+    let mut at_10k = |target: &str, figure: &dyn Fn(&Figures) -> (String, bool)| {
+        let (run, label) = match ours(10_000, 1) {
+            Some(f) => (Some(f), "N=10000".to_owned()),
+            None => (
+                largest,
+                largest.map_or("no run".into(), |f| format!("N={} (no run at 10,000)", f.n)),
+            ),
+        };
+        let (fig, status) = match run {
+            Some(f) => {
+                let (fig, met) = figure(f);
+                let status = if f.n == 10_000 {
+                    verdict(met)
+                } else {
+                    format!("{} at N={} only", verdict(met), f.n)
+                };
+                (fig, status)
+            }
+            None => ("-".into(), "not measured".into()),
+        };
+        rows.push([target.into(), label, fig, status]);
+    };
+    at_10k("steady RSS <= 40 MiB", &|f| {
+        let v = f.steady_kib[0] as f64 / 1024.0;
+        (format!("{v:.1} MiB"), v <= 40.0)
+    });
+    at_10k("peak RSS <= 48 MiB", &|f| {
+        let v = f.peak_kib[0] as f64 / 1024.0;
+        (format!("{v:.1} MiB"), v <= 48.0)
+    });
+    at_10k(
+        "kube-apiserver CPU per converged object <= 12 ms (Events included)",
+        &|f| {
+            let v = 1000.0 * f.per_object(f.apiserver_cpu_s);
+            (format!("{v:.1} ms"), v <= 12.0)
+        },
+    );
+    at_10k(
+        "API-server writes per object <= 3.0 (securityproviders + claim Leases; Events apart)",
+        &|f| {
+            let v = f.per_object(f.writes as f64);
+            (format!("{v:.2}"), v <= 3.0)
+        },
+    );
+    at_10k("time to all Ready <= 90 s", &|f| match f.ready_s {
+        Some(t) => (format!("{t:.1} s"), t <= 90.0),
+        None => ("not all Ready".into(), false),
+    });
+    let kopf = runs
+        .iter()
+        .filter(|f| f.peer.as_deref() == Some("kopf"))
+        .max_by_key(|f| f.n);
+    match (kopf, kopf.and_then(|k| ours(k.n, 1))) {
+        (Some(k), Some(f)) => {
+            let (fig, met) = match (k.ready_s, f.ready_s) {
+                (Some(tk), Some(t)) => (
+                    format!(
+                        "{:.2}x ({tk:.1} s / {t:.1} s; kube-apiserver CPU per object: kopf {:.1} ms, ours {:.1} ms)",
+                        tk / t,
+                        1000.0 * k.per_object(k.apiserver_cpu_s),
+                        1000.0 * f.per_object(f.apiserver_cpu_s)
+                    ),
+                    tk / t >= 2.0,
+                ),
+                _ => ("not all Ready".into(), false),
+            };
+            let status = if k.n == 10_000 {
+                verdict(met)
+            } else {
+                format!("{} at N={} only", verdict(met), k.n)
+            };
+            rows.push([
+                ">= 2x faster than kopf to all Ready".into(),
+                format!("N={}", k.n),
+                fig,
+                status,
+            ]);
+        }
+        _ => rows.push([
+            ">= 2x faster than kopf to all Ready".into(),
+            "no kopf run (BENCH_PEER=kopf)".into(),
+            "-".into(),
+            "not measured".into(),
+        ]),
+    }
+    match ours(1000, 1) {
+        Some(f) => {
+            let (fig, met) = match f.ready_s {
+                Some(t) => (
+                    format!("{:.2}x ({t:.2} s / {:.2} s)", t / f.ideal_s, f.ideal_s),
+                    t / f.ideal_s <= 1.3,
+                ),
+                None => ("not all Ready".into(), false),
+            };
+            rows.push([
+                "time to all Ready <= 1.3x the remote-latency ideal ceil(N/C)*2*L".into(),
+                "N=1000".into(),
+                fig,
+                verdict(met),
+            ]);
+        }
+        None => rows.push([
+            "time to all Ready <= 1.3x the remote-latency ideal ceil(N/C)*2*L".into(),
+            "no run at 1,000".into(),
+            "-".into(),
+            "not measured".into(),
+        ]),
+    }
+    match (ours(10_000, 2), ours(10_000, 1)) {
+        (Some(two), Some(one)) => {
+            let worst = two.anon_kib.iter().copied().max().unwrap_or(0) as f64;
+            let r = worst / one.anon_kib[0].max(1) as f64;
+            rows.push([
+                "two shards: each <= 0.55 of one operator's anonymous memory".into(),
+                "N=10000".into(),
+                format!(
+                    "{r:.2} (largest shard {:.1} MiB / one operator {:.1} MiB)",
+                    worst / 1024.0,
+                    one.anon_kib[0] as f64 / 1024.0
+                ),
+                verdict(r <= 0.55),
+            ]);
+        }
+        _ => rows.push([
+            "two shards: each <= 0.55 of one operator's anonymous memory".into(),
+            "needs N=10000 with 1 and 2 shards".into(),
+            "-".into(),
+            "not measured".into(),
+        ]),
+    }
+    let mut out = String::from(
+        "\n## targets of issue 26\n\n| target | run | figure | status |\n| --- | --- | --- | --- |\n",
+    );
+    for r in rows {
+        out.push_str(&format!("| {} | {} | {} | {} |\n", r[0], r[1], r[2], r[3]));
+    }
+    out
 }
 
 fn title(args: &Args) -> String {
@@ -577,7 +871,7 @@ fn control_plane(fresh: bool) -> PathBuf {
 }
 
 /// One run: simulator, namespace, N objects, operator(s); returns the measures.
-async fn run_one(args: &Args, kubeconfig: &Path) -> Vec<(String, String)> {
+async fn run_one(args: &Args, kubeconfig: &Path) -> (Vec<(String, String)>, Figures) {
     let name = args.peer.clone().unwrap_or_else(|| "secprov".into());
     let kubeconfig = kubeconfig.to_path_buf();
     let sim = CoveoSimulator::start(
@@ -756,9 +1050,9 @@ spec:
         restart_rows.push((
             "restart, converged: API-server writes".to_owned(),
             format!(
-                "{} in {settle:.0?} {:?}",
-                sp_writes(&restart_writes),
-                restart_writes
+                "{} in {settle:.0?} {}",
+                restart_writes.sp(),
+                restart_writes.counts()
             ),
         ));
         restart_rows.push((
@@ -784,6 +1078,9 @@ spec:
     // time, each of latency L; Kubernetes API time is not in it.
     let ideal = (args.n.div_ceil(args.concurrency)) as f64 * 2.0 * args.latency_ms as f64 / 1000.0;
     let conv_s = converge.as_secs_f64();
+    let apiserver_cpu = cpu1.0 - cpu0.0;
+    let progress_s = args.progress_interval.unwrap_or(10.0);
+    let ideal_progress = ideal + progress_s + args.latency_ms as f64 / 1000.0;
     let quiet_reads = sim_reads(&quiet_sim);
     let mut rows: Vec<(String, String)> = vec![
         ("operator".into(), name.clone()),
@@ -816,29 +1113,36 @@ spec:
             format!("{:.2}", conv_s / ideal),
         ),
         (
-            "API-server writes per object while converging".into(),
+            "ideal with the progress wait (Coveo: + P + L, the read one --progress-interval after the last create)".into(),
+            format!("{ideal_progress:.2} s (P = {progress_s} s)"),
+        ),
+        (
+            "API-server writes per object while converging: securityproviders / + claims / + Events".into(),
             format!(
-                "{:.2} {:?}",
-                sp_writes(&conv_writes) as f64 / n,
-                conv_writes
+                "{:.2} / {:.2} / {:.2} {}",
+                conv_writes.sp() as f64 / n,
+                (conv_writes.sp() + conv_writes.claims()) as f64 / n,
+                conv_writes.all() as f64 / n,
+                conv_writes.counts()
             ),
         ),
         (
             "CPU while converging, core-seconds: kube-apiserver / etcd / operator(s)".into(),
             format!(
-                "{:.1} / {:.1} / {operator_cpu:.1} ({:.1} ms of kube-apiserver per API-server write, events included)",
-                cpu1.0 - cpu0.0,
+                "{:.1} / {:.1} / {operator_cpu:.1} ({:.1} ms of kube-apiserver per API-server write, {:.1} ms per object, events included)",
+                apiserver_cpu,
                 cpu1.1 - cpu0.1,
-                1000.0 * (cpu1.0 - cpu0.0) / conv_writes.values().sum::<u64>().max(1) as f64,
+                1000.0 * apiserver_cpu / conv_writes.all().max(1) as f64,
+                1000.0 * apiserver_cpu / n,
             ),
         ),
         (
             "first resync after convergence: API-server writes per object / remote reads".into(),
             format!(
-                "{:.2} / {} {:?} {:?}",
-                sp_writes(&first_writes) as f64 / n,
+                "{:.2} / {} {} {:?}",
+                first_writes.sp() as f64 / n,
                 sim_reads(&first_sim),
-                first_writes,
+                first_writes.counts(),
                 first_sim
             ),
         ),
@@ -860,7 +1164,7 @@ spec:
         ),
         (
             "quiet: API-server writes to securityproviders (target 0)".into(),
-            format!("{} {:?}", sp_writes(&quiet_writes), quiet_writes),
+            format!("{} {}", quiet_writes.sp(), quiet_writes.counts()),
         ),
         (
             "quiet: remote reads per resync period (target <= N/100)".into(),
@@ -874,6 +1178,7 @@ spec:
         ),
     ];
     rows.extend(restart_rows);
+    rows.extend(conv_writes.breakdown(n));
     rows.push((
         "load average before / after".into(),
         format!("{} / {}", load0.trim(), load1.trim()),
@@ -886,5 +1191,18 @@ spec:
     );
     drop(ops);
     sim.shutdown().await;
-    rows
+    let (steady_kib, peak_kib, anon_kib) = memory.figures();
+    let figures = Figures {
+        n: args.n,
+        shards: args.shards,
+        peer: args.peer.clone(),
+        ready_s: (ready_now >= args.n).then_some(conv_s),
+        ideal_s: ideal,
+        apiserver_cpu_s: apiserver_cpu,
+        writes: conv_writes.sp() + conv_writes.claims(),
+        steady_kib,
+        peak_kib,
+        anon_kib,
+    };
+    (rows, figures)
 }
