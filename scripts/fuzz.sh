@@ -3,9 +3,13 @@
 # toolchain and cargo-fuzz. Skips (exit 0, saying why) only when no nightly toolchain exists;
 # a stale fuzz/Cargo.lock, fuzz targets that do not build, or a crash found by the fuzzer fail
 # the run.
+#
+#   fuzz.sh --build-only   install cargo-fuzz if needed and build the targets, run nothing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${FUZZ_SECONDS:-20}"
+build_only=false
+[[ "${1:-}" == --build-only ]] && build_only=true
 
 if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   echo "fuzz: skipped, no nightly toolchain (rustup toolchain install nightly to enable)"
@@ -37,6 +41,10 @@ fi
 if ! cargo +nightly fuzz build -O; then
   echo "fuzz: FAIL: the fuzz targets do not build (cd fuzz && cargo +nightly fuzz build -O)" >&2
   exit 1
+fi
+if $build_only; then
+  echo "fuzz: targets built"
+  exit 0
 fi
 for target in $(cargo +nightly fuzz list); do
   echo "fuzz: $target for ${seconds}s"
