@@ -917,6 +917,26 @@ fn assert_confined_as_the_pod_spec_says(pod: &RuncPod, spec: &Value) {
 
 // ---------------------------------------------------------------------------------------------
 
+/// Runs the Pod spec as the first Pod (`pods_dir`, name, namespace), checks it is confined as
+/// the spec says and goes ready, and has it reconcile the provider `provider_name`.
+fn first_pod_reconciles(
+    registry: &Registry,
+    (pods_dir, name, namespace): (&Path, &str, &str),
+    spec: &Value,
+    env: &Env<secprov_sim::coveo::CoveoSimulator>,
+    provider_name: &str,
+) -> RuncPod {
+    let sim_port = secprov_harness::http::port_of(&env.sim.base_url()).unwrap();
+    let mut pod = RuncPod::start(registry, pods_dir, name, namespace, spec, &[sim_port]);
+    pod.wait_ready(Duration::from_secs(60));
+    assert_confined_as_the_pod_spec_says(&pod, spec);
+    env.ns
+        .apply(&provider(provider_name, &env.sim.base_url()))
+        .unwrap();
+    wait_provider_ready(&env.ns, provider_name, &[&pod]);
+    pod
+}
+
 #[test]
 fn quantities_are_read_as_kubernetes_writes_them() {
     assert_eq!(quantity("500m", true), 500);
@@ -976,20 +996,13 @@ fn helm_install_runs_the_image_under_runc_upgrades_rolls_back_and_uninstalls() {
 
     // Revision 1: one replica of the first image.
     let pods_dir = dir.path().join("pods");
-    let mut first = RuncPod::start(
+    let mut first = first_pod_reconciles(
         &registry,
-        &pods_dir,
-        &format!("{release}-a"),
-        &namespace,
+        (&pods_dir, &format!("{release}-a"), &namespace),
         &spec,
-        &[sim_port],
+        &env,
+        "chart-one",
     );
-    first.wait_ready(Duration::from_secs(60));
-    assert_confined_as_the_pod_spec_says(&first, &spec);
-    env.ns
-        .apply(&provider("chart-one", &env.sim.base_url()))
-        .unwrap();
-    wait_provider_ready(&env.ns, "chart-one", &[&first]);
     assert!(env.sim.provider("chart-one").is_some());
     assert_eq!(
         lease_holder(&namespace).as_deref(),
@@ -1204,22 +1217,14 @@ fn kustomize_deployment_runs_the_image_under_runc() {
         "--leader-election-id=secprov-operator-{}",
         env.ns.name
     )));
-    let sim_port = secprov_harness::http::port_of(&env.sim.base_url()).unwrap();
     let name = format!("kustomize-{}", std::process::id());
-    let mut pod = RuncPod::start(
+    let mut pod = first_pod_reconciles(
         &registry,
-        &dir.path().join("pods"),
-        &name,
-        &namespace,
+        (&dir.path().join("pods"), &name, &namespace),
         &spec,
-        &[sim_port],
+        &env,
+        "kustomize-one",
     );
-    pod.wait_ready(Duration::from_secs(60));
-    assert_confined_as_the_pod_spec_says(&pod, &spec);
-    env.ns
-        .apply(&provider("kustomize-one", &env.sim.base_url()))
-        .unwrap();
-    wait_provider_ready(&env.ns, "kustomize-one", &[&pod]);
     assert_eq!(env.sim.committed_creates(), 1);
     pod.assert_alive();
     let status = pod.terminate().expect("exits within the grace period");
