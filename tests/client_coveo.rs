@@ -126,40 +126,55 @@ async fn create_observe_update_refresh_delete_round_trip() {
 }
 
 #[tokio::test]
-async fn a_create_costs_two_remote_requests_get_404_and_post() {
+async fn a_create_reads_the_new_provider_back_and_reports_one_still_creating_as_progressing() {
     let sim = simulator().await;
     let client = client(&sim, KEY);
     let desired = ProviderConfig::Coveo(CoveoConfig::desired("New", "New one", &spec()));
     assert!(client.observe(&key("New")).await.unwrap().is_none());
     let created = ProviderBackend::create(&client, &desired).await.unwrap();
-    // k = 2 (it was 3 while the create read the provider back): the POST's answer is the
-    // observed provider.
+    // k = 3: GET 404, POST, and the read back of the new provider (POST answers without
+    // status fields).
     let counts = sim.counters().snapshot();
-    assert_eq!(counts.total, 2, "{counts:?}");
-    assert_eq!(sim.request_count_for("GET", "get"), 1);
+    assert_eq!(counts.total, 3, "{counts:?}");
+    assert_eq!(sim.request_count_for("GET", "get"), 2);
     assert_eq!(sim.request_count_for("POST", "create"), 1);
     assert!(
         desired.diff(&created.config).is_empty(),
         "{:?}",
         desired.diff(&created.config)
     );
-    // POST answers without status fields: they come with the next read, and until then the
-    // provider is being created (so the controller reads it again soon).
-    assert_eq!(created.state.current_status, None);
-    assert!(
-        matches!(
-            created.health,
-            secprov::backend::RemoteHealth::Progressing {
-                reason: "RemoteCreating",
-                ..
-            }
-        ),
-        "{:?}",
-        created.health
+    // The simulator reports CREATING for 100 ms: the create ends with the provider still
+    // being created, so the controller reads it again after a progress interval.
+    assert_eq!(
+        created.state.current_status.as_ref().map(|s| s.status_type.as_str()),
+        Some("CREATING")
     );
-    assert!(created.is_settling());
+    assert!(created.is_settling(), "{:?}", created.health);
+    tokio::time::sleep(Duration::from_millis(150)).await;
     let read = client.observe(&key("New")).await.unwrap().unwrap();
-    assert!(read.state.current_status.is_some());
+    assert!(!read.is_settling(), "{:?}", read.health);
+}
+
+#[tokio::test]
+async fn a_create_whose_provider_settled_at_once_reports_its_state_and_statistics() {
+    let sim = CoveoSimulator::start(
+        "127.0.0.1:0".parse().unwrap(),
+        CoveoSimConfig {
+            refresh_duration: Duration::ZERO,
+            ..CoveoSimConfig::new("org", KEY)
+        },
+    )
+    .await
+    .unwrap();
+    let client = client(&sim, KEY);
+    let desired = ProviderConfig::Coveo(CoveoConfig::desired("Fast", "Fast one", &spec()));
+    let created = ProviderBackend::create(&client, &desired).await.unwrap();
+    // No second status write a progress interval later: the create's own outcome is settled
+    // and carries what the status shows.
+    assert!(!created.is_settling(), "{:?}", created.health);
+    assert!(created.state.current_status.is_some());
+    assert!(created.state.statistics.is_some(), "{:?}", created.state);
+    assert!(desired.diff(&created.config).is_empty());
 }
 
 #[tokio::test]

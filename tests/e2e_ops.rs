@@ -302,7 +302,7 @@ fn metrics_health_json_logs_and_graceful_sigterm() {
         "secprov_reconcile_duration_seconds_bucket{le=",
         "# TYPE secprov_remote_requests counter",
         "secprov_remote_requests_total{backend=\"coveo\",operation=\"create\",status=\"20",
-        // The create's first read finds nothing; the POST's answer is the provider (k = 2).
+        // The create's first read finds nothing (404); then the POST, and the read back (k = 3).
         "secprov_remote_requests_total{backend=\"coveo\",operation=\"get\",status=\"404\"}",
         "secprov_remote_requests_total{backend=\"coveo\",operation=\"verify\",status=\"200\"}",
         "secprov_remote_request_duration_seconds_count",

@@ -437,11 +437,17 @@ impl ProviderBackend for CoveoClient {
     async fn create(&self, desired: &ProviderConfig) -> Result<ObservedProvider, RemoteError> {
         let desired = config_for::<Coveo>(desired, "create")?;
         check_secrets_resolved(desired, "create")?;
-        // POST answers the model without status fields: the provider's state is not known
-        // yet, so it is reported as being created (Ready=False, Reconciling=True), and the
-        // controller reads it once more after one progress interval instead of the resync.
+        // POST answers the model without status fields, so the provider is read back at once
+        // (one round trip in the create's slot): one that settled meanwhile is reported with
+        // its state and statistics in this reconcile's status write, instead of a second one a
+        // progress interval later (BENCHMARKS.md, "Issue 26"). One still CREATING, or a read
+        // that failed (the create itself succeeded), is reported as being created
+        // (Ready=False, Reconciling=True) and read again after one progress interval.
         let created = CoveoClient::create(self, &desired.to_request()).await?;
-        let mut observed = observed_from_wire(created);
+        let mut observed = match self.get(&created.id).await {
+            Ok(Some(read)) if read.current_status.is_some() => observed_from_wire(read),
+            _ => observed_from_wire(created),
+        };
         if observed.state.current_status.is_none() {
             observed.health = crate::backend::RemoteHealth::Progressing {
                 reason: REASON_REMOTE_CREATING,
