@@ -598,3 +598,49 @@ fn existing_remote_provider_needs_explicit_adoption() {
     );
     assert_eq!(env.sim.request_count("PUT"), 1);
 }
+
+#[test]
+fn a_mass_create_sums_up_its_created_events_on_the_connection() {
+    let env = support::Env::coveo("coveo-events", coveo_config(API_KEY, REFRESH))
+        .with_operator(&["--concurrency", "8"]);
+    let names: Vec<String> = (0..14).map(|i| format!("bulk{i}")).collect();
+    let manifests: String = names
+        .iter()
+        .map(|n| provider_manifest(n, n, ""))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    env.ns.apply(&manifests).unwrap();
+    for n in &names {
+        env.wait_ready(n);
+    }
+    assert_eq!(env.sim.operation_count("create") as usize, names.len());
+    // The first ten creates of the connection's window have an Event each; the rest are
+    // summed up in one Event on the ProviderConnection when the window (10 s) ends.
+    let (own, summarized) = eventually(
+        Duration::from_secs(30),
+        "every create reported in an Event",
+        || {
+            let own = names
+                .iter()
+                .filter(|n| env.ns.events_for(n).iter().any(|(r, _)| r == "Created"))
+                .count();
+            let summaries = env.ns.events_for("coveo");
+            let summarized: usize = summaries
+                .iter()
+                .filter(|(r, _)| r == "Created")
+                .filter_map(|(_, m)| m.strip_prefix("created ")?.split(' ').next()?.parse().ok())
+                .sum();
+            (own + summarized == names.len()).then_some((own, summarized))
+        },
+    );
+    assert!(own >= 10 && summarized >= 1, "own {own}, summarized {summarized}");
+    // `kubectl describe` of the connection shows the summary (the Event names its uid).
+    let described = env
+        .ns
+        .kubectl(&["describe", "providerconnection", "coveo"])
+        .unwrap();
+    assert!(
+        described.contains("more remote providers in 10 s"),
+        "{described}"
+    );
+}

@@ -11,10 +11,12 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, PartialObjectMeta, PostParams, Preconditions};
-use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{info, warn};
+
+mod cache;
+use cache::{ClaimCache, ClaimRecord, claim_cache};
 
 use crate::api::SecurityProvider;
 use crate::api::remote_system::{canonical_endpoint, canonical_scope};
@@ -55,7 +57,7 @@ pub enum Holder {
 pub struct Claims {
     api: Api<Lease>,
     namespace: String,
-    store: Store<ClaimMeta>,
+    cache: ClaimCache,
     client: Client,
 }
 
@@ -79,23 +81,24 @@ impl Claims {
         namespace: &str,
     ) -> (Claims, impl std::future::Future<Output = ()> + Send + use<>) {
         let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
-        let (store, writer) = reflector::store::<ClaimMeta>();
+        let (cache, writer) = claim_cache();
         let config = watcher::Config::default().labels(&format!("{CLAIM_LABEL}=true"));
-        // An Api of PartialObjectMeta watches metadata only: the cache holds no Lease specs.
+        // An Api of PartialObjectMeta watches metadata only; the cache keeps a small record
+        // of each claim (cache.rs).
         let metadata: Api<ClaimMeta> = Api::namespaced(client.clone(), namespace);
         let pump = watcher::watcher(metadata, config)
             .default_backoff()
-            .reflect(writer)
-            .for_each(|event| {
-                if let Err(error) = event {
-                    warn!(%error, "watching claims failed; retrying");
+            .for_each(move |event| {
+                match event {
+                    Ok(event) => writer.apply(&event),
+                    Err(error) => warn!(%error, "watching claims failed; retrying"),
                 }
                 futures::future::ready(())
             });
         let claims = Claims {
             api,
             namespace: namespace.to_owned(),
-            store,
+            cache,
             client,
         };
         (claims, pump)
@@ -111,7 +114,7 @@ impl Claims {
         provider: &str,
     ) -> Result<Holder, Error> {
         let name = claim_name(system, provider);
-        let mut found = self.cached(&name).map(|c| (*c).clone());
+        let mut found = self.cache.get(&name).map(|c| (*c).clone());
         for _ in 0..3 {
             if let Some(existing) = found.take() {
                 match self.judge(sp, &existing).await? {
@@ -129,12 +132,11 @@ impl Claims {
             match self.api.create(&PostParams::default(), &body).await {
                 Ok(created) => {
                     info!(claim = %name, system = %system.system_key(), provider, "claimed remote provider");
-                    let created = metadata_of(created);
-                    return Ok(Holder::Us(claim_age(&created)));
+                    return Ok(Holder::Us(claim_age(&record_of(created))));
                 }
                 // Taken meanwhile (or the cache lags): judge what the API server has.
                 Err(kube::Error::Api(status)) if status.code == 409 => {
-                    found = self.api.get_opt(&name).await?.map(metadata_of);
+                    found = self.api.get_opt(&name).await?.map(record_of);
                 }
                 Err(error) => return Err(error.into()),
             }
@@ -146,16 +148,12 @@ impl Claims {
     }
 
     /// Whether `claim` is held by `sp`, by another live object, or by nobody alive.
-    async fn judge(&self, sp: &SecurityProvider, claim: &ClaimMeta) -> Result<Judged, Error> {
-        let annotations = claim.annotations();
-        let holder_uid = annotations.get(HOLDER_UID_ANNOTATION).map(String::as_str);
-        if holder_uid.is_some() && holder_uid == sp.uid().as_deref() {
+    async fn judge(&self, sp: &SecurityProvider, claim: &ClaimRecord) -> Result<Judged, Error> {
+        let holder_uid = claim.holder_uid.as_deref();
+        if claim.held_by(sp.uid().as_deref()) {
             return Ok(Judged::Held(Holder::Us(claim_age(claim))));
         }
-        let holder = annotations
-            .get(HOLDER_ANNOTATION)
-            .cloned()
-            .unwrap_or_default();
+        let holder = claim.holder.clone().unwrap_or_default();
         let Some((namespace, name)) = holder.split_once('/') else {
             return Ok(Judged::Stale);
         };
@@ -172,9 +170,9 @@ impl Claims {
     }
 
     /// Deletes a stale claim, only if it is still the one judged (its uid as a precondition).
-    async fn remove_stale(&self, name: &str, stale: &ClaimMeta) -> Result<(), Error> {
-        info!(claim = %name, holder = ?stale.annotations().get(HOLDER_ANNOTATION), "removing a claim whose holder is gone");
-        self.delete_if_unchanged(name, stale.uid()).await
+    async fn remove_stale(&self, name: &str, stale: &ClaimRecord) -> Result<(), Error> {
+        info!(claim = %name, holder = ?stale.holder, "removing a claim whose holder is gone");
+        self.delete_if_unchanged(name, stale.uid.clone()).await
     }
 
     async fn delete_if_unchanged(&self, name: &str, uid: Option<String>) -> Result<(), Error> {
@@ -223,7 +221,7 @@ impl Claims {
         let name = claim_name(system, provider);
         let claim = self.cached_or_read(&name).await?;
         Ok(claim
-            .filter(|c| c.annotations().get(HOLDER_UID_ANNOTATION) == sp.uid().as_ref())
+            .filter(|c| c.held_by(sp.uid().as_deref()))
             .map(|c| claim_age(&c)))
     }
 
@@ -233,11 +231,9 @@ impl Claims {
         let Some(uid) = sp.uid() else {
             return Ok(());
         };
-        for claim in self.store.state() {
-            if claim.annotations().get(HOLDER_UID_ANNOTATION) == Some(&uid) {
-                self.delete_if_unchanged(&claim.name_any(), claim.uid())
-                    .await?;
-            }
+        for claim in self.cache.held_by(&uid) {
+            self.delete_if_unchanged(&claim.name, claim.uid.clone())
+                .await?;
         }
         Ok(())
     }
@@ -264,47 +260,32 @@ impl Claims {
         let own_name = claim_name(system, provider);
         let scope = canonical_scope(&system.scope);
         let mut candidates: Vec<_> = self
-            .store
-            .state()
+            .cache
+            .on_provider(&scope, provider)
             .into_iter()
-            .filter(|claim| {
-                let a = claim.annotations();
-                claim.name_any() != own_name
-                    && a.get(PROVIDER_ANNOTATION).map(String::as_str) == Some(provider)
-                    && a.get(SCOPE_ANNOTATION).map(String::as_str) == Some(scope.as_str())
-                    && a.get(HOLDER_UID_ANNOTATION) != uid.as_ref()
-            })
+            .filter(|claim| claim.name != own_name && !claim.held_by(uid.as_deref()))
             .collect();
         // The claimant whose evidence the provider carries first, then the oldest.
         candidates.sort_by_key(|claim| {
-            let named = claim
-                .annotations()
-                .get(HOLDER_UID_ANNOTATION)
-                .map(String::as_str)
-                == token_uid;
+            let named = claim.holder_uid.as_deref() == token_uid;
             (!named, claim_age(claim))
         });
         for claim in candidates {
-            let a = claim.annotations();
-            let named_by_evidence = token_uid.is_some()
-                && a.get(HOLDER_UID_ANNOTATION).map(String::as_str) == token_uid;
+            let named_by_evidence = token_uid.is_some() && claim.holder_uid.as_deref() == token_uid;
             let older = own_age.is_none_or(|own| claim_age(&claim) < *own);
-            let theirs = a
-                .get(ENDPOINT_ANNOTATION)
-                .map(String::as_str)
-                .unwrap_or_default();
+            let theirs = claim.endpoint.as_deref().unwrap_or_default();
             let same_provider = named_by_evidence
                 || (older && same_endpoint_by_address(&system.endpoint, theirs).await);
             if !same_provider {
                 continue;
             }
             let judged = self.judge(sp, &claim).await?;
-            tracing::debug!(claim = %claim.name_any(), named_by_evidence, older, stale = matches!(judged, Judged::Stale), "a claim on the same provider under another spelling of the endpoint");
+            tracing::debug!(claim = %claim.name, named_by_evidence, older, stale = matches!(judged, Judged::Stale), "a claim on the same provider under another spelling of the endpoint");
             match judged {
                 Judged::Held(Holder::Other(holder)) => return Ok(Some(holder)),
                 Judged::Held(Holder::Us(_)) => {}
                 // Its holder is gone: remove it so it is not judged again at every reconcile.
-                Judged::Stale => self.remove_stale(&claim.name_any(), &claim).await?,
+                Judged::Stale => self.remove_stale(&claim.name, &claim).await?,
             }
         }
         Ok(None)
@@ -318,9 +299,9 @@ impl Claims {
         provider: &str,
     ) -> Result<(), Error> {
         let name = claim_name(system, provider);
-        match self.cached(&name) {
-            Some(claim) if claim.annotations().get(HOLDER_UID_ANNOTATION) == sp.uid().as_ref() => {
-                self.delete_if_unchanged(&name, claim.uid()).await
+        match self.cache.get(&name) {
+            Some(claim) if claim.held_by(sp.uid().as_deref()) => {
+                self.delete_if_unchanged(&name, claim.uid.clone()).await
             }
             // Not cached yet (taken a moment ago): read it to delete only our own.
             _ => match self.api.get_opt(&name).await? {
@@ -346,11 +327,9 @@ impl Claims {
         let Some(uid) = sp.uid() else {
             return Ok(());
         };
-        for claim in self.store.state() {
-            if claim.name_any() != keep
-                && claim.annotations().get(HOLDER_UID_ANNOTATION) == Some(&uid)
-            {
-                self.delete_if_unchanged(&claim.name_any(), claim.uid())
+        for claim in self.cache.held_by(&uid) {
+            if claim.name != keep {
+                self.delete_if_unchanged(&claim.name, claim.uid.clone())
                     .await?;
             }
         }
@@ -359,7 +338,7 @@ impl Claims {
 
     /// Resolves once the claims are listed: until then the cache cannot show another owner.
     pub async fn ready(&self) {
-        let _ = self.store.wait_until_ready().await;
+        self.cache.listed().await;
     }
 
     /// The namespace claims live in.
@@ -369,16 +348,11 @@ impl Claims {
 
     /// The claim `name` from the cache, else as the API server has it (a claim taken a moment
     /// ago may not be cached yet).
-    async fn cached_or_read(&self, name: &str) -> Result<Option<ClaimMeta>, Error> {
-        match self.cached(name) {
+    async fn cached_or_read(&self, name: &str) -> Result<Option<ClaimRecord>, Error> {
+        match self.cache.get(name) {
             Some(cached) => Ok(Some((*cached).clone())),
-            None => Ok(self.api.get_opt(name).await?.map(metadata_of)),
+            None => Ok(self.api.get_opt(name).await?.map(record_of)),
         }
-    }
-
-    fn cached(&self, name: &str) -> Option<std::sync::Arc<ClaimMeta>> {
-        self.store
-            .get(&ObjectRef::new(name).within(&self.namespace))
     }
 }
 
@@ -421,12 +395,9 @@ async fn same_endpoint_by_address(ours: &str, theirs: &str) -> bool {
     ours.iter().any(|ip| theirs.contains(ip))
 }
 
-/// A Lease as the metadata-only cache holds it.
-fn metadata_of(lease: Lease) -> ClaimMeta {
-    ClaimMeta {
-        metadata: lease.metadata,
-        ..ClaimMeta::default()
-    }
+/// The record of a Lease read or created directly (not through the cache).
+fn record_of(lease: Lease) -> ClaimRecord {
+    ClaimRecord::of(&lease.metadata)
 }
 
 /// What a claim found says.
@@ -439,13 +410,8 @@ enum Judged {
 /// think their claim is the older one).
 pub type ClaimAge = (Option<k8s_openapi::jiff::Timestamp>, String);
 
-fn claim_age(claim: &ClaimMeta) -> ClaimAge {
-    let claimed_at = claim
-        .annotations()
-        .get(CLAIMED_AT_ANNOTATION)
-        .and_then(|at| at.parse::<k8s_openapi::jiff::Timestamp>().ok())
-        .or_else(|| claim.creation_timestamp().map(|t| t.0));
-    (claimed_at, claim.name_any())
+fn claim_age(claim: &ClaimRecord) -> ClaimAge {
+    (claim.claimed_at, claim.name.clone())
 }
 
 /// The Lease that claims `provider` in `system` for `sp`, taken at `now`. The time is kept to
@@ -563,7 +529,7 @@ mod tests {
             let mut lease = claim(&sp, &system("http://h", "o"), "idp", name, at(ms));
             lease.metadata.creation_timestamp =
                 Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(second));
-            metadata_of(lease)
+            record_of(lease)
         };
         let earlier = taken("secprov-claim-c2", 368);
         let later = taken("secprov-claim-0a", 620);

@@ -118,6 +118,8 @@ pub struct Context {
     /// reconcile's unit tests, whose mocked API has no Leases: they find other managers with
     /// the LIST `secprov-operator plan` uses.
     pub claims: Option<super::claims::Claims>,
+    /// The `Created` Event budget of each connection (see [`super::event_budget`]).
+    pub(super) created_events: Arc<super::event_budget::CreatedEvents>,
 }
 
 /// Permanent cleanup failures (credentials refused, connection or Secret gone) before a
@@ -152,6 +154,7 @@ impl Context {
                 },
             ),
             records: ObjectRecords::default(),
+            created_events: Arc::default(),
             settings,
         }
     }

@@ -3,12 +3,54 @@
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder};
+use std::time::Instant;
+
 use tracing::warn;
 
 use super::context::Context;
 use super::execute::Report;
 use super::status;
-use crate::api::{SecurityProvider, SecurityProviderStatus};
+use super::event_budget::Admission;
+use crate::api::{ProviderConnection, SecurityProvider, SecurityProviderStatus};
+
+/// The `Created` Event of a create, within its connection's budget
+/// ([`super::event_budget`]): on the provider, or counted in the summary that the first
+/// create held in a window publishes on the connection when the window ends.
+async fn publish_created(
+    ctx: &Context,
+    sp: &SecurityProvider,
+    connection: Option<&ProviderConnection>,
+    new_status: &SecurityProviderStatus,
+) {
+    let id = new_status.remote_id.clone().unwrap_or_default();
+    let note = format!("created remote provider {id:?}");
+    let Some(connection) = connection else {
+        return publish(ctx, sp, EventType::Normal, "Created", "Create", note).await;
+    };
+    let key = format!(
+        "{}/{}",
+        connection.metadata.namespace.as_deref().unwrap_or_default(),
+        connection.metadata.name.as_deref().unwrap_or_default()
+    );
+    let budget = &ctx.created_events;
+    match budget.admit(&key, &sp.metadata.name.clone().unwrap_or_default(), Instant::now()) {
+        Admission::Publish => publish(ctx, sp, EventType::Normal, "Created", "Create", note).await,
+        Admission::Held { summary_due: None } => {}
+        Admission::Held {
+            summary_due: Some(due),
+        } => {
+            let (client, budget) = (ctx.client.clone(), budget.clone());
+            let reference = connection.object_ref(&());
+            tokio::spawn(async move {
+                tokio::time::sleep_until(due.into()).await;
+                if let Some(summary) = budget.take_summary(&key) {
+                    let event = event(EventType::Normal, "Created", "Create", &summary.note());
+                    send(client, event, reference, "Created").await;
+                }
+            });
+        }
+    }
+}
 
 /// The Events for what one reconcile did.
 pub async fn publish_events(
@@ -16,11 +58,10 @@ pub async fn publish_events(
     sp: &SecurityProvider,
     report: &Report,
     new_status: &SecurityProviderStatus,
+    connection: Option<&ProviderConnection>,
 ) {
     if report.created {
-        let id = new_status.remote_id.clone().unwrap_or_default();
-        let note = format!("created remote provider {id:?}");
-        publish(ctx, sp, EventType::Normal, "Created", "Create", note).await;
+        publish_created(ctx, sp, connection, new_status).await;
     }
     if let Some(fields) = &report.updated {
         let (reason, note) = update_event(sp, fields);
@@ -115,23 +156,32 @@ pub async fn publish(
     note: String,
 ) {
     let reference: ObjectReference = sp.object_ref(&());
-    let event = Event {
+    let event = event(type_, reason, action, &note);
+    tokio::spawn({
+        let (client, reason) = (ctx.client.clone(), reason.to_owned());
+        async move { send(client, event, reference, &reason).await }
+    });
+}
+
+fn event(type_: EventType, reason: &str, action: &str, note: &str) -> Event {
+    Event {
         type_,
         reason: reason.into(),
-        note: Some(status::clip(&note, status::EVENT_NOTE_MAX_BYTES)),
+        note: Some(status::clip(note, status::EVENT_NOTE_MAX_BYTES)),
         action: action.into(),
         secondary: None,
-    };
+    }
+}
+
+/// Writes one Event about `reference`.
+async fn send(client: kube::Client, event: Event, reference: ObjectReference, reason: &str) {
     // In the background: an Event is informational, and waiting for its write would hold a
     // reconcile slot for one more API-server round trip. A recorder of its own: kube's
     // Recorder keeps every Event it published for 6 minutes (to aggregate repeats, which ours
     // never are: one per change) and scans that cache on every publish, so with thousands of
     // providers a shared one costs megabytes at rest and quadratic time while converging.
-    let recorder = Recorder::new(ctx.client.clone(), super::reporter());
-    let reason = reason.to_owned();
-    tokio::spawn(async move {
-        if let Err(e) = recorder.publish(&event, &reference).await {
-            warn!(error = %e, reason, "cannot publish event");
-        }
-    });
+    let recorder = Recorder::new(client, super::reporter());
+    if let Err(e) = recorder.publish(&event, &reference).await {
+        warn!(error = %e, reason, "cannot publish event");
+    }
 }

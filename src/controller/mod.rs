@@ -22,6 +22,7 @@ pub mod claims;
 use claims::Claims;
 pub mod connection;
 pub mod context;
+pub mod event_budget;
 pub mod events;
 pub mod execute;
 pub mod fingerprints;

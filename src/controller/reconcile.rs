@@ -170,7 +170,7 @@ async fn apply(
         is_true(status::READY),
         is_true(status::STALLED),
     );
-    publish_events(ctx, &sp, &report, &new_status).await;
+    publish_events(ctx, &sp, &report, &new_status, visit.connection.as_deref()).await;
     let ending = match report.failure {
         Some(class) => Ending::Failed {
             class,
