@@ -146,7 +146,11 @@ async fn a_create_reads_the_new_provider_back_and_reports_one_still_creating_as_
     // The simulator reports CREATING for 100 ms: the create ends with the provider still
     // being created, so the controller reads it again after a progress interval.
     assert_eq!(
-        created.state.current_status.as_ref().map(|s| s.status_type.as_str()),
+        created
+            .state
+            .current_status
+            .as_ref()
+            .map(|s| s.status_type.as_str()),
         Some("CREATING")
     );
     assert!(created.is_settling(), "{:?}", created.health);

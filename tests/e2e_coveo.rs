@@ -628,12 +628,21 @@ fn a_mass_create_sums_up_its_created_events_on_the_connection() {
             let summarized: usize = summaries
                 .iter()
                 .filter(|(r, _)| r == "Created")
-                .filter_map(|(_, m)| m.strip_prefix("created ")?.split(' ').next()?.parse().ok())
+                .filter_map(|(_, m)| {
+                    m.strip_prefix("created ")?
+                        .split(' ')
+                        .next()?
+                        .parse::<usize>()
+                        .ok()
+                })
                 .sum();
             (own + summarized == names.len()).then_some((own, summarized))
         },
     );
-    assert!(own >= 10 && summarized >= 1, "own {own}, summarized {summarized}");
+    assert!(
+        own >= 10 && summarized >= 1,
+        "own {own}, summarized {summarized}"
+    );
     // `kubectl describe` of the connection shows the summary (the Event names its uid).
     let described = env
         .ns

@@ -8,9 +8,9 @@ use std::time::Instant;
 use tracing::warn;
 
 use super::context::Context;
+use super::event_budget::Admission;
 use super::execute::Report;
 use super::status;
-use super::event_budget::Admission;
 use crate::api::{ProviderConnection, SecurityProvider, SecurityProviderStatus};
 
 /// The `Created` Event of a create, within its connection's budget
@@ -33,7 +33,11 @@ async fn publish_created(
         connection.metadata.name.as_deref().unwrap_or_default()
     );
     let budget = &ctx.created_events;
-    match budget.admit(&key, &sp.metadata.name.clone().unwrap_or_default(), Instant::now()) {
+    match budget.admit(
+        &key,
+        &sp.metadata.name.clone().unwrap_or_default(),
+        Instant::now(),
+    ) {
         Admission::Publish => publish(ctx, sp, EventType::Normal, "Created", "Create", note).await,
         Admission::Held { summary_due: None } => {}
         Admission::Held {

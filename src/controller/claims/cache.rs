@@ -182,9 +182,9 @@ impl ClaimCacheWriter {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         match event {
             watcher::Event::Apply(claim) => state.current.insert(ClaimRecord::of(&claim.metadata)),
-            watcher::Event::Delete(claim) => {
-                state.current.remove(claim.metadata.name.as_deref().unwrap_or_default())
-            }
+            watcher::Event::Delete(claim) => state
+                .current
+                .remove(claim.metadata.name.as_deref().unwrap_or_default()),
             watcher::Event::Init => state.building = Some(Index::default()),
             watcher::Event::InitApply(claim) => state
                 .building
@@ -235,8 +235,9 @@ impl ClaimCache {
             .collect()
     }
 
-    /// How many claims are cached.
-    pub fn len(&self) -> usize {
+    /// How many claims are cached (unit tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.read().current.by_name.len()
     }
 
@@ -263,7 +264,10 @@ mod tests {
                 (SCOPE_ANNOTATION.into(), scope.into()),
                 (PROVIDER_ANNOTATION.into(), provider.into()),
                 (ENDPOINT_ANNOTATION.into(), "http://h".into()),
-                (CLAIMED_AT_ANNOTATION.into(), "2026-12-06T16:45:37.5Z".into()),
+                (
+                    CLAIMED_AT_ANNOTATION.into(),
+                    "2026-12-06T16:45:37.5Z".into(),
+                ),
                 ("other.example/kept-out".into(), "x".into()),
             ])),
             ..ObjectMeta::default()
@@ -315,7 +319,11 @@ mod tests {
         // The watch was down while "gone" was deleted: the relist does not show it.
         writer.apply(&watcher::Event::Init);
         writer.apply(&watcher::Event::InitApply(meta("kept", "u2", "org", "idp")));
-        assert_eq!(names(cache.on_provider("org", "idp")), ["gone"], "old view until done");
+        assert_eq!(
+            names(cache.on_provider("org", "idp")),
+            ["gone"],
+            "old view until done"
+        );
         writer.apply(&watcher::Event::InitDone);
         assert_eq!(names(cache.on_provider("org", "idp")), ["kept"]);
         assert!(cache.held_by("u1").is_empty());
