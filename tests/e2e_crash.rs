@@ -347,6 +347,17 @@ fn write_figures(name: &str, text: &str) {
     let _ = std::fs::write(path, text);
 }
 
+/// Whether `object` still has a create pending: a create-pending marker that status does not
+/// record as spent (`status.createAttempt` with `status.remoteId`: the attempt whose create
+/// made the recorded provider). A marker that is neither removed nor spent fails the tests.
+fn create_pending(object: &Value) -> bool {
+    let Some(marker) = object["metadata"]["annotations"].get("secprov.dev/create-pending") else {
+        return false;
+    };
+    let status = &object["status"];
+    status["remoteId"].is_null() || status["createAttempt"] != *marker
+}
+
 fn ready_reasons(ns: &TestNamespace) -> (usize, BTreeMap<String, usize>, Vec<Value>) {
     let list = ns
         .kubectl(&["get", "securityproviders", "-o", "json"])
@@ -394,9 +405,10 @@ fn not_ready_report(ns: &TestNamespace, sim: &Sim, items: &[Value], log: &str) -
             .filter(|l| l.contains(&object) && !l.contains(" DEBUG "))
             .collect();
         report.push_str(&format!(
-            "--- {name}: uid {}, create-pending {}, status.remoteId {}\n  conditions: {}\n  events: {:?}\n  remote under this name: {}\n  last operator log lines of it:\n    {}\n",
+            "--- {name}: uid {}, create-pending {} (createAttempt {}), status.remoteId {}\n  conditions: {}\n  events: {:?}\n  remote under this name: {}\n  last operator log lines of it:\n    {}\n",
             item["metadata"]["uid"],
             item["metadata"]["annotations"]["secprov.dev/create-pending"],
+            item["status"]["createAttempt"],
             item["status"]["remoteId"],
             item["status"]["conditions"],
             ns.events_for(name),
@@ -521,21 +533,16 @@ fn crash_rollout(backend: &str) {
         .iter()
         .filter(|e| e["reason"] == "AlreadyExists")
         .count();
-    // The markers go once status.remoteId is stored (the wait fails the test otherwise).
+    // No create is left pending once status.remoteId is stored (the wait fails the test
+    // otherwise): every marker is gone, or spent (status.createAttempt records it as the
+    // attempt that made remoteId).
     let markers_waited = Instant::now();
     eventually(
         Duration::from_secs(20),
-        "create-pending markers cleared",
+        "no pending create left (every create-pending marker removed or spent)",
         || {
             let (_, _, items) = ready_reasons(&ns);
-            let left = items
-                .iter()
-                .filter(|i| {
-                    i["metadata"]["annotations"]
-                        .get("secprov.dev/create-pending")
-                        .is_some()
-                })
-                .count();
+            let left = items.iter().filter(|i| create_pending(i)).count();
             (left == 0).then_some(())
         },
     );
@@ -595,7 +602,7 @@ fn crash_rollout(backend: &str) {
     line(format!("unexpected remote providers: {}", extra.len()));
     line(format!("AlreadyExists events: {already_exists_events}"));
     line(format!(
-        "create-pending markers all cleared {markers_cleared_after:?} after convergence"
+        "no pending create left (markers removed or spent) {markers_cleared_after:?} after convergence"
     ));
     // Status is written with server-side apply + force and markers cleared with merge patches,
     // none conditional on a resourceVersion; the create's conditional finalizer + marker write
@@ -728,15 +735,18 @@ fn ambiguous_creates_are_adopted_never_repeated() {
             >= 1
     );
     for name in ["crashed", "lost"] {
-        let obj = eventually(Duration::from_secs(20), "marker cleared", || {
+        let obj = eventually(Duration::from_secs(20), "no create pending", || {
             let obj = ns.get_json(&format!("securityprovider/{name}"))?;
-            obj["metadata"]["annotations"]
-                .get("secprov.dev/create-pending")
-                .is_none()
-                .then_some(obj)
+            (!create_pending(&obj)).then_some(obj)
         });
         assert_eq!(obj["status"]["remoteId"].as_str(), Some(name));
     }
+    // The crashed attempt's provider, adopted by its evidence, is recorded as that attempt's.
+    let crashed = ns.get_json("securityprovider/crashed").unwrap();
+    assert_eq!(
+        crashed["status"]["createAttempt"].as_str(),
+        Some(token.as_str())
+    );
 }
 
 /// A create that times out but is applied later by the remote system, just before the

@@ -575,6 +575,14 @@ pub struct SecurityProviderStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ownership: Option<Ownership>,
 
+    /// The value of the `secprov.dev/create-pending` annotation (the create attempt) whose
+    /// create made `remoteId`. A marker equal to it is spent: that create is recorded, nothing
+    /// of it is pending, and the marker may stay on the object. Absent when `remoteId` was
+    /// adopted or recorded otherwise.
+    // Boxed: a thin pointer keeps the cached object within a 1 KiB allocation (`size_tests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_attempt: Option<Box<CreateAttempt>>,
+
     /// A provider this object managed in another remote system and left there, not deleted,
     /// when its connection was pointed at a new system and the change was confirmed with the
     /// `secprov.dev/remote-system-change` annotation. Nothing manages it any more.
@@ -611,6 +619,21 @@ pub struct SecurityProviderStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_refresh_at: Option<String>,
 }
+
+impl SecurityProviderStatus {
+    /// The create attempt recorded as the one that made `remoteId` (`createAttempt`).
+    pub fn recorded_attempt(&self) -> Option<&str> {
+        self.create_attempt
+            .as_deref()
+            .map(|attempt| attempt.0.as_str())
+    }
+}
+
+/// The token of one create attempt (`<object uid>/<attempt>`): the value of the
+/// `secprov.dev/create-pending` marker that attempt wrote.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(transparent)]
+pub struct CreateAttempt(pub String);
 
 /// A remote provider left in the remote system an object managed it in before its connection
 /// was pointed elsewhere.

@@ -127,7 +127,8 @@ async fn reconcile(
     );
     let api: Api<ProviderConnection> = Api::namespaced(ctx.client.clone(), &namespace);
     let old = connection.status.as_ref();
-    if write_status(&api, &connection.name_any(), old, &new_status, &ctx.metrics).await? {
+    let name = connection.name_any();
+    if (write_status(&api, &name, old, &new_status, &ctx.metrics).await?).is_some() {
         match &result {
             Ok(()) => info!("connection ready"),
             Err(e) => warn!(reason = e.reason(), error = %e, "connection not ready"),

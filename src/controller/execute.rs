@@ -3,7 +3,6 @@
 //! [`Report`] of what was done and learnt, for the status and the Events. Writes are made only
 //! from a fresh read ([`Remote::Fresh`]); a plan over a snapshot is refused.
 
-use kube::ResourceExt;
 use tracing::info;
 
 use super::handle::{ConnectionHandle, Remote};
@@ -13,8 +12,8 @@ use super::ownership::{self, CreateMarker};
 use super::plan::{Plan, REASON_ALREADY_EXISTS, REASON_OBSERVE_ONLY, REASON_PAUSED};
 use super::requeue::ErrorClass;
 use super::status::{self, Outcome, OutcomeResult};
+use crate::api::SecurityProvider;
 use crate::api::security_provider::LeftBehind;
-use crate::api::{CREATE_PENDING_ANNOTATION, SecurityProvider};
 use crate::backend::ObservedProvider;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 
@@ -23,8 +22,9 @@ use crate::error::{Error, RemoteError, RemoteErrorKind};
 pub struct Report {
     /// What the status is computed from.
     pub outcome: Outcome,
-    /// This reconcile set the create-pending marker (the cached object doesn't show it yet).
-    pub marked_pending: bool,
+    /// The token of the create-pending marker this reconcile set (the cached object may not
+    /// show it yet).
+    pub marked_pending: Option<String>,
     /// No send of the create attempt can have created anything (this one was refused, and
     /// it was the attempt's first; see [`CreateMarker::settled_by`]): the marker must go.
     pub create_refused: bool,
@@ -44,7 +44,7 @@ impl Report {
     fn new(outcome: Outcome) -> Report {
         Report {
             outcome,
-            marked_pending: false,
+            marked_pending: None,
             create_refused: false,
             created: false,
             updated: None,
@@ -61,6 +61,7 @@ impl Report {
                 backend: sp.spec.backend(),
                 remote_id: recorded_remote_id(sp),
                 ownership: None,
+                create_attempt: None,
                 left_behind: None,
                 observed: None,
                 result: failure(error),
@@ -132,17 +133,24 @@ impl<'a, 'c> Execution<'a, 'c> {
             _ => observation.remote.provider().cloned(),
         };
         // Observing never records ownership (a later switch to Manage must not take over
-        // what was only watched); status keeps what an earlier Manage recorded.
-        let (remote_id, ownership) = match &observed {
-            Some(found) if !sp.observe_only() => {
-                (Some(found.remote_id.clone()), observation.system.clone())
-            }
-            _ => (recorded_remote_id(sp), None),
+        // what was only watched); status keeps what an earlier Manage recorded. A provider
+        // carrying the evidence of our pending attempt (its create answer was lost) is what
+        // that attempt made: status records the attempt, which spends the marker.
+        let (remote_id, ownership, create_attempt) = match &observed {
+            Some(found) if !sp.observe_only() => (
+                Some(found.remote_id.clone()),
+                observation.system.clone(),
+                CreateMarker::of(sp)
+                    .filter(|marker| marker.made(found))
+                    .map(|marker| marker.token()),
+            ),
+            _ => (recorded_remote_id(sp), None, None),
         };
         let report = Report::new(Outcome {
             backend: sp.spec.backend(),
             remote_id,
             ownership,
+            create_attempt,
             left_behind: observation
                 .retarget
                 .as_ref()
@@ -195,8 +203,7 @@ impl<'a, 'c> Execution<'a, 'c> {
             }
             Plan::Blocked { reason, message } => {
                 let found = self.observation.remote.provider();
-                let pending = self.sp.annotations().get(CREATE_PENDING_ANNOTATION);
-                let attempt = pending.map_or("none", String::as_str);
+                let attempt = ownership::pending_marker(self.sp).unwrap_or("none");
                 self.log_newly_blocked(reason, &message, found, attempt);
                 self.report.outcome.result = OutcomeResult::Blocked { reason, message };
                 return Ok(());
@@ -236,9 +243,9 @@ impl<'a, 'c> Execution<'a, 'c> {
     }
 
     /// Sets the marker (with the finalizer, in one write), then creates, leaving the marker's
-    /// token on the remote provider as evidence. The marker stays until the remote id is in
-    /// status (cleared by the caller after the status write) or the create provably created
-    /// nothing.
+    /// token on the remote provider as evidence. The marker stays: once the remote id is in
+    /// status with this attempt (`status.createAttempt`) it is spent; the caller removes it
+    /// after the status write when the create provably created nothing.
     async fn create(&mut self) -> Result<(), Error> {
         if self.observation.remote != Remote::Fresh(None) {
             return Err(Error::Internal(
@@ -246,7 +253,7 @@ impl<'a, 'c> Execution<'a, 'c> {
             ));
         }
         let marker = self.metadata.mark_create_pending(self.sp).await?;
-        self.report.marked_pending = true;
+        self.report.marked_pending = Some(marker.token());
         let desired = self
             .observation
             .desired
@@ -256,6 +263,7 @@ impl<'a, 'c> Execution<'a, 'c> {
                 info!(remote_id = %created.remote_id, "created remote provider");
                 self.report.outcome.remote_id = Some(created.remote_id.clone());
                 self.report.outcome.ownership = self.observation.system.clone();
+                self.report.outcome.create_attempt = Some(marker.token());
                 self.report.outcome.observed = Some(created);
                 self.report.outcome.secrets_hash = desired.secrets_hash().map(str::to_owned);
                 self.report.created = true;
@@ -308,6 +316,7 @@ impl<'a, 'c> Execution<'a, 'c> {
         info!(remote_id = %found.remote_id, "create answered 409 while create-pending: adopting our own earlier create");
         self.report.outcome.remote_id = Some(found.remote_id.clone());
         self.report.outcome.ownership = self.observation.system.clone();
+        self.report.outcome.create_attempt = Some(marker.token());
         self.report.outcome.observed = Some(found.clone());
         let fields = desired.diff(&found.config);
         if !fields.is_empty() {

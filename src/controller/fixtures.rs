@@ -161,6 +161,9 @@ pub fn mock_client(objects: Vec<(String, Value)>, timeline: Timeline, events: Ev
             }
             let response = match stale_precondition(&objects, &path, &body) {
                 true => conflict(),
+                false if parts.method == http::Method::PATCH && path.ends_with("/status") => {
+                    answer_status_write(&objects, &path, &body)
+                }
                 false => answer(&objects, &path),
             };
             timeline.push(Call::Kube {
@@ -225,6 +228,31 @@ fn answer(objects: &[(String, Value)], path: &str) -> Response<Body> {
                     "reason": "NotFound", "code": 404, "message": "not found"}),
         ),
     }
+}
+
+/// Path of the SecurityProvider CRD. When the mocked API server holds one, a status write
+/// keeps only the status fields its schema knows, as an API server prunes unknown fields.
+pub const SP_CRD_PATH: &str =
+    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/securityproviders.secprov.dev";
+
+/// The answer to a status write (a server-side apply of the whole status): the object with
+/// the written status, as the API server returns what it stored (pruned to the CRD's schema
+/// when it holds the CRD). The stored object itself stays as the test set it.
+fn answer_status_write(objects: &[(String, Value)], path: &str, body: &Value) -> Response<Body> {
+    let object_path = path.strip_suffix("/status").unwrap_or(path);
+    let Some((_, object)) = objects.iter().find(|(p, _)| p == object_path) else {
+        return answer(objects, path);
+    };
+    let mut written = object.clone();
+    written["status"] = body["status"].clone();
+    let crd = objects.iter().find(|(p, _)| p == SP_CRD_PATH);
+    let known = crd.map(|(_, crd)| {
+        &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    });
+    if let (Some(known), Some(status)) = (known, written["status"].as_object_mut()) {
+        status.retain(|field, _| known.get(field).is_some());
+    }
+    json_response(StatusCode::OK, &written)
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Body> {

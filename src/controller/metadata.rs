@@ -135,7 +135,8 @@ impl<'a> ObjectMetadata<'a> {
     }
 }
 
-/// Removes the create-pending marker (once status.remoteId is stored).
+/// Removes the create-pending marker (once its attempt is settled: see
+/// [`super::ownership::marker_settled`]).
 pub async fn clear_create_pending(
     api: &Api<SecurityProvider>,
     sp: &SecurityProvider,

@@ -10,9 +10,7 @@ use super::handle::{ConnectionHandle, Remote};
 use super::ownership;
 use super::plan::{Plan, PlanInput, plan};
 use crate::api::security_provider::Ownership;
-use crate::api::{
-    CREATE_PENDING_ANNOTATION, PAUSED_ANNOTATION, REMOTE_SYSTEM_CHANGE_ANNOTATION, SecurityProvider,
-};
+use crate::api::{PAUSED_ANNOTATION, REMOTE_SYSTEM_CHANGE_ANNOTATION, SecurityProvider};
 use crate::backend::{ObservedProvider, ProviderConfig, ProviderKey};
 use crate::error::Error;
 
@@ -61,9 +59,10 @@ pub fn is_paused(sp: &SecurityProvider) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
-/// Whether a create was started and its remote id not recorded yet.
+/// Whether a create was started and its remote id not recorded yet: a create-pending marker
+/// that is not spent (see [`ownership::pending_marker`]).
 pub fn create_pending(sp: &SecurityProvider) -> bool {
-    sp.annotations().contains_key(CREATE_PENDING_ANNOTATION)
+    ownership::pending_marker(sp).is_some()
 }
 
 /// The remote id recorded in status.

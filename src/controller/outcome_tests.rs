@@ -19,6 +19,7 @@ fn failing(mut sp: SecurityProvider, reason: &'static str) -> SecurityProvider {
         backend: Some(BackendKind::Coveo),
         remote_id: None,
         ownership: None,
+        create_attempt: None,
         left_behind: None,
         observed: None,
         result: OutcomeResult::Failed {

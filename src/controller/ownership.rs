@@ -9,8 +9,11 @@ use crate::backend::ObservedProvider;
 use crate::error::RemoteErrorKind;
 
 /// The create-pending marker: set before a create, kept (with the same attempt id) while a
-/// create may have landed without an answer, removed once the remote id is recorded or no
-/// send of the attempt can have created anything (see [`CreateMarker::settled_by`]).
+/// create may have landed without an answer. Once status records the remote id the attempt
+/// made, with the attempt in `status.createAttempt`, the marker is spent: it stays on the
+/// object (removing it would cost a write per create) but stands for no pending create. It is
+/// removed when no send of the attempt can have created anything (see
+/// [`CreateMarker::settled_by`]) or another remote id is recorded over it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CreateMarker {
     /// uid of the object that set the marker (a marker copied onto another object is void).
@@ -33,10 +36,12 @@ impl CreateMarker {
         }
     }
 
-    /// The marker on `sp`, if it is one this object set. A marker without an attempt id (set
-    /// by an earlier version) or with another object's uid identifies no attempt of ours.
+    /// The pending marker on `sp`, if it is one this object set. A marker without an attempt
+    /// id (set by an earlier version) or with another object's uid identifies no attempt of
+    /// ours; a spent one ([`pending_marker`]) identifies one that is over, never resumed: a
+    /// new create takes a new attempt id.
     pub fn of(sp: &SecurityProvider) -> Option<CreateMarker> {
-        let value = sp.annotations().get(CREATE_PENDING_ANNOTATION)?;
+        let value = pending_marker(sp)?;
         let (uid, attempt) = value.split_once('/')?;
         (Some(uid) == sp.uid().as_deref() && !attempt.is_empty()).then(|| CreateMarker {
             uid: uid.to_owned(),
@@ -64,6 +69,40 @@ impl CreateMarker {
     pub fn settled_by(&self, kind: RemoteErrorKind) -> bool {
         !self.resumed && created_nothing(kind)
     }
+}
+
+/// The create-pending marker on `sp` unless it is spent: status records it as the attempt
+/// whose create made `remoteId` (`status.createAttempt`), so that create is over.
+pub fn pending_marker(sp: &SecurityProvider) -> Option<&str> {
+    let value = sp.annotations().get(CREATE_PENDING_ANNOTATION)?;
+    let spent = sp
+        .status
+        .as_ref()
+        .and_then(SecurityProviderStatus::recorded_attempt);
+    (spent != Some(value.as_str())).then_some(value.as_str())
+}
+
+/// Whether the create-pending marker `marker` (the one on the object after a reconcile) must
+/// be removed once `recorded` is stored as status. A spent marker (`recorded` names it as the
+/// attempt that made `remoteId`) stays: removing it would cost a write per create. Any other
+/// marker goes once its attempt is settled: no send of it can have created anything
+/// (`create_refused`), or the reconcile read the provider recorded under `remoteId`
+/// (`provider_seen`), so the lookup key is taken by ours and no send can make a second one;
+/// this also removes the markers an earlier version left beside a recorded remote id, and one
+/// a new remote id was recorded over. A remote id recorded before a new attempt (its provider
+/// deleted out of band) settles nothing while that provider is not read again: the attempt's
+/// create may still land, and its provider must be found as this object's own.
+pub fn marker_settled(
+    marker: Option<&str>,
+    create_refused: bool,
+    recorded: &SecurityProviderStatus,
+    provider_seen: bool,
+) -> bool {
+    let Some(marker) = marker else {
+        return false;
+    };
+    let spent = recorded.recorded_attempt() == Some(marker);
+    !spent && (create_refused || (recorded.remote_id.is_some() && provider_seen))
 }
 
 /// Whether a create that failed this way provably created nothing remotely: the request was
@@ -165,7 +204,7 @@ pub fn manages(other: &SecurityProvider, remote_id: &str, system: Option<&Owners
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::security_provider::CoveoProviderSpec;
+    use crate::api::security_provider::{CoveoProviderSpec, CreateAttempt};
     use crate::backend::coveo::CoveoConfig;
     use crate::backend::{ProviderConfig, RemoteHealth, RemoteState};
 
@@ -219,6 +258,72 @@ mod tests {
         let copied = object("uid-b", Some("uid-a/0001"));
         assert_eq!(CreateMarker::of(&copied), None);
         assert!(!owns(&copied, &found(Some("uid-a/0001")), None));
+    }
+
+    /// `object(uid, marker)` recording remote id `p` made by `attempt`.
+    fn created_by(marker: Option<&str>, attempt: Option<&str>) -> SecurityProvider {
+        let mut sp = object("uid-a", marker);
+        sp.status = Some(SecurityProviderStatus {
+            remote_id: Some("p".into()),
+            ownership: Some(system("org")),
+            create_attempt: attempt.map(|a| Box::new(CreateAttempt(a.into()))),
+            ..Default::default()
+        });
+        sp
+    }
+
+    #[test]
+    fn a_spent_marker_is_no_pending_create_and_is_never_resumed() {
+        let spent = created_by(Some("uid-a/0001"), Some("uid-a/0001"));
+        assert_eq!(pending_marker(&spent), None);
+        assert_eq!(
+            CreateMarker::of(&spent),
+            None,
+            "a new create takes a new id"
+        );
+        // It claims nothing beyond the provider recorded: that attempt made `p`.
+        let other = ObservedProvider {
+            remote_id: "q".into(),
+            ..found(Some("uid-a/0001"))
+        };
+        assert!(!owns(&spent, &other, Some(&system("org"))));
+
+        // A new attempt over the recorded remote id (its provider was deleted out of band),
+        // and a marker left by an earlier version beside a remote id: both pending.
+        let fresh = created_by(Some("uid-a/0002"), Some("uid-a/0001"));
+        assert_eq!(pending_marker(&fresh), Some("uid-a/0002"));
+        let resumed = CreateMarker::of(&fresh).unwrap();
+        assert_eq!(
+            (resumed.token().as_str(), resumed.resumed),
+            ("uid-a/0002", true)
+        );
+        let legacy = created_by(Some("uid-a/0001"), None);
+        assert_eq!(pending_marker(&legacy), Some("uid-a/0001"));
+    }
+
+    #[test]
+    fn a_marker_goes_once_its_attempt_is_settled_and_a_spent_one_stays() {
+        let status = |attempt: Option<&str>| created_by(None, attempt).status.unwrap();
+        let none = SecurityProviderStatus::default();
+        let a1 = Some("uid-a/0001");
+        // Spent: recorded with the remote id it made. No write, whatever was seen.
+        assert!(!marker_settled(a1, false, &status(a1), true));
+        // No marker, nothing to remove.
+        assert!(!marker_settled(None, true, &status(None), true));
+        // Refused: the attempt made nothing.
+        assert!(marker_settled(a1, true, &none, false));
+        // Beside a remote id read this time (another attempt's, an adoption's, or recorded
+        // by an earlier version): the key is taken by ours, no send can make a second.
+        assert!(marker_settled(a1, false, &status(Some("uid-a/0000")), true));
+        assert!(marker_settled(a1, false, &status(None), true));
+        // Not read this time (create answer lost, remote unreachable, blocked): it may land.
+        assert!(!marker_settled(
+            a1,
+            false,
+            &status(Some("uid-a/0000")),
+            false
+        ));
+        assert!(!marker_settled(a1, false, &none, true));
     }
 
     #[test]

@@ -13,35 +13,36 @@ use crate::api::FIELD_MANAGER;
 use crate::error::Error;
 use crate::metrics::Metrics;
 
-/// Writes `new` as the status of the object `name` unless it equals `old`. Returns whether it
-/// wrote.
+/// Writes `new` as the status of the object `name` unless it equals `old`. Returns the object
+/// as the API server stored it when it wrote (a field its CRD does not know is pruned there).
 pub async fn write_status<K, S>(
     api: &Api<K>,
     name: &str,
     old: Option<&S>,
     new: &S,
     metrics: &Metrics,
-) -> Result<bool, Error>
+) -> Result<Option<K>, Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
     S: PartialEq + Serialize,
 {
     if old == Some(new) {
-        return Ok(false);
+        return Ok(None);
     }
     let patch = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": new,
     });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let written = api
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
     metrics.status_patched();
-    Ok(true)
+    Ok(Some(written))
 }
 
 /// Writes `new` as the status of the object `name` only if the object is still at

@@ -25,7 +25,9 @@ use super::requeue::{self, Ending, ErrorClass};
 use super::status::{self, Outcome, OutcomeResult, compute_status};
 use crate::api::provider_connection::BackendKind;
 use crate::api::security_provider::DeletionPolicy;
-use crate::api::{ProviderConnection, SecurityProvider, SecurityProviderStatus};
+use crate::api::{
+    CREATE_PENDING_ANNOTATION, ProviderConnection, SecurityProvider, SecurityProviderStatus,
+};
 use crate::backend::{ObservedProvider, ProviderKey, desired_config, resolve_desired};
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 
@@ -156,10 +158,16 @@ async fn apply(
     }
     let sent = crate::backend::recorded_fingerprint(&new_status);
     visit.record.remember_secrets_hash(&sp, sent);
-    // Only now that status.remoteId is stored can the marker go: a crash before this point
-    // leaves the marker, and the next reconcile adopts the provider instead of creating again.
-    let pending = create_pending(&sp) || report.marked_pending;
-    if pending && (new_status.remote_id.is_some() || report.create_refused) {
+    // Only now that status.remoteId is stored can the marker be settled: a crash before this
+    // point leaves it pending, and the next reconcile adopts the provider instead of creating
+    // again. A create recorded with its attempt spends the marker, which then stays (no write).
+    let marker = (report.marked_pending.as_deref()).or_else(|| {
+        sp.annotations()
+            .get(CREATE_PENDING_ANNOTATION)
+            .map(String::as_str)
+    });
+    let seen = report.outcome.observed.is_some();
+    if ownership::marker_settled(marker, report.create_refused, &new_status, seen) {
         clear_create_pending(api, &sp).await?;
     }
     let is_true = |kind| status::find(Some(&new_status), kind).is_some_and(|c| c.status == "True");
@@ -330,7 +338,13 @@ async fn update_status(
     if old != Some(&new_status) && new_status.remote_id.is_none() {
         keep_stored_remote_id(api, sp, &mut new_status).await?;
     }
-    write_status(api, &sp.name_any(), old, &new_status, &ctx.metrics).await?;
+    let written = write_status(api, &sp.name_any(), old, &new_status, &ctx.metrics).await?;
+    if let Some(stored) = written.and_then(|object| object.status) {
+        // The marker is spent only if the API server kept the attempt: a CRD older than this
+        // version (not applied before the upgrade) prunes createAttempt, and the marker is
+        // then removed as before.
+        new_status.create_attempt = stored.create_attempt;
+    }
     Ok(new_status)
 }
 
@@ -349,6 +363,7 @@ async fn keep_stored_remote_id(
     if let Some(stored) = stored.filter(|s| s.remote_id.is_some()) {
         new_status.remote_id = stored.remote_id;
         new_status.ownership = stored.ownership;
+        new_status.create_attempt = stored.create_attempt;
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ use super::reconcile::reconcile;
 use super::status::{Outcome, OutcomeResult, compute_status};
 use crate::api::provider_connection::BackendKind;
 use crate::api::provider_connection::CoveoConnection;
-use crate::api::security_provider::ManagementPolicy;
+use crate::api::security_provider::{CreateAttempt, ManagementPolicy};
 use crate::api::{
     CREATE_PENDING_ANNOTATION, FINALIZER, PAUSED_ANNOTATION, REFRESH_ANNOTATION, SecurityProvider,
 };
@@ -35,6 +35,7 @@ fn in_sync(mut sp: SecurityProvider, observed: &ObservedProvider) -> SecurityPro
         backend: Some(BackendKind::Coveo),
         remote_id: Some(observed.remote_id.clone()),
         ownership: connection(1).ownership(),
+        create_attempt: None,
         left_behind: None,
         observed: Some(observed.clone()),
         result: OutcomeResult::Synced {
@@ -110,7 +111,7 @@ fn new_provider() -> SecurityProvider {
 }
 
 #[tokio::test]
-async fn create_sets_the_marker_first_and_clears_it_after_the_status_write() {
+async fn create_sets_the_marker_first_and_records_its_attempt_with_the_remote_id() {
     let h = Harness::new(Some(provider()), &[]).await;
     reconcile(Arc::new(provider()), h.ctx.clone())
         .await
@@ -127,7 +128,6 @@ async fn create_sets_the_marker_first_and_clears_it_after_the_status_write() {
             format!("PATCH {SP_PATH}"),
             "remote create idp".to_owned(),
             format!("PATCH {status}"),
-            format!("PATCH {SP_PATH}"),
         ]
     );
     let kube = h.timeline.kube();
@@ -147,16 +147,24 @@ async fn create_sets_the_marker_first_and_clears_it_after_the_status_write() {
     assert!(uri.contains("fieldManager=secprov-operator") && uri.contains("force=true"));
     assert_eq!(written["status"]["remoteId"], "idp");
     assert_eq!(condition(written, "Synced")["status"], "True");
-    let (_, _, clear_type, cleared) = &kube[2];
-    assert_eq!(clear_type, MERGE);
-    assert!(marker(cleared).is_null() && cleared["metadata"]["annotations"].is_object());
+    // The attempt is recorded with the remote id it made: the marker is spent, not removed.
+    assert_eq!(written["status"]["createAttempt"], token.as_str());
     // The first status (taken off the timeline above), then the outcome.
     assert_eq!(h.metrics.status_patch_count(), 2);
     h.wait_for_event("Created").await;
+
+    // The object as that reconcile left it (spent marker, status written): its resync is
+    // served by the snapshot, without a direct read or any write, as if no marker were there.
+    let mut left = annotate(provider(), CREATE_PENDING_ANNOTATION, &token);
+    left.status = Some(serde_json::from_value(written["status"].clone()).unwrap());
+    let created = h.fake.providers.lock().unwrap()["idp"].clone();
+    let h = Harness::new(Some(left.clone()), &[created]).await;
+    reconcile(Arc::new(left), h.ctx.clone()).await.unwrap();
+    assert_eq!(h.timeline.steps(), ["remote list"], "no read, no write");
 }
 
 #[tokio::test]
-async fn a_new_objects_create_costs_three_writes_the_first_with_finalizer_and_marker() {
+async fn a_new_objects_create_costs_two_writes_the_first_with_finalizer_and_marker() {
     let h = Harness::new(Some(new_provider()), &[]).await;
     let action = reconcile(Arc::new(new_provider()), h.ctx.clone())
         .await
@@ -172,19 +180,11 @@ async fn a_new_objects_create_costs_three_writes_the_first_with_finalizer_and_ma
             format!("PATCH {object}"),
             "remote create idp".to_owned(),
             format!("PATCH {status}"),
-            format!("PATCH {object}"),
         ]
     );
-    // Writes per created object: finalizer + marker, status, marker cleared.
+    // Writes per created object: finalizer + marker, status (which spends the marker).
     let patch = || "PATCH".to_owned();
-    assert_eq!(
-        writes(&h),
-        [
-            (patch(), object.clone()),
-            (patch(), status),
-            (patch(), object)
-        ]
-    );
+    assert_eq!(writes(&h), [(patch(), object.clone()), (patch(), status)]);
     let (_, _, content_type, claim) = &h.timeline.kube()[0];
     assert_eq!(content_type, MERGE);
     assert_eq!(claim["metadata"]["finalizers"], json!([FINALIZER]));
@@ -262,11 +262,10 @@ async fn a_stale_cache_keeps_the_attempt_id_the_api_server_holds() {
             format!("GET {object}"),
             "remote create idp".to_owned(),
             format!("PATCH {status}"),
-            format!("PATCH {object}"),
         ]
     );
     assert_eq!(created_token(&h).as_deref(), Some("sp-uid/earlier"));
-    assert!(marker(&h.timeline.kube()[3].3).is_null(), "cleared");
+    assert_eq!(last_status(&h)["createAttempt"], "sp-uid/earlier", "spent");
 }
 
 #[tokio::test]
@@ -354,14 +353,13 @@ async fn a_409_while_create_pending_takes_over_our_earlier_create() {
             "remote observe idp".to_owned(),
             "remote update idp".to_owned(),
             format!("PATCH {status}"),
-            format!("PATCH {SP_PATH}"),
         ]
     );
     let kube = h.timeline.kube();
     assert_eq!(marker(&kube[0].3), "sp-uid/attempt1", "the same attempt");
     assert_eq!(kube[1].3["status"]["remoteId"], "idp");
+    assert_eq!(kube[1].3["status"]["createAttempt"], "sp-uid/attempt1");
     assert_eq!(condition(&kube[1].3, "Synced")["status"], "True");
-    assert!(marker(&kube[2].3).is_null());
     h.wait_for_event("Updated").await;
 }
 
@@ -635,7 +633,8 @@ async fn a_refused_retry_keeps_the_marker_an_earlier_send_of_the_attempt_may_lan
         assert_eq!(marker(&h.timeline.kube()[0].3), "sp-uid/attempt1");
     }
 
-    // The earlier send lands: the next reconcile finds this attempt's evidence and adopts.
+    // The earlier send lands: the next reconcile finds this attempt's evidence and adopts it,
+    // recording the attempt (the marker is spent, no write to remove it).
     let landed = ObservedProvider {
         config: coveo_config("idp", "idp").with_creation_token("sp-uid/attempt1"),
         ..remote("idp", "idp")
@@ -648,13 +647,172 @@ async fn a_refused_retry_keeps_the_marker_an_earlier_send_of_the_attempt_may_lan
         [
             "remote observe idp".to_owned(),
             format!("PATCH {}", status_path()),
-            format!("PATCH {SP_PATH}"),
         ]
     );
     let status = last_status(&h);
     assert_eq!(status["remoteId"], "idp");
+    assert_eq!(status["createAttempt"], "sp-uid/attempt1");
     assert_eq!(cond_of(&status, "Synced").1, "ReconcileSuccess");
-    assert!(marker(&h.timeline.kube()[1].3).is_null(), "cleared");
+}
+
+/// `provider()` as the create of attempt `token` left it (in sync with `idp`): status records
+/// the attempt with the remote id, and the spent marker stays.
+fn created_by(token: &str) -> SecurityProvider {
+    let sp = in_sync(provider(), &remote("idp", "idp"));
+    let mut sp = annotate(sp, CREATE_PENDING_ANNOTATION, token);
+    let attempt = CreateAttempt(token.into());
+    sp.status.as_mut().unwrap().create_attempt = Some(Box::new(attempt));
+    sp
+}
+
+/// `idp` as a create of attempt `token` made it.
+fn made_by(token: &str) -> ObservedProvider {
+    ObservedProvider {
+        config: coveo_config("idp", "idp").with_creation_token(token),
+        ..remote("idp", "idp")
+    }
+}
+
+#[tokio::test]
+async fn a_provider_deleted_out_of_band_is_created_again_under_a_new_attempt() {
+    let sp = created_by("sp-uid/first");
+    let h = Harness::new(Some(sp.clone()), &[]).await;
+    reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
+    assert_eq!(
+        h.timeline.steps(),
+        [
+            "remote list".to_owned(),
+            "remote observe idp".to_owned(),
+            format!("PATCH {SP_PATH}"),
+            "remote create idp".to_owned(),
+            format!("PATCH {}", status_path()),
+        ]
+    );
+    let claim = &h.timeline.kube()[0].3;
+    let token = marker(claim).as_str().expect("marker set");
+    assert_ne!(token, "sp-uid/first", "a spent attempt is never resumed");
+    assert_eq!(
+        claim["metadata"]["resourceVersion"], "1",
+        "written as before any create"
+    );
+    assert_eq!(created_token(&h).as_deref(), Some(token));
+    assert_eq!(last_status(&h)["createAttempt"], token);
+}
+
+/// A remote id recorded before a new attempt (its provider deleted out of band) says nothing
+/// about that attempt: a create whose answer was lost may land later, so its marker stays
+/// until the provider is read again, and the provider it made is then this object's own.
+#[tokio::test]
+async fn a_lost_create_answer_keeps_its_marker_beside_an_older_remote_id() {
+    let sp = created_by("sp-uid/first");
+    let h = Harness::new(Some(sp.clone()), &[]).await;
+    h.fake.fail("create", RemoteErrorKind::Unavailable);
+    reconcile(Arc::new(sp.clone()), h.ctx.clone())
+        .await
+        .unwrap();
+    let steps = h.timeline.steps();
+    assert_eq!(
+        steps[steps.len() - 2..],
+        [
+            "remote create idp".to_owned(),
+            format!("PATCH {}", status_path())
+        ],
+        "no write removes the marker"
+    );
+    let token = marker(&h.timeline.kube()[0].3).as_str().unwrap().to_owned();
+    let status = last_status(&h);
+    assert_eq!(status["remoteId"], "idp");
+    assert_eq!(status["createAttempt"], "sp-uid/first");
+
+    // The send lands late: the next reconcile reads fresh (a create is pending), finds the
+    // attempt's evidence and records the attempt, which spends the marker without a write.
+    let mut pending = annotate(sp, CREATE_PENDING_ANNOTATION, &token);
+    pending.status = Some(serde_json::from_value(status).unwrap());
+    let h = Harness::new(Some(pending.clone()), &[made_by(&token)]).await;
+    reconcile(Arc::new(pending), h.ctx.clone()).await.unwrap();
+    assert_eq!(
+        h.timeline.steps(),
+        [
+            "remote observe idp".to_owned(),
+            format!("PATCH {}", status_path())
+        ]
+    );
+    let status = last_status(&h);
+    assert_eq!(status["createAttempt"], token.as_str());
+    assert_eq!(cond_of(&status, "Ready").1, "Available");
+}
+
+/// After an upgrade: a marker an earlier version left beside status.remoteId (it crashed
+/// between the status write and the marker's removal) is recorded as spent when the provider
+/// carries its evidence, else removed as that version would have; either way one write.
+#[tokio::test]
+async fn a_marker_an_earlier_version_left_beside_the_remote_id_converges() {
+    let legacy = annotate(
+        in_sync(provider(), &remote("idp", "idp")),
+        CREATE_PENDING_ANNOTATION,
+        "sp-uid/a1",
+    );
+    let h = Harness::new(Some(legacy.clone()), &[made_by("sp-uid/a1")]).await;
+    reconcile(Arc::new(legacy.clone()), h.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        h.timeline.steps(),
+        [
+            "remote observe idp".to_owned(),
+            format!("PATCH {}", status_path())
+        ]
+    );
+    assert_eq!(last_status(&h)["createAttempt"], "sp-uid/a1");
+
+    // Without its evidence on the provider (the oldest markers carry no attempt id).
+    let oldest = annotate(legacy, CREATE_PENDING_ANNOTATION, "2026-12-01T10:00:00Z");
+    let h = Harness::new(Some(oldest.clone()), &[remote("idp", "idp")]).await;
+    reconcile(Arc::new(oldest), h.ctx.clone()).await.unwrap();
+    assert_eq!(
+        h.timeline.steps(),
+        ["remote observe idp".to_owned(), format!("PATCH {SP_PATH}")]
+    );
+    let cleared = &h.timeline.kube()[0].3;
+    assert!(marker(cleared).is_null() && cleared["metadata"]["annotations"].is_object());
+}
+
+/// The operator upgraded before its CRD (Helm never upgrades CRDs): the API server prunes
+/// createAttempt, so the marker is not spent and is removed after the create, as before.
+#[tokio::test]
+async fn under_a_crd_without_create_attempt_the_marker_is_removed_as_before() {
+    use kube::CustomResourceExt;
+    let mut crd = serde_json::to_value(SecurityProvider::crd()).unwrap();
+    let status = &mut crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+        ["properties"];
+    assert!(
+        status
+            .as_object_mut()
+            .unwrap()
+            .remove("createAttempt")
+            .is_some()
+    );
+    let raw = vec![(SP_CRD_PATH.to_owned(), crd)];
+    let h = Harness::with_raw_objects(vec![provider()], raw, |timeline| {
+        FakeBackend::with(timeline, &[])
+    })
+    .await;
+    reconcile(Arc::new(provider()), h.ctx.clone())
+        .await
+        .unwrap();
+    first_status_written(&h);
+    assert_eq!(
+        h.timeline.steps(),
+        [
+            "remote observe idp".to_owned(),
+            format!("PATCH {SP_PATH}"),
+            "remote create idp".to_owned(),
+            format!("PATCH {}", status_path()),
+            format!("PATCH {SP_PATH}"),
+        ]
+    );
+    let cleared = &h.timeline.kube()[2].3;
+    assert!(marker(cleared).is_null() && cleared["metadata"]["annotations"].is_object());
 }
 
 /// e2e_crash's other AlreadyExists: a first send refused (429) let the marker go, and the retry

@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::ConditionStatus;
 use crate::api::provider_connection::BackendKind;
-use crate::api::security_provider::{LeftBehind, Ownership, SecurityProviderStatus};
+use crate::api::security_provider::{CreateAttempt, LeftBehind, Ownership, SecurityProviderStatus};
 use crate::backend;
 use crate::backend::{ObservedProvider, RemoteHealth};
 
@@ -27,6 +27,10 @@ pub struct Outcome {
     pub remote_id: Option<String>,
     /// The remote system `remote_id` belongs to (set together with `remote_id`).
     pub ownership: Option<Ownership>,
+    /// The create attempt (create-pending marker token) that made `remote_id`, when this
+    /// reconcile created it or found it carrying that attempt's evidence: status records it,
+    /// and the marker is spent.
+    pub create_attempt: Option<String>,
     /// The provider left in the previous remote system, when this reconcile records a provider
     /// in a new one after a confirmed change of remote system.
     pub left_behind: Option<LeftBehind>,
@@ -139,23 +143,38 @@ pub fn first_status(
     })
 }
 
-/// The remote id and its remote system: the outcome's when it has one, else what status
-/// recorded. A known remote id is never dropped: a write that omitted it (server-side apply)
-/// would disown the provider.
-fn ownership_fields(
-    prev: &SecurityProviderStatus,
-    outcome: &Outcome,
-) -> (Option<String>, Option<Ownership>) {
-    match &outcome.remote_id {
-        Some(id) => {
-            let same_id = prev.remote_id.as_ref() == Some(id);
-            let ownership = outcome
-                .ownership
-                .clone()
-                .or_else(|| prev.ownership.clone().filter(|_| same_id));
-            (Some(id.clone()), ownership)
-        }
-        None => (prev.remote_id.clone(), prev.ownership.clone()),
+/// What status records about the remote provider this object owns.
+struct Recorded {
+    remote_id: Option<String>,
+    ownership: Option<Ownership>,
+    create_attempt: Option<String>,
+}
+
+/// The remote id, its remote system and the create attempt that made it: the outcome's when it
+/// has a remote id, else what status recorded. A known remote id is never dropped: a write
+/// that omitted it (server-side apply) would disown the provider. The attempt is the
+/// outcome's, else the recorded one while id and remote system stay; a remote id recorded
+/// otherwise (adopted, another remote system) comes from no create attempt.
+fn ownership_fields(prev: &SecurityProviderStatus, outcome: &Outcome) -> Recorded {
+    let Some(id) = &outcome.remote_id else {
+        return Recorded {
+            remote_id: prev.remote_id.clone(),
+            ownership: prev.ownership.clone(),
+            create_attempt: prev.recorded_attempt().map(str::to_owned),
+        };
+    };
+    let same_id = prev.remote_id.as_ref() == Some(id);
+    let ownership = outcome
+        .ownership
+        .clone()
+        .or_else(|| prev.ownership.clone().filter(|_| same_id));
+    let unchanged = same_id && ownership == prev.ownership;
+    let recorded = prev.recorded_attempt().filter(|_| unchanged);
+    let create_attempt = (outcome.create_attempt.clone()).or_else(|| recorded.map(str::to_owned));
+    Recorded {
+        remote_id: Some(id.clone()),
+        ownership,
+        create_attempt,
     }
 }
 
@@ -169,7 +188,11 @@ fn remote_fields(prev: &SecurityProviderStatus, outcome: &Outcome) -> SecurityPr
             ..
         }
     );
-    let (remote_id, ownership) = ownership_fields(prev, outcome);
+    let Recorded {
+        remote_id,
+        ownership,
+        create_attempt,
+    } = ownership_fields(prev, outcome);
     let mut mirrored = match &outcome.observed {
         Some(observed) => {
             let mut status = SecurityProviderStatus {
@@ -201,6 +224,7 @@ fn remote_fields(prev: &SecurityProviderStatus, outcome: &Outcome) -> SecurityPr
             ..Default::default()
         },
     };
+    mirrored.create_attempt = create_attempt.map(|attempt| Box::new(CreateAttempt(attempt)));
     backend::record_fingerprint(&mut mirrored, outcome.secrets_hash.clone());
     mirrored
 }
@@ -527,6 +551,7 @@ mod tests {
             backend: Some(BackendKind::Coveo),
             remote_id: Some("p".into()),
             ownership: None,
+            create_attempt: None,
             left_behind: None,
             observed,
             result: OutcomeResult::Synced {
@@ -788,6 +813,69 @@ mod tests {
             let s = compute_status(Some(&prev), Some(1), &outcome, t("2026-01-02T00:00:00Z"));
             assert_eq!(s.remote_id.as_deref(), Some("p"));
         }
+    }
+
+    #[test]
+    fn a_create_records_its_attempt_until_the_remote_id_is_recorded_otherwise() {
+        let system = |scope: &str| Ownership {
+            connection_uid: "conn-uid".into(),
+            endpoint: "https://platform.cloud.coveo.com".into(),
+            scope: scope.into(),
+        };
+        let now = t("2026-01-01T00:00:00Z");
+        let healthy = || Some(observed(RemoteHealth::Healthy, 1));
+        let created = Outcome {
+            ownership: Some(system("org")),
+            create_attempt: Some("uid/a1".into()),
+            ..synced(healthy())
+        };
+        let prev = compute_status(None, Some(1), &created, now);
+        assert_eq!(prev.recorded_attempt(), Some("uid/a1"));
+
+        // Later reconciles of the same provider (a resync, a failure that reads nothing) keep
+        // it: the marker stays spent, and the status unchanged (no write).
+        let resync = Outcome {
+            ownership: Some(system("org")),
+            ..synced(healthy())
+        };
+        assert_eq!(compute_status(Some(&prev), Some(1), &resync, now), prev);
+        let unread = Outcome {
+            remote_id: None,
+            result: OutcomeResult::Failed {
+                reason: "RemoteUnavailable",
+                message: "x".into(),
+                terminal: false,
+            },
+            ..synced(None)
+        };
+        let failed = compute_status(Some(&prev), Some(1), &unread, now);
+        assert_eq!(failed.create_attempt, prev.create_attempt);
+
+        // A remote id recorded otherwise came from no create attempt: adopted (another id),
+        // or the same id in another remote system.
+        let adopted = Outcome {
+            remote_id: Some("q".into()),
+            ownership: Some(system("org")),
+            ..synced(healthy())
+        };
+        assert_eq!(
+            compute_status(Some(&prev), Some(1), &adopted, now).create_attempt,
+            None
+        );
+        let retargeted = Outcome {
+            ownership: Some(system("org-prod")),
+            ..synced(healthy())
+        };
+        let moved = compute_status(Some(&prev), Some(1), &retargeted, now);
+        assert_eq!(moved.create_attempt, None);
+
+        // A new create (the provider was deleted out of band) records its own attempt.
+        let recreated = Outcome {
+            create_attempt: Some("uid/a2".into()),
+            ..created
+        };
+        let again = compute_status(Some(&prev), Some(1), &recreated, now);
+        assert_eq!(again.recorded_attempt(), Some("uid/a2"));
     }
 
     #[test]
