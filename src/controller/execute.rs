@@ -273,9 +273,23 @@ impl<'a, 'c> Execution<'a, 'c> {
                 self.take_over_own_create(&marker, error).await
             }
             Err(error) => {
-                self.report.create_refused = marker.settled_by(error.kind);
+                // A refusal settles the attempt only if nothing of it exists: a backend whose
+                // create takes several calls (Coveo: the POST, then the provider's schedules)
+                // can fail after the provider was made, and that provider must stay
+                // recognisable as this object's (the marker kept, it is adopted next time).
+                self.report.create_refused =
+                    marker.settled_by(error.kind) && !self.attempt_landed(&marker).await;
                 Err(error.into())
             }
+        }
+    }
+
+    /// Whether a provider made by `marker`'s attempt exists. A read that fails cannot prove
+    /// that nothing landed, so it counts as landed (the marker stays).
+    async fn attempt_landed(&self, marker: &CreateMarker) -> bool {
+        match self.connection.read(&self.observation.key).await {
+            Ok(found) => found.is_some_and(|found| marker.made(&found)),
+            Err(_) => true,
         }
     }
 

@@ -294,6 +294,9 @@ pub struct FakeBackend {
     pub observe_failure: Mutex<Option<RemoteErrorKind>>,
     /// When set, every observe first waits this long (a hanging remote).
     pub observe_delay: Mutex<Option<std::time::Duration>>,
+    /// When set, a create makes the provider, then fails with this kind (a backend whose
+    /// create takes several calls, the later one refused).
+    pub fail_after_create: Mutex<Option<RemoteErrorKind>>,
     pub timeline: Timeline,
 }
 
@@ -311,6 +314,7 @@ impl FakeBackend {
             failing: Mutex::new(BTreeMap::new()),
             observe_failure: Mutex::new(None),
             observe_delay: Mutex::new(None),
+            fail_after_create: Mutex::new(None),
             timeline: timeline.clone(),
         })
     }
@@ -373,6 +377,9 @@ impl ProviderBackend for FakeBackend {
             ..remote(&id, "")
         };
         providers.insert(id, created.clone());
+        if let Some(kind) = *self.fail_after_create.lock().unwrap() {
+            return Err(Self::error("create", kind));
+        }
         Ok(created)
     }
 

@@ -1330,3 +1330,47 @@ async fn secret_values_are_sent_once_even_when_the_cache_does_not_show_the_recor
         .count();
     assert_eq!(updates, 1, "{:?}", h.timeline.steps());
 }
+
+/// A create refused after its provider was made (Coveo: the POST succeeded, the schedules'
+/// PUT was refused) must not settle the attempt: the marker stays, and the next reconcile
+/// adopts the provider as this object's own instead of calling it someone else's for ever.
+#[tokio::test]
+async fn a_create_refused_after_its_provider_was_made_keeps_the_marker() {
+    let h = Harness::new(Some(provider()), &[]).await;
+    *h.fake.fail_after_create.lock().unwrap() = Some(RemoteErrorKind::InvalidConfiguration);
+    reconcile(Arc::new(provider()), h.ctx.clone())
+        .await
+        .unwrap();
+    first_status_written(&h);
+    let steps = h.timeline.steps();
+    assert_eq!(
+        steps[..4],
+        [
+            "remote observe idp".to_owned(),
+            format!("PATCH {SP_PATH}"),
+            "remote create idp".to_owned(),
+            "remote observe idp".to_owned(),
+        ],
+        "the refusal is checked against what the attempt may have made"
+    );
+    let token = marker(&h.timeline.kube()[0].3).as_str().unwrap().to_owned();
+    let clears: Vec<_> = h
+        .timeline
+        .kube()
+        .into_iter()
+        .filter(|(method, uri, _, body)| {
+            method == "PATCH" && !uri.contains("/status") && marker(body).is_null()
+        })
+        .collect();
+    assert!(clears.is_empty(), "the marker was removed: {clears:?}");
+    assert_eq!(created_token(&h).as_deref(), Some(token.as_str()));
+
+    // The next reconcile finds the attempt's evidence and records the provider as its own.
+    let pending = annotate(provider(), CREATE_PENDING_ANNOTATION, &token);
+    let made = h.fake.providers.lock().unwrap()["idp"].clone();
+    let h = Harness::new(Some(pending.clone()), &[made]).await;
+    reconcile(Arc::new(pending), h.ctx.clone()).await.unwrap();
+    let status = last_status(&h);
+    assert_eq!(status["remoteId"], "idp");
+    assert_eq!(status["createAttempt"], token.as_str());
+}

@@ -33,6 +33,10 @@ impl std::fmt::Debug for CoveoClient {
     }
 }
 
+/// How long the read-back of a provider just created may take (one send, no retry); past it,
+/// the provider is reported as being created and read again after a progress interval.
+const READ_BACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl CoveoClient {
     /// A client for `endpoint` (https, or http on loopback) and one organization.
     pub fn new(
@@ -89,10 +93,15 @@ impl CoveoClient {
 
     /// `GET /securityproviders/{id}`; None on 404.
     pub async fn get(&self, id: &str) -> Result<Option<ProviderWire>, RemoteError> {
+        self.get_with(id, true).await
+    }
+
+    /// [`Self::get`], retried (`retried`) or sent once.
+    async fn get_with(&self, id: &str, retried: bool) -> Result<Option<ProviderWire>, RemoteError> {
         let found: Option<ProviderWire> = self
             .call(
                 "get",
-                true,
+                retried,
                 Method::GET,
                 &["securityproviders", id],
                 &[],
@@ -444,8 +453,11 @@ impl ProviderBackend for CoveoClient {
         // that failed (the create itself succeeded), is reported as being created
         // (Ready=False, Reconciling=True) and read again after one progress interval.
         let created = CoveoClient::create(self, &desired.to_request()).await?;
-        let mut observed = match self.get(&created.id).await {
-            Ok(Some(read)) if read.current_status.is_some() => observed_from_wire(read),
+        // Sent once, within a short time: a read that hangs or is refused must not hold the
+        // slot (or run into the reconcile's deadline) after a create that succeeded.
+        let read_back = tokio::time::timeout(READ_BACK_TIMEOUT, self.get_with(&created.id, false));
+        let mut observed = match read_back.await {
+            Ok(Ok(Some(read))) if read.current_status.is_some() => observed_from_wire(read),
             _ => observed_from_wire(created),
         };
         if observed.state.current_status.is_none() {
