@@ -32,6 +32,15 @@ fn provider_manifest(name: &str, display: &str, extra_spec: &str) -> String {
     security_provider(name, "", &spec)
 }
 
+/// One multi-document manifest of a provider per name (display name = name).
+fn provider_manifests(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| provider_manifest(n, n, ""))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
 fn resource_version(env: &Env, name: &str) -> String {
     env.ns
         .get_json(&format!("securityprovider/{name}"))
@@ -408,11 +417,7 @@ fn operator_restart_converges_without_duplicates() {
     let mut env = support::Env::coveo("coveo-restart", coveo_config(API_KEY, REFRESH))
         .with_operator(&["--concurrency", "2"]);
     let names: Vec<String> = (0..8).map(|i| format!("p{i}")).collect();
-    let manifests: String = names
-        .iter()
-        .map(|n| provider_manifest(n, n, ""))
-        .collect::<Vec<_>>()
-        .join("---\n");
+    let manifests = provider_manifests(&names);
     env.ns.apply(&manifests).unwrap();
     // Crash it mid-rollout, twice.
     eventually(Duration::from_secs(30), "first creates", || {
@@ -604,11 +609,7 @@ fn a_mass_create_sums_up_its_created_events_on_the_connection() {
     let env = support::Env::coveo("coveo-events", coveo_config(API_KEY, REFRESH))
         .with_operator(&["--concurrency", "8"]);
     let names: Vec<String> = (0..14).map(|i| format!("bulk{i}")).collect();
-    let manifests: String = names
-        .iter()
-        .map(|n| provider_manifest(n, n, ""))
-        .collect::<Vec<_>>()
-        .join("---\n");
+    let manifests = provider_manifests(&names);
     env.ns.apply(&manifests).unwrap();
     for n in &names {
         env.wait_ready(n);
