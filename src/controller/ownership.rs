@@ -82,6 +82,18 @@ pub fn pending_marker(sp: &SecurityProvider) -> Option<&str> {
     (spent != Some(value.as_str())).then_some(value.as_str())
 }
 
+/// The create-pending marker the object holds, spent or not: the annotation, else the attempt
+/// status records. The cache drops a spent marker (`watches::drop_spent_marker`), so status's
+/// `createAttempt` stands for it: a remote id recorded over it otherwise than by a create (an
+/// adoption after a confirmed change of remote system) must still remove it from the object.
+/// Where the annotation is really gone, that removal is a write that changes nothing.
+pub fn marker_on(sp: &SecurityProvider) -> Option<&str> {
+    sp.annotations()
+        .get(CREATE_PENDING_ANNOTATION)
+        .map(String::as_str)
+        .or_else(|| sp.status.as_ref()?.recorded_attempt())
+}
+
 /// Whether the create-pending marker `marker` (the one on the object after a reconcile) must
 /// be removed once `recorded` is stored as status. A spent marker (`recorded` names it as the
 /// attempt that made `remoteId`) stays: removing it would cost a write per create. Any other
@@ -299,6 +311,33 @@ mod tests {
         );
         let legacy = created_by(Some("uid-a/0001"), None);
         assert_eq!(pending_marker(&legacy), Some("uid-a/0001"));
+    }
+
+    /// The cache drops a spent marker (its map node was most of the growth of the cache); what
+    /// it stood for is read from status, so it is still removed when another id is recorded.
+    #[test]
+    fn a_spent_marker_the_cache_dropped_is_still_removed_when_another_id_is_recorded() {
+        let mut cached = created_by(Some("uid-a/0001"), Some("uid-a/0001"));
+        super::super::watches::strip_provider(&mut cached);
+        assert_eq!(cached.metadata.annotations, None, "dropped from the cache");
+        assert_eq!(pending_marker(&cached), None);
+        assert_eq!(marker_on(&cached), Some("uid-a/0001"));
+        // The same provider recorded again: spent, no write.
+        let same = cached.status.clone().unwrap();
+        assert!(!marker_settled(marker_on(&cached), false, &same, true));
+        // Another remote id adopted over it: the marker on the object goes.
+        let adopted = SecurityProviderStatus {
+            remote_id: Some("q".into()),
+            ownership: Some(system("org-2")),
+            ..Default::default()
+        };
+        assert!(marker_settled(marker_on(&cached), false, &adopted, true));
+
+        // A pending marker (a new attempt over the recorded id) stays in the cache.
+        let mut pending = created_by(Some("uid-a/0002"), Some("uid-a/0001"));
+        super::super::watches::strip_provider(&mut pending);
+        assert_eq!(pending_marker(&pending), Some("uid-a/0002"));
+        assert_eq!(marker_on(&pending), Some("uid-a/0002"));
     }
 
     #[test]

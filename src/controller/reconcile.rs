@@ -25,9 +25,7 @@ use super::requeue::{self, Ending, ErrorClass};
 use super::status::{self, Outcome, OutcomeResult, compute_status};
 use crate::api::provider_connection::BackendKind;
 use crate::api::security_provider::DeletionPolicy;
-use crate::api::{
-    CREATE_PENDING_ANNOTATION, ProviderConnection, SecurityProvider, SecurityProviderStatus,
-};
+use crate::api::{ProviderConnection, SecurityProvider, SecurityProviderStatus};
 use crate::backend::{ObservedProvider, ProviderKey, desired_config, resolve_desired};
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 
@@ -161,11 +159,7 @@ async fn apply(
     // Only now that status.remoteId is stored can the marker be settled: a crash before this
     // point leaves it pending, and the next reconcile adopts the provider instead of creating
     // again. A create recorded with its attempt spends the marker, which then stays (no write).
-    let marker = (report.marked_pending.as_deref()).or_else(|| {
-        sp.annotations()
-            .get(CREATE_PENDING_ANNOTATION)
-            .map(String::as_str)
-    });
+    let marker = (report.marked_pending.as_deref()).or_else(|| ownership::marker_on(&sp));
     let seen = report.outcome.observed.is_some();
     if ownership::marker_settled(marker, report.create_refused, &new_status, seen) {
         clear_create_pending(api, &sp).await?;

@@ -19,7 +19,8 @@ use super::claims::Claims;
 use super::fingerprints::Fingerprints;
 use super::{Context, reconcile, usage};
 use crate::api::{
-    FINALIZER, PAUSED_ANNOTATION, ProviderConnection, REFRESH_ANNOTATION, SecurityProvider,
+    CREATE_PENDING_ANNOTATION, FINALIZER, PAUSED_ANNOTATION, ProviderConnection,
+    REFRESH_ANNOTATION, SecurityProvider,
 };
 use crate::backend::connect::connection_version;
 use crate::health::Health;
@@ -48,8 +49,9 @@ fn strip<K: Resource>(obj: &mut K) {
 /// steer it) and the labels (a shard's selector is applied by the API server, and nothing
 /// reads them from the cache): with thousands of providers, tool metadata (Argo CD tracking,
 /// Helm, kustomize, kubectl) would otherwise be a good part of the cache, and a map of even
-/// one label allocates a whole node of about 560 bytes.
-fn strip_provider(sp: &mut SecurityProvider) {
+/// one label allocates a whole node of about 560 bytes. A spent create-pending marker goes
+/// too ([`drop_spent_marker`]).
+pub(super) fn strip_provider(sp: &mut SecurityProvider) {
     strip(sp);
     sp.metadata.labels = None;
     // Decoded lists grow by doubling: two conditions sit in room for four (512 bytes instead
@@ -62,9 +64,36 @@ fn strip_provider(sp: &mut SecurityProvider) {
     }
     if let Some(annotations) = sp.metadata.annotations.as_mut() {
         annotations.retain(|k, _| k.starts_with("secprov.dev/"));
-        if annotations.is_empty() {
-            sp.metadata.annotations = None;
-        }
+    }
+    drop_spent_marker(sp);
+    if sp
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.is_empty())
+    {
+        sp.metadata.annotations = None;
+    }
+}
+
+/// Drops the create-pending marker when it is spent (status records it as the attempt whose
+/// create made `remoteId`): a spent marker stands for no pending create
+/// ([`ownership::pending_marker`](super::ownership::pending_marker)), and it stays on every
+/// created object, where its map node was about 690 bytes an object in the cache (6.9 MiB at
+/// 10,000; BENCHMARKS.md, "Figures behind the code"). The reconcile reads the spent attempt from
+/// status instead ([`ownership::marker_on`](super::ownership::marker_on)).
+fn drop_spent_marker(sp: &mut SecurityProvider) {
+    let spent = sp.status.as_ref().and_then(|s| s.recorded_attempt());
+    let Some(annotations) = sp.metadata.annotations.as_mut() else {
+        return;
+    };
+    if spent.is_some()
+        && annotations
+            .get(CREATE_PENDING_ANNOTATION)
+            .map(String::as_str)
+            == spent
+    {
+        annotations.remove(CREATE_PENDING_ANNOTATION);
     }
 }
 
