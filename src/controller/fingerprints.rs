@@ -47,20 +47,24 @@ impl Fingerprints {
     /// Records `fingerprint` for the object; true when it differs from the recorded one or
     /// none was recorded.
     pub fn changed(&mut self, meta: &ObjectMeta, fingerprint: u64) -> bool {
+        self.replace(meta, fingerprint)
+            .is_none_or(|old| old != fingerprint)
+    }
+
+    /// Records `fingerprint` for the object; returns the one recorded before, if any.
+    pub fn replace(&mut self, meta: &ObjectMeta, fingerprint: u64) -> Option<u64> {
         let key = self.identity(meta);
         let entry = Entry {
             fingerprint,
             generation: self.generation,
         };
-        self.seen
-            .insert(key, entry)
-            .is_none_or(|old| old.fingerprint != fingerprint)
+        self.seen.insert(key, entry).map(|old| old.fingerprint)
     }
 
-    /// Forgets a deleted object.
-    pub fn forget(&mut self, meta: &ObjectMeta) {
+    /// Forgets a deleted object; returns its last fingerprint, if one was recorded.
+    pub fn forget(&mut self, meta: &ObjectMeta) -> Option<u64> {
         let key = self.identity(meta);
-        self.seen.remove(&key);
+        self.seen.remove(&key).map(|old| old.fingerprint)
     }
 
     /// A (re)list starts.
@@ -68,11 +72,19 @@ impl Fingerprints {
         self.generation = self.generation.wrapping_add(1);
     }
 
-    /// A (re)list ended: objects it did not show are gone.
-    pub fn list_done(&mut self) {
+    /// A (re)list ended: objects it did not show are gone. Returns their last fingerprints.
+    pub fn list_done(&mut self) -> Vec<u64> {
         let generation = self.generation;
-        self.seen.retain(|_, e| e.generation == generation);
+        let mut gone = Vec::new();
+        self.seen.retain(|_, e| {
+            let seen = e.generation == generation;
+            if !seen {
+                gone.push(e.fingerprint);
+            }
+            seen
+        });
         self.seen.shrink_to_fit();
+        gone
     }
 
     /// Follows a watch event: true when it should pass (a delete, the list markers, or an
@@ -88,14 +100,14 @@ impl Fingerprints {
                 true
             }
             watcher::Event::InitDone => {
-                self.list_done();
+                let _ = self.list_done();
                 true
             }
             watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
                 self.changed(obj.meta(), fingerprint(obj))
             }
             watcher::Event::Delete(obj) => {
-                self.forget(obj.meta());
+                let _ = self.forget(obj.meta());
                 true
             }
         }

@@ -403,40 +403,124 @@ pub fn connection_watcher(
     }
 }
 
-/// Watches the provider events for changes of what a provider needs (its connection, whether
-/// it has the cleanup finalizer, deletion) and sends a trigger for its namespace; a full
-/// (re)list sends [`Trigger::All`].
+/// Watches the provider events and sends a trigger for a namespace when the set of connections
+/// its providers need changes: the first provider to need a connection there, or the last one
+/// to stop needing it (its connection changed, it lost the cleanup finalizer, it was deleted).
+/// Any other provider event leaves [`plan`]'s input as it was. A full (re)list sends
+/// [`Trigger::All`].
+///
+/// Triggering on every change of any provider's need made each created object (its finalizer
+/// is added once) a [`sync_namespace`] that walks every cached provider: quadratic in the
+/// objects created at once (BENCHMARKS.md, "Figures behind the code").
 pub fn provider_watcher(
     triggers: Triggers,
 ) -> impl FnMut(&Result<watcher::Event<SecurityProvider>, watcher::Error>) {
-    let mut needs = Fingerprints::default();
+    let mut needs = Needs::default();
     move |event| {
-        let namespace = match event {
-            Ok(watcher::Event::Apply(sp) | watcher::Event::InitApply(sp)) => {
-                let need = needs.hash(&(&sp.spec.connection_ref, needs_connection(sp)));
-                needs
-                    .changed(sp.meta(), need)
-                    .then(|| sp.namespace())
-                    .flatten()
+        let changed = match event {
+            Ok(watcher::Event::Apply(sp)) => needs.apply(sp),
+            // Counted only: the list's end triggers every namespace.
+            Ok(watcher::Event::InitApply(sp)) => {
+                let _ = needs.apply(sp);
+                Vec::new()
             }
-            Ok(watcher::Event::Delete(sp)) => {
-                needs.forget(sp.meta());
-                sp.namespace()
-            }
+            Ok(watcher::Event::Delete(sp)) => needs.delete(sp),
             Ok(watcher::Event::Init) => {
                 needs.list_started();
-                None
+                Vec::new()
             }
             Ok(watcher::Event::InitDone) => {
-                needs.list_done();
+                // Every namespace follows: what the dropped objects needed is counted out.
+                let _ = needs.list_done();
                 let _ = triggers.unbounded_send(Trigger::All);
-                None
+                Vec::new()
             }
-            _ => None,
+            Err(_) => Vec::new(),
         };
-        if let Some(namespace) = namespace {
+        for namespace in changed {
             let _ = triggers.unbounded_send(Trigger::Namespace(namespace));
         }
+    }
+}
+
+/// How many providers need each connection, per namespace, as the provider events tell it.
+/// A provider's need is kept in its fingerprint (16 bytes an object): 0 when it needs no
+/// connection, else 1 + the index of the (namespace, connection) pair it needs. Pairs are
+/// never forgotten: there are as many as connections ever named, not objects.
+#[derive(Default)]
+struct Needs {
+    of_object: Fingerprints,
+    pair_index: HashMap<(String, String), u64>,
+    /// Per pair index: its namespace and how many providers need it.
+    pairs: Vec<(String, usize)>,
+}
+
+impl Needs {
+    /// The need of `sp` as a fingerprint.
+    fn need_of(&mut self, sp: &SecurityProvider) -> u64 {
+        if !needs_connection(sp) {
+            return 0;
+        }
+        let pair = (
+            sp.namespace().unwrap_or_default(),
+            sp.spec.connection_ref.clone(),
+        );
+        if let Some(index) = self.pair_index.get(&pair) {
+            return index + 1;
+        }
+        let index = self.pairs.len() as u64;
+        self.pairs.push((pair.0.clone(), 0));
+        self.pair_index.insert(pair, index);
+        index + 1
+    }
+
+    /// Records the need of an applied `sp`; returns the namespaces whose set of needed
+    /// connections changed.
+    fn apply(&mut self, sp: &SecurityProvider) -> Vec<String> {
+        let need = self.need_of(sp);
+        let before = self.of_object.replace(sp.meta(), need).unwrap_or(0);
+        self.moved(before, need)
+    }
+
+    /// Counts out a deleted `sp`.
+    fn delete(&mut self, sp: &SecurityProvider) -> Vec<String> {
+        let before = self.of_object.forget(sp.meta()).unwrap_or(0);
+        self.moved(before, 0)
+    }
+
+    fn list_started(&mut self) {
+        self.of_object.list_started();
+    }
+
+    /// Counts out the objects the (re)list did not show.
+    fn list_done(&mut self) -> Vec<String> {
+        let gone = self.of_object.list_done();
+        gone.into_iter()
+            .flat_map(|before| self.moved(before, 0))
+            .collect()
+    }
+
+    /// One provider's need moved from `before` to `after`: the namespaces where a pair's
+    /// count crossed zero.
+    fn moved(&mut self, before: u64, after: u64) -> Vec<String> {
+        if before == after {
+            return Vec::new();
+        }
+        let mut changed = Vec::new();
+        for (need, by) in [(before, -1), (after, 1)] {
+            let Some((namespace, count)) = need
+                .checked_sub(1)
+                .and_then(|index| self.pairs.get_mut(index as usize))
+            else {
+                continue;
+            };
+            *count = count.saturating_add_signed(by);
+            let crossed = (by > 0 && *count == 1) || (by < 0 && *count == 0);
+            if crossed && !changed.contains(namespace) {
+                changed.push(namespace.clone());
+            }
+        }
+        changed
     }
 }
 
@@ -487,6 +571,48 @@ mod tests {
 
     fn names() -> UsageNames {
         UsageNames::for_shard(None)
+    }
+
+    /// Each created object gains the cleanup finalizer once; only the first provider to need
+    /// a connection in a namespace, or the last to stop, changes what [`plan`] decides there.
+    #[test]
+    fn a_namespace_is_synced_only_when_the_connections_its_providers_need_change() {
+        let (tx, mut rx) = futures::channel::mpsc::unbounded();
+        let mut watch = provider_watcher(tx);
+        let mut sent = || std::iter::from_fn(|| rx.try_recv().ok()).collect::<Vec<_>>();
+        let apply = |sp: Arc<SecurityProvider>| Ok(watcher::Event::Apply((*sp).clone()));
+        let ns = |name: &str| Trigger::Namespace(name.into());
+        watch(&Ok(watcher::Event::Init));
+        watch(&Ok(watcher::Event::InitApply(
+            (*sp("a", "p1", "coveo", true)).clone(),
+        )));
+        watch(&Ok(watcher::Event::InitDone));
+        assert_eq!(sent(), [Trigger::All]);
+        // A new provider, then its finalizer: `coveo` is needed in `a` already.
+        watch(&apply(sp("a", "p2", "coveo", false)));
+        watch(&apply(sp("a", "p2", "coveo", true)));
+        assert_eq!(sent(), []);
+        // The first to need a connection: another one in `a`, the same name in `b`.
+        watch(&apply(sp("a", "p2", "other", true)));
+        watch(&apply(sp("b", "p1", "coveo", true)));
+        assert_eq!(sent(), [ns("a"), ns("b")]);
+        // The last to need `coveo` in `a` is deleted.
+        watch(&Ok(watcher::Event::Delete(
+            (*sp("a", "p1", "coveo", true)).clone(),
+        )));
+        assert_eq!(sent(), [ns("a")]);
+        // A relist that no longer shows b/p1 (deleted while the watch was down) counts it out.
+        watch(&Ok(watcher::Event::Init));
+        watch(&Ok(watcher::Event::InitApply(
+            (*sp("a", "p2", "other", true)).clone(),
+        )));
+        watch(&Ok(watcher::Event::InitDone));
+        assert_eq!(sent(), [Trigger::All]);
+        watch(&apply(sp("b", "p3", "coveo", true)));
+        assert_eq!(sent(), [ns("b")], "the first again");
+        // Losing the finalizer (its cleanup done) is leaving.
+        watch(&apply(sp("b", "p3", "coveo", false)));
+        assert_eq!(sent(), [ns("b")]);
     }
 
     #[test]
