@@ -949,6 +949,39 @@ async fn a_connection_moved_to_another_organization_owns_nothing_there() {
     h.wait_for_event("Orphaned").await;
 }
 
+/// The cache drops a spent marker (status's createAttempt stands for it): a provider adopted
+/// over it after a confirmed change of remote system still removes the marker from the object.
+#[tokio::test]
+async fn a_spent_marker_the_cache_dropped_is_removed_when_another_provider_is_adopted() {
+    let production = connection_to("org-prod");
+    let to = production.ownership().unwrap().system_key();
+    let mut sp = created_by("sp-uid/first");
+    super::watches::strip_provider(&mut sp);
+    assert_eq!(
+        sp.metadata.annotations, None,
+        "the cache dropped the spent marker"
+    );
+    sp.spec.adopt = Some(true);
+    let sp = annotate(sp, crate::api::REMOTE_SYSTEM_CHANGE_ANNOTATION, &to);
+    let mut h = Harness::new(Some(sp.clone()), &[remote("idp", "idp")]).await;
+    h.update_connection(production.clone());
+    h.ctx
+        .states
+        .install_client(&production, h.fake.clone())
+        .await;
+    reconcile(Arc::new(sp), h.ctx.clone()).await.unwrap();
+    let status = last_status(&h);
+    assert_eq!(status["ownership"]["scope"], "org-prod", "adopted there");
+    assert!(status["createAttempt"].is_null());
+    let cleared = h.timeline.kube().iter().any(|(method, uri, _, body)| {
+        method == "PATCH"
+            && !uri.contains("/status")
+            && marker(body).is_null()
+            && body["metadata"]["annotations"].is_object()
+    });
+    assert!(cleared, "{:?}", h.timeline.steps());
+}
+
 #[tokio::test]
 async fn a_recorded_id_that_disappeared_is_not_replaced_by_one_found_by_name() {
     // JITSudo-like: the recorded id is gone; another provider has our name.

@@ -251,6 +251,7 @@ async fn patch_metadata<K>(
 where
     K: Resource + Clone + DeserializeOwned + Debug,
 {
+    let mut conflict = None;
     for _ in 0..5 {
         let Some(current) = api.get_metadata_opt(name).await? else {
             return Ok(());
@@ -264,12 +265,16 @@ where
             .patch_metadata(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                conflict = Some(kube::Error::Api(status));
+            }
             Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
             other => return other.map(|_| ()),
         }
     }
-    Ok(())
+    // Still changing under us: an error, so the namespace's sync is retried (no later provider
+    // event may come to run it again).
+    conflict.map_or(Ok(()), Err)
 }
 
 /// Brings `namespace`'s usage finalizers in line with the caches (`gone`: Secrets recorded by
@@ -392,7 +397,11 @@ pub fn connection_watcher(
 ) -> impl FnMut(&Result<watcher::Event<ProviderConnection>, watcher::Error>) {
     move |event| {
         let trigger = match event {
-            Ok(watcher::Event::Apply(c)) => Trigger::Namespace(c.namespace().unwrap_or_default()),
+            // A relist's objects too: a connection created or changed while the watch was
+            // down arrives only so (before the providers are listed, `run` ignores it).
+            Ok(watcher::Event::Apply(c) | watcher::Event::InitApply(c)) => {
+                Trigger::Namespace(c.namespace().unwrap_or_default())
+            }
             Ok(watcher::Event::Delete(c)) => Trigger::Gone {
                 namespace: c.namespace().unwrap_or_default(),
                 secrets: protected_secrets(c, &names),
@@ -445,14 +454,16 @@ pub fn provider_watcher(
 
 /// How many providers need each connection, per namespace, as the provider events tell it.
 /// A provider's need is kept in its fingerprint (16 bytes an object): 0 when it needs no
-/// connection, else 1 + the index of the (namespace, connection) pair it needs. Pairs are
-/// never forgotten: there are as many as connections ever named, not objects.
+/// connection, else 1 + the index of the (namespace, connection) pair it needs. A pair no
+/// provider needs any more is forgotten and its index reused, so the table holds the pairs in
+/// use, however many connection names were ever written.
 #[derive(Default)]
 struct Needs {
     of_object: Fingerprints,
     pair_index: HashMap<(String, String), u64>,
-    /// Per pair index: its namespace and how many providers need it.
-    pairs: Vec<(String, usize)>,
+    /// Per pair index: the pair and how many providers need it (None: free).
+    pairs: Vec<Option<((String, String), usize)>>,
+    free: Vec<u64>,
 }
 
 impl Needs {
@@ -468,10 +479,23 @@ impl Needs {
         if let Some(index) = self.pair_index.get(&pair) {
             return index + 1;
         }
-        let index = self.pairs.len() as u64;
-        self.pairs.push((pair.0.clone(), 0));
+        // Counted in by the caller at once ([`Needs::moved`]): a new pair is never left at 0.
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                self.pairs.push(None);
+                self.pairs.len() as u64 - 1
+            }
+        };
+        self.pairs[index as usize] = Some((pair.clone(), 0));
         self.pair_index.insert(pair, index);
         index + 1
+    }
+
+    /// Pairs in the table (in use).
+    #[cfg(test)]
+    fn pairs_in_use(&self) -> usize {
+        self.pair_index.len()
     }
 
     /// Records the need of an applied `sp`; returns the namespaces whose set of needed
@@ -508,16 +532,22 @@ impl Needs {
         }
         let mut changed = Vec::new();
         for (need, by) in [(before, -1), (after, 1)] {
-            let Some((namespace, count)) = need
-                .checked_sub(1)
-                .and_then(|index| self.pairs.get_mut(index as usize))
-            else {
+            let Some(index) = need.checked_sub(1) else {
+                continue;
+            };
+            let Some(Some((pair, count))) = self.pairs.get_mut(index as usize) else {
                 continue;
             };
             *count = count.saturating_add_signed(by);
             let crossed = (by > 0 && *count == 1) || (by < 0 && *count == 0);
-            if crossed && !changed.contains(namespace) {
-                changed.push(namespace.clone());
+            if crossed && !changed.contains(&pair.0) {
+                changed.push(pair.0.clone());
+            }
+            if *count == 0 {
+                // No object's fingerprint names this index any more.
+                self.pair_index.remove(pair);
+                self.pairs[index as usize] = None;
+                self.free.push(index);
             }
         }
         changed
@@ -613,6 +643,82 @@ mod tests {
         // Losing the finalizer (its cleanup done) is leaving.
         watch(&apply(sp("b", "p3", "coveo", false)));
         assert_eq!(sent(), [ns("b")]);
+    }
+
+    #[test]
+    fn connection_names_no_provider_needs_any_more_are_forgotten() {
+        let mut needs = Needs::default();
+        // One provider pointed at one new connection name after another.
+        for i in 0..100 {
+            let _ = needs.apply(&sp("a", "p", &format!("conn-{i}"), true));
+        }
+        assert_eq!(needs.pairs_in_use(), 1);
+        assert!(
+            needs.pairs.len() <= 2,
+            "indexes reused: {}",
+            needs.pairs.len()
+        );
+        let _ = needs.apply(&sp("a", "q", "conn-99", true));
+        let _ = needs.delete(&sp("a", "p", "conn-99", true));
+        assert_eq!(needs.pairs_in_use(), 1, "q still needs it");
+        assert_eq!(needs.delete(&sp("a", "q", "conn-99", true)), ["a"]);
+        assert_eq!(needs.pairs_in_use(), 0);
+    }
+
+    /// A connection created or changed while the connection watch was down arrives in the
+    /// relist only: its namespace is synced then, not at some later provider's change.
+    #[test]
+    fn a_connection_a_relist_shows_triggers_its_namespace() {
+        let (tx, mut rx) = futures::channel::mpsc::unbounded();
+        let mut watch = connection_watcher(tx, names());
+        let c = (*connection("a", "coveo", "key", None, false)).clone();
+        watch(&Ok(watcher::Event::InitApply(c)));
+        assert_eq!(rx.try_recv().ok(), Some(Trigger::Namespace("a".into())));
+    }
+
+    /// A usage finalizer that cannot be written for conflicts is an error, so the namespace's
+    /// sync is retried ([`run`]) instead of counting on a later event.
+    #[tokio::test]
+    async fn a_patch_that_keeps_conflicting_is_an_error() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        type Mock = tower_test::mock::Handle<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >;
+        let (service, mut handle): (_, Mock) = tower_test::mock::pair();
+        let patches = Arc::new(AtomicUsize::new(0));
+        let counted = patches.clone();
+        tokio::spawn(async move {
+            while let Some((request, send)) = handle.next_request().await {
+                let (status, body) = if request.method() == http::Method::PATCH {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    (
+                        409,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                 "reason": "Conflict", "code": 409, "message": "modified"}),
+                    )
+                } else {
+                    (
+                        200,
+                        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                                 "metadata": {"name": "key", "namespace": "a", "resourceVersion": "1"}}),
+                    )
+                };
+                let response = http::Response::builder()
+                    .status(status)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(kube::client::Body::from(serde_json::to_vec(&body).unwrap()))
+                    .unwrap();
+                send.send_response(response);
+            }
+        });
+        let secrets: Api<Secret> = Api::namespaced(kube::Client::new(service, "default"), "a");
+        let result = patch_metadata(&secrets, "key", |_| Some(json!({"finalizers": ["x"]}))).await;
+        assert!(
+            matches!(&result, Err(kube::Error::Api(status)) if status.code == 409),
+            "{result:?}"
+        );
+        assert_eq!(patches.load(Ordering::SeqCst), 5);
     }
 
     #[test]
