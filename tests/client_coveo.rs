@@ -259,3 +259,92 @@ fn plain_http_to_a_remote_host_is_refused() {
     .unwrap_err();
     assert!(err.contains("empty"), "{err}");
 }
+
+/// A Coveo stand-in whose POST answers the model it was sent (as Coveo's does: no status
+/// fields) and whose GET never answers within the test.
+async fn server_whose_reads_hang() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    let Ok(n) = socket.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buffer.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buffer[..end]).to_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    if buffer.len() < end + 4 + length {
+                        continue;
+                    }
+                    if !head.starts_with("post") {
+                        // The read back hangs far beyond its bound.
+                        tokio::time::sleep(Duration::from_secs(120)).await;
+                        return;
+                    }
+                    let body = buffer[end + 4..end + 4 + length].to_vec();
+                    buffer.drain(..end + 4 + length);
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                    let _ = socket.write_all(&body).await;
+                }
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
+/// The create succeeded; the read back that follows it hangs. The create is reported within
+/// the read back's bound (5 s), as being created (the controller reads it again after a
+/// progress interval), instead of holding the reconcile's slot until its deadline.
+#[tokio::test]
+async fn a_read_back_that_hangs_ends_the_create_at_its_bound_as_being_created() {
+    let base = server_whose_reads_hang().await;
+    let options = HttpOptions {
+        requests_per_second: 1000,
+        burst: 1000,
+        ..HttpOptions::default()
+    };
+    let client = CoveoClient::new(&base, "org", KEY.to_owned(), &options).unwrap();
+    let desired = ProviderConfig::Coveo(CoveoConfig::desired("Slow", "Slow read", &spec()));
+    let started = std::time::Instant::now();
+    // Well below the client's request timeout (30 s), which would end the read otherwise.
+    let created = tokio::time::timeout(
+        Duration::from_secs(20),
+        ProviderBackend::create(&client, &desired),
+    )
+    .await
+    .expect("the create does not wait for the hanging read")
+    .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(5),
+        "the read back was given its time: {took:?}"
+    );
+    assert_eq!(created.remote_id, "Slow");
+    assert!(created.is_settling(), "{:?}", created.health);
+    assert!(
+        format!("{:?}", created.health).contains("RemoteCreating"),
+        "{:?}",
+        created.health
+    );
+}
