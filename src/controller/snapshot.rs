@@ -64,13 +64,19 @@ struct Snapshot {
 /// when a resync looks it up: a decoded `ObservedProvider` costs several times the heap of its
 /// encoding (every small `BTreeMap` of it allocates a whole leaf node; BENCHMARKS.md, "Figures
 /// behind the code"), and decoding one entry costs far less than the remote read it replaces.
-type Providers = HashMap<Box<str>, Box<[u8]>>;
+/// Entries are shared: a refresh keeps the previous snapshot's entry for a provider whose
+/// encoding did not change, so while it runs the two snapshots hold one copy of each unchanged
+/// provider, not two (the peak of a refresh; BENCHMARKS.md, "Figures behind the code").
+type Providers = HashMap<Box<str>, Entry>;
+
+/// One provider's compact encoding.
+type Entry = Arc<[u8]>;
 
 /// The compact form of a provider in a snapshot; None if it cannot be encoded (the provider
 /// is then read directly at its resync).
-fn encode(observed: &ObservedProvider) -> Option<Box<[u8]>> {
+fn encode(observed: &ObservedProvider) -> Option<Entry> {
     serde_json::to_vec(observed)
-        .map(Vec::into_boxed_slice)
+        .map(Entry::from)
         .inspect_err(|e| tracing::debug!(error = %e, "provider not kept in the batch snapshot"))
         .ok()
 }
@@ -86,7 +92,7 @@ fn decode(entry: &[u8]) -> Option<ObservedProvider> {
 /// Our own writes while a list is in flight: the list may predate them, so they are applied
 /// again on its result. A provider that cannot be encoded is forgotten (read directly).
 enum Edit {
-    Record(Box<str>, Box<[u8]>),
+    Record(Box<str>, Entry),
     Forget(Box<str>),
 }
 
@@ -120,6 +126,18 @@ impl Default for Slot {
 impl Slot {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The entry of `remote_id` in the current snapshot, shared.
+    fn current_entry(&self, remote_id: &str) -> Option<Entry> {
+        let state = self.state();
+        state
+            .snapshot
+            .as_ref()?
+            .providers
+            .as_ref()?
+            .get(remote_id)
+            .cloned()
     }
 }
 
@@ -291,9 +309,15 @@ fn apply(providers: &mut Providers, edit: &Edit) {
     }
 }
 
-/// Every provider of the connection in scope, as compact entries (None: the list failed). The scope is taken when the list starts: providers this
-/// replica creates or reads meanwhile reach the snapshot as edits, replayed by [`list`].
-async fn read_all(backend: &dyn ProviderBackend, scope: Option<Scope>) -> Option<Providers> {
+/// Every provider of the connection in scope, as compact entries (None: the list failed). The
+/// scope is taken when the list starts: providers this replica creates or reads meanwhile reach
+/// the snapshot as edits, replayed by [`list`]. An entry equal to the one `slot`'s current
+/// snapshot holds is that one, shared.
+async fn read_all(
+    slot: &Slot,
+    backend: &dyn ProviderBackend,
+    scope: Option<Scope>,
+) -> Option<Providers> {
     let keep = scope.map(|scope| scope());
     let mut providers = Providers::with_capacity(keep.as_ref().map_or(0, HashSet::len));
     // Each provider is encoded (or dropped, when out of scope) as its page arrives, so a list
@@ -304,6 +328,10 @@ async fn read_all(backend: &dyn ProviderBackend, scope: Option<Scope>) -> Option
             if keep.as_ref().is_none_or(|k| k.contains(&p.remote_id))
                 && let Some(entry) = encode(&p)
             {
+                let entry = slot
+                    .current_entry(&p.remote_id)
+                    .filter(|current| *current == entry)
+                    .unwrap_or(entry);
                 providers.insert(p.remote_id.into_boxed_str(), entry);
             }
         })
@@ -329,7 +357,7 @@ async fn list(
     scope: Option<Scope>,
 ) {
     let taken = Instant::now();
-    let listed = read_all(backend.as_ref(), scope).await;
+    let listed = read_all(&slot, backend.as_ref(), scope).await;
     let mut state = slot.state();
     let edits = std::mem::take(&mut state.edits);
     state.listing = false;
@@ -385,6 +413,8 @@ mod tests {
         lists: AtomicU32,
         fail: bool,
         delay: Mutex<Duration>,
+        /// Listed with another name (a changed provider).
+        renamed: Mutex<HashSet<String>>,
     }
 
     #[async_trait]
@@ -428,7 +458,9 @@ mod tests {
                 ));
             }
             let ids = self.ids.lock().unwrap().clone();
-            Ok(ids.iter().map(|id| provider(id, "n")).collect())
+            let renamed = self.renamed.lock().unwrap().clone();
+            let name = |id: &String| if renamed.contains(id) { "m" } else { "n" };
+            Ok(ids.iter().map(|id| provider(id, name(id))).collect())
         }
     }
 
@@ -438,7 +470,36 @@ mod tests {
             lists: AtomicU32::new(0),
             fail,
             delay: Mutex::new(Duration::from_millis(50)),
+            renamed: Mutex::default(),
         })
+    }
+
+    /// A refresh shares the entries that did not change with the snapshot it replaces, so the
+    /// two hold one copy of each while it runs.
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_shares_the_entries_that_did_not_change() {
+        let f = fake(&["a", "b"], false);
+        let backend: Arc<dyn ProviderBackend> = f.clone();
+        let snaps = Snapshots::<&str>::new(Duration::from_secs(10));
+        assert!(snaps.lookup(&"conn", &backend, "a").await.is_some());
+        let slot = snaps.slot(&"conn");
+        let entries = || {
+            (
+                slot.current_entry("a").unwrap(),
+                slot.current_entry("b").unwrap(),
+            )
+        };
+        let (a1, b1) = entries();
+        f.renamed.lock().unwrap().insert("b".into());
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(snaps.lookup(&"conn", &backend, "a").await.is_some());
+        assert_eq!(f.lists.load(Ordering::SeqCst), 2);
+        let (a2, b2) = entries();
+        assert!(
+            Arc::ptr_eq(&a1, &a2),
+            "unchanged: one copy in both snapshots"
+        );
+        assert!(b1 != b2, "changed: the new encoding");
     }
 
     #[tokio::test(start_paused = true)]
