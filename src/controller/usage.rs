@@ -440,7 +440,7 @@ pub fn provider_watcher(
             }
             Ok(watcher::Event::InitDone) => {
                 // Every namespace follows: what the dropped objects needed is counted out.
-                let _ = needs.list_done();
+                needs.list_done();
                 let _ = triggers.unbounded_send(Trigger::All);
                 Vec::new()
             }
@@ -516,12 +516,12 @@ impl Needs {
         self.of_object.list_started();
     }
 
-    /// Counts out the objects the (re)list did not show.
-    fn list_done(&mut self) -> Vec<String> {
-        let gone = self.of_object.list_done();
-        gone.into_iter()
-            .flat_map(|before| self.moved(before, 0))
-            .collect()
+    /// Counts out the objects the (re)list did not show. Which namespaces that changed is not
+    /// asked: the list's end triggers every namespace.
+    fn list_done(&mut self) {
+        for before in self.of_object.list_done() {
+            let _ = self.moved(before, 0);
+        }
     }
 
     /// One provider's need moved from `before` to `after`: the namespaces where a pair's
