@@ -611,11 +611,10 @@ mod tests {
         let mut watch = provider_watcher(tx);
         let mut sent = || std::iter::from_fn(|| rx.try_recv().ok()).collect::<Vec<_>>();
         let apply = |sp: Arc<SecurityProvider>| Ok(watcher::Event::Apply((*sp).clone()));
+        let listed = |sp: Arc<SecurityProvider>| Ok(watcher::Event::InitApply((*sp).clone()));
         let ns = |name: &str| Trigger::Namespace(name.into());
         watch(&Ok(watcher::Event::Init));
-        watch(&Ok(watcher::Event::InitApply(
-            (*sp("a", "p1", "coveo", true)).clone(),
-        )));
+        watch(&listed(sp("a", "p1", "coveo", true)));
         watch(&Ok(watcher::Event::InitDone));
         assert_eq!(sent(), [Trigger::All]);
         // A new provider, then its finalizer: `coveo` is needed in `a` already.
@@ -633,9 +632,7 @@ mod tests {
         assert_eq!(sent(), [ns("a")]);
         // A relist that no longer shows b/p1 (deleted while the watch was down) counts it out.
         watch(&Ok(watcher::Event::Init));
-        watch(&Ok(watcher::Event::InitApply(
-            (*sp("a", "p2", "other", true)).clone(),
-        )));
+        watch(&listed(sp("a", "p2", "other", true)));
         watch(&Ok(watcher::Event::InitDone));
         assert_eq!(sent(), [Trigger::All]);
         watch(&apply(sp("b", "p3", "coveo", true)));
